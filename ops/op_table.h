@@ -1,0 +1,156 @@
+// The op table: every op kestrel runs, declared once.
+//
+// The X-macro KESTREL_OPS lists (name, parameter struct, min sources, max sources).
+// The OpId enum, op names, the support matrix and the cross-backend test cases
+// are generated from it. Adding an op = one line here, a parameter struct, a
+// validation rule (ops/validate.cpp), a ref kernel, test cases.
+//
+// Conventions (ggml's): ne[0] is the contiguous dimension. A matrix of N rows
+// of K elements has ne = {K, N}. Activations are F32 unless stated otherwise.
+// Every op writes into a preallocated dst; dst never aliases a source unless
+// the op says "in place allowed".
+#pragma once
+
+#include <cstdint>
+
+#include "ops/tensor.h"
+
+namespace kestrel {
+
+struct NoParams {};
+
+// add, mul: dst = a (+|*) b. src0 a [K, ...], src1 b with b.ne[0] == a.ne[0]
+// and b.ne[i] either a.ne[i] or 1 for i >= 1 (broadcast). dst has a's shape.
+// In place allowed (dst == a).
+
+// scale: dst = a * scale + bias. In place allowed.
+struct ScaleParams {
+  float scale = 1.0f;
+  float bias = 0.0f;
+};
+
+// rms_norm: per row of K: y = x / sqrt(mean(x^2) + eps) * w, or * (1 + w)
+// when one_plus_weight (gemma). src1 w [K] F32 is optional (no weight: * 1).
+struct RmsNormParams {
+  float eps = 1e-5f;
+  bool one_plus_weight = false;
+};
+
+enum class RopeMode : int32_t {
+  adjacent = 0,  // pairs (x[2i], x[2i+1]): llama / llama2.c ("normal" rope)
+  neox = 2,      // pairs (x[i], x[i + n_dims/2]): qwen2, gemma3
+};
+
+// rope: src0 x [head_dim, n_head, n_tokens] F32, src1 pos [n_tokens] I32.
+// For each token t and head, rotate the first n_dims elements by angles
+// pos[t] * freq_scale * theta_base^(-2i/n_dims), i in [0, n_dims/2).
+// Elements past n_dims are copied. In place allowed.
+struct RopeParams {
+  RopeMode mode = RopeMode::adjacent;
+  int32_t n_dims = 0;  // rotated dims per head; even, <= head_dim
+  float theta_base = 10000.0f;
+  float freq_scale = 1.0f;
+};
+
+// matmul: src0 W [K, N] (any weight type), src1 x [K, M] F32, dst y [N, M] F32:
+// y[m][n] = sum_k W[n][k] * x[m][k]. M = 1 is the decode matvec.
+// (ne[2], ne[3] of x/y are extra batch dims that reuse the same W.)
+
+// get_rows: src0 table [K, N] (any weight type), src1 ids [M] I32, dst [K, M]
+// F32: dst row m = dequantized table row ids[m]. ids outside [0, N) are an error.
+
+// softmax: per row r (ne[1] index) of n = ne[0] logits:
+//   s_j = x_j * scale; if soft_cap > 0: s_j = soft_cap * tanh(s_j / soft_cap);
+//   s_j += mask[r][j] (src1, optional, F32 [n, rows]);
+//   causal: key j is masked (-inf) when j > q, q = pos_offset + r;
+//   window > 0: key j is also masked when q - j >= window;
+//   y = exp(s - max) / sum. A fully masked row yields zeros.
+struct SoftmaxParams {
+  float scale = 1.0f;
+  float soft_cap = 0.0f;
+  bool causal = false;
+  int32_t window = 0;
+  int32_t pos_offset = 0;
+};
+
+// attention: src0 q [D, Hq, M] F32, src1 k [D, Hkv, n_kv] F32|F16,
+// src2 v [D, Hkv, n_kv] F32|F16, src3 mask [n_kv, M] F32 (optional; 0 or -inf
+// per query/key; it carries causality, sequences and sliding windows).
+// Query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
+// dst [D, Hq, M] F32: softmax(scale * q.k (soft-capped) + mask) @ v.
+// A query whose keys are all masked yields zeros.
+struct AttentionParams {
+  float scale = 1.0f;
+  float soft_cap = 0.0f;
+};
+
+enum class GeluForm : int32_t {
+  tanh = 0,  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
+  erf = 1,   // 0.5x(1 + erf(x / sqrt(2)))
+};
+
+// gelu: elementwise. geglu: dst = gelu(src0 gate) * src1 up, same shapes.
+struct GeluParams {
+  GeluForm form = GeluForm::tanh;
+};
+
+// silu: dst = x * sigmoid(x). swiglu: dst = silu(src0 gate) * src1 up.
+
+// argmax: src0 [N, M] F32, dst [M] I32: index of the largest of each row
+// (lowest index on ties; NaN never wins).
+
+// copy: dst = src0 converted, same shape, F32|F16|BF16 on either side, any
+// strides (writes KV cache cells, gathers views).
+
+#define KESTREL_OPS(X)                     \
+  X(get_rows, NoParams, 2, 2)              \
+  X(add, NoParams, 2, 2)                   \
+  X(mul, NoParams, 2, 2)                   \
+  X(scale, ScaleParams, 1, 1)              \
+  X(rms_norm, RmsNormParams, 1, 2)         \
+  X(rope, RopeParams, 2, 2)                \
+  X(matmul, NoParams, 2, 2)                \
+  X(softmax, SoftmaxParams, 1, 2)          \
+  X(attention, AttentionParams, 3, 4)      \
+  X(gelu, GeluParams, 1, 1)                \
+  X(silu, NoParams, 1, 1)                  \
+  X(swiglu, NoParams, 2, 2)                \
+  X(geglu, GeluParams, 2, 2)               \
+  X(argmax, NoParams, 1, 1)                \
+  X(copy, NoParams, 1, 1)
+
+enum class OpId : int32_t {
+#define KESTREL_OP_ENUM(name, P, lo, hi) name,
+  KESTREL_OPS(KESTREL_OP_ENUM)
+#undef KESTREL_OP_ENUM
+};
+
+constexpr int kOpCount = 0
+#define KESTREL_OP_COUNT(name, P, lo, hi) +1
+    KESTREL_OPS(KESTREL_OP_COUNT)
+#undef KESTREL_OP_COUNT
+    ;
+
+constexpr int kMaxSrc = 4;
+
+const char* op_name(OpId op);
+int op_min_src(OpId op);
+int op_max_src(OpId op);
+
+// One invocation of an op: sources, destination and parameters.
+struct OpCall {
+  OpId op{};
+  Tensor* dst = nullptr;
+  const Tensor* src[kMaxSrc] = {};
+  int n_src = 0;
+  const void* params = nullptr;  // the op's parameter struct; nullptr = defaults
+
+  template <typename P>
+  const P& p() const {
+    static const P kDefault{};
+    return params ? *static_cast<const P*>(params) : kDefault;
+  }
+  const Tensor* opt_src(int i) const { return i < n_src ? src[i] : nullptr; }
+};
+
+}  // namespace kestrel

@@ -1,0 +1,159 @@
+// validate_op: the backend-independent contract of every op (see op_table.h).
+#include "ops/backend.h"
+
+namespace kestrel {
+
+namespace {
+
+bool is_float_act(DType t) { return t == DType::F32; }
+bool is_plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+bool rows_ok(const Tensor& t) {
+  if (!dtype_traits(t.type)) return false;
+  for (int i = 0; i < 4; ++i)
+    if (t.ne[i] < 0) return false;
+  if (t.ne[0] % dtype_block_size(t.type) != 0) return false;
+  return t.nb[0] == dtype_type_size(t.type);
+}
+
+Status need(bool cond, const OpCall& c, const char* what) {
+  if (cond) return {};
+  return Status::invalid_argument("%s: %s", op_name(c.op), what);
+}
+
+bool broadcastable(const Tensor& a, const Tensor& b) {
+  if (b.ne[0] != a.ne[0]) return false;
+  for (int i = 1; i < 4; ++i)
+    if (b.ne[i] != a.ne[i] && b.ne[i] != 1) return false;
+  return true;
+}
+
+}  // namespace
+
+Status validate_op(const OpCall& c) {
+  const int op = static_cast<int>(c.op);
+  if (op < 0 || op >= kOpCount) return Status::invalid_argument("unknown op %d", op);
+  if (!c.dst) return Status::invalid_argument("%s: no destination", op_name(c.op));
+  if (c.n_src < op_min_src(c.op) || c.n_src > op_max_src(c.op))
+    return Status::invalid_argument("%s: %d sources, expected %d..%d", op_name(c.op), c.n_src,
+                                    op_min_src(c.op), op_max_src(c.op));
+  for (int i = 0; i < c.n_src; ++i) {
+    if (!c.src[i]) return Status::invalid_argument("%s: source %d is null", op_name(c.op), i);
+    KESTREL_TRY(need(rows_ok(*c.src[i]), c, "source has a bad type, shape or element stride"));
+    if (c.src[i]->nelements() > 0 && !c.src[i]->data)
+      return Status::invalid_argument("%s: source %d has no data", op_name(c.op), i);
+  }
+  const Tensor& d = *c.dst;
+  KESTREL_TRY(need(rows_ok(d), c, "destination has a bad type, shape or element stride"));
+  if (d.nelements() > 0 && !d.data) return Status::invalid_argument("%s: dst has no data", op_name(c.op));
+  const Tensor& a = *c.src[0];
+
+  switch (c.op) {
+    case OpId::get_rows:
+      KESTREL_TRY(need(dtype_traits(a.type)->is_weight, c, "table type is not a weight type"));
+      KESTREL_TRY(need(c.src[1]->type == DType::I32, c, "ids must be I32"));
+      KESTREL_TRY(need(is_float_act(d.type), c, "dst must be F32"));
+      KESTREL_TRY(need(d.ne[0] == a.ne[0] && d.ne[1] == c.src[1]->ne[0] && d.ne[2] == 1 && d.ne[3] == 1,
+                       c, "dst must be [K, n_ids]"));
+      KESTREL_TRY(need(c.src[1]->ne[1] == 1 && c.src[1]->ne[2] == 1 && c.src[1]->ne[3] == 1, c,
+                       "ids must be 1-D"));
+      break;
+    case OpId::add:
+    case OpId::mul:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(c.src[1]->type) && is_float_act(d.type), c,
+                       "F32 only"));
+      KESTREL_TRY(need(broadcastable(a, *c.src[1]), c, "b must match a or broadcast over rows"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal a"));
+      break;
+    case OpId::scale:
+    case OpId::gelu:
+    case OpId::silu:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      break;
+    case OpId::swiglu:
+    case OpId::geglu:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(c.src[1]->type) && is_float_act(d.type), c,
+                       "F32 only"));
+      KESTREL_TRY(need(same_shape(a, *c.src[1]) && same_shape(a, d), c, "gate, up and dst must match"));
+      break;
+    case OpId::rms_norm:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      if (c.n_src > 1) {
+        const Tensor& w = *c.src[1];
+        KESTREL_TRY(need(w.type == DType::F32 && w.ne[0] == a.ne[0] && w.nrows() == 1, c,
+                         "weight must be F32 [K]"));
+      }
+      KESTREL_TRY(need(c.p<RmsNormParams>().eps >= 0.0f, c, "eps must be >= 0"));
+      break;
+    case OpId::rope: {
+      const RopeParams& p = c.p<RopeParams>();
+      const Tensor& pos = *c.src[1];
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      KESTREL_TRY(need(pos.type == DType::I32 && pos.ne[0] == a.ne[2] && pos.nrows() == 1, c,
+                       "positions must be I32 [n_tokens]"));
+      KESTREL_TRY(need(p.n_dims > 0 && p.n_dims % 2 == 0 && p.n_dims <= a.ne[0], c,
+                       "n_dims must be even and within head_dim"));
+      KESTREL_TRY(need(p.mode == RopeMode::adjacent || p.mode == RopeMode::neox, c, "unknown mode"));
+      KESTREL_TRY(need(p.theta_base > 0.0f && p.freq_scale > 0.0f, c, "theta and freq_scale must be > 0"));
+      KESTREL_TRY(need(a.ne[3] == 1, c, "x must be 3-D"));
+      break;
+    }
+    case OpId::matmul: {
+      const Tensor& x = *c.src[1];
+      KESTREL_TRY(need(dtype_traits(a.type)->is_weight, c, "W type is not a weight type"));
+      KESTREL_TRY(need(a.ne[2] == 1 && a.ne[3] == 1, c, "W must be 2-D"));
+      KESTREL_TRY(need(is_float_act(x.type) && is_float_act(d.type), c, "x and y must be F32"));
+      KESTREL_TRY(need(x.ne[0] == a.ne[0], c, "x rows must have W's K elements"));
+      KESTREL_TRY(need(d.ne[0] == a.ne[1] && d.ne[1] == x.ne[1] && d.ne[2] == x.ne[2] && d.ne[3] == x.ne[3],
+                       c, "y must be [N, M]"));
+      break;
+    }
+    case OpId::softmax: {
+      const SoftmaxParams& p = c.p<SoftmaxParams>();
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      KESTREL_TRY(need(p.soft_cap >= 0.0f && p.window >= 0, c, "soft_cap and window must be >= 0"));
+      if (c.n_src > 1) {
+        const Tensor& m = *c.src[1];
+        KESTREL_TRY(need(m.type == DType::F32 && m.ne[0] == a.ne[0] && m.ne[1] == a.ne[1] &&
+                             m.ne[2] == 1 && m.ne[3] == 1 && a.ne[2] == 1 && a.ne[3] == 1,
+                         c, "mask must be F32 [n, rows] over a 2-D input"));
+      }
+      break;
+    }
+    case OpId::attention: {
+      const Tensor& k = *c.src[1];
+      const Tensor& v = *c.src[2];
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "q and dst must be F32"));
+      KESTREL_TRY(need((k.type == DType::F32 || k.type == DType::F16) && k.type == v.type, c,
+                       "k and v must both be F32 or both F16"));
+      KESTREL_TRY(need(k.ne[0] == a.ne[0] && v.ne[0] == a.ne[0], c, "head dims must agree"));
+      KESTREL_TRY(need(same_shape(k, v), c, "k and v shapes must agree"));
+      KESTREL_TRY(need(k.ne[1] > 0 && a.ne[1] % k.ne[1] == 0, c, "q heads must be a multiple of kv heads"));
+      KESTREL_TRY(need(same_shape(a, d) && a.ne[3] == 1 && k.ne[3] == 1, c, "dst must be [D, Hq, M]"));
+      if (c.n_src > 3) {
+        const Tensor& m = *c.src[3];
+        KESTREL_TRY(need(m.type == DType::F32 && m.ne[0] == k.ne[2] && m.ne[1] == a.ne[2] && m.ne[2] == 1 &&
+                             m.ne[3] == 1,
+                         c, "mask must be F32 [n_kv, M]"));
+      }
+      KESTREL_TRY(need(c.p<AttentionParams>().soft_cap >= 0.0f, c, "soft_cap must be >= 0"));
+      break;
+    }
+    case OpId::argmax:
+      KESTREL_TRY(need(is_float_act(a.type) && d.type == DType::I32, c, "F32 in, I32 out"));
+      KESTREL_TRY(need(a.ne[0] > 0 && d.ne[0] == a.ne[1] && d.nrows() == 1 && a.ne[2] == 1 && a.ne[3] == 1, c,
+                       "dst must be [M] for src [N, M], N > 0"));
+      break;
+    case OpId::copy:
+      KESTREL_TRY(need(is_plain_float(a.type) && is_plain_float(d.type), c, "F32/F16/BF16 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      break;
+  }
+  return {};
+}
+
+}  // namespace kestrel
