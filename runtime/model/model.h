@@ -1,0 +1,79 @@
+// Model: the weights of one transformer (views into the mapped file, in their
+// stored types), its hyperparameters and its tokenizer. Immutable after load,
+// so one Model may be shared read-only by several contexts on several threads.
+//
+//   ModelParams mp;
+//   KESTREL_TRY_ASSIGN(auto model, Model::load("stories260K.gguf", mp));
+//   model->hparams().n_layer;
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ops/tensor.h"
+#include "platform/status.h"
+#include "runtime/model/hparams.h"
+
+namespace kestrel {
+
+namespace gguf {
+class File;
+}
+class Tokenizer;
+
+// A weight that is absent has data == nullptr.
+struct LayerWeights {
+  Tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
+  Tensor ffn_norm, w_gate, w_up, w_down, post_ffn_norm;
+};
+
+struct ModelParams {
+  bool use_mmap = true;
+  bool vocab_only = false;  // tokenizer only (vocabulary GGUF files)
+  // Page the weights in, reporting progress in [0, 1]; returning false cancels
+  // the load (status `cancelled`). nullptr: no callback, weights paged lazily.
+  bool (*progress)(float fraction, void* user) = nullptr;
+  void* progress_user = nullptr;
+  // llama2.c checkpoints (.bin): the tokenizer.bin to pair with the model.
+  std::string llama2c_tokenizer_path;
+};
+
+class Model {
+ public:
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Loads a GGUF file, or a llama2.c checkpoint when params name a tokenizer.bin.
+  static Expected<std::unique_ptr<Model>> load(const std::string& path, const ModelParams& params);
+
+  const HParams& hparams() const { return hp_; }
+  const ArchDesc& arch() const { return *hp_.arch; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const gguf::File& file() const { return *file_; }
+  bool vocab_only() const { return vocab_only_; }
+  // Bytes of all weight tensors (what one decode step streams, roughly).
+  uint64_t weight_bytes() const { return weight_bytes_; }
+
+  Tensor tok_embd;     // [n_embd, n_vocab]
+  Tensor output_norm;  // [n_embd]
+  Tensor output;       // [n_embd, n_vocab]; tok_embd when tied
+  bool tied_output = false;
+  std::vector<LayerWeights> layers;
+
+ private:
+  Model() = default;
+  Status bind_tensors();
+  Status page_in(const ModelParams& params);
+
+  HParams hp_;
+  bool vocab_only_ = false;
+  uint64_t weight_bytes_ = 0;
+  std::vector<uint8_t> owned_file_;  // an in-memory GGUF (converted llama2.c checkpoints)
+  std::unique_ptr<gguf::File> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+}  // namespace kestrel
