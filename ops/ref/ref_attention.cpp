@@ -1,0 +1,86 @@
+// Reference kernel: scaled dot-product attention with grouped-query heads.
+//
+// q [D, Hq, M] F32, k/v [D, Hkv, n_kv] F32|F16, mask [n_kv, M] F32 optional,
+// dst [D, Hq, M]. For query token m and head h (kv head h / (Hq/Hkv)):
+//   s_j = scale * q.k_j; soft-capped: cap * tanh(s_j / cap); s_j += mask[m][j]
+//   dst = sum_j softmax(s)_j v_j;   all keys masked -> zeros.
+// Two passes over the keys (max, then weights and the weighted sum), all in
+// double. No heap memory: the output is accumulated in chunks of kChunk dims
+// (scores are recomputed per chunk, which only matters for D > kChunk).
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "ops/half.h"
+#include "ops/ref/ref_kernels.h"
+
+namespace kestrel::ref {
+
+namespace {
+
+constexpr int64_t kChunk = 256;
+
+double kv_at(const Tensor& t, int64_t head, int64_t j, int64_t d) {
+  const char* row = t.row<const char>(head, j);
+  if (t.type == DType::F16) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * d, 2);
+    return f16_to_f32(h);
+  }
+  float f;
+  std::memcpy(&f, row + 4 * d, 4);
+  return f;
+}
+
+}  // namespace
+
+void attention(const OpCall& call) {
+  const AttentionParams& p = call.p<AttentionParams>();
+  const Tensor& q = *call.src[0];
+  const Tensor& k = *call.src[1];
+  const Tensor& v = *call.src[2];
+  const Tensor* mask = call.opt_src(3);
+  Tensor& dst = *call.dst;
+  const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
+  const int64_t Hkv = k.ne[1], n_kv = k.ne[2];
+  const int64_t group = Hq / Hkv;
+  const double kNegInf = -std::numeric_limits<double>::infinity();
+
+  for (int64_t m = 0; m < M; ++m) {
+    const float* mrow = mask ? mask->row<float>(m) : nullptr;
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t kvh = h / group;
+      const float* qr = q.row<float>(h, m);
+      float* out = dst.row<float>(h, m);
+      auto score = [&](int64_t j) {
+        if (mrow && mrow[j] == -std::numeric_limits<float>::infinity()) return kNegInf;
+        double s = 0.0;
+        for (int64_t d = 0; d < D; ++d) s += (double)qr[d] * kv_at(k, kvh, j, d);
+        s *= p.scale;
+        if (p.soft_cap > 0.0f) s = p.soft_cap * std::tanh(s / p.soft_cap);
+        if (mrow) s += mrow[j];
+        return s;
+      };
+      double mx = kNegInf;
+      for (int64_t j = 0; j < n_kv; ++j) mx = std::fmax(mx, score(j));
+      if (mx == kNegInf) {  // every key masked (or no keys)
+        for (int64_t d = 0; d < D; ++d) out[d] = 0.0f;
+        continue;
+      }
+      for (int64_t d0 = 0; d0 < D; d0 += kChunk) {
+        const int64_t nd = D - d0 < kChunk ? D - d0 : kChunk;
+        double acc[kChunk] = {};
+        double sum = 0.0;
+        for (int64_t j = 0; j < n_kv; ++j) {
+          const double w = std::exp(score(j) - mx);
+          if (w == 0.0) continue;
+          sum += w;
+          for (int64_t d = 0; d < nd; ++d) acc[d] += w * kv_at(v, kvh, j, d0 + d);
+        }
+        for (int64_t d = 0; d < nd; ++d) out[d0 + d] = (float)(acc[d] / sum);
+      }
+    }
+  }
+}
+
+}  // namespace kestrel::ref

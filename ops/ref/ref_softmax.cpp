@@ -1,0 +1,69 @@
+// Reference kernels: softmax (scaled, soft-capped, masked, causal / sliding
+// window) and argmax. Per row, three passes over the logits in double:
+// max, sum of exp(s - max), write. No temporary row, so dst may even alias
+// src (each element is read before it is written).
+#include <cmath>
+#include <limits>
+
+#include "ops/ref/ref_kernels.h"
+
+namespace kestrel::ref {
+
+namespace {
+
+// The masked, scaled, capped logit s_j of row (query position q); -inf when masked.
+double softmax_logit(const SoftmaxParams& p, const float* x, const float* mask, int64_t q, int64_t j) {
+  const double kNegInf = -std::numeric_limits<double>::infinity();
+  if (p.causal && j > q) return kNegInf;
+  if (p.window > 0 && q - j >= p.window) return kNegInf;
+  double s = (double)x[j] * p.scale;
+  if (p.soft_cap > 0.0f) s = p.soft_cap * std::tanh(s / p.soft_cap);
+  if (mask) s += mask[j];
+  return s;
+}
+
+}  // namespace
+
+void softmax(const OpCall& call) {
+  const SoftmaxParams& p = call.p<SoftmaxParams>();
+  const Tensor& a = *call.src[0];
+  const Tensor* m = call.opt_src(1);  // F32 [n, rows], only with a 2-D input
+  Tensor& d = *call.dst;
+  const int64_t n = a.ne[0];
+  for (int64_t i3 = 0; i3 < a.ne[3]; ++i3)
+    for (int64_t i2 = 0; i2 < a.ne[2]; ++i2)
+      for (int64_t i1 = 0; i1 < a.ne[1]; ++i1) {
+        const float* x = a.row<float>(i1, i2, i3);
+        const float* mask = m ? m->row<float>(i1) : nullptr;
+        float* y = d.row<float>(i1, i2, i3);
+        const int64_t q = (int64_t)p.pos_offset + i1;
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < n; ++j) mx = std::fmax(mx, softmax_logit(p, x, mask, q, j));
+        if (mx == -std::numeric_limits<double>::infinity()) {  // fully masked row
+          for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
+          continue;
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < n; ++j) sum += std::exp(softmax_logit(p, x, mask, q, j) - mx);
+        for (int64_t j = 0; j < n; ++j) y[j] = (float)(std::exp(softmax_logit(p, x, mask, q, j) - mx) / sum);
+      }
+}
+
+// argmax: per row the index of the largest value; the lowest index on ties;
+// NaN never wins (a row of NaNs gives 0).
+void argmax(const OpCall& call) {
+  const Tensor& a = *call.src[0];
+  Tensor& d = *call.dst;
+  int32_t* out = static_cast<int32_t*>(d.data);
+  for (int64_t r = 0; r < a.ne[1]; ++r) {
+    const float* x = a.row<float>(r);
+    int64_t best = -1;
+    for (int64_t j = 0; j < a.ne[0]; ++j) {
+      if (std::isnan(x[j])) continue;
+      if (best < 0 || x[j] > x[best]) best = j;
+    }
+    out[r] = (int32_t)(best < 0 ? 0 : best);
+  }
+}
+
+}  // namespace kestrel::ref
