@@ -1,0 +1,186 @@
+/* kestrel: an embeddable LLM inference runtime. The C API.
+ *
+ * Every function returns a kestrel_status (or a value with a documented
+ * failure value) and never throws, aborts or exits. After a failure, the
+ * message is available from kestrel_last_error(handle) for the handle the
+ * call was made on (model or context; NULL handle: the calling thread's
+ * last error of a handle-less call).
+ *
+ * Threading: a model may be shared read-only by several contexts used on
+ * several threads; one context must not be used by two threads at once.
+ *
+ * Usage:
+ *   kestrel_model_params mp = kestrel_model_default_params();
+ *   kestrel_model* model = NULL;
+ *   if (kestrel_model_load("model.gguf", &mp, &model) != KESTREL_OK) { ... }
+ *   kestrel_context_params cp = kestrel_context_default_params();
+ *   kestrel_context* ctx = NULL;
+ *   kestrel_context_create(model, &cp, &ctx);
+ *   kestrel_sampler_params sp = kestrel_sampler_default_params();
+ *   kestrel_generate(ctx, "Once upon a time", 64, &sp, on_text, user_data);
+ *   kestrel_context_free(ctx);
+ *   kestrel_model_free(model);
+ */
+#ifndef KESTREL_KESTREL_H
+#define KESTREL_KESTREL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kestrel_status {
+  KESTREL_OK = 0,
+  KESTREL_ERR_INVALID_ARGUMENT = 1, /* a parameter is out of range or NULL */
+  KESTREL_ERR_BAD_FILE = 2,         /* a model/tokenizer file is malformed or unsupported */
+  KESTREL_ERR_UNSUPPORTED = 3,      /* valid, but this build or backend cannot do it */
+  KESTREL_ERR_OUT_OF_MEMORY = 4,
+  KESTREL_ERR_IO = 5,               /* the OS refused (open, read, mmap) */
+  KESTREL_ERR_TOO_LONG = 6,         /* input above a configured cap, context full */
+  KESTREL_ERR_CANCELLED = 7,        /* a callback asked to stop */
+  KESTREL_ERR_RUNTIME = 8,          /* NaN logits, backend failure */
+  KESTREL_ERR_INTERNAL = 9          /* a kestrel bug */
+} kestrel_status;
+
+typedef int32_t kestrel_token;
+typedef struct kestrel_model kestrel_model;
+typedef struct kestrel_context kestrel_context;
+typedef struct kestrel_sampler kestrel_sampler;
+
+/* "0.1.0" */
+const char* kestrel_version(void);
+/* CPU features and the kernel variant chosen, e.g. "avx2 fma f16c | cpu kernels: avx2". */
+const char* kestrel_system_info(void);
+const char* kestrel_status_name(kestrel_status status);
+/* Message of the last failed call on this handle (model or context); "" if none.
+ * NULL: the calling thread's last failure of a call without a handle (load, create). */
+const char* kestrel_last_error(const void* handle);
+
+/* ---- models ---- */
+
+/* Progress in [0, 1]; return 0 to cancel the load (KESTREL_ERR_CANCELLED). */
+typedef int (*kestrel_progress_fn)(float progress, void* user_data);
+
+typedef struct kestrel_model_params {
+  int use_mmap;                     /* 1: map the file (default); 0: read it into memory */
+  int vocab_only;                   /* 1: tokenizer only (vocabulary GGUF files); default 0 */
+  kestrel_progress_fn progress;     /* NULL: none (default) */
+  void* progress_user_data;
+  const char* llama2c_tokenizer;    /* llama2.c checkpoints: path of tokenizer.bin; NULL for GGUF */
+} kestrel_model_params;
+
+kestrel_model_params kestrel_model_default_params(void);
+kestrel_status kestrel_model_load(const char* path, const kestrel_model_params* params, kestrel_model** out_model);
+void kestrel_model_free(kestrel_model* model); /* NULL is a no-op */
+
+int32_t kestrel_model_n_vocab(const kestrel_model* model);
+int32_t kestrel_model_n_ctx_train(const kestrel_model* model);
+int32_t kestrel_model_n_embd(const kestrel_model* model);
+int32_t kestrel_model_n_layer(const kestrel_model* model);
+kestrel_token kestrel_token_bos(const kestrel_model* model); /* -1 if none */
+kestrel_token kestrel_token_eos(const kestrel_model* model);
+int kestrel_token_is_eog(const kestrel_model* model, kestrel_token token);
+/* Writes a one-line description (architecture, sizes) into buf; returns the needed length. */
+int32_t kestrel_model_desc(const kestrel_model* model, char* buf, size_t buf_size);
+
+/* ---- tokenizer ---- */
+
+/* Tokenizes text[0..text_len). add_special: BOS/EOS as the model wants; parse_special:
+ * recognise special-token texts. Writes up to max_tokens ids; *n_tokens gets the number
+ * needed (KESTREL_ERR_TOO_LONG with *n_tokens set when max_tokens is too small). */
+kestrel_status kestrel_tokenize(const kestrel_model* model, const char* text, size_t text_len, int add_special,
+                                int parse_special, kestrel_token* tokens, int32_t max_tokens, int32_t* n_tokens);
+/* Detokenizes; writes up to buf_size bytes (not NUL-terminated); *n_bytes gets the length needed. */
+kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_token* tokens, int32_t n_tokens,
+                                  int render_special, char* buf, size_t buf_size, size_t* n_bytes);
+/* Bytes of one token as it appears in text; *n_bytes gets the length needed. */
+kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token token, int render_special, char* buf,
+                                      size_t buf_size, size_t* n_bytes);
+
+/* ---- contexts ---- */
+
+typedef struct kestrel_context_params {
+  int32_t n_ctx;           /* KV cache cells; 0 = min(training context, 4096) (default 0) */
+  int32_t n_batch;         /* tokens per micro-batch (default 512) */
+  int32_t n_seq_max;       /* distinct sequence ids (default 1) */
+  int32_t n_threads;       /* threads for generation (default: 1 per core, at most 8) */
+  int32_t n_threads_batch; /* threads for prompt batches; 0 = n_threads (default 0) */
+  uint32_t seed;           /* sampling seed (default 0x5eed) */
+  int kv_f32;              /* 1: KV cache in f32; 0: f16 (default) */
+  int reference_kernels;   /* 1: run every op on the scalar reference kernels (slow; for checks) */
+} kestrel_context_params;
+
+kestrel_context_params kestrel_context_default_params(void);
+kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_context_params* params,
+                                      kestrel_context** out_ctx);
+void kestrel_context_free(kestrel_context* ctx); /* NULL is a no-op */
+int32_t kestrel_context_n_ctx(const kestrel_context* ctx);
+
+/* A batch of tokens: each with a position, a sequence id and whether to keep its logits. */
+typedef struct kestrel_batch {
+  int32_t n_tokens;
+  const kestrel_token* tokens;
+  const int32_t* pos;
+  const int32_t* seq_id; /* NULL: all sequence 0 */
+  const int8_t* logits;  /* NULL: only the last token */
+} kestrel_batch;
+
+kestrel_status kestrel_decode(kestrel_context* ctx, const kestrel_batch* batch);
+/* Logits [n_vocab] of the i-th token that kept logits in the last decode; NULL if out of range. */
+const float* kestrel_get_logits(kestrel_context* ctx, int32_t i);
+/* Removes sequence seq's cells with p0 <= pos < p1 (p1 < 0: to the end; seq < 0: every sequence). */
+kestrel_status kestrel_kv_seq_rm(kestrel_context* ctx, int32_t seq, int32_t p0, int32_t p1);
+/* Largest position stored for seq, -1 if none. */
+int32_t kestrel_kv_seq_pos_max(kestrel_context* ctx, int32_t seq);
+
+/* ---- sampling ---- */
+
+typedef struct kestrel_sampler_params {
+  float temperature;     /* <= 0: greedy (default 0.8) */
+  int32_t top_k;         /* <= 0: off (default 40); values > n_vocab are clamped */
+  float top_p;           /* in (0, 1]; 1 = off (default 0.95) */
+  float min_p;           /* in [0, 1); 0 = off (default 0.05) */
+  float repeat_penalty;  /* >= 0; 1 = off (default 1.0) */
+  int32_t repeat_last_n; /* tokens the penalty looks back over (default 64) */
+  uint32_t seed;         /* default 0x5eed */
+} kestrel_sampler_params;
+
+kestrel_sampler_params kestrel_sampler_default_params(void);
+kestrel_status kestrel_sampler_create(const kestrel_model* model, const kestrel_sampler_params* params,
+                                      kestrel_sampler** out_sampler);
+void kestrel_sampler_free(kestrel_sampler* sampler);
+/* Samples from logits [n_vocab]. NaN/Inf logits -> KESTREL_ERR_RUNTIME. */
+kestrel_status kestrel_sampler_sample(kestrel_sampler* sampler, const float* logits, kestrel_token* out_token);
+/* Records a token in the sampler's history (repetition penalty). */
+void kestrel_sampler_accept(kestrel_sampler* sampler, kestrel_token token);
+void kestrel_sampler_reset(kestrel_sampler* sampler);
+const char* kestrel_sampler_last_error(const kestrel_sampler* sampler);
+
+/* ---- generation ---- */
+
+/* Receives generated text as complete UTF-8 pieces; return 0 to stop after this piece. */
+typedef int (*kestrel_text_fn)(const char* text, size_t len, kestrel_token token, void* user_data);
+
+typedef struct kestrel_timings {
+  double t_load_ms;
+  int32_t n_prompt_tokens;
+  double t_prompt_ms;
+  int32_t n_generated;
+  double t_generate_ms;
+} kestrel_timings;
+
+/* Tokenizes the prompt (BOS per the model; an empty prompt starts from BOS), runs it,
+ * and generates up to n_predict tokens (stopping at end-of-generation tokens), calling
+ * on_text with each complete piece. Continues the context's sequence 0 from its start:
+ * the cache is cleared first. */
+kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_t n_predict,
+                                const kestrel_sampler_params* sampling, kestrel_text_fn on_text, void* user_data);
+void kestrel_get_timings(const kestrel_context* ctx, kestrel_timings* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KESTREL_KESTREL_H */
