@@ -1,0 +1,128 @@
+#include "runtime/engine/context.h"
+
+#include <algorithm>
+#include <new>
+
+#include "platform/timer.h"
+
+namespace kestrel {
+
+Context::~Context() = default;
+
+Expected<std::unique_ptr<Context>> Context::create(const Model& model, const ContextParams& p) {
+  if (model.vocab_only()) return Status::invalid_argument("a vocabulary-only model cannot run");
+  const HParams& hp = model.hparams();
+  if (p.n_ctx < 0 || p.n_ctx > kMaxContext) return Status::invalid_argument("n_ctx %lld out of range", (long long)p.n_ctx);
+  if (p.n_batch < 1 || p.n_batch > 65536) return Status::invalid_argument("n_batch %lld out of range [1, 65536]", (long long)p.n_batch);
+  if (p.n_threads < 1 || p.n_threads > 1024) return Status::invalid_argument("n_threads %d out of range [1, 1024]", p.n_threads);
+  if (p.n_threads_batch < 0 || p.n_threads_batch > 1024)
+    return Status::invalid_argument("n_threads_batch %d out of range [0, 1024]", p.n_threads_batch);
+  std::unique_ptr<Context> c(new (std::nothrow) Context(model));
+  if (!c) return Status::out_of_memory("context");
+  c->params_ = p;
+  if (c->params_.n_ctx == 0) c->params_.n_ctx = std::min<int64_t>(hp.n_ctx_train, 4096);
+  if (c->params_.n_threads_batch == 0) c->params_.n_threads_batch = p.n_threads;
+  const int max_threads = std::max(c->params_.n_threads, c->params_.n_threads_batch);
+  c->pool_.set_n_threads(max_threads);
+
+  BackendOptions bo;
+  bo.n_threads = max_threads;
+  bo.pool = &c->pool_;
+  bo.isa = p.isa;
+  KESTREL_TRY_ASSIGN(c->ref_, backend_ref().create(bo));
+  std::vector<Backend*> order;
+  if (p.backend == BackendChoice::cpu) {
+    KESTREL_TRY_ASSIGN(c->cpu_, backend_cpu().create(bo));
+    order.push_back(c->cpu_.get());
+  }
+  order.push_back(c->ref_.get());
+  c->ops_.set_backends(order);
+
+  const int64_t n_ctx = c->params_.n_ctx;
+  const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
+  c->params_.n_batch = n_ubatch;
+  KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max));
+  KESTREL_TRY(c->forward_.init(model, n_ubatch, n_ctx));
+  try {
+    c->logits_.assign(static_cast<size_t>(n_ubatch) * static_cast<size_t>(hp.n_vocab), 0.0f);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("logits buffer");
+  }
+  return c;
+}
+
+Status Context::validate(const BatchView& b) const {
+  const HParams& hp = model_.hparams();
+  if (b.n_tokens <= 0) return Status::invalid_argument("empty batch");
+  if (!b.tokens || !b.pos) return Status::invalid_argument("batch has no tokens or positions");
+  if (b.n_tokens > kv_.n_ctx())
+    return Status::too_long("batch of %d tokens exceeds the context of %lld", b.n_tokens, (long long)kv_.n_ctx());
+  int32_t n_out = 0;
+  for (int32_t i = 0; i < b.n_tokens; ++i) {
+    if (b.tokens[i] < 0 || b.tokens[i] >= hp.n_vocab)
+      return Status::invalid_argument("token id %d at batch index %d is outside [0, %lld)", b.tokens[i], i,
+                                      (long long)hp.n_vocab);
+    if (b.pos[i] < 0) return Status::invalid_argument("negative position %d at batch index %d", b.pos[i], i);
+    const int32_t s = b.seq_id ? b.seq_id[i] : 0;
+    if (s < 0 || s >= kv_.n_seq_max())
+      return Status::invalid_argument("sequence id %d at batch index %d is outside [0, %d)", s, i, kv_.n_seq_max());
+    if (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ++n_out;
+  }
+  (void)n_out;
+  return {};
+}
+
+Status Context::decode(const BatchView& b) {
+  KESTREL_TRY(validate(b));
+  const int64_t t0 = now_ns();
+  const bool single = b.n_tokens == 1;
+  ops_.set_n_threads(single ? params_.n_threads : params_.n_threads_batch);
+  const int64_t V = model_.hparams().n_vocab;
+  const int64_t ub = params_.n_batch;
+  // Count outputs to size the logits buffer once (grown, never per token).
+  int64_t n_want = 0;
+  for (int32_t i = 0; i < b.n_tokens; ++i) n_want += (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ? 1 : 0;
+  if (static_cast<size_t>(n_want * V) > logits_.size()) {
+    try {
+      logits_.resize(static_cast<size_t>(n_want * V));
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory("logits for %lld outputs", (long long)n_want);
+    }
+  }
+  n_outputs_ = 0;
+  for (int32_t off = 0; off < b.n_tokens; off += static_cast<int32_t>(ub)) {
+    BatchView mb;
+    mb.n_tokens = static_cast<int32_t>(std::min<int64_t>(ub, b.n_tokens - off));
+    mb.tokens = b.tokens + off;
+    mb.pos = b.pos + off;
+    mb.seq_id = b.seq_id ? b.seq_id + off : nullptr;
+    mb.logits = b.logits ? b.logits + off : nullptr;
+    // Without flags only the very last token of the whole batch has logits.
+    const bool last_chunk = off + mb.n_tokens == b.n_tokens;
+    int32_t n_out = 0;
+    Status s = forward_.run(mb, last_chunk, kv_, ops_,
+                            logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V), &n_out);
+    if (!s.ok()) {
+      // Leave the cache as it was: drop what this call stored.
+      for (int32_t i = 0; i < b.n_tokens; ++i) kv_.seq_rm(b.seq_id ? b.seq_id[i] : 0, b.pos[i], b.pos[i] + 1);
+      return s;
+    }
+    n_outputs_ += n_out;
+  }
+  const int64_t dt = now_ns() - t0;
+  if (single) {
+    stats_.n_eval_tokens += 1;
+    stats_.t_eval_ns += dt;
+  } else {
+    stats_.n_prompt_tokens += b.n_tokens;
+    stats_.t_prompt_ns += dt;
+  }
+  return {};
+}
+
+const float* Context::logits(int32_t i) const {
+  if (i < 0 || i >= n_outputs_) return nullptr;
+  return logits_.data() + static_cast<size_t>(i) * static_cast<size_t>(model_.hparams().n_vocab);
+}
+
+}  // namespace kestrel
