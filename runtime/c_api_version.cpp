@@ -1,0 +1,57 @@
+// kestrel_version() and kestrel_system_info() of the C API.
+#include <string>
+
+#include "kestrel/kestrel.h"
+#include "ops/backend.h"
+#include "platform/cpu_features.h"
+
+namespace {
+
+// Kept equal to project(kestrel VERSION ...) in CMakeLists.txt; the consumer
+// check in tests/run_all.sh compares it with the installed package's version.
+constexpr const char* kVersion = "0.1.0";
+
+std::string build_system_info() {
+  std::string s = "kestrel ";
+  s += kVersion;
+  s += " | cpu: ";
+  s += kestrel::cpu_features().to_string();
+  s += " | compiled variants:";
+#if defined(KESTREL_ISA_SSE42)
+  s += " sse4.2";
+#endif
+#if defined(KESTREL_ISA_AVX2)
+  s += " avx2";
+#endif
+#if defined(KESTREL_ISA_AVX512)
+  s += " avx512";
+#endif
+#if defined(KESTREL_ISA_NEON)
+  s += " neon";
+#endif
+  s += " scalar | selected: ";
+  kestrel::CpuIsa best[8];
+  const int n = kestrel::cpu_isa_available(best, 8);
+  s += n > 0 ? kestrel::cpu_isa_name(best[0]) : "scalar";
+#if defined(KESTREL_HAVE_OPENMP)
+  s += " | openmp";
+#endif
+  return s;
+}
+
+}  // namespace
+
+extern "C" const char* kestrel_version(void) { return kVersion; }
+
+extern "C" const char* kestrel_system_info(void) {
+  // Built once (thread-safe static init), immutable afterwards. If building it
+  // throws (out of memory), report that instead of letting it escape into C.
+  static const std::string kInfo = [] {
+    try {
+      return build_system_info();
+    } catch (...) {
+      return std::string();
+    }
+  }();
+  return kInfo.empty() ? "kestrel (system info unavailable)" : kInfo.c_str();
+}
