@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# kestrel's whole test suite: what CI runs and what a change should pass.
+#
+#   tests/run_all.sh                          # every default step
+#   KESTREL_STEPS="release aarch64" tests/run_all.sh
+#   KESTREL_JOBS=8 tests/run_all.sh           # more build jobs (default 2)
+#
+# Steps (default: release aarch64 armhf cuda consumer):
+#   release   cmake --workflow --preset release: configure, build, ctest on this machine
+#   aarch64   the aarch64 workflow preset: cross build, ctest under qemu-aarch64
+#   armhf     the armhf preset: cross configure + build (no SIMD variant; no tests)
+#   cuda      the cuda preset: configure + build with nvcc (no GPU needed); SKIP without nvcc
+#   consumer  install build/release to a temporary prefix, then build and run
+#             tests/consumer against it with CMake and with pkg-config
+#   asan      (opt-in) the asan workflow preset: ASan + UBSan build and ctest
+# The first failing step stops the script with a non-zero exit status.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STEPS=${KESTREL_STEPS:-"release aarch64 armhf cuda consumer"}
+JOBS=${KESTREL_JOBS:-2}
+export CMAKE_BUILD_PARALLEL_LEVEL=$JOBS
+export CTEST_PARALLEL_LEVEL=$JOBS
+
+T0=$(date +%s)
+SUMMARY=()
+
+section() { printf '\n==================== %s ====================\n' "$*"; }
+fail() {
+  printf '\nFAILED: step %s (%s)\n' "$1" "$2" >&2
+  exit 1
+}
+finish_step() {  # name, start time, result word
+  local dt=$(($(date +%s) - $2))
+  SUMMARY+=("$(printf '%-9s %-5s %4ds' "$1" "$3" "$dt")")
+}
+
+known_step() {
+  case "$1" in release|aarch64|armhf|cuda|consumer|asan) return 0 ;; *) return 1 ;; esac
+}
+for s in $STEPS; do known_step "$s" || { echo "unknown step '$s' in KESTREL_STEPS" >&2; exit 2; }; done
+
+step_release() {
+  cmake --workflow --preset release
+}
+
+step_aarch64() {
+  command -v aarch64-linux-gnu-g++ >/dev/null || fail aarch64 "aarch64-linux-gnu-g++ not installed"
+  command -v qemu-aarch64 >/dev/null || fail aarch64 "qemu-aarch64 not installed"
+  cmake --workflow --preset aarch64
+}
+
+step_armhf() {
+  command -v arm-linux-gnueabihf-g++ >/dev/null || fail armhf "arm-linux-gnueabihf-g++ not installed"
+  cmake --preset armhf
+  cmake --build --preset armhf
+}
+
+step_cuda() {
+  if ! command -v nvcc >/dev/null; then
+    echo "SKIP: cuda: nvcc not found on PATH (the cuda preset needs the CUDA toolkit, not a GPU)"
+    return 3
+  fi
+  nvcc --version | tail -n 2
+  cmake --preset cuda
+  cmake --build --preset cuda
+}
+
+step_consumer() {
+  [ -f build/release/CMakeCache.txt ] || fail consumer "build/release is not configured: run the release step first"
+  cmake --build --preset release --target kestrel
+  local tmp
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/kestrel-consumer.XXXXXX")
+  trap 'rm -rf "$tmp"' RETURN
+  cmake --install build/release --prefix "$tmp/prefix"
+
+  echo "--- consumer via find_package(kestrel)"
+  cmake -S tests/consumer -B "$tmp/cmake-build" -DCMAKE_PREFIX_PATH="$tmp/prefix" -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$tmp/cmake-build"
+  "$tmp/cmake-build/kestrel_consumer"
+
+  echo "--- consumer via pkg-config"
+  command -v pkg-config >/dev/null || fail consumer "pkg-config not installed"
+  local flags
+  flags=$(PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig" pkg-config --cflags --libs kestrel)
+  echo "pkg-config --cflags --libs kestrel: $flags"
+  # shellcheck disable=SC2086  # flags are words on purpose
+  ${CC:-cc} -std=c99 -Wall -Werror -o "$tmp/pc-consumer" tests/consumer/main.c $flags
+  "$tmp/pc-consumer"
+}
+
+step_asan() {
+  cmake --workflow --preset asan
+}
+
+for s in $STEPS; do
+  section "$s"
+  t=$(date +%s)
+  # A subshell outside any `||` or `if`, so that errexit holds inside the step.
+  set +e
+  ( set -e; "step_$s" )
+  rc=$?
+  set -e
+  case $rc in
+    0) finish_step "$s" "$t" ok ;;
+    3) finish_step "$s" "$t" SKIP ;;
+    *) finish_step "$s" "$t" FAIL
+       section "summary"; printf '%s\n' "${SUMMARY[@]}"
+       fail "$s" "exit status $rc" ;;
+  esac
+done
+
+section "summary"
+printf '%s\n' "${SUMMARY[@]}"
+echo "all steps passed in $(($(date +%s) - T0))s (root $ROOT)"
