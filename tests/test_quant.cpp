@@ -1,0 +1,276 @@
+// Reference (de)quantization: hand-built blocks with known values for every block type
+// (the GGUF layouts), round-trip error bounds, and Q8_K block sums.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "ops/half.h"
+#include "ops/ref/quant.h"
+
+using namespace kestrel;
+
+namespace {
+
+constexpr uint16_t kHalfOne = 0x3C00, kHalfHalf = 0x3800, kHalfQuarter = 0x3400;
+
+std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<float> deq(DType t, const void* src, int64_t n) {
+  std::vector<float> y(static_cast<size_t>(n));
+  ref::dequantize_row(t, src, y.data(), n);
+  return y;
+}
+
+double rel_rms(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    den += double(a[i]) * a[i];
+  }
+  return std::sqrt(num / den);
+}
+
+// Q4_K / Q5_K scale bytes whose decoded 6-bit scales and mins were worked out by hand
+// from the packing rule (sub-blocks 4..7 take a nibble of bytes 8..11 and the top two
+// bits of bytes 0..3 / 4..7).
+const uint8_t kKScales[12] = {0x41, 0x02, 0x03, 0xC4, 0x05, 0x46, 0x07, 0x08, 0x19, 0x2A, 0x3B, 0x4C};
+const int kKSc[8] = {1, 2, 3, 4, 25, 10, 11, 60};
+const int kKMin[8] = {5, 6, 7, 8, 1, 18, 3, 4};
+
+}  // namespace
+
+TEST_CASE("f16 and bf16 rows convert exactly", "[quant]") {
+  const uint16_t h[4] = {kHalfOne, 0xC000 /* -2 */, 0x7BFF /* 65504 */, 0x0001 /* 2^-24 */};
+  const auto y = deq(DType::F16, h, 4);
+  CHECK(y[0] == 1.0f);
+  CHECK(y[1] == -2.0f);
+  CHECK(y[2] == 65504.0f);
+  CHECK(y[3] == std::ldexp(1.0f, -24));
+  const uint16_t b[2] = {0x3F80 /* 1 */, 0xC0A0 /* -5 */};
+  const auto z = deq(DType::BF16, b, 2);
+  CHECK(z[0] == 1.0f);
+  CHECK(z[1] == -5.0f);
+}
+
+TEST_CASE("q4_0 hand-built block", "[quant]") {
+  BlockQ4_0 b;
+  b.d = kHalfHalf;  // 0.5
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const auto y = deq(DType::Q4_0, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    CHECK(y[j] == 0.5f * (j - 8));          // low nibble of byte j: element j
+    CHECK(y[j + 16] == 0.5f * (15 - j - 8));  // high nibble: element j + 16
+  }
+  // Element 17 is the high nibble of byte 1.
+  std::memset(b.qs, 0x88, sizeof(b.qs));
+  b.qs[1] = 0xF8;
+  const auto z = deq(DType::Q4_0, &b, 32);
+  for (int j = 0; j < 32; ++j) CHECK(z[j] == (j == 17 ? 3.5f : 0.0f));
+}
+
+TEST_CASE("q8_0 hand-built block", "[quant]") {
+  BlockQ8_0 b;
+  b.d = kHalfQuarter;
+  for (int j = 0; j < 32; ++j) b.qs[j] = static_cast<int8_t>(j * 8 - 128);
+  const auto y = deq(DType::Q8_0, &b, 32);
+  for (int j = 0; j < 32; ++j) CHECK(y[j] == 0.25f * (j * 8 - 128));
+}
+
+TEST_CASE("q4_K hand-built block", "[quant]") {
+  BlockQ4_K b;
+  b.d = kHalfOne;
+  b.dmin = kHalfHalf;
+  std::memcpy(b.scales, kKScales, 12);
+  for (int i = 0; i < 128; ++i) b.qs[i] = static_cast<uint8_t>((i % 16) | (((i * 7) % 16) << 4));
+  const auto y = deq(DType::Q4_K, &b, 256);
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) {
+      const int lo = b.qs[32 * c + l] & 0xF, hi = b.qs[32 * c + l] >> 4;
+      CHECK(y[64 * c + l] == 1.0f * kKSc[2 * c] * lo - 0.5f * kKMin[2 * c]);
+      CHECK(y[64 * c + 32 + l] == 1.0f * kKSc[2 * c + 1] * hi - 0.5f * kKMin[2 * c + 1]);
+    }
+  // Element 100 = chunk 1, high nibble of byte 32 + 4, sub-block 3.
+  std::memset(b.qs, 0, sizeof(b.qs));
+  b.qs[36] = 0x50;
+  const auto z = deq(DType::Q4_K, &b, 256);
+  CHECK(z[100] == 4.0f * 5 - 0.5f * 8);
+  CHECK(z[99] == -0.5f * 8);
+  CHECK(z[36] == -0.5f * 6);
+}
+
+TEST_CASE("q5_K hand-built block", "[quant]") {
+  BlockQ5_K b;
+  b.d = kHalfOne;
+  b.dmin = kHalfHalf;
+  std::memcpy(b.scales, kKScales, 12);
+  for (int i = 0; i < 128; ++i) b.qs[i] = static_cast<uint8_t>((i % 16) | (((i * 5) % 16) << 4));
+  for (int l = 0; l < 32; ++l) b.qh[l] = static_cast<uint8_t>(l * 37 + 11);
+  const auto y = deq(DType::Q5_K, &b, 256);
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) {
+      const int lo = (b.qs[32 * c + l] & 0xF) + 16 * ((b.qh[l] >> (2 * c)) & 1);
+      const int hi = (b.qs[32 * c + l] >> 4) + 16 * ((b.qh[l] >> (2 * c + 1)) & 1);
+      CHECK(y[64 * c + l] == 1.0f * kKSc[2 * c] * lo - 0.5f * kKMin[2 * c]);
+      CHECK(y[64 * c + 32 + l] == 1.0f * kKSc[2 * c + 1] * hi - 0.5f * kKMin[2 * c + 1]);
+    }
+  // Element 100 (sub-block 3, l = 4): its fifth bit is bit 3 of qh[4].
+  std::memset(b.qs, 0, sizeof(b.qs));
+  std::memset(b.qh, 0, sizeof(b.qh));
+  b.qh[4] = 0x08;
+  const auto z = deq(DType::Q5_K, &b, 256);
+  CHECK(z[100] == 4.0f * 16 - 0.5f * 8);
+  CHECK(z[68] == -0.5f * 7);  // same qh byte, sub-block 2: bit 2 not set
+}
+
+TEST_CASE("q6_K hand-built block", "[quant]") {
+  BlockQ6_K b;
+  b.d = kHalfHalf;
+  for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<int8_t>(j - 8);
+  for (int i = 0; i < 128; ++i) b.ql[i] = static_cast<uint8_t>(i * 3 + 1);
+  for (int i = 0; i < 64; ++i) b.qh[i] = static_cast<uint8_t>(i * 5 + 1);
+  const auto y = deq(DType::Q6_K, &b, 256);
+  for (int h = 0; h < 2; ++h)
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 32; ++l) {
+        const int e = 128 * h + 32 * k + l;
+        const uint8_t ql = b.ql[64 * h + l + 32 * (k & 1)];
+        const int low = k < 2 ? (ql & 0xF) : (ql >> 4);
+        const int high = (b.qh[32 * h + l] >> (2 * k)) & 3;
+        CHECK(y[e] == 0.5f * b.scales[e / 16] * ((low | (high << 4)) - 32));
+      }
+  // Element 200 = half 1, k = 2, l = 8: high nibble of ql[72], bits 4..5 of qh[40],
+  // scale 12. Codes 0 elsewhere decode to -32 * d * scale.
+  std::memset(b.ql, 0, sizeof(b.ql));
+  std::memset(b.qh, 0, sizeof(b.qh));
+  b.ql[72] = 0xA0;
+  b.qh[40] = 0x20;
+  const auto z = deq(DType::Q6_K, &b, 256);
+  CHECK(z[200] == 0.5f * 4 * (42 - 32));
+  CHECK(z[72] == 0.5f * (4 - 8) * -32);
+  CHECK(z[201] == 0.5f * 4 * -32);
+}
+
+TEST_CASE("q8_K hand-built block", "[quant]") {
+  BlockQ8_K b{};
+  b.d = 0.125f;
+  for (int j = 0; j < 256; ++j) b.qs[j] = static_cast<int8_t>((j % 200) - 100);
+  const auto y = deq(DType::Q8_K, &b, 256);
+  for (int j = 0; j < 256; ++j) CHECK(y[j] == 0.125f * ((j % 200) - 100));
+}
+
+TEST_CASE("round trip error bounds per type", "[quant]") {
+  // One Gaussian row of 2048 (8 super-blocks), sigma 1.
+  struct Case {
+    DType type;
+    double bound;  // relative RMS error; measured values are in the comments
+  };
+  const Case cases[] = {
+      {DType::F16, 3e-4},    // measured 2.05e-4
+      {DType::BF16, 2.5e-3}, // measured 1.69e-3
+      {DType::Q8_0, 0.0075}, // measured 0.0055
+      {DType::Q4_0, 0.11},   // measured 0.0895
+      {DType::Q6_K, 0.022},  // measured 0.0176
+      {DType::Q5_K, 0.045},  // measured 0.0366
+      {DType::Q4_K, 0.085},  // measured 0.0722
+  };
+  const int64_t n = 2048;
+  const auto x = gaussian(n, 42);
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(dtype_name(c.type)) {
+      std::vector<uint8_t> q(dtype_row_size(c.type, n));
+      ref::quantize_row(c.type, x.data(), q.data(), n);
+      const double e = rel_rms(x, deq(c.type, q.data(), n));
+      INFO(dtype_name(c.type) << " rel rms " << e);
+      CHECK(e < c.bound);
+      CHECK(e > 0.0);
+    }
+  }
+}
+
+TEST_CASE("k-quant scale search beats plain min/max scaling", "[quant]") {
+  // A min/max Q4_K-style quantizer (scale = range / 15, no search) on the same data:
+  // the searched scales must do clearly better.
+  const int64_t n = 4096;
+  const auto x = gaussian(n, 7);
+  double naive_num = 0, den = 0;
+  for (int64_t s = 0; s < n; s += 32) {
+    float lo = 0, hi = x[s];
+    for (int l = 0; l < 32; ++l) {
+      lo = std::fmin(lo, x[s + l]);
+      hi = std::fmax(hi, x[s + l]);
+    }
+    const float d = (hi - lo) / 15;
+    for (int l = 0; l < 32; ++l) {
+      const float q = std::nearbyint((x[s + l] - lo) / d);
+      const double e = d * q + lo - x[s + l];
+      naive_num += e * e;
+      den += double(x[s + l]) * x[s + l];
+    }
+  }
+  const double naive = std::sqrt(naive_num / den);
+  std::vector<BlockQ4_K> q(n / 256);
+  ref::quantize_row(DType::Q4_K, x.data(), q.data(), n);
+  const double searched = rel_rms(x, deq(DType::Q4_K, q.data(), n));
+  INFO("naive " << naive << " searched " << searched);
+  CHECK(searched < 0.95 * naive);  // measured 0.0707 vs 0.0771
+}
+
+TEST_CASE("q8_K activation quantizer: bsums and rounding", "[quant]") {
+  const int64_t n = 512;
+  auto x = gaussian(n, 3, 2.0f);
+  x[300] = -9.0f;  // the largest magnitude maps to code -128
+  std::vector<BlockQ8_K> b(2);
+  ref::quantize_row_q8_K(x.data(), b.data(), n);
+  for (int i = 0; i < 2; ++i) {
+    for (int g = 0; g < 16; ++g) {
+      int s = 0;
+      for (int l = 0; l < 16; ++l) s += b[i].qs[16 * g + l];
+      CHECK(b[i].bsums[g] == s);
+    }
+    for (int j = 0; j < 256; ++j) CHECK(std::fabs(b[i].d * b[i].qs[j] - x[256 * i + j]) <= std::fabs(b[i].d) * 0.5001f);
+  }
+  CHECK(b[1].qs[300 - 256] == -128);
+  // quantize_row(Q8_K) is the same quantizer.
+  std::vector<BlockQ8_K> c(2);
+  ref::quantize_row(DType::Q8_K, x.data(), c.data(), n);
+  CHECK(std::memcmp(b.data(), c.data(), sizeof(BlockQ8_K) * 2) == 0);
+}
+
+TEST_CASE("q8_0 activation quantizer stays within half a step and never uses -128", "[quant]") {
+  const int64_t n = 256;
+  const auto x = gaussian(n, 5, 3.0f);
+  std::vector<BlockQ8_0> b(n / 32);
+  ref::quantize_row_q8_0(x.data(), b.data(), n);
+  for (int64_t i = 0; i < n / 32; ++i) {
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 32; ++j) {
+      CHECK(b[i].qs[j] >= -127);
+      CHECK(std::fabs(d * b[i].qs[j] - x[32 * i + j]) <= d * 0.5001f + 1e-6f);
+    }
+  }
+}
+
+TEST_CASE("zero rows and non-finite inputs are safe", "[quant]") {
+  const int64_t n = 256;
+  std::vector<float> zero(n, 0.0f), bad(n, 1.0f);
+  bad[3] = NAN;
+  bad[77] = INFINITY;
+  for (DType t : kWeightTypes) {
+    std::vector<uint8_t> q(dtype_row_size(t, n));
+    ref::quantize_row(t, zero.data(), q.data(), n);
+    for (float v : deq(t, q.data(), n)) CHECK(v == 0.0f);
+    ref::quantize_row(t, bad.data(), q.data(), n);  // must not crash; values unspecified
+  }
+  std::vector<BlockQ8_K> k(1);
+  ref::quantize_row_q8_K(zero.data(), k.data(), n);
+  CHECK(k[0].d == 0.0f);
+}
