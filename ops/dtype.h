@@ -14,6 +14,7 @@ enum class DType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q5_0 = 6,
   Q8_0 = 8,
   Q4_K = 12,
   Q5_K = 13,
@@ -38,6 +39,15 @@ struct BlockQ4_0 {
   uint8_t qs[kQK / 2];
 };
 static_assert(sizeof(BlockQ4_0) == 18);
+
+// x = d * (q - 16), q 5 bits: the low nibble from qs as in Q4_0 (element j low,
+// j+16 high) and the fifth bit of element j from bit j of the 32-bit qh.
+struct BlockQ5_0 {
+  f16_bits d;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22);
 
 // x = d * q.
 struct BlockQ8_0 {
