@@ -1,0 +1,42 @@
+// Synthetic models: random weights in the exact tensor layout of a real
+// architecture, written as GGUF. Tests build small ones in memory (ref vs cpu
+// agreement per architecture); the benchmark builds TinyLlama-1.1B shapes in
+// each weight type to compare against other runtimes on identical files.
+//
+//   SynthSpec s;                       // llama, tiny by default
+//   s.weights = "q4_k_m";
+//   KESTREL_TRY_ASSIGN(auto bytes, synth_model_gguf(s));
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "platform/status.h"
+#include "runtime/model/arch.h"
+
+namespace kestrel {
+
+struct SynthSpec {
+  ArchId arch = ArchId::llama;
+  int64_t n_vocab = 320;   // >= 259: 3 specials + 256 byte tokens + words
+  int64_t n_embd = 64;
+  int64_t n_layer = 2;
+  int64_t n_head = 4;
+  int64_t n_head_kv = 2;
+  int64_t head_dim = 0;    // 0: n_embd / n_head
+  int64_t n_ff = 96;
+  int64_t n_ctx = 256;
+  int64_t n_swa = 0;       // gemma3: sliding window (0: the arch default of 512 is not written)
+  bool tied_output = false;
+  // f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, or q4_k_m (q4_k with q6_k for
+  // output, and for attn_v / ffn_down of the layers llama.cpp's Q4_K_M favours).
+  std::string weights = "f32";
+  uint64_t seed = 1;
+  int n_threads = 2;       // quantization threads
+};
+
+Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& spec);
+Status write_synth_model(const SynthSpec& spec, const std::string& path);
+
+}  // namespace kestrel
