@@ -1,0 +1,289 @@
+// The "cuda" backend: validation, residency checks and dispatch to the
+// kernels of ops/cuda/k_*.cu. See cuda_backend.h for the contract.
+#include "ops/cuda/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <new>
+
+#include "ops/cuda/cuda_context.h"
+#include "platform/cuda/cuda_buffer.h"
+#include "platform/cuda/cuda_device.h"
+#include "platform/cuda/cuda_status.h"
+#include "platform/cuda/cuda_stream.h"
+
+namespace kestrel {
+namespace cuda {
+
+TV view(const Tensor& t) {
+  TV v;
+  v.data = static_cast<char*>(t.data);
+  for (int i = 0; i < 4; ++i) {
+    v.ne[i] = t.ne[i];
+    v.nb[i] = static_cast<int64_t>(t.nb[i]);
+  }
+  return v;
+}
+
+Expected<void*> Context::get_scratch(size_t bytes) {
+  if (bytes <= scratch_size) return scratch;
+  KESTREL_TRY(cuda_check(cudaStreamSynchronize(stream), "scratch: drain stream"));
+  if (scratch) (void)cudaFree(scratch);
+  scratch = nullptr;
+  scratch_size = 0;
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status::out_of_memory("cuda scratch of %zu bytes: %s", bytes, cudaGetErrorName(err));
+  }
+  scratch = p;
+  scratch_size = bytes;
+  return p;
+}
+
+void Context::release() {
+  if (scratch) (void)cudaFree(scratch);
+  scratch = nullptr;
+  scratch_size = 0;
+}
+
+}  // namespace cuda
+
+namespace {
+
+using cuda::TV;
+using cuda::view;
+
+// Alignment the kernels' loads need: 4 bytes for 32-bit elements, 2 for
+// 16-bit elements and for the Q8_0 / Q4_0 blocks (their f16 scale).
+size_t elem_align(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::I32: return 4;
+    default: return 2;
+  }
+}
+
+bool aligned(const Tensor& t) {
+  const size_t a = elem_align(t.type);
+  if (reinterpret_cast<uintptr_t>(t.data) % a != 0) return false;
+  for (int i = 1; i < 4; ++i)
+    if (t.nb[i] % a != 0) return false;
+  return true;
+}
+
+bool plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+bool op_implemented(const OpCall& c) {
+  switch (c.op) {
+    case OpId::rms_norm:
+    case OpId::softmax:
+    case OpId::add:
+    case OpId::mul:
+    case OpId::scale:
+    case OpId::silu:
+    case OpId::gelu:
+    case OpId::swiglu:
+    case OpId::geglu:
+    case OpId::argmax:
+    case OpId::rope: return true;
+    case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
+    case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
+    case OpId::matmul: return cuda::matmul_supported(c);
+    case OpId::attention: return false;  // TODO(attention on cuda): fused flash-style kernel
+  }
+  return false;
+}
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) { ctx_.device = device; }
+  ~CudaBackend() override {
+    (void)cudaSetDevice(ctx_.device);
+    if (ctx_.stream) (void)cudaStreamSynchronize(ctx_.stream);
+    ctx_.release();
+    if (ctx_.cublas) (void)cublasDestroy(ctx_.cublas);
+  }
+
+  Status init() {
+    KESTREL_TRY(cuda_select_device(ctx_.device));
+    KESTREL_TRY_ASSIGN(stream_, CudaStream::create());
+    ctx_.stream = stream_.get();
+    KESTREL_TRY(cublas_check(cublasCreate(&ctx_.cublas), "cublasCreate"));
+    KESTREL_TRY(cublas_check(cublasSetStream(ctx_.cublas, ctx_.stream), "cublasSetStream"));
+    // Plain FP32 SGEMM: no TF32 tensor-core rounding behind the caller's back.
+    KESTREL_TRY(cublas_check(cublasSetMathMode(ctx_.cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
+    return {};
+  }
+
+  const char* name() const override { return "cuda"; }
+  bool is_host() const override { return false; }
+
+  bool supports(const OpCall& call) const override {
+    if (!validate_op(call).ok() || !op_implemented(call)) return false;
+    if (!aligned(*call.dst)) return false;
+    for (int i = 0; i < call.n_src; ++i)
+      if (!aligned(*call.src[i])) return false;
+    return true;
+  }
+
+  Status run(const OpCall& call) override {
+    KESTREL_TRY(validate_op(call));
+    if (!supports(call))
+      return Status::unsupported("%s: the cuda backend has no kernel for these types or this alignment",
+                                 op_name(call.op));
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    KESTREL_TRY(check_resident(*call.dst, "dst", call));
+    for (int i = 0; i < call.n_src; ++i) KESTREL_TRY(check_resident(*call.src[i], "source", call));
+    return dispatch(call);
+  }
+
+  Expected<std::unique_ptr<Buffer>> alloc_buffer(size_t bytes) override {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    return alloc_cuda_buffer(bytes, ctx_.device);
+  }
+  Status upload(Buffer& dst, size_t offset, const void* src, size_t bytes) override {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    return cuda_buffer_upload(dst, offset, src, bytes, ctx_.stream);
+  }
+  Status download(void* dst, Buffer& src, size_t offset, size_t bytes) override {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    return cuda_buffer_download(dst, src, offset, bytes, ctx_.stream);
+  }
+  Status synchronize() override {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    return stream_.synchronize();
+  }
+
+ private:
+  // A kernel handed a host pointer would fault and poison the whole CUDA
+  // context, so every tensor is checked to be device memory of this device,
+  // and inside its buffer when it names one.
+  Status check_resident(const Tensor& t, const char* role, const OpCall& call) const {
+    if (t.nelements() == 0) return {};
+    if (t.buffer && t.buffer->is_host())
+      return Status::invalid_argument("%s: %s lives in a host buffer; the cuda backend needs device buffers",
+                                      op_name(call.op), role);
+    cudaPointerAttributes attr{};
+    const cudaError_t err = cudaPointerGetAttributes(&attr, t.data);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status::invalid_argument("%s: %s pointer is not CUDA memory (%s)", op_name(call.op), role,
+                                      cudaGetErrorName(err));
+    }
+    if (attr.type != cudaMemoryTypeDevice || attr.device != ctx_.device)
+      return Status::invalid_argument("%s: %s is not device memory of CUDA device %d", op_name(call.op), role,
+                                      ctx_.device);
+    if (auto* cb = dynamic_cast<CudaBuffer*>(t.buffer)) {
+      const char* lo = static_cast<const char*>(cb->data());
+      const char* p = static_cast<const char*>(t.data);
+      const size_t n = t.nbytes();
+      if (p < lo || static_cast<size_t>(p - lo) > cb->size() || n > cb->size() - static_cast<size_t>(p - lo))
+        return Status::invalid_argument("%s: %s spans past its %zu-byte device buffer", op_name(call.op), role,
+                                        cb->size());
+    }
+    return {};
+  }
+
+  Status dispatch(const OpCall& c) {
+    const cudaStream_t s = ctx_.stream;
+    const Tensor& a = *c.src[0];
+    const Tensor& d = *c.dst;
+    const char* what = op_name(c.op);
+    switch (c.op) {
+      case OpId::rms_norm: {
+        const RmsNormParams& p = c.p<RmsNormParams>();
+        const Tensor* w = c.opt_src(1);
+        return cuda_check(cuda::launch_rms_norm(view(a), w ? static_cast<const float*>(w->data) : nullptr, view(d),
+                                                p.eps, p.one_plus_weight, s),
+                          what);
+      }
+      case OpId::softmax: {
+        const SoftmaxParams& p = c.p<SoftmaxParams>();
+        const Tensor* m = c.opt_src(1);
+        const cuda::SoftmaxArgs args{p.scale, p.soft_cap, p.causal, p.window, p.pos_offset};
+        return cuda_check(cuda::launch_softmax(view(a), m ? view(*m) : TV{}, view(d), args, s), what);
+      }
+      case OpId::scale: {
+        const ScaleParams& p = c.p<ScaleParams>();
+        return cuda_check(cuda::launch_unary(cuda::Unary::scale, view(a), view(d), p.scale, p.bias, s), what);
+      }
+      case OpId::silu: return cuda_check(cuda::launch_unary(cuda::Unary::silu, view(a), view(d), 0, 0, s), what);
+      case OpId::gelu: {
+        const auto op = c.p<GeluParams>().form == GeluForm::erf ? cuda::Unary::gelu_erf : cuda::Unary::gelu_tanh;
+        return cuda_check(cuda::launch_unary(op, view(a), view(d), 0, 0, s), what);
+      }
+      case OpId::add:
+        return cuda_check(cuda::launch_binary(cuda::Binary::add, view(a), view(*c.src[1]), view(d), s), what);
+      case OpId::mul:
+        return cuda_check(cuda::launch_binary(cuda::Binary::mul, view(a), view(*c.src[1]), view(d), s), what);
+      case OpId::swiglu:
+        return cuda_check(cuda::launch_binary(cuda::Binary::swiglu, view(a), view(*c.src[1]), view(d), s), what);
+      case OpId::geglu: {
+        const auto op =
+            c.p<GeluParams>().form == GeluForm::erf ? cuda::Binary::geglu_erf : cuda::Binary::geglu_tanh;
+        return cuda_check(cuda::launch_binary(op, view(a), view(*c.src[1]), view(d), s), what);
+      }
+      case OpId::copy: return cuda_check(cuda::launch_copy(a.type, view(a), d.type, view(d), s), what);
+      case OpId::argmax: return cuda_check(cuda::launch_argmax(view(a), view(d), s), what);
+      case OpId::rope: {
+        const RopeParams& p = c.p<RopeParams>();
+        const cuda::RopeArgs args{p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};
+        return cuda_check(
+            cuda::launch_rope(view(a), static_cast<const int32_t*>(c.src[1]->data), view(d), args, s), what);
+      }
+      case OpId::get_rows: return run_get_rows(c);
+      case OpId::matmul: return cuda::run_matmul(ctx_, c);
+      case OpId::attention: break;
+    }
+    return Status::unsupported("%s: not implemented on cuda", what);
+  }
+
+  // ids outside the table are an error, not a fault: they are read back and
+  // checked on the host before the gather runs (one small sync per call).
+  Status run_get_rows(const OpCall& c) {
+    const Tensor& table = *c.src[0];
+    const Tensor& ids = *c.src[1];
+    const int64_t n = ids.ne[0];
+    if (n == 0) return {};
+    std::unique_ptr<int32_t[]> host(new (std::nothrow) int32_t[static_cast<size_t>(n)]);
+    if (!host) return Status::out_of_memory("get_rows: %lld ids", static_cast<long long>(n));
+    KESTREL_TRY(cuda_check(cudaMemcpyAsync(host.get(), ids.data, static_cast<size_t>(n) * sizeof(int32_t),
+                                           cudaMemcpyDeviceToHost, ctx_.stream),
+                           "get_rows: read ids"));
+    KESTREL_TRY(cuda_check(cudaStreamSynchronize(ctx_.stream), "get_rows: read ids"));
+    for (int64_t i = 0; i < n; ++i)
+      if (host[i] < 0 || host[i] >= table.ne[1])
+        return Status::invalid_argument("get_rows: id %d at %lld outside [0, %lld)", host[i],
+                                        static_cast<long long>(i), static_cast<long long>(table.ne[1]));
+    return cuda_check(cuda::launch_get_rows(table.type, view(table), static_cast<const int32_t*>(ids.data),
+                                            view(*c.dst), ctx_.stream),
+                      "get_rows");
+  }
+
+  cuda::Context ctx_;
+  CudaStream stream_;
+};
+
+Expected<std::unique_ptr<Backend>> create_cuda(const BackendOptions& opt) {
+  KESTREL_TRY_ASSIGN(const int n, cuda_device_count());
+  if (opt.device < 0 || opt.device >= n)
+    return Status::invalid_argument("CUDA device %d out of range (%d devices)", opt.device, n);
+  std::unique_ptr<CudaBackend> b(new (std::nothrow) CudaBackend(opt.device));
+  if (!b) return Status::out_of_memory("cuda backend");
+  KESTREL_TRY(b->init());
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+}  // namespace
+
+const BackendInfo& backend_cuda() {
+  static constexpr BackendInfo kInfo{"cuda", &create_cuda};
+  return kInfo;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,96 @@
+// Device helpers shared by the kernel files: row addressing, element loads of
+// every supported weight type, warp and block reductions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "ops/cuda/cuda_kernels.h"
+
+namespace kestrel::cuda {
+
+constexpr int kWarp = 32;
+
+// Byte address of row r (rows counted over ne[1] * ne[2] * ne[3]).
+__device__ __forceinline__ char* row_ptr(const TV& t, int64_t r) {
+  const int64_t i1 = r % t.ne[1];
+  const int64_t i23 = r / t.ne[1];
+  const int64_t i2 = i23 % t.ne[2];
+  const int64_t i3 = i23 / t.ne[2];
+  return t.data + i1 * t.nb[1] + i2 * t.nb[2] + i3 * t.nb[3];
+}
+
+__device__ __forceinline__ float half_bits_to_float(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
+}
+
+// Element k of a weight row of type T, as float. Quant blocks are 2-byte
+// aligned (18 / 34-byte structs), so the scale is read as one 16-bit load.
+template <DType T>
+__device__ __forceinline__ float load_weight(const char* row, int64_t k) {
+  if constexpr (T == DType::F32) {
+    return reinterpret_cast<const float*>(row)[k];
+  } else if constexpr (T == DType::F16) {
+    return half_bits_to_float(reinterpret_cast<const uint16_t*>(row)[k]);
+  } else if constexpr (T == DType::BF16) {
+    return __uint_as_float(static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[k]) << 16);
+  } else if constexpr (T == DType::Q8_0) {
+    const char* blk = row + (k / kQK) * sizeof(BlockQ8_0);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
+    return d * static_cast<float>(reinterpret_cast<const int8_t*>(blk + 2)[k % kQK]);
+  } else {  // Q4_0: byte j holds element j (low nibble) and j + 16 (high nibble)
+    const char* blk = row + (k / kQK) * sizeof(BlockQ4_0);
+    const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
+    const int j = static_cast<int>(k % kQK);
+    const uint8_t b = reinterpret_cast<const uint8_t*>(blk + 2)[j & 15];
+    const int q = j < 16 ? (b & 0x0f) : (b >> 4);
+    return d * static_cast<float>(q - 8);
+  }
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum / max over the whole block (blockDim.x a multiple of 32, <= 1024); every
+// thread gets the result. `scratch` holds 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+  v = warp_sum(v);
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[wid] = v;
+  __syncthreads();
+  v = lane < nw ? scratch[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+__device__ __forceinline__ float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[wid] = v;
+  __syncthreads();
+  v = lane < nw ? scratch[lane] : -INFINITY;
+  return warp_max(v);
+}
+
+// Threads per block for a row of n elements: a multiple of 32 in [32, 256].
+inline unsigned row_threads(int64_t n) {
+  int64_t t = (n + 31) / 32 * 32;
+  return static_cast<unsigned>(t < 32 ? 32 : (t > 256 ? 256 : t));
+}
+
+// Rows run one per block along grid.x (up to 2^31 - 1 blocks).
+constexpr int64_t kMaxGridX = 2147483647;
+
+}  // namespace kestrel::cuda

@@ -1,0 +1,72 @@
+// Host-callable launchers of the CUDA kernels (ops/cuda/k_*.cu).
+//
+// Tensors cross into device code as TV: a data pointer plus element counts and
+// byte strides, passed by value. Every launcher enqueues on `stream` and
+// returns the launch error (cudaSuccess when queued); asynchronous faults show
+// up at the next synchronization. Shapes and types were checked by
+// validate_op() and the backend's supports() before any launcher runs, so the
+// kernels trust them.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ops/dtype.h"
+
+namespace kestrel::cuda {
+
+struct TV {
+  char* data = nullptr;
+  int64_t ne[4] = {1, 1, 1, 1};
+  int64_t nb[4] = {0, 0, 0, 0};
+};
+
+enum class Unary : int32_t { scale, silu, gelu_tanh, gelu_erf };
+enum class Binary : int32_t { add, mul, swiglu, geglu_tanh, geglu_erf };
+
+// rms_norm over each row of x; w (ne[0] floats) optional.
+cudaError_t launch_rms_norm(TV x, const float* w, TV y, float eps, bool one_plus_weight, cudaStream_t s);
+
+struct SoftmaxArgs {
+  float scale;
+  float soft_cap;
+  bool causal;
+  int32_t window;
+  int32_t pos_offset;
+};
+// Row softmax with optional mask (mask.data null when absent).
+cudaError_t launch_softmax(TV x, TV mask, TV y, SoftmaxArgs a, cudaStream_t s);
+
+// y = f(x) elementwise; scale uses (p0, p1) = (scale, bias).
+cudaError_t launch_unary(Unary op, TV x, TV y, float p0, float p1, cudaStream_t s);
+// y = a (op) b; add/mul broadcast b over dims where b.ne[i] == 1.
+cudaError_t launch_binary(Binary op, TV a, TV b, TV y, cudaStream_t s);
+// y = x converted between F32 / F16 / BF16, any strides.
+cudaError_t launch_copy(DType xt, TV x, DType yt, TV y, cudaStream_t s);
+
+// y[m] = index of the largest element of row m of x (lowest on ties, NaN never wins).
+cudaError_t launch_argmax(TV x, TV y, cudaStream_t s);
+// y row m = dequantized table row ids[m] (ids already range-checked).
+cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaStream_t s);
+
+struct RopeArgs {
+  int32_t neox;  // 0 adjacent pairs, 1 (x[i], x[i + n_dims/2])
+  int32_t n_dims;
+  float theta_base;
+  float freq_scale;
+};
+cudaError_t launch_rope(TV x, const int32_t* pos, TV y, RopeArgs a, cudaStream_t s);
+
+// Matmul pieces (the cuBLAS call itself is made by the host code):
+// y[.., m, n] = sum_k W[n][k] * x[.., m, k], W of type wt read in place; any M.
+cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s);
+// out[(n - n0) * K + k] = W[n][k] as float for n in [n0, n0 + n_rows).
+cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, float* out, cudaStream_t s);
+
+// Weight types the kernels above can read (get_rows, matmul).
+constexpr bool weight_type_supported(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+}
+
+}  // namespace kestrel::cuda
