@@ -1,6 +1,180 @@
-// CPU kernels: matmul family (see isa_body.inl for how this is compiled per ISA).
-namespace kestrel::cpu::KESTREL_ISA_NS {
+// CPU kernels: matmul and get_rows (see isa_body.inl for how this is compiled per ISA).
+//
+// matmul y[m][n] = sum_k W[n][k] * x[m][k] for every weight type:
+//   1. Quantized W: the activation rows are quantized once per call into Exec scratch
+//      (ActQ8 for Q4_0/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
+//      barrier.
+//   2. Threads split the N output rows into fixed contiguous ranges (ThreadPool::split),
+//      so each y value is computed by one thread in one order: results do not depend on
+//      the thread count or timing.
+//   3. Within its range a thread walks chunks of kNChunk weight rows (they stay in L2);
+//      for each group of up to 4 activation rows (in L1) it runs the row kernel, which
+//      decodes each weight block once and uses it for the whole group.
+// x and y may be strided views with batch dims ne[2], ne[3] (flattened to Mt rows).
+#include "ops/cpu/k_matmul_act.inl"
+#include "ops/cpu/k_matmul_q.inl"
+#include "ops/cpu/k_matmul_f.inl"
 
-inline void register_matmul(KernelTable& table) { (void)table; }
+namespace kestrel::cpu::KESTREL_ISA_NS {
+namespace mm {
+
+// Row kernel: nb blocks (or K elements for float types) of one weight row against RA
+// activation rows; res[r] = the dot product with row r.
+using RowFn = void (*)(int64_t nb, const void* w, const void* const* a, float* res);
+
+struct Kernels {
+  RowFn fn[4];  // for RA = 1..4
+};
+
+template <template <int> class K>
+constexpr Kernels make_kernels() {
+  return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run}};
+}
+template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, true>(n, w, a, r); } };
+template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, false>(n, w, a, r); } };
+template <int RA> struct KQ4_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, false>(n, w, a, r); } };
+template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
+template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
+template <int RA> struct KF32 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F32>(n, w, a, r); } };
+template <int RA> struct KF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F16>(n, w, a, r); } };
+template <int RA> struct KBF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::BF16>(n, w, a, r); } };
+
+enum class Act { f32, q8, q8k };
+
+struct TypeKernel {
+  Act act;
+  Kernels k;
+};
+
+inline bool type_kernel(DType t, TypeKernel* out) {
+  switch (t) {
+    case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; return true;
+    case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; return true;
+    case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
+    case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
+    case DType::Q6_K: *out = {Act::q8k, make_kernels<KQ6_K>()}; return true;
+    case DType::F32: *out = {Act::f32, make_kernels<KF32>()}; return true;
+    case DType::F16: *out = {Act::f32, make_kernels<KF16>()}; return true;
+    case DType::BF16: *out = {Act::f32, make_kernels<KBF16>()}; return true;
+    default: return false;
+  }
+}
+
+// Flattened activation row r -> (i1, i2, i3) of a [.., ne1, ne2, ne3] tensor.
+template <typename T>
+inline T* row_at(const Tensor& t, int64_t r) {
+  const int64_t i1 = r % t.ne[1], i23 = r / t.ne[1];
+  return t.row<T>(i1, i23 % t.ne[2], i23 / t.ne[2]);
+}
+
+constexpr int64_t kNChunk = 16;
+
+inline bool k_matmul(const OpCall& c, Exec& exec) {
+  const Tensor& W = *c.src[0];
+  const Tensor& x = *c.src[1];
+  const Tensor& y = *c.dst;
+  TypeKernel tk;
+  if (!type_kernel(W.type, &tk)) return false;
+  const int64_t K = W.ne[0], N = W.ne[1], Mt = x.ne[1] * x.ne[2] * x.ne[3];
+  if (N == 0 || Mt == 0) return true;
+  // Quantized activations: Mt rows of act_row bytes in scratch.
+  size_t act_row = 0;
+  if (tk.act == Act::q8) act_row = static_cast<size_t>(K / kQK) * sizeof(ActQ8);
+  if (tk.act == Act::q8k) act_row = static_cast<size_t>(K / kQKK) * sizeof(BlockQ8_K);
+  char* act = nullptr;
+  if (act_row > 0 && K > 0) {
+    if (static_cast<uint64_t>(Mt) > SIZE_MAX / act_row) return false;
+    act = static_cast<char*>(exec.scratch(act_row * static_cast<size_t>(Mt)));
+    if (!act) return false;
+  }
+  const int64_t nb = tk.act == Act::q8 ? K / kQK : tk.act == Act::q8k ? K / kQKK : K;
+  // Small problems are not worth waking a second thread.
+  const int64_t work = N * K * Mt;
+  const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(N < exec.n_threads() ? N : exec.n_threads());
+  exec.parallel(n_par, [&](int ith, int nth) {
+    if (act) {
+      int64_t r0, r1;
+      ThreadPool::split(Mt, ith, nth, &r0, &r1);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = row_at<const float>(x, r);
+        if (tk.act == Act::q8) quantize_act_q8(xr, reinterpret_cast<ActQ8*>(act + r * act_row), K);
+        else quantize_act_q8K(xr, reinterpret_cast<BlockQ8_K*>(act + r * act_row), K);
+      }
+      if (nth > 1) exec.pool().barrier();
+    }
+    int64_t n0, n1;
+    ThreadPool::split(N, ith, nth, &n0, &n1);
+    for (int64_t nc = n0; nc < n1; nc += kNChunk) {
+      const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
+      for (int64_t m = 0; m < Mt; m += 4) {
+        const int ra = static_cast<int>(Mt - m < 4 ? Mt - m : 4);
+        const void* a[4];
+        float* yr[4];
+        for (int r = 0; r < ra; ++r) {
+          a[r] = act ? static_cast<const void*>(act + (m + r) * act_row) : row_at<const float>(x, m + r);
+          yr[r] = row_at<float>(y, m + r);
+        }
+        const RowFn fn = tk.k.fn[ra - 1];
+        for (int64_t n = nc; n < nc1; ++n) {
+          float res[4];
+          fn(nb, W.row<const char>(n), a, res);
+          for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
+        }
+      }
+    }
+  });
+  return true;
+}
+
+// get_rows: dst row m = table row ids[m] as F32; rows split over threads. An id outside
+// [0, N) yields zeros, as in ops/ref (nothing is read out of bounds).
+inline bool k_get_rows(const OpCall& c, Exec& exec) {
+  const Tensor& table = *c.src[0];
+  const Tensor& ids = *c.src[1];
+  const Tensor& dst = *c.dst;
+  const int64_t K = table.ne[0], N = table.ne[1], M = ids.ne[0];
+  const int bs = dtype_block_size(table.type);
+  const size_t ts = dtype_type_size(table.type);
+  const int n_par = M * K < 16 * 1024 ? 1 : exec.n_threads();
+  exec.parallel(n_par, [&](int ith, int nth) {
+    int64_t m0, m1;
+    ThreadPool::split(M, ith, nth, &m0, &m1);
+    for (int64_t m = m0; m < m1; ++m) {
+      int32_t id;
+      std::memcpy(&id, static_cast<const char*>(ids.data) + m * ids.nb[0], sizeof(id));
+      float* out = dst.row<float>(m);
+      if (id < 0 || id >= N) {
+        std::memset(out, 0, static_cast<size_t>(K) * sizeof(float));
+        continue;
+      }
+      const char* row = table.row<const char>(id);
+      if (table.type == DType::F16 || table.type == DType::BF16) {
+        int64_t k = 0;
+        for (; k + kLanes <= K; k += kLanes)
+          (table.type == DType::F16 ? load_w<DType::F16>(row, k) : load_w<DType::BF16>(row, k)).store_unaligned(out + k);
+        if (k < K) ref::dequantize_row(table.type, row + k * 2, out + k, K - k);
+      } else {
+        // Block by block keeps the converted data in L1 while it is written.
+        for (int64_t k0 = 0; k0 < K; k0 += kQKK) {
+          const int64_t n = K - k0 < kQKK ? K - k0 : kQKK;
+          ref::dequantize_row(table.type, row + (k0 / bs) * ts, out + k0, n);
+        }
+      }
+    }
+  });
+  return true;
+}
+
+inline bool supports_weight_table(const OpCall& c) {
+  TypeKernel tk;
+  return type_kernel(c.src[0]->type, &tk);
+}
+
+}  // namespace mm
+
+inline void register_matmul(KernelTable& table) {
+  table[OpId::matmul] = {&mm::k_matmul, &mm::supports_weight_table};
+  table[OpId::get_rows] = {&mm::k_get_rows, &mm::supports_weight_table};
+}
 
 }  // namespace kestrel::cpu::KESTREL_ISA_NS

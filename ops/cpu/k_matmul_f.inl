@@ -1,0 +1,80 @@
+// CPU matmul, part 3: F32 / F16 / BF16 weight row x RA F32 activation rows (included by
+// k_matmul.inl). Weights are widened to float in registers (F16: vcvtph2ps / vcvt_f32_f16,
+// BF16: a 16-bit shift), then fused multiply-adds into float accumulators; the activations
+// are used as they are. Error: float accumulation over K in kLanes partial sums (about
+// K * 2^-24 relative in the worst case, far smaller in practice).
+namespace kestrel::cpu::KESTREL_ISA_NS {
+namespace mm {
+
+// kLanes weights starting at element k, as floats.
+template <DType T>
+inline fvec load_w(const void* w, int64_t k) {
+  if constexpr (T == DType::F32) {
+    return fvec::load_unaligned(static_cast<const float*>(w) + k);
+  } else {
+    const uint16_t* p = static_cast<const uint16_t*>(w) + k;
+#if defined(__AVX512F__)
+    if constexpr (kLanes == 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      if constexpr (T == DType::F16) return fvec(_mm512_cvtph_ps(h));
+      else return fvec(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+    }
+#endif
+#if defined(__AVX2__) && defined(__F16C__)
+    if constexpr (kLanes == 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      if constexpr (T == DType::F16) return fvec(_mm256_cvtph_ps(h));
+      else return fvec(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+    }
+#endif
+#if defined(__ARM_NEON) && defined(__aarch64__)
+    if constexpr (kLanes == 4) {
+      const uint16x4_t h = vld1_u16(p);
+      if constexpr (T == DType::F16) return fvec(vcvt_f32_f16(vreinterpret_f16_u16(h)));
+      else return fvec(vreinterpretq_f32_u32(vshll_n_u16(h, 16)));
+    }
+#endif
+    alignas(64) float tmp[kLanes];
+    for (int i = 0; i < kLanes; ++i) tmp[i] = T == DType::F16 ? f16_to_f32(p[i]) : bf16_to_f32(p[i]);
+    return fvec::load_aligned(tmp);
+  }
+}
+
+template <DType T>
+inline float load_w1(const void* w, int64_t k) {
+  if constexpr (T == DType::F32) return static_cast<const float*>(w)[k];
+  else if constexpr (T == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(w)[k]);
+  else return bf16_to_f32(static_cast<const uint16_t*>(w)[k]);
+}
+
+template <int RA, DType T>
+inline void dot_float(int64_t K, const void* w, const void* const* av, float* res) {
+  const float* x[RA];
+  for (int r = 0; r < RA; ++r) x[r] = static_cast<const float*>(av[r]);
+  // One activation row: 4 independent accumulators hide the fma latency; more rows
+  // give that independence by themselves.
+  constexpr int kU = RA == 1 ? 4 : RA == 2 ? 2 : 1;
+  fvec acc[kU][RA];
+  for (int u = 0; u < kU; ++u)
+    for (int r = 0; r < RA; ++r) acc[u][r] = fvec(0.0f);
+  int64_t k = 0;
+  for (; k + kU * kLanes <= K; k += kU * kLanes)
+    for (int u = 0; u < kU; ++u) {
+      const fvec wv = load_w<T>(w, k + u * kLanes);
+      for (int r = 0; r < RA; ++r) acc[u][r] = xsimd::fma(wv, fvec::load_unaligned(x[r] + k + u * kLanes), acc[u][r]);
+    }
+  for (; k + kLanes <= K; k += kLanes) {
+    const fvec wv = load_w<T>(w, k);
+    for (int r = 0; r < RA; ++r) acc[0][r] = xsimd::fma(wv, fvec::load_unaligned(x[r] + k), acc[0][r]);
+  }
+  for (int r = 0; r < RA; ++r) {
+    fvec s = acc[0][r];
+    for (int u = 1; u < kU; ++u) s += acc[u][r];
+    float t = xsimd::hadd(s);
+    for (int64_t j = k; j < K; ++j) t += load_w1<T>(w, j) * x[r][j];
+    res[r] = t;
+  }
+}
+
+}  // namespace mm
+}  // namespace kestrel::cpu::KESTREL_ISA_NS

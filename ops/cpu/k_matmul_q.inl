@@ -1,0 +1,302 @@
+// CPU matmul, part 2: quantized weight row x RA 8-bit activation rows (included by
+// k_matmul.inl). Each kernel reads one weight row once and reuses every decoded block
+// for RA (1..4) activation rows, so prompt processing is compute- rather than load-bound.
+//
+// Algorithm: integer dot products per block (x86: vpmaddubsw + vpmaddwd, or vpdpbusd
+// with AVX-512 VNNI; portable: int32 loops), converted to float once per block (Q4_0,
+// Q8_0) or per super-block (K-quants, whose 6/8-bit sub-block scales are applied in
+// the integer domain by vpmaddwd), times d_w * d_x. The integer sums are exact, so
+// the only error against ops/ref is the activation rounding (<= d_x/2 per value) and
+// float accumulation order; the tests bound it as a normalized error.
+//   Q4_0/Q8_0: weights become signed bytes w; |w| as unsigned times sign(x, w).
+//   Q4_K/Q5_K: unsigned codes times x, scaled per sub-block; the mins term uses the
+//              Q8_K 16-sums: dmin * d_x * sum_j m_j * (bsum_2j + bsum_2j+1).
+//   Q6_K:      unsigned codes 0..63 times x; the -32 offset is 32 * sum_j sc_j * bsum_j.
+namespace kestrel::cpu::KESTREL_ISA_NS {
+namespace mm {
+
+// Decoded 6-bit scales (sc[0..7]) and mins (sc[8..15]) of a Q4_K / Q5_K super-block.
+inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
+  uint32_t u[3];
+  std::memcpy(u, s12, 12);
+  const uint32_t sc_lo = u[0] & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+  const uint32_t m_lo = u[1] & 0x3f3f3f3fu;
+  const uint32_t m_hi = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+  const uint32_t v[4] = {sc_lo, sc_hi, m_lo, m_hi};
+  std::memcpy(sc16, v, 16);
+}
+
+#if defined(__AVX2__)
+
+inline __m256i mul_sum_u8s8(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+inline float hsum_ps(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i loadu128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+// Q4_0 (kQ4 = true) or Q8_0 weights x ActQ8 rows.
+template <int RA, bool kQ4>
+inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const ActQ8* a[RA];
+  for (int r = 0; r < RA; ++r) a[r] = static_cast<const ActQ8*>(av[r]);
+  __m256 acc[2][RA];
+  for (int r = 0; r < RA; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+  const char* w = static_cast<const char*>(wv);
+  constexpr size_t kBytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  auto block = [&](int64_t b, __m256* ac) {
+    const char* wb = w + b * kBytes;
+    uint16_t dh;
+    std::memcpy(&dh, wb, 2);
+    const float dw = f16_scalar(dh);
+    __m256i ws;
+    if constexpr (kQ4) {
+      const __m128i q = loadu128(wb + 2);
+      ws = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+      ws = _mm256_sub_epi8(ws, _mm256_set1_epi8(8));
+    } else {
+      ws = loadu256(wb + 2);
+    }
+    const __m256i wabs = _mm256_sign_epi8(ws, ws);
+    for (int r = 0; r < RA; ++r) {
+      const __m256i p = mul_sum_u8s8(wabs, _mm256_sign_epi8(loadu256(a[r][b].qs), ws));
+      ac[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r][b].d), ac[r]);
+    }
+  };
+  int64_t b = 0;
+  for (; b + 1 < nb; b += 2) {  // two accumulator sets hide the fma latency
+    block(b, acc[0]);
+    block(b + 1, acc[1]);
+  }
+  if (b < nb) block(b, acc[0]);
+  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(_mm256_add_ps(acc[0][r], acc[1][r]));
+}
+
+// Q4_K (kQ5 = false) or Q5_K weights x BlockQ8_K rows.
+template <int RA, bool kQ5>
+inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const BlockQ8_K* a[RA];
+  for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
+  __m256 acc[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* qs;
+    const uint8_t* scales;
+    uint16_t dh, dmh;
+    __m256i qh = _mm256_setzero_si256();
+    if constexpr (kQ5) {
+      const BlockQ5_K* w = static_cast<const BlockQ5_K*>(wv) + b;
+      qs = w->qs;
+      scales = w->scales;
+      dh = w->d;
+      dmh = w->dmin;
+      qh = loadu256(w->qh);
+    } else {
+      const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+      qs = w->qs;
+      scales = w->scales;
+      dh = w->d;
+      dmh = w->dmin;
+    }
+    alignas(16) uint8_t sc[16];
+    k_scales(scales, sc);
+    const float d = f16_scalar(dh), dmin = f16_scalar(dmh);
+    // mins as [m0 m0 m1 m1 ... m7 m7] int16, against the 16 bsums.
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)));
+    const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    __m256i isum[RA];
+    for (int r = 0; r < RA; ++r) isum[r] = _mm256_setzero_si256();
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = loadu256(qs + 32 * c);
+      __m256i lo = _mm256_and_si256(q, m4);
+      __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (kQ5) {
+        const __m256i one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      const __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+      for (int r = 0; r < RA; ++r) {
+        const int8_t* x = a[r][b].qs + 64 * c;
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(x)), s0);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
+        isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p0, p1));
+      }
+    }
+    for (int r = 0; r < RA; ++r) {
+      const __m256i pm = _mm256_madd_epi16(loadu256(a[r][b].bsums), mins);
+      const float dx = a[r][b].d;
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(d * dx), acc[r]);
+      acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), acc[r]);
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+}
+
+template <int RA>
+inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const BlockQ8_K* a[RA];
+  for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
+  __m256 acc[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
+    const __m128i sc8 = loadu128(w->scales);
+    const float d = f16_scalar(w->d);
+    __m256i isum[RA];
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    for (int r = 0; r < RA; ++r)  // the -32 offset: 32 * sum_j sc_j * bsum_j
+      isum[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                 _mm256_slli_epi32(_mm256_madd_epi16(loadu256(a[r][b].bsums), sc16), 5));
+    for (int h = 0; h < 2; ++h) {
+      const __m256i qa = loadu256(w->ql + 64 * h), qb = loadu256(w->ql + 64 * h + 32);
+      const __m256i qh = loadu256(w->qh + 32 * h);
+      __m256i wk[4];
+      wk[0] = _mm256_or_si256(_mm256_and_si256(qa, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+      wk[1] = _mm256_or_si256(_mm256_and_si256(qb, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+      wk[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), _mm256_and_si256(qh, m30));
+      wk[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4),
+                              _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+      for (int k = 0; k < 4; ++k) {
+        // Scales of sub-blocks e (elements 0..15 of this vector) and e+1 (16..31).
+        const long long e = 8 * h + 2 * k;
+        const __m128i idx = _mm_set_epi64x(static_cast<long long>(0x0101010101010101ULL * (e + 1)),
+                                           static_cast<long long>(0x0101010101010101ULL * e));
+        const __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
+        for (int r = 0; r < RA; ++r) {
+          const __m256i p = _mm256_maddubs_epi16(wk[k], loadu256(a[r][b].qs + 128 * h + 32 * k));
+          isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, scv));
+        }
+      }
+    }
+    for (int r = 0; r < RA; ++r)
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_set1_ps(d * a[r][b].d), acc[r]);
+  }
+  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+}
+
+#else  // portable integer kernels (sse4.2, neon): exact int32 sums, the same formulas
+
+inline int dot32_i8(const int8_t* w, const int8_t* x) {
+  int s = 0;
+  for (int l = 0; l < 32; ++l) s += w[l] * x[l];
+  return s;
+}
+inline int dot_u8i8(const uint8_t* w, const int8_t* x, int n) {
+  int s = 0;
+  for (int l = 0; l < n; ++l) s += w[l] * x[l];
+  return s;
+}
+
+template <int RA, bool kQ4>
+inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* res) {
+  float acc[RA] = {};
+  const char* w = static_cast<const char*>(wv);
+  constexpr size_t kBytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  for (int64_t b = 0; b < nb; ++b) {
+    const char* wb = w + b * kBytes;
+    uint16_t dh;
+    std::memcpy(&dh, wb, 2);
+    const float dw = f16_scalar(dh);
+    int8_t ws[32];
+    if constexpr (kQ4) {
+      const uint8_t* q = reinterpret_cast<const uint8_t*>(wb + 2);
+      for (int l = 0; l < 16; ++l) {
+        ws[l] = static_cast<int8_t>((q[l] & 0xF) - 8);
+        ws[l + 16] = static_cast<int8_t>((q[l] >> 4) - 8);
+      }
+    } else {
+      std::memcpy(ws, wb + 2, 32);
+    }
+    for (int r = 0; r < RA; ++r) {
+      const ActQ8& x = static_cast<const ActQ8*>(av[r])[b];
+      acc[r] += dw * x.d * static_cast<float>(dot32_i8(ws, x.qs));
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = acc[r];
+}
+
+template <int RA, bool kQ5>
+inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* res) {
+  float acc[RA] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    uint8_t L[kQKK], sc[16];
+    float d, dmin;
+    if constexpr (kQ5) {
+      const BlockQ5_K* w = static_cast<const BlockQ5_K*>(wv) + b;
+      k_scales(w->scales, sc);
+      d = f16_scalar(w->d);
+      dmin = f16_scalar(w->dmin);
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          L[64 * c + l] = static_cast<uint8_t>((w->qs[32 * c + l] & 0xF) | (((w->qh[l] >> (2 * c)) & 1) << 4));
+          L[64 * c + 32 + l] =
+              static_cast<uint8_t>((w->qs[32 * c + l] >> 4) | (((w->qh[l] >> (2 * c + 1)) & 1) << 4));
+        }
+    } else {
+      const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+      k_scales(w->scales, sc);
+      d = f16_scalar(w->d);
+      dmin = f16_scalar(w->dmin);
+      for (int c = 0; c < 4; ++c)
+        for (int l = 0; l < 32; ++l) {
+          L[64 * c + l] = w->qs[32 * c + l] & 0xF;
+          L[64 * c + 32 + l] = w->qs[32 * c + l] >> 4;
+        }
+    }
+    for (int r = 0; r < RA; ++r) {
+      const BlockQ8_K& x = static_cast<const BlockQ8_K*>(av[r])[b];
+      int isum = 0, msum = 0;
+      for (int j = 0; j < 8; ++j) {
+        isum += sc[j] * dot_u8i8(L + 32 * j, x.qs + 32 * j, 32);
+        msum += sc[8 + j] * (x.bsums[2 * j] + x.bsums[2 * j + 1]);
+      }
+      acc[r] += d * x.d * static_cast<float>(isum) - dmin * x.d * static_cast<float>(msum);
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = acc[r];
+}
+
+template <int RA>
+inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* res) {
+  float acc[RA] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
+    uint8_t L[kQKK];
+    for (int h = 0; h < 2; ++h)
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t* ql = w->ql + 64 * h;
+        const uint8_t qh = w->qh[32 * h + l];
+        L[128 * h + l] = static_cast<uint8_t>((ql[l] & 0xF) | ((qh & 3) << 4));
+        L[128 * h + l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh >> 2) & 3) << 4));
+        L[128 * h + l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh >> 4) & 3) << 4));
+        L[128 * h + l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh >> 6) & 3) << 4));
+      }
+    const float d = f16_scalar(w->d);
+    for (int r = 0; r < RA; ++r) {
+      const BlockQ8_K& x = static_cast<const BlockQ8_K*>(av[r])[b];
+      int isum = 0;
+      for (int j = 0; j < 16; ++j)
+        isum += w->scales[j] * (dot_u8i8(L + 16 * j, x.qs + 16 * j, 16) - 32 * x.bsums[j]);
+      acc[r] += d * x.d * static_cast<float>(isum);
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = acc[r];
+}
+
+#endif
+
+}  // namespace mm
+}  // namespace kestrel::cpu::KESTREL_ISA_NS
