@@ -7,7 +7,9 @@
 // print "SKIP: no CUDA device".
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -646,4 +648,36 @@ TEST_CASE("cuda: supports() reports what it cannot run", "[cuda]") {
   bad.ne[0] = 3;
   c.dst = &bad;
   REQUIRE(gpu->run(c).code() == StatusCode::invalid_argument);
+}
+
+// Timing, not a check: hidden from the default run ("[.]"); run with
+// `test_cuda "[bench]"` on a GPU machine. Prints GB/s of weight bytes for the
+// decode matvec (W larger than L2, so it streams from HBM) and GFLOP/s for a
+// prompt-sized matmul.
+TEST_CASE("cuda: matmul timing", "[.][bench][cuda]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  const int64_t K = 4096, N = 32000;
+  auto wf = randn(static_cast<size_t>(K) * N, 77, 0.05f);
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+    std::vector<uint8_t> wb(dtype_row_size(t, K) * N);
+    for (int64_t n = 0; n < N; ++n) {
+      auto row = encode_row(t, wf.data() + n * K, K);
+      std::memcpy(wb.data() + n * row.size(), row.data(), row.size());
+    }
+    auto w = to_device(*gpu, t, wb, K, N);
+    for (int64_t M : {1, 4, 512}) {
+      auto x = f32_to_device(*gpu, randn(static_cast<size_t>(K) * M, 5), K, M);
+      auto y = poisoned(*gpu, DType::F32, N, M);
+      for (int i = 0; i < 3; ++i) REQUIRE(run_op(*gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
+      REQUIRE(gpu->synchronize().ok());
+      const int iters = M >= 512 ? 10 : 50;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < iters; ++i) REQUIRE(run_op(*gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
+      REQUIRE(gpu->synchronize().ok());
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+      std::printf("matmul %-5s K=%lld N=%lld M=%-4lld  %8.3f ms  %7.1f GB/s of W  %8.1f GFLOP/s\n", dtype_name(t),
+                  (long long)K, (long long)N, (long long)M, s * 1e3, wb.size() / s / 1e9, 2.0 * K * N * M / s / 1e9);
+    }
+  }
 }

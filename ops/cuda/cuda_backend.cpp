@@ -103,7 +103,15 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device) { ctx_.device = device; }
   ~CudaBackend() override {
-    (void)cudaSetDevice(ctx_.device);
+    // A backend held in a static dies after the CUDA runtime has unloaded:
+    // then the handles are already gone with the process's context, and
+    // touching them (cublasDestroy above all) could crash the exit.
+    if (cudaSetDevice(ctx_.device) == cudaErrorCudartUnloading) {
+      ctx_.cublas = nullptr;
+      ctx_.scratch = nullptr;
+      stream_.release();
+      return;
+    }
     if (ctx_.stream) (void)cudaStreamSynchronize(ctx_.stream);
     ctx_.release();
     if (ctx_.cublas) (void)cublasDestroy(ctx_.cublas);
@@ -125,6 +133,7 @@ class CudaBackend final : public Backend {
 
   bool supports(const OpCall& call) const override {
     if (!validate_op(call).ok() || !op_implemented(call)) return false;
+    if (call.op == OpId::copy) return true;  // copy reads and writes any byte strides
     if (!aligned(*call.dst)) return false;
     for (int i = 0; i < call.n_src; ++i)
       if (!aligned(*call.src[i])) return false;

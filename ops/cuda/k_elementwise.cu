@@ -1,6 +1,6 @@
 // Elementwise ops (scale, silu, gelu, add, mul, swiglu, geglu) and copy with
 // type conversion. One block per row along ne[1..3], threads along ne[0], so
-// any byte strides work and accesses stay coalesced for packed rows.
+// any (aligned; for copy, any at all) byte strides work and accesses stay coalesced for packed rows.
 // Accuracy: silu and gelu use expf / tanhf / erff (CUDA's accurate forms,
 // <= 2 ulp each); the approximate exp tiers are separate kernels.
 #include "ops/cuda/cuda_common.cuh"
@@ -56,33 +56,71 @@ __global__ void binary_f32(TV a, TV b, TV y, int64_t nrows) {
   }
 }
 
-template <DType T>
+// Element i of a row of a plain float type. UA (unaligned): the row or its
+// strides are not a multiple of the element size, so bytes are assembled one
+// at a time (copy accepts any byte strides; the other ops require alignment).
+template <DType T, bool UA>
 __device__ __forceinline__ float load_plain(const char* row, int64_t i) {
-  return load_weight<T>(row, i);
+  if constexpr (!UA) return load_weight<T>(row, i);
+  constexpr int kBytes = T == DType::F32 ? 4 : 2;
+  const auto* p = reinterpret_cast<const uint8_t*>(row) + i * kBytes;
+  uint32_t u = 0;
+#pragma unroll
+  for (int b = 0; b < kBytes; ++b) u |= static_cast<uint32_t>(p[b]) << (8 * b);
+  if constexpr (T == DType::F32) return __uint_as_float(u);
+  else if constexpr (T == DType::F16) return half_bits_to_float(static_cast<uint16_t>(u));
+  else return __uint_as_float(u << 16);
 }
 
-template <DType T>
+template <DType T, bool UA>
 __device__ __forceinline__ void store_plain(char* row, int64_t i, float v) {
-  if constexpr (T == DType::F32) reinterpret_cast<float*>(row)[i] = v;
-  else if constexpr (T == DType::F16) reinterpret_cast<__half*>(row)[i] = __float2half_rn(v);
-  else reinterpret_cast<__nv_bfloat16*>(row)[i] = __float2bfloat16_rn(v);
+  uint32_t u;
+  if constexpr (T == DType::F32) u = __float_as_uint(v);
+  else if constexpr (T == DType::F16) u = __half_as_ushort(__float2half_rn(v));
+  else u = __bfloat16_as_ushort(__float2bfloat16_rn(v));
+  constexpr int kBytes = T == DType::F32 ? 4 : 2;
+  if constexpr (!UA) {
+    if constexpr (kBytes == 4) reinterpret_cast<uint32_t*>(row)[i] = u;
+    else reinterpret_cast<uint16_t*>(row)[i] = static_cast<uint16_t>(u);
+  } else {
+    auto* p = reinterpret_cast<uint8_t*>(row) + i * kBytes;
+#pragma unroll
+    for (int b = 0; b < kBytes; ++b) p[b] = static_cast<uint8_t>(u >> (8 * b));
+  }
 }
 
-template <DType XT, DType YT>
+template <DType XT, DType YT, bool UA>
 __global__ void copy_kernel(TV x, TV y, int64_t nrows) {
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const char* xr = row_ptr(x, r);
     char* yr = row_ptr(y, r);
-    for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x) store_plain<YT>(yr, i, load_plain<XT>(xr, i));
+    for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x)
+      store_plain<YT, UA>(yr, i, load_plain<XT, UA>(xr, i));
   }
+}
+
+bool is_aligned(const TV& t, int64_t a) {
+  if (reinterpret_cast<uintptr_t>(t.data) % a) return false;
+  for (int i = 1; i < 4; ++i)
+    if (t.nb[i] % a) return false;
+  return true;
+}
+
+template <DType XT, DType YT>
+void copy_launch(TV x, TV y, int64_t nrows, unsigned threads, cudaStream_t s) {
+  const int64_t xa = XT == DType::F32 ? 4 : 2, ya = YT == DType::F32 ? 4 : 2;
+  if (is_aligned(x, xa) && is_aligned(y, ya))
+    copy_kernel<XT, YT, false><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows);
+  else
+    copy_kernel<XT, YT, true><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows);
 }
 
 template <DType XT>
 cudaError_t copy_to(DType yt, TV x, TV y, int64_t nrows, unsigned threads, cudaStream_t s) {
   switch (yt) {
-    case DType::F32: copy_kernel<XT, DType::F32><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows); break;
-    case DType::F16: copy_kernel<XT, DType::F16><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows); break;
-    case DType::BF16: copy_kernel<XT, DType::BF16><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows); break;
+    case DType::F32: copy_launch<XT, DType::F32>(x, y, nrows, threads, s); break;
+    case DType::F16: copy_launch<XT, DType::F16>(x, y, nrows, threads, s); break;
+    case DType::BF16: copy_launch<XT, DType::BF16>(x, y, nrows, threads, s); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();

@@ -4,7 +4,8 @@
 // MC activation rows per pass so W is read once per MC rows; accumulation in
 // float, warp-shuffle reduction (tree order). Quant blocks are dequantized
 // element by element in registers, never to memory. This is the decode path
-// (M small) and the fallback for layouts cuBLAS cannot take.
+// (M small) and the fallback for layouts cuBLAS cannot take. Q8_0 / Q4_0 use
+// matmul_quad, the same scheme four weights per lane step.
 // dequant_rows: expands a chunk of W rows to float in scratch for the cuBLAS
 // SGEMM path used when M is large (a bounded tile, not a copy of the model).
 #include "ops/cuda/cuda_common.cuh"
@@ -43,6 +44,84 @@ __global__ void matmul_direct(TV w, TV x, TV y, int64_t m_total) {
   }
 }
 
+// Four consecutive weights k = 4q .. 4q+3 of a Q8_0 / Q4_0 row (one block
+// holds 8 such quads). The quants sit 2 bytes into an 18 / 34-byte block, so
+// they are read as two 16-bit loads (the only width the layout guarantees).
+template <DType T>
+__device__ __forceinline__ void load_quad(const char* row, int64_t q, float w[4]) {
+  const int64_t b = q / 8;
+  const int j = static_cast<int>(q % 8) * 4;
+  const char* blk = row + b * static_cast<int64_t>(T == DType::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
+  const uint16_t* p = reinterpret_cast<const uint16_t*>(blk + 2 + (T == DType::Q8_0 ? j : (j & 15)));
+  const uint32_t u = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 16);
+  if constexpr (T == DType::Q8_0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = d * static_cast<float>(static_cast<int8_t>(u >> (8 * i)));
+  } else {  // element j < 16: low nibbles of bytes j..j+3; j >= 16: high nibbles of bytes j-16..
+    const int shift = j < 16 ? 0 : 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = d * static_cast<float>(static_cast<int>((u >> (8 * i + shift)) & 15u) - 8);
+  }
+}
+
+// matmul_direct for Q8_0 / Q4_0: each lane takes four weights per step (a
+// quarter of the instructions of the element-wise loop); XV: activation rows
+// are 16-byte aligned and read as float4.
+template <DType T, int MC, bool XV>
+__global__ void matmul_quad(TV w, TV x, TV y, int64_t m_total) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  if (n >= w.ne[1]) return;
+  const int64_t n_quads = w.ne[0] / 4;
+  const char* wr = w.data + n * w.nb[1];
+  for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * MC; m0 < m_total; m0 += static_cast<int64_t>(gridDim.y) * MC) {
+    const float* xr[MC];
+    float acc[MC];
+#pragma unroll
+    for (int c = 0; c < MC; ++c) {
+      acc[c] = 0.0f;
+      xr[c] = m0 + c < m_total ? reinterpret_cast<const float*>(row_ptr(x, m0 + c)) : nullptr;
+    }
+#pragma unroll 2
+    for (int64_t q = lane; q < n_quads; q += kWarp) {
+      float wq[4];
+      load_quad<T>(wr, q, wq);
+#pragma unroll
+      for (int c = 0; c < MC; ++c) {
+        if (!xr[c]) continue;
+        float4 xv;
+        if constexpr (XV) {
+          xv = reinterpret_cast<const float4*>(xr[c])[q];
+        } else {
+          xv = make_float4(xr[c][4 * q], xr[c][4 * q + 1], xr[c][4 * q + 2], xr[c][4 * q + 3]);
+        }
+        acc[c] = fmaf(wq[0], xv.x, fmaf(wq[1], xv.y, fmaf(wq[2], xv.z, fmaf(wq[3], xv.w, acc[c]))));
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < MC; ++c) {
+      const float v = warp_sum(acc[c]);
+      if (lane == 0 && xr[c]) reinterpret_cast<float*>(row_ptr(y, m0 + c))[n] = v;
+    }
+  }
+}
+
+bool rows_aligned16(const TV& t) {
+  if (reinterpret_cast<uintptr_t>(t.data) % 16) return false;
+  for (int i = 1; i < 4; ++i)
+    if (t.ne[i] > 1 && t.nb[i] % 16) return false;
+  return true;
+}
+
+template <DType T, int MC>
+void quad_launch(dim3 grid, TV w, TV x, TV y, int64_t m_total, cudaStream_t s) {
+  if (rows_aligned16(x))
+    matmul_quad<T, MC, true><<<grid, kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+  else
+    matmul_quad<T, MC, false><<<grid, kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+}
+
 template <DType T>
 __global__ void dequant_rows(TV w, int64_t n0, int64_t n_rows, float* out) {
   const int64_t K = w.ne[0];
@@ -56,7 +135,15 @@ template <DType T>
 cudaError_t direct(TV w, TV x, TV y, cudaStream_t s) {
   const int64_t m_total = x.ne[1] * x.ne[2] * x.ne[3];
   const int64_t gx = (w.ne[1] + kRowsPerBlock - 1) / kRowsPerBlock;
-  if (m_total == 1) {
+  constexpr bool kQuad = T == DType::Q8_0 || T == DType::Q4_0;
+  if (kQuad && m_total == 1) {
+    quad_launch<T, 1>(dim3(static_cast<unsigned>(gx), 1), w, x, y, m_total, s);
+  } else if (kQuad) {
+    constexpr int kMC = 4;
+    const int64_t chunks = (m_total + kMC - 1) / kMC;
+    const unsigned gy = static_cast<unsigned>(chunks < 65535 ? chunks : 65535);
+    quad_launch<T, kMC>(dim3(static_cast<unsigned>(gx), gy), w, x, y, m_total, s);
+  } else if (m_total == 1) {
     matmul_direct<T, 1><<<dim3(static_cast<unsigned>(gx), 1), kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
   } else {
     constexpr int kMC = 4;

@@ -27,6 +27,9 @@ class CudaStream {
   // A new stream on the current device.
   static Expected<CudaStream> create();
   cudaStream_t get() const { return s_; }
+  // Forgets the stream without destroying it (for teardown after the CUDA
+  // runtime has unloaded, when destroying it is no longer allowed).
+  void release() { s_ = nullptr; }
   // Waits for all work queued so far; reports any asynchronous kernel error.
   Status synchronize() const;
 
