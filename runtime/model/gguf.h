@@ -21,6 +21,24 @@
 
 namespace kestrel::gguf {
 
+// Caps on counts read from a file, checked before anything is allocated from
+// them (each count is also checked against the bytes left in the file).
+inline constexpr uint64_t kMaxKeys = uint64_t{1} << 16;          // metadata entries
+inline constexpr uint64_t kMaxTensors = uint64_t{1} << 20;       // tensor infos
+inline constexpr uint64_t kMaxKeyBytes = 65535;                  // a key's length (GGUF spec)
+inline constexpr uint64_t kMaxStringBytes = uint64_t{1} << 26;   // a string value (64 MiB)
+inline constexpr uint64_t kMaxArrayLength = uint64_t{1} << 26;   // elements in one array value
+inline constexpr uint64_t kMaxTensorNameBytes = 256;             // ggml itself allows < 64
+inline constexpr int kMaxDims = 4;
+inline constexpr uint32_t kDefaultAlignment = 32;
+inline constexpr uint32_t kMaxAlignment = 65536;                 // a power of two, 1..64 KiB
+// Other rules: arrays of arrays are rejected; keys must be non-empty and unique;
+// tensor names non-empty and unique; dims >= 1; dim 0 a multiple of the block
+// size; tensor data laid out in tensor-info order, each tensor at the aligned
+// end of the previous one (no overlap, no hole), ending within the file (except
+// with vocab_only, where absent data leaves TensorInfo::data null). Tensor types
+// kestrel does not know, and q8_K (an activation-only type), are unsupported.
+
 enum class ValueType : uint32_t {
   u8 = 0, i8 = 1, u16 = 2, i16 = 3, u32 = 4, i32 = 5, f32 = 6, boolean = 7,
   string = 8, array = 9, u64 = 10, i64 = 11, f64 = 12,
@@ -85,6 +103,13 @@ class File {
   Expected<std::vector<int32_t>> get_i32_array(std::string_view key) const;
   // Length of an array value without reading it.
   Expected<uint64_t> get_array_size(std::string_view key) const;
+
+  // The encoded bytes of entry i's value as stored in the file, after its
+  // type field (for arrays: element type, count, elements). Lets a writer copy
+  // metadata verbatim.
+  std::string_view raw_value(size_t i) const;
+  // Offset of the tensor data section from the start of the file.
+  uint64_t data_offset() const;
 
   const std::vector<TensorInfo>& tensors() const;
   const TensorInfo* find_tensor(std::string_view name) const;  // nullptr if absent
