@@ -118,7 +118,7 @@ std::string matrix_markdown(const World& w) {
     << "yes: every case of the row runs and matches ref; -: no kernel (reported unsupported);\n"
     << "partial (a/b): a of b cases supported; n/a: the variant cannot run on this machine.\n\n| op |";
   for (const std::string& c : w.columns) s << " " << c << " |";
-  s << " worst max abs err | worst nmse | worst err/(|w||x|) |\n|---|";
+  s << " worst max abs err | worst nmse | worst err / (norm(w) norm(x)) |\n|---|";
   for (size_t i = 0; i < w.columns.size() + 3; ++i) s << "---|";
   s << "\n";
   for (const std::string& r : w.rows) {

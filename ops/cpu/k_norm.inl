@@ -2,7 +2,7 @@
 //
 // rms_norm: per row, sum of squares in 2 float vector accumulators (tree-free,
 // lane-parallel), then y = x * (1/sqrt(ss/K + eps)) * w (or * (1 + w)).
-// Measured max rel. error vs ops/ref (double) < 1e-6 for K up to 4096.
+// Measured max abs error vs ops/ref (double) 4.8e-7 for x in [-1, 1], K up to 2048.
 // In place allowed: a row is fully read (pass 1) before it is written (pass 2).
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace norm {

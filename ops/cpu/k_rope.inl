@@ -6,7 +6,8 @@
 // (a float angle is off by ~pos * 6e-8 rad), then rounded to float. The rotation
 // is float: neox pairs (x[i], x[i+n_dims/2]) with SIMD, adjacent pairs
 // (x[2i], x[2i+1]) as a plain loop the compiler vectorizes.
-// Measured max abs error vs ops/ref: ~2 ulp of |x|. In place allowed.
+// Measured max abs error vs ops/ref 2.4e-7 for |x| <= 2, positions up to ~4000.
+// In place allowed.
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace rope_k {
 
