@@ -8,7 +8,8 @@
 // logits give the same tokens on every run of the same build.
 //
 // Buffers are sized once for the vocabulary in init(): sampling a token never
-// touches the heap. top-k uses nth_element (O(n_vocab)); top-p without top-k
+// touches the heap. top-k keeps a k-entry heap in one pass over the logits
+// (O(n_vocab), no sort of the vocabulary); top-p without top-k
 // uses a histogram of the logits and sorts only the bin where the cut falls.
 //
 // Parameter rule (../shared/BAD-INPUTS.md row 19), applied by normalize():
