@@ -568,6 +568,9 @@ Expected<uint64_t> File::get_u64(std::string_view key) const {
 Expected<int32_t> File::get_i32(std::string_view key) const {
   const Kv* kv = nullptr;
   KESTREL_TRY_ASSIGN(AnyInt v, get_int(*impl_, key, &kv));
+  // llama.cpp's converters store token ids as u32 and write "none" (-1) as
+  // 0xFFFFFFFF; read exactly that value back as -1.
+  if (kv->type == ValueType::u32 && v.magnitude == 0xFFFFFFFFu) return -1;
   if (!fits_i32(v)) return range_error(key, v, "i32");
   return static_cast<int32_t>(v.as_signed());
 }

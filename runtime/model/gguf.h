@@ -90,6 +90,8 @@ class File {
 
   // Typed accessors: not_found / wrong type or width give a bad_file status
   // naming the key. Integer getters accept any integer type whose value fits.
+  // One exception, a convention of the format: get_i32 reads a u32
+  // 0xFFFFFFFF as -1 (llama.cpp writes absent token ids that way).
   Expected<std::string_view> get_string(std::string_view key) const;
   Expected<uint32_t> get_u32(std::string_view key) const;
   Expected<uint64_t> get_u64(std::string_view key) const;
