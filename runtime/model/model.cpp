@@ -1,0 +1,147 @@
+#include "runtime/model/model.h"
+
+#include <cstdio>
+#include <new>
+#include <string>
+
+#include "runtime/model/gguf.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace kestrel {
+
+namespace {
+
+// What a weight must look like: shape, and whether only F32 will do (norms,
+// biases are consumed by F32 elementwise ops).
+struct Want {
+  int64_t ne0, ne1;  // ne1 = 1 for vectors
+  bool f32_only;
+  bool required;
+};
+
+Status bind(const gguf::File& f, const std::string& name, const Want& w, Tensor* out, uint64_t* bytes) {
+  const gguf::TensorInfo* t = f.find_tensor(name);
+  if (!t) {
+    if (w.required) return Status::bad_file("missing tensor '%s'", name.c_str());
+    *out = Tensor{};
+    return {};
+  }
+  const int64_t ne1 = t->n_dims >= 2 ? t->ne[1] : 1;
+  if (t->ne[0] != w.ne0 || ne1 != w.ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+    return Status::bad_file("tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name.c_str(),
+                            (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                            (long long)w.ne0, (long long)w.ne1);
+  const DTypeTraits* tr = dtype_traits(t->type);
+  if (!tr || !tr->is_weight) return Status::unsupported("tensor '%s' has unsupported type", name.c_str());
+  if (w.f32_only && t->type != DType::F32)
+    return Status::unsupported("tensor '%s' must be f32, is %s", name.c_str(), tr->name);
+  *out = make_tensor(t->type, const_cast<void*>(t->data), w.ne0, w.ne1);
+  *bytes += t->nbytes;
+  return {};
+}
+
+std::string blk(int il, const char* what) { return "blk." + std::to_string(il) + "." + what; }
+
+}  // namespace
+
+Model::~Model() = default;
+
+Expected<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelParams& params) {
+  std::unique_ptr<Model> m(new (std::nothrow) Model());
+  if (!m) return Status::out_of_memory("model");
+  m->vocab_only_ = params.vocab_only;
+
+  gguf::OpenOptions oo;
+  oo.use_mmap = params.use_mmap;
+  oo.vocab_only = params.vocab_only;
+  if (!params.llama2c_tokenizer_path.empty()) {
+    return Status::unsupported("llama2.c checkpoints: loader not yet linked");
+  } else {
+    KESTREL_TRY_ASSIGN(m->file_, gguf::File::open(path, oo));
+  }
+  const gguf::File& f = *m->file_;
+
+  KESTREL_TRY_ASSIGN(VocabData vocab, vocab_from_gguf(f));
+  KESTREL_TRY_ASSIGN(m->tokenizer_, Tokenizer::create(std::move(vocab)));
+  if (params.vocab_only) return m;
+
+  KESTREL_TRY_ASSIGN(std::string_view arch_name, f.get_string("general.architecture"));
+  const ArchDesc* arch = find_arch(arch_name);
+  if (!arch)
+    return Status::unsupported("architecture '%.*s' is not supported (llama, qwen2, gemma3 are)",
+                               (int)arch_name.size(), arch_name.data());
+  KESTREL_TRY_ASSIGN(m->hp_, read_hparams(f, *arch));
+  const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
+  if (!emb) return Status::bad_file("missing tensor 'token_embd.weight'");
+  m->hp_.n_vocab = emb->n_dims >= 2 ? emb->ne[1] : 0;
+  KESTREL_TRY(validate_hparams(m->hp_));
+  if (m->tokenizer_->n_vocab() != m->hp_.n_vocab)
+    return Status::bad_file("tokenizer has %d tokens but token_embd has %lld rows", m->tokenizer_->n_vocab(),
+                            (long long)m->hp_.n_vocab);
+  KESTREL_TRY(m->bind_tensors());
+  KESTREL_TRY(m->page_in(params));
+  return m;
+}
+
+Status Model::bind_tensors() {
+  const gguf::File& f = *file_;
+  const HParams& hp = hp_;
+  const ArchDesc& a = *hp.arch;
+  const int64_t E = hp.n_embd, Q = hp.n_embd_q(), KV = hp.n_embd_kv(), F = hp.n_ff, V = hp.n_vocab;
+  uint64_t bytes = 0;
+  KESTREL_TRY(bind(f, "token_embd.weight", {E, V, false, true}, &tok_embd, &bytes));
+  KESTREL_TRY(bind(f, "output_norm.weight", {E, 1, true, true}, &output_norm, &bytes));
+  KESTREL_TRY(bind(f, "output.weight", {E, V, false, false}, &output, &bytes));
+  tied_output = output.data == nullptr;
+  if (tied_output) output = tok_embd;
+
+  layers.assign(static_cast<size_t>(hp.n_layer), LayerWeights{});
+  for (int il = 0; il < hp.n_layer; ++il) {
+    LayerWeights& L = layers[static_cast<size_t>(il)];
+    KESTREL_TRY(bind(f, blk(il, "attn_norm.weight"), {E, 1, true, true}, &L.attn_norm, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "attn_q.weight"), {E, Q, false, true}, &L.wq, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "attn_k.weight"), {E, KV, false, true}, &L.wk, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "attn_v.weight"), {E, KV, false, true}, &L.wv, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "attn_output.weight"), {Q, E, false, true}, &L.wo, &bytes));
+    if (a.qkv_bias) {
+      KESTREL_TRY(bind(f, blk(il, "attn_q.bias"), {Q, 1, true, false}, &L.bq, &bytes));
+      KESTREL_TRY(bind(f, blk(il, "attn_k.bias"), {KV, 1, true, false}, &L.bk, &bytes));
+      KESTREL_TRY(bind(f, blk(il, "attn_v.bias"), {KV, 1, true, false}, &L.bv, &bytes));
+    }
+    if (a.qk_norm) {
+      KESTREL_TRY(bind(f, blk(il, "attn_q_norm.weight"), {hp.head_dim, 1, true, true}, &L.q_norm, &bytes));
+      KESTREL_TRY(bind(f, blk(il, "attn_k_norm.weight"), {hp.head_dim, 1, true, true}, &L.k_norm, &bytes));
+    }
+    if (a.post_attn_norm)
+      KESTREL_TRY(bind(f, blk(il, "post_attention_norm.weight"), {E, 1, true, true}, &L.post_attn_norm, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "ffn_norm.weight"), {E, 1, true, true}, &L.ffn_norm, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "ffn_gate.weight"), {E, F, false, true}, &L.w_gate, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "ffn_up.weight"), {E, F, false, true}, &L.w_up, &bytes));
+    KESTREL_TRY(bind(f, blk(il, "ffn_down.weight"), {F, E, false, true}, &L.w_down, &bytes));
+    if (a.post_ffn_norm)
+      KESTREL_TRY(bind(f, blk(il, "post_ffw_norm.weight"), {E, 1, true, true}, &L.post_ffn_norm, &bytes));
+  }
+  weight_bytes_ = bytes;
+  return {};
+}
+
+Status Model::page_in(const ModelParams& params) {
+  if (!params.progress) return {};
+  // Touch every page of every tensor so that the first tokens do not stall on
+  // page faults, reporting progress per tensor.
+  const auto& ts = file_->tensors();
+  uint64_t total = 0, done = 0;
+  for (const auto& t : ts) total += t.nbytes;
+  volatile uint8_t sink = 0;
+  for (const auto& t : ts) {
+    const uint8_t* p = static_cast<const uint8_t*>(t.data);
+    for (uint64_t off = 0; off < t.nbytes; off += 4096) sink = static_cast<uint8_t>(sink + p[off]);
+    done += t.nbytes;
+    if (!params.progress(total ? static_cast<float>(done) / static_cast<float>(total) : 1.0f, params.progress_user))
+      return Status::cancelled("model load cancelled by the progress callback");
+  }
+  (void)sink;
+  return {};
+}
+
+}  // namespace kestrel
