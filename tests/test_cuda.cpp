@@ -681,3 +681,63 @@ TEST_CASE("cuda: matmul timing", "[.][bench][cuda]") {
     }
   }
 }
+
+TEST_CASE("cuda: attention (GQA, mask, soft cap, long KV in opted-in shared memory)", "[cuda][op][attention]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  struct Case { int64_t D, Hq, Hkv, M, n_kv; DType kv; float cap; bool mask; };
+  const Case cases[] = {
+      {5, 3, 1, 2, 1, DType::F32, 0.0f, false},
+      {64, 4, 2, 3, 33, DType::F16, 0.0f, true},
+      {128, 4, 2, 2, 20000, DType::F16, 0.0f, true},   // 80 KB of scores: above the 48 KB default
+      {80, 2, 1, 1, 300, DType::F32, 5.0f, true},
+  };
+  int ci = 0;
+  for (const Case& c : cases) {
+    INFO("case " << ci++);
+    const float scale = 1.0f / std::sqrt(float(c.D));
+    auto qv = randn(c.D * c.Hq * c.M, 40 + ci);
+    auto kf = randn(c.D * c.Hkv * c.n_kv, 50 + ci), vf = randn(c.D * c.Hkv * c.n_kv, 60 + ci);
+    std::vector<float> mv(c.n_kv * c.M);
+    std::mt19937 rng(70 + ci);
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t j = 0; j < c.n_kv; ++j)
+        mv[m * c.n_kv + j] = (m == 0 && c.M > 1) || rng() % 4 == 0 ? -INFINITY : 0.0f;
+    if (c.M > 1) mv[(c.M - 1) * c.n_kv] = 0.0f;  // the last query keeps at least one key
+    auto kb = encode_row(c.kv, kf.data(), c.D * c.Hkv * c.n_kv), vb = encode_row(c.kv, vf.data(), c.D * c.Hkv * c.n_kv);
+    auto kd = decode_row(c.kv, kb.data(), c.D * c.Hkv * c.n_kv), vd = decode_row(c.kv, vb.data(), c.D * c.Hkv * c.n_kv);
+    auto q = f32_to_device(*gpu, qv, c.D, c.Hq, c.M);
+    auto k = to_device(*gpu, c.kv, kb, c.D, c.Hkv, c.n_kv);
+    auto v = to_device(*gpu, c.kv, vb, c.D, c.Hkv, c.n_kv);
+    auto mk = f32_to_device(*gpu, mv, c.n_kv, c.M);
+    auto y = poisoned(*gpu, DType::F32, c.D, c.Hq, c.M);
+    AttentionParams p{scale, c.cap};
+    REQUIRE((c.mask ? run_op(*gpu, OpId::attention, y.t, {&q.t, &k.t, &v.t, &mk.t}, &p)
+                    : run_op(*gpu, OpId::attention, y.t, {&q.t, &k.t, &v.t}, &p)).ok());
+    std::vector<double> want(c.D * c.Hq * c.M, 0.0);
+    for (int64_t m = 0; m < c.M; ++m)
+      for (int64_t h = 0; h < c.Hq; ++h) {
+        const int64_t g = h / (c.Hq / c.Hkv);
+        std::vector<double> s(c.n_kv);
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < c.n_kv; ++j) {
+          if (c.mask && mv[m * c.n_kv + j] == -INFINITY) { s[j] = -INFINITY; continue; }
+          double dot = 0;
+          for (int64_t d = 0; d < c.D; ++d) dot += double(qv[(m * c.Hq + h) * c.D + d]) * kd[(j * c.Hkv + g) * c.D + d];
+          dot *= scale;
+          if (c.cap > 0) dot = c.cap * std::tanh(dot / c.cap);
+          s[j] = dot;
+          mx = std::max(mx, dot);
+        }
+        if (mx == -INFINITY) continue;
+        double sum = 0;
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int64_t d = 0; d < c.D; ++d) {
+          double acc = 0;
+          for (int64_t j = 0; j < c.n_kv; ++j) acc += s[j] * vd[(j * c.Hkv + g) * c.D + d];
+          want[(m * c.Hq + h) * c.D + d] = acc / sum;
+        }
+      }
+    check_close(f32_from_device(*gpu, y), want, 2e-6, 2e-5);
+  }
+}

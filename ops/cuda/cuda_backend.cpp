@@ -94,7 +94,7 @@ bool op_implemented(const OpCall& c) {
     case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
     case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
     case OpId::matmul: return cuda::matmul_supported(c);
-    case OpId::attention: return false;  // TODO(attention on cuda): fused flash-style kernel
+    case OpId::attention: return true;  // plus the shared-memory bound, checked by the backend
   }
   return false;
 }
@@ -121,6 +121,8 @@ class CudaBackend final : public Backend {
     KESTREL_TRY(cuda_select_device(ctx_.device));
     KESTREL_TRY_ASSIGN(stream_, CudaStream::create());
     ctx_.stream = stream_.get();
+    KESTREL_TRY_ASSIGN(const CudaDeviceInfo info, cuda_device_info(ctx_.device));
+    smem_optin_ = info.smem_per_block_optin;
     KESTREL_TRY(cublas_check(cublasCreate(&ctx_.cublas), "cublasCreate"));
     KESTREL_TRY(cublas_check(cublasSetStream(ctx_.cublas, ctx_.stream), "cublasSetStream"));
     // Plain FP32 SGEMM: no TF32 tensor-core rounding behind the caller's back.
@@ -134,6 +136,9 @@ class CudaBackend final : public Backend {
   bool supports(const OpCall& call) const override {
     if (!validate_op(call).ok() || !op_implemented(call)) return false;
     if (call.op == OpId::copy) return true;  // copy reads and writes any byte strides
+    if (call.op == OpId::attention &&
+        cuda::attention_smem_bytes(call.src[0]->ne[0], call.src[1]->ne[2]) > smem_optin_)
+      return false;  // TODO(flash attention on cuda): tile keys to lift the n_kv bound
     if (!aligned(*call.dst)) return false;
     for (int i = 0; i < call.n_src; ++i)
       if (!aligned(*call.src[i])) return false;
@@ -247,7 +252,13 @@ class CudaBackend final : public Backend {
       }
       case OpId::get_rows: return run_get_rows(c);
       case OpId::matmul: return cuda::run_matmul(ctx_, c);
-      case OpId::attention: break;
+      case OpId::attention: {
+        const AttentionParams& p = c.p<AttentionParams>();
+        const Tensor* m = c.opt_src(3);
+        return cuda_check(cuda::launch_attention(c.src[1]->type, view(a), view(*c.src[1]), view(*c.src[2]),
+                                                 m ? view(*m) : TV{}, view(d), {p.scale, p.soft_cap}, s),
+                          what);
+      }
     }
     return Status::unsupported("%s: not implemented on cuda", what);
   }
@@ -276,6 +287,7 @@ class CudaBackend final : public Backend {
 
   cuda::Context ctx_;
   CudaStream stream_;
+  size_t smem_optin_ = 48 * 1024;  // largest dynamic shared memory per block
 };
 
 Expected<std::unique_ptr<Backend>> create_cuda(const BackendOptions& opt) {

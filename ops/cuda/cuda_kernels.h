@@ -58,6 +58,17 @@ struct RopeArgs {
 };
 cudaError_t launch_rope(TV x, const int32_t* pos, TV y, RopeArgs a, cudaStream_t s);
 
+struct AttentionArgs {
+  float scale;
+  float soft_cap;
+};
+// q [D, Hq, M], k / v [D, Hkv, n_kv] of kv_type (F32 | F16), mask [n_kv, M]
+// (mask.data null when absent), y [D, Hq, M].
+cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV y, AttentionArgs a, cudaStream_t s);
+// Dynamic shared memory one attention block needs; must not exceed the
+// device's opt-in per-block limit.
+size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv);
+
 // Matmul pieces (the cuBLAS call itself is made by the host code):
 // y[.., m, n] = sum_k W[n][k] * x[.., m, k], W of type wt read in place; any M.
 cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s);
