@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "runtime/tokenizer/merge_heap.h"
 #include "runtime/tokenizer/tokenizer_impl.h"
 #include "runtime/tokenizer/unicode.h"
 
@@ -29,10 +30,10 @@ struct Bigram {
   uint32_t size;
 };
 
-// Heap order: lowest rank first, then the leftmost pair.
-struct BigramLess {
+// Merge order: lowest rank first, then the leftmost pair.
+struct BigramBefore {
   bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.rank > b.rank || (a.rank == b.rank && a.left > b.left);
+    return a.rank < b.rank || (a.rank == b.rank && a.left < b.left);
   }
 };
 
@@ -62,9 +63,7 @@ class Session {
     }
     for (int32_t i = 1; i < n; ++i) try_add(i - 1, i);
     while (!heap_.empty()) {
-      std::pop_heap(heap_.begin(), heap_.end(), BigramLess{});
-      const Bigram bg = heap_.back();
-      heap_.pop_back();
+      const Bigram bg = heap_.pop();
       Symbol& l = sym_[bg.left];
       Symbol& r = sym_[bg.right];
       if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;  // stale
@@ -100,13 +99,12 @@ class Session {
                          static_cast<uint32_t>(sym_[r].id);
     auto it = t_.merges.find(key);
     if (it == t_.merges.end()) return;
-    heap_.push_back({l, r, it->second.rank, it->second.result, sym_[l].n + sym_[r].n});
-    std::push_heap(heap_.begin(), heap_.end(), BigramLess{});
+    heap_.push({l, r, it->second.rank, it->second.result, sym_[l].n + sym_[r].n});
   }
 
   const Tokenizer::Impl& t_;
   std::vector<Symbol> sym_;
-  std::vector<Bigram> heap_;
+  MergeHeap<Bigram, BigramBefore> heap_;
   std::string encoded_;
 };
 

@@ -130,11 +130,15 @@ void pass_llama3(const Piece& s, std::vector<size_t>& out, size_t max_digits) {
   }
 }
 
+// r: n inclusive ranges sorted by start and not overlapping.
 bool in_ranges(uint32_t c, const uint32_t (*r)[2], size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (c >= r[i][0] && c <= r[i][1]) return true;
+  size_t lo = 0, hi = n;  // binary search for the last range starting at or before c
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (r[mid][0] <= c) lo = mid + 1;
+    else hi = mid;
   }
-  return false;
+  return lo > 0 && c <= r[lo - 1][1];
 }
 
 // DeepSeek's explicit letter class (its tokenizer.json spells out the ranges).
@@ -155,12 +159,12 @@ constexpr uint32_t kDeepseekLetters[][2] = {
     {0x104B0, 0x104D3}, {0x104D8, 0x104FB}, {0x10C80, 0x10CB2}, {0x10CC0, 0x10CF2}, {0x118A0, 0x118DF},
     {0x1E900, 0x1E943},
 };
-// [!-/:-~！-／：-～‘-‟　-。]
+// [!-/:-~！-／：-～‘-‟　-。] (ranges sorted for the binary search)
 constexpr uint32_t kDeepseekPunct[][2] = {
-    {0x0021, 0x002F}, {0x003A, 0x007E}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF5E}, {0x2018, 0x201F}, {0x3000, 0x3002},
+    {0x0021, 0x002F}, {0x003A, 0x007E}, {0x2018, 0x201F}, {0x3000, 0x3002}, {0xFF01, 0xFF0F}, {0xFF1A, 0xFF5E},
 };
-// [一-龥ࠀ-一가-퟿] (CJK ideographs, U+0800..U+4E00, Hangul)
-constexpr uint32_t kDeepseekCjk[][2] = {{0x4E00, 0x9FA5}, {0x0800, 0x4E00}, {0xAC00, 0xD7FF}};
+// [一-龥ࠀ-一가-퟿]: U+0800..U+9FA5 (the first two ranges touch) and Hangul
+constexpr uint32_t kDeepseekCjk[][2] = {{0x0800, 0x9FA5}, {0xAC00, 0xD7FF}};
 
 // The reference engine matches explicit character ranges against text in
 // which non-ASCII white space was replaced by U+000B, so such code points

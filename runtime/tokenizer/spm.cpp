@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "runtime/tokenizer/merge_heap.h"
 #include "runtime/tokenizer/tokenizer_impl.h"
 #include "runtime/tokenizer/unicode.h"
 
@@ -28,10 +29,10 @@ struct Bigram {
   uint32_t size;
 };
 
-// Heap order: higher score first, then the leftmost pair.
-struct BigramLess {
+// Merge order: higher score first, then the leftmost pair.
+struct BigramBefore {
   bool operator()(const Bigram& a, const Bigram& b) const {
-    return a.score < b.score || (a.score == b.score && a.left > b.left);
+    return a.score > b.score || (a.score == b.score && a.left < b.left);
   }
 };
 
@@ -51,7 +52,7 @@ Status spm_tokenize(const Tokenizer::Impl& t, std::string_view text, std::vector
     i += len;
   }
 
-  std::vector<Bigram> heap;
+  MergeHeap<Bigram, BigramBefore> heap;
   heap.reserve(sym.size());
   auto try_add = [&](int32_t l, int32_t r) {
     if (l < 0 || r < 0) return;
@@ -59,15 +60,12 @@ Status spm_tokenize(const Tokenizer::Impl& t, std::string_view text, std::vector
     if (size > t.max_token_bytes) return;
     const int32_t id = t.find(text.substr(sym[l].start, size));
     if (id < 0) return;
-    heap.push_back({l, r, t.scores[id], size});
-    std::push_heap(heap.begin(), heap.end(), BigramLess{});
+    heap.push({l, r, t.scores[id], size});
   };
   for (int32_t i = 1; i < static_cast<int32_t>(sym.size()); ++i) try_add(i - 1, i);
 
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), BigramLess{});
-    const Bigram bg = heap.back();
-    heap.pop_back();
+    const Bigram bg = heap.pop();
     Symbol& l = sym[bg.left];
     Symbol& r = sym[bg.right];
     if (l.n == 0 || r.n == 0 || l.n + r.n != bg.size) continue;  // stale

@@ -71,11 +71,28 @@ Status build_trie(Tokenizer::Impl& t) {
     if (tmp[node].token < 0) tmp[node].token = static_cast<int32_t>(rank);
     trie.first_byte[static_cast<uint8_t>(s[0])] = true;
   }
+  // Subtree counts let the occurrence scan stop walking below a node whose
+  // tokens have all been found already.
+  std::vector<int32_t> n_user(tmp.size(), 0), n_all(tmp.size(), 0);
+  for (size_t rank = 0; rank < t.specials.size(); ++rank) {
+    std::string_view s = t.vocab.tokens[t.specials[rank]];
+    const bool user = t.types[t.specials[rank]] == TokenType::user_defined;
+    int32_t node = 0;
+    n_all[0]++, n_user[0] += user;
+    for (char ch : s) {
+      for (auto& e : tmp[node].children) {
+        if (e.first == static_cast<uint8_t>(ch)) { node = e.second; break; }
+      }
+      n_all[node]++, n_user[node] += user;
+    }
+  }
   trie.nodes.resize(tmp.size());
   for (size_t i = 0; i < tmp.size(); ++i) {
     auto& c = tmp[i].children;
     std::sort(c.begin(), c.end());
     trie.nodes[i].token = tmp[i].token;
+    trie.nodes[i].n_user = n_user[i];
+    trie.nodes[i].n_all = n_all[i];
     trie.nodes[i].first_child = static_cast<int32_t>(trie.edges.size());
     trie.nodes[i].n_children = static_cast<int32_t>(c.size());
     for (auto& e : c) trie.edges.push_back({e.first, e.second});
@@ -230,16 +247,28 @@ void partition(const Tokenizer::Impl& t, std::string_view text, bool parse_speci
     return parse_special || ty == TokenType::user_defined;
   };
   std::vector<uint8_t> present(t.specials.size(), 0);
+  // Tokens not yet found below each node; a walk stops at a node with none
+  // left, so a long run of one character does not walk the trie to full depth
+  // at every position once its tokens are known.
+  std::vector<int32_t> left(t.trie.nodes.size());
+  for (size_t i = 0; i < left.size(); ++i) left[i] = parse_special ? t.trie.nodes[i].n_all : t.trie.nodes[i].n_user;
+  std::vector<int32_t> path;
   bool any = false;
   const auto* p = reinterpret_cast<const uint8_t*>(text.data());
-  for (size_t i = 0; i < text.size(); ++i) {
+  for (size_t i = 0; i < text.size() && left[0] > 0; ++i) {
     if (!t.trie.first_byte[p[i]]) continue;
     int32_t node = 0;
+    path.clear();
     for (size_t k = i; k < text.size(); ++k) {
       node = t.trie.child(node, p[k]);
-      if (node < 0) break;
+      if (node < 0 || left[node] == 0) break;
+      path.push_back(node);
       const int32_t rank = t.trie.nodes[node].token;
-      if (rank >= 0 && allowed(rank)) present[rank] = 1, any = true;
+      if (rank >= 0 && allowed(rank) && !present[rank]) {
+        present[rank] = 1, any = true;
+        left[0]--;
+        for (int32_t q : path) left[q]--;
+      }
     }
   }
   if (!any) return;

@@ -23,6 +23,8 @@ struct SpecialTrie {
     int32_t token = -1;        // id of the token whose text ends here
     int32_t first_child = -1;  // children are a contiguous sorted range of edges
     int32_t n_children = 0;
+    int32_t n_user = 0;  // user-defined tokens ending in this subtree
+    int32_t n_all = 0;   // special tokens of any type ending in this subtree
   };
   struct Edge {
     uint8_t byte;
