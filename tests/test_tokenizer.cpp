@@ -422,3 +422,109 @@ TEST_CASE("pre-tokenizers without a vocab here split like their regexes", "[toke
   CHECK(split("default", "a+b 1234") == V{"a", "+", "b", " ", "123", "4"});
   CHECK(pre_tokenizer_from_name("nope").status().code() == StatusCode::unsupported);
 }
+
+namespace {
+
+// A GGUF v3 file with no tensors and the given metadata, built by hand so the
+// test does not depend on the writer.
+struct MiniGguf {
+  std::string bytes;
+  uint64_t n_kv = 0;
+  template <typename T>
+  void raw(T v) { bytes.append(reinterpret_cast<const char*>(&v), sizeof v); }
+  void str(std::string_view s) { raw<uint64_t>(s.size()); bytes.append(s); }
+  void key(std::string_view k, gguf::ValueType t) { str(k); raw<uint32_t>(static_cast<uint32_t>(t)); ++n_kv; }
+  void kv_string(std::string_view k, std::string_view v) { key(k, gguf::ValueType::string); str(v); }
+  void kv_u32(std::string_view k, uint32_t v) { key(k, gguf::ValueType::u32); raw(v); }
+  void kv_strings(std::string_view k, const std::vector<std::string>& v) {
+    key(k, gguf::ValueType::array);
+    raw<uint32_t>(static_cast<uint32_t>(gguf::ValueType::string));
+    raw<uint64_t>(v.size());
+    for (auto& s : v) str(s);
+  }
+  template <typename T>
+  void kv_array(std::string_view k, gguf::ValueType elem, const std::vector<T>& v) {
+    key(k, gguf::ValueType::array);
+    raw<uint32_t>(static_cast<uint32_t>(elem));
+    raw<uint64_t>(v.size());
+    for (T x : v) raw(x);
+  }
+  std::string file() const {
+    std::string f = "GGUF";
+    auto put = [&](auto v) { f.append(reinterpret_cast<const char*>(&v), sizeof v); };
+    put(uint32_t{3});
+    put(uint64_t{0});
+    put(n_kv);
+    return f + bytes;
+  }
+};
+
+// A tiny SPM vocab: <unk> <s> </s> then the 256 byte tokens, then a few pieces.
+MiniGguf tiny_spm(uint32_t bos, size_t n_scores, size_t n_types, std::string byte0 = "<0x00>") {
+  std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    tokens.push_back(b == 0 ? byte0 : name);
+  }
+  for (const char* s : {"\xE2\x96\x81", "a", "b", "\xE2\x96\x81" "a", "ab", "\xE2\x96\x81" "ab"}) tokens.push_back(s);
+  std::vector<float> scores(n_scores, 0.0f);
+  for (size_t i = 259; i < n_scores; ++i) scores[i] = static_cast<float>(i);  // longer pieces score higher
+  std::vector<int32_t> types(n_types, 1);
+  for (size_t i = 0; i < n_types && i < 259; ++i) types[i] = i == 0 ? 2 : i < 3 ? 3 : 6;
+  MiniGguf g;
+  g.kv_string("tokenizer.ggml.model", "llama");
+  g.kv_strings("tokenizer.ggml.tokens", tokens);
+  g.kv_array("tokenizer.ggml.scores", gguf::ValueType::f32, scores);
+  g.kv_array("tokenizer.ggml.token_type", gguf::ValueType::i32, types);
+  g.kv_u32("tokenizer.ggml.bos_token_id", bos);
+  return g;
+}
+
+Status tokenizer_from_bytes(const std::string& file) {
+  KESTREL_TRY_ASSIGN(auto f, gguf::File::from_memory(file.data(), file.size(), {.vocab_only = true}));
+  KESTREL_TRY_ASSIGN(VocabData v, vocab_from_gguf(*f));
+  KESTREL_TRY_ASSIGN(auto t, Tokenizer::create(std::move(v)));
+  std::vector<int32_t> ids;
+  KESTREL_TRY(t->encode("ab a\xC3\xA9", true, false, ids));
+  // BOS, then merges by score, then byte fallback for the unknown character.
+  const std::vector<int32_t> want = {1, 264, 262, 3 + 0xC3, 3 + 0xA9};
+  if (ids != want) return Status::internal("tiny SPM vocab tokenized to %s", ids_str(ids).c_str());
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer metadata from GGUF: good and bad files", "[tokenizer]") {
+  const size_t n = 3 + 256 + 6;
+  {
+    const std::string good = tiny_spm(1, n, n).file();
+    const Status st = tokenizer_from_bytes(good);
+    INFO(st.to_string());
+    CHECK(st.ok());
+  }
+  auto code = [](const MiniGguf& g) { return tokenizer_from_bytes(g.file()).code(); };
+  CHECK(code(tiny_spm(static_cast<uint32_t>(n), n, n)) == StatusCode::bad_file);  // BOS outside the vocab
+  CHECK(code(tiny_spm(0x80000000u, n, n)) == StatusCode::bad_file);              // does not fit an id
+  CHECK(code(tiny_spm(1, n - 1, n)) == StatusCode::bad_file);                    // scores shorter
+  CHECK(code(tiny_spm(1, n, 10)) == StatusCode::bad_file);                       // types shorter
+  CHECK(code(tiny_spm(1, n, n, "<0x-1>")) == StatusCode::bad_file);              // malformed byte token
+  {
+    MiniGguf g = tiny_spm(1, n, n);
+    g.kv_string("tokenizer.ggml.eos_token_id", "2");  // an id as a string
+    CHECK(code(g) == StatusCode::bad_file);
+  }
+  {
+    MiniGguf g;  // BPE whose merge names a token that does not exist
+    g.kv_string("tokenizer.ggml.model", "gpt2");
+    g.kv_string("tokenizer.ggml.pre", "gpt-2");
+    g.kv_strings("tokenizer.ggml.tokens", {"a", "b", "ab"});
+    g.kv_strings("tokenizer.ggml.merges", {"a b", "ab c"});
+    CHECK(code(g) == StatusCode::bad_file);
+  }
+  {
+    MiniGguf g;  // no token list at all
+    g.kv_string("tokenizer.ggml.model", "llama");
+    CHECK(code(g) == StatusCode::bad_file);
+  }
+}
