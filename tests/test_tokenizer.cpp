@@ -528,3 +528,26 @@ TEST_CASE("tokenizer metadata from GGUF: good and bad files", "[tokenizer]") {
     CHECK(code(g) == StatusCode::bad_file);
   }
 }
+
+TEST_CASE("SPM matches SentencePiece on extra Llama 2 vectors", "[tokenizer]") {
+  const std::string path = std::string(KESTREL_SOURCE_DIR) + "/tests/data/spm_llama2_vectors.tsv";
+  std::istringstream lines(read_file(path));
+  REQUIRE(!lines.str().empty());
+  const Tokenizer* tok = get_tokenizer("llama-spm");
+  int pass = 0, total = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t tab = line.find('\t');
+    REQUIRE(tab != std::string::npos);
+    std::vector<int32_t> want, got;
+    std::istringstream ids(line.substr(0, tab));
+    for (int32_t id; ids >> id;) want.push_back(id);
+    const std::string text = line.substr(tab + 1);
+    REQUIRE(tok->encode(text, false, false, got).ok());
+    ++total;
+    if (got == want) ++pass;
+    else FAIL_CHECK("'" << text << "'\n  expected " << ids_str(want) << "\n  got      " << ids_str(got));
+  }
+  std::printf("tokenizer sentencepiece vectors llama-spm %d/%d exact\n", pass, total);
+  CHECK(total == 34);
+}
