@@ -55,7 +55,9 @@ const char* kestrel_version(void);
 const char* kestrel_system_info(void);
 const char* kestrel_status_name(kestrel_status status);
 /* Message of the last failed call on this handle (model or context); "" if none.
- * NULL: the calling thread's last failure of a call without a handle (load, create). */
+ * NULL: the calling thread's last failure of a call without a handle (load, create).
+ * A model may be shared by threads, so for a model it is the calling thread's last
+ * failure on that model. The string stays valid until the next call on the handle. */
 const char* kestrel_last_error(const void* handle);
 
 /* ---- models ---- */
@@ -84,6 +86,35 @@ kestrel_token kestrel_token_eos(const kestrel_model* model);
 int kestrel_token_is_eog(const kestrel_model* model, kestrel_token token);
 /* Writes a one-line description (architecture, sizes) into buf; returns the needed length. */
 int32_t kestrel_model_desc(const kestrel_model* model, char* buf, size_t buf_size);
+/* Elements and bytes of all weight tensors; 0 for NULL or a vocabulary-only model. */
+uint64_t kestrel_model_n_params(const kestrel_model* model);
+uint64_t kestrel_model_size(const kestrel_model* model);
+
+/* ---- inspection: the model file's metadata and tensor table ---- */
+
+/* Metadata entries; -1 for NULL. */
+int32_t kestrel_model_meta_count(const kestrel_model* model);
+/* Key of entry i into buf (NUL-terminated, truncated to buf_size); returns the length
+ * needed without the NUL, or -1 when i is out of range. */
+int32_t kestrel_model_meta_key_by_index(const kestrel_model* model, int32_t i, char* buf, size_t buf_size);
+/* Value of entry i as text: numbers printed, strings as stored, arrays as
+ * "[N x type: a, b, c, ...]" (the first 8 elements); same return rule. */
+int32_t kestrel_model_meta_val_str_by_index(const kestrel_model* model, int32_t i, char* buf, size_t buf_size);
+/* Value of the entry named key as text; -1 when absent. */
+int32_t kestrel_model_meta_val_str(const kestrel_model* model, const char* key, char* buf, size_t buf_size);
+
+typedef struct kestrel_tensor_info {
+  const char* name;      /* valid while the model lives */
+  const char* type_name; /* "f32", "q4_K", ... */
+  int32_t type;          /* GGUF / ggml type id */
+  int32_t n_dims;
+  int64_t ne[4];         /* elements per dimension (1 past n_dims) */
+  uint64_t n_bytes;
+} kestrel_tensor_info;
+
+/* Tensors in the file; -1 for NULL. */
+int32_t kestrel_model_tensor_count(const kestrel_model* model);
+kestrel_status kestrel_model_tensor_info(const kestrel_model* model, int32_t i, kestrel_tensor_info* out);
 
 /* ---- tokenizer ---- */
 
@@ -92,10 +123,12 @@ int32_t kestrel_model_desc(const kestrel_model* model, char* buf, size_t buf_siz
  * needed (KESTREL_ERR_TOO_LONG with *n_tokens set when max_tokens is too small). */
 kestrel_status kestrel_tokenize(const kestrel_model* model, const char* text, size_t text_len, int add_special,
                                 int parse_special, kestrel_token* tokens, int32_t max_tokens, int32_t* n_tokens);
-/* Detokenizes; writes up to buf_size bytes (not NUL-terminated); *n_bytes gets the length needed. */
+/* Detokenizes; writes up to buf_size bytes (not NUL-terminated); *n_bytes gets the length needed
+ * (KESTREL_ERR_TOO_LONG when buf_size is smaller). */
 kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_token* tokens, int32_t n_tokens,
                                   int render_special, char* buf, size_t buf_size, size_t* n_bytes);
-/* Bytes of one token as it appears in text; *n_bytes gets the length needed. */
+/* Bytes of one token as it appears in text; *n_bytes gets the length needed
+ * (KESTREL_ERR_TOO_LONG when buf_size is smaller). */
 kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token token, int render_special, char* buf,
                                       size_t buf_size, size_t* n_bytes);
 
@@ -174,10 +207,20 @@ typedef struct kestrel_timings {
 /* Tokenizes the prompt (BOS per the model; an empty prompt starts from BOS), runs it,
  * and generates up to n_predict tokens (stopping at end-of-generation tokens), calling
  * on_text with each complete piece. Continues the context's sequence 0 from its start:
- * the cache is cleared first. */
+ * the cache is cleared first. n_predict < 0: until end of generation or a full context.
+ * sampling NULL: the defaults with the context's seed. on_text may be NULL.
+ * Returns KESTREL_OK when generation ends (n_predict reached, end-of-generation token,
+ * context full), KESTREL_ERR_CANCELLED when on_text returned 0, KESTREL_ERR_TOO_LONG when
+ * the prompt does not fit the context. Timings are filled in every case. */
 kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_t n_predict,
                                 const kestrel_sampler_params* sampling, kestrel_text_fn on_text, void* user_data);
 void kestrel_get_timings(const kestrel_context* ctx, kestrel_timings* out);
+
+/* ---- conversion ---- */
+
+/* Writes a GGUF file equivalent to a llama.cpp conversion of a llama2.c checkpoint
+ * (model .bin + tokenizer.bin). Errors go to kestrel_last_error(NULL). */
+kestrel_status kestrel_convert_llama2c(const char* model_path, const char* tokenizer_path, const char* out_path);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,345 @@
+/* The C API from C: load stories260K, tokenize / detokenize, decode, greedy
+ * generation against the reference ids of ../shared/models/README.md (section 1),
+ * and bad calls (NULL handles, bad ids, bad parameters, missing files, a
+ * directory) returning the documented status with a message.
+ * Exit 0: all passed; 1: a check failed; 77: the model file is missing (skipped). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kestrel/kestrel.h>
+
+static int g_failures = 0;
+
+#define CHECK(cond)                                                 \
+  do {                                                              \
+    if (!(cond)) {                                                  \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++g_failures;                                                 \
+    }                                                               \
+  } while (0)
+
+/* A failed call: the expected status and a non-empty message. */
+#define CHECK_ERR(call, expected, handle)                                                   \
+  do {                                                                                      \
+    kestrel_status st_ = (call);                                                            \
+    const char* msg_ = kestrel_last_error(handle);                                          \
+    if (st_ != (expected) || msg_ == NULL || msg_[0] == '\0') {                             \
+      fprintf(stderr, "%s:%d: %s -> %s (\"%s\"), expected %s with a message\n", __FILE__, __LINE__, #call, \
+              kestrel_status_name(st_), msg_ ? msg_ : "(null)", kestrel_status_name(expected)); \
+      ++g_failures;                                                                         \
+    }                                                                                       \
+  } while (0)
+
+static const kestrel_token kReference[32] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315,
+                                             421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408,
+                                             419, 292, 411, 322, 265, 282, 295, 433, 426, 385};
+
+struct collect {
+  char text[4096];
+  size_t len;
+  int calls;
+  int stop_after;
+};
+
+static int on_text(const char* text, size_t len, kestrel_token token, void* user) {
+  struct collect* c = (struct collect*)user;
+  (void)token;
+  if (c->len + len < sizeof c->text) {
+    memcpy(c->text + c->len, text, len);
+    c->len += len;
+    c->text[c->len] = '\0';
+  }
+  ++c->calls;
+  return c->stop_after > 0 && c->calls >= c->stop_after ? 0 : 1;
+}
+
+static void test_tokenizer(kestrel_model* model) {
+  const char* text = "Once upon a time, there was a little girl named Lily.";
+  kestrel_token ids[64];
+  int32_t n = 0;
+  CHECK(kestrel_tokenize(model, text, strlen(text), 1, 0, ids, 64, &n) == KESTREL_OK);
+  CHECK(n > 5 && n < 64);
+  CHECK(ids[0] == kestrel_token_bos(model));
+  char buf[256];
+  size_t nb = 0;
+  /* Round trip of the text's own tokens (as llama.cpp, a leading BOS would take
+   * the removal of the SPM space prefix and leave the space in place). */
+  CHECK(kestrel_detokenize(model, ids + 1, n - 1, 0, buf, sizeof buf, &nb) == KESTREL_OK);
+  CHECK(nb == strlen(text) && memcmp(buf, text, nb) == 0);
+  CHECK(kestrel_detokenize(model, ids, n, 0, buf, sizeof buf, &nb) == KESTREL_OK);
+  CHECK(nb == strlen(text) + 1 && buf[0] == ' ' && memcmp(buf + 1, text, nb - 1) == 0);
+
+  /* Too small buffers report the size needed. */
+  int32_t n2 = 0;
+  CHECK_ERR(kestrel_tokenize(model, text, strlen(text), 1, 0, ids, 3, &n2), KESTREL_ERR_TOO_LONG, model);
+  CHECK(n2 == n);
+  CHECK(kestrel_tokenize(model, text, strlen(text), 1, 0, NULL, 0, &n2) == KESTREL_ERR_TOO_LONG && n2 == n);
+  size_t nb2 = 0;
+  CHECK_ERR(kestrel_detokenize(model, ids, n, 0, buf, 4, &nb2), KESTREL_ERR_TOO_LONG, model);
+  CHECK(nb2 == strlen(text) + 1);
+
+  /* Bad ids and arguments. */
+  kestrel_token bad[2] = {1, 512};
+  CHECK_ERR(kestrel_detokenize(model, bad, 2, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  bad[1] = -1;
+  CHECK_ERR(kestrel_detokenize(model, bad, 2, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_token_to_piece(model, 100000, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_tokenize(model, NULL, 5, 1, 0, ids, 64, &n), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_tokenize(model, text, 4, 1, 0, ids, -1, &n), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_tokenize(NULL, text, 4, 1, 0, ids, 64, &n), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK_ERR(kestrel_detokenize(NULL, ids, 1, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  /* A successful call clears the model's message for this thread. */
+  CHECK(kestrel_token_to_piece(model, 403, 0, buf, sizeof buf, &nb) == KESTREL_OK && nb > 0);
+  CHECK(strcmp(kestrel_last_error(model), "") == 0);
+}
+
+/* Greedy decoding through decode + sampler, token by token. */
+static void test_decode_greedy(kestrel_model* model, kestrel_context* ctx) {
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  sp.temperature = 0.0f;
+  kestrel_sampler* smpl = NULL;
+  CHECK(kestrel_sampler_create(model, &sp, &smpl) == KESTREL_OK && smpl != NULL);
+  if (!smpl) return;
+  CHECK(kestrel_kv_seq_rm(ctx, -1, 0, -1) == KESTREL_OK);
+  kestrel_token tok = kestrel_token_bos(model);
+  int ok = 1;
+  for (int32_t i = 0; i < 32 && ok; ++i) {
+    kestrel_batch b = {1, &tok, &i, NULL, NULL};
+    if (kestrel_decode(ctx, &b) != KESTREL_OK) {
+      fprintf(stderr, "decode failed at %d: %s\n", i, kestrel_last_error(ctx));
+      ok = 0;
+      break;
+    }
+    const float* logits = kestrel_get_logits(ctx, 0);
+    CHECK(logits != NULL);
+    if (!logits) break;
+    CHECK(kestrel_get_logits(ctx, 1) == NULL);
+    CHECK(kestrel_sampler_sample(smpl, logits, &tok) == KESTREL_OK);
+    kestrel_sampler_accept(smpl, tok);
+    if (tok != kReference[i]) {
+      fprintf(stderr, "greedy step %d: got %d, reference %d\n", i, tok, kReference[i]);
+      ++g_failures;
+      ok = 0;
+    }
+  }
+  CHECK(kestrel_kv_seq_pos_max(ctx, 0) == 31);
+
+  /* NaN logits are a runtime error with a message on the sampler. */
+  float nan_logits[512];
+  for (int i = 0; i < 512; ++i) nan_logits[i] = 0.0f;
+  nan_logits[7] = NAN;
+  CHECK(kestrel_sampler_sample(smpl, nan_logits, &tok) == KESTREL_ERR_RUNTIME);
+  CHECK(kestrel_sampler_last_error(smpl)[0] != '\0');
+  CHECK(kestrel_last_error(smpl)[0] != '\0');
+  kestrel_sampler_free(smpl);
+}
+
+static void test_generate(kestrel_model* model, kestrel_context* ctx) {
+  /* Expected text: the reference ids' pieces, as a stream emits them. */
+  char expect[1024];
+  size_t elen = 0;
+  for (int i = 0; i < 32; ++i) {
+    size_t nb = 0;
+    CHECK(kestrel_token_to_piece(model, kReference[i], 0, expect + elen, sizeof expect - elen, &nb) == KESTREL_OK);
+    elen += nb;
+  }
+  expect[elen] = '\0';
+
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  sp.temperature = 0.0f;
+  struct collect c;
+  memset(&c, 0, sizeof c);
+  CHECK(kestrel_generate(ctx, "", 32, &sp, on_text, &c) == KESTREL_OK);
+  if (c.len != elen || memcmp(c.text, expect, elen) != 0) {
+    fprintf(stderr, "generate from BOS:\n  got      '%s'\n  expected '%s'\n", c.text, expect);
+    ++g_failures;
+  }
+  kestrel_timings t;
+  kestrel_get_timings(ctx, &t);
+  CHECK(t.n_prompt_tokens == 1);
+  CHECK(t.n_generated == 32);
+  CHECK(t.t_prompt_ms >= 0.0 && t.t_generate_ms > 0.0 && t.t_load_ms > 0.0);
+
+  /* The same again (the cache is cleared first), and seeded sampling is reproducible. */
+  struct collect c2;
+  memset(&c2, 0, sizeof c2);
+  CHECK(kestrel_generate(ctx, "", 32, &sp, on_text, &c2) == KESTREL_OK);
+  CHECK(c2.len == c.len && memcmp(c2.text, c.text, c.len) == 0);
+  sp = kestrel_sampler_default_params();
+  sp.seed = 99;
+  struct collect r1, r2;
+  memset(&r1, 0, sizeof r1);
+  memset(&r2, 0, sizeof r2);
+  CHECK(kestrel_generate(ctx, "Once upon a time", 40, &sp, on_text, &r1) == KESTREL_OK);
+  CHECK(kestrel_generate(ctx, "Once upon a time", 40, &sp, on_text, &r2) == KESTREL_OK);
+  CHECK(r1.len > 0 && r1.len == r2.len && memcmp(r1.text, r2.text, r1.len) == 0);
+
+  /* The callback stops generation after its piece. */
+  struct collect s;
+  memset(&s, 0, sizeof s);
+  s.stop_after = 3;
+  CHECK_ERR(kestrel_generate(ctx, "Once", 32, &sp, on_text, &s), KESTREL_ERR_CANCELLED, ctx);
+  CHECK(s.calls == 3);
+
+  /* Bad sampling parameters. */
+  sp = kestrel_sampler_default_params();
+  sp.temperature = NAN;
+  CHECK_ERR(kestrel_generate(ctx, "Once", 4, &sp, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  sp = kestrel_sampler_default_params();
+  sp.repeat_penalty = -1.0f;
+  CHECK_ERR(kestrel_generate(ctx, "Once", 4, &sp, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  kestrel_sampler* smpl = NULL;
+  CHECK_ERR(kestrel_sampler_create(model, &sp, &smpl), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK(smpl == NULL);
+  /* Out-of-range values with a clamping rule are accepted. */
+  sp = kestrel_sampler_default_params();
+  sp.top_k = 100000;
+  sp.top_p = 3.0f;
+  sp.min_p = -1.0f;
+  CHECK(kestrel_generate(ctx, "Once", 4, &sp, NULL, NULL) == KESTREL_OK);
+}
+
+static void test_bad_calls(kestrel_model* model, kestrel_context* ctx) {
+  kestrel_model* m = (kestrel_model*)0x1;
+  CHECK_ERR(kestrel_model_load(NULL, NULL, &m), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK(m == NULL);
+  CHECK_ERR(kestrel_model_load("/nonexistent/kestrel/model.gguf", NULL, &m), KESTREL_ERR_IO, NULL);
+  CHECK(strstr(kestrel_last_error(NULL), "/nonexistent/kestrel/model.gguf") != NULL);
+  {
+    kestrel_status st = kestrel_model_load(KESTREL_SHARED_DIR "/models", NULL, &m);
+    CHECK(st == KESTREL_ERR_IO || st == KESTREL_ERR_BAD_FILE);
+    CHECK(kestrel_last_error(NULL)[0] != '\0');
+    CHECK(m == NULL);
+  }
+  /* A file that is not a model: a tokenizer test input. */
+  CHECK_ERR(kestrel_model_load(KESTREL_SHARED_DIR "/models/llama.cpp-vocab/ggml-vocab-gpt-2.gguf.inp", NULL, &m),
+            KESTREL_ERR_BAD_FILE, NULL);
+
+  kestrel_context* c = NULL;
+  kestrel_context_params cp = kestrel_context_default_params();
+  CHECK_ERR(kestrel_context_create(NULL, &cp, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  cp.n_threads = 0;
+  CHECK_ERR(kestrel_context_create(model, &cp, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  cp = kestrel_context_default_params();
+  cp.n_ctx = -5;
+  CHECK_ERR(kestrel_context_create(model, &cp, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK(c == NULL);
+
+  kestrel_token toks[2] = {1, 600};
+  int32_t pos[2] = {0, 1};
+  kestrel_batch b = {2, toks, pos, NULL, NULL};
+  CHECK_ERR(kestrel_decode(ctx, &b), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  toks[1] = -3;
+  CHECK_ERR(kestrel_decode(ctx, &b), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  toks[1] = 5;
+  pos[1] = -1;
+  CHECK_ERR(kestrel_decode(ctx, &b), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  b.n_tokens = 0;
+  CHECK_ERR(kestrel_decode(ctx, &b), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  CHECK_ERR(kestrel_decode(ctx, NULL), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  CHECK_ERR(kestrel_decode(NULL, &b), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK(kestrel_get_logits(NULL, 0) == NULL);
+  CHECK_ERR(kestrel_kv_seq_rm(ctx, 5, 0, -1), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  CHECK(kestrel_kv_seq_pos_max(NULL, 0) == -1);
+  CHECK_ERR(kestrel_generate(NULL, "x", 4, NULL, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  kestrel_sampler* s = NULL;
+  CHECK_ERR(kestrel_sampler_create(NULL, &sp, &s), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  kestrel_token t;
+  CHECK_ERR(kestrel_sampler_sample(NULL, NULL, &t), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+
+  /* A prompt longer than the context. */
+  cp = kestrel_context_default_params();
+  cp.n_ctx = 8;
+  cp.n_threads = 1;
+  CHECK(kestrel_context_create(model, &cp, &c) == KESTREL_OK);
+  if (c) {
+    CHECK(kestrel_context_n_ctx(c) == 8);
+    CHECK_ERR(kestrel_generate(c, "Once upon a time, there was a little girl named Lily.", 4, NULL, NULL, NULL),
+              KESTREL_ERR_TOO_LONG, c);
+    /* Generation stops cleanly when the context is full. */
+    struct collect col;
+    memset(&col, 0, sizeof col);
+    CHECK(kestrel_generate(c, "", -1, NULL, on_text, &col) == KESTREL_OK);
+    kestrel_timings tm;
+    kestrel_get_timings(c, &tm);
+    CHECK(tm.n_generated >= 1 && tm.n_generated <= 8);
+    kestrel_context_free(c);
+  }
+
+  /* NULL frees are no-ops; getters on NULL return their failure values. */
+  kestrel_model_free(NULL);
+  kestrel_context_free(NULL);
+  kestrel_sampler_free(NULL);
+  CHECK(kestrel_model_n_vocab(NULL) == -1);
+  CHECK(kestrel_token_bos(NULL) == -1);
+  CHECK(kestrel_context_n_ctx(NULL) == -1);
+  CHECK(strcmp(kestrel_status_name(KESTREL_ERR_BAD_FILE), "bad_file") == 0);
+}
+
+static void test_inspect(kestrel_model* model) {
+  char buf[256];
+  CHECK(kestrel_model_desc(model, buf, sizeof buf) > 0 && strstr(buf, "llama") != NULL);
+  CHECK(kestrel_model_meta_val_str(model, "general.architecture", buf, sizeof buf) == 5 && strcmp(buf, "llama") == 0);
+  CHECK(kestrel_model_meta_val_str(model, "llama.block_count", buf, sizeof buf) > 0 && strcmp(buf, "5") == 0);
+  CHECK(kestrel_model_meta_val_str(model, "no.such.key", buf, sizeof buf) == -1);
+  const int32_t nk = kestrel_model_meta_count(model);
+  CHECK(nk > 5);
+  CHECK(kestrel_model_meta_key_by_index(model, nk, buf, sizeof buf) == -1);
+  CHECK(kestrel_model_tensor_count(model) == 48);
+  kestrel_tensor_info ti;
+  CHECK(kestrel_model_tensor_info(model, 0, &ti) == KESTREL_OK && ti.name && ti.name[0]);
+  CHECK_ERR(kestrel_model_tensor_info(model, 48, &ti), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK(kestrel_model_n_params(model) > 200000 && kestrel_model_n_params(model) < 400000);
+  CHECK(kestrel_model_size(model) == 4 * kestrel_model_n_params(model)); /* all F32 */
+}
+
+int main(void) {
+  const char* path = KESTREL_SHARED_DIR "/models/stories260K/stories260K.gguf";
+  FILE* f = fopen(path, "rb");
+  if (!f) {
+    printf("SKIP: %s not found\n", path);
+    return 77;
+  }
+  fclose(f);
+
+  kestrel_model_params mp = kestrel_model_default_params();
+  kestrel_model* model = NULL;
+  if (kestrel_model_load(path, &mp, &model) != KESTREL_OK) {
+    fprintf(stderr, "load failed: %s\n", kestrel_last_error(NULL));
+    return 1;
+  }
+  CHECK(kestrel_model_n_vocab(model) == 512);
+  CHECK(kestrel_model_n_embd(model) == 64);
+  CHECK(kestrel_model_n_layer(model) == 5);
+  CHECK(kestrel_token_bos(model) == 1 && kestrel_token_eos(model) == 2);
+  CHECK(kestrel_token_is_eog(model, 2) == 1 && kestrel_token_is_eog(model, 403) == 0);
+
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 256;
+  cp.n_threads = 1;
+  kestrel_context* ctx = NULL;
+  if (kestrel_context_create(model, &cp, &ctx) != KESTREL_OK) {
+    fprintf(stderr, "context failed: %s\n", kestrel_last_error(NULL));
+    kestrel_model_free(model);
+    return 1;
+  }
+
+  test_tokenizer(model);
+  test_decode_greedy(model, ctx);
+  test_generate(model, ctx);
+  test_bad_calls(model, ctx);
+  test_inspect(model);
+
+  kestrel_context_free(ctx);
+  kestrel_model_free(model);
+  if (g_failures) {
+    fprintf(stderr, "test_c_api: %d check(s) failed\n", g_failures);
+    return 1;
+  }
+  printf("test_c_api: all checks passed\n");
+  return 0;
+}
