@@ -1,7 +1,8 @@
 // CPU matmul, part 1: activation rows quantized to 8 bits once per call (included by
 // k_matmul.inl). Two scratch formats:
 //   ActQ8   32 values, float d, |q| <= 127 (never -128, so kernels may use |q| as an
-//           unsigned byte). Paired with Q4_0 and Q8_0 weights.
+//           unsigned byte), and c8 = 8 * d * sum(q), which folds Q4_0's -8 offset into one
+//           multiply-add per block. Paired with Q4_0 and Q8_0 weights.
 //   BlockQ8_K (ops/dtype.h): 256 values, float d, q in [-128, 127], 16-element sums.
 //           Paired with Q4_K, Q5_K, Q6_K weights.
 // Rounding is to nearest even in both the SIMD and the portable path. The quantization
@@ -23,9 +24,10 @@ namespace mm {
 
 struct ActQ8 {
   float d;
+  float c8;  // 8 * d * sum(qs)
   int8_t qs[kQK];
 };
-static_assert(sizeof(ActQ8) == 36);
+static_assert(sizeof(ActQ8) == 40);
 
 inline float f16_scalar(uint16_t h) {
 #if defined(__F16C__)
@@ -82,6 +84,8 @@ inline void quantize_act_q8(const float* x, ActQ8* out, int64_t K) {
     for (int i = 0; i < 4; ++i)
       q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs), pack_i32x32_i8(q[0], q[1], q[2], q[3]));
+    const int sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    out[b].c8 = 8.0f * out[b].d * static_cast<float>(sum);
 #else
     float am = 0;
     for (int j = 0; j < kQK; ++j) am = std::fmax(am, std::fabs(x[j]));
@@ -91,6 +95,9 @@ inline void quantize_act_q8(const float* x, ActQ8* out, int64_t K) {
       const float v = std::nearbyint(x[j] * id);
       out[b].qs[j] = static_cast<int8_t>(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
     }
+    int sum = 0;
+    for (int j = 0; j < kQK; ++j) sum += out[b].qs[j];
+    out[b].c8 = 8.0f * out[b].d * static_cast<float>(sum);
 #endif
   }
 }

@@ -8,7 +8,9 @@
 // the integer domain by vpmaddwd), times d_w * d_x. The integer sums are exact, so
 // the only error against ops/ref is the activation rounding (<= d_x/2 per value) and
 // float accumulation order; the tests bound it as a normalized error.
-//   Q4_0/Q8_0: weights become signed bytes w; |w| as unsigned times sign(x, w).
+//   Q4_0:      unsigned nibbles q times x; the -8 offset is -dw * c8 per block, with
+//              c8 = 8 * d_x * sum(x) stored by the activation quantizer.
+//   Q8_0:      signed weight bytes w; |w| as unsigned times sign(x, w).
 //   Q4_K/Q5_K: unsigned codes times x, scaled per sub-block; the mins term uses the
 //              Q8_K 16-sums: dmin * d_x * sum_j m_j * (bsum_2j + bsum_2j+1).
 //   Q6_K:      unsigned codes 0..63 times x; the -32 offset is 32 * sum_j sc_j * bsum_j.
@@ -50,36 +52,50 @@ template <int RA, bool kQ4>
 inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* res) {
   const ActQ8* a[RA];
   for (int r = 0; r < RA; ++r) a[r] = static_cast<const ActQ8*>(av[r]);
-  __m256 acc[2][RA];
-  for (int r = 0; r < RA; ++r) acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+  // kU independent accumulator chains (and correction chains): one would bound the loop
+  // by the fma latency.
+  constexpr int kU = RA == 1 ? 4 : 2;
+  __m256 acc[kU][RA];
+  float corr[kU][RA] = {};
+  for (int u = 0; u < kU; ++u)
+    for (int r = 0; r < RA; ++r) acc[u][r] = _mm256_setzero_ps();
   const char* w = static_cast<const char*>(wv);
   constexpr size_t kBytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
-  auto block = [&](int64_t b, __m256* ac) {
+  auto block = [&](int64_t b, __m256* ac, float* co) {
     const char* wb = w + b * kBytes;
     uint16_t dh;
     std::memcpy(&dh, wb, 2);
     const float dw = f16_scalar(dh);
-    __m256i ws;
     if constexpr (kQ4) {
       const __m128i q = loadu128(wb + 2);
-      ws = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
-      ws = _mm256_sub_epi8(ws, _mm256_set1_epi8(8));
+      const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+      for (int r = 0; r < RA; ++r) {
+        const __m256i p = mul_sum_u8s8(wq, loadu256(a[r][b].qs));
+        ac[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r][b].d), ac[r]);
+        co[r] += dw * a[r][b].c8;
+      }
     } else {
-      ws = loadu256(wb + 2);
-    }
-    const __m256i wabs = _mm256_sign_epi8(ws, ws);
-    for (int r = 0; r < RA; ++r) {
-      const __m256i p = mul_sum_u8s8(wabs, _mm256_sign_epi8(loadu256(a[r][b].qs), ws));
-      ac[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r][b].d), ac[r]);
+      const __m256i ws = loadu256(wb + 2);
+      const __m256i wabs = _mm256_sign_epi8(ws, ws);
+      for (int r = 0; r < RA; ++r) {
+        const __m256i p = mul_sum_u8s8(wabs, _mm256_sign_epi8(loadu256(a[r][b].qs), ws));
+        ac[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r][b].d), ac[r]);
+      }
     }
   };
   int64_t b = 0;
-  for (; b + 1 < nb; b += 2) {  // two accumulator sets hide the fma latency
-    block(b, acc[0]);
-    block(b + 1, acc[1]);
+  for (; b + kU <= nb; b += kU)
+    for (int u = 0; u < kU; ++u) block(b + u, acc[u], corr[u]);
+  for (; b < nb; ++b) block(b, acc[0], corr[0]);
+  for (int r = 0; r < RA; ++r) {
+    __m256 s = acc[0][r];
+    float c = corr[0][r];
+    for (int u = 1; u < kU; ++u) {
+      s = _mm256_add_ps(s, acc[u][r]);
+      c += corr[u][r];
+    }
+    res[r] = hsum_ps(s) - c;
   }
-  if (b < nb) block(b, acc[0]);
-  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(_mm256_add_ps(acc[0][r], acc[1][r]));
 }
 
 // Q4_K (kQ5 = false) or Q5_K weights x BlockQ8_K rows.
