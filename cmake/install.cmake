@@ -57,10 +57,13 @@ endif()
 string(APPEND KESTREL_PC_LIBS " -lpthread -lstdc++ -lm")
 file(RELATIVE_PATH KESTREL_PC_TO_PREFIX
   "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+string(REGEX REPLACE "/$" "" KESTREL_PC_TO_PREFIX "${KESTREL_PC_TO_PREFIX}")
 configure_file(${CMAKE_CURRENT_LIST_DIR}/kestrel.pc.in ${PROJECT_BINARY_DIR}/kestrel.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/kestrel.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 if(TARGET kestrel_cuda)
   # kestrel-cuda.pc: the CUDA archive, which needs libkestrel, cudart and cuBLAS.
+  # (ops/cuda found CUDAToolkit in its own directory scope; find it here too.)
+  find_package(CUDAToolkit REQUIRED)
   file(CONFIGURE OUTPUT ${PROJECT_BINARY_DIR}/kestrel-cuda.pc @ONLY CONTENT [=[
 prefix=${pcfiledir}/@KESTREL_PC_TO_PREFIX@
 libdir=${prefix}/@CMAKE_INSTALL_LIBDIR@
