@@ -5,6 +5,8 @@
 #include <string>
 
 #include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
+#include "runtime/model/llama2c.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace kestrel {
@@ -40,6 +42,17 @@ Status bind(const gguf::File& f, const std::string& name, const Want& w, Tensor*
   return {};
 }
 
+// A llama2.c checkpoint + tokenizer.bin, as the bytes of the equivalent GGUF,
+// so that one loader and one set of checks serve both formats.
+Expected<std::vector<uint8_t>> llama2c_as_gguf(const std::string& model_path, const std::string& tok_path,
+                                               bool use_mmap) {
+  KESTREL_TRY_ASSIGN(auto ckpt, Llama2cCheckpoint::open(model_path, use_mmap));
+  KESTREL_TRY_ASSIGN(VocabData vocab, llama2c_vocab(tok_path, ckpt->config.vocab_size));
+  gguf::Writer w;
+  KESTREL_TRY(llama2c_fill_gguf(*ckpt, vocab, w));
+  return w.to_bytes();
+}
+
 std::string blk(int il, const char* what) { return "blk." + std::to_string(il) + "." + what; }
 
 }  // namespace
@@ -55,7 +68,8 @@ Expected<std::unique_ptr<Model>> Model::load(const std::string& path, const Mode
   oo.use_mmap = params.use_mmap;
   oo.vocab_only = params.vocab_only;
   if (!params.llama2c_tokenizer_path.empty()) {
-    return Status::unsupported("llama2.c checkpoints: loader not yet linked");
+    KESTREL_TRY_ASSIGN(m->owned_file_, llama2c_as_gguf(path, params.llama2c_tokenizer_path, params.use_mmap));
+    KESTREL_TRY_ASSIGN(m->file_, gguf::File::from_memory(m->owned_file_.data(), m->owned_file_.size(), oo));
   } else {
     KESTREL_TRY_ASSIGN(m->file_, gguf::File::open(path, oo));
   }
