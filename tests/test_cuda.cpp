@@ -513,27 +513,33 @@ TEST_CASE("cuda: copy converts F32/F16/BF16", "[cuda][op][copy]") {
   NEED_GPU(gpu);
   const int64_t K = 45, R = 3;
   auto v = randn(K * R, 5, 10.0f);
-  for (DType from : {DType::F32, DType::F16, DType::BF16}) {
-    for (DType to : {DType::F32, DType::F16, DType::BF16}) {
-      INFO(dtype_name(from) << " -> " << dtype_name(to));
-      std::vector<uint8_t> in;
-      for (int64_t r = 0; r < R; ++r) {
-        auto row = encode_row(from, v.data() + r * K, K);
-        in.insert(in.end(), row.begin(), row.end());
-      }
-      auto x = to_device(*gpu, from, in, K, R, 1, 1, 6);
-      auto y = poisoned(*gpu, to, K, R, 1, 2);
-      REQUIRE(run_op(*gpu, OpId::copy, y.t, {&x.t}, nullptr).ok());
-      auto out = from_device(*gpu, y);
-      // Expected: decode(from) re-encoded to `to` with the host's exact RNE conversions.
-      for (int64_t r = 0; r < R; ++r) {
-        auto mid = decode_row(from, in.data() + r * dtype_row_size(from, K), K);
-        std::vector<float> midf(mid.begin(), mid.end());
-        auto want = encode_row(to, midf.data(), K);
-        REQUIRE(std::memcmp(out.data() + r * want.size(), want.data(), want.size()) == 0);
-      }
-    }
-  }
+  for (DType from : {DType::F32, DType::F16, DType::BF16})
+    for (DType to : {DType::F32, DType::F16, DType::BF16})
+      for (size_t xpad : {0, 6})
+        for (size_t ypad : {0, 2, 3}) {
+          // Odd paddings leave rows unaligned: copy must still take them.
+          INFO(dtype_name(from) << " -> " << dtype_name(to) << ", row padding " << xpad << " / " << ypad);
+          std::vector<uint8_t> in;
+          for (int64_t r = 0; r < R; ++r) {
+            auto row = encode_row(from, v.data() + r * K, K);
+            in.insert(in.end(), row.begin(), row.end());
+          }
+          auto x = to_device(*gpu, from, in, K, R, 1, 1, xpad);
+          auto y = poisoned(*gpu, to, K, R, 1, ypad);
+          REQUIRE(run_op(*gpu, OpId::copy, y.t, {&x.t}, nullptr).ok());
+          auto out = from_device(*gpu, y);
+          // Expected: decode(from) re-encoded to `to` with the host's exact RNE conversions.
+          for (int64_t r = 0; r < R; ++r) {
+            auto mid = decode_row(from, in.data() + r * dtype_row_size(from, K), K);
+            std::vector<float> midf(mid.begin(), mid.end());
+            auto want = encode_row(to, midf.data(), K);
+            std::string head;
+            for (size_t i = 0; i < 8; ++i)
+              head += std::to_string(out[r * want.size() + i]) + "/" + std::to_string(want[i]) + " ";
+            INFO("row " << r << ", first bytes got/want: " << head);
+            REQUIRE(std::memcmp(out.data() + r * want.size(), want.data(), want.size()) == 0);
+          }
+        }
 }
 
 TEST_CASE("cuda: argmax and get_rows", "[cuda][op][argmax][get_rows]") {

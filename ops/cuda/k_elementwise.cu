@@ -72,17 +72,49 @@ __device__ __forceinline__ float load_plain(const char* row, int64_t i) {
   else return __uint_as_float(u << 16);
 }
 
+// Float -> half / bfloat16 bits, round to nearest even, in integer
+// arithmetic only. The unaligned store path needs these: with CUDA 13.0 for
+// sm_90, byte stores of the result of the hardware conversion
+// (cvt.rn.f16.f32 then st.global.u8 of its low byte) wrote a wrong low byte
+// on an H100 (seen by test_cuda's copy case with odd row padding).
+__device__ __forceinline__ uint32_t f16_bits_int(float f) {
+  const uint32_t x = __float_as_uint(f);
+  const uint32_t sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u | ((ax >> 13) & 0x3ffu) : 0u);
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;  // rounds to inf
+  if (ax < 0x38800000u) {                         // half subnormal or zero
+    if (ax < 0x33000000u) return sign;
+    const uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, sh = 126 - e;
+    const uint32_t rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+    uint32_t q = m >> sh;
+    if (rem > half || (rem == half && (q & 1u))) ++q;
+    return sign | q;
+  }
+  uint32_t h = (ax >> 13) - ((127u - 15u) << 10);
+  const uint32_t rem = ax & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
+  return sign | h;
+}
+
+__device__ __forceinline__ uint32_t bf16_bits_int(float f) {
+  uint32_t x = __float_as_uint(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (x >> 16) | 0x40u;  // quiet NaN
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return x >> 16;
+}
+
 template <DType T, bool UA>
 __device__ __forceinline__ void store_plain(char* row, int64_t i, float v) {
-  uint32_t u;
-  if constexpr (T == DType::F32) u = __float_as_uint(v);
-  else if constexpr (T == DType::F16) u = __half_as_ushort(__float2half_rn(v));
-  else u = __bfloat16_as_ushort(__float2bfloat16_rn(v));
   constexpr int kBytes = T == DType::F32 ? 4 : 2;
   if constexpr (!UA) {
-    if constexpr (kBytes == 4) reinterpret_cast<uint32_t*>(row)[i] = u;
-    else reinterpret_cast<uint16_t*>(row)[i] = static_cast<uint16_t>(u);
+    if constexpr (T == DType::F32) reinterpret_cast<float*>(row)[i] = v;
+    else if constexpr (T == DType::F16) reinterpret_cast<__half*>(row)[i] = __float2half_rn(v);
+    else reinterpret_cast<__nv_bfloat16*>(row)[i] = __float2bfloat16_rn(v);
   } else {
+    uint32_t u;
+    if constexpr (T == DType::F32) u = __float_as_uint(v);
+    else if constexpr (T == DType::F16) u = f16_bits_int(v);
+    else u = bf16_bits_int(v);
     auto* p = reinterpret_cast<uint8_t*>(row) + i * kBytes;
 #pragma unroll
     for (int b = 0; b < kBytes; ++b) p[b] = static_cast<uint8_t>(u >> (8 * b));
