@@ -700,3 +700,76 @@ TEST_CASE("bad input row 13: not a model at all", "[gguf][bad]") {
   std::vector<uint8_t> tiny = {'G', 'G'};
   expect_error(tiny, StatusCode::bad_file, "truncated at offset 0");
 }
+
+TEST_CASE("random byte mutations never crash and leave a usable file or an error", "[gguf][bad]") {
+  // A deterministic mutation fuzz: flips, random bytes and small integers
+  // written over the header, metadata and tensor-info region. On success every
+  // accessor is exercised on every key (an AddressSanitizer build checks the
+  // reads); on failure the status must be bad_file or unsupported.
+  const auto stories = read_bytes(kStories);
+  auto parsed = File::from_memory(stories.data(), stories.size());
+  REQUIRE(parsed.ok());
+  const size_t region = static_cast<size_t>((*parsed)->data_offset());
+  const auto small = bytes_of(small_writer());
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  int n_ok = 0, n_err = 0;
+  for (int iter = 0; iter < 6000; ++iter) {
+    const bool use_small = iter % 2 == 0;
+    std::vector<uint8_t> b = use_small ? small : stories;
+    const size_t span = use_small ? b.size() : region;
+    const int n_mut = 1 + static_cast<int>(next() % 4);
+    for (int m = 0; m < n_mut; ++m) {
+      const size_t at = static_cast<size_t>(next() % span);
+      switch (next() % 4) {
+        case 0: b[at] ^= static_cast<uint8_t>(1u << (next() % 8)); break;
+        case 1: b[at] = static_cast<uint8_t>(next()); break;
+        case 2: b[at] = static_cast<uint8_t>(next() % 16); break;
+        default:
+          if (at + 8 <= b.size()) poke<uint64_t>(b, at, next() % 3 == 0 ? ~uint64_t{0} >> (next() % 64) : next() % 600);
+      }
+    }
+    if (next() % 8 == 0) b.resize(static_cast<size_t>(next() % b.size()) + 1);
+    auto r = File::from_memory(b.data(), b.size());
+    if (!r.ok()) {
+      ++n_err;
+      const StatusCode c = r.status().code();
+      if (c != StatusCode::bad_file && c != StatusCode::unsupported) {
+        INFO("iteration " << iter << ": " << r.status().to_string());
+        FAIL("unexpected status code");
+      }
+      continue;
+    }
+    ++n_ok;
+    const File& f = **r;
+    size_t sink = 0;
+    for (size_t i = 0; i < f.n_keys(); ++i) {
+      const std::string key(f.key_info(i).key);
+      sink += f.raw_value(i).size();
+      if (auto s = f.get_string(key); s.ok()) sink += s->size();
+      if (auto v = f.get_i32(key); v.ok()) sink += static_cast<size_t>(*v);
+      if (auto v = f.get_u64(key); v.ok()) sink += static_cast<size_t>(*v);
+      if (auto v = f.get_f32(key); v.ok()) sink += *v > 0;
+      if (auto v = f.get_bool(key); v.ok()) sink += *v;
+      if (auto v = f.get_string_array(key); v.ok())
+        for (auto s : *v) sink += s.size();
+      if (auto v = f.get_f32_array(key); v.ok()) sink += v->size();
+      if (auto v = f.get_i32_array(key); v.ok()) sink += v->size();
+    }
+    for (const TensorInfo& t : f.tensors()) {
+      REQUIRE(t.data != nullptr);
+      REQUIRE(t.offset + t.nbytes <= b.size());
+      sink += static_cast<const uint8_t*>(t.data)[t.nbytes - 1];
+    }
+    volatile size_t keep = sink;  // keeps the reads from being optimized away
+    (void)keep;
+  }
+  INFO(n_ok << " parsed, " << n_err << " rejected");
+  CHECK(n_err > 1000);
+  CHECK(n_ok > 100);
+}
