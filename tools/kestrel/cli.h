@@ -1,0 +1,57 @@
+// The kestrel CLI: each subcommand registers its options on the CLI11 app and
+// returns the action main() runs when that subcommand was given. Everything
+// here uses the public C API only.
+//
+// Exit codes: 0 ok; 1 runtime failure; 2 bad usage or bad input file (the
+// library's bad_file / io_error / invalid_argument / unsupported / too_long);
+// 130 interrupted (Ctrl-C). A failure always prints a message on stderr.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <kestrel/kestrel.h>
+
+namespace kcli {
+
+using Action = std::function<int()>;
+
+struct Command {
+  CLI::App* app;
+  Action action;
+};
+
+Command add_run(CLI::App& app);
+Command add_bench(CLI::App& app);
+Command add_tokenize(CLI::App& app);
+Command add_inspect(CLI::App& app);
+Command add_convert(CLI::App& app);
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitInterrupted = 130;
+
+// 2 for statuses that mean bad input or usage, 1 for the others.
+int exit_code_for(kestrel_status s);
+// Prints "kestrel: <what>: <status>: <message>" on stderr and returns exit_code_for(s).
+int report(kestrel_status s, const std::string& what, const void* handle);
+// Prints "kestrel: error: <message>" and returns kExitUsage.
+int usage_error(const std::string& message);
+
+// Ctrl-C: the first sets the stop flag (checked by callbacks), the second
+// exits 130 at once. SIGPIPE is ignored: writes to a closed stdout fail and
+// the writer stops quietly.
+void install_signal_handlers();
+bool stop_requested();
+
+// Loads a model, showing progress on stderr when it is a terminal and
+// cancelling on Ctrl-C. Returns an exit code (0 on success).
+int load_model(const std::string& path, kestrel_model_params params, kestrel_model** out);
+
+// Parses "1,2,8" into positive ints; false with a message naming the flag.
+bool parse_int_list(const std::string& text, const char* flag, std::vector<int>& out, std::string& error);
+
+}  // namespace kcli

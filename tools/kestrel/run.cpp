@@ -1,0 +1,139 @@
+// kestrel run: generate text from a prompt. stdout carries only the generated
+// text, streamed and flushed per piece; stderr carries logs and the timing
+// summary. Ctrl-C stops after the current token (summary, exit 130); a closed
+// stdout ends quietly.
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "cli.h"
+
+namespace kcli {
+namespace {
+
+struct RunOptions {
+  std::string model, prompt, tokenizer;
+  int32_t n_predict = -1;
+  int32_t n_ctx = 0;
+  int32_t threads = 0;        // 0: the library's default
+  int32_t threads_batch = 0;  // 0: = threads
+  int64_t seed = -1;          // -1: random
+  float temp = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int32_t repeat_last_n = 64;
+  bool no_mmap = false;
+  bool verbose = false;
+};
+
+struct Output {
+  bool broken = false;  // stdout closed (EPIPE) or failing
+};
+
+int on_text(const char* text, size_t len, kestrel_token, void* user) {
+  auto* out = static_cast<Output*>(user);
+  if (std::fwrite(text, 1, len, stdout) != len || std::fflush(stdout) != 0) {
+    out->broken = true;
+    return 0;
+  }
+  return stop_requested() ? 0 : 1;
+}
+
+void print_summary(const kestrel_timings& t) {
+  const auto tps = [](int32_t n, double ms) { return ms > 0.0 ? 1000.0 * n / ms : 0.0; };
+  std::fprintf(stderr, "\nkestrel: load      %10.2f ms\n", t.t_load_ms);
+  std::fprintf(stderr, "kestrel: prompt    %10.2f ms / %5d tokens (%8.2f tokens/s)\n", t.t_prompt_ms,
+               t.n_prompt_tokens, tps(t.n_prompt_tokens, t.t_prompt_ms));
+  std::fprintf(stderr, "kestrel: generate  %10.2f ms / %5d tokens (%8.2f tokens/s)\n", t.t_generate_ms,
+               t.n_generated, tps(t.n_generated, t.t_generate_ms));
+}
+
+int run(const RunOptions& o) {
+  if (o.seed < -1 || o.seed > static_cast<int64_t>(UINT32_MAX))
+    return usage_error("-s/--seed: " + std::to_string(o.seed) + " is outside [-1, 4294967295]");
+
+  kestrel_model_params mp = kestrel_model_default_params();
+  mp.use_mmap = o.no_mmap ? 0 : 1;
+  if (!o.tokenizer.empty()) mp.llama2c_tokenizer = o.tokenizer.c_str();
+  kestrel_model* model = nullptr;
+  if (int rc = load_model(o.model, mp, &model); rc != kExitOk) return rc;
+  std::unique_ptr<kestrel_model, void (*)(kestrel_model*)> model_guard(model, kestrel_model_free);
+
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = o.n_ctx;
+  if (o.threads > 0) cp.n_threads = o.threads;
+  cp.n_threads_batch = o.threads_batch;
+  kestrel_context* ctx = nullptr;
+  if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
+    return report(s, "cannot create a context", nullptr);
+  std::unique_ptr<kestrel_context, void (*)(kestrel_context*)> ctx_guard(ctx, kestrel_context_free);
+
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  sp.temperature = o.temp;
+  sp.top_k = o.top_k;
+  sp.top_p = o.top_p;
+  sp.min_p = o.min_p;
+  sp.repeat_penalty = o.repeat_penalty;
+  sp.repeat_last_n = o.repeat_last_n;
+  sp.seed = o.seed >= 0 ? static_cast<uint32_t>(o.seed)
+                        : static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  if (o.verbose) {
+    char desc[512];
+    kestrel_model_desc(model, desc, sizeof desc);
+    std::fprintf(stderr, "kestrel: %s\nkestrel: %s\nkestrel: n_ctx %d, seed %u\n", kestrel_system_info(), desc,
+                 kestrel_context_n_ctx(ctx), sp.seed);
+  }
+
+  Output out;
+  const kestrel_status s = kestrel_generate(ctx, o.prompt.c_str(), o.n_predict, &sp, on_text, &out);
+  if (out.broken) return kExitOk;  // the reader went away: end quietly
+  kestrel_timings t;
+  kestrel_get_timings(ctx, &t);
+  if (s == KESTREL_ERR_CANCELLED) {  // only our callback stops generation: Ctrl-C
+    print_summary(t);
+    std::fprintf(stderr, "kestrel: interrupted\n");
+    return kExitInterrupted;
+  }
+  if (s != KESTREL_OK) {
+    std::fputc('\n', stdout);
+    return report(s, "generation failed", ctx);
+  }
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+  print_summary(t);
+  return kExitOk;
+}
+
+}  // namespace
+
+Command add_run(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* sub = app.add_subcommand("run", "generate text from a prompt (text on stdout, logs on stderr)");
+  sub->add_option("-m,--model", o->model, "model file (GGUF, or llama2.c .bin with --tokenizer)")->required();
+  sub->add_option("-p,--prompt", o->prompt, "prompt text (empty: start from BOS)");
+  sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate (-1: until end of text or a full context)")
+      ->check(CLI::Range(-1, INT32_MAX));
+  sub->add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (0: the model's, at most 4096)")
+      ->check(CLI::Range(0, INT32_MAX));
+  sub->add_option("-t,--threads", o->threads, "threads for generation")->check(CLI::Range(1, 1024));
+  sub->add_option("--threads-batch", o->threads_batch, "threads for the prompt (-tb; default: --threads)")
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("-s,--seed", o->seed, "sampling seed (-1: random)");
+  sub->add_option("--temp", o->temp, "temperature (<= 0: greedy)");
+  sub->add_option("--top-k", o->top_k, "top-k (<= 0: off)");
+  sub->add_option("--top-p", o->top_p, "top-p (1: off)");
+  sub->add_option("--min-p", o->min_p, "min-p (0: off)");
+  sub->add_option("--repeat-penalty", o->repeat_penalty, "repetition penalty (1: off)");
+  sub->add_option("--repeat-last-n", o->repeat_last_n, "tokens the penalty looks back over")
+      ->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--tokenizer", o->tokenizer, "tokenizer.bin for a llama2.c .bin model");
+  sub->add_flag("--no-mmap", o->no_mmap, "read the model into memory instead of mapping it");
+  sub->add_flag("-v,--verbose", o->verbose, "print system and model information");
+  return {sub, [o] { return run(*o); }};
+}
+
+}  // namespace kcli
