@@ -19,6 +19,7 @@
 #include "ops/backend.h"
 #include "ops/cuda/cuda_backend.h"
 #include "ops/half.h"
+#include "ops/ref/quant.h"
 #include "platform/cuda/cuda_device.h"
 #include "platform/cuda/cuda_status.h"
 
@@ -68,9 +69,15 @@ void quantize_q4_0(const float* x, BlockQ4_0* b) {
   }
 }
 
-// Row of n floats -> bytes of `type`.
+bool is_k_quant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+
+// Row of n floats -> bytes of `type` (K-quants through the ref quantizer).
 std::vector<uint8_t> encode_row(DType type, const float* x, int64_t n) {
   std::vector<uint8_t> out(dtype_row_size(type, n));
+  if (is_k_quant(type)) {
+    ref::quantize_row(type, x, out.data(), n);
+    return out;
+  }
   for (int64_t i = 0; i < n; ++i) {
     switch (type) {
       case DType::F32: std::memcpy(out.data() + 4 * i, &x[i], 4); break;
@@ -89,6 +96,12 @@ std::vector<uint8_t> encode_row(DType type, const float* x, int64_t n) {
 // Bytes of `type` -> the floats they stand for.
 std::vector<double> decode_row(DType type, const uint8_t* p, int64_t n) {
   std::vector<double> out(static_cast<size_t>(n));
+  if (is_k_quant(type)) {  // the ref dequantizer is the oracle for the K-quant layouts
+    std::vector<float> f(static_cast<size_t>(n));
+    ref::dequantize_row(type, p, f.data(), n);
+    for (int64_t i = 0; i < n; ++i) out[i] = f[i];
+    return out;
+  }
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     switch (type) {
@@ -453,6 +466,16 @@ TEST_CASE("cuda: matmul F32/F16/BF16 (direct and cuBLAS paths)", "[cuda][op][mat
   }
 }
 
+TEST_CASE("cuda: matmul Q4_K/Q5_K/Q6_K", "[cuda][op][matmul]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    check_matmul(*gpu, t, 256, 1, 1, 1, 0);
+    check_matmul(*gpu, t, 512, 7, 3, 1, 8);     // direct
+    check_matmul(*gpu, t, 768, 33, 9, 2, 0);    // dequantized chunks + cuBLAS
+  }
+}
+
 TEST_CASE("cuda: matmul Q8_0/Q4_0", "[cuda][op][matmul]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);
@@ -566,13 +589,15 @@ TEST_CASE("cuda: argmax and get_rows", "[cuda][op][argmax][get_rows]") {
     REQUIRE(got[3] == best);
   }
   SECTION("get_rows of every supported table type") {
-    const int64_t K = 64, N = 10;
-    auto tf = randn(K * N, 21);
+    const int64_t N = 10;
     const int32_t ids_v[] = {3, 0, 9, 3, 7};
     std::vector<uint8_t> idb(sizeof(ids_v));
     std::memcpy(idb.data(), ids_v, sizeof(ids_v));
-    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0}) {
+    for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K,
+                    DType::Q6_K}) {
       INFO(dtype_name(t));
+      const int64_t K = is_k_quant(t) ? 512 : 64;
+      auto tf = randn(K * N, 21);
       std::vector<uint8_t> tb;
       std::vector<double> td;
       for (int64_t n = 0; n < N; ++n) {
@@ -593,6 +618,7 @@ TEST_CASE("cuda: argmax and get_rows", "[cuda][op][argmax][get_rows]") {
     const int32_t bad_v[] = {1, 10};
     std::vector<uint8_t> bad(sizeof(bad_v));
     std::memcpy(bad.data(), bad_v, sizeof(bad_v));
+    const int64_t K = 64;
     auto table = to_device(*gpu, DType::F32, std::vector<uint8_t>(K * N * 4, 0), K, N);
     auto ids = to_device(*gpu, DType::I32, bad, 2, 1);
     auto y = poisoned(*gpu, DType::F32, K, 2);
@@ -637,21 +663,24 @@ TEST_CASE("cuda: rope adjacent and neox", "[cuda][op][rope]") {
 TEST_CASE("cuda: supports() reports what it cannot run", "[cuda]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);
-  // K-quant weights are not implemented on cuda yet: supports is false, run is unsupported.
-  auto w = to_device(*gpu, DType::Q4_K, std::vector<uint8_t>(sizeof(BlockQ4_K) * 2, 0), 256, 2);
-  auto x = f32_to_device(*gpu, randn(256, 1), 256, 1);
-  auto y = poisoned(*gpu, DType::F32, 2, 1);
+  // Attention whose scores do not fit in a block's shared memory (400 KB at
+  // n_kv = 100000): supports is false and run reports unsupported.
+  const int64_t n_kv = 100000;
+  auto q = f32_to_device(*gpu, randn(128, 1), 128, 1, 1);
+  auto kv = to_device(*gpu, DType::F16, std::vector<uint8_t>(128 * n_kv * 2, 0), 128, 1, n_kv);
+  auto y = poisoned(*gpu, DType::F32, 128, 1, 1);
   OpCall c;
-  c.op = OpId::matmul;
+  c.op = OpId::attention;
   c.dst = &y.t;
-  c.src[0] = &w.t;
-  c.src[1] = &x.t;
-  c.n_src = 2;
+  c.src[0] = &q.t;
+  c.src[1] = &kv.t;
+  c.src[2] = &kv.t;
+  c.n_src = 3;
   REQUIRE_FALSE(gpu->supports(c));
   REQUIRE(gpu->run(c).code() == StatusCode::unsupported);
   // An invalid call is invalid_argument, not a launch.
   Tensor bad = y.t;
-  bad.ne[0] = 3;
+  bad.ne[0] = 3;  // dst no longer matches q
   c.dst = &bad;
   REQUIRE(gpu->run(c).code() == StatusCode::invalid_argument);
 }
@@ -664,12 +693,17 @@ TEST_CASE("cuda: matmul timing", "[.][bench][cuda]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);
   const int64_t K = 4096, N = 32000;
-  auto wf = randn(static_cast<size_t>(K) * N, 77, 0.05f);
-  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0}) {
+  auto wf = randn(static_cast<size_t>(K) * 64, 77, 0.05f);
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
     std::vector<uint8_t> wb(dtype_row_size(t, K) * N);
-    for (int64_t n = 0; n < N; ++n) {
-      auto row = encode_row(t, wf.data() + n * K, K);
-      std::memcpy(wb.data() + n * row.size(), row.data(), row.size());
+    const size_t rb = dtype_row_size(t, K);
+    for (int64_t n = 0; n < N; ++n) {  // 64 distinct rows, repeated (quantizing all is slow)
+      if (n < 64) {
+        auto row = encode_row(t, wf.data() + n * K, K);
+        std::memcpy(wb.data() + n * rb, row.data(), rb);
+      } else {
+        std::memcpy(wb.data() + n * rb, wb.data() + (n % 64) * rb, rb);
+      }
     }
     auto w = to_device(*gpu, t, wb, K, N);
     for (int64_t M : {1, 4, 512}) {

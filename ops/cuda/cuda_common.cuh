@@ -26,8 +26,56 @@ __device__ __forceinline__ float half_bits_to_float(uint16_t h) {
   return __half2float(__ushort_as_half(h));
 }
 
+// 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K super-block:
+// sub-blocks 0..3 in the low 6 bits of bytes j / j+4; 4..7 in a nibble of
+// byte j+4 plus the top 2 bits of bytes j-4 / j.
+__device__ __forceinline__ void k_scale_min(int j, const uint8_t* q, int* sc, int* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Element e (0..255) of a Q4_K / Q5_K super-block: x = d*sc*q - dmin*m, in
+// that rounding order (explicit _rn ops keep nvcc from contracting to fma,
+// so get_rows matches the reference dequantization bit for bit).
+template <DType T>
+__device__ __forceinline__ float load_k45(const char* blk, int e) {
+  const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
+  const float dmin = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk + 2));
+  const uint8_t* scales = reinterpret_cast<const uint8_t*>(blk + 4);
+  const int c = e / 64, hi = (e % 64) / 32, l = e % 32;
+  int sc, m;
+  k_scale_min(2 * c + hi, scales, &sc, &m);
+  const uint8_t* qs = scales + kKScaleBytes + (T == DType::Q5_K ? kQKK / 8 : 0);
+  const uint8_t byte = qs[32 * c + l];
+  int q = hi ? (byte >> 4) : (byte & 0xF);
+  if constexpr (T == DType::Q5_K) q |= ((scales[kKScaleBytes + l] >> (2 * c + hi)) & 1) << 4;
+  return __fsub_rn(__fmul_rn(__fmul_rn(d, static_cast<float>(sc)), static_cast<float>(q)),
+                   __fmul_rn(dmin, static_cast<float>(m)));
+}
+
+// Element e of a Q6_K super-block: per 128-element half h, element l + 32k
+// (l < 32) takes ql[l + 32(k&1)]'s low (k < 2) or high nibble and bits
+// 2k..2k+1 of qh[l]; x = d * sc * (q - 32).
+__device__ __forceinline__ float load_q6_K(const char* blk, int e) {
+  const uint8_t* b = reinterpret_cast<const uint8_t*>(blk);
+  const int h = e / 128, r = e % 128, kq = r / 32, l = r % 32;
+  const uint8_t* ql = b + 64 * h;
+  const uint8_t* qh = b + kQKK / 2 + 32 * h;
+  const int8_t* sc = reinterpret_cast<const int8_t*>(b + kQKK / 2 + kQKK / 4) + 8 * h;
+  const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(b + sizeof(BlockQ6_K) - 2));
+  const uint8_t lb = ql[l + 32 * (kq & 1)];
+  const int q = ((kq < 2 ? (lb & 0xF) : (lb >> 4)) | (((qh[l] >> (2 * kq)) & 3) << 4)) - 32;
+  return __fmul_rn(__fmul_rn(d, static_cast<float>(sc[l / 16 + 2 * kq])), static_cast<float>(q));
+}
+
 // Element k of a weight row of type T, as float. Quant blocks are 2-byte
-// aligned (18 / 34-byte structs), so the scale is read as one 16-bit load.
+// aligned (18 / 34 / 144 / 176 / 210-byte structs), so each f16 scale is one
+// 16-bit load.
 template <DType T>
 __device__ __forceinline__ float load_weight(const char* row, int64_t k) {
   if constexpr (T == DType::F32) {
@@ -40,6 +88,11 @@ __device__ __forceinline__ float load_weight(const char* row, int64_t k) {
     const char* blk = row + (k / kQK) * sizeof(BlockQ8_0);
     const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));
     return d * static_cast<float>(reinterpret_cast<const int8_t*>(blk + 2)[k % kQK]);
+  } else if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    return load_k45<T>(row + (k / kQKK) * static_cast<int64_t>(T == DType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ5_K)),
+                       static_cast<int>(k % kQKK));
+  } else if constexpr (T == DType::Q6_K) {
+    return load_q6_K(row + (k / kQKK) * static_cast<int64_t>(sizeof(BlockQ6_K)), static_cast<int>(k % kQKK));
   } else {  // Q4_0: byte j holds element j (low nibble) and j + 16 (high nibble)
     const char* blk = row + (k / kQK) * sizeof(BlockQ4_0);
     const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));

@@ -77,7 +77,8 @@ cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, floa
 
 // Weight types the kernels above can read (get_rows, matmul).
 constexpr bool weight_type_supported(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0;
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 ||
+         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
 }  // namespace kestrel::cuda
