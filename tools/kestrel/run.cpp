@@ -32,6 +32,7 @@ struct RunOptions {
 
 struct Output {
   bool broken = false;  // stdout closed (EPIPE) or failing
+  bool any = false;     // some text was written
 };
 
 int on_text(const char* text, size_t len, kestrel_token, void* user) {
@@ -40,6 +41,7 @@ int on_text(const char* text, size_t len, kestrel_token, void* user) {
     out->broken = true;
     return 0;
   }
+  out->any = true;
   return stop_requested() ? 0 : 1;
 }
 
@@ -99,7 +101,7 @@ int run(const RunOptions& o) {
     return kExitInterrupted;
   }
   if (s != KESTREL_OK) {
-    std::fputc('\n', stdout);
+    if (out.any) std::fputc('\n', stdout);
     return report(s, "generation failed", ctx);
   }
   std::fputc('\n', stdout);
