@@ -184,10 +184,8 @@ uint64_t kestrel_model_size(const kestrel_model* model) {
 }
 
 int32_t kestrel_model_desc(const kestrel_model* model, char* buf, size_t buf_size) {
-  if (!live(model)) {
-    if (buf && buf_size) buf[0] = '\0';
-    return model ? (fail_model(model, Status::invalid_argument("not a live model")), -1) : -1;
-  }
+  if (buf && buf_size) buf[0] = '\0';
+  if (!live(model)) return -1;
   int32_t out = -1;
   const Status s = guarded([&]() -> Status {
     const Model& m = *model->model;
