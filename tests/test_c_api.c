@@ -4,6 +4,7 @@
  * directory) returning the documented status with a message.
  * Exit 0: all passed; 1: a check failed; 77: the model file is missing (skipped). */
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +298,61 @@ static void test_inspect(kestrel_model* model) {
   CHECK(kestrel_model_size(model) == 4 * kestrel_model_n_params(model)); /* all F32 */
 }
 
+/* One model shared read-only by two contexts on two threads: both generate
+ * the reference text, and each thread's model errors stay its own. */
+struct thread_job {
+  kestrel_model* model;
+  int ok;
+  char text[1024];
+};
+
+static void* thread_main(void* arg) {
+  struct thread_job* job = (struct thread_job*)arg;
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 64;
+  cp.n_threads = 1;
+  kestrel_context* ctx = NULL;
+  job->ok = 0;
+  if (kestrel_context_create(job->model, &cp, &ctx) != KESTREL_OK) return NULL;
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  sp.temperature = 0.0f;
+  struct collect c;
+  int ok = 1;
+  for (int rep = 0; rep < 5 && ok; ++rep) {
+    memset(&c, 0, sizeof c);
+    ok = kestrel_generate(ctx, "", 32, &sp, on_text, &c) == KESTREL_OK;
+    kestrel_token bad = 9999;
+    size_t nb = 0;
+    char buf[8];
+    ok = ok && kestrel_token_to_piece(job->model, bad, 0, buf, sizeof buf, &nb) == KESTREL_ERR_INVALID_ARGUMENT;
+    ok = ok && strstr(kestrel_last_error(job->model), "9999") != NULL;
+  }
+  memcpy(job->text, c.text, c.len + 1);
+  job->ok = ok;
+  kestrel_context_free(ctx);
+  return NULL;
+}
+
+static void test_threads(kestrel_model* model, const char* expect) {
+  struct thread_job jobs[2];
+  pthread_t th[2];
+  for (int i = 0; i < 2; ++i) {
+    memset(&jobs[i], 0, sizeof jobs[i]);
+    jobs[i].model = model;
+    CHECK(pthread_create(&th[i], NULL, thread_main, &jobs[i]) == 0);
+  }
+  for (int i = 0; i < 2; ++i) {
+    pthread_join(th[i], NULL);
+    CHECK(jobs[i].ok);
+    CHECK(strcmp(jobs[i].text, expect) == 0);
+  }
+  /* This thread made no failing call on the model since its last success. */
+  size_t nb = 0;
+  char buf[8];
+  CHECK(kestrel_token_to_piece(model, 5, 0, buf, sizeof buf, &nb) == KESTREL_OK);
+  CHECK(kestrel_last_error(model)[0] == '\0');
+}
+
 int main(void) {
   const char* path = KESTREL_SHARED_DIR "/models/stories260K/stories260K.gguf";
   FILE* f = fopen(path, "rb");
@@ -333,6 +389,17 @@ int main(void) {
   test_generate(model, ctx);
   test_bad_calls(model, ctx);
   test_inspect(model);
+  {
+    char expect[1024];
+    size_t elen = 0;
+    for (int i = 0; i < 32; ++i) {
+      size_t nb = 0;
+      if (kestrel_token_to_piece(model, kReference[i], 0, expect + elen, sizeof expect - elen - 1, &nb) == KESTREL_OK)
+        elen += nb;
+    }
+    expect[elen] = '\0';
+    test_threads(model, expect);
+  }
 
   kestrel_context_free(ctx);
   kestrel_model_free(model);
