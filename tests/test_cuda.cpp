@@ -419,8 +419,10 @@ TEST_CASE("cuda: softmax", "[cuda][op][softmax]") {
 namespace {
 
 // matmul y[m][n] = sum_k W[n][k] x[m][k] for W of `type`, x/y with padded rows.
-void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int64_t B2, size_t xpad) {
-  INFO(dtype_name(type) << " K=" << K << " N=" << N << " M=" << M << " B2=" << B2 << " xpad=" << xpad);
+void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int64_t B2, size_t xpad,
+                  size_t wpad = 0) {
+  INFO(dtype_name(type) << " K=" << K << " N=" << N << " M=" << M << " B2=" << B2 << " xpad=" << xpad
+                        << " wpad=" << wpad);
   auto wf = randn(K * N, uint32_t(K * 7 + N), 0.5f);
   auto xv = randn(K * M * B2, uint32_t(M * 13 + K));
   std::vector<uint8_t> wbytes;
@@ -431,7 +433,7 @@ void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int
     wbytes.insert(wbytes.end(), row.begin(), row.end());
     wd.insert(wd.end(), dec.begin(), dec.end());
   }
-  auto w = to_device(gpu, type, wbytes, K, N);
+  auto w = to_device(gpu, type, wbytes, K, N, 1, 1, wpad);
   auto x = f32_to_device(gpu, xv, K, M, B2, xpad);
   auto y = poisoned(gpu, DType::F32, N, M, B2, xpad ? 4 : 0);
   REQUIRE(run_op(gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
@@ -471,7 +473,8 @@ TEST_CASE("cuda: matmul Q4_K/Q5_K/Q6_K", "[cuda][op][matmul]") {
   NEED_GPU(gpu);
   for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     check_matmul(*gpu, t, 256, 1, 1, 1, 0);
-    check_matmul(*gpu, t, 512, 7, 3, 1, 8);     // direct
+    check_matmul(*gpu, t, 512, 7, 3, 1, 8);     // super-block matvec
+    check_matmul(*gpu, t, 512, 5, 1, 1, 0, 2);  // W rows 2-byte aligned only: generic direct kernel
     check_matmul(*gpu, t, 768, 33, 9, 2, 0);    // dequantized chunks + cuBLAS
   }
 }

@@ -72,6 +72,10 @@ size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv);
 // Matmul pieces (the cuBLAS call itself is made by the host code):
 // y[.., m, n] = sum_k W[n][k] * x[.., m, k], W of type wt read in place; any M.
 cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s);
+// The super-block-order matvec for Q4_K / Q6_K (k_matmul_kquant.cu); fits()
+// says whether W's type and alignment allow it.
+bool matmul_kquant_fits(DType wt, const TV& w);
+cudaError_t launch_matmul_kquant(DType wt, TV w, TV x, TV y, cudaStream_t s);
 // out[(n - n0) * K + k] = W[n][k] as float for n in [n0, n0 + n_rows).
 cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, float* out, cudaStream_t s);
 

@@ -158,6 +158,7 @@ cudaError_t direct(TV w, TV x, TV y, cudaStream_t s) {
 
 cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s) {
   if (w.ne[1] == 0 || x.ne[1] * x.ne[2] * x.ne[3] == 0) return cudaSuccess;
+  if (matmul_kquant_fits(wt, w)) return launch_matmul_kquant(wt, w, x, y, s);
   switch (wt) {
     case DType::F32: return direct<DType::F32>(w, x, y, s);
     case DType::F16: return direct<DType::F16>(w, x, y, s);
