@@ -230,13 +230,15 @@ TEST_CASE("top-p on a large vocabulary without top-k matches a full sort", "[sam
   Sampler s;
   REQUIRE(s.init(V, p).ok());
   std::set<int> drawn;
-  for (int i = 0; i < 3000; ++i) {
+  int outside = 0;
+  for (int i = 0; i < 600; ++i) {
     auto r = s.sample(l.data());
     REQUIRE(r.ok());
-    CHECK(keep.count(*r) == 1);
+    outside += keep.count(*r) == 0;
     drawn.insert(*r);
   }
-  CHECK(drawn.size() > keep.size() / 2);
+  CHECK(outside == 0);
+  CHECK(drawn.size() > 200);  // it samples across the kept set
 }
 
 TEST_CASE("min-p drops tokens below min_p times the top probability", "[sampling]") {
