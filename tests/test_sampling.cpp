@@ -276,6 +276,25 @@ TEST_CASE("the full chain: top-k, temperature, top-p, min-p in that order", "[sa
   check_distribution(histogram(s, l, n), renormalized(softmax(l, 0.7f), keep), n);
 }
 
+TEST_CASE("extreme temperatures and logits stay well defined", "[sampling]") {
+  const float big = std::numeric_limits<float>::max();
+  const std::vector<float> l = {-big, big, 0.0f, big * 0.5f, -1.0f};
+  for (float t : {1e-45f, 1e-20f, 1.0f, 1e30f}) {
+    for (bool use_top_p : {false, true}) {
+      SamplerParams p = plain(t);
+      if (use_top_p) p.top_p = 0.5f;
+      Sampler s;
+      REQUIRE(s.init(5, p).ok());
+      for (int i = 0; i < 50; ++i) {
+        const int tok = draw(s, l.data());
+        INFO("temperature " << t << " top_p " << use_top_p);
+        REQUIRE(tok >= 0);
+        if (t < 1.0f) CHECK(tok == 1);  // every other token is infinitely less likely
+      }
+    }
+  }
+}
+
 TEST_CASE("repetition penalty divides positive and multiplies negative logits", "[sampling]") {
   SamplerParams p = plain(0.0f);
   p.repeat_penalty = 2.0f;

@@ -96,7 +96,7 @@ void Sampler::mark_penalized() {
 // the crossing bin is sorted to find the exact cut. O(n_vocab) for 262144
 // tokens, where a full or growing partial sort is O(n log n). The kept set is
 // the one a full sort (descending logit, then ascending id) would keep.
-size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit, float inv_t) {
+size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit) {
   const auto desc = [](const Candidate& a, const Candidate& b) {
     return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
   };
@@ -111,15 +111,16 @@ size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit, 
     return n;  // rounding left the mass just short of the target
   }
 
-  // Bin of a candidate by its scaled logit s = (l - max) / T in [s_min, 0]:
-  // bin 0 holds the most probable tokens. The same expression is used for
-  // the histogram and the partition, so both agree exactly.
+  // Bin of a candidate by its distance below the largest logit, linear over
+  // [min, max] (temperature only rescales it): bin 0 holds the most probable
+  // tokens. In double, so the span of any two finite floats stays finite. The
+  // same expression serves the histogram and the partition: both agree.
   float min_logit = c[0].logit;
   for (size_t i = 1; i < n; ++i) min_logit = std::min(min_logit, c[i].logit);
-  const float range = (max_logit - min_logit) * inv_t;
-  const float scale = range > 0.0f ? static_cast<float>(kTopPBins) / range : 0.0f;
+  const double span = static_cast<double>(max_logit) - static_cast<double>(min_logit);
+  const double scale = span > 0.0 ? static_cast<double>(kTopPBins) / span : 0.0;
   const auto bin_of = [&](const Candidate& x) {
-    const float b = (max_logit - x.logit) * inv_t * scale;
+    const double b = (static_cast<double>(max_logit) - static_cast<double>(x.logit)) * scale;
     return std::min(static_cast<size_t>(b), kTopPBins - 1);
   };
   std::fill(bin_mass_.begin(), bin_mass_.end(), 0.0);
@@ -218,15 +219,18 @@ Expected<int32_t> Sampler::sample(const float* logits) {
   // (which gets exactly exp(0) = 1).
   float max_logit = c[0].logit;
   for (size_t i = 1; i < n; ++i) max_logit = std::max(max_logit, c[i].logit);
-  const float inv_t = 1.0f / params_.temperature;
+  // In double: a tiny temperature makes 1/T overflow a float (and 0 * inf
+  // would turn the top token's probability into NaN); the logit difference
+  // of two finite floats may overflow a float too.
+  const double inv_t = 1.0 / static_cast<double>(params_.temperature);
   double sum = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    c[i].prob = std::exp((c[i].logit - max_logit) * inv_t);
+    c[i].prob = static_cast<float>(std::exp((static_cast<double>(c[i].logit) - max_logit) * inv_t));
     sum += static_cast<double>(c[i].prob);
   }
 
   if (params_.top_p < 1.0f) {
-    n = apply_top_p(n, sum, sorted, max_logit, inv_t);
+    n = apply_top_p(n, sum, sorted, max_logit);
     sum = 0.0;
     for (size_t i = 0; i < n; ++i) sum += static_cast<double>(c[i].prob);
   }

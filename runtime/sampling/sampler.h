@@ -81,7 +81,7 @@ class Sampler {
   };
 
   void mark_penalized();
-  size_t apply_top_p(size_t n, double sum, bool sorted, float max_logit, float inv_t);
+  size_t apply_top_p(size_t n, double sum, bool sorted, float max_logit);
   double uniform();  // in [0, 1)
 
   SamplerParams params_;
