@@ -98,16 +98,23 @@ Result run(const std::vector<std::string>& args) {
   return r;
 }
 
+// Built and executable here (a cross build run under qemu-user may not be
+// able to exec a second target binary): `kestrel --version` answers.
 bool have_binary() {
-  struct stat st;
-  return stat(kBinary.c_str(), &st) == 0;
+  static const int ok = [] {
+    struct stat st;
+    if (stat(kBinary.c_str(), &st) != 0) return 0;
+    Result r = run({"--version"});
+    return r.code == 0 && r.out.find("kestrel") != std::string::npos ? 1 : 0;
+  }();
+  return ok == 1;
 }
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
 #define NEED_BINARY()                                                          \
   if (!have_binary()) {                                                        \
-    WARN("SKIP: " << kBinary << " is not built (KESTREL_BUILD_TOOLS off?)");   \
+    WARN("SKIP: " << kBinary << " is not built or cannot run here");          \
     return;                                                                    \
   }
 
