@@ -113,8 +113,8 @@ size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit) 
 
   // Bin of a candidate by its distance below the largest logit, linear over
   // [min, max] (temperature only rescales it): bin 0 holds the most probable
-  // tokens. In double, so the span of any two finite floats stays finite. The
-  // same expression serves the histogram and the partition: both agree.
+  // tokens. In double, so the span of any two finite floats stays finite;
+  // computed once per candidate, so the histogram and the partition agree.
   float min_logit = c[0].logit;
   for (size_t i = 1; i < n; ++i) min_logit = std::min(min_logit, c[i].logit);
   const double span = static_cast<double>(max_logit) - static_cast<double>(min_logit);
@@ -124,7 +124,10 @@ size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit) 
     return std::min(static_cast<size_t>(b), kTopPBins - 1);
   };
   std::fill(bin_mass_.begin(), bin_mass_.end(), 0.0);
-  for (size_t i = 0; i < n; ++i) bin_mass_[bin_of(c[i])] += static_cast<double>(c[i].prob);
+  for (size_t i = 0; i < n; ++i) {
+    c[i].bin = static_cast<uint32_t>(bin_of(c[i]));
+    bin_mass_[c[i].bin] += static_cast<double>(c[i].prob);
+  }
   size_t cross = kTopPBins - 1;
   double above = 0.0;  // mass of the bins before `cross`
   for (size_t b = 0; b < kTopPBins; ++b) {
@@ -134,8 +137,9 @@ size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit) 
     }
     above += bin_mass_[b];
   }
-  Candidate* mid = std::partition(c, c + n, [&](const Candidate& x) { return bin_of(x) < cross; });
-  Candidate* end = std::partition(mid, c + n, [&](const Candidate& x) { return bin_of(x) == cross; });
+  const auto cross_bin = static_cast<uint32_t>(cross);
+  Candidate* mid = std::partition(c, c + n, [&](const Candidate& x) { return x.bin < cross_bin; });
+  Candidate* end = std::partition(mid, c + n, [&](const Candidate& x) { return x.bin == cross_bin; });
   std::sort(mid, end, desc);
   cum = above;
   for (Candidate* p = mid; p < end; ++p) {
@@ -199,10 +203,10 @@ Expected<int32_t> Sampler::sample(const float* logits) {
     // worst kept candidate on top) of the k best seen so far: one compare per
     // logit, and only about k * ln(V / k) heap updates on typical rows.
     n = static_cast<size_t>(params_.top_k);
-    for (size_t i = 0; i < n; ++i) c[i] = Candidate{value(i), 0.0f, static_cast<int32_t>(i)};
+    for (size_t i = 0; i < n; ++i) c[i] = Candidate{value(i), 0.0f, static_cast<int32_t>(i), 0};
     std::make_heap(c, c + n, desc);
     for (size_t i = n; i < V; ++i) {
-      const Candidate x{value(i), 0.0f, static_cast<int32_t>(i)};
+      const Candidate x{value(i), 0.0f, static_cast<int32_t>(i), 0};
       if (desc(x, c[0])) {
         std::pop_heap(c, c + n, desc);
         c[n - 1] = x;
@@ -212,21 +216,34 @@ Expected<int32_t> Sampler::sample(const float* logits) {
     std::sort(c, c + n, desc);
     sorted = true;
   } else {
-    for (size_t i = 0; i < V; ++i) c[i] = Candidate{value(i), 0.0f, static_cast<int32_t>(i)};
+    for (size_t i = 0; i < V; ++i) c[i] = Candidate{value(i), 0.0f, static_cast<int32_t>(i), 0};
   }
 
   // Temperature, then probabilities relative to the most probable token
   // (which gets exactly exp(0) = 1).
   float max_logit = c[0].logit;
   for (size_t i = 1; i < n; ++i) max_logit = std::max(max_logit, c[i].logit);
-  // In double: a tiny temperature makes 1/T overflow a float (and 0 * inf
-  // would turn the top token's probability into NaN); the logit difference
-  // of two finite floats may overflow a float too.
+  // The scaled differences (l - max) / T, in float when they provably fit
+  // (the common case; expf is the cheaper call over 262144 entries), else in
+  // double: a tiny temperature makes 1/T overflow a float (0 * inf would make
+  // the top token's probability NaN), and the difference of two extreme
+  // finite logits overflows a float too.
+  float min_logit = max_logit;
+  for (size_t i = 0; i < n; ++i) min_logit = std::min(min_logit, c[i].logit);
   const double inv_t = 1.0 / static_cast<double>(params_.temperature);
+  const double widest = (static_cast<double>(max_logit) - static_cast<double>(min_logit)) * inv_t;
   double sum = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    c[i].prob = static_cast<float>(std::exp((static_cast<double>(c[i].logit) - max_logit) * inv_t));
-    sum += static_cast<double>(c[i].prob);
+  if (inv_t < 1e30 && widest < 1e30) {
+    const float inv_t_f = static_cast<float>(inv_t);
+    for (size_t i = 0; i < n; ++i) {
+      c[i].prob = std::exp((c[i].logit - max_logit) * inv_t_f);
+      sum += static_cast<double>(c[i].prob);
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      c[i].prob = static_cast<float>(std::exp((static_cast<double>(c[i].logit) - max_logit) * inv_t));
+      sum += static_cast<double>(c[i].prob);
+    }
   }
 
   if (params_.top_p < 1.0f) {

@@ -78,6 +78,7 @@ class Sampler {
     float logit;
     float prob;  // exp((logit - max) / temperature), unnormalized
     int32_t id;
+    uint32_t bin;  // top-p histogram bin (unsorted path only)
   };
 
   void mark_penalized();
