@@ -203,17 +203,34 @@ inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* re
   for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
 }
 
-#else  // portable integer kernels (sse4.2, neon): exact int32 sums, the same formulas
+#else  // portable integer kernels (sse4.2, neon): exact int32 sums, the same formulas;
+       // the int8 dot products use NEON where available
 
-inline int dot32_i8(const int8_t* w, const int8_t* x) {
-  int s = 0;
-  for (int l = 0; l < 32; ++l) s += w[l] * x[l];
-  return s;
-}
-inline int dot_u8i8(const uint8_t* w, const int8_t* x, int n) {
+// Exact int8 dot product of n values (n a multiple of 16 on NEON). NEON: sdot with the
+// dotprod extension, else widening multiplies (vmull_s8) with pairwise accumulation.
+inline int dot_i8(const int8_t* w, const int8_t* x, int n) {
+#if defined(__ARM_NEON) && defined(__aarch64__)
+  int32x4_t acc = vdupq_n_s32(0);
+  for (int l = 0; l < n; l += 16) {
+    const int8x16_t a = vld1q_s8(w + l), b = vld1q_s8(x + l);
+#if defined(__ARM_FEATURE_DOTPROD)
+    acc = vdotq_s32(acc, a, b);
+#else
+    acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    acc = vpadalq_s16(acc, vmull_high_s8(a, b));
+#endif
+  }
+  return vaddvq_s32(acc);
+#else
   int s = 0;
   for (int l = 0; l < n; ++l) s += w[l] * x[l];
   return s;
+#endif
+}
+inline int dot32_i8(const int8_t* w, const int8_t* x) { return dot_i8(w, x, 32); }
+// Codes are at most 63, so they are valid int8 values.
+inline int dot_u8i8(const uint8_t* w, const int8_t* x, int n) {
+  return dot_i8(reinterpret_cast<const int8_t*>(w), x, n);
 }
 
 template <int RA, bool kQ4>
