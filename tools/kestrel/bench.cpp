@@ -25,6 +25,7 @@ struct BenchOptions {
   std::string threads;  // "1,2"; empty: the library's default
   int32_t reps = 5;
   std::string output = "md";
+  bool no_mmap = false;  // read the weights into process memory
 };
 
 struct Result {
@@ -96,7 +97,9 @@ int bench(const BenchOptions& o) {
   if (o.n_prompt == 0 && o.n_gen == 0) return usage_error("-p and -n are both 0: nothing to measure");
 
   kestrel_model* model = nullptr;
-  if (int rc = load_model(o.model, kestrel_model_default_params(), &model); rc != kExitOk) return rc;
+  kestrel_model_params mp = kestrel_model_default_params();
+  mp.use_mmap = o.no_mmap ? 0 : 1;
+  if (int rc = load_model(o.model, mp, &model); rc != kExitOk) return rc;
   std::unique_ptr<kestrel_model, void (*)(kestrel_model*)> model_guard(model, kestrel_model_free);
   const int32_t n_vocab = kestrel_model_n_vocab(model);
   std::mt19937 rng(1234);
@@ -179,6 +182,7 @@ Command add_bench(CLI::App& app) {
   sub->add_option("-t,--threads", o->threads, "comma-separated thread counts, e.g. 1,2,4");
   sub->add_option("-r,--repetitions", o->reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
   sub->add_option("-o,--output", o->output, "md or json");
+  sub->add_flag("--no-mmap", o->no_mmap, "read the weights into process memory instead of mapping the file");
   return {sub, [o] { return bench(*o); }};
 }
 

@@ -1,0 +1,48 @@
+// make_model: writes a random-weight GGUF model with a real architecture's
+// tensor layout, for benchmarking kestrel and other runtimes on identical
+// files (the weights are random, so only speed means anything).
+//
+//   make_model --arch llama --shape tinyllama --weights q4_k_m -o tinyllama-q4_k_m.gguf
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "runtime/model/synth.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Write a random-weight GGUF model (benchmarks only)"};
+  std::string arch = "llama", shape = "tinyllama", weights = "f16", out;
+  uint64_t seed = 1;
+  int threads = 2;
+  app.add_option("--arch", arch, "llama | qwen2 | gemma3")->check(CLI::IsMember({"llama", "qwen2", "gemma3"}));
+  app.add_option("--shape", shape, "tinyllama (dim 2048, ffn 5632, 22 layers, 32/4 heads, vocab 32000) | tiny")
+      ->check(CLI::IsMember({"tinyllama", "tiny"}));
+  app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m");
+  app.add_option("--seed", seed, "random seed");
+  app.add_option("-t,--threads", threads, "quantization threads")->check(CLI::Range(1, 256));
+  app.add_option("-o,--output", out, "output .gguf path")->required();
+  CLI11_PARSE(app, argc, argv);
+
+  kestrel::SynthSpec s;
+  s.arch = arch == "qwen2" ? kestrel::ArchId::qwen2 : arch == "gemma3" ? kestrel::ArchId::gemma3 : kestrel::ArchId::llama;
+  if (shape == "tinyllama") {
+    s.n_vocab = 32000;
+    s.n_embd = 2048;
+    s.n_layer = 22;
+    s.n_head = 32;
+    s.n_head_kv = 4;
+    s.n_ff = 5632;
+    s.n_ctx = 2048;
+  }
+  s.weights = weights;
+  s.seed = seed;
+  s.n_threads = threads;
+  const kestrel::Status st = kestrel::write_synth_model(s, out);
+  if (!st.ok()) {
+    std::fprintf(stderr, "make_model: %s\n", st.to_string().c_str());
+    return st.code() == kestrel::StatusCode::invalid_argument ? 2 : 1;
+  }
+  std::fprintf(stderr, "make_model: wrote %s\n", out.c_str());
+  return 0;
+}
