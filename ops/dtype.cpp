@@ -7,7 +7,7 @@ constexpr DTypeTraits kF32{"f32", 1, 4, false, true};
 constexpr DTypeTraits kF16{"f16", 1, 2, false, true};
 constexpr DTypeTraits kBF16{"bf16", 1, 2, false, true};
 constexpr DTypeTraits kQ4_0{"q4_0", kQK, sizeof(BlockQ4_0), true, true};
-constexpr DTypeTraits kQ5_0{"q5_0", kQK, sizeof(BlockQ5_0), true, false};  // weight once kernels land
+constexpr DTypeTraits kQ5_0{"q5_0", kQK, sizeof(BlockQ5_0), true, true};
 constexpr DTypeTraits kQ8_0{"q8_0", kQK, sizeof(BlockQ8_0), true, true};
 constexpr DTypeTraits kQ4_K{"q4_K", kQKK, sizeof(BlockQ4_K), true, true};
 constexpr DTypeTraits kQ5_K{"q5_K", kQKK, sizeof(BlockQ5_K), true, true};

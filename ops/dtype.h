@@ -120,7 +120,7 @@ inline size_t dtype_row_size(DType t, int64_t n) {
 }
 
 // Weight types a model may carry (the matmul / get_rows src0 set).
-constexpr DType kWeightTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0,
-                                  DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+constexpr DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                                  DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 }  // namespace kestrel

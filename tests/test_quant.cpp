@@ -77,6 +77,36 @@ TEST_CASE("q4_0 hand-built block", "[quant]") {
   for (int j = 0; j < 32; ++j) CHECK(z[j] == (j == 17 ? 3.5f : 0.0f));
 }
 
+TEST_CASE("q5_0 hand-built block", "[quant]") {
+  BlockQ5_0 b;
+  b.d = kHalfQuarter;  // 0.25
+  // Codes: element j = j for j < 16 (fifth bit clear), element j + 16 = 31 - j (fifth bit set).
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const uint32_t qh = 0xFFFF0000u;  // little-endian: bit j is element j's fifth bit
+  std::memcpy(b.qh, &qh, 4);
+  const auto y = deq(DType::Q5_0, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    CHECK(y[j] == 0.25f * (j - 16));
+    CHECK(y[j + 16] == 0.25f * (31 - j - 16));
+  }
+  // Only element 9's fifth bit (byte 1, bit 1 of qh) and element 20's nibble (high of qs[4]).
+  std::memset(b.qs, 0x00, sizeof(b.qs));
+  const uint8_t qh2[4] = {0x00, 0x02, 0x00, 0x00};
+  std::memcpy(b.qh, qh2, 4);
+  b.qs[4] = 0x70;
+  const auto z = deq(DType::Q5_0, &b, 32);
+  for (int j = 0; j < 32; ++j) CHECK(z[j] == (j == 9 ? 0.0f : j == 20 ? 0.25f * (7 - 16) : -4.0f));
+  // quantize: the value of largest magnitude takes code 0, so -16 * d equals it.
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = 0.1f * (j - 10);
+  x[5] = -3.2f;
+  ref::quantize_row(DType::Q5_0, x.data(), &b, 32);
+  const auto r = deq(DType::Q5_0, &b, 32);
+  CHECK(f16_to_f32(b.d) > 0.0f);
+  CHECK(r[5] == -16.0f * f16_to_f32(b.d));
+  for (int j = 0; j < 32; ++j) CHECK(std::fabs(r[j] - x[j]) <= f16_to_f32(b.d) * 0.5001f + 1e-3f);
+}
+
 TEST_CASE("q8_0 hand-built block", "[quant]") {
   BlockQ8_0 b;
   b.d = kHalfQuarter;
@@ -178,6 +208,7 @@ TEST_CASE("round trip error bounds per type", "[quant]") {
       {DType::BF16, 2.5e-3}, // measured 1.69e-3
       {DType::Q8_0, 0.0075}, // measured 0.0055
       {DType::Q4_0, 0.11},   // measured 0.0895
+      {DType::Q5_0, 0.055},  // measured 0.0442
       {DType::Q6_K, 0.022},  // measured 0.0176
       {DType::Q5_K, 0.045},  // measured 0.0366
       {DType::Q4_K, 0.085},  // measured 0.0722

@@ -2,7 +2,7 @@
 //
 // matmul y[m][n] = sum_k W[n][k] * x[m][k] for every weight type:
 //   1. Quantized W: the activation rows are quantized once per call into Exec scratch
-//      (ActQ8 for Q4_0/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
+//      (ActQ8 for Q4_0/Q5_0/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
 //      barrier.
 //   2. Threads split the N output rows into fixed contiguous ranges (ThreadPool::split),
 //      so each y value is computed by one thread in one order: results do not depend on
@@ -30,8 +30,9 @@ template <template <int> class K>
 constexpr Kernels make_kernels() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run}};
 }
-template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, true>(n, w, a, r); } };
-template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, false>(n, w, a, r); } };
+template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q4_0>(n, w, a, r); } };
+template <int RA> struct KQ5_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q5_0>(n, w, a, r); } };
+template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
 template <int RA> struct KQ4_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, false>(n, w, a, r); } };
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
 template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
@@ -49,6 +50,7 @@ struct TypeKernel {
 inline bool type_kernel(DType t, TypeKernel* out) {
   switch (t) {
     case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; return true;
+    case DType::Q5_0: *out = {Act::q8, make_kernels<KQ5_0>()}; return true;
     case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; return true;
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
     case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
@@ -68,6 +70,53 @@ inline T* row_at(const Tensor& t, int64_t r) {
 }
 
 constexpr int64_t kNChunk = 16;
+
+// Prompt path for float weights (2+ activation rows). K runs in chunks of kKC elements so
+// a tile's 4 activation rows (4 x kKC floats, 8 KiB) stay in L1 while the thread's current
+// panel of kNPanel weight rows (at most 96 KiB of F32 per chunk) stays in L2; without the
+// chunks every fma's activation operand came from L2 and the loop was bound by L2
+// bandwidth. y accumulates the chunks in order: each output's arithmetic does not depend
+// on the tile it falls in or on the thread split, so results are reproducible.
+constexpr int64_t kKC = 512;
+constexpr int64_t kNPanel = 48;
+
+inline const TileKernels* float_tiles(DType t) {
+  static constexpr TileKernels f32 = make_tiles<DType::F32>(), f16 = make_tiles<DType::F16>(),
+                               bf16 = make_tiles<DType::BF16>();
+  return t == DType::F32 ? &f32 : t == DType::F16 ? &f16 : t == DType::BF16 ? &bf16 : nullptr;
+}
+
+inline void matmul_float_rows(const Tensor& W, const Tensor& x, const Tensor& y, const TileKernels& tk, int64_t n0,
+                              int64_t n1, int64_t Mt) {
+  const int64_t K = W.ne[0];
+  for (int64_t np = n0; np < n1; np += kNPanel) {
+    const int64_t np1 = np + kNPanel < n1 ? np + kNPanel : n1;
+    for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+      const int64_t k1 = k0 + kKC < K ? k0 + kKC : K;
+      for (int64_t m = 0; m < Mt; m += 4) {
+        const int ra = static_cast<int>(Mt - m < 4 ? Mt - m : 4);
+        const float* xr[4];
+        float* yr[4];
+        for (int r = 0; r < ra; ++r) {
+          xr[r] = row_at<const float>(x, m + r);
+          yr[r] = row_at<float>(y, m + r);
+        }
+        for (int64_t n = np; n < np1; n += 3) {
+          const int rb = static_cast<int>(np1 - n < 3 ? np1 - n : 3);
+          const void* wr[3];
+          for (int j = 0; j < rb; ++j) wr[j] = W.row<const char>(n + j);
+          float out[4][3];
+          tk.fn[ra - 1][rb - 1](k0, k1, wr, xr, out);
+          for (int r = 0; r < ra; ++r)
+            for (int j = 0; j < rb; ++j) {
+              if (k0 == 0) yr[r][n + j] = out[r][j];
+              else yr[r][n + j] += out[r][j];
+            }
+        }
+      }
+    }
+  }
+}
 
 inline bool k_matmul(const OpCall& c, Exec& exec) {
   const Tensor& W = *c.src[0];
@@ -104,6 +153,10 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     }
     int64_t n0, n1;
     ThreadPool::split(N, ith, nth, &n0, &n1);
+    if (tk.act == Act::f32 && Mt > 1) {
+      matmul_float_rows(W, x, y, *float_tiles(W.type), n0, n1, Mt);
+      return;
+    }
     for (int64_t nc = n0; nc < n1; nc += kNChunk) {
       const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
       for (int64_t m = 0; m < Mt; m += 4) {

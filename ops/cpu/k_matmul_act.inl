@@ -1,8 +1,8 @@
 // CPU matmul, part 1: activation rows quantized to 8 bits once per call (included by
 // k_matmul.inl). Two scratch formats:
 //   ActQ8   32 values, float d, |q| <= 127 (never -128, so kernels may use |q| as an
-//           unsigned byte), and c8 = 8 * d * sum(q), which folds Q4_0's -8 offset into one
-//           multiply-add per block. Paired with Q4_0 and Q8_0 weights.
+//           unsigned byte), and c8 = 8 * d * sum(q), which folds Q4_0's -8 (Q5_0's -16)
+//           offset into one multiply-add per block. Paired with Q4_0, Q5_0, Q8_0 weights.
 //   BlockQ8_K (ops/dtype.h): 256 values, float d, q in [-128, 127], 16-element sums.
 //           Paired with Q4_K, Q5_K, Q6_K weights.
 // Rounding is to nearest even in both the SIMD and the portable path. The quantization

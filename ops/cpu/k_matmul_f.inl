@@ -77,5 +77,44 @@ inline void dot_float(int64_t K, const void* w, const void* const* av, float* re
   }
 }
 
+// Prompt tile: MR activation rows x NR weight rows over elements [k0, k1) (k1 - k0 a
+// multiple of kLanes except for the call that ends at K, which finishes with scalars);
+// out[r][j] = the partial dot product of x row r and weight row j. MR * NR vector
+// accumulators stay in registers (4 x 3 = 12, plus 3 weight vectors and one activation:
+// the 16 AVX2 registers), so each loaded vector feeds 3 or 4 fmas instead of one.
+template <int MR, int NR, DType T>
+inline void tile_float(int64_t k0, int64_t k1, const void* const* w, const float* const* x, float (*out)[3]) {
+  fvec acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) acc[r][j] = fvec(0.0f);
+  int64_t k = k0;
+  for (; k + kLanes <= k1; k += kLanes) {
+    fvec wv[NR];
+    for (int j = 0; j < NR; ++j) wv[j] = load_w<T>(w[j], k);
+    for (int r = 0; r < MR; ++r) {
+      const fvec xv = fvec::load_unaligned(x[r] + k);
+      for (int j = 0; j < NR; ++j) acc[r][j] = xsimd::fma(wv[j], xv, acc[r][j]);
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) {
+      float t = xsimd::hadd(acc[r][j]);
+      for (int64_t i = k; i < k1; ++i) t += load_w1<T>(w[j], i) * x[r][i];
+      out[r][j] = t;
+    }
+}
+
+using TileFn = void (*)(int64_t k0, int64_t k1, const void* const* w, const float* const* x, float (*out)[3]);
+struct TileKernels {
+  TileFn fn[4][3];  // [MR - 1][NR - 1]
+};
+template <DType T>
+constexpr TileKernels make_tiles() {
+  return TileKernels{{{&tile_float<1, 1, T>, &tile_float<1, 2, T>, &tile_float<1, 3, T>},
+                      {&tile_float<2, 1, T>, &tile_float<2, 2, T>, &tile_float<2, 3, T>},
+                      {&tile_float<3, 1, T>, &tile_float<3, 2, T>, &tile_float<3, 3, T>},
+                      {&tile_float<4, 1, T>, &tile_float<4, 2, T>, &tile_float<4, 3, T>}}};
+}
+
 }  // namespace mm
 }  // namespace kestrel::cpu::KESTREL_ISA_NS

@@ -10,12 +10,14 @@
 // float accumulation order; the tests bound it as a normalized error.
 //   Q4_0:      unsigned nibbles q times x; the -8 offset is -dw * c8 per block, with
 //              c8 = 8 * d_x * sum(x) stored by the activation quantizer.
+//   Q5_0:      as Q4_0 with 5-bit codes (the fifth bit spread from qh to bytes by a
+//              shuffle and compare) and a -16 offset, i.e. -2 * dw * c8.
 //   Q8_0:      signed weight bytes w; |w| as unsigned times sign(x, w).
 //   Q4_K/Q5_K: unsigned codes times x, scaled per sub-block; the mins term uses the
 //              Q8_K 16-sums: dmin * d_x * sum_j m_j * (bsum_2j + bsum_2j+1).
 //   Q6_K:      unsigned codes 0..63 times x; the -32 offset is 32 * sum_j sc_j * bsum_j.
 // Measured (tests/test_matmul.cpp, K up to 7 blocks, N up to 65, M up to 13): worst
-// relative RMS error of y vs ref q8_0 0.036, q4_0 0.025, q4_K 0.0155, q5_K 0.015,
+// relative RMS error of y vs ref q8_0 0.036, q4_0 0.025, q5_0 0.032, q4_K 0.0155, q5_K 0.015,
 // q6_K 0.014 (worst at K = one block, where a single output can nearly cancel); every
 // output within the activation-rounding bound stated there.
 // Speed (avx2, one core of the EPYC dev VM, weights in cache, M = 1): ns per 256 weights
@@ -54,8 +56,18 @@ inline float hsum_ps(__m256 v) {
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
 inline __m128i loadu128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
-// Q4_0 (kQ4 = true) or Q8_0 weights x ActQ8 rows.
-template <int RA, bool kQ4>
+// Byte j of the result is 0x10 where bit j of the 32-bit qh is set, else 0: the fifth bit
+// of each Q5_0 code, in element order (lane 0 bytes 0..15, lane 1 bytes 16..31).
+inline __m256i q5_high_bits(uint32_t qh) {
+  const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(qh)),
+                                        _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL,
+                                                           0x0303030303030303LL));
+  const __m256i bit = _mm256_set1_epi64x(static_cast<long long>(0x8040201008040201ULL));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// Q4_0, Q5_0 or Q8_0 weights x ActQ8 rows.
+template <int RA, DType T>
 inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* res) {
   const ActQ8* a[RA];
   for (int r = 0; r < RA; ++r) a[r] = static_cast<const ActQ8*>(av[r]);
@@ -67,19 +79,28 @@ inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* re
   for (int u = 0; u < kU; ++u)
     for (int r = 0; r < RA; ++r) acc[u][r] = _mm256_setzero_ps();
   const char* w = static_cast<const char*>(wv);
-  constexpr size_t kBytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  constexpr size_t kBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
+  // The code offset (8 or 16) in units of the activation's c8 = 8 * d_x * sum(x).
+  constexpr float kOffset = T == DType::Q4_0 ? 1.0f : 2.0f;
   auto block = [&](int64_t b, __m256* ac, float* co) {
     const char* wb = w + b * kBytes;
     uint16_t dh;
     std::memcpy(&dh, wb, 2);
     const float dw = f16_scalar(dh);
-    if constexpr (kQ4) {
-      const __m128i q = loadu128(wb + 2);
-      const __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+    if constexpr (T == DType::Q4_0 || T == DType::Q5_0) {
+      constexpr int kQs = T == DType::Q4_0 ? 2 : 6;
+      const __m128i q = loadu128(wb + kQs);
+      __m256i wq = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0F));
+      if constexpr (T == DType::Q5_0) {
+        uint32_t qh;
+        std::memcpy(&qh, wb + 2, 4);
+        wq = _mm256_or_si256(wq, q5_high_bits(qh));
+      }
+      const float dwo = kOffset * dw;
       for (int r = 0; r < RA; ++r) {
         const __m256i p = mul_sum_u8s8(wq, loadu256(a[r][b].qs));
         ac[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * a[r][b].d), ac[r]);
-        co[r] += dw * a[r][b].c8;
+        co[r] += dwo * a[r][b].c8;
       }
     } else {
       const __m256i ws = loadu256(wb + 2);
@@ -240,22 +261,30 @@ inline int dot_u8i8(const uint8_t* w, const int8_t* x, int n) {
   return dot_i8(reinterpret_cast<const int8_t*>(w), x, n);
 }
 
-template <int RA, bool kQ4>
+template <int RA, DType T>
 inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* res) {
   float acc[RA] = {};
   const char* w = static_cast<const char*>(wv);
-  constexpr size_t kBytes = kQ4 ? sizeof(BlockQ4_0) : sizeof(BlockQ8_0);
+  constexpr size_t kBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
   for (int64_t b = 0; b < nb; ++b) {
     const char* wb = w + b * kBytes;
     uint16_t dh;
     std::memcpy(&dh, wb, 2);
     const float dw = f16_scalar(dh);
     int8_t ws[32];
-    if constexpr (kQ4) {
+    if constexpr (T == DType::Q4_0) {
       const uint8_t* q = reinterpret_cast<const uint8_t*>(wb + 2);
       for (int l = 0; l < 16; ++l) {
         ws[l] = static_cast<int8_t>((q[l] & 0xF) - 8);
         ws[l + 16] = static_cast<int8_t>((q[l] >> 4) - 8);
+      }
+    } else if constexpr (T == DType::Q5_0) {
+      uint32_t qh;
+      std::memcpy(&qh, wb + 2, 4);
+      const uint8_t* q = reinterpret_cast<const uint8_t*>(wb + 6);
+      for (int l = 0; l < 16; ++l) {
+        ws[l] = static_cast<int8_t>(((q[l] & 0xF) | (((qh >> l) & 1) << 4)) - 16);
+        ws[l + 16] = static_cast<int8_t>(((q[l] >> 4) | (((qh >> (l + 16)) & 1) << 4)) - 16);
       }
     } else {
       std::memcpy(ws, wb + 2, 32);

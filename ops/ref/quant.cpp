@@ -2,6 +2,8 @@
 //
 // Layouts are ggml's (the GGUF data a real model file carries):
 //   Q4_0  x = d * (q - 8);    qs[j] low nibble = element j, high nibble = element j + 16.
+//   Q5_0  x = d * (q - 16); q's low 4 bits as Q4_0, bit 4 of element j is bit j of the
+//         little-endian 32-bit qh.
 //   Q8_0  x = d * q.
 //   Q4_K  256 = 8 sub-blocks of 32; x = d*sc[j]*q - dmin*m[j]; 6-bit sc/m packed in 12 bytes
 //         (sub-blocks 0..3: low 6 bits of bytes 0..3 / 4..7; 4..7: a nibble of bytes 8..11
@@ -155,6 +157,19 @@ void deq_q4_0(const BlockQ4_0* b, float* y, int64_t nb) {
   }
 }
 
+void deq_q5_0(const BlockQ5_0* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = f16_to_f32(b[i].d);
+    uint32_t qh;
+    std::memcpy(&qh, b[i].qh, 4);
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int h0 = (qh >> j) & 1, h1 = (qh >> (j + kQK / 2)) & 1;
+      y[j] = d * (((b[i].qs[j] & 0xF) | (h0 << 4)) - 16);
+      y[j + kQK / 2] = d * (((b[i].qs[j] >> 4) | (h1 << 4)) - 16);
+    }
+  }
+}
+
 void deq_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK) {
     const float d = f16_to_f32(b[i].d);
@@ -241,6 +256,30 @@ void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
       const int q1 = clamp_round(x[j + kQK / 2] * id + 8.0f, 0, 15);
       b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
     }
+  }
+}
+
+void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    // As Q4_0: the value of largest magnitude maps to code 0 (-16 * d).
+    float amax = 0, max = 0;
+    for (int j = 0; j < kQK; ++j)
+      if (std::fabs(x[j]) > amax) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    b[i].d = f32_to_f16(max / -16.0f);
+    const float d = f16_to_f32(b[i].d);
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int q0 = clamp_round(x[j] * id + 16.0f, 0, 31);
+      const int q1 = clamp_round(x[j + kQK / 2] * id + 16.0f, 0, 31);
+      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>(q0 >> 4) << j;
+      qh |= static_cast<uint32_t>(q1 >> 4) << (j + kQK / 2);
+    }
+    std::memcpy(b[i].qh, &qh, 4);
   }
 }
 
@@ -377,6 +416,7 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
       break;
     }
     case DType::Q4_0: deq_q4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQK); break;
+    case DType::Q5_0: deq_q5_0(static_cast<const BlockQ5_0*>(src), dst, n / kQK); break;
     case DType::Q8_0: deq_q8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); break;
     case DType::Q4_K: deq_q4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQKK); break;
     case DType::Q5_K: deq_q5_K(static_cast<const BlockQ5_K*>(src), dst, n / kQKK); break;
@@ -400,6 +440,7 @@ void quantize_row(DType type, const float* src, void* dst, int64_t n) {
       break;
     }
     case DType::Q4_0: quant_q4_0(src, static_cast<BlockQ4_0*>(dst), n / kQK); break;
+    case DType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), n / kQK); break;
     case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), n / kQK); break;
     case DType::Q4_K: quant_q4_K(src, static_cast<BlockQ4_K*>(dst), n / kQKK); break;
     case DType::Q5_K: quant_q5_K(src, static_cast<BlockQ5_K*>(dst), n / kQKK); break;
