@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "ops/exp_tier.h"
 #include "ops/tensor.h"
 
 namespace kestrel {
@@ -65,12 +66,15 @@ struct RopeParams {
 //   causal: key j is masked (-inf) when j > q, q = pos_offset + r;
 //   window > 0: key j is also masked when q - j >= window;
 //   y = exp(s - max) / sum. A fully masked row yields zeros.
+// exp: the exp tier (ops/exp_tier.h); the quake tiers give each probability a
+// relative error within about twice the tier's bound (the row still sums to 1).
 struct SoftmaxParams {
   float scale = 1.0f;
   float soft_cap = 0.0f;
   bool causal = false;
   int32_t window = 0;
   int32_t pos_offset = 0;
+  ExpTier exp = ExpTier::exact;
 };
 
 // attention: src0 q [D, Hq, M] F32, src1 k [D, Hkv, n_kv] F32|F16,
@@ -87,20 +91,56 @@ struct AttentionParams {
 enum class GeluForm : int32_t {
   tanh = 0,  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
   erf = 1,   // 0.5x(1 + erf(x / sqrt(2)))
+  sigmoid = 2,  // x * sigmoid(1.702x) (the logistic approximation of GELU)
 };
 
 // gelu: elementwise. geglu: dst = gelu(src0 gate) * src1 up, same shapes.
+// exp: the exp tier of the exp inside (tanh form through exp(2u), erf form
+// through erfc = t * exp(...) for the quake tiers; exact keeps xsimd::erf).
 struct GeluParams {
   GeluForm form = GeluForm::tanh;
+  ExpTier exp = ExpTier::exact;
 };
 
 // silu: dst = x * sigmoid(x). swiglu: dst = silu(src0 gate) * src1 up.
+// sigmoid: dst = 1 / (1 + exp(-x)). exp: the exp tier (default exact).
+struct SiluParams {
+  ExpTier exp = ExpTier::exact;
+};
+struct SigmoidParams {
+  ExpTier exp = ExpTier::exact;
+};
 
 // argmax: src0 [N, M] F32, dst [M] I32: index of the largest of each row
 // (lowest index on ties; NaN never wins).
 
 // copy: dst = src0 converted, same shape, F32|F16|BF16 on either side, any
 // strides (writes KV cache cells, gathers views).
+
+// ks_matmul: Kronecker-sparse matmul, one factor of pattern (a, b, c, d): a
+// matrix of a*b*d rows and a*c*d columns with support I_a (x) 1_(b x c) (x) I_d
+// (density 1 / (a*d)). Per token, input x has a*c*d features indexed
+// x[i, l, j] at feature (i*c + l)*d + j, output y has a*b*d features indexed
+// y[i, k, j] at feature (i*b + k)*d + j, with i in [0, a), j in [0, d),
+// l in [0, c) (inputs of a block), k in [0, b) (outputs of a block):
+//   y[i, k, j] = sum_l K[i, k, l, j] * x[i, l, j].
+// src0 weights K, F32|F16|BF16, ne = {b, c, d, a}: element (k, l, j, i) at
+// byte k*nb[0] + l*nb[1] + j*nb[2] + i*nb[3] ("[i][j][l][k]": for each block
+// (i, j) a c x b matrix whose b outputs are contiguous).
+// src1 x and dst y are F32 in one of two layouts (row strides free):
+//   token_major: x ne = {a*c*d, M}, y ne = {a*b*d, M}: one row per token
+//     (decode: M = 1..16).
+//   batch_last:  x ne = {M, a*c*d}, y ne = {M, a*b*d}: one row of M tokens per
+//     feature (prompt processing: the M tokens are contiguous).
+// b = outputs per block, c = inputs per block; a = 1, d = 1 is a dense matmul.
+enum class KsLayout : int32_t {
+  token_major = 0,
+  batch_last = 1,
+};
+struct KsMatmulParams {
+  int32_t a = 1, b = 1, c = 1, d = 1;  // the pattern; each >= 1
+  KsLayout layout = KsLayout::token_major;
+};
 
 #define KESTREL_OPS(X)                     \
   X(get_rows, NoParams, 2, 2)              \
@@ -113,11 +153,13 @@ struct GeluParams {
   X(softmax, SoftmaxParams, 1, 2)          \
   X(attention, AttentionParams, 3, 4)      \
   X(gelu, GeluParams, 1, 1)                \
-  X(silu, NoParams, 1, 1)                  \
-  X(swiglu, NoParams, 2, 2)                \
+  X(silu, SiluParams, 1, 1)                \
+  X(sigmoid, SigmoidParams, 1, 1)          \
+  X(swiglu, SiluParams, 2, 2)              \
   X(geglu, GeluParams, 2, 2)               \
   X(argmax, NoParams, 1, 1)                \
-  X(copy, NoParams, 1, 1)
+  X(copy, NoParams, 1, 1)                  \
+  X(ks_matmul, KsMatmulParams, 2, 2)
 
 enum class OpId : int32_t {
 #define KESTREL_OP_ENUM(name, P, lo, hi) name,

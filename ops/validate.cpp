@@ -1,5 +1,6 @@
 // validate_op: the backend-independent contract of every op (see op_table.h).
 #include "ops/backend.h"
+#include "platform/checked_math.h"
 
 namespace kestrel {
 
@@ -19,6 +20,23 @@ bool rows_ok(const Tensor& t) {
 Status need(bool cond, const OpCall& c, const char* what) {
   if (cond) return {};
   return Status::invalid_argument("%s: %s", op_name(c.op), what);
+}
+
+// The exp tier (and GELU form) of the activations that take one; scale has none.
+Status exp_params_ok(const OpCall& c) {
+  switch (c.op) {
+    case OpId::gelu:
+    case OpId::geglu: {
+      const GeluParams& p = c.p<GeluParams>();
+      KESTREL_TRY(need(p.form == GeluForm::tanh || p.form == GeluForm::erf || p.form == GeluForm::sigmoid, c,
+                       "unknown gelu form"));
+      return need(exp_tier_valid(p.exp), c, "unknown exp tier");
+    }
+    case OpId::silu:
+    case OpId::swiglu: return need(exp_tier_valid(c.p<SiluParams>().exp), c, "unknown exp tier");
+    case OpId::sigmoid: return need(exp_tier_valid(c.p<SigmoidParams>().exp), c, "unknown exp tier");
+    default: return {};
+  }
 }
 
 bool broadcastable(const Tensor& a, const Tensor& b) {
@@ -68,14 +86,17 @@ Status validate_op(const OpCall& c) {
     case OpId::scale:
     case OpId::gelu:
     case OpId::silu:
+    case OpId::sigmoid:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      KESTREL_TRY(exp_params_ok(c));
       break;
     case OpId::swiglu:
     case OpId::geglu:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(c.src[1]->type) && is_float_act(d.type), c,
                        "F32 only"));
       KESTREL_TRY(need(same_shape(a, *c.src[1]) && same_shape(a, d), c, "gate, up and dst must match"));
+      KESTREL_TRY(exp_params_ok(c));
       break;
     case OpId::rms_norm:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
@@ -116,6 +137,7 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
       KESTREL_TRY(need(p.soft_cap >= 0.0f && p.window >= 0, c, "soft_cap and window must be >= 0"));
+      KESTREL_TRY(need(exp_tier_valid(p.exp), c, "unknown exp tier"));
       if (c.n_src > 1) {
         const Tensor& m = *c.src[1];
         KESTREL_TRY(need(m.type == DType::F32 && m.ne[0] == a.ne[0] && m.ne[1] == a.ne[1] &&
@@ -152,6 +174,27 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(is_plain_float(a.type) && is_plain_float(d.type), c, "F32/F16/BF16 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
       break;
+    case OpId::ks_matmul: {
+      const KsMatmulParams& p = c.p<KsMatmulParams>();
+      const Tensor& x = *c.src[1];
+      KESTREL_TRY(need(p.a >= 1 && p.b >= 1 && p.c >= 1 && p.d >= 1, c, "pattern (a, b, c, d) must be >= 1"));
+      KESTREL_TRY(need(p.layout == KsLayout::token_major || p.layout == KsLayout::batch_last, c, "unknown layout"));
+      KESTREL_TRY(need(is_plain_float(a.type), c, "weights must be F32, F16 or BF16"));
+      KESTREL_TRY(need(a.ne[0] == p.b && a.ne[1] == p.c && a.ne[2] == p.d && a.ne[3] == p.a, c,
+                       "weights must be {b, c, d, a}"));
+      KESTREL_TRY(need(is_float_act(x.type) && is_float_act(d.type), c, "x and y must be F32"));
+      // Feature counts: a*c*d and a*b*d, checked (the pattern is caller data).
+      uint64_t ad = 0, n_in = 0, n_out = 0;
+      KESTREL_TRY(need(checked_mul((uint64_t)p.a, (uint64_t)p.d, ad) && checked_mul(ad, (uint64_t)p.c, n_in) &&
+                           checked_mul(ad, (uint64_t)p.b, n_out),
+                       c, "pattern sizes overflow"));
+      const int feat = p.layout == KsLayout::token_major ? 0 : 1;  // the feature dim of x and y
+      KESTREL_TRY(need(x.ne[feat] == (int64_t)n_in && d.ne[feat] == (int64_t)n_out, c,
+                       "x must have a*c*d features and y a*b*d"));
+      KESTREL_TRY(need(x.ne[1 - feat] == d.ne[1 - feat], c, "x and y must have the same token count"));
+      KESTREL_TRY(need(x.ne[2] == 1 && x.ne[3] == 1 && d.ne[2] == 1 && d.ne[3] == 1, c, "x and y must be 2-D"));
+      break;
+    }
   }
   return {};
 }

@@ -14,12 +14,14 @@ using fvec = xsimd::batch<float, Arch>;
 constexpr int kLanes = static_cast<int>(fvec::size);
 }  // namespace kestrel::cpu::KESTREL_ISA_NS
 
+#include "ops/cpu/k_exp.inl"
 #include "ops/cpu/k_elementwise.inl"
 #include "ops/cpu/k_norm.inl"
 #include "ops/cpu/k_rope.inl"
 #include "ops/cpu/k_softmax.inl"
 #include "ops/cpu/k_attention.inl"
 #include "ops/cpu/k_matmul.inl"
+#include "ops/cpu/k_ks_matmul.inl"
 
 namespace kestrel::cpu {
 void KESTREL_FILL_FN(KernelTable& table) {
@@ -30,5 +32,6 @@ void KESTREL_FILL_FN(KernelTable& table) {
   isa::register_softmax(table);
   isa::register_attention(table);
   isa::register_matmul(table);
+  isa::register_ks_matmul(table);
 }
 }  // namespace kestrel::cpu

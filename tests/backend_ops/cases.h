@@ -111,6 +111,16 @@ std::vector<uint8_t> param_bytes(const P& p) {
 }
 inline void cases_silu(std::vector<Case>& out) { activation_cases(OpId::silu, 1, out, {}, ""); }
 inline void cases_swiglu(std::vector<Case>& out) { activation_cases(OpId::swiglu, 2, out, {}, ""); }
+// sigmoid on each exp tier. A quake tier's ref is the same float formula, so
+// the tolerance is a few roundings of the quake fma's v (~1e-5 relative).
+inline void cases_sigmoid(std::vector<Case>& out) {
+  for (ExpTier t : {ExpTier::exact, ExpTier::quake2, ExpTier::quake1}) {
+    const size_t first = out.size();
+    activation_cases(OpId::sigmoid, 1, out, param_bytes(SigmoidParams{t}), exp_tier_name(t));
+    if (t != ExpTier::exact)
+      for (size_t i = first; i < out.size(); ++i) out[i].tol = tol_close(1e-7, 3e-5);
+  }
+}
 inline void cases_gelu(std::vector<Case>& out) {
   activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::tanh}), "tanh");
   activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::erf}), "erf");
@@ -290,6 +300,40 @@ inline void cases_matmul(std::vector<Case>& out) {
     add_case(out, OpId::matmul, {strided(spec(w, k, 12), dtype_type_size(w)), strided(spec(DType::F32, k, 6, 2), 16)},
              strided(spec(DType::F32, 12, 6, 2), 8), tol, dtype_name(w), "strided, batched");
     add_case(out, OpId::matmul, {spec(w, k, 40), spec(DType::F32, k, 32)}, spec(DType::F32, 40, 32), tol, dtype_name(w), "tile");
+  }
+}
+
+// ---- ks_matmul ------------------------------------------------------------------
+// Patterns (a, b, c, d) around the SIMD widths (b = 1, 7, 8, 9, 17, 33 outputs per block),
+// the 6-output micro-kernel and 48-output chunks, d = 1 (contiguous) and d > 1 (strided),
+// token counts 1..17 in both layouts, F32/F16/BF16 weights, strided x and y rows.
+inline void cases_ks_matmul(std::vector<Case>& out) {
+  struct Pat { int32_t a, b, c, d; };
+  const Pat pats[] = {{1, 1, 1, 1}, {1, 8, 8, 1},  {2, 7, 5, 3},  {1, 9, 4, 2},   {3, 17, 16, 1}, {2, 33, 9, 4},
+                      {1, 48, 12, 1}, {4, 16, 64, 2}, {2, 64, 16, 3}, {1, 50, 20, 5}, {5, 3, 3, 7}};
+  const int64_t ms[] = {1, 2, 3, 4, 5, 9, 16, 17};
+  size_t n = 0;
+  for (DType w : {DType::F32, DType::F16, DType::BF16}) {
+    const Tol tol = tol_nmse(w == DType::F32 ? 1e-12 : 1e-10);
+    for (const Pat& p : pats)
+      for (KsLayout lay : {KsLayout::token_major, KsLayout::batch_last}) {
+        const int64_t M = ms[n++ % 8];
+        const int64_t n_in = int64_t(p.a) * p.c * p.d, n_out = int64_t(p.a) * p.b * p.d;
+        const bool tm = lay == KsLayout::token_major;
+        const std::string row = std::string(dtype_name(w)) + (tm ? " token_major" : " batch_last");
+        char extra[64];
+        std::snprintf(extra, sizeof extra, "(%d,%d,%d,%d)", p.a, p.b, p.c, p.d);
+        add_case(out, OpId::ks_matmul, {spec(w, p.b, p.c, p.d, p.a), tm ? spec(DType::F32, n_in, M) : spec(DType::F32, M, n_in)},
+                 tm ? spec(DType::F32, n_out, M) : spec(DType::F32, M, n_out), tol, row, extra)
+            .with(KsMatmulParams{p.a, p.b, p.c, p.d, lay});
+      }
+    const Pat p{2, 16, 8, 3};
+    add_case(out, OpId::ks_matmul, {spec(w, 16, 8, 3, 2), strided(spec(DType::F32, 48, 5), 12)},
+             strided(spec(DType::F32, 96, 5), 20), tol, std::string(dtype_name(w)) + " token_major", "strided rows")
+        .with(KsMatmulParams{p.a, p.b, p.c, p.d, KsLayout::token_major});
+    add_case(out, OpId::ks_matmul, {spec(w, 16, 8, 3, 2), strided(spec(DType::F32, 37, 48), 8)},
+             strided(spec(DType::F32, 37, 96), 4), tol, std::string(dtype_name(w)) + " batch_last", "strided rows")
+        .with(KsMatmulParams{p.a, p.b, p.c, p.d, KsLayout::batch_last});
   }
 }
 
