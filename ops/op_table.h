@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "ops/exp_tier.h"
 #include "ops/tensor.h"
 
 namespace kestrel {
@@ -65,12 +66,15 @@ struct RopeParams {
 //   causal: key j is masked (-inf) when j > q, q = pos_offset + r;
 //   window > 0: key j is also masked when q - j >= window;
 //   y = exp(s - max) / sum. A fully masked row yields zeros.
+// exp: the exp tier (ops/exp_tier.h); the quake tiers give each probability a
+// relative error within about twice the tier's bound (the row still sums to 1).
 struct SoftmaxParams {
   float scale = 1.0f;
   float soft_cap = 0.0f;
   bool causal = false;
   int32_t window = 0;
   int32_t pos_offset = 0;
+  ExpTier exp = ExpTier::exact;
 };
 
 // attention: src0 q [D, Hq, M] F32, src1 k [D, Hkv, n_kv] F32|F16,
@@ -87,14 +91,25 @@ struct AttentionParams {
 enum class GeluForm : int32_t {
   tanh = 0,  // 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))
   erf = 1,   // 0.5x(1 + erf(x / sqrt(2)))
+  sigmoid = 2,  // x * sigmoid(1.702x) (the logistic approximation of GELU)
 };
 
 // gelu: elementwise. geglu: dst = gelu(src0 gate) * src1 up, same shapes.
+// exp: the exp tier of the exp inside (tanh form through exp(2u), erf form
+// through erfc = t * exp(...) for the quake tiers; exact keeps xsimd::erf).
 struct GeluParams {
   GeluForm form = GeluForm::tanh;
+  ExpTier exp = ExpTier::exact;
 };
 
 // silu: dst = x * sigmoid(x). swiglu: dst = silu(src0 gate) * src1 up.
+// sigmoid: dst = 1 / (1 + exp(-x)). exp: the exp tier (default exact).
+struct SiluParams {
+  ExpTier exp = ExpTier::exact;
+};
+struct SigmoidParams {
+  ExpTier exp = ExpTier::exact;
+};
 
 // argmax: src0 [N, M] F32, dst [M] I32: index of the largest of each row
 // (lowest index on ties; NaN never wins).
@@ -138,8 +153,9 @@ struct KsMatmulParams {
   X(softmax, SoftmaxParams, 1, 2)          \
   X(attention, AttentionParams, 3, 4)      \
   X(gelu, GeluParams, 1, 1)                \
-  X(silu, NoParams, 1, 1)                  \
-  X(swiglu, NoParams, 2, 2)                \
+  X(silu, SiluParams, 1, 1)                \
+  X(sigmoid, SigmoidParams, 1, 1)          \
+  X(swiglu, SiluParams, 2, 2)              \
   X(geglu, GeluParams, 2, 2)               \
   X(argmax, NoParams, 1, 1)                \
   X(copy, NoParams, 1, 1)                  \

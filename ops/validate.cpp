@@ -22,6 +22,23 @@ Status need(bool cond, const OpCall& c, const char* what) {
   return Status::invalid_argument("%s: %s", op_name(c.op), what);
 }
 
+// The exp tier (and GELU form) of the activations that take one; scale has none.
+Status exp_params_ok(const OpCall& c) {
+  switch (c.op) {
+    case OpId::gelu:
+    case OpId::geglu: {
+      const GeluParams& p = c.p<GeluParams>();
+      KESTREL_TRY(need(p.form == GeluForm::tanh || p.form == GeluForm::erf || p.form == GeluForm::sigmoid, c,
+                       "unknown gelu form"));
+      return need(exp_tier_valid(p.exp), c, "unknown exp tier");
+    }
+    case OpId::silu:
+    case OpId::swiglu: return need(exp_tier_valid(c.p<SiluParams>().exp), c, "unknown exp tier");
+    case OpId::sigmoid: return need(exp_tier_valid(c.p<SigmoidParams>().exp), c, "unknown exp tier");
+    default: return {};
+  }
+}
+
 bool broadcastable(const Tensor& a, const Tensor& b) {
   if (b.ne[0] != a.ne[0]) return false;
   for (int i = 1; i < 4; ++i)
@@ -69,14 +86,17 @@ Status validate_op(const OpCall& c) {
     case OpId::scale:
     case OpId::gelu:
     case OpId::silu:
+    case OpId::sigmoid:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      KESTREL_TRY(exp_params_ok(c));
       break;
     case OpId::swiglu:
     case OpId::geglu:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(c.src[1]->type) && is_float_act(d.type), c,
                        "F32 only"));
       KESTREL_TRY(need(same_shape(a, *c.src[1]) && same_shape(a, d), c, "gate, up and dst must match"));
+      KESTREL_TRY(exp_params_ok(c));
       break;
     case OpId::rms_norm:
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
@@ -117,6 +137,7 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
       KESTREL_TRY(need(p.soft_cap >= 0.0f && p.window >= 0, c, "soft_cap and window must be >= 0"));
+      KESTREL_TRY(need(exp_tier_valid(p.exp), c, "unknown exp tier"));
       if (c.n_src > 1) {
         const Tensor& m = *c.src[1];
         KESTREL_TRY(need(m.type == DType::F32 && m.ne[0] == a.ne[0] && m.ne[1] == a.ne[1] &&

@@ -14,6 +14,7 @@ using fvec = xsimd::batch<float, Arch>;
 constexpr int kLanes = static_cast<int>(fvec::size);
 }  // namespace kestrel::cpu::KESTREL_ISA_NS
 
+#include "ops/cpu/k_exp.inl"
 #include "ops/cpu/k_elementwise.inl"
 #include "ops/cpu/k_norm.inl"
 #include "ops/cpu/k_rope.inl"

@@ -1,17 +1,24 @@
 // CPU kernels: elementwise family (see isa_body.inl for how this is compiled per ISA).
 //
-// add, mul (b broadcast over rows), scale, silu, gelu (tanh and erf forms),
-// swiglu, geglu, copy (F32/F16/BF16 any strides). Threads take fixed chunks of
-// rows (ThreadPool::split); each row is a SIMD loop, the tail through the same
-// vector code on a padded lane array.
+// add, mul (b broadcast over rows), scale, silu, sigmoid, gelu (tanh, erf and
+// sigmoid forms), swiglu, geglu, copy (F32/F16/BF16 any strides). Threads take
+// fixed chunks of rows (ThreadPool::split); each row is a SIMD loop, the tail
+// through the same vector code on a padded lane array.
 //
-// Accuracy (measured against ops/ref over x in [-10, 10], tests/test_backend_ops):
-//   add/mul/scale: exact (one rounding; scale is one fused multiply-add).
-//   silu = x / (1 + exp(-x)); gelu tanh = x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715x^3),
-//   the identity 0.5(1 + tanh(u)) = sigmoid(2u); gelu erf = 0.5x(1 + erf(x/sqrt2)) with
-//   xsimd::erf. With the exact exp tier, measured max abs error over x in [-10, 10]:
-//   silu 9.5e-7, gelu (both forms) 4.8e-7, swiglu/geglu 1.9e-6 / 9.5e-7 with |up| <= 2
-//   (a few ulp of the result).
+// The activations run on the op's exp tier (ops/exp_tier.h, ops/cpu/k_exp.inl),
+// chosen once per call (vexp::with_tier), never per element.
+// Exact tier (unchanged formulas): silu = x / (1 + exp(-x)), sigmoid = 1 / (1 + exp(-x)),
+//   gelu tanh = x / (1 + exp(-2u)), u = sqrt(2/pi)(x + 0.044715x^3), the identity
+//   0.5(1 + tanh(u)) = sigmoid(2u); gelu erf = 0.5x(1 + erf(x/sqrt2)) with xsimd::erf;
+//   gelu sigmoid form = x / (1 + exp(-1.702x)). Measured max abs error over
+//   x in [-10, 10]: silu 9.5e-7, gelu (tanh, erf) 4.8e-7, swiglu/geglu 1.9e-6 / 9.5e-7
+//   with |up| <= 2 (a few ulp of the result).
+// Quake tiers: the same logistic forms with the affine (-x, -1.702x, -2 sqrt(2/pi) w)
+//   folded into the quake fma; the erf form as x (1 - h) / x h with
+//   h = t exp(-z^2 + P(t)) / 2, z = |x|/sqrt2, t = 1/(1 + z/2) (erfc with relative
+//   error < 1.2e-7 before the exp), so no cancellation for negative x. Relative
+//   error of each activation is within the tier's exp bound (a logistic
+//   1/(1 + e(1 + eps)) moves by at most |eps|): measured in tests/test_exp.cpp.
 //   Overflow: exp(-x) = inf for very negative x gives x / inf = -0, the right limit.
 //   copy: F32->F16 rounds to nearest even (F16C / NEON / ops/half.h, bit-identical).
 #include <algorithm>
@@ -35,9 +42,6 @@
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace ew {
-
-// The exp used by this file's activations; one place to swap in a faster tier.
-inline fvec act_exp(fvec x) { return xsimd::exp(x); }
 
 // Runs f(begin, end) -- or f(ith, begin, end) when f takes the thread index,
 // for per-thread scratch slots -- over fixed chunks of [0, n_rows), one per thread.
@@ -171,17 +175,70 @@ inline bool run_unary(const OpCall& call, Exec& exec, FV&& fv) {
   return true;
 }
 
-// silu(x) = x / (1 + exp(-x)).
-inline fvec silu_v(fvec x) { return x / (fvec(1.0f) + act_exp(-x)); }
+// The activations of tier T. The exact branches are the formulas this file
+// has always used (same results); the quake ones fold the input's affine map.
+template <ExpTier T>
+inline fvec silu_v(fvec x) {
+  if constexpr (T == ExpTier::exact) return x / (fvec(1.0f) + xsimd::exp(-x));
+  else return x / (fvec(1.0f) + vexp::quake_scaled<T>(x, -1.0));
+}
+
+template <ExpTier T>
+inline fvec sigmoid_v(fvec x) {
+  if constexpr (T == ExpTier::exact) return fvec(1.0f) / (fvec(1.0f) + xsimd::exp(-x));
+  else return fvec(1.0f) / (fvec(1.0f) + vexp::quake_scaled<T>(x, -1.0));
+}
 
 // gelu tanh form through the logistic: 0.5(1 + tanh(u)) = 1 / (1 + exp(-2u)).
 constexpr float kGeluK2 = 2.0f * 0.7978845608028654f;  // 2 * sqrt(2/pi)
+constexpr float kGeluCubic = 0.044715f;
+constexpr float kGeluSigmoidK = 1.702f;
+template <ExpTier T>
 inline fvec gelu_tanh_v(fvec x) {
-  const fvec u2 = x * fvec(kGeluK2) * xsimd::fma(x * x, fvec(0.044715f), fvec(1.0f));
-  return x / (fvec(1.0f) + act_exp(-u2));
+  if constexpr (T == ExpTier::exact) {
+    const fvec u2 = x * fvec(kGeluK2) * xsimd::fma(x * x, fvec(kGeluCubic), fvec(1.0f));
+    return x / (fvec(1.0f) + xsimd::exp(-u2));
+  } else {
+    const fvec w = x * xsimd::fma(x * x, fvec(kGeluCubic), fvec(1.0f));
+    return x / (fvec(1.0f) + vexp::quake_scaled<T>(w, -(double)kGeluK2));
+  }
 }
+
+template <ExpTier T>
+inline fvec gelu_sigmoid_v(fvec x) {
+  if constexpr (T == ExpTier::exact) return x / (fvec(1.0f) + xsimd::exp(x * fvec(-kGeluSigmoidK)));
+  else return x / (fvec(1.0f) + vexp::quake_scaled<T>(x, -(double)kGeluSigmoidK));
+}
+
 constexpr float kInvSqrt2 = 0.7071067811865476f;
-inline fvec gelu_erf_v(fvec x) { return fvec(0.5f) * x * (fvec(1.0f) + xsimd::erf(x * fvec(kInvSqrt2))); }
+// erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z/2): the Chebyshev-fitted form
+// with relative error < 1.2e-7 for z >= 0; P's coefficients c0..c9.
+constexpr float kErfcP[10] = {-1.26551223f, 1.00002368f, 0.37409196f,  0.09678418f, -0.18628806f,
+                              0.27886807f,  -1.13520398f, 1.48851587f, -0.82215223f, 0.17087277f};
+template <ExpTier T>
+inline fvec gelu_erf_v(fvec x) {
+  if constexpr (T == ExpTier::exact) {
+    return fvec(0.5f) * x * (fvec(1.0f) + xsimd::erf(x * fvec(kInvSqrt2)));
+  } else {
+    const fvec z = xsimd::abs(x) * fvec(kInvSqrt2);
+    const fvec t = fvec(1.0f) / xsimd::fma(fvec(0.5f), z, fvec(1.0f));
+    fvec p(kErfcP[9]);
+    for (int i = 8; i >= 0; --i) p = xsimd::fma(p, t, fvec(kErfcP[i]));
+    const fvec h = fvec(0.5f) * t * vexp::quake_scaled<T>(xsimd::fma(-z, z, p), 1.0);
+    return x * xsimd::select(x < fvec(0.0f), h, fvec(1.0f) - h);
+  }
+}
+
+// Runs the unary / gated gelu of `form` on tier T.
+template <ExpTier T, typename Run>
+inline bool with_gelu_form(GeluForm form, Run&& run) {
+  switch (form) {
+    case GeluForm::erf: return run([](fvec x) { return gelu_erf_v<T>(x); });
+    case GeluForm::sigmoid: return run([](fvec x) { return gelu_sigmoid_v<T>(x); });
+    case GeluForm::tanh: break;
+  }
+  return run([](fvec x) { return gelu_tanh_v<T>(x); });
+}
 
 inline bool k_add(const OpCall& c, Exec& e) { return run_binary(c, e, [](fvec x, fvec y) { return x + y; }); }
 inline bool k_mul(const OpCall& c, Exec& e) { return run_binary(c, e, [](fvec x, fvec y) { return x * y; }); }
@@ -190,18 +247,33 @@ inline bool k_scale(const OpCall& c, Exec& e) {
   const fvec s(p.scale), b(p.bias);
   return run_unary(c, e, [&](fvec x) { return xsimd::fma(x, s, b); });
 }
-inline bool k_silu(const OpCall& c, Exec& e) { return run_unary(c, e, [](fvec x) { return silu_v(x); }); }
+inline bool k_silu(const OpCall& c, Exec& e) {
+  return vexp::with_tier(c.p<SiluParams>().exp, [&](auto tc) {
+    return run_unary(c, e, [](fvec x) { return silu_v<decltype(tc)::value>(x); });
+  });
+}
+inline bool k_sigmoid(const OpCall& c, Exec& e) {
+  return vexp::with_tier(c.p<SigmoidParams>().exp, [&](auto tc) {
+    return run_unary(c, e, [](fvec x) { return sigmoid_v<decltype(tc)::value>(x); });
+  });
+}
 inline bool k_gelu(const OpCall& c, Exec& e) {
-  if (c.p<GeluParams>().form == GeluForm::erf) return run_unary(c, e, [](fvec x) { return gelu_erf_v(x); });
-  return run_unary(c, e, [](fvec x) { return gelu_tanh_v(x); });
+  const GeluParams& p = c.p<GeluParams>();
+  return vexp::with_tier(p.exp, [&](auto tc) {
+    return with_gelu_form<decltype(tc)::value>(p.form, [&](auto g) { return run_unary(c, e, g); });
+  });
 }
 inline bool k_swiglu(const OpCall& c, Exec& e) {
-  return run_binary(c, e, [](fvec g, fvec u) { return silu_v(g) * u; });
+  return vexp::with_tier(c.p<SiluParams>().exp, [&](auto tc) {
+    return run_binary(c, e, [](fvec g, fvec u) { return silu_v<decltype(tc)::value>(g) * u; });
+  });
 }
 inline bool k_geglu(const OpCall& c, Exec& e) {
-  if (c.p<GeluParams>().form == GeluForm::erf)
-    return run_binary(c, e, [](fvec g, fvec u) { return gelu_erf_v(g) * u; });
-  return run_binary(c, e, [](fvec g, fvec u) { return gelu_tanh_v(g) * u; });
+  const GeluParams& p = c.p<GeluParams>();
+  return vexp::with_tier(p.exp, [&](auto tc) {
+    return with_gelu_form<decltype(tc)::value>(
+        p.form, [&](auto g) { return run_binary(c, e, [g](fvec x, fvec u) { return g(x) * u; }); });
+  });
 }
 
 // copy: rows of any strides; conversions through float.
@@ -244,6 +316,7 @@ inline void register_elementwise(KernelTable& table) {
   table[OpId::mul].run = &ew::k_mul;
   table[OpId::scale].run = &ew::k_scale;
   table[OpId::silu].run = &ew::k_silu;
+  table[OpId::sigmoid].run = &ew::k_sigmoid;
   table[OpId::gelu].run = &ew::k_gelu;
   table[OpId::swiglu].run = &ew::k_swiglu;
   table[OpId::geglu].run = &ew::k_geglu;

@@ -2,25 +2,30 @@
 //
 // softmax, per row (threads take fixed chunks of rows), three SIMD passes:
 //   1. s = x * scale, soft cap cap * tanh(s / cap) (xsimd::tanh), + mask row;
-//      written to y, running max. Causal / window limits become a key range
-//      [lo, hi): keys outside are never computed and end as 0.
-//   2. y = exp(y - max), running sum (exp: smax_exp below, exact tier for now).
+//      running max. With a cap or a mask s is written to y; without them
+//      (the common case) nothing is written and pass 2 recomputes x * scale.
+//      Causal / window limits become a key range [lo, hi): keys outside are
+//      never computed and end as 0.
+//   2. y = exp(s - max) on the op's exp tier, running sum. Exact tier:
+//      xsimd::exp(s - max). Quake tiers: (s - max) folded into the quake fma,
+//      v = x * (a * scale) + (b - a * max) (or y * a + (b - a * max)), one fma
+//      per element; when |max| > 88 the fold would round b - a * max too
+//      coarsely, so s - max is formed first.
 //   3. y *= 1 / sum.
 // A row whose keys are all masked (empty range or max = -inf) yields zeros.
-// exp(-inf) = 0 keeps -inf mask entries exact. Measured max abs error vs ops/ref
-// (double) 1.2e-7 per probability (logits in [-30, 30], rows up to 32000). dst may alias src (each element is read
-// before its own slot is written).
+// exp(-inf) = 0 on every tier keeps -inf mask entries exact. Measured max abs error vs ops/ref
+// (double) 1.2e-7 per probability (exact tier, logits in [-30, 30], rows up to 32000); quake
+// tiers: relative error per probability within twice the tier's exp bound, rows sum to 1
+// (tests/test_exp.cpp). dst may alias src (each element is read before its own slot is written).
 //
 // argmax: per row, a SIMD max with NaN lanes replaced by -inf, then the first
 // index holding that max (lowest index on ties; NaN never wins; all NaN -> 0).
+#include <cmath>
 #include <cstring>
 #include <limits>
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace smax {
-
-// The exp of softmax; one place to swap in a faster tier.
-inline fvec smax_exp(fvec x) { return xsimd::exp(x); }
 
 inline float hmax(fvec v) {
   alignas(64) float t[kLanes];
@@ -30,6 +35,7 @@ inline float hmax(fvec v) {
   return m;
 }
 
+template <ExpTier T>
 inline void softmax_row(const SoftmaxParams& p, const float* x, const float* mask, float* y, int64_t n,
                         int64_t q) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -41,6 +47,8 @@ inline void softmax_row(const SoftmaxParams& p, const float* x, const float* mas
     return;
   }
   const bool cap = p.soft_cap > 0.0f;
+  // direct: the logits are x * scale, recomputed in pass 2 rather than stored.
+  const bool direct = !cap && !mask;
   const fvec vscale(p.scale), vcap(p.soft_cap), vinvcap(cap ? 1.0f / p.soft_cap : 0.0f);
   // Pass 1: logits and max. The tail (fewer than kLanes keys) runs through
   // the same vector code on a zero-padded lane array.
@@ -51,10 +59,14 @@ inline void softmax_row(const SoftmaxParams& p, const float* x, const float* mas
   };
   fvec vmax(kNegInf);
   int64_t j = lo;
-  for (; j + kLanes <= hi; j += kLanes) {
-    const fvec s = logits(fvec::load_unaligned(x + j), mask ? fvec::load_unaligned(mask + j) : fvec(0.0f));
-    s.store_unaligned(y + j);
-    vmax = xsimd::max(vmax, s);
+  if (direct) {
+    for (; j + kLanes <= hi; j += kLanes) vmax = xsimd::max(vmax, fvec::load_unaligned(x + j) * vscale);
+  } else {
+    for (; j + kLanes <= hi; j += kLanes) {
+      const fvec s = logits(fvec::load_unaligned(x + j), mask ? fvec::load_unaligned(mask + j) : fvec(0.0f));
+      s.store_unaligned(y + j);
+      vmax = xsimd::max(vmax, s);
+    }
   }
   float mx = hmax(vmax);
   const int64_t tail = hi - j;
@@ -66,7 +78,7 @@ inline void softmax_row(const SoftmaxParams& p, const float* x, const float* mas
     if (mask) std::memcpy(tm, mask + j, (size_t)tail * sizeof(float));
     logits(fvec::load_aligned(t), fvec::load_aligned(tm)).store_aligned(t);
     for (int64_t i = 0; i < tail; ++i) {
-      y[j + i] = t[i];
+      if (!direct) y[j + i] = t[i];
       mx = t[i] > mx ? t[i] : mx;
     }
   }
@@ -76,22 +88,41 @@ inline void softmax_row(const SoftmaxParams& p, const float* x, const float* mas
     std::fill(y + lo, y + hi, 0.0f);
     return;
   }
-  // Pass 2: exp and sum (tail padded with -inf, whose exp is 0).
+  // Pass 2: exp and sum. src holds what the exp's input is computed from.
+  const float* src = direct ? x : y;
   const fvec vm(mx);
-  fvec vsum(0.0f);
-  j = lo;
-  for (; j + kLanes <= hi; j += kLanes) {
-    const fvec e = smax_exp(fvec::load_unaligned(y + j) - vm);
-    e.store_unaligned(y + j);
-    vsum += e;
-  }
-  if (tail > 0) {
-    std::fill(t, t + kLanes, kNegInf);
-    std::memcpy(t, y + j, (size_t)tail * sizeof(float));
-    const fvec e = smax_exp(fvec::load_aligned(t) - vm);
-    vsum += e;
-    e.store_aligned(t);
-    std::memcpy(y + j, t, (size_t)tail * sizeof(float));
+  // Runs exp over [lo, hi) with ex(vector of src), storing into y; the sum.
+  auto pass2 = [&](auto&& ex) {
+    fvec vsum(0.0f);
+    int64_t j = lo;
+    for (; j + kLanes <= hi; j += kLanes) {
+      const fvec e = ex(fvec::load_unaligned(src + j));
+      e.store_unaligned(y + j);
+      vsum += e;
+    }
+    if (tail > 0) {
+      // The lanes past the tail must add 0: exp(-inf) when src holds logits;
+      // with direct input (x, any scale sign) they are zeroed after the exp.
+      std::fill(t, t + kLanes, direct ? 0.0f : kNegInf);
+      std::memcpy(t, src + j, (size_t)tail * sizeof(float));
+      ex(fvec::load_aligned(t)).store_aligned(t);
+      std::fill(t + tail, t + kLanes, 0.0f);
+      vsum += fvec::load_aligned(t);
+      std::memcpy(y + j, t, (size_t)tail * sizeof(float));
+    }
+    return vsum;
+  };
+  fvec vsum;
+  if constexpr (T == ExpTier::exact) {
+    if (direct) vsum = pass2([&](fvec v) { return vexp::exact(v * vscale - vm); });
+    else vsum = pass2([&](fvec v) { return vexp::exact(v - vm); });
+  } else if (std::fabs(mx) <= 88.0f) {
+    const vexp::Quake<T> qf(direct ? (double)p.scale : 1.0, -(double)mx);  // the folded map
+    vsum = pass2([&](fvec v) { return qf(v); });
+  } else {
+    const vexp::Quake<T> q1(1.0, 0.0);  // s - max formed first
+    if (direct) vsum = pass2([&](fvec v) { return q1(v * vscale - vm); });
+    else vsum = pass2([&](fvec v) { return q1(v - vm); });
   }
   const float sum = xsimd::hadd(vsum);
   // Pass 3: normalize.
@@ -107,13 +138,16 @@ inline bool k_softmax(const OpCall& c, Exec& exec) {
   const Tensor& a = *c.src[0];
   const Tensor* m = c.opt_src(1);
   const Tensor& d = *c.dst;
-  ew::par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const ew::RowIdx ir = ew::row_idx(a, r);
-      const float* mask = m ? m->row<float>(ir.i1) : nullptr;
-      softmax_row(p, ew::row_ptr<float>(a, ir), mask, ew::row_ptr<float>(d, ir), a.ne[0],
-                  (int64_t)p.pos_offset + ir.i1);
-    }
+  vexp::with_tier(p.exp, [&](auto tc) {
+    ew::par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const ew::RowIdx ir = ew::row_idx(a, r);
+        const float* mask = m ? m->row<float>(ir.i1) : nullptr;
+        softmax_row<decltype(tc)::value>(p, ew::row_ptr<float>(a, ir), mask, ew::row_ptr<float>(d, ir), a.ne[0],
+                                         (int64_t)p.pos_offset + ir.i1);
+      }
+    });
+    return 0;
   });
   return true;
 }

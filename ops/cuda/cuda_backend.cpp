@@ -81,16 +81,23 @@ bool plain_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DT
 bool op_implemented(const OpCall& c) {
   switch (c.op) {
     case OpId::rms_norm:
-    case OpId::softmax:
     case OpId::add:
     case OpId::mul:
     case OpId::scale:
-    case OpId::silu:
-    case OpId::gelu:
-    case OpId::swiglu:
-    case OpId::geglu:
     case OpId::argmax:
     case OpId::rope: return true;
+    // The cuda kernels compute the exact exp tier and the tanh / erf GELU forms
+    // only: a quake tier, the sigmoid GELU form or the sigmoid op is unsupported
+    // here (the caller routes it elsewhere) rather than silently exact.
+    case OpId::softmax: return c.p<SoftmaxParams>().exp == ExpTier::exact;
+    case OpId::silu:
+    case OpId::swiglu: return c.p<SiluParams>().exp == ExpTier::exact;
+    case OpId::gelu:
+    case OpId::geglu: {
+      const GeluParams& p = c.p<GeluParams>();
+      return p.exp == ExpTier::exact && (p.form == GeluForm::tanh || p.form == GeluForm::erf);
+    }
+    case OpId::sigmoid: return false;
     case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
     case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
     case OpId::matmul: return cuda::matmul_supported(c);
@@ -243,6 +250,7 @@ class CudaBackend final : public Backend {
             c.p<GeluParams>().form == GeluForm::erf ? cuda::Binary::geglu_erf : cuda::Binary::geglu_tanh;
         return cuda_check(cuda::launch_binary(op, view(a), view(*c.src[1]), view(d), s), what);
       }
+      case OpId::sigmoid: break;  // no cuda kernel: op_implemented() says so
       case OpId::copy: return cuda_check(cuda::launch_copy(a.type, view(a), d.type, view(d), s), what);
       case OpId::argmax: return cuda_check(cuda::launch_argmax(view(a), view(d), s), what);
       case OpId::rope: {

@@ -1,12 +1,15 @@
-// Reference kernels: elementwise ops (add, mul, scale, gelu, silu, swiglu,
-// geglu, copy). Scalar, one element at a time, computed in double where the
-// function is transcendental so the oracle is exact to float rounding.
+// Reference kernels: elementwise ops (add, mul, scale, gelu, silu, sigmoid,
+// swiglu, geglu, copy). Scalar, one element at a time, computed in double where the
+// function is transcendental so the oracle is exact to float rounding. The
+// activations with a quake exp tier follow that tier's float formula
+// (ops/ref/ref_exp.h), the exact tier the double oracle.
 // Every tensor is addressed through its byte strides nb[1..3]; rows of the
 // destination may alias rows of src0 for the ops that allow it in place.
 #include <cmath>
 #include <cstring>
 
 #include "ops/half.h"
+#include "ops/ref/ref_exp.h"
 #include "ops/ref/ref_kernels.h"
 
 namespace kestrel::ref {
@@ -23,6 +26,7 @@ void for_each_row(const Tensor& t, F&& f) {
 
 double gelu_d(double x, GeluForm form) {
   if (form == GeluForm::erf) return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+  if (form == GeluForm::sigmoid) return x / (1.0 + std::exp(-1.702 * x));
   const double k = std::sqrt(2.0 / M_PI);
   return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
 }
@@ -88,22 +92,34 @@ void scale(const OpCall& call) {
 }
 
 void gelu(const OpCall& call) {
-  const GeluForm form = call.p<GeluParams>().form;
-  unary(call, [&](float x) { return (float)gelu_d(x, form); });
+  const GeluParams& p = call.p<GeluParams>();
+  if (p.exp != ExpTier::exact) return unary(call, [&](float x) { return gelu_tier(p.exp, p.form, x); });
+  unary(call, [&](float x) { return (float)gelu_d(x, p.form); });
 }
 
 void silu(const OpCall& call) {
+  const ExpTier t = call.p<SiluParams>().exp;
+  if (t != ExpTier::exact) return unary(call, [&](float x) { return silu_tier(t, x); });
   unary(call, [](float x) { return (float)silu_d(x); });
+}
+
+void sigmoid(const OpCall& call) {
+  const ExpTier t = call.p<SigmoidParams>().exp;
+  unary(call, [&](float x) { return sigmoid_tier(t, x); });
 }
 
 // The gated forms: same shapes for gate, up and dst (no broadcast).
 void swiglu(const OpCall& call) {
+  const ExpTier t = call.p<SiluParams>().exp;
+  if (t != ExpTier::exact) return binary_broadcast(call, [&](float g, float u) { return silu_tier(t, g) * u; });
   binary_broadcast(call, [](float g, float u) { return (float)(silu_d(g) * u); });
 }
 
 void geglu(const OpCall& call) {
-  const GeluForm form = call.p<GeluParams>().form;
-  binary_broadcast(call, [&](float g, float u) { return (float)(gelu_d(g, form) * u); });
+  const GeluParams& p = call.p<GeluParams>();
+  if (p.exp != ExpTier::exact)
+    return binary_broadcast(call, [&](float g, float u) { return gelu_tier(p.exp, p.form, g) * u; });
+  binary_broadcast(call, [&](float g, float u) { return (float)(gelu_d(g, p.form) * u); });
 }
 
 // copy: element by element through float (exact for every F32/F16/BF16 pair

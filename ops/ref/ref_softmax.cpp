@@ -1,10 +1,13 @@
 // Reference kernels: softmax (scaled, soft-capped, masked, causal / sliding
 // window) and argmax. Per row, three passes over the logits in double:
 // max, sum of exp(s - max), write. No temporary row, so dst may even alias
-// src (each element is read before it is written).
+// src (each element is read before it is written). A quake exp tier takes
+// exp of (float)(s - max) through that tier (ops/ref/ref_exp.h); sum and
+// division stay in double.
 #include <cmath>
 #include <limits>
 
+#include "ops/ref/ref_exp.h"
 #include "ops/ref/ref_kernels.h"
 
 namespace kestrel::ref {
@@ -43,9 +46,13 @@ void softmax(const OpCall& call) {
           for (int64_t j = 0; j < n; ++j) y[j] = 0.0f;
           continue;
         }
+        auto e = [&](int64_t j) -> double {
+          const double s = softmax_logit(p, x, mask, q, j) - mx;
+          return p.exp == ExpTier::exact ? std::exp(s) : exp_tier(p.exp, (float)s);
+        };
         double sum = 0.0;
-        for (int64_t j = 0; j < n; ++j) sum += std::exp(softmax_logit(p, x, mask, q, j) - mx);
-        for (int64_t j = 0; j < n; ++j) y[j] = (float)(std::exp(softmax_logit(p, x, mask, q, j) - mx) / sum);
+        for (int64_t j = 0; j < n; ++j) sum += e(j);
+        for (int64_t j = 0; j < n; ++j) y[j] = (float)(e(j) / sum);
       }
 }
 

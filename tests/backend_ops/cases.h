@@ -111,6 +111,16 @@ std::vector<uint8_t> param_bytes(const P& p) {
 }
 inline void cases_silu(std::vector<Case>& out) { activation_cases(OpId::silu, 1, out, {}, ""); }
 inline void cases_swiglu(std::vector<Case>& out) { activation_cases(OpId::swiglu, 2, out, {}, ""); }
+// sigmoid on each exp tier. A quake tier's ref is the same float formula, so
+// the tolerance is a few roundings of the quake fma's v (~1e-5 relative).
+inline void cases_sigmoid(std::vector<Case>& out) {
+  for (ExpTier t : {ExpTier::exact, ExpTier::quake2, ExpTier::quake1}) {
+    const size_t first = out.size();
+    activation_cases(OpId::sigmoid, 1, out, param_bytes(SigmoidParams{t}), exp_tier_name(t));
+    if (t != ExpTier::exact)
+      for (size_t i = first; i < out.size(); ++i) out[i].tol = tol_close(1e-7, 3e-5);
+  }
+}
 inline void cases_gelu(std::vector<Case>& out) {
   activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::tanh}), "tanh");
   activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::erf}), "erf");
