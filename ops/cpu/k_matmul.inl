@@ -42,16 +42,31 @@ template <int RA> struct KBF16 { static void run(int64_t n, const void* w, const
 
 enum class Act { f32, q8, q8k };
 
+// Prompt tile kernel for 1 or 2 weight rows x 4 quantized activation rows (x86 AVX2:
+// dot_q8w_x4), or nullptr; hdr holds the group's per-block d_x and c8 lanes.
+using X4Fn = void (*)(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res);
+
 struct TypeKernel {
   Act act;
   Kernels k;
+  X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
 };
+
+template <DType T>
+inline void set_x4(TypeKernel* tk) {
+#if defined(__AVX2__)
+  tk->x4[0] = &dot_q8w_x4<1, T>;
+  tk->x4[1] = &dot_q8w_x4<2, T>;
+#else
+  (void)tk;
+#endif
+}
 
 inline bool type_kernel(DType t, TypeKernel* out) {
   switch (t) {
-    case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; return true;
-    case DType::Q5_0: *out = {Act::q8, make_kernels<KQ5_0>()}; return true;
-    case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; return true;
+    case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; set_x4<DType::Q4_0>(out); return true;
+    case DType::Q5_0: *out = {Act::q8, make_kernels<KQ5_0>()}; set_x4<DType::Q5_0>(out); return true;
+    case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; set_x4<DType::Q8_0>(out); return true;
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
     case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
     case DType::Q6_K: *out = {Act::q8k, make_kernels<KQ6_K>()}; return true;
@@ -130,25 +145,46 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   size_t act_row = 0;
   if (tk.act == Act::q8) act_row = static_cast<size_t>(K / kQK) * sizeof(ActQ8);
   if (tk.act == Act::q8k) act_row = static_cast<size_t>(K / kQKK) * sizeof(BlockQ8_K);
-  char* act = nullptr;
-  if (act_row > 0 && K > 0) {
-    if (static_cast<uint64_t>(Mt) > SIZE_MAX / act_row) return false;
-    act = static_cast<char*>(exec.scratch(act_row * static_cast<size_t>(Mt)));
-    if (!act) return false;
-  }
   const int64_t nb = tk.act == Act::q8 ? K / kQK : tk.act == Act::q8k ? K / kQKK : K;
+  // With a tile kernel, each full group of 4 rows also gets a header: per block the 4
+  // rows' d_x then their c8 (8 floats), after the rows.
+  const bool use_x4 = tk.x4[0] != nullptr && Mt >= 4;
+  const size_t hdr_group = use_x4 ? static_cast<size_t>(nb) * 8 * sizeof(float) : 0;
+  char* act = nullptr;
+  float* hdr = nullptr;
+  if (act_row > 0 && K > 0) {
+    if (static_cast<uint64_t>(Mt) > SIZE_MAX / 2 / (act_row + hdr_group)) return false;
+    const size_t rows_bytes = act_row * static_cast<size_t>(Mt);
+    act = static_cast<char*>(exec.scratch(rows_bytes + hdr_group * static_cast<size_t>(Mt / 4)));
+    if (!act) return false;
+    if (use_x4) hdr = reinterpret_cast<float*>(act + rows_bytes);  // rows_bytes is a multiple of 4
+  }
   // Small problems are not worth waking a second thread.
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(N < exec.n_threads() ? N : exec.n_threads());
   exec.parallel(n_par, [&](int ith, int nth) {
     if (act) {
-      int64_t r0, r1;
-      ThreadPool::split(Mt, ith, nth, &r0, &r1);
+      // Whole groups of 4 rows per thread, so a group's header is written by the thread
+      // that quantized its rows.
+      int64_t g0, g1;
+      ThreadPool::split((Mt + 3) / 4, ith, nth, &g0, &g1);
+      const int64_t r0 = 4 * g0, r1 = 4 * g1 < Mt ? 4 * g1 : Mt;
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = row_at<const float>(x, r);
         if (tk.act == Act::q8) quantize_act_q8(xr, reinterpret_cast<ActQ8*>(act + r * act_row), K);
         else quantize_act_q8K(xr, reinterpret_cast<BlockQ8_K*>(act + r * act_row), K);
       }
+      if (hdr)
+        for (int64_t g = g0; g < g1 && 4 * g + 4 <= Mt; ++g) {
+          const ActQ8* rows = reinterpret_cast<const ActQ8*>(act + 4 * g * act_row);
+          const size_t stride = act_row / sizeof(ActQ8);
+          float* h = hdr + g * nb * 8;
+          for (int64_t b = 0; b < nb; ++b)
+            for (int r = 0; r < 4; ++r) {
+              h[8 * b + r] = rows[r * stride + b].d;
+              h[8 * b + 4 + r] = rows[r * stride + b].c8;
+            }
+        }
       if (nth > 1) exec.pool().barrier();
     }
     int64_t n0, n1;
@@ -167,8 +203,22 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
           a[r] = act ? static_cast<const void*>(act + (m + r) * act_row) : row_at<const float>(x, m + r);
           yr[r] = row_at<float>(y, m + r);
         }
+        int64_t n = nc;
+        if (ra == 4 && hdr) {
+          const ActQ8* a4[4];
+          for (int r = 0; r < 4; ++r) a4[r] = static_cast<const ActQ8*>(a[r]);
+          const float* h = hdr + (m / 4) * nb * 8;
+          for (; n < nc1; n += 2) {
+            const int rb = nc1 - n < 2 ? 1 : 2;
+            const char* wr[2] = {W.row<const char>(n), W.row<const char>(n + rb - 1)};
+            float res[8];
+            tk.x4[rb - 1](nb, wr, a4, h, res);
+            for (int j = 0; j < rb; ++j)
+              for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
+          }
+        }
         const RowFn fn = tk.k.fn[ra - 1];
-        for (int64_t n = nc; n < nc1; ++n) {
+        for (; n < nc1; ++n) {
           float res[4];
           fn(nb, W.row<const char>(n), a, res);
           for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
