@@ -44,7 +44,8 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max));
   KESTREL_TRY(c->forward_.init(model, n_ubatch, n_ctx));
   try {
-    c->logits_.assign(static_cast<size_t>(n_ubatch) * static_cast<size_t>(hp.n_vocab), 0.0f);
+    // One row up front; decode() grows it once when a batch asks for more.
+    c->logits_.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("logits buffer");
   }
@@ -66,6 +67,16 @@ Status Context::validate(const BatchView& b) const {
     const int32_t s = b.seq_id ? b.seq_id[i] : 0;
     if (s < 0 || s >= kv_.n_seq_max())
       return Status::invalid_argument("sequence id %d at batch index %d is outside [0, %d)", s, i, kv_.n_seq_max());
+    // Each sequence's positions must increase within a batch (BAD-INPUTS row
+    // 18): attention masks by position, so a token placed before an earlier
+    // one of its sequence would attend to that sequence's future.
+    for (int32_t j = i - 1; j >= 0; --j) {
+      if ((b.seq_id ? b.seq_id[j] : 0) != s) continue;
+      if (b.pos[j] >= b.pos[i])
+        return Status::invalid_argument("position %d at batch index %d does not follow position %d (index %d) of sequence %d",
+                                        b.pos[i], i, b.pos[j], j, s);
+      break;
+    }
     if (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ++n_out;
   }
   (void)n_out;
