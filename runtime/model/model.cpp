@@ -73,28 +73,48 @@ Expected<std::unique_ptr<Model>> Model::load(const std::string& path, const Mode
   } else {
     KESTREL_TRY_ASSIGN(m->file_, gguf::File::open(path, oo));
   }
-  const gguf::File& f = *m->file_;
+  KESTREL_TRY(m->finish_load(params));
+  return m;
+}
+
+Expected<std::unique_ptr<Model>> Model::load_from_memory(const void* data, size_t size, const ModelParams& params) {
+  if (!data && size) return Status::invalid_argument("model bytes are NULL");
+  std::unique_ptr<Model> m(new (std::nothrow) Model());
+  if (!m) return Status::out_of_memory("model");
+  m->vocab_only_ = params.vocab_only;
+  const uint8_t* bytes = static_cast<const uint8_t*>(data);
+  m->owned_file_.assign(bytes, bytes + size);
+  gguf::OpenOptions oo;
+  oo.use_mmap = false;
+  oo.vocab_only = params.vocab_only;
+  KESTREL_TRY_ASSIGN(m->file_, gguf::File::from_memory(m->owned_file_.data(), m->owned_file_.size(), oo));
+  KESTREL_TRY(m->finish_load(params));
+  return m;
+}
+
+Status Model::finish_load(const ModelParams& params) {
+  const gguf::File& f = *file_;
 
   KESTREL_TRY_ASSIGN(VocabData vocab, vocab_from_gguf(f));
-  KESTREL_TRY_ASSIGN(m->tokenizer_, Tokenizer::create(std::move(vocab)));
-  if (params.vocab_only) return m;
+  KESTREL_TRY_ASSIGN(tokenizer_, Tokenizer::create(std::move(vocab)));
+  if (params.vocab_only) return {};
 
   KESTREL_TRY_ASSIGN(std::string_view arch_name, f.get_string("general.architecture"));
   const ArchDesc* arch = find_arch(arch_name);
   if (!arch)
     return Status::unsupported("architecture '%.*s' is not supported (llama, qwen2, gemma3 are)",
                                (int)arch_name.size(), arch_name.data());
-  KESTREL_TRY_ASSIGN(m->hp_, read_hparams(f, *arch));
+  KESTREL_TRY_ASSIGN(hp_, read_hparams(f, *arch));
   const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
   if (!emb) return Status::bad_file("missing tensor 'token_embd.weight'");
-  m->hp_.n_vocab = emb->n_dims >= 2 ? emb->ne[1] : 0;
-  KESTREL_TRY(validate_hparams(m->hp_));
-  if (m->tokenizer_->n_vocab() != m->hp_.n_vocab)
-    return Status::bad_file("tokenizer has %d tokens but token_embd has %lld rows", m->tokenizer_->n_vocab(),
-                            (long long)m->hp_.n_vocab);
-  KESTREL_TRY(m->bind_tensors());
-  KESTREL_TRY(m->page_in(params));
-  return m;
+  hp_.n_vocab = emb->n_dims >= 2 ? emb->ne[1] : 0;
+  KESTREL_TRY(validate_hparams(hp_));
+  if (tokenizer_->n_vocab() != hp_.n_vocab)
+    return Status::bad_file("tokenizer has %d tokens but token_embd has %lld rows", tokenizer_->n_vocab(),
+                            (long long)hp_.n_vocab);
+  KESTREL_TRY(bind_tensors());
+  KESTREL_TRY(page_in(params));
+  return {};
 }
 
 Status Model::bind_tensors() {

@@ -7,6 +7,7 @@
 //   model->hparams().n_layer;
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -48,6 +49,10 @@ class Model {
 
   // Loads a GGUF file, or a llama2.c checkpoint when params name a tokenizer.bin.
   static Expected<std::unique_ptr<Model>> load(const std::string& path, const ModelParams& params);
+  // Loads a GGUF file held in memory (fuzzing, embedded models): the bytes are
+  // copied, so the buffer need not outlive the model. llama2c_tokenizer_path
+  // is ignored (a llama2.c checkpoint is not GGUF).
+  static Expected<std::unique_ptr<Model>> load_from_memory(const void* data, size_t size, const ModelParams& params);
 
   const HParams& hparams() const { return hp_; }
   const ArchDesc& arch() const { return *hp_.arch; }
@@ -65,6 +70,7 @@ class Model {
 
  private:
   Model() = default;
+  Status finish_load(const ModelParams& params);  // everything after the file is parsed
   Status bind_tensors();
   Status page_in(const ModelParams& params);
 
