@@ -5,20 +5,26 @@
 #   KESTREL_STEPS="release aarch64" tests/run_all.sh
 #   KESTREL_JOBS=8 tests/run_all.sh           # more build jobs (default 2)
 #
-# Steps (default: release aarch64 armhf cuda consumer):
+# Steps (default: release aarch64 armhf cuda consumer asan tsan fuzz):
 #   release   cmake --workflow --preset release: configure, build, ctest on this machine
 #   aarch64   the aarch64 workflow preset: cross build, ctest under qemu-aarch64
 #   armhf     the armhf preset: cross configure + build (no SIMD variant; no tests)
 #   cuda      the cuda preset: configure + build with nvcc (no GPU needed); SKIP without nvcc
 #   consumer  install build/release to a temporary prefix, then build and run
 #             tests/consumer against it with CMake and with pkg-config
-#   asan      (opt-in) the asan workflow preset: ASan + UBSan build and ctest
+#   asan      the asan workflow preset: ASan + UBSan build and the whole ctest suite
+#   tsan      the tsan workflow preset (clang): ThreadSanitizer build of the concurrency
+#             and C API tests, which share one model between threads
+#   fuzz      the fuzz preset (clang, libFuzzer + ASan + UBSan): every target in tests/fuzz
+#             for KESTREL_FUZZ_SECONDS each (default 60); any finding fails the step
+#             (inputs kept in build/fuzz/artifacts/); tests/fuzz/run_fuzz.sh runs longer
 # The first failing step stops the script with a non-zero exit status.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-STEPS=${KESTREL_STEPS:-"release aarch64 armhf cuda consumer"}
+STEPS=${KESTREL_STEPS:-"release aarch64 armhf cuda consumer asan tsan fuzz"}
+FUZZ_SECONDS=${KESTREL_FUZZ_SECONDS:-60}
 JOBS=${KESTREL_JOBS:-2}
 export CMAKE_BUILD_PARALLEL_LEVEL=$JOBS
 export CTEST_PARALLEL_LEVEL=$JOBS
@@ -33,11 +39,11 @@ fail() {
 }
 finish_step() {  # name, start time, result word
   local dt=$(($(date +%s) - $2))
-  SUMMARY+=("$(printf '%-9s %-5s %4ds' "$1" "$3" "$dt")")
+  SUMMARY+=("$(printf '%-9s %-5s %5ds' "$1" "$3" "$dt")")
 }
 
 known_step() {
-  case "$1" in release|aarch64|armhf|cuda|consumer|asan) return 0 ;; *) return 1 ;; esac
+  case "$1" in release|aarch64|armhf|cuda|consumer|asan|tsan|fuzz) return 0 ;; *) return 1 ;; esac
 }
 for s in $STEPS; do known_step "$s" || { echo "unknown step '$s' in KESTREL_STEPS" >&2; exit 2; }; done
 
@@ -99,6 +105,24 @@ step_consumer() {
 
 step_asan() {
   cmake --workflow --preset asan
+}
+
+need_clang() {
+  command -v clang++ >/dev/null || fail "$1" "clang++ not installed (apt-get install clang)"
+}
+
+step_tsan() {
+  need_clang tsan
+  cmake --preset tsan
+  cmake --build --preset tsan --target test_concurrency test_c_api_c
+  ctest --preset tsan
+}
+
+step_fuzz() {
+  need_clang fuzz
+  cmake --preset fuzz
+  cmake --build --preset fuzz
+  KESTREL_FUZZ_BUILD=build/fuzz tests/fuzz/run_fuzz.sh "$FUZZ_SECONDS"
 }
 
 for s in $STEPS; do
