@@ -4,12 +4,17 @@
 // (batch_last layout):
 //   bmm:   the prior method: permute x so that each block's inputs are contiguous, one
 //          Eigen GEMM per block (a*d of them, threads over blocks), permute the outputs
-//          back. It reads and writes the same layout as the kernel and uses the kernel's
-//          weights as they are stored (a GEMM operand either way, no copy).
+//          back, on the kernel's weights as they are stored (a GEMM operand either way,
+//          no copy). Measured twice at batch_last sizes: in the token-major layout that a
+//          model's activations have without the layout change ("bmm" column: element
+//          gathers and scatters, as the prior method runs), and in the kernel's own
+//          batch_last layout ("bmm_bl" column: the permutes become row copies; the strict
+//          same-layout comparison). At token_major sizes both are the same run.
 //   dense: one Eigen GEMM with the materialized (a*b*d) x (a*c*d) matrix (zeros included),
 //          threads inside Eigen.
 // Methods run interleaved, round after round, so a noisy machine slows all alike; each
-// time is the median over rounds. Cases over --max-gflop (KS work) or --dense-gflop (dense
+// time is the median over rounds of a run that follows an untimed run of the same method
+// (caches warm for each method alike). Cases over --max-gflop (KS work) or --dense-gflop (dense
 // work) are skipped and marked in the CSV. F32 weights and activations throughout.
 //
 //   bench_ks_matmul                              # all patterns, 1 thread, ks_matmul.csv
@@ -167,15 +172,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::fprintf(csv, "a,b,c,d,batch,layout,h,density,t_kernel_us,t_bmm_us,t_dense_us,speedup_bmm,speedup_dense,"
-                    "kernel_gflops,max_rel_err\n");
+                    "kernel_gflops,max_rel_err,t_bmm_bl_us,speedup_bmm_bl\n");
   std::printf("backend %s, %d thread(s); times are medians in microseconds\n", (*cpu)->name(), o.threads);
-  std::printf("%-20s %5s %-11s %8s %8s %10s %10s %10s %7s %7s %7s\n", "pattern(a,b,c,d)", "batch", "layout", "h",
-              "density", "kernel", "bmm", "dense", "x bmm", "x dense", "GFLOP/s");
+  std::printf("%-20s %5s %-11s %7s %7s %9s %9s %9s %9s %6s %6s %7s %7s\n", "pattern(a,b,c,d)", "batch", "layout",
+              "h", "density", "kernel", "bmm", "bmm_bl", "dense", "x bmm", "x bmmbl", "x dense", "GFLOP/s");
 
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   struct Ratio {
-    std::vector<double> bmm, dense;
+    std::vector<double> bmm, bmm_bl, dense;
     int sparse_total = 0, sparse_wins = 0;  // density <= 1/4 vs dense
   };
   std::vector<Ratio> ratios(o.batches.size());
@@ -202,7 +207,7 @@ int main(int argc, char** argv) {
       const char* layout = cs.tm ? "token_major" : "batch_last";
       if (ks_gflop > o.max_gflop) {
         std::printf("%-20s %5lld %-11s skipped: %.1f GFLOP > --max-gflop\n", name, (long long)M, layout, ks_gflop);
-        std::fprintf(csv, "%d,%d,%d,%d,%lld,%s,%.6g,%.6g,,,,,,,\n", bp.a, bp.b, bp.c, bp.d, (long long)M, layout, h,
+        std::fprintf(csv, "%d,%d,%d,%d,%lld,%s,%.6g,%.6g,,,,,,,,,\n", bp.a, bp.b, bp.c, bp.d, (long long)M, layout, h,
                      density);
         continue;
       }
@@ -223,7 +228,16 @@ int main(int argc, char** argv) {
                         : make_tensor(DType::F32, yk.data(), M, cs.n_out());
       const KsMatmulParams kp{bp.a, bp.b, bp.c, bp.d, cs.tm ? KsLayout::token_major : KsLayout::batch_last};
       const OpCall call{OpId::ks_matmul, &ty, {&tw, &tx}, 2, &kp};
-      Bmm bmm;
+      Bmm bmm, bmm_tm;
+      // The token-major copy of x the prior method starts from at batch_last sizes.
+      std::vector<float> x_tm, y_tm;
+      const Case cs_tm{bp, M, true};
+      if (!cs.tm) {
+        x_tm.resize(x.size());
+        y_tm.resize(yk.size());
+        for (int64_t f = 0; f < cs.n_in(); ++f)
+          for (int64_t m = 0; m < M; ++m) x_tm[(size_t)(m * cs.n_in() + f)] = x[(size_t)(f * M + m)];
+      }
       // Warm-up (first touch of every buffer) and a correctness check between methods.
       if (!(*cpu)->run(call).ok()) {
         std::fprintf(stderr, "ks_matmul failed on %s\n", name);
@@ -231,28 +245,41 @@ int main(int argc, char** argv) {
       }
       bmm.run(cs, w.data(), x.data(), yb.data(), o.threads);
       double err = rel_rms(yk, yb);
+      if (!cs.tm) {
+        bmm_tm.run(cs_tm, w.data(), x_tm.data(), y_tm.data(), o.threads);
+        std::vector<float> back(yk.size());
+        for (int64_t f = 0; f < cs.n_out(); ++f)
+          for (int64_t m = 0; m < M; ++m) back[(size_t)(f * M + m)] = y_tm[(size_t)(m * cs.n_out() + f)];
+        err = std::max(err, rel_rms(back, yk));
+      }
       if (run_dense) {
         dense_run(cs, D, x.data(), yd.data());
         err = std::max(err, rel_rms(yd, yb));
       }
-      std::vector<double> tk, tb, td;
+      std::vector<double> tk, tb, tbt, td;
+      // Each timed run follows an untimed run of the same method, so every method is
+      // timed with its own data warm in the caches (what it would find when called
+      // back to back), not evicted by the method before it (the dense matrix alone is
+      // up to 64 MiB).
+      auto timed = [](auto&& fn) {
+        fn();
+        const double t0 = now_s();
+        fn();
+        return now_s() - t0;
+      };
       double spent = 0;
       for (int r = 0; r < o.max_rounds && (r < o.min_rounds || spent < o.min_time_s); ++r) {
-        double t0 = now_s();
-        (void)(*cpu)->run(call);
-        double t1 = now_s();
-        bmm.run(cs, w.data(), x.data(), yb.data(), o.threads);
-        double t2 = now_s();
-        tk.push_back(t1 - t0);
-        tb.push_back(t2 - t1);
-        if (run_dense) {
-          dense_run(cs, D, x.data(), yd.data());
-          td.push_back(now_s() - t2);
-        }
-        spent += t1 - t0;
+        tk.push_back(timed([&] { (void)(*cpu)->run(call); }));
+        tb.push_back(timed([&] { bmm.run(cs, w.data(), x.data(), yb.data(), o.threads); }));
+        if (!cs.tm) tbt.push_back(timed([&] { bmm_tm.run(cs_tm, w.data(), x_tm.data(), y_tm.data(), o.threads); }));
+        if (run_dense) td.push_back(timed([&] { dense_run(cs, D, x.data(), yd.data()); }));
+        spent += tk.back();
       }
-      const double mk = median(tk), mb = median(tb), md = run_dense ? median(td) : 0.0;
+      // bmm: the prior method in its token-major layout; bmm_bl: in the kernel's layout.
+      const double mk = median(tk), md = run_dense ? median(td) : 0.0;
+      const double mbl = median(tb), mb = cs.tm ? mbl : median(tbt);
       ratios[bi].bmm.push_back(mb / mk);
+      ratios[bi].bmm_bl.push_back(mbl / mk);
       if (run_dense) {
         ratios[bi].dense.push_back(md / mk);
         if (density <= 0.25) {
@@ -265,11 +292,12 @@ int main(int argc, char** argv) {
         std::snprintf(dense_s, sizeof dense_s, "%.1f", md * 1e6);
         std::snprintf(xd, sizeof xd, "%.2f", md / mk);
       }
-      std::printf("%-20s %5lld %-11s %8.4f %8.4f %10.1f %10.1f %10s %7.2f %7s %7.1f%s\n", name, (long long)M, layout, h,
-                  density, mk * 1e6, mb * 1e6, dense_s, mb / mk, xd, ks_gflop / mk, err > 1e-5 ? "  MISMATCH" : "");
-      std::fprintf(csv, "%d,%d,%d,%d,%lld,%s,%.6g,%.6g,%.3f,%.3f,%s,%.4f,%s,%.3f,%.3g\n", bp.a, bp.b, bp.c, bp.d,
-                   (long long)M, layout, h, density, mk * 1e6, mb * 1e6, run_dense ? dense_s : "",
-                   mb / mk, run_dense ? xd : "", ks_gflop / mk, err);
+      std::printf("%-20s %5lld %-11s %7.4f %7.4f %9.1f %9.1f %9.1f %9s %6.2f %6.2f %7s %7.1f%s\n", name, (long long)M,
+                  layout, h, density, mk * 1e6, mb * 1e6, mbl * 1e6, dense_s, mb / mk, mbl / mk, xd, ks_gflop / mk,
+                  err > 1e-5 ? "  MISMATCH" : "");
+      std::fprintf(csv, "%d,%d,%d,%d,%lld,%s,%.6g,%.6g,%.3f,%.3f,%s,%.4f,%s,%.3f,%.3g,%.3f,%.4f\n", bp.a, bp.b, bp.c,
+                   bp.d, (long long)M, layout, h, density, mk * 1e6, mb * 1e6, run_dense ? dense_s : "", mb / mk,
+                   run_dense ? xd : "", ks_gflop / mk, err, mbl * 1e6, mbl / mk);
       std::fflush(stdout);
       if (err > 1e-5) {
         std::fprintf(stderr, "results differ between methods (relative RMS %.3g)\n", err);
@@ -281,9 +309,9 @@ int main(int argc, char** argv) {
   std::printf("\nsummary (%d patterns): median speedup of the kernel over each baseline\n", n_pat);
   for (size_t bi = 0; bi < o.batches.size(); ++bi) {
     const Ratio& r = ratios[bi];
-    std::printf("  batch %5lld: x bmm %s over %zu cases; x dense %s over %zu cases", (long long)o.batches[bi],
-                r.bmm.empty() ? "-" : std::to_string(median(r.bmm)).substr(0, 5).c_str(), r.bmm.size(),
-                r.dense.empty() ? "-" : std::to_string(median(r.dense)).substr(0, 5).c_str(), r.dense.size());
+    auto med = [](const std::vector<double>& v) { return v.empty() ? 0.0 : median(v); };
+    std::printf("  batch %5lld: x bmm %.2f, x bmm_bl %.2f over %zu cases; x dense %.2f over %zu cases",
+                (long long)o.batches[bi], med(r.bmm), med(r.bmm_bl), r.bmm.size(), med(r.dense), r.dense.size());
     std::printf("; faster than dense at density <= 1/4: %d of %d\n", r.sparse_wins, r.sparse_total);
   }
   std::printf("CSV: %s\n", o.csv.c_str());

@@ -10,22 +10,28 @@
 // result does not depend on the thread count.
 //
 // token_major (decode, M = 1..16 tokens, one row per token): SIMD over k.
-//   For each item, each group of up to 4 tokens: gather the block's c inputs of each token
-//   (stride d) into scratch, then for V vectors of outputs at a time,
-//   acc[t][v] += W_ij[l][k..k+lanes) * x_t[l] over l (weights loaded once per token
-//   group, inputs broadcast), and store the outputs to y (contiguous when d = 1,
-//   scattered with stride d otherwise). Outputs past the last full vector run a scalar
-//   loop.
+//   For each item and group of up to 4 tokens: gather the block's c inputs of each token
+//   (stride d) into scratch, then stream the weight rows 8 (one token) or 4 at a time,
+//   acc_t[k..k+lanes) += sum_q W_ij[l+q][k..k+lanes) * x_t[l+q], with the tokens' partial
+//   output rows (b floats each) in L1 scratch: the weights are read once per token group,
+//   sequentially (several rows at once, as a column-major GEMV does), and the outputs go
+//   to y contiguously when d = 1, with stride d otherwise. Whole blocks per item when
+//   there are at least 2 per thread, else output chunks of 128. Outputs past the last
+//   full vector run a scalar loop.
 // batch_last (prompt, M tokens contiguous per feature row): SIMD over tokens, a
 //   register-blocked GEMM per block, Y_ij[b x M] = W_ij^T X_ij, whose rows are the
-//   feature rows of x and y (row stride d rows). Per item the weight chunk (up to 48
-//   outputs) is packed as F32 into scratch, [k-group of 6][l][6] (zero-padded), so the
-//   6 x (2 vectors of tokens) micro-kernel reads it sequentially and F16/BF16 weights are
-//   widened once per item rather than once per use. Tokens past the last full vector run
-//   a scalar loop.
-// Error: float products and sums in l order per output (c terms), weights widened
-// exactly; measured max relative RMS error vs the double reference ~1e-7 (F32 weights,
-// tests/test_ks_matmul.cpp).
+//   feature rows of x and y (row stride d rows), read and written in place. Items are
+//   (block, 96 outputs, 256 tokens); per panel of 256 inputs the item's weights are
+//   packed as F32 into scratch, [k-group of 6][l][6] (zero-padded), so the 6 x (2 vectors
+//   of tokens) micro-kernel reads them sequentially, F16/BF16 weights are widened once
+//   per panel rather than once per use; the panel's x rows for 2 vectors of tokens are
+//   copied into a contiguous L1 slab (rows d apart in x can alias to a few cache sets)
+//   that the 16 output groups reuse; later panels add onto y. Tokens past the last full vector run a
+//   scalar loop.
+// Error: float products and sums in l order per output (c terms; batch_last: per panel
+// of 256, the panel sums added in order), weights widened exactly; measured worst
+// relative RMS error vs the double reference 6e-7 over the benchmark patterns (c up to
+// 1024) and awkward sizes (tests/test_ks_matmul.cpp).
 #include <algorithm>
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
@@ -43,132 +49,130 @@ inline const char* block_w(const Tensor& w, int64_t i, int64_t j) {
 
 // ---- token_major -------------------------------------------------------------------
 
-// T tokens x V vectors of outputs starting at k0, over all c inputs. xg[t] holds token t's
-// gathered inputs; y[t] points at token t's output feature (i*b + k0)*d + j.
-template <DType DT, int T, int V>
-inline void tm_micro(int64_t c, const char* wb, size_t w_nb1, int64_t k0, const float* const* xg, float* const* y,
-                     int64_t d) {
-  fvec acc[T][V];
+// acc[t][k_lo, k_hi) += sum over 4 (or R) weight rows l of W_ij[l][k] * xg[t][l]: R rows
+// streamed together (sequential reads), the T partial output rows stay in L1.
+template <DType DT, int T, int R>
+inline void tm_rows(const char* wb, size_t w_nb1, int64_t l, int64_t k_lo, int64_t k_hi, const float* const* xg,
+                    float* const* acc) {
+  const void* wr[R];
+  for (int q = 0; q < R; ++q) wr[q] = wb + (l + q) * w_nb1;
+  fvec xb[T][R];
   for (int t = 0; t < T; ++t)
-    for (int v = 0; v < V; ++v) acc[t][v] = fvec(0.0f);
-  for (int64_t l = 0; l < c; ++l) {
-    const void* wr = wb + l * w_nb1;
-    fvec xb[T];
-    for (int t = 0; t < T; ++t) xb[t] = fvec(xg[t][l]);
-    for (int v = 0; v < V; ++v) {
-      const fvec wv = mm::load_w<DT>(wr, k0 + v * kLanes);
-      for (int t = 0; t < T; ++t) acc[t][v] = xsimd::fma(wv, xb[t], acc[t][v]);
-    }
-  }
-  for (int t = 0; t < T; ++t)
-    for (int v = 0; v < V; ++v) {
-      if (d == 1) {
-        acc[t][v].store_unaligned(y[t] + v * kLanes);
-      } else {
-        alignas(64) float tmp[kLanes];
-        acc[t][v].store_aligned(tmp);
-        float* yo = y[t] + v * kLanes * d;
-        for (int e = 0; e < kLanes; ++e) yo[e * d] = tmp[e];
-      }
-    }
-}
-
-// Largest vector count per micro-kernel call for T tokens: about 8 accumulators.
-template <int T>
-constexpr int kTmMaxV = T == 1 ? 8 : T == 2 ? 4 : 2;
-
-template <DType DT, int T, int V>
-inline void tm_micro_v(int nv, int64_t c, const char* wb, size_t w_nb1, int64_t k0, const float* const* xg,
-                       float* const* y, int64_t d) {
-  if constexpr (V >= 1) {
-    if (nv == V) return tm_micro<DT, T, V>(c, wb, w_nb1, k0, xg, y, d);
-    return tm_micro_v<DT, T, V - 1>(nv, c, wb, w_nb1, k0, xg, y, d);
-  }
-}
-
-// Outputs [k_lo, k_hi) of block (i, j) for T tokens whose inputs are gathered in xg.
-template <DType DT, int T>
-void tm_tokens(const Shape& s, const char* wb, int64_t i, int64_t j, int64_t k_lo, int64_t k_hi,
-               const float* const* xg, float* const* yrow) {
-  constexpr int kMaxV = kTmMaxV<T>;
+    for (int q = 0; q < R; ++q) xb[t][q] = fvec(xg[t][l + q]);
   int64_t k = k_lo;
-  while (k + kLanes <= k_hi) {
-    const int nv = (int)std::min<int64_t>(kMaxV, (k_hi - k) / kLanes);
-    float* y[T];
-    for (int t = 0; t < T; ++t) y[t] = yrow[t] + ((i * s.b + k) * s.d + j);
-    tm_micro_v<DT, T, kMaxV>(nv, s.c, wb, s.w_nb1, k, xg, y, s.d);
-    k += nv * kLanes;
+  for (; k + kLanes <= k_hi; k += kLanes) {
+    fvec wv[R];
+    for (int q = 0; q < R; ++q) wv[q] = mm::load_w<DT>(wr[q], k);
+    for (int t = 0; t < T; ++t) {
+      // Two fma chains (even and odd rows) halve the dependent latency per vector.
+      fvec a = fvec::load_unaligned(acc[t] + k), a2(0.0f);
+      for (int q = 0; q < R; q += 2) {
+        a = xsimd::fma(wv[q], xb[t][q], a);
+        if (q + 1 < R) a2 = xsimd::fma(wv[q + 1], xb[t][q + 1], a2);
+      }
+      (a + a2).store_unaligned(acc[t] + k);
+    }
   }
   for (; k < k_hi; ++k)
     for (int t = 0; t < T; ++t) {
-      float acc = 0.0f;
-      for (int64_t l = 0; l < s.c; ++l) acc += mm::load_w1<DT>(wb + l * s.w_nb1, k) * xg[t][l];
-      yrow[t][(i * s.b + k) * s.d + j] = acc;
+      float a = acc[t][k];
+      for (int q = 0; q < R; ++q) a += mm::load_w1<DT>(wr[q], k) * xg[t][l + q];
+      acc[t][k] = a;
     }
 }
 
-// Output chunk per work item: a multiple of every SIMD width.
-constexpr int64_t kTmChunk = 128;
+// Outputs [k_lo, k_hi) of block (i, j) for T tokens whose inputs are gathered in xg;
+// acc: T rows of b floats of scratch.
+template <DType DT, int T>
+void tm_tokens(const Shape& s, const char* wb, int64_t i, int64_t j, int64_t k_lo, int64_t k_hi,
+               const float* const* xg, float* const* acc, float* const* yrow) {
+  for (int t = 0; t < T; ++t) std::fill(acc[t] + k_lo, acc[t] + k_hi, 0.0f);
+  // Rows per sweep: 8 for one token (fewer partial-output loads and stores per weight
+  // vector), 4 for more (the broadcast inputs take registers).
+  constexpr int kR = T == 1 ? 8 : 4;
+  int64_t l = 0;
+  for (; l + kR <= s.c; l += kR) tm_rows<DT, T, kR>(wb, s.w_nb1, l, k_lo, k_hi, xg, acc);
+  if (kR == 8 && l + 4 <= s.c) {
+    tm_rows<DT, T, 4>(wb, s.w_nb1, l, k_lo, k_hi, xg, acc);
+    l += 4;
+  }
+  for (; l < s.c; ++l) tm_rows<DT, T, 1>(wb, s.w_nb1, l, k_lo, k_hi, xg, acc);
+  for (int t = 0; t < T; ++t) {
+    float* y = yrow[t] + (i * s.b) * s.d + j;
+    if (s.d == 1) std::copy(acc[t] + k_lo, acc[t] + k_hi, y + k_lo);
+    else
+      for (int64_t k = k_lo; k < k_hi; ++k) y[k * s.d] = acc[t][k];
+  }
+}
 
 template <DType DT>
 bool run_token_major(const OpCall& call, const Shape& s, Exec& exec) {
   const Tensor& w = *call.src[0];
   const float* x = static_cast<const float*>(call.src[1]->data);
   float* y = static_cast<float*>(call.dst->data);
-  const int64_t n_kc = (s.b + kTmChunk - 1) / kTmChunk;
-  const int64_t n_items = s.a * s.d * n_kc;
+  // Whole blocks per item when there are enough of them (each weight row read in one
+  // sweep); else output chunks of 128 (a multiple of every SIMD width) to feed the threads.
+  const int64_t n_blk = s.a * s.d;
+  const int64_t chunk = n_blk >= 2 * exec.n_threads() ? s.b : 128;
+  const int64_t n_kc = (s.b + chunk - 1) / chunk;
+  const int64_t n_items = n_blk * n_kc;
   if (n_items == 0 || s.M == 0) return true;
   const int n_par = (int)std::min<int64_t>(n_items, exec.n_threads());
-  const size_t per_thread = (size_t)(4 * s.c + 16);  // 4 gathered token inputs, padded
+  const size_t per_thread = (size_t)(4 * (s.c + s.b) + 16);  // 4 tokens' gathered inputs and outputs
   float* scratch = static_cast<float*>(exec.scratch(per_thread * sizeof(float) * (size_t)n_par));
   if (!scratch) return false;
   exec.parallel(n_par, [&](int ith, int nth) {
     int64_t it0, it1;
     ThreadPool::split(n_items, ith, nth, &it0, &it1);
     float* xg_buf = scratch + per_thread * (size_t)ith;
+    float* acc_buf = xg_buf + 4 * s.c;
     for (int64_t it = it0; it < it1; ++it) {
       const int64_t kc = it % n_kc, blk = it / n_kc;
       const int64_t i = blk / s.d, j = blk % s.d;
-      const int64_t k_lo = kc * kTmChunk, k_hi = std::min(s.b, k_lo + kTmChunk);
+      const int64_t k_lo = kc * chunk, k_hi = std::min(s.b, k_lo + chunk);
       const char* wb = block_w(w, i, j);
       for (int64_t m0 = 0; m0 < s.M; m0 += 4) {
         const int T = (int)std::min<int64_t>(4, s.M - m0);
         const float* xg[4];
+        float* acc[4];
         float* yrow[4];
         for (int t = 0; t < T; ++t) {
           const float* xr = x + (size_t)(m0 + t) * s.x_ld + (i * s.c) * s.d + j;
           float* g = xg_buf + t * s.c;
           for (int64_t l = 0; l < s.c; ++l) g[l] = xr[l * s.d];
           xg[t] = g;
+          acc[t] = acc_buf + t * s.b;
           yrow[t] = y + (size_t)(m0 + t) * s.y_ld;
         }
         switch (T) {
-          case 1: tm_tokens<DT, 1>(s, wb, i, j, k_lo, k_hi, xg, yrow); break;
-          case 2: tm_tokens<DT, 2>(s, wb, i, j, k_lo, k_hi, xg, yrow); break;
-          case 3: tm_tokens<DT, 3>(s, wb, i, j, k_lo, k_hi, xg, yrow); break;
-          default: tm_tokens<DT, 4>(s, wb, i, j, k_lo, k_hi, xg, yrow); break;
+          case 1: tm_tokens<DT, 1>(s, wb, i, j, k_lo, k_hi, xg, acc, yrow); break;
+          case 2: tm_tokens<DT, 2>(s, wb, i, j, k_lo, k_hi, xg, acc, yrow); break;
+          case 3: tm_tokens<DT, 3>(s, wb, i, j, k_lo, k_hi, xg, acc, yrow); break;
+          default: tm_tokens<DT, 4>(s, wb, i, j, k_lo, k_hi, xg, acc, yrow); break;
         }
       }
     }
   });
   return true;
 }
-
 // ---- batch_last ----------------------------------------------------------------------
 
-constexpr int kKR = 6;                   // outputs per micro-kernel
-constexpr int64_t kBlChunk = 8 * kKR;    // outputs per work item (packed weights)
-constexpr int64_t kBlTokens = 256;       // tokens per work item
+constexpr int kKR = 6;                  // outputs per micro-kernel
+constexpr int64_t kBlChunk = 16 * kKR;  // outputs per work item
+constexpr int64_t kBlTokens = 256;      // tokens per work item
+constexpr int64_t kBlInputs = 256;      // inputs per packed panel (the l blocking)
 
-// kKR outputs x NV vectors of tokens: y rows += sum_l wp[l][r] * x row l.
-// xr0: token m0 of input feature row l = 0; x_step: floats between rows l and l + 1.
+// kKR outputs x NV vectors of tokens over inputs [0, lc) of a panel:
+// y rows (+)= sum_l wp[l][r] * xp[l][tokens]. xp: the packed x slab, x_step floats per
+// input; add: accumulate onto y (later panels).
 template <int NV>
-inline void bl_micro(int64_t c, const float* wp, const float* xr0, size_t x_step, float* const* yr, int nr) {
+inline void bl_micro(int64_t lc, const float* wp, const float* xr0, size_t x_step, float* const* yr, int nr,
+                     bool add) {
   fvec acc[kKR][NV];
   for (int r = 0; r < kKR; ++r)
     for (int n = 0; n < NV; ++n) acc[r][n] = fvec(0.0f);
   const float* xr = xr0;
-  for (int64_t l = 0; l < c; ++l, xr += x_step, wp += kKR) {
+  for (int64_t l = 0; l < lc; ++l, xr += x_step, wp += kKR) {
     fvec xv[NV];
     for (int n = 0; n < NV; ++n) xv[n] = fvec::load_unaligned(xr + n * kLanes);
     for (int r = 0; r < kKR; ++r) {
@@ -177,7 +181,10 @@ inline void bl_micro(int64_t c, const float* wp, const float* xr0, size_t x_step
     }
   }
   for (int r = 0; r < nr; ++r)
-    for (int n = 0; n < NV; ++n) acc[r][n].store_unaligned(yr[r] + n * kLanes);
+    for (int n = 0; n < NV; ++n) {
+      if (add) acc[r][n] += fvec::load_unaligned(yr[r] + n * kLanes);
+      acc[r][n].store_unaligned(yr[r] + n * kLanes);
+    }
 }
 
 template <DType DT>
@@ -190,7 +197,8 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
   const int64_t n_items = s.a * s.d * n_kc * n_mc;
   if (n_items == 0) return true;
   const int n_par = (int)std::min<int64_t>(n_items, exec.n_threads());
-  const size_t per_thread = (size_t)(s.c * kBlChunk + 16);
+  const int64_t lc_max = std::min<int64_t>(s.c, kBlInputs);
+  const size_t per_thread = (size_t)(lc_max * kBlChunk + lc_max * 2 * kLanes + 16);
   float* scratch = static_cast<float*>(exec.scratch(per_thread * sizeof(float) * (size_t)n_par));
   if (!scratch) return false;
   const size_t x_step = (size_t)s.d * s.x_ld;  // next input of the same block
@@ -198,49 +206,63 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
     int64_t it0, it1;
     ThreadPool::split(n_items, ith, nth, &it0, &it1);
     float* pack = scratch + per_thread * (size_t)ith;
+    float* xpack = pack + lc_max * kBlChunk;
     for (int64_t it = it0; it < it1; ++it) {
       const int64_t mc = it % n_mc, kc = (it / n_mc) % n_kc, blk = it / (n_mc * n_kc);
       const int64_t i = blk / s.d, j = blk % s.d;
       const int64_t k_lo = kc * kBlChunk, k_hi = std::min(s.b, k_lo + kBlChunk);
       const int64_t m_lo = mc * kBlTokens, m_hi = std::min(s.M, m_lo + kBlTokens);
       const int n_groups = (int)((k_hi - k_lo + kKR - 1) / kKR);
-      // Pack: pack[g][l][r] = W(k_lo + g*kKR + r, l), zero past k_hi.
       const char* wb = block_w(w, i, j);
-      for (int g = 0; g < n_groups; ++g) {
-        float* pg = pack + (size_t)g * s.c * kKR;
-        const int64_t kg = k_lo + g * kKR;
-        const int nr = (int)std::min<int64_t>(kKR, k_hi - kg);
-        for (int64_t l = 0; l < s.c; ++l) {
-          const void* wr = wb + l * s.w_nb1;
-          for (int r = 0; r < kKR; ++r) pg[l * kKR + r] = r < nr ? mm::load_w1<DT>(wr, kg + r) : 0.0f;
-        }
-      }
-      const float* xb = x + (size_t)((i * s.c) * s.d + j) * s.x_ld;
-      int64_t m = m_lo;
-      auto groups = [&](auto nv_tag, int64_t m0) {
-        constexpr int NV = decltype(nv_tag)::value;
+      // Panels of up to kBlInputs inputs: the panel's x rows (kBlInputs x 2 vectors of
+      // tokens) stay in L1 across the output groups, the packed weights in L2.
+      for (int64_t l0 = 0; l0 < s.c; l0 += kBlInputs) {
+        const int64_t lc = std::min<int64_t>(kBlInputs, s.c - l0);
+        const bool add = l0 > 0;
+        // Pack: pack[g][l][r] = W(k_lo + g*kKR + r, l0 + l), zero past k_hi.
         for (int g = 0; g < n_groups; ++g) {
+          float* pg = pack + (size_t)g * lc * kKR;
           const int64_t kg = k_lo + g * kKR;
           const int nr = (int)std::min<int64_t>(kKR, k_hi - kg);
-          float* yr[kKR];
-          for (int r = 0; r < nr; ++r) yr[r] = y + (size_t)((i * s.b + kg + r) * s.d + j) * s.y_ld + m0;
-          bl_micro<NV>(s.c, pack + (size_t)g * s.c * kKR, xb + m0, x_step, yr, nr);
+          for (int64_t l = 0; l < lc; ++l) {
+            const void* wr = wb + (l0 + l) * s.w_nb1;
+            for (int r = 0; r < kKR; ++r) pg[l * kKR + r] = r < nr ? mm::load_w1<DT>(wr, kg + r) : 0.0f;
+          }
         }
-      };
-      for (; m + 2 * kLanes <= m_hi; m += 2 * kLanes) groups(std::integral_constant<int, 2>{}, m);
-      for (; m + kLanes <= m_hi; m += kLanes) groups(std::integral_constant<int, 1>{}, m);
-      for (; m < m_hi; ++m)
-        for (int64_t k = k_lo; k < k_hi; ++k) {
-          const float* pw = pack + (size_t)((k - k_lo) / kKR) * s.c * kKR + (k - k_lo) % kKR;
-          float acc = 0.0f;
-          for (int64_t l = 0; l < s.c; ++l) acc += pw[l * kKR] * xb[l * x_step + m];
-          y[(size_t)((i * s.b + k) * s.d + j) * s.y_ld + m] = acc;
-        }
+        const float* xb = x + (size_t)((i * s.c + l0) * s.d + j) * s.x_ld;
+        auto groups = [&](auto nv_tag, int64_t m0) {
+          constexpr int NV = decltype(nv_tag)::value;
+          // The slab of lc inputs x NV vectors of tokens, copied contiguous: its rows in x
+          // are d rows apart, and a power-of-two stride would map them all to a few cache
+          // sets, evicting the slab before the 16 output groups have reused it.
+          const float* xr = xb + m0;
+          for (int64_t l = 0; l < lc; ++l, xr += x_step)
+            for (int n = 0; n < NV; ++n)
+              fvec::load_unaligned(xr + n * kLanes).store_aligned(xpack + (l * NV + n) * kLanes);
+          for (int g = 0; g < n_groups; ++g) {
+            const int64_t kg = k_lo + g * kKR;
+            const int nr = (int)std::min<int64_t>(kKR, k_hi - kg);
+            float* yr[kKR];
+            for (int r = 0; r < nr; ++r) yr[r] = y + (size_t)((i * s.b + kg + r) * s.d + j) * s.y_ld + m0;
+            bl_micro<NV>(lc, pack + (size_t)g * lc * kKR, xpack, NV * kLanes, yr, nr, add);
+          }
+        };
+        int64_t m = m_lo;
+        for (; m + 2 * kLanes <= m_hi; m += 2 * kLanes) groups(std::integral_constant<int, 2>{}, m);
+        for (; m + kLanes <= m_hi; m += kLanes) groups(std::integral_constant<int, 1>{}, m);
+        for (; m < m_hi; ++m)
+          for (int64_t k = k_lo; k < k_hi; ++k) {
+            const float* pw = pack + (size_t)((k - k_lo) / kKR) * lc * kKR + (k - k_lo) % kKR;
+            float acc = 0.0f;
+            for (int64_t l = 0; l < lc; ++l) acc += pw[l * kKR] * xb[l * x_step + m];
+            float& yo = y[(size_t)((i * s.b + k) * s.d + j) * s.y_ld + m];
+            yo = add ? yo + acc : acc;
+          }
+      }
     }
   });
   return true;
 }
-
 // ---- dispatch ------------------------------------------------------------------------
 
 inline bool supports(const OpCall& call) {
