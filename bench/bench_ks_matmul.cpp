@@ -18,7 +18,7 @@
 // work) are skipped and marked in the CSV. F32 weights and activations throughout.
 //
 //   bench_ks_matmul                              # all patterns, 1 thread, ks_matmul.csv
-//   bench_ks_matmul -t 2 --batches 1,128 --csv out.csv
+//   bench_ks_matmul -t 2 --batches 1,128 --csv out.csv --isa avx512
 //   gnuplot -e "csv='ks_matmul.csv'; png='ks_matmul.png'" bench/ks_plot.gp
 //
 // This translation unit targets AVX2+FMA on x86-64: the bench target gets no ISA flags,
@@ -139,6 +139,9 @@ struct Options {
   double max_gflop = 4.0, dense_gflop = 2.0;
   std::string csv = "ks_matmul.csv";
   int limit = 0;  // patterns (0 = all)
+  // The kernel's ISA variant: avx2 by default, the ISA the Eigen baselines are compiled
+  // for here, so that an AVX-512 machine does not compare 512-bit kernels to 256-bit GEMMs.
+  std::string isa = "avx2";
 };
 
 }  // namespace
@@ -153,6 +156,7 @@ int main(int argc, char** argv) {
   app.add_option("--dense-gflop", o.dense_gflop, "skip the dense baseline above this (GFLOP per call)");
   app.add_option("--csv", o.csv, "CSV output path");
   app.add_option("--limit", o.limit, "only the first N patterns");
+  app.add_option("--isa", o.isa, "kernel variant: auto, sse42, avx2 (default: the baselines' ISA), avx512, neon");
   CLI11_PARSE(app, argc, argv);
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
@@ -160,7 +164,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 #endif
-  auto cpu = backend_cpu().create(BackendOptions{o.threads});
+  CpuIsa isa = CpuIsa::auto_detect;
+  for (CpuIsa v : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::neon})
+    if (o.isa == cpu_isa_name(v)) isa = v;
+  if (o.isa == "sse42") isa = CpuIsa::sse42;
+#if !defined(__x86_64__)
+  if (o.isa == "avx2") isa = CpuIsa::auto_detect;  // the default names an x86 variant
+#endif
+  auto cpu = backend_cpu().create(BackendOptions{o.threads, nullptr, isa, 0});
   if (!cpu) {
     std::fprintf(stderr, "cpu backend: %s\n", cpu.status().to_string().c_str());
     return 1;
