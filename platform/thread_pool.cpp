@@ -5,106 +5,158 @@
 #if defined(KESTREL_HAVE_OPENMP)
 #include <omp.h>
 #endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace kestrel {
 
-ThreadPool::ThreadPool(int n_threads) { set_n_threads(n_threads); }
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+// Spin-then-yield wait until pred() holds: about 2^14 pauses (a few µs to tens
+// of µs) before yielding, so an idle machine hands off work without a syscall
+// and a busy one gives the core to whoever we are waiting for.
+template <typename Pred>
+inline bool spin_wait(Pred pred, int spins) {
+  for (int i = 0; i < spins; ++i) {
+    if (pred()) return true;
+    cpu_relax();
+  }
+  return pred();
+}
+
+constexpr int kSpins = 1 << 14;
+
+}  // namespace
+
+ThreadPool::ThreadPool(int n_threads, PoolEngine engine) {
+#if !defined(KESTREL_HAVE_OPENMP)
+  engine = PoolEngine::native;
+#endif
+  engine_ = engine;
+  n_threads_ = 0;
+  set_n_threads(n_threads);
+}
 
 ThreadPool::~ThreadPool() { stop_workers(); }
 
 void ThreadPool::set_n_threads(int n) {
   n = std::max(1, n);
-  if (n == n_threads_ && (n == 1 || !workers_.empty())) return;
+  if (n == n_threads_) return;
   stop_workers();
   n_threads_ = n;
-#if !defined(KESTREL_HAVE_OPENMP)
-  start_workers();
-#endif
+  if (engine_ == PoolEngine::native) start_workers();
 }
 
 void ThreadPool::start_workers() {
-  stopping_ = false;
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i] { worker_main(i); });
+  stopping_.store(false);
+  // Workers start from the current generation: one that starts late must still
+  // see a run published before it got going.
+  const uint64_t gen = generation_.load(std::memory_order_acquire);
+  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i, gen] { worker_main(i, gen); });
 }
 
 void ThreadPool::stop_workers() {
+  if (workers_.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-    ++generation_;
+    stopping_.store(true);
+    generation_.fetch_add(1);
   }
   cv_.notify_all();
   for (auto& t : workers_) t.join();
   workers_.clear();
-  stopping_ = false;
+  stopping_.store(false);
 }
 
-void ThreadPool::worker_main(int ith) {
-  uint64_t seen = 0;
+void ThreadPool::worker_main(int ith, uint64_t seen) {
   for (;;) {
-    const Job* job;
-    int nth;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-      job = job_;
-      nth = run_nth_;
+    auto ready = [&] { return generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_wait(ready, kSpins)) {
+      // Yield for a while, then sleep until the next run.
+      bool got = false;
+      for (int i = 0; i < 64 && !got; ++i) {
+        std::this_thread::yield();
+        got = ready();
+      }
+      if (!got) {
+        std::unique_lock<std::mutex> lock(mu_);
+        sleepers_.fetch_add(1);
+        cv_.wait(lock, ready);
+        sleepers_.fetch_sub(1);
+      }
     }
-    if (ith < nth) {
-      (*job)(ith, nth);
-      pending_.fetch_sub(1, std::memory_order_acq_rel);
-    }
+    if (stopping_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
+    const int nth = run_nth_.load(std::memory_order_acquire);
+    if (ith < nth) (*job_)(ith, nth);
+    // Every worker acknowledges every run, so none can lag into the next one
+    // and mistake its generation.
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
 void ThreadPool::run(int n, Job job) {
   const int nth = std::clamp(n, 1, n_threads_);
   if (nth == 1) {
-    run_nth_ = 1;
+    run_nth_.store(1, std::memory_order_relaxed);
     job(0, 1);
     return;
   }
 #if defined(KESTREL_HAVE_OPENMP)
+  if (engine_ == PoolEngine::openmp) {
 #pragma omp parallel num_threads(nth)
-  {
-    const int actual = omp_get_num_threads();
+    {
+      const int actual = omp_get_num_threads();
 #pragma omp single
-    run_nth_ = actual;
-    // implicit barrier after single
-    job(omp_get_thread_num(), actual);
+      run_nth_.store(actual, std::memory_order_relaxed);
+      // implicit barrier after single
+      job(omp_get_thread_num(), actual);
+    }
+    return;
   }
-#else
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    job_ = &job;
-    run_nth_ = nth;
-    pending_.store(nth - 1, std::memory_order_release);
-    ++generation_;
-  }
-  cv_.notify_all();
-  job(0, nth);
-  while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 #endif
+  job_ = &job;
+  run_nth_.store(nth, std::memory_order_release);
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_release);
+  {
+    // Publishing under the mutex pairs with a worker's check-then-sleep.
+    std::lock_guard<std::mutex> lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
+  job(0, nth);
+  auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  while (!spin_wait(done, kSpins)) std::this_thread::yield();
 }
 
 void ThreadPool::barrier() {
 #if defined(KESTREL_HAVE_OPENMP)
-  if (omp_in_parallel()) {
+  if (engine_ == PoolEngine::openmp) {
+    if (omp_in_parallel()) {
 #pragma omp barrier
+    }
+    return;
   }
-#else
-  const int nth = run_nth_;
+#endif
+  const int nth = run_nth_.load(std::memory_order_acquire);
   if (nth <= 1) return;
   const uint32_t phase = barrier_phase_.load(std::memory_order_acquire);
   if (barrier_count_.fetch_add(1, std::memory_order_acq_rel) == nth - 1) {
     barrier_count_.store(0, std::memory_order_relaxed);
     barrier_phase_.fetch_add(1, std::memory_order_acq_rel);
   } else {
-    while (barrier_phase_.load(std::memory_order_acquire) == phase) std::this_thread::yield();
+    auto passed = [&] { return barrier_phase_.load(std::memory_order_acquire) != phase; };
+    while (!spin_wait(passed, kSpins)) std::this_thread::yield();
   }
-#endif
 }
 
 }  // namespace kestrel

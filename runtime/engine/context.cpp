@@ -23,11 +23,12 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   if (c->params_.n_ctx == 0) c->params_.n_ctx = std::min<int64_t>(hp.n_ctx_train, 4096);
   if (c->params_.n_threads_batch == 0) c->params_.n_threads_batch = p.n_threads;
   const int max_threads = std::max(c->params_.n_threads, c->params_.n_threads_batch);
-  c->pool_.set_n_threads(max_threads);
+  c->pool_.reset(new (std::nothrow) ThreadPool(max_threads, p.pool_engine));
+  if (!c->pool_) return Status::out_of_memory("thread pool");
 
   BackendOptions bo;
   bo.n_threads = max_threads;
-  bo.pool = &c->pool_;
+  bo.pool = c->pool_.get();
   bo.isa = p.isa;
   KESTREL_TRY_ASSIGN(c->ref_, backend_ref().create(bo));
   std::vector<Backend*> order;

@@ -34,6 +34,7 @@ struct ContextParams {
   DType kv_type = DType::F16;
   BackendChoice backend = BackendChoice::cpu;  // ref: every op on the scalar oracle
   CpuIsa isa = CpuIsa::auto_detect;
+  PoolEngine pool_engine = PoolEngine::native;  // see platform/thread_pool.h
 };
 
 struct ContextStats {
@@ -68,7 +69,7 @@ class Context {
 
   const Model& model_;
   ContextParams params_;
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> cpu_, ref_;
   OpRunner ops_;
   KvCache kv_;
