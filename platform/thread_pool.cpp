@@ -21,9 +21,11 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spin-then-yield wait until pred() holds: about 2^14 pauses (a few µs to tens
-// of µs) before yielding, so an idle machine hands off work without a syscall
-// and a busy one gives the core to whoever we are waiting for.
+// Spin briefly (256 pauses, a few µs) before yielding: ops follow each other
+// within microseconds, so an idle machine hands off work without a syscall,
+// while a busy one gives the core to whoever we are waiting for instead of
+// burning a time slice (longer spins, 2^14 pauses, measured 8x slower decode
+// at 2 threads on a loaded 2-core host).
 template <typename Pred>
 inline bool spin_wait(Pred pred, int spins) {
   for (int i = 0; i < spins; ++i) {
@@ -33,7 +35,7 @@ inline bool spin_wait(Pred pred, int spins) {
   return pred();
 }
 
-constexpr int kSpins = 1 << 14;
+constexpr int kSpins = 256;
 
 }  // namespace
 
