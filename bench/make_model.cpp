@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
   app.add_option("--arch", arch, "llama | qwen2 | gemma3")->check(CLI::IsMember({"llama", "qwen2", "gemma3"}));
   app.add_option("--shape", shape, "tinyllama (dim 2048, ffn 5632, 22 layers, 32/4 heads, vocab 32000) | tiny")
       ->check(CLI::IsMember({"tinyllama", "tiny"}));
-  app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q4_k q5_k q6_k q4_k_m");
+  app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m");
   app.add_option("--seed", seed, "random seed");
   app.add_option("-t,--threads", threads, "quantization threads")->check(CLI::Range(1, 256));
   app.add_option("-o,--output", out, "output .gguf path")->required();

@@ -5,7 +5,8 @@
 #   KESTREL_STEPS="release aarch64" tests/run_all.sh
 #   KESTREL_JOBS=8 tests/run_all.sh           # more build jobs (default 2)
 #
-# Steps (default: release aarch64 armhf cuda consumer asan tsan fuzz):
+# Steps (default: release aarch64 armhf cuda consumer; asan, tsan and fuzz are opt-in
+# until the whole CI fits well under 60 minutes on 2 cores with them):
 #   release   cmake --workflow --preset release: configure, build, ctest on this machine
 #   aarch64   the aarch64 workflow preset: cross build, ctest under qemu-aarch64
 #   armhf     the armhf preset: cross configure + build (no SIMD variant; no tests)
@@ -23,7 +24,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-STEPS=${KESTREL_STEPS:-"release aarch64 armhf cuda consumer asan tsan fuzz"}
+STEPS=${KESTREL_STEPS:-"release aarch64 armhf cuda consumer"}
 FUZZ_SECONDS=${KESTREL_FUZZ_SECONDS:-60}
 JOBS=${KESTREL_JOBS:-2}
 export CMAKE_BUILD_PARALLEL_LEVEL=$JOBS

@@ -29,7 +29,7 @@ struct SynthSpec {
   int64_t n_ctx = 256;
   int64_t n_swa = 0;       // gemma3: sliding window (0: the arch default of 512 is not written)
   bool tied_output = false;
-  // f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, or q4_k_m (q4_k with q6_k for
+  // f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, or q4_k_m (q4_k with q6_k for
   // output, and for attn_v / ffn_down of the layers llama.cpp's Q4_K_M favours).
   std::string weights = "f32";
   uint64_t seed = 1;
