@@ -239,15 +239,21 @@ void deq_q8_K(const BlockQ8_K* b, float* y, int64_t nb) {
 
 // ---- quantize -----------------------------------------------------------------------------
 
+// The element of largest magnitude, with its sign (the first one on ties).
+float signed_absmax(const float* x, int n) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j)
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  return max;
+}
+
 void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     // The value of largest magnitude maps to code 0 (-8 * d), using the full range.
-    float amax = 0, max = 0;
-    for (int j = 0; j < kQK; ++j)
-      if (std::fabs(x[j]) > amax) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
+    const float max = signed_absmax(x, kQK);
     b[i].d = f32_to_f16(max / -8.0f);
     const float d = f16_to_f32(b[i].d);
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -262,12 +268,7 @@ void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
 void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     // As Q4_0: the value of largest magnitude maps to code 0 (-16 * d).
-    float amax = 0, max = 0;
-    for (int j = 0; j < kQK; ++j)
-      if (std::fabs(x[j]) > amax) {
-        amax = std::fabs(x[j]);
-        max = x[j];
-      }
+    const float max = signed_absmax(x, kQK);
     b[i].d = f32_to_f16(max / -16.0f);
     const float d = f16_to_f32(b[i].d);
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
