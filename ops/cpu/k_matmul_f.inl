@@ -20,8 +20,9 @@ inline fvec load_w(const void* w, int64_t k) {
       if constexpr (T == DType::F16) return fvec(_mm512_cvtph_ps(h));
       else return fvec(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
     }
-#endif
-#if defined(__AVX2__) && defined(__F16C__)
+    // #elif, not a second #if: an AVX-512 unit's fvec has 16 lanes, and clang checks the
+    // non-dependent 8-lane casts below even inside a discarded `if constexpr` branch.
+#elif defined(__AVX2__) && defined(__F16C__)
     if constexpr (kLanes == 8) {
       const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
       if constexpr (T == DType::F16) return fvec(_mm256_cvtph_ps(h));
