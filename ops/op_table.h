@@ -144,6 +144,65 @@ struct KsMatmulParams {
 
 #define KESTREL_OPS(X)                     \
   X(get_rows, NoParams, 2, 2)              \
+// spec_verify: the verification step of speculative decoding (DESIGN.md 4.2),
+// one fused op. g drafted tokens x_0..x_(g-1), V the vocabulary:
+//   src0 target logits [V, g+1] F32: row j scores the token after the prefix
+//        ending in x_(j-1) (row 0: after the last accepted token), row g after
+//        all g drafts;
+//   src1 drafted ids [g] I32 (g >= 1);
+//   src2 draft logits [V, g] F32: row j is what x_j was drawn from (required
+//        unless greedy; the draft must have sampled with the same temperature,
+//        top-k and top-p for the output to keep the target's distribution).
+//   dst [2] I32 = {n_accepted in [0, g], next token}.
+// Rules. greedy: accept x_j while argmax(target row j) == x_j (lowest index on
+// ties); next = argmax of target row n_accepted. Stochastic (exact speculative
+// sampling): p_j, q_j = softmax(logits / temperature) restricted to the top-k /
+// top-p set (the same rule on both sides) and renormalized; accept x_j while
+// u_j <= p_j(x_j) / q_j(x_j) (q = 0 accepts); at the first rejection j, next ~
+// norm(max(0, p_j - q_j)); when all g pass, next ~ p_g (the bonus token). The
+// output then has exactly the target's distribution.
+// top-k keeps every logit >= the k-th largest (ties kept); top-p then keeps the
+// largest probabilities, in descending order, until their mass reaches top_p
+// (ties of the last one kept): both are a threshold on the logit.
+// Uniforms are counter-based, spec_uniform(seed, row, stream): stream 0 for the
+// acceptance test of row j, stream 1 for sampling from row j, so every backend
+// and thread count draws the same numbers. A sample from weights w with
+// uniform u is the first index x whose running sum of w exceeds u * sum(w).
+// sigmoid (ablation of the GPU paper): probabilities replaced by the
+// unnormalized logistic s(x) = 1 / (1 + exp(-(sigmoid_scale * l / T + sigmoid_bias))),
+// residual max(0, s_p - s_q), bonus ~ s_p; no longer exact (p/q near 1 for
+// large logits, so nearly every draft is accepted). Needs top_k 0, top_p 1.
+// Bad data (a NaN or infinite logit in any target row, or in any draft row
+// unless greedy; an id outside [0, V)) yields dst = {-1, -1}: the caller
+// reports it.
+struct SpecVerifyParams {
+  bool greedy = false;        // argmax rule; temperature, top_k, top_p unused
+  float temperature = 1.0f;   // > 0 (stochastic rule)
+  int32_t top_k = 0;          // 0 = no top-k; > 0 keeps the k best (and ties)
+  float top_p = 1.0f;         // in (0, 1]; 1 = no top-p
+  uint64_t seed = 0;          // uniform stream, see spec_uniform()
+  bool sigmoid = false;       // logistic in place of softmax (ablation)
+  float sigmoid_scale = 1.0f;
+  float sigmoid_bias = 0.0f;
+};
+
+// The uniform in [0, 1) of (seed, row, stream): splitmix64 of the three, top 24 bits.
+inline float spec_uniform(uint64_t seed, int32_t row, int32_t stream) {
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(static_cast<uint32_t>(row)) * 2u +
+                                               static_cast<uint64_t>(stream) + 1u);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
+}
+
+// The logit threshold of the top-k / top-p set of one row of n logits (see
+// spec_verify above): kept = {l >= threshold}; -inf when neither applies.
+// `work` is n floats of scratch. Shared by every host kernel so that they
+// keep the same set (ops/ref/spec_verify.cpp).
+float spec_keep_threshold(const float* logits, int64_t n, float temperature, int32_t top_k, float top_p,
+                          float* work);
+
   X(add, NoParams, 2, 2)                   \
   X(mul, NoParams, 2, 2)                   \
   X(scale, ScaleParams, 1, 1)              \
@@ -159,7 +218,8 @@ struct KsMatmulParams {
   X(geglu, GeluParams, 2, 2)               \
   X(argmax, NoParams, 1, 1)                \
   X(copy, NoParams, 1, 1)                  \
-  X(ks_matmul, KsMatmulParams, 2, 2)
+  X(ks_matmul, KsMatmulParams, 2, 2)       \
+  X(spec_verify, SpecVerifyParams, 2, 3)
 
 enum class OpId : int32_t {
 #define KESTREL_OP_ENUM(name, P, lo, hi) name,

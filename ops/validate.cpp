@@ -196,6 +196,32 @@ Status validate_op(const OpCall& c) {
       break;
     }
   }
+    case OpId::spec_verify: {
+      const SpecVerifyParams& p = c.p<SpecVerifyParams>();
+      const Tensor& ids = *c.src[1];
+      KESTREL_TRY(need(is_float_act(a.type) && a.ne[0] >= 1 && a.ne[2] == 1 && a.ne[3] == 1, c,
+                       "target logits must be F32 [V, g+1]"));
+      KESTREL_TRY(need(ids.type == DType::I32 && ids.ne[0] >= 1 && ids.nrows() == 1, c, "ids must be I32 [g], g >= 1"));
+      KESTREL_TRY(need(a.ne[1] == ids.ne[0] + 1, c, "target logits must have g+1 rows"));
+      KESTREL_TRY(need(d.type == DType::I32 && d.ne[0] == 2 && d.nrows() == 1, c, "dst must be I32 [2]"));
+      if (c.n_src > 2) {
+        const Tensor& q = *c.src[2];
+        KESTREL_TRY(need(is_float_act(q.type) && q.ne[0] == a.ne[0] && q.ne[1] == ids.ne[0] && q.ne[2] == 1 &&
+                             q.ne[3] == 1,
+                         c, "draft logits must be F32 [V, g]"));
+      }
+      if (!p.greedy) {
+        KESTREL_TRY(need(c.n_src > 2, c, "the stochastic rule needs the draft logits"));
+        KESTREL_TRY(need(p.temperature > 0.0f && p.temperature < 1e30f, c, "temperature must be > 0 and finite"));
+        KESTREL_TRY(need(p.top_k >= 0, c, "top_k must be >= 0"));
+        KESTREL_TRY(need(p.top_p > 0.0f && p.top_p <= 1.0f, c, "top_p must be in (0, 1]"));
+        KESTREL_TRY(need(!p.sigmoid || (p.top_k == 0 && p.top_p == 1.0f), c, "sigmoid takes no top-k / top-p"));
+        KESTREL_TRY(need(!p.sigmoid || (p.sigmoid_scale > -1e30f && p.sigmoid_scale < 1e30f &&
+                                        p.sigmoid_bias > -1e30f && p.sigmoid_bias < 1e30f),
+                         c, "sigmoid constants must be finite"));
+      }
+      break;
+    }
   return {};
 }
 

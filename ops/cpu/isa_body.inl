@@ -22,6 +22,7 @@ constexpr int kLanes = static_cast<int>(fvec::size);
 #include "ops/cpu/k_attention.inl"
 #include "ops/cpu/k_matmul.inl"
 #include "ops/cpu/k_ks_matmul.inl"
+#include "ops/cpu/k_spec_verify.inl"
 
 namespace kestrel::cpu {
 void KESTREL_FILL_FN(KernelTable& table) {
@@ -33,5 +34,6 @@ void KESTREL_FILL_FN(KernelTable& table) {
   isa::register_attention(table);
   isa::register_matmul(table);
   isa::register_ks_matmul(table);
+  isa::register_spec_verify(table);
 }
 }  // namespace kestrel::cpu

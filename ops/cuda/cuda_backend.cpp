@@ -103,6 +103,7 @@ bool op_implemented(const OpCall& c) {
     case OpId::matmul: return cuda::matmul_supported(c);
     case OpId::attention: return true;  // plus the shared-memory bound, checked by the backend
     case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
+    case OpId::spec_verify: return false;  // no cuda kernel yet (issue 5): the host kernels verify
   }
   return false;
 }
@@ -269,6 +270,7 @@ class CudaBackend final : public Backend {
                           what);
       }
       case OpId::ks_matmul: break;
+      case OpId::spec_verify: break;
     }
     return Status::unsupported("%s: not implemented on cuda", what);
   }

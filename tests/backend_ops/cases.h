@@ -337,4 +337,35 @@ inline void cases_ks_matmul(std::vector<Case>& out) {
   }
 }
 
+// ---- spec_verify -----------------------------------------------------------------
+// Vocabularies around the SIMD widths, the 256-logit sampling blocks and the
+// 2048-logit online blocks; g = 1..8 drafts; greedy, plain temperature, top-k,
+// top-p and the sigmoid ablation; strided logit rows. Logits in [-4, 4] so that
+// acceptances and rejections both occur. Outputs are token ids: exact.
+inline void cases_spec_verify(std::vector<Case>& out) {
+  const int64_t vs[] = {1, 7, 8, 9, 33, 255, 257, 1000, 2049, 32001};
+  size_t n = 0;
+  for (int64_t V : vs)
+    for (int mode = 0; mode < 5; ++mode) {
+      const int64_t g = 1 + (int64_t)(n++ % 8);
+      SpecVerifyParams p;
+      p.seed = 77u + n;
+      const char* name = "stochastic";
+      if (mode == 0) { p.greedy = true; name = "greedy"; }
+      if (mode == 2) { p.temperature = 0.7f; p.top_k = 5; name = "top-k"; }
+      if (mode == 3) { p.temperature = 1.3f; p.top_p = 0.8f; name = "top-p"; }
+      if (mode == 4) { p.sigmoid = true; name = "sigmoid"; }
+      std::vector<TSpec> src = {ranged(spec(DType::F32, V, g + 1), -4.0f, 4.0f), filled(spec(DType::I32, g), Fill::ids, V)};
+      if (mode != 0) src.push_back(ranged(spec(DType::F32, V, g), -4.0f, 4.0f));
+      add_case(out, OpId::spec_verify, src, spec(DType::I32, 2), tol_exact(), name).with(p);
+    }
+  SpecVerifyParams p;
+  p.seed = 5;
+  add_case(out, OpId::spec_verify,
+           {strided(ranged(spec(DType::F32, 300, 5), -4.0f, 4.0f), 12), filled(spec(DType::I32, 4), Fill::ids, 300),
+            strided(ranged(spec(DType::F32, 300, 4), -4.0f, 4.0f), 4)},
+           spec(DType::I32, 2), tol_exact(), "stochastic", "strided rows")
+      .with(p);
+}
+
 }  // namespace kestrel::test
