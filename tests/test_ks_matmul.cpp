@@ -178,11 +178,13 @@ TEST_CASE("ks_matmul: awkward sizes, layouts, weight types, threads", "[op][ks_m
           check(*v.be, *ref, p, wt, M, 100 + n);
         }
   }
-  // Output chunks past one work item (token_major: 128 outputs, batch_last: 48) and
-  // more than one token chunk (batch_last: 256 tokens).
+  // Output chunks past one work item (token_major: 128 outputs, batch_last: 192), more
+  // than one token chunk (batch_last: 256 tokens) and more than one input panel
+  // (batch_last: 256 inputs), with a last output chunk that is not a whole micro-tile.
   for (auto& v : vs) {
     check(*v.be, *ref, {2, 300, 20, 3, KsLayout::token_major}, DType::F32, 6, 3);
     check(*v.be, *ref, {2, 100, 20, 3, KsLayout::batch_last}, DType::F16, 530, 4, {0, 255, 256, 511, 529});
+    check(*v.be, *ref, {1, 400, 300, 2, KsLayout::batch_last}, DType::BF16, 37, 5, {0, 15, 33, 36});
   }
   std::printf("ks_matmul awkward sizes: worst relative RMS error vs ref %.2e (F32), %.2e (F16/BF16)\n",
               g_worst_f32, g_worst_half);
