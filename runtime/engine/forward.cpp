@@ -4,6 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/ks/ks_model.h"
+
 namespace kestrel {
 
 namespace {
@@ -51,6 +53,8 @@ Status Forward::init(const Model& model, int64_t n_ubatch, int64_t n_ctx) {
     pos_ = reinterpret_cast<int32_t*>(take(B));
     cells_ = reinterpret_cast<int32_t*>(take(B));
     out_rows_ = reinterpret_cast<int32_t*>(take(B));
+    ks_scratch_floats_ = ks_scratch_floats_per_token(model.layers) * B;
+    ks_scratch_ = ks_scratch_floats_ ? take(ks_scratch_floats_) : nullptr;
     if (pass == 0) {
       arena_bytes_ = arena_used_;
       arena_.reset(static_cast<uint8_t*>(aligned_alloc_bytes(arena_bytes_, kAlign)));
@@ -111,15 +115,21 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
   const RmsNormParams norm{hp.rms_eps, a.norm_one_plus_weight};
   const GeluParams gelu{GeluForm::tanh};
 
+  // y = W x, through the projection's KS factor chain when the model stores one.
+  auto linear = [&](Tensor* y, const Tensor& w, const KsLinear& ks, const Tensor& in) -> Status {
+    if (ks.n_factors) return ks_linear_apply(ops, ks, in, *y, ks_scratch_, ks_scratch_floats_);
+    return ops.run(OpId::matmul, y, {&w, &in});
+  };
+
   for (int il = 0; il < hp.n_layer; ++il) {
     if (!skip_.empty() && skip_[static_cast<size_t>(il)]) continue;
     const LayerWeights& L = m.layers[static_cast<size_t>(il)];
     const bool swa = hp.layer_is_swa.empty() ? false : hp.layer_is_swa[static_cast<size_t>(il)];
 
     KESTREL_TRY(ops.run(OpId::rms_norm, &h, {&x, &L.attn_norm}, &norm));
-    KESTREL_TRY(ops.run(OpId::matmul, &q, {&L.wq, &h}));
-    KESTREL_TRY(ops.run(OpId::matmul, &k, {&L.wk, &h}));
-    KESTREL_TRY(ops.run(OpId::matmul, &v, {&L.wv, &h}));
+    KESTREL_TRY(linear(&q, L.wq, L.ks_q, h));
+    KESTREL_TRY(linear(&k, L.wk, L.ks_k, h));
+    KESTREL_TRY(linear(&v, L.wv, L.ks_v, h));
     if (L.bq.data) KESTREL_TRY(ops.run(OpId::add, &q, {&q, &L.bq}));
     if (L.bk.data) KESTREL_TRY(ops.run(OpId::add, &k, {&k, &L.bk}));
     if (L.bv.data) KESTREL_TRY(ops.run(OpId::add, &v, {&v, &L.bv}));
@@ -151,19 +161,19 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
     Tensor kall = kv.k(il, n_kv), vall = kv.v(il, n_kv);
     const AttentionParams ap{hp.attn_scale, hp.attn_softcap};
     KESTREL_TRY(ops.run(OpId::attention, &att3, {&q3, &kall, &vall, swa ? &mask_swa : &mask_full}, &ap));
-    KESTREL_TRY(ops.run(OpId::matmul, &o, {&L.wo, &att}));
+    KESTREL_TRY(linear(&o, L.wo, L.ks_o, att));
     if (a.post_attn_norm) KESTREL_TRY(ops.run(OpId::rms_norm, &o, {&o, &L.post_attn_norm}, &norm));
     KESTREL_TRY(ops.run(OpId::add, &x, {&x, &o}));
 
     KESTREL_TRY(ops.run(OpId::rms_norm, &h, {&x, &L.ffn_norm}, &norm));
-    KESTREL_TRY(ops.run(OpId::matmul, &g, {&L.w_gate, &h}));
-    KESTREL_TRY(ops.run(OpId::matmul, &u, {&L.w_up, &h}));
+    KESTREL_TRY(linear(&g, L.w_gate, L.ks_gate, h));
+    KESTREL_TRY(linear(&u, L.w_up, L.ks_up, h));
     if (a.ffn_act == FfnActivation::silu) {
       KESTREL_TRY(ops.run(OpId::swiglu, &g, {&g, &u}));
     } else {
       KESTREL_TRY(ops.run(OpId::geglu, &g, {&g, &u}, &gelu));
     }
-    KESTREL_TRY(ops.run(OpId::matmul, &o, {&L.w_down, &g}));
+    KESTREL_TRY(linear(&o, L.w_down, L.ks_down, g));
     if (a.post_ffn_norm) KESTREL_TRY(ops.run(OpId::rms_norm, &o, {&o, &L.post_ffn_norm}, &norm));
     KESTREL_TRY(ops.run(OpId::add, &x, {&x, &o}));
   }

@@ -50,6 +50,8 @@ class Forward {
   float *o_ = nullptr, *g_ = nullptr, *u_ = nullptr, *xo_ = nullptr;
   float *mask_full_ = nullptr, *mask_swa_ = nullptr;
   int32_t *ids_ = nullptr, *pos_ = nullptr, *cells_ = nullptr, *out_rows_ = nullptr;
+  float* ks_scratch_ = nullptr;  // KS projections' intermediates (runtime/ks/ks_model.h)
+  size_t ks_scratch_floats_ = 0;
   std::vector<bool> skip_;
 };
 

@@ -4,6 +4,7 @@
 #include <new>
 #include <string>
 
+#include "runtime/ks/ks_model.h"
 #include "runtime/model/gguf.h"
 #include "runtime/model/gguf_writer.h"
 #include "runtime/model/llama2c.h"
@@ -130,13 +131,19 @@ Status Model::bind_tensors() {
   if (tied_output) output = tok_embd;
 
   layers.assign(static_cast<size_t>(hp.n_layer), LayerWeights{});
+  // A projection: its KS factors (docs/ks-gguf.md) when the file has them, else dense.
+  auto linear = [&](int il, const std::string& proj, int64_t n_in, int64_t n_out, Tensor* w, KsLinear* ks) -> Status {
+    KESTREL_TRY(ks_bind_linear(f, il, proj, n_in, n_out, ks, &bytes));
+    if (ks->n_factors) return {};
+    return bind(f, blk(il, (proj + ".weight").c_str()), {n_in, n_out, false, true}, w, &bytes);
+  };
   for (int il = 0; il < hp.n_layer; ++il) {
     LayerWeights& L = layers[static_cast<size_t>(il)];
     KESTREL_TRY(bind(f, blk(il, "attn_norm.weight"), {E, 1, true, true}, &L.attn_norm, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "attn_q.weight"), {E, Q, false, true}, &L.wq, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "attn_k.weight"), {E, KV, false, true}, &L.wk, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "attn_v.weight"), {E, KV, false, true}, &L.wv, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "attn_output.weight"), {Q, E, false, true}, &L.wo, &bytes));
+    KESTREL_TRY(linear(il, "attn_q", E, Q, &L.wq, &L.ks_q));
+    KESTREL_TRY(linear(il, "attn_k", E, KV, &L.wk, &L.ks_k));
+    KESTREL_TRY(linear(il, "attn_v", E, KV, &L.wv, &L.ks_v));
+    KESTREL_TRY(linear(il, "attn_output", Q, E, &L.wo, &L.ks_o));
     if (a.qkv_bias) {
       KESTREL_TRY(bind(f, blk(il, "attn_q.bias"), {Q, 1, true, false}, &L.bq, &bytes));
       KESTREL_TRY(bind(f, blk(il, "attn_k.bias"), {KV, 1, true, false}, &L.bk, &bytes));
@@ -149,9 +156,9 @@ Status Model::bind_tensors() {
     if (a.post_attn_norm)
       KESTREL_TRY(bind(f, blk(il, "post_attention_norm.weight"), {E, 1, true, true}, &L.post_attn_norm, &bytes));
     KESTREL_TRY(bind(f, blk(il, "ffn_norm.weight"), {E, 1, true, true}, &L.ffn_norm, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "ffn_gate.weight"), {E, F, false, true}, &L.w_gate, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "ffn_up.weight"), {E, F, false, true}, &L.w_up, &bytes));
-    KESTREL_TRY(bind(f, blk(il, "ffn_down.weight"), {F, E, false, true}, &L.w_down, &bytes));
+    KESTREL_TRY(linear(il, "ffn_gate", E, F, &L.w_gate, &L.ks_gate));
+    KESTREL_TRY(linear(il, "ffn_up", E, F, &L.w_up, &L.ks_up));
+    KESTREL_TRY(linear(il, "ffn_down", F, E, &L.w_down, &L.ks_down));
     if (a.post_ffn_norm)
       KESTREL_TRY(bind(f, blk(il, "post_ffw_norm.weight"), {E, 1, true, true}, &L.post_ffn_norm, &bytes));
   }

@@ -15,6 +15,7 @@
 
 #include "ops/tensor.h"
 #include "platform/status.h"
+#include "runtime/ks/ks_linear.h"
 #include "runtime/model/hparams.h"
 
 namespace kestrel {
@@ -28,6 +29,8 @@ class Tokenizer;
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
   Tensor ffn_norm, w_gate, w_up, w_down, post_ffn_norm;
+  // Projections stored as KS factor chains (docs/ks-gguf.md); the dense weight is then absent.
+  KsLinear ks_q, ks_k, ks_v, ks_o, ks_gate, ks_up, ks_down;
 };
 
 struct ModelParams {
