@@ -83,9 +83,11 @@ struct SoftmaxParams {
 // Query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
 // dst [D, Hq, M] F32: softmax(scale * q.k (soft-capped) + mask) @ v.
 // A query whose keys are all masked yields zeros.
+// exp: the exp tier of the softmax's exp (ops/exp_tier.h; default exact).
 struct AttentionParams {
   float scale = 1.0f;
   float soft_cap = 0.0f;
+  ExpTier exp = ExpTier::exact;
 };
 
 enum class GeluForm : int32_t {

@@ -150,6 +150,7 @@ Status validate_op(const OpCall& c) {
       const Tensor& k = *c.src[1];
       const Tensor& v = *c.src[2];
       KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "q and dst must be F32"));
+      KESTREL_TRY(need(exp_tier_valid(c.p<AttentionParams>().exp), c, "unknown exp tier"));
       KESTREL_TRY(need((k.type == DType::F32 || k.type == DType::F16) && k.type == v.type, c,
                        "k and v must both be F32 or both F16"));
       KESTREL_TRY(need(k.ne[0] == a.ne[0] && v.ne[0] == a.ne[0], c, "head dims must agree"));

@@ -309,6 +309,7 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.seed = 0x5eed;
   p.kv_f32 = 0;
   p.reference_kernels = 0;
+  p.exp_softmax = p.exp_gelu = p.exp_silu = p.exp_sigmoid = KESTREL_EXP_EXACT;
   return p;
 }
 
@@ -325,6 +326,7 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     if (p.n_threads < 1) return Status::invalid_argument("n_threads %d < 1", p.n_threads);
     if (p.n_threads_batch < 0) return Status::invalid_argument("n_threads_batch %d < 0", p.n_threads_batch);
     ContextParams cp;
+    KESTREL_TRY(exp_tiers_from_c(p, &cp.exp));
     cp.n_ctx = p.n_ctx;
     cp.n_batch = p.n_batch;
     cp.n_seq_max = p.n_seq_max;

@@ -22,6 +22,7 @@ SamplerParams to_cpp(const kestrel_sampler_params& p) {
   s.repeat_penalty = p.repeat_penalty;
   s.repeat_last_n = p.repeat_last_n;
   s.seed = p.seed;
+  s.exp = static_cast<ExpTier>(p.exp_softmax);  // checked by normalize_sampler_params
   return s;
 }
 
@@ -39,6 +40,7 @@ kestrel_sampler_params kestrel_sampler_default_params(void) {
   p.repeat_penalty = d.repeat_penalty;
   p.repeat_last_n = d.repeat_last_n;
   p.seed = static_cast<uint32_t>(d.seed);
+  p.exp_softmax = static_cast<int32_t>(d.exp);
   return p;
 }
 

@@ -70,6 +70,11 @@ kestrel_status fail_model(const kestrel_model* m, const Status& s);
 kestrel_status fail_handle(HandleBase* h, const Status& s);
 void clear_model_error(const kestrel_model* m);
 
+// kestrel_exp_tier fields -> ExpTier (c_api_exp.cpp); invalid_argument naming
+// the field for a value outside the enum.
+Status exp_tier_from_c(int32_t value, const char* field, ExpTier* out);
+Status exp_tiers_from_c(const kestrel_context_params& p, OpExpTiers* out);
+
 // A valid handle of the kind (non-NULL, right magic).
 inline bool live(const kestrel_model* m) { return m && m->magic == kMagicModel && m->model; }
 inline bool live(const kestrel_context* c) { return c && c->magic == kMagicContext && c->ctx; }

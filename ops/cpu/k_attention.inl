@@ -6,7 +6,8 @@
 //   per vector), soft cap, + mask; keys whose mask is -inf are skipped without
 //   a dot product. Block max m_b; if it raises the running max m, the output
 //   accumulator and the running sum are rescaled by exp(m_old - m_new) once.
-//   w_j = exp(s_j - m) for the whole block with one vector exp (attn_exp), then
+//   w_j = exp(s_j - m) for the whole block with one vector exp of the params'
+//   exp tier (the quake tiers fold the -m into their one multiply-add), then
 //   acc += w_j * v_j, sum += w_j.
 // Output acc / sum; a query whose keys are all masked yields zeros.
 // Memory: one D-float accumulator per thread from Exec::scratch (no n_kv-sized
@@ -17,11 +18,16 @@ namespace attn {
 
 constexpr int kBlock = 64;
 
-// The exp of the attention softmax; one place to swap in a faster tier.
-inline fvec attn_exp(fvec x) { return xsimd::exp(x); }
+// exp(x - m) of tier T, the softmax's exp.
+template <ExpTier T>
+inline fvec attn_exp(fvec x, float m) {
+  if constexpr (T == ExpTier::exact) return vexp::exact(x - fvec(m));
+  else return vexp::Quake<T>(1.0, -(double)m)(x);
+}
+template <ExpTier T>
 inline float attn_exp1(float x) {
   alignas(64) float t[kLanes];
-  attn_exp(fvec(x)).store_aligned(t);
+  attn_exp<T>(fvec(x), 0.0f).store_aligned(t);
   return t[0];
 }
 
@@ -77,7 +83,7 @@ inline void scale_row(float* x, float s, int64_t D) {
   for (; i < D; ++i) x[i] *= s;
 }
 
-template <bool kF16>
+template <bool kF16, ExpTier T>
 inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k, const Tensor& v, int64_t kvh,
                        const float* mrow, float* out, float* acc) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -103,13 +109,12 @@ inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k
     }
     if (!(bmax > kNegInf)) continue;
     if (bmax > m) {
-      const float corr = m == kNegInf ? 0.0f : attn_exp1(m - bmax);
+      const float corr = m == kNegInf ? 0.0f : attn_exp1<T>(m - bmax);
       scale_row(acc, corr, D);
       sum *= corr;
       m = bmax;
     }
-    const fvec vm(m);
-    for (int jj = 0; jj < kBlock; jj += kLanes) attn_exp(fvec::load_aligned(s + jj) - vm).store_aligned(s + jj);
+    for (int jj = 0; jj < kBlock; jj += kLanes) attn_exp<T>(fvec::load_aligned(s + jj), m).store_aligned(s + jj);
     for (int jj = 0; jj < nb; ++jj) {
       if (s[jj] == 0.0f) continue;
       sum += s[jj];
@@ -137,18 +142,21 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
   char* scratch = static_cast<char*>(exec.scratch(slot * (size_t)exec.n_threads()));
   if (!scratch && D > 0) return false;
   const bool f16 = k.type == DType::F16;
-  ew::par_rows(exec, M * Hq, [&](int ith, int64_t r0, int64_t r1) {
-    float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t m = r / Hq, h = r % Hq;
-      const float* qr = q.row<float>(h, m);
-      const float* mrow = mask ? mask->row<float>(m) : nullptr;
-      float* out = dst.row<float>(h, m);
-      if (f16) attend_one<true>(p, qr, k, v, h / group, mrow, out, acc);
-      else attend_one<false>(p, qr, k, v, h / group, mrow, out, acc);
-    }
+  return vexp::with_tier(p.exp, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    ew::par_rows(exec, M * Hq, [&](int ith, int64_t r0, int64_t r1) {
+      float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t m = r / Hq, h = r % Hq;
+        const float* qr = q.row<float>(h, m);
+        const float* mrow = mask ? mask->row<float>(m) : nullptr;
+        float* out = dst.row<float>(h, m);
+        if (f16) attend_one<true, T>(p, qr, k, v, h / group, mrow, out, acc);
+        else attend_one<false, T>(p, qr, k, v, h / group, mrow, out, acc);
+      }
+    });
+    return true;
   });
-  return true;
 }
 
 }  // namespace attn

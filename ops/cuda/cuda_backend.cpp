@@ -101,7 +101,7 @@ bool op_implemented(const OpCall& c) {
     case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
     case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
     case OpId::matmul: return cuda::matmul_supported(c);
-    case OpId::attention: return true;  // plus the shared-memory bound, checked by the backend
+    case OpId::attention: return c.p<AttentionParams>().exp == ExpTier::exact;  // plus the shared-memory bound, checked by the backend
     case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
     case OpId::spec_verify: return false;  // no cuda kernel yet (issue 5): the host kernels verify
   }

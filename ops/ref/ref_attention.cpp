@@ -5,13 +5,15 @@
 //   s_j = scale * q.k_j; soft-capped: cap * tanh(s_j / cap); s_j += mask[m][j]
 //   dst = sum_j softmax(s)_j v_j;   all keys masked -> zeros.
 // Two passes over the keys (max, then weights and the weighted sum), all in
-// double. No heap memory: the output is accumulated in chunks of kChunk dims
+// double (a quake exp tier: each weight from ref::exp_tier, in float). No heap
+// memory: the output is accumulated in chunks of kChunk dims
 // (scores are recomputed per chunk, which only matters for D > kChunk).
 #include <cmath>
 #include <cstring>
 #include <limits>
 
 #include "ops/half.h"
+#include "ops/ref/ref_exp.h"
 #include "ops/ref/ref_kernels.h"
 
 namespace kestrel::ref {
@@ -72,7 +74,8 @@ void attention(const OpCall& call) {
         double acc[kChunk] = {};
         double sum = 0.0;
         for (int64_t j = 0; j < n_kv; ++j) {
-          const double w = std::exp(score(j) - mx);
+          const double sj = score(j);
+          const double w = p.exp == ExpTier::exact ? std::exp(sj - mx) : exp_tier(p.exp, (float)(sj - mx));
           if (w == 0.0) continue;
           sum += w;
           for (int64_t d = 0; d < nd; ++d) acc[d] += w * kv_at(v, kvh, j, d0 + d);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <new>
+#include <utility>
 
 #include "platform/timer.h"
 
@@ -17,6 +18,10 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   if (p.n_threads < 1 || p.n_threads > 1024) return Status::invalid_argument("n_threads %d out of range [1, 1024]", p.n_threads);
   if (p.n_threads_batch < 0 || p.n_threads_batch > 1024)
     return Status::invalid_argument("n_threads_batch %d out of range [0, 1024]", p.n_threads_batch);
+  const std::pair<const char*, ExpTier> tiers[] = {
+      {"softmax", p.exp.softmax}, {"gelu", p.exp.gelu}, {"silu", p.exp.silu}, {"sigmoid", p.exp.sigmoid}};
+  for (const auto& [op, t] : tiers)
+    if (!exp_tier_valid(t)) return Status::invalid_argument("exp tier %d for %s is not exact, quake2 or quake1", (int)t, op);
   std::unique_ptr<Context> c(new (std::nothrow) Context(model));
   if (!c) return Status::out_of_memory("context");
   c->params_ = p;
@@ -44,6 +49,7 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   c->params_.n_batch = n_ubatch;
   KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max));
   KESTREL_TRY(c->forward_.init(model, n_ubatch, n_ctx));
+  c->forward_.set_exp_tiers(p.exp);
   try {
     // One row up front; decode() grows it once when a batch asks for more.
     c->logits_.assign(static_cast<size_t>(hp.n_vocab), 0.0f);

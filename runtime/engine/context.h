@@ -35,6 +35,7 @@ struct ContextParams {
   BackendChoice backend = BackendChoice::cpu;  // ref: every op on the scalar oracle
   CpuIsa isa = CpuIsa::auto_detect;
   PoolEngine pool_engine = PoolEngine::native;  // see platform/thread_pool.h
+  OpExpTiers exp;             // exp tier per op (forward.h); default all exact
 };
 
 struct ContextStats {

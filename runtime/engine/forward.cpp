@@ -113,7 +113,8 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
     KESTREL_TRY(ops.run(OpId::scale, &x, {&x}, &sp));
   }
   const RmsNormParams norm{hp.rms_eps, a.norm_one_plus_weight};
-  const GeluParams gelu{GeluForm::tanh};
+  const GeluParams gelu{GeluForm::tanh, exp_.gelu};
+  const SiluParams silu{exp_.silu};
 
   // y = W x, through the projection's KS factor chain when the model stores one.
   auto linear = [&](Tensor* y, const Tensor& w, const KsLinear& ks, const Tensor& in) -> Status {
@@ -159,7 +160,7 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
       }
     }
     Tensor kall = kv.k(il, n_kv), vall = kv.v(il, n_kv);
-    const AttentionParams ap{hp.attn_scale, hp.attn_softcap};
+    const AttentionParams ap{hp.attn_scale, hp.attn_softcap, exp_.softmax};
     KESTREL_TRY(ops.run(OpId::attention, &att3, {&q3, &kall, &vall, swa ? &mask_swa : &mask_full}, &ap));
     KESTREL_TRY(linear(&o, L.wo, L.ks_o, att));
     if (a.post_attn_norm) KESTREL_TRY(ops.run(OpId::rms_norm, &o, {&o, &L.post_attn_norm}, &norm));
@@ -169,7 +170,7 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
     KESTREL_TRY(linear(&g, L.w_gate, L.ks_gate, h));
     KESTREL_TRY(linear(&u, L.w_up, L.ks_up, h));
     if (a.ffn_act == FfnActivation::silu) {
-      KESTREL_TRY(ops.run(OpId::swiglu, &g, {&g, &u}));
+      KESTREL_TRY(ops.run(OpId::swiglu, &g, {&g, &u}, &silu));
     } else {
       KESTREL_TRY(ops.run(OpId::geglu, &g, {&g, &u}, &gelu));
     }

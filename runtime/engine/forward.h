@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/exp_tier.h"
 #include "platform/aligned_alloc.h"
 #include "platform/status.h"
 #include "runtime/engine/batch.h"
@@ -21,6 +22,15 @@
 #include "runtime/model/model.h"
 
 namespace kestrel {
+
+// The exp tier (ops/exp_tier.h) of each exp-based op of the forward: the
+// attention softmax, GELU/GeGLU, SiLU/SwiGLU and the sigmoid. Default exact.
+struct OpExpTiers {
+  ExpTier softmax = ExpTier::exact;
+  ExpTier gelu = ExpTier::exact;
+  ExpTier silu = ExpTier::exact;
+  ExpTier sigmoid = ExpTier::exact;
+};
 
 class Forward {
  public:
@@ -36,6 +46,9 @@ class Forward {
 
   // Layers to skip (self-speculative drafting); empty = none.
   void set_skip_layers(std::vector<bool> skip) { skip_ = std::move(skip); }
+  // Exp tiers the ops of the following runs use (validated by the caller).
+  void set_exp_tiers(const OpExpTiers& tiers) { exp_ = tiers; }
+  const OpExpTiers& exp_tiers() const { return exp_; }
   size_t arena_bytes() const { return arena_bytes_; }
 
  private:
@@ -53,6 +66,7 @@ class Forward {
   float* ks_scratch_ = nullptr;  // KS projections' intermediates (runtime/ks/ks_model.h)
   size_t ks_scratch_floats_ = 0;
   std::vector<bool> skip_;
+  OpExpTiers exp_;
 };
 
 }  // namespace kestrel

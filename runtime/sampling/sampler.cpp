@@ -5,6 +5,9 @@
 #include <cstring>
 #include <new>
 
+#include "ops/cpu/exp_row.h"
+#include "ops/ref/ref_exp.h"
+
 namespace kestrel {
 
 namespace {
@@ -24,6 +27,8 @@ Expected<SamplerParams> normalize_sampler_params(const SamplerParams& in, int32_
     return Status::invalid_argument("sampler: repeat_penalty %g must be > 0 (1 = off)", (double)p.repeat_penalty);
   if (p.repeat_last_n < 0 || p.repeat_last_n > kMaxRepeatLastN)
     return Status::invalid_argument("sampler: repeat_last_n %d outside [0, %d]", p.repeat_last_n, kMaxRepeatLastN);
+  if (!exp_tier_valid(p.exp))
+    return Status::invalid_argument("sampler: exp tier %d is not exact (0), quake2 (1) or quake1 (2)", (int)p.exp);
   if (p.temperature < 0.0f) p.temperature = 0.0f;
   if (p.top_k < 0 || p.top_k >= n_vocab) p.top_k = 0;
   p.top_p = std::clamp(p.top_p, 0.0f, 1.0f);
@@ -37,11 +42,13 @@ Status Sampler::init(int32_t n_vocab, const SamplerParams& params) {
   const size_t V = static_cast<size_t>(n_vocab);
   try {
     cand_.assign(V, Candidate{});
+    row_.assign(V, 0.0f);
     seen_.assign(V, 0u);
     bin_mass_.assign(kTopPBins, 0.0);
     history_.assign(static_cast<size_t>(params_.repeat_last_n), 0);
   } catch (const std::bad_alloc&) {
     cand_.clear();
+    row_.clear();
     seen_.clear();
     history_.clear();
     return Status::out_of_memory("sampler buffers for %d tokens", n_vocab);
@@ -150,6 +157,35 @@ size_t Sampler::apply_top_p(size_t n, double sum, bool sorted, float max_logit) 
 }
 
 Expected<int32_t> Sampler::sample(const float* logits) {
+  size_t n = 0;
+  double sum = 0.0;
+  KESTREL_TRY_ASSIGN(const int32_t greedy, filter(logits, &n, &sum));
+  if (greedy >= 0) return greedy;
+  const Candidate* c = cand_.data();
+  const double u = uniform() * sum;
+  double cum = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    cum += static_cast<double>(c[i].prob);
+    if (u < cum) return c[i].id;
+  }
+  return c[n - 1].id;  // u landed in the rounding gap at the end
+}
+
+Status Sampler::distribution(const float* logits, float* probs) {
+  if (!probs) return Status::invalid_argument("sampler: probs is NULL");
+  size_t n = 0;
+  double sum = 0.0;
+  KESTREL_TRY_ASSIGN(const int32_t greedy, filter(logits, &n, &sum));
+  std::fill(probs, probs + n_vocab_, 0.0f);
+  if (greedy >= 0) {
+    probs[greedy] = 1.0f;
+    return {};
+  }
+  for (size_t i = 0; i < n; ++i) probs[cand_[i].id] = static_cast<float>(static_cast<double>(cand_[i].prob) / sum);
+  return {};
+}
+
+Expected<int32_t> Sampler::filter(const float* logits, size_t* n_kept, double* kept_sum) {
   if (n_vocab_ == 0) return Status::invalid_argument("sampler is not initialized");
   if (!logits) return Status::invalid_argument("sampler: logits are NULL");
   const size_t V = static_cast<size_t>(n_vocab_);
@@ -224,20 +260,29 @@ Expected<int32_t> Sampler::sample(const float* logits) {
   float max_logit = c[0].logit;
   for (size_t i = 1; i < n; ++i) max_logit = std::max(max_logit, c[i].logit);
   // The scaled differences (l - max) / T, in float when they provably fit
-  // (the common case; expf is the cheaper call over 262144 entries), else in
-  // double: a tiny temperature makes 1/T overflow a float (0 * inf would make
-  // the top token's probability NaN), and the difference of two extreme
-  // finite logits overflows a float too.
+  // (the common case), exponentiated by the exp tier's row kernel; else in
+  // double with std::exp whatever the tier: a tiny temperature makes 1/T
+  // overflow a float (0 * inf would make the top token's probability NaN),
+  // and the difference of two extreme finite logits overflows a float too.
   float min_logit = max_logit;
   for (size_t i = 0; i < n; ++i) min_logit = std::min(min_logit, c[i].logit);
   const double inv_t = 1.0 / static_cast<double>(params_.temperature);
   const double widest = (static_cast<double>(max_logit) - static_cast<double>(min_logit)) * inv_t;
   double sum = 0.0;
+  float p_top = 1.0f;  // the tier's exp(0): the top token's weight
   if (inv_t < 1e30 && widest < 1e30) {
     const float inv_t_f = static_cast<float>(inv_t);
+    float* row = row_.data();
+    for (size_t i = 0; i < n; ++i) row[i] = (c[i].logit - max_logit) * inv_t_f;
+    if (!cpu_exp_row(CpuIsa::auto_detect, params_.exp, row, row, static_cast<int64_t>(n)).ok()) {
+      // No SIMD variant runs here: the scalar reference of the same tier.
+      for (size_t i = 0; i < n; ++i) row[i] = ref::exp_tier(params_.exp, row[i]);
+    }
+    p_top = 0.0f;
     for (size_t i = 0; i < n; ++i) {
-      c[i].prob = std::exp((c[i].logit - max_logit) * inv_t_f);
-      sum += static_cast<double>(c[i].prob);
+      c[i].prob = row[i];
+      p_top = std::max(p_top, row[i]);
+      sum += static_cast<double>(row[i]);
     }
   } else {
     for (size_t i = 0; i < n; ++i) {
@@ -253,11 +298,14 @@ Expected<int32_t> Sampler::sample(const float* logits) {
   }
 
   if (params_.min_p > 0.0f) {
-    // p_i / p_max >= min_p, with p_max == 1 by construction.
+    // p_i / p_max >= min_p, p_max = p_top (1 on the exact tier; a quake
+    // tier's exp(0) is within its error of 1). Every tier is monotonic, so the
+    // top token is kept.
+    const float threshold = params_.min_p * p_top;
     size_t j = 0;
     sum = 0.0;
     for (size_t i = 0; i < n; ++i) {
-      if (c[i].prob >= params_.min_p) {
+      if (c[i].prob >= threshold) {
         c[j++] = c[i];
         sum += static_cast<double>(c[i].prob);
       }
@@ -265,13 +313,9 @@ Expected<int32_t> Sampler::sample(const float* logits) {
     n = j;  // >= 1: the most probable token has prob 1
   }
 
-  const double u = uniform() * sum;
-  double cum = 0.0;
-  for (size_t i = 0; i < n; ++i) {
-    cum += static_cast<double>(c[i].prob);
-    if (u < cum) return c[i].id;
-  }
-  return c[n - 1].id;  // u landed in the rounding gap at the end
+  *n_kept = n;
+  *kept_sum = sum;
+  return -1;
 }
 
 }  // namespace kestrel

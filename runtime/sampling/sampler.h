@@ -25,6 +25,12 @@
 //     0 turns the penalty off.
 // Logits with NaN or Inf are a runtime_error, never a silent token.
 //
+// The softmax's exp over the candidates runs on the tiered row kernels
+// (ops/cpu/exp_row.h) with params.exp (default exact; an unknown tier is
+// invalid_argument): quake2 changes each probability by at most about 0.53%
+// relative (twice the tier's 0.27% exp bound, after normalization), quake1 by
+// about 6%. Probabilities are relative to the top token's exp(0) of the tier.
+//
 //   Sampler s;
 //   KESTREL_TRY(s.init(n_vocab, params));
 //   KESTREL_TRY_ASSIGN(int32_t tok, s.sample(logits));
@@ -35,6 +41,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/exp_tier.h"
 #include "platform/status.h"
 
 namespace kestrel {
@@ -49,6 +56,7 @@ struct SamplerParams {
   float repeat_penalty = 1.0f; // 1: off
   int32_t repeat_last_n = 64;  // tokens of history the penalty looks at
   uint64_t seed = 0x5eed;
+  ExpTier exp = ExpTier::exact;  // exp tier of the softmax over the vocabulary
 };
 
 // Applies the parameter rule above for a vocabulary of n_vocab tokens.
@@ -63,6 +71,10 @@ class Sampler {
   // Picks a token from logits[n_vocab]. Errors: not initialized
   // (invalid_argument), NaN/Inf logits (runtime_error, naming the first id).
   Expected<int32_t> sample(const float* logits);
+  // The distribution sample() draws from: probs[n_vocab] gets each token's
+  // probability after the whole chain (0 for filtered tokens; greedy: one-hot).
+  // Does not draw or touch the RNG. Same errors as sample().
+  Status distribution(const float* logits, float* probs);
 
   // Records a generated (or prompt) token in the penalty's history. Ids
   // outside the vocabulary are recorded but never penalize anything.
@@ -81,6 +93,9 @@ class Sampler {
     uint32_t bin;  // top-p histogram bin (unsorted path only)
   };
 
+  // The chain up to the draw: the greedy token, or -1 with the n_kept
+  // surviving candidates (unnormalized prob) at the front of cand_ and their sum.
+  Expected<int32_t> filter(const float* logits, size_t* n_kept, double* kept_sum);
   void mark_penalized();
   size_t apply_top_p(size_t n, double sum, bool sorted, float max_logit);
   double uniform();  // in [0, 1)
@@ -89,6 +104,7 @@ class Sampler {
   int32_t n_vocab_ = 0;
   std::mt19937_64 rng_;
   std::vector<Candidate> cand_;     // [n_vocab] working set
+  std::vector<float> row_;          // [n_vocab] scaled logits, then their exp (one row kernel call)
   static constexpr size_t kTopPBins = 4096;
   std::vector<double> bin_mass_;    // [kTopPBins] top-p histogram
   std::vector<uint32_t> seen_;      // [n_vocab] stamp per id: dedups the penalty history

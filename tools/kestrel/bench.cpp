@@ -26,6 +26,7 @@ struct BenchOptions {
   int32_t reps = 5;
   std::string output = "md";
   bool no_mmap = false;  // read the weights into process memory
+  ExpFlags exp;
 };
 
 struct Result {
@@ -115,6 +116,7 @@ int bench(const BenchOptions& o) {
     cp.n_batch = std::max(o.n_prompt, 1);
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
+    apply_exp_flags(o.exp, &cp, nullptr);
     kestrel_context* ctx = nullptr;
     if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
       return report(s, "cannot create a context", nullptr);
@@ -150,7 +152,8 @@ int bench(const BenchOptions& o) {
       arr.push_back({{"model", label},         {"model_size", size},     {"model_n_params", n_params},
                      {"n_threads", r.threads}, {"test", r.test},         {"n_prompt", r.n_prompt},
                      {"n_gen", r.n_gen},       {"avg_ts", r.mean},       {"stddev_ts", r.stddev},
-                     {"samples_ts", r.samples_ts}, {"build", kestrel_version()}});
+                     {"samples_ts", r.samples_ts}, {"build", kestrel_version()},
+                     {"exp_tiers", exp_flags_summary(o.exp)}});
     std::printf("%s\n", arr.dump(2).c_str());
   } else {
     char size_s[32], params_s[32];
@@ -166,7 +169,7 @@ int bench(const BenchOptions& o) {
       std::printf("| %-24s | %12s | %10s | %7d | %8s | %20s |\n", label.c_str(), size_s, params_s, r.threads,
                   r.test.c_str(), ts);
     }
-    std::printf("\nbuild: kestrel %s\n", kestrel_version());
+    std::printf("\nbuild: kestrel %s; exp tiers: %s\n", kestrel_version(), exp_flags_summary(o.exp).c_str());
   }
   return std::fflush(stdout) == 0 ? kExitOk : kExitRuntime;
 }
@@ -183,6 +186,7 @@ Command add_bench(CLI::App& app) {
   sub->add_option("-r,--repetitions", o->reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
   sub->add_option("-o,--output", o->output, "md or json");
   sub->add_flag("--no-mmap", o->no_mmap, "read the weights into process memory instead of mapping the file");
+  add_exp_flags(sub, o->exp);
   return {sub, [o] { return bench(*o); }};
 }
 

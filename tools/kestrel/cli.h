@@ -28,6 +28,7 @@ Command add_bench(CLI::App& app);
 Command add_tokenize(CLI::App& app);
 Command add_inspect(CLI::App& app);
 Command add_convert(CLI::App& app);
+Command add_perplexity(CLI::App& app);
 
 constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;
@@ -50,6 +51,19 @@ bool stop_requested();
 // Loads a model, showing progress on stderr when it is a terminal and
 // cancelling on Ctrl-C. Returns an exit code (0 on success).
 int load_model(const std::string& path, kestrel_model_params params, kestrel_model** out);
+
+// --exp and its per-op overrides (exp_flags.cpp): each empty or
+// exact|quake2|quake1, checked by CLI11. An override wins over --exp.
+struct ExpFlags {
+  std::string all, softmax, gelu, silu, sigmoid;
+};
+void add_exp_flags(CLI::App* sub, ExpFlags& flags);
+// Sets the context's per-op tiers and the sampler's softmax tier (either may be NULL).
+void apply_exp_flags(const ExpFlags& flags, kestrel_context_params* cp, kestrel_sampler_params* sp);
+// "softmax quake2, gelu exact, ..." for logs.
+std::string exp_flags_summary(const ExpFlags& flags);
+// True when some op gets a tier other than exact.
+bool exp_flags_any_quake(const ExpFlags& flags);
 
 // Parses "1,2,8" into positive ints; false with a message naming the flag.
 bool parse_int_list(const std::string& text, const char* flag, std::vector<int>& out, std::string& error);

@@ -130,12 +130,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kestrel ") + kestrel_version());
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
-                                         kcli::add_inspect(app), kcli::add_convert(app)};
+                                         kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app)};
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
     bool known = false;
     for (const auto& c : commands) known = known || c.app->get_name() == args[1];
     if (!known)
-      return kcli::usage_error("unknown command '" + args[1] + "' (run, bench, tokenize, inspect, convert)");
+      return kcli::usage_error("unknown command '" + args[1] + "' (run, bench, tokenize, inspect, convert, perplexity)");
   }
   try {
     app.parse(static_cast<int>(cargs.size()), cargs.data());

@@ -28,6 +28,7 @@ struct RunOptions {
   int32_t repeat_last_n = 64;
   bool no_mmap = false;
   bool verbose = false;
+  ExpFlags exp;
 };
 
 struct Output {
@@ -69,6 +70,7 @@ int run(const RunOptions& o) {
   cp.n_ctx = o.n_ctx;
   if (o.threads > 0) cp.n_threads = o.threads;
   cp.n_threads_batch = o.threads_batch;
+  apply_exp_flags(o.exp, &cp, nullptr);
   kestrel_context* ctx = nullptr;
   if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
     return report(s, "cannot create a context", nullptr);
@@ -81,6 +83,7 @@ int run(const RunOptions& o) {
   sp.min_p = o.min_p;
   sp.repeat_penalty = o.repeat_penalty;
   sp.repeat_last_n = o.repeat_last_n;
+  apply_exp_flags(o.exp, nullptr, &sp);
   sp.seed = o.seed >= 0 ? static_cast<uint32_t>(o.seed)
                         : static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   if (o.verbose) {
@@ -134,6 +137,7 @@ Command add_run(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 20));
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer.bin for a llama2.c .bin model");
   sub->add_flag("--no-mmap", o->no_mmap, "read the model into memory instead of mapping it");
+  add_exp_flags(sub, o->exp);
   sub->add_flag("-v,--verbose", o->verbose, "print system and model information");
   return {sub, [o] { return run(*o); }};
 }

@@ -134,6 +134,16 @@ kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token 
 
 /* ---- contexts ---- */
 
+/* How exactly exp() is computed inside softmax, GELU, SiLU and sigmoid (see the
+ * README's exp tiers): exact (polynomial, <= 2 ulp), quake2 (IEEE-754 bit trick
+ * with a quadratic mantissa, <= 0.27% relative), quake1 (first-order bit trick,
+ * <= 3% relative). */
+typedef enum kestrel_exp_tier {
+  KESTREL_EXP_EXACT = 0,
+  KESTREL_EXP_QUAKE2 = 1,
+  KESTREL_EXP_QUAKE1 = 2
+} kestrel_exp_tier;
+
 typedef struct kestrel_context_params {
   int32_t n_ctx;           /* KV cache cells; 0 = min(training context, 4096) (default 0) */
   int32_t n_batch;         /* tokens per micro-batch (default 512) */
@@ -143,6 +153,12 @@ typedef struct kestrel_context_params {
   uint32_t seed;           /* sampling seed (default 0x5eed) */
   int kv_f32;              /* 1: KV cache in f32; 0: f16 (default) */
   int reference_kernels;   /* 1: run every op on the scalar reference kernels (slow; for checks) */
+  /* Exp tier per op, a kestrel_exp_tier value (default KESTREL_EXP_EXACT = 0);
+   * other values: KESTREL_ERR_INVALID_ARGUMENT from kestrel_context_create. */
+  int32_t exp_softmax;     /* the attention softmax */
+  int32_t exp_gelu;        /* GELU / GeGLU feed-forward activations */
+  int32_t exp_silu;        /* SiLU / SwiGLU feed-forward activations */
+  int32_t exp_sigmoid;     /* sigmoid */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
@@ -178,6 +194,8 @@ typedef struct kestrel_sampler_params {
   float repeat_penalty;  /* >= 0; 1 = off (default 1.0) */
   int32_t repeat_last_n; /* tokens the penalty looks back over (default 64) */
   uint32_t seed;         /* default 0x5eed */
+  int32_t exp_softmax;   /* exp tier of the softmax over the vocabulary, a kestrel_exp_tier
+                            (default KESTREL_EXP_EXACT); other values: KESTREL_ERR_INVALID_ARGUMENT */
 } kestrel_sampler_params;
 
 kestrel_sampler_params kestrel_sampler_default_params(void);

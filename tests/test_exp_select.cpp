@@ -1,0 +1,273 @@
+// Exp tier selection end to end: the per-op tiers of ContextParams reach the
+// ops of the forward (logits move by about the tier's error, the top-1 token
+// mostly stays), each op's tier acts alone, the cpu kernels and the reference
+// forward agree under a quake tier, the C API rejects unknown tiers, and the
+// sampler's softmax stays within the documented error of each tier.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "kestrel/kestrel.h"
+#include "model_test_util.h"
+#include "runtime/model/synth.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+using namespace kestrel;
+using namespace kestrel::testutil;
+
+namespace {
+
+const std::string kStories = shared_path("models/stories260K/stories260K.gguf");
+
+std::unique_ptr<Context> make_ctx(const Model& m, const OpExpTiers& tiers, BackendChoice be = BackendChoice::cpu) {
+  ContextParams cp;
+  cp.n_ctx = 256;
+  cp.n_batch = 256;
+  cp.n_threads = 2;
+  cp.kv_type = DType::F32;
+  cp.backend = be;
+  cp.exp = tiers;
+  auto c = Context::create(m, cp);
+  REQUIRE(c.status().to_string() == "ok");
+  return std::move(c).value();
+}
+
+OpExpTiers all_ops(ExpTier t) { return {t, t, t, t}; }
+
+std::vector<float> run(const Model& m, const OpExpTiers& tiers, const std::vector<int32_t>& ids,
+                       BackendChoice be = BackendChoice::cpu) {
+  auto ctx = make_ctx(m, tiers, be);
+  std::vector<float> logits;
+  REQUIRE(decode_all(*ctx, ids, 0, 0, &logits).to_string() == "ok");
+  return logits;
+}
+
+double top1_agreement(const std::vector<float>& a, const std::vector<float>& b, int64_t V) {
+  const size_t rows = a.size() / static_cast<size_t>(V);
+  size_t same = 0;
+  for (size_t r = 0; r < rows; ++r) same += argmax(&a[r * V], V) == argmax(&b[r * V], V) ? 1 : 0;
+  return static_cast<double>(same) / static_cast<double>(rows);
+}
+
+// The first n tokens of the shipped perplexity text, BOS first.
+std::vector<int32_t> text_ids(const Model& m, size_t n) {
+  std::ifstream in(std::string(KESTREL_SOURCE_DIR) + "/tests/data/ppl_text.txt");
+  REQUIRE(in);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::vector<int32_t> ids;
+  REQUIRE(m.tokenizer().encode(ss.str(), true, false, ids).to_string() == "ok");
+  REQUIRE(ids.size() >= n);
+  ids.resize(n);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("exp tiers reach the forward of stories260K (softmax, silu)", "[exp][select][model]") {
+  if (!file_exists(kStories)) {
+    WARN("SKIP: " << kStories << " is missing");
+    return;
+  }
+  auto lm = Model::load(kStories, ModelParams{});
+  REQUIRE(lm.status().to_string() == "ok");
+  const Model& m = **lm;
+  const int64_t V = m.hparams().n_vocab;
+  const std::vector<int32_t> ids = text_ids(m, 200);
+  const std::vector<float> exact = run(m, all_ops(ExpTier::exact), ids);
+
+  SECTION("every op on a quake tier: logits move a little, top-1 mostly stays") {
+    for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+      const std::vector<float> q = run(m, all_ops(t), ids);
+      const double e = nmse(exact.data(), q.data(), exact.size());
+      const double agree = top1_agreement(exact, q, V);
+      INFO(exp_tier_name(t) << ": logit NMSE " << e << ", top-1 agreement " << agree);
+      std::printf("stories260K %s: logit NMSE %.3g, top-1 agreement %.3f\n", exp_tier_name(t), e, agree);
+      CHECK(e > 0.0);  // the tier reached the ops
+      CHECK(e < (t == ExpTier::quake2 ? 1e-4 : 1e-2));
+      CHECK(agree >= (t == ExpTier::quake2 ? 0.97 : 0.85));
+    }
+  }
+  SECTION("each op's tier acts alone") {
+    OpExpTiers only_softmax, only_silu, only_gelu, only_sigmoid;
+    only_softmax.softmax = ExpTier::quake1;
+    only_silu.silu = ExpTier::quake1;
+    only_gelu.gelu = ExpTier::quake1;
+    only_sigmoid.sigmoid = ExpTier::quake1;
+    CHECK(nmse(exact.data(), run(m, only_softmax, ids).data(), exact.size()) > 0.0);
+    CHECK(nmse(exact.data(), run(m, only_silu, ids).data(), exact.size()) > 0.0);
+    // llama has no GELU and no sigmoid: their tiers leave the logits bit-identical.
+    CHECK(run(m, only_gelu, ids) == exact);
+    CHECK(run(m, only_sigmoid, ids) == exact);
+  }
+  SECTION("the cpu kernels agree with the reference forward on a quake tier") {
+    for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+      const std::vector<int32_t> few(ids.begin(), ids.begin() + 48);
+      const std::vector<float> cpu = run(m, all_ops(t), few);
+      const std::vector<float> ref = run(m, all_ops(t), few, BackendChoice::ref);
+      const double e = nmse(ref.data(), cpu.data(), ref.size());
+      INFO(exp_tier_name(t) << ": cpu vs ref NMSE " << e);
+      CHECK(e < 1e-8);
+    }
+  }
+}
+
+TEST_CASE("exp tiers reach GeGLU and the softmax of a synthetic gemma3", "[exp][select][model]") {
+  SynthSpec s;
+  s.arch = ArchId::gemma3;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.n_head = 4;
+  s.n_head_kv = 1;
+  s.head_dim = 128;
+  s.n_layer = 3;
+  s.n_swa = 8;
+  s.tied_output = true;
+  auto bytes = synth_model_gguf(s);
+  REQUIRE(bytes.status().to_string() == "ok");
+  auto lm = Model::load_from_memory(bytes->data(), bytes->size(), ModelParams{});
+  REQUIRE(lm.status().to_string() == "ok");
+  const Model& m = **lm;
+  const int64_t V = m.hparams().n_vocab;
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(3 + (i * 37) % 300);
+  const std::vector<float> exact = run(m, all_ops(ExpTier::exact), ids);
+  OpExpTiers only_gelu, only_silu;
+  only_gelu.gelu = ExpTier::quake2;
+  only_silu.silu = ExpTier::quake1;
+  const std::vector<float> g = run(m, only_gelu, ids);
+  const double e = nmse(exact.data(), g.data(), exact.size());
+  INFO("gelu quake2 NMSE " << e << ", top-1 agreement " << top1_agreement(exact, g, V));
+  CHECK(e > 0.0);
+  CHECK(e < 1e-4);
+  CHECK(run(m, only_silu, ids) == exact);  // gemma3 has no SiLU
+  for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+    const std::vector<float> cpu = run(m, all_ops(t), ids);
+    const std::vector<float> ref = run(m, all_ops(t), ids, BackendChoice::ref);
+    INFO(exp_tier_name(t));
+    CHECK(nmse(exact.data(), cpu.data(), exact.size()) > 0.0);
+    CHECK(nmse(ref.data(), cpu.data(), ref.size()) < 1e-6);
+  }
+}
+
+TEST_CASE("unknown exp tiers are rejected", "[exp][select][bad-input]") {
+  SECTION("ContextParams") {
+    SynthSpec s;
+    auto bytes = synth_model_gguf(s);
+    REQUIRE(bytes.status().to_string() == "ok");
+    auto lm = Model::load_from_memory(bytes->data(), bytes->size(), ModelParams{});
+    REQUIRE(lm.status().to_string() == "ok");
+    ContextParams cp;
+    cp.n_ctx = 32;
+    cp.exp.gelu = static_cast<ExpTier>(7);
+    auto c = Context::create(**lm, cp);
+    CHECK(c.status().code() == StatusCode::invalid_argument);
+    CHECK(c.status().message().find("gelu") != std::string::npos);
+  }
+  SECTION("C API context and sampler params") {
+    if (!file_exists(kStories)) {
+      WARN("SKIP: " << kStories << " is missing");
+      return;
+    }
+    kestrel_model_params mp = kestrel_model_default_params();
+    kestrel_model* model = nullptr;
+    REQUIRE(kestrel_model_load(kStories.c_str(), &mp, &model) == KESTREL_OK);
+    kestrel_context_params cp = kestrel_context_default_params();
+    CHECK(cp.exp_softmax == KESTREL_EXP_EXACT);
+    CHECK(cp.exp_gelu == KESTREL_EXP_EXACT);
+    CHECK(cp.exp_silu == KESTREL_EXP_EXACT);
+    CHECK(cp.exp_sigmoid == KESTREL_EXP_EXACT);
+    cp.n_ctx = 64;
+    kestrel_context* ctx = nullptr;
+    for (int field = 0; field < 4; ++field) {
+      kestrel_context_params bad = cp;
+      int32_t* f[] = {&bad.exp_softmax, &bad.exp_gelu, &bad.exp_silu, &bad.exp_sigmoid};
+      const char* names[] = {"exp_softmax", "exp_gelu", "exp_silu", "exp_sigmoid"};
+      *f[field] = field == 0 ? -1 : 3;
+      CHECK(kestrel_context_create(model, &bad, &ctx) == KESTREL_ERR_INVALID_ARGUMENT);
+      CHECK(ctx == nullptr);
+      CHECK(std::string(kestrel_last_error(nullptr)).find(names[field]) != std::string::npos);
+    }
+    cp.exp_softmax = KESTREL_EXP_QUAKE2;
+    cp.exp_silu = KESTREL_EXP_QUAKE1;
+    REQUIRE(kestrel_context_create(model, &cp, &ctx) == KESTREL_OK);
+    kestrel_context_free(ctx);
+
+    kestrel_sampler_params sp = kestrel_sampler_default_params();
+    CHECK(sp.exp_softmax == KESTREL_EXP_EXACT);
+    sp.exp_softmax = 9;
+    kestrel_sampler* smp = nullptr;
+    CHECK(kestrel_sampler_create(model, &sp, &smp) == KESTREL_ERR_INVALID_ARGUMENT);
+    CHECK(smp == nullptr);
+    sp.exp_softmax = KESTREL_EXP_QUAKE1;
+    REQUIRE(kestrel_sampler_create(model, &sp, &smp) == KESTREL_OK);
+    kestrel_sampler_free(smp);
+    kestrel_model_free(model);
+  }
+}
+
+TEST_CASE("the sampler's softmax stays within each tier's documented error", "[exp][select][sampling]") {
+  // A gemma3-sized vocabulary of normal logits (sd 3), temperature 0.7, no
+  // filters: every probability against the softmax computed in double.
+  const int32_t V = 262144;
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> logits(V);
+  for (float& l : logits) l = nd(rng);
+  const float temp = 0.7f;
+  std::vector<double> truth(V);
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0.0;
+  for (int32_t i = 0; i < V; ++i) z += truth[i] = std::exp((logits[i] - mx) / temp);
+  for (double& t : truth) t /= z;
+
+  for (ExpTier t : {ExpTier::exact, ExpTier::quake2, ExpTier::quake1}) {
+    SamplerParams p;
+    p.temperature = temp;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.exp = t;
+    Sampler s;
+    REQUIRE(s.init(V, p).to_string() == "ok");
+    std::vector<float> probs(V);
+    REQUIRE(s.distribution(logits.data(), probs.data()).to_string() == "ok");
+    double max_rel = 0.0, sum = 0.0;
+    for (int32_t i = 0; i < V; ++i) {
+      sum += probs[i];
+      if (truth[i] > 1e-30) max_rel = std::max(max_rel, std::fabs(probs[i] / truth[i] - 1.0));
+    }
+    // Normalized by the tier's own sum: each probability within about twice
+    // the exp bound, plus the float rounding of x = (l - max) / T, which moves
+    // exp(x) by up to |x| * 2^-23 relative (|x| < 60 here: 7e-6).
+    const double bound = 2.0 * exp_tier_max_rel_error(t) + 1e-5;
+    std::printf("sampler softmax %s: max relative error %.4g (bound %.4g), sum %.9f\n", exp_tier_name(t), max_rel,
+                bound, sum);
+    INFO(exp_tier_name(t) << " max relative error " << max_rel);
+    CHECK(max_rel <= bound);
+    CHECK(std::fabs(sum - 1.0) < 1e-4);
+    if (t != ExpTier::exact) CHECK(max_rel > 10.0 * exp_tier_max_rel_error(ExpTier::exact));  // the tier applied
+  }
+  SECTION("min-p keeps the top token on every tier") {
+    for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+      SamplerParams p;
+      p.temperature = 1.0f;
+      p.min_p = 1.0f;  // only tokens tied with the top one survive
+      p.top_k = 0;
+      p.exp = t;
+      Sampler s;
+      REQUIRE(s.init(V, p).to_string() == "ok");
+      auto tok = s.sample(logits.data());
+      REQUIRE(tok.status().to_string() == "ok");
+      CHECK(*tok == argmax(logits.data(), V));
+    }
+  }
+}
