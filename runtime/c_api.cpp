@@ -24,9 +24,12 @@ thread_local std::string tl_model_error;
 
 void store(std::string& dst, const Status& s) noexcept {
   try {
-    dst = s.message().empty() ? std::string(status_code_name(s.code())) : s.message();
+    if (s.message().empty()) dst.assign(status_code_name(s.code()));
+    else dst.assign(s.message());
   } catch (...) {
-    dst.clear();
+    // Only an allocation can fail here. 13 characters fit the string's inline
+    // buffer, so this assignment cannot allocate, and the caller still gets a message.
+    dst.assign("out of memory");
   }
 }
 
@@ -132,8 +135,10 @@ kestrel_status kestrel_model_load(const char* path, const kestrel_model_params* 
     if (!m) return Status::out_of_memory("model handle");
     auto loaded = Model::load(path, mp);
     if (!loaded.ok()) {
+      // The file layers name the path in their own messages ("cannot open 'p'",
+      // "'p': not a GGUF file"); later checks (hyperparameters, tokenizer) may not.
       Status e = std::move(loaded).take_status();
-      e.with_context(std::string(path) + ": ");
+      if (e.message().find(path) == std::string::npos) e.with_context(std::string(path) + ": ");
       return e;
     }
     m->model = std::move(loaded).value();
@@ -218,8 +223,8 @@ int32_t kestrel_model_desc(const kestrel_model* model, char* buf, size_t buf_siz
 kestrel_status kestrel_tokenize(const kestrel_model* model, const char* text, size_t text_len, int add_special,
                                 int parse_special, kestrel_token* tokens, int32_t max_tokens, int32_t* n_tokens) {
   if (n_tokens) *n_tokens = 0;
-  if (!live(model)) return fail_global(Status::invalid_argument("kestrel_tokenize: model is NULL or not live"));
   const Status s = guarded([&]() -> Status {
+    if (!live(model)) return Status::invalid_argument("kestrel_tokenize: model is NULL or not live");
     if (!n_tokens) return Status::invalid_argument("kestrel_tokenize: n_tokens must not be NULL");
     if (!text && text_len > 0) return Status::invalid_argument("kestrel_tokenize: text is NULL but text_len is %zu", text_len);
     if (max_tokens < 0) return Status::invalid_argument("kestrel_tokenize: max_tokens %d < 0", max_tokens);
@@ -235,11 +240,14 @@ kestrel_status kestrel_tokenize(const kestrel_model* model, const char* text, si
       return Status::too_long("the text has %zu tokens, the buffer holds %d", ids.size(), max_tokens);
     return {};
   });
-  if (!s.ok()) return fail_model(model, s);
+  if (!s.ok()) return live(model) ? fail_model(model, s) : fail_global(s);
   clear_model_error(model);
   return KESTREL_OK;
 }
 
+}  // extern "C"
+
+// Helpers (C++ linkage: they return a Status).
 namespace {
 Status check_ids(const Tokenizer& tok, const kestrel_token* ids, int32_t n) {
   for (int32_t i = 0; i < n; ++i)
@@ -257,11 +265,13 @@ Status copy_bytes(const std::string& text, char* buf, size_t buf_size, size_t* n
 }
 }  // namespace
 
+extern "C" {
+
 kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_token* tokens, int32_t n_tokens,
                                   int render_special, char* buf, size_t buf_size, size_t* n_bytes) {
   if (n_bytes) *n_bytes = 0;
-  if (!live(model)) return fail_global(Status::invalid_argument("kestrel_detokenize: model is NULL or not live"));
   const Status s = guarded([&]() -> Status {
+    if (!live(model)) return Status::invalid_argument("kestrel_detokenize: model is NULL or not live");
     if (!n_bytes) return Status::invalid_argument("kestrel_detokenize: n_bytes must not be NULL");
     if (n_tokens < 0) return Status::invalid_argument("kestrel_detokenize: n_tokens %d < 0", n_tokens);
     if (!tokens && n_tokens > 0) return Status::invalid_argument("kestrel_detokenize: tokens is NULL");
@@ -273,7 +283,7 @@ kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_toke
     KESTREL_TRY(tok.decode(ids, render_special != 0, text));
     return copy_bytes(text, buf, buf_size, n_bytes);
   });
-  if (!s.ok()) return fail_model(model, s);
+  if (!s.ok()) return live(model) ? fail_model(model, s) : fail_global(s);
   clear_model_error(model);
   return KESTREL_OK;
 }
@@ -281,8 +291,8 @@ kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_toke
 kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token token, int render_special, char* buf,
                                       size_t buf_size, size_t* n_bytes) {
   if (n_bytes) *n_bytes = 0;
-  if (!live(model)) return fail_global(Status::invalid_argument("kestrel_token_to_piece: model is NULL or not live"));
   const Status s = guarded([&]() -> Status {
+    if (!live(model)) return Status::invalid_argument("kestrel_token_to_piece: model is NULL or not live");
     if (!n_bytes) return Status::invalid_argument("kestrel_token_to_piece: n_bytes must not be NULL");
     if (!buf && buf_size > 0) return Status::invalid_argument("kestrel_token_to_piece: buf is NULL but buf_size is %zu", buf_size);
     const Tokenizer& tok = model->model->tokenizer();
@@ -291,7 +301,7 @@ kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token 
     KESTREL_TRY(tok.token_to_piece(token, render_special != 0, piece));
     return copy_bytes(piece, buf, buf_size, n_bytes);
   });
-  if (!s.ok()) return fail_model(model, s);
+  if (!s.ok()) return live(model) ? fail_model(model, s) : fail_global(s);
   clear_model_error(model);
   return KESTREL_OK;
 }
@@ -359,8 +369,8 @@ int32_t kestrel_context_n_ctx(const kestrel_context* ctx) {
 }
 
 kestrel_status kestrel_decode(kestrel_context* ctx, const kestrel_batch* batch) {
-  if (!live(ctx)) return fail_global(Status::invalid_argument("kestrel_decode: context is NULL or not live"));
   const Status s = guarded([&]() -> Status {
+    if (!live(ctx)) return Status::invalid_argument("kestrel_decode: context is NULL or not live");
     if (!batch) return Status::invalid_argument("kestrel_decode: batch is NULL");
     BatchView b;
     b.n_tokens = batch->n_tokens;
@@ -370,7 +380,7 @@ kestrel_status kestrel_decode(kestrel_context* ctx, const kestrel_batch* batch) 
     b.logits = batch->logits;
     return ctx->ctx->decode(b);
   });
-  if (!s.ok()) return fail_handle(ctx, s);
+  if (!s.ok()) return live(ctx) ? fail_handle(ctx, s) : fail_global(s);
   ctx->last_error.clear();
   return KESTREL_OK;
 }
@@ -378,18 +388,28 @@ kestrel_status kestrel_decode(kestrel_context* ctx, const kestrel_batch* batch) 
 const float* kestrel_get_logits(kestrel_context* ctx, int32_t i) {
   if (!live(ctx)) return nullptr;
   const float* p = ctx->ctx->logits(i);
-  if (!p) fail_handle(ctx, Status::invalid_argument("no logits for output %d (the last decode kept %d)", i,
-                                                    ctx->ctx->n_outputs()));
+  if (!p) {
+    fail_handle(ctx, guarded([&]() -> Status {
+                  return Status::invalid_argument("no logits for output %d (the last decode kept %d)", i,
+                                                  ctx->ctx->n_outputs());
+                }));
+  }
   return p;
 }
 
 kestrel_status kestrel_kv_seq_rm(kestrel_context* ctx, int32_t seq, int32_t p0, int32_t p1) {
-  if (!live(ctx)) return fail_global(Status::invalid_argument("kestrel_kv_seq_rm: context is NULL or not live"));
-  if (seq >= ctx->ctx->kv().n_seq_max())
-    return fail_handle(ctx, Status::invalid_argument("sequence id %d outside [0, %d)", seq, ctx->ctx->kv().n_seq_max()));
-  if (p0 < 0) return fail_handle(ctx, Status::invalid_argument("p0 %d < 0", p0));
-  if (p1 >= 0 && p1 < p0) return fail_handle(ctx, Status::invalid_argument("p1 %d < p0 %d", p1, p0));
-  ctx->ctx->kv().seq_rm(seq, p0, p1);
+  const Status s = guarded([&]() -> Status {
+    if (!live(ctx)) return Status::invalid_argument("kestrel_kv_seq_rm: context is NULL or not live");
+    if (seq >= ctx->ctx->kv().n_seq_max())
+      return Status::invalid_argument("kestrel_kv_seq_rm: sequence id %d outside [0, %d) (or < 0 for every sequence)",
+                                      seq, ctx->ctx->kv().n_seq_max());
+    if (p0 < 0) return Status::invalid_argument("kestrel_kv_seq_rm: p0 %d < 0", p0);
+    if (p1 >= 0 && p1 < p0) return Status::invalid_argument("kestrel_kv_seq_rm: p1 %d < p0 %d", p1, p0);
+    ctx->ctx->kv().seq_rm(seq, p0, p1);
+    return {};
+  });
+  if (!s.ok()) return live(ctx) ? fail_handle(ctx, s) : fail_global(s);
+  ctx->last_error.clear();
   return KESTREL_OK;
 }
 

@@ -69,12 +69,17 @@ void kestrel_sampler_free(kestrel_sampler* sampler) {
 }
 
 kestrel_status kestrel_sampler_sample(kestrel_sampler* sampler, const float* logits, kestrel_token* out_token) {
-  if (!live(sampler)) return fail_global(Status::invalid_argument("kestrel_sampler_sample: sampler is NULL or not live"));
-  if (!out_token) return fail_handle(sampler, Status::invalid_argument("kestrel_sampler_sample: out_token is NULL"));
-  // Sampler::sample never allocates and never throws.
-  auto r = sampler->sampler.sample(logits);
-  if (!r.ok()) return fail_handle(sampler, r.status());
-  *out_token = *r;
+  // Sampler::sample itself does not allocate, but its error statuses format
+  // messages (std::string), so the whole call runs under the guard.
+  const Status s = guarded([&]() -> Status {
+    if (!live(sampler)) return Status::invalid_argument("kestrel_sampler_sample: sampler is NULL or not live");
+    if (!out_token) return Status::invalid_argument("kestrel_sampler_sample: out_token is NULL");
+    auto r = sampler->sampler.sample(logits);
+    if (!r.ok()) return std::move(r).take_status();
+    *out_token = *r;
+    return {};
+  });
+  if (!s.ok()) return live(sampler) ? fail_handle(sampler, s) : fail_global(s);
   sampler->last_error.clear();
   return KESTREL_OK;
 }
@@ -95,7 +100,11 @@ const char* kestrel_sampler_last_error(const kestrel_sampler* sampler) {
 
 kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_t n_predict,
                                 const kestrel_sampler_params* sampling, kestrel_text_fn on_text, void* user_data) {
-  if (!live(ctx)) return fail_global(Status::invalid_argument("kestrel_generate: context is NULL or not live"));
+  if (!live(ctx)) {
+    return fail_global(guarded([]() -> Status {
+      return Status::invalid_argument("kestrel_generate: context is NULL or not live");
+    }));
+  }
   kestrel_timings& tm = ctx->timings;
   tm = kestrel_timings{};
   tm.t_load_ms = ctx->owner->t_load_ms;
@@ -182,7 +191,8 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
     return result;
   });
   if (!s.ok()) return fail_handle(ctx, s);
-  if (stopped_by_callback) return fail_handle(ctx, Status::cancelled("generation stopped by the text callback"));
+  if (stopped_by_callback)
+    return fail_handle(ctx, guarded([]() -> Status { return Status::cancelled("generation stopped by the text callback"); }));
   ctx->last_error.clear();
   return KESTREL_OK;
 }

@@ -163,18 +163,23 @@ int32_t kestrel_model_tensor_count(const kestrel_model* model) {
 }
 
 kestrel_status kestrel_model_tensor_info(const kestrel_model* model, int32_t i, kestrel_tensor_info* out) {
-  if (!live(model)) return fail_global(Status::invalid_argument("kestrel_model_tensor_info: model is NULL or not live"));
-  if (!out) return fail_model(model, Status::invalid_argument("kestrel_model_tensor_info: out is NULL"));
-  const auto& ts = model->model->file().tensors();
-  if (i < 0 || static_cast<size_t>(i) >= ts.size())
-    return fail_model(model, Status::invalid_argument("tensor index %d outside [0, %zu)", i, ts.size()));
-  const gguf::TensorInfo& t = ts[static_cast<size_t>(i)];
-  out->name = t.name.c_str();
-  out->type_name = dtype_name(t.type);
-  out->type = static_cast<int32_t>(t.type);
-  out->n_dims = t.n_dims;
-  for (int d = 0; d < 4; ++d) out->ne[d] = t.ne[d];
-  out->n_bytes = t.nbytes;
+  const Status s = guarded([&]() -> Status {
+    if (!live(model)) return Status::invalid_argument("kestrel_model_tensor_info: model is NULL or not live");
+    if (!out) return Status::invalid_argument("kestrel_model_tensor_info: out is NULL");
+    const auto& ts = model->model->file().tensors();
+    if (i < 0 || static_cast<size_t>(i) >= ts.size())
+      return Status::invalid_argument("kestrel_model_tensor_info: tensor index %d outside [0, %zu)", i, ts.size());
+    const gguf::TensorInfo& t = ts[static_cast<size_t>(i)];
+    out->name = t.name.c_str();
+    out->type_name = dtype_name(t.type);
+    out->type = static_cast<int32_t>(t.type);
+    out->n_dims = t.n_dims;
+    for (int d = 0; d < 4; ++d) out->ne[d] = t.ne[d];
+    out->n_bytes = t.nbytes;
+    return {};
+  });
+  if (!s.ok()) return live(model) ? fail_model(model, s) : fail_global(s);
+  clear_model_error(model);
   return KESTREL_OK;
 }
 

@@ -281,6 +281,136 @@ static void test_bad_calls(kestrel_model* model, kestrel_context* ctx) {
   CHECK(strcmp(kestrel_status_name(KESTREL_ERR_BAD_FILE), "bad_file") == 0);
 }
 
+/* Every entry point with NULL handles, a handle of the wrong kind and NULL
+ * out-pointers: a status with a message (or the documented failure value),
+ * never a crash. A context cast to a model and the like is caught by the
+ * handle's magic number. */
+static void test_every_entry_point_rejects_bad_handles(kestrel_model* model, kestrel_context* ctx) {
+  kestrel_model* wrong_model = (kestrel_model*)(void*)ctx;
+  kestrel_context* wrong_ctx = (kestrel_context*)(void*)model;
+  kestrel_sampler* wrong_smpl = (kestrel_sampler*)(void*)model;
+  char buf[64];
+  size_t nb = 7;
+  int32_t n = 7;
+  kestrel_token t = 5;
+
+  CHECK(kestrel_version() != NULL && kestrel_version()[0] != '\0');
+  CHECK(kestrel_system_info() != NULL && strstr(kestrel_system_info(), "kestrel") != NULL);
+  CHECK(strcmp(kestrel_status_name((kestrel_status)-1), "unknown") == 0);
+  CHECK(strcmp(kestrel_status_name((kestrel_status)99), "unknown") == 0);
+  {
+    int junk = 0x12345678;
+    CHECK(strcmp(kestrel_last_error(&junk), "not a live kestrel handle") == 0);
+  }
+
+  /* Model getters: -1 / 0 / empty for NULL and for a context passed as a model. */
+  kestrel_model* bad_models[2] = {NULL, wrong_model};
+  for (int i = 0; i < 2; ++i) {
+    kestrel_model* m = bad_models[i];
+    CHECK(kestrel_model_n_vocab(m) == -1);
+    CHECK(kestrel_model_n_ctx_train(m) == -1);
+    CHECK(kestrel_model_n_embd(m) == -1);
+    CHECK(kestrel_model_n_layer(m) == -1);
+    CHECK(kestrel_token_bos(m) == -1 && kestrel_token_eos(m) == -1);
+    CHECK(kestrel_token_is_eog(m, 2) == 0);
+    CHECK(kestrel_model_n_params(m) == 0 && kestrel_model_size(m) == 0);
+    buf[0] = 'x';
+    CHECK(kestrel_model_desc(m, buf, sizeof buf) == -1 && buf[0] == '\0');
+    CHECK(kestrel_model_meta_count(m) == -1);
+    CHECK(kestrel_model_meta_key_by_index(m, 0, buf, sizeof buf) == -1);
+    CHECK(kestrel_model_meta_val_str_by_index(m, 0, buf, sizeof buf) == -1);
+    CHECK(kestrel_model_meta_val_str(m, "general.architecture", buf, sizeof buf) == -1);
+    CHECK(kestrel_model_tensor_count(m) == -1);
+    kestrel_tensor_info ti;
+    CHECK_ERR(kestrel_model_tensor_info(m, 0, &ti), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK_ERR(kestrel_tokenize(m, "a", 1, 1, 0, &t, 1, &n), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(n == 0);
+    CHECK_ERR(kestrel_detokenize(m, &t, 1, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(nb == 0);
+    CHECK_ERR(kestrel_token_to_piece(m, 5, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    kestrel_context* c = (kestrel_context*)0x1;
+    CHECK_ERR(kestrel_context_create(m, NULL, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(c == NULL);
+    kestrel_sampler* s = (kestrel_sampler*)0x1;
+    CHECK_ERR(kestrel_sampler_create(m, NULL, &s), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(s == NULL);
+  }
+  /* Freeing a handle of the wrong kind is ignored (the magic number does not match). */
+  kestrel_model_free(wrong_model);
+  kestrel_context_free(wrong_ctx);
+  kestrel_sampler_free(wrong_smpl);
+  CHECK(kestrel_model_n_vocab(model) == 512);
+  CHECK(kestrel_context_n_ctx(ctx) > 0);
+
+  /* NULL out-pointers and buffers on a live model. */
+  kestrel_tensor_info ti;
+  CHECK_ERR(kestrel_model_tensor_info(model, 0, NULL), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_model_tensor_info(model, -1, &ti), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK(kestrel_model_meta_val_str(model, NULL, buf, sizeof buf) == -1);
+  CHECK(kestrel_model_meta_val_str_by_index(model, -1, buf, sizeof buf) == -1);
+  CHECK(kestrel_model_meta_val_str_by_index(model, 0, NULL, 0) > 0); /* length only */
+  CHECK(kestrel_model_desc(model, NULL, 0) > 0);
+  CHECK_ERR(kestrel_tokenize(model, "a", 1, 1, 0, &t, 1, NULL), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_tokenize(model, "a", 1, 1, 0, NULL, 4, &n), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_tokenize(model, "a", 1, 1, 0, &t, -1, &n), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_detokenize(model, &t, 1, 0, buf, sizeof buf, NULL), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_detokenize(model, NULL, 1, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_detokenize(model, &t, -1, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_detokenize(model, &t, 1, 0, NULL, 8, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_token_to_piece(model, 5, 0, buf, sizeof buf, NULL), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_token_to_piece(model, 5, 0, NULL, 8, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_token_to_piece(model, 512, 0, buf, sizeof buf, &nb), KESTREL_ERR_INVALID_ARGUMENT, model);
+  CHECK_ERR(kestrel_context_create(model, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK_ERR(kestrel_sampler_create(model, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK_ERR(kestrel_model_load("x.gguf", NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK_ERR(kestrel_convert_llama2c(NULL, "t.bin", "o.gguf"), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK_ERR(kestrel_convert_llama2c("/nonexistent/kestrel/m.bin", "/nonexistent/kestrel/t.bin", "/nonexistent/kestrel/o.gguf"),
+            KESTREL_ERR_IO, NULL);
+
+  /* Context calls: NULL and a model passed as a context. */
+  kestrel_context* bad_ctxs[2] = {NULL, wrong_ctx};
+  for (int i = 0; i < 2; ++i) {
+    kestrel_context* c = bad_ctxs[i];
+    kestrel_batch b = {1, &t, &n, NULL, NULL};
+    CHECK(kestrel_context_n_ctx(c) == -1);
+    CHECK_ERR(kestrel_decode(c, &b), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(kestrel_get_logits(c, 0) == NULL);
+    CHECK_ERR(kestrel_kv_seq_rm(c, 0, 0, -1), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    CHECK(kestrel_kv_seq_pos_max(c, 0) == -1);
+    CHECK_ERR(kestrel_generate(c, "x", 1, NULL, NULL, NULL), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    kestrel_timings tm;
+    tm.n_generated = 99;
+    kestrel_get_timings(c, &tm);
+    CHECK(tm.n_generated == 0);
+  }
+  kestrel_get_timings(ctx, NULL); /* no-op */
+  CHECK_ERR(kestrel_kv_seq_rm(ctx, 0, -1, -1), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  CHECK_ERR(kestrel_kv_seq_rm(ctx, 0, 5, 2), KESTREL_ERR_INVALID_ARGUMENT, ctx);
+  CHECK(kestrel_kv_seq_rm(ctx, -1, 0, -1) == KESTREL_OK); /* every sequence */
+  CHECK(kestrel_kv_seq_pos_max(ctx, 7) == -1);
+  CHECK(kestrel_get_logits(ctx, -1) == NULL && kestrel_last_error(ctx)[0] != '\0');
+
+  /* Sampler calls: NULL and a model passed as a sampler. */
+  kestrel_sampler* bad_smpls[2] = {NULL, wrong_smpl};
+  float logits[4] = {0, 1, 2, 3};
+  for (int i = 0; i < 2; ++i) {
+    kestrel_sampler* s = bad_smpls[i];
+    CHECK_ERR(kestrel_sampler_sample(s, logits, &t), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+    kestrel_sampler_accept(s, 1); /* no-ops */
+    kestrel_sampler_reset(s);
+    CHECK(kestrel_sampler_last_error(s) != NULL && kestrel_sampler_last_error(s)[0] != '\0');
+  }
+  kestrel_sampler* s = NULL;
+  CHECK(kestrel_sampler_create(model, NULL, &s) == KESTREL_OK && s != NULL);
+  if (s) {
+    CHECK_ERR(kestrel_sampler_sample(s, logits, NULL), KESTREL_ERR_INVALID_ARGUMENT, s);
+    CHECK(strstr(kestrel_sampler_last_error(s), "out_token") != NULL);
+    CHECK_ERR(kestrel_sampler_sample(s, NULL, &t), KESTREL_ERR_INVALID_ARGUMENT, s);
+    kestrel_sampler_reset(s);
+    kestrel_sampler_free(s);
+  }
+}
+
 static void test_inspect(kestrel_model* model) {
   char buf[256];
   CHECK(kestrel_model_desc(model, buf, sizeof buf) > 0 && strstr(buf, "llama") != NULL);
@@ -388,6 +518,7 @@ int main(void) {
   test_decode_greedy(model, ctx);
   test_generate(model, ctx);
   test_bad_calls(model, ctx);
+  test_every_entry_point_rejects_bad_handles(model, ctx);
   test_inspect(model);
   {
     char expect[1024];
