@@ -20,4 +20,12 @@ struct AlignedDeleter {
 template <typename T>
 using AlignedPtr = std::unique_ptr<T, AlignedDeleter>;
 
+// Fault injection for the out-of-memory tests (tests/test_oom.cpp): while a
+// hook is installed, aligned_alloc_bytes asks it before each allocation and
+// returns nullptr when it answers true, as if the system had refused. One
+// process-wide pointer (an atomic: one relaxed load per allocation when unset);
+// nullptr removes it. Not meant for production use.
+using AllocFaultHook = bool (*)(size_t bytes);
+void set_alloc_fault_hook(AllocFaultHook hook);
+
 }  // namespace kestrel

@@ -63,7 +63,18 @@ void ThreadPool::start_workers() {
   // Workers start from the current generation: one that starts late must still
   // see a run published before it got going.
   const uint64_t gen = generation_.load(std::memory_order_acquire);
-  for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i, gen] { worker_main(i, gen); });
+  // A worker that cannot start (out of memory, the OS refusing a thread) must not
+  // leave the started ones joinable behind the exception: destroying a joinable
+  // std::thread calls std::terminate. Stop them, fall back to one thread, rethrow
+  // (the C API turns it into a status).
+  try {
+    workers_.reserve(static_cast<size_t>(n_threads_ - 1));
+    for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this, i, gen] { worker_main(i, gen); });
+  } catch (...) {
+    stop_workers();
+    n_threads_ = 1;
+    throw;
+  }
 }
 
 void ThreadPool::stop_workers() {

@@ -494,7 +494,9 @@ Expected<std::unique_ptr<File>> File::open(const std::string& path, const OpenOp
   impl->mapped = std::move(mapped);
   Status s = impl->parse(options);
   if (!s.ok()) return s.with_context("'" + path + "': ");
-  return std::unique_ptr<File>(new (std::nothrow) File(std::move(impl)));
+  std::unique_ptr<File> f(new (std::nothrow) File(std::move(impl)));
+  if (!f) return Status::out_of_memory("gguf::File");
+  return f;
 }
 
 Expected<std::unique_ptr<File>> File::from_memory(const void* data, size_t size, const OpenOptions& options) {
