@@ -174,9 +174,9 @@ struct KsMatmulParams {
 // unnormalized logistic s(x) = 1 / (1 + exp(-(sigmoid_scale * l / T + sigmoid_bias))),
 // residual max(0, s_p - s_q), bonus ~ s_p; no longer exact (p/q near 1 for
 // large logits, so nearly every draft is accepted). Needs top_k 0, top_p 1.
-// Bad data (a NaN or infinite logit in any target row, or in any draft row
-// unless greedy; an id outside [0, V)) yields dst = {-1, -1}: the caller
-// reports it.
+// Bad data (an id outside [0, V); a NaN or infinite logit in a row the rule
+// reads: target and draft rows 0..j up to the decision at row j, the target
+// row g when all pass) yields dst = {-1, -1}: the caller reports it.
 struct SpecVerifyParams {
   bool greedy = false;        // argmax rule; temperature, top_k, top_p unused
   float temperature = 1.0f;   // > 0 (stochastic rule)

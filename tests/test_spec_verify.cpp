@@ -294,17 +294,34 @@ TEST_CASE("spec_verify: bad data and bad parameters", "[op][spec_verify][bad]") 
       REQUIRE(c.run(*be, p).ok());
       CHECK(c.out[0] == -1);
       CHECK(c.out[1] == -1);
+      // The bonus row is read only when every draft passes: the target itself
+      // as the draft (greedy: its argmaxes) accepts all.
       c = make_case(3000, 3, 1.0f, rng);
-      c.target[size_t(3 * 3000 + 17)] = INFINITY;  // the bonus row
+      for (int j = 0; j < 3; ++j) {
+        std::copy(c.target.begin() + j * 3000, c.target.begin() + (j + 1) * 3000, c.draft.begin() + j * 3000);
+        c.ids[size_t(j)] = int32_t(std::max_element(c.target.begin() + j * 3000, c.target.begin() + (j + 1) * 3000) -
+                                   (c.target.begin() + j * 3000));
+      }
+      c.target[size_t(3 * 3000 + 17)] = INFINITY;
       REQUIRE(c.run(*be, p).ok());
       CHECK(c.out[0] == -1);
+      c.target[size_t(3 * 3000 + 17)] = 0.0f;
+      REQUIRE(c.run(*be, p).ok());
+      CHECK(c.out[0] == 3);
+      // A NaN past the first rejection is never read.
+      c.ids[0] = (c.ids[0] + 1) % 3000;
+      if (greedy) {
+        c.target[size_t(2 * 3000 + 5)] = NAN;
+        REQUIRE(c.run(*be, p).ok());
+        CHECK(c.out[0] == 0);
+      }
       c = make_case(3000, 3, 1.0f, rng);
       c.ids[1] = 3000;
       REQUIRE(c.run(*be, p).ok());
       CHECK(c.out[0] == -1);
       if (!greedy) {
         c = make_case(3000, 3, 1.0f, rng);
-        c.draft[size_t(2 * 3000 + 5)] = NAN;
+        c.draft[size_t(0 * 3000 + 5)] = NAN;
         REQUIRE(c.run(*be, p).ok());
         CHECK(c.out[0] == -1);
       }

@@ -2,27 +2,30 @@
 // (rules in ops/op_table.h; see isa_body.inl for how this is compiled per ISA).
 //
 // Algorithm, for g drafts over a vocabulary of V:
-//   A. (threads) Every row that the rule needs (g+1 target rows; + g draft rows
-//      unless greedy) is cut into C chunks, C = nth / gcd(rows, nth), so that
-//      rows x chunks divides evenly over the threads: many rows run one per
-//      thread, a single row runs across the vocabulary. Per chunk, one online
-//      pass in blocks of 2048 logits (8 KiB, L1-resident): the block max (SIMD),
-//      rescale of the running sum when the max grows, then sum of
-//      exp((l - max) / T) over the kept set (SIMD exp, xsimd's polynomial,
-//      1.5 ulp). Each logit is read once from memory. Greedy keeps max and
-//      the first index of the max instead. A lane sum of l * 0 flags NaN/Inf.
-//   B. (serial) Chunks combine into per-row (max, Z); probabilities are formed
-//      only at the drafted ids; the accept loop runs to the first rejection.
-//   C. (threads) Only then one more pass over one row: the residual
-//      max(0, p - q) of the first rejected row, or the bonus row p_g, as sums
-//      of 256-logit blocks; the serial sampler walks the block sums and then
-//      one block.
+//   A. (threads) Row statistics. Large problems go position by position: the
+//      (target j, draft j) pair is computed only when the accept loop reaches
+//      j, so no row past the first rejection is ever read. The listed rows are
+//      cut into C chunks, C = nth / gcd(rows, nth), so that rows x chunks
+//      divides evenly over the threads: two rows on two threads run one per
+//      thread, a single row (the bonus row) runs across the vocabulary. Small
+//      problems (V x rows <= 65536) compute every row in one threaded pass.
+//      Per chunk, one online pass in blocks of 2048 logits (8 KiB, L1-resident):
+//      the block max (SIMD), rescale of the running sum when the max grows, then
+//      the sum of exp((l - max) / T) over the kept set (xsimd's exp, 1.5 ulp).
+//      Each logit is read once from memory. Greedy keeps the max and its first
+//      index instead. A lane sum of l * 0 flags NaN/Inf.
+//   B. (serial) Chunks combine into the row's (max, Z); probabilities only at
+//      the drafted ids; accept while u * q <= p.
+//   C. At the first rejection, one threaded pass over that pair: the residual
+//      max(0, p - q) as sums of 256-logit blocks, then the serial sampler walks
+//      the block sums and one block. When all pass, the bonus row's stats pass
+//      records its 256-block sums, so its draw costs no second exp pass.
 // Top-k / top-p need each row's logit threshold (spec_keep_threshold: a
-// selection and, for top-p, a sort of a row copy) before A; that path costs a
+// selection and, for top-p, a sort of a row copy) first; that path costs a
 // sort per row and is not the fast path.
 // Measured against ops/ref (double): identical n_accepted and next token over
-// the test sweep (tests/test_spec_verify.cpp); per-row log-sum-exp relative
-// error below 1e-6 (float sums of up to 262144 terms in 2048-blocks).
+// the test sweep (tests/test_spec_verify.cpp: 600 cases per variant and thread
+// count, V 1..32001, g 1..8, five rule settings).
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -50,8 +53,12 @@ struct Partial {
   int32_t arg;
 };
 
-// Online max + sum over l[b, e) (stochastic rule).
-inline Partial chunk_stats(const float* l, int64_t b, int64_t e, float thr, float inv_t, bool truncate) {
+// Online (max, sum exp) over l[b, e) (stochastic rule); b is a multiple of
+// kSampleBlock. With blk_s, the sum of each 256-logit block and the running
+// max it was taken against go to blk_s[k], blk_m[k] (k = block index in the
+// row): the bonus row can then be sampled without another exp pass.
+inline Partial chunk_stats(const float* l, int64_t b, int64_t e, float thr, float inv_t, bool truncate,
+                           float* blk_s, float* blk_m) {
   Partial r{kNegInf, 0.0f, 0.0f, -1};
   const fvec vinv(inv_t), vthr(thr), zero(0.0f);
   fvec vchk(0.0f);
@@ -73,18 +80,27 @@ inline Partial chunk_stats(const float* l, int64_t b, int64_t e, float thr, floa
       r.s *= std::exp((r.m - bm) * inv_t);
       r.m = bm;
     }
-    if (!(r.m > kNegInf)) continue;  // nothing kept yet
     const fvec vm0(r.m);
-    fvec vs(0.0f);
-    for (j = b0; j + kLanes <= e0; j += kLanes) {
-      const fvec x = fvec::load_unaligned(l + j);
-      const fvec ex = xsimd::exp((x - vm0) * vinv);
-      vs += truncate ? xsimd::select(x >= vthr, ex, zero) : ex;
+    for (int64_t s0 = b0; s0 < e0; s0 += kSampleBlock) {
+      const int64_t s1 = std::min(e0, s0 + kSampleBlock);
+      float sb = 0.0f;
+      if (r.m > kNegInf) {  // else nothing is kept yet: the block adds 0
+        fvec vs(0.0f);
+        for (j = s0; j + kLanes <= s1; j += kLanes) {
+          const fvec x = fvec::load_unaligned(l + j);
+          const fvec ex = xsimd::exp((x - vm0) * vinv);
+          vs += truncate ? xsimd::select(x >= vthr, ex, zero) : ex;
+        }
+        sb = xsimd::hadd(vs);
+        for (int64_t t = j; t < s1; ++t)
+          if (!truncate || l[t] >= thr) sb += std::exp((l[t] - r.m) * inv_t);
+      }
+      if (blk_s) {
+        blk_s[s0 / kSampleBlock] = sb;
+        blk_m[s0 / kSampleBlock] = r.m;
+      }
+      r.s += sb;
     }
-    float s = xsimd::hadd(vs);
-    for (int64_t t = j; t < e0; ++t)
-      if (!truncate || l[t] >= thr) s += std::exp((l[t] - r.m) * inv_t);
-    r.s += s;
   }
   r.chk += xsimd::hadd(vchk);
   return r;
@@ -211,6 +227,39 @@ int32_t sample(Exec& exec, const W& w, int64_t V, float u, float* bsum) {
   return last;
 }
 
+// Walks recorded block sums (blk_s against running maxima blk_m, rescaled to
+// the row max m) and then one block: the bonus draw without a second exp pass.
+inline int32_t sample_recorded(const SoftmaxW& w, const float* blk_s, const float* blk_m, int64_t V, float u,
+                               float* bsum) {
+  const int64_t nb = (V + kSampleBlock - 1) / kSampleBlock;
+  double total = 0.0;
+  for (int64_t k = 0; k < nb; ++k) {
+    bsum[k] = blk_m[k] > kNegInf ? blk_s[k] * std::exp((blk_m[k] - w.m) * w.inv_t) : 0.0f;
+    total += bsum[k];
+  }
+  if (!(total > 0.0)) return -1;
+  const double target = static_cast<double>(u) * total;
+  double cum = 0.0;
+  int64_t b = 0;
+  for (; b < nb - 1 && cum + bsum[b] <= target; ++b) cum += bsum[b];
+  int32_t last = -1;
+  for (int64_t bb = b; bb >= 0 && last < 0; --bb) {
+    const int64_t s = bb * kSampleBlock, e = std::min(V, s + kSampleBlock);
+    for (int64_t i = s; i < e; ++i) {
+      const float wi = w.w(i);
+      if (wi <= 0.0f) continue;
+      last = static_cast<int32_t>(i);
+      cum += wi;
+      if (bb == b && cum > target) return last;
+    }
+  }
+  return last;
+}
+
+// Below this many logits in all rows together, every row runs in one threaded
+// pass (a pass per row would cost more in hand-offs than it saves).
+constexpr int64_t kEagerLogits = int64_t(1) << 16;
+
 inline bool k_spec_verify(const OpCall& c, Exec& exec) {
   const SpecVerifyParams& p = c.p<SpecVerifyParams>();
   const Tensor& tl = *c.src[0];
@@ -227,88 +276,115 @@ inline bool k_spec_verify(const OpCall& c, Exec& exec) {
   const bool truncate = !greedy && !p.sigmoid && (p.top_p < 1.0f || (p.top_k > 0 && p.top_k < V));
   const int64_t R = greedy ? g + 1 : 2 * g + 1;  // rows 0..g target, g+1..2g draft
   const int nth = exec.n_threads();
-  const int64_t C = nth / std::gcd<int64_t>(R, nth);
-  const int64_t items = R * C;
   const int64_t nb = (V + kSampleBlock - 1) / kSampleBlock;
-  // Scratch: partials, rows, sampling block sums, and row copies for top-k/p.
-  const size_t part_bytes = static_cast<size_t>(items) * sizeof(Partial);
-  const size_t row_bytes = static_cast<size_t>(R) * sizeof(Row);
-  const size_t bsum_bytes = static_cast<size_t>(nb) * sizeof(float);
-  const size_t work_bytes = truncate ? static_cast<size_t>(R) * static_cast<size_t>(V) * sizeof(float) : 0;
+  // Scratch: partials (at most R rows x nth chunks), rows, row-done flags,
+  // sampling block sums, recorded blocks (sums, maxima), row copies for top-k/p.
   auto al = [](size_t b) { return (b + 63) / 64 * 64; };
-  char* scratch = static_cast<char*>(exec.scratch(al(part_bytes) + al(row_bytes) + al(bsum_bytes) + work_bytes));
+  const size_t part_bytes = al(static_cast<size_t>(R) * static_cast<size_t>(nth) * sizeof(Partial));
+  const size_t row_bytes = al(static_cast<size_t>(R) * sizeof(Row));
+  const size_t done_bytes = al(static_cast<size_t>(R));
+  const size_t blk_bytes = al(static_cast<size_t>(nb) * sizeof(float));
+  const size_t work_bytes = truncate ? static_cast<size_t>(nth) * static_cast<size_t>(V) * sizeof(float) : 0;
+  char* scratch = static_cast<char*>(exec.scratch(part_bytes + row_bytes + done_bytes + 3 * blk_bytes + work_bytes));
   if (!scratch) return false;
   Partial* part = reinterpret_cast<Partial*>(scratch);
-  Row* rows = reinterpret_cast<Row*>(scratch + al(part_bytes));
-  float* bsum = reinterpret_cast<float*>(scratch + al(part_bytes) + al(row_bytes));
-  float* work = reinterpret_cast<float*>(scratch + al(part_bytes) + al(row_bytes) + al(bsum_bytes));
+  Row* rows = reinterpret_cast<Row*>(scratch + part_bytes);
+  bool* done = reinterpret_cast<bool*>(scratch + part_bytes + row_bytes);
+  float* bsum = reinterpret_cast<float*>(scratch + part_bytes + row_bytes + done_bytes);
+  float* blk_s = bsum + blk_bytes / sizeof(float);
+  float* blk_m = blk_s + blk_bytes / sizeof(float);
+  float* work = reinterpret_cast<float*>(scratch + part_bytes + row_bytes + done_bytes + 3 * blk_bytes);
   for (int64_t r = 0; r < R; ++r) {
     rows[r].l = r <= g ? tl.row<const float>(r) : dl->row<const float>(r - g - 1);
     rows[r].thr = kNegInf;
+    done[r] = false;
   }
   const float inv_t = greedy ? 1.0f : 1.0f / p.temperature;
 
-  if (truncate) {
-    exec.parallel(static_cast<int>(R), [&](int ith, int nth_) {
-      for (int64_t r = ith; r < R; r += nth_)
-        rows[r].thr = spec_keep_threshold(rows[r].l, V, p.temperature, p.top_k, p.top_p,
-                                          work + static_cast<size_t>(r) * static_cast<size_t>(V));
+  // A: partials of the listed rows (one threaded pass), combined into rows[].
+  // record: target row g, when listed, also records its 256-block sums.
+  auto compute = [&](const int64_t* list, int64_t nr, bool record) {
+    const int64_t C = nth / std::gcd<int64_t>(nr, nth);
+    const int64_t chunk = ((V + C - 1) / C + kSampleBlock - 1) / kSampleBlock * kSampleBlock;
+    const int64_t items = nr * C;
+    exec.parallel(nth, [&](int ith, int nth_) {
+      if (truncate) {
+        for (int64_t k = ith; k < nr; k += nth_) {
+          Row& row = rows[list[k]];
+          row.thr = spec_keep_threshold(row.l, V, p.temperature, p.top_k, p.top_p,
+                                        work + static_cast<size_t>(ith) * static_cast<size_t>(V));
+        }
+        exec.pool().barrier();
+      }
+      int64_t i0, i1;
+      ThreadPool::split(items, ith, nth_, &i0, &i1);
+      for (int64_t it = i0; it < i1; ++it) {
+        const Row& row = rows[list[it / C]];
+        const int64_t b = std::min(V, (it % C) * chunk), e = std::min(V, b + chunk);
+        if (greedy) {
+          part[it] = chunk_argmax(row.l, b, e);
+        } else if (p.sigmoid) {
+          // The logistic needs no normalizer: only the finiteness check.
+          fvec vchk(0.0f);
+          int64_t j = b;
+          for (; j + kLanes <= e; j += kLanes) vchk = xsimd::fma(fvec::load_unaligned(row.l + j), fvec(0.0f), vchk);
+          float chk = xsimd::hadd(vchk);
+          for (; j < e; ++j) chk += row.l[j] * 0.0f;
+          part[it] = Partial{0.0f, 1.0f, chk, -1};
+        } else {
+          part[it] = chunk_stats(row.l, b, e, row.thr, inv_t, truncate, record && &row == &rows[g] ? blk_s : nullptr, blk_m);
+        }
+      }
     });
-  }
-
-  // A: per (row, chunk) partials.
-  const int64_t chunk = (V + C - 1) / C;
-  exec.parallel(nth, [&](int ith, int nth_) {
-    int64_t i0, i1;
-    ThreadPool::split(items, ith, nth_, &i0, &i1);
-    for (int64_t it = i0; it < i1; ++it) {
-      const int64_t r = it / C, ci = it % C;
-      const int64_t b = std::min(V, ci * chunk), e = std::min(V, b + chunk);
-      const Row& row = rows[r];
-      if (greedy) {
-        part[it] = chunk_argmax(row.l, b, e);
-      } else if (p.sigmoid) {
-        // The logistic needs no normalizer: only the finiteness check.
-        fvec vchk(0.0f);
-        int64_t j = b;
-        for (; j + kLanes <= e; j += kLanes) vchk = xsimd::fma(fvec::load_unaligned(row.l + j), fvec(0.0f), vchk);
-        float chk = xsimd::hadd(vchk);
-        for (; j < e; ++j) chk += row.l[j] * 0.0f;
-        part[it] = Partial{0.0f, 1.0f, chk, -1};
-      } else {
-        part[it] = chunk_stats(row.l, b, e, row.thr, inv_t, truncate);
-      }
-    }
-  });
-
-  // B: combine and decide.
-  for (int64_t r = 0; r < R; ++r) {
-    Row& row = rows[r];
-    float m = kNegInf, chk = 0.0f;
-    int32_t arg = -1;
-    for (int64_t ci = 0; ci < C; ++ci) {
-      const Partial& q = part[r * C + ci];
-      chk += q.chk;
-      if (q.m > m) {
-        m = q.m;
-        arg = q.arg;
-      }
-    }
-    double z = 0.0;
-    if (!greedy && !p.sigmoid)
+    for (int64_t k = 0; k < nr; ++k) {
+      Row& row = rows[list[k]];
+      float m = kNegInf, chk = 0.0f;
+      int32_t arg = -1;
       for (int64_t ci = 0; ci < C; ++ci) {
-        const Partial& q = part[r * C + ci];
-        if (q.m > kNegInf) z += static_cast<double>(q.s) * std::exp((q.m - m) * inv_t);
+        const Partial& q = part[k * C + ci];
+        chk += q.chk;
+        if (q.m > m) {
+          m = q.m;
+          arg = q.arg;
+        }
       }
-    row.m = m;
-    row.z = static_cast<float>(z);
-    row.arg = arg < 0 ? 0 : arg;
-    row.ok = chk == 0.0f && (greedy || p.sigmoid || (z > 0.0 && std::isfinite(z)));
-    if (!row.ok) return true;  // dst stays {-1, -1}
+      double z = 0.0;
+      if (!greedy && !p.sigmoid)
+        for (int64_t ci = 0; ci < C; ++ci) {
+          const Partial& q = part[k * C + ci];
+          if (q.m > kNegInf) z += static_cast<double>(q.s) * std::exp((q.m - m) * inv_t);
+        }
+      row.m = m;
+      row.z = static_cast<float>(z);
+      row.arg = arg < 0 ? 0 : arg;
+      row.ok = chk == 0.0f && (greedy || p.sigmoid || (z > 0.0 && std::isfinite(z)));
+      done[list[k]] = true;
+    }
+  };
+  // Small problems: every row at once. Large ones: lazily, the (target, draft)
+  // pair of each position in turn, so rows past the first rejection are never read.
+  const bool eager = V * R <= kEagerLogits;
+  int64_t all[17 * 2 + 1];
+  if (eager) {
+    for (int64_t r0 = 0; r0 < R; r0 += 35) {
+      const int64_t nr = std::min<int64_t>(35, R - r0);
+      for (int64_t k = 0; k < nr; ++k) all[k] = r0 + k;
+      compute(all, nr, true);
+    }
   }
+  auto ensure_pair = [&](int64_t j) {  // target row j (and draft row j)
+    if (done[j]) return;
+    const int64_t list[2] = {j, g + 1 + j};
+    compute(list, greedy || j == g ? 1 : 2, false);
+  };
+
   if (greedy) {
     int64_t j = 0;
-    while (j < g && rows[j].arg == x[j]) ++j;
+    for (;; ++j) {
+      ensure_pair(j);
+      if (!rows[j].ok) return true;  // dst stays {-1, -1}
+      if (j == g || rows[j].arg != x[j]) break;
+    }
     out[0] = static_cast<int32_t>(j);
     out[1] = rows[j].arg;
     return true;
@@ -316,8 +392,10 @@ inline bool k_spec_verify(const OpCall& c, Exec& exec) {
   auto softmax_w = [&](const Row& r) { return SoftmaxW{r.l, r.m, inv_t, r.thr, truncate}; };
   const float sa = p.sigmoid_scale * inv_t, sb = p.sigmoid_bias;
   for (int64_t j = 0; j < g; ++j) {
+    ensure_pair(j);
     const Row& P = rows[j];
     const Row& Q = rows[g + 1 + j];
+    if (!P.ok || !Q.ok) return true;
     float pj, qj;
     if (p.sigmoid) {
       pj = SigmoidW{P.l, sa, sb}.w(x[j]);
@@ -343,9 +421,21 @@ inline bool k_spec_verify(const OpCall& c, Exec& exec) {
   }
   // All g accepted: the bonus token from target row g.
   const float ub = spec_uniform(p.seed, static_cast<int32_t>(g), 1);
+  int32_t next;
+  if (p.sigmoid) {
+    ensure_pair(g);
+    if (!rows[g].ok) return true;
+    next = sample(exec, SigmoidW{rows[g].l, sa, sb}, V, ub, bsum);
+  } else {
+    if (!done[g]) {
+      const int64_t list[1] = {g};
+      compute(list, 1, true);
+    }
+    if (!rows[g].ok) return true;
+    next = sample_recorded(softmax_w(rows[g]), blk_s, blk_m, V, ub, bsum);
+  }
   out[0] = static_cast<int32_t>(g);
-  out[1] = p.sigmoid ? sample(exec, SigmoidW{rows[g].l, sa, sb}, V, ub, bsum)
-                     : sample(exec, softmax_w(rows[g]), V, ub, bsum);
+  out[1] = next;
   return true;
 }
 

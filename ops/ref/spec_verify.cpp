@@ -122,39 +122,39 @@ void spec_verify(const OpCall& c) {
     if (x[j] < 0 || x[j] >= V) return;
 
   if (p.greedy) {
-    for (int64_t j = 0; j <= g; ++j)
-      if (!row_finite(tl.row<const float>(j), V)) return;
     int64_t j = 0;
-    while (j < g && argmax_row(tl.row<const float>(j), V) == x[j]) ++j;
+    for (;; ++j) {
+      if (!row_finite(tl.row<const float>(j), V)) return;
+      if (j == g || argmax_row(tl.row<const float>(j), V) != x[j]) break;
+    }
     out[0] = static_cast<int32_t>(j);
     out[1] = argmax_row(tl.row<const float>(j), V);
     return;
   }
 
+  // Rows are formed as the rule reaches them (a row past the decision is not read).
   std::vector<float> work(static_cast<size_t>(V));
-  std::vector<RowDist> P, Q;
-  for (int64_t j = 0; j <= g; ++j) P.push_back(make_dist(tl.row<const float>(j), V, p, work));
-  for (int64_t j = 0; j < g; ++j) Q.push_back(make_dist(dl->row<const float>(j), V, p, work));
-  for (const RowDist& d : P)
-    if (!d.ok || !(d.z > 0.0) || !std::isfinite(d.z)) return;
-  for (const RowDist& d : Q)
-    if (!d.ok || !(d.z > 0.0) || !std::isfinite(d.z)) return;
-
+  auto usable = [](const RowDist& d) { return d.ok && d.z > 0.0 && std::isfinite(d.z); };
   for (int64_t j = 0; j < g; ++j) {
-    const double pj = prob(P[j], x[j], p), qj = prob(Q[j], x[j], p);
+    const RowDist P = make_dist(tl.row<const float>(j), V, p, work);
+    const RowDist Q = make_dist(dl->row<const float>(j), V, p, work);
+    if (!usable(P) || !usable(Q)) return;
+    const double pj = prob(P, x[j], p), qj = prob(Q, x[j], p);
     const double u = spec_uniform(p.seed, static_cast<int32_t>(j), 0);
     if (u * qj <= pj) continue;  // accepted (u <= p/q without dividing by q = 0)
     // First rejection: the residual max(0, p - q), normalized by the sampler.
     const float us = spec_uniform(p.seed, static_cast<int32_t>(j), 1);
-    int32_t next = sample(V, [&](int64_t i) { return std::max(0.0, prob(P[j], i, p) - prob(Q[j], i, p)); }, us);
+    int32_t next = sample(V, [&](int64_t i) { return std::max(0.0, prob(P, i, p) - prob(Q, i, p)); }, us);
     // p == q up to rounding leaves no residual mass: p itself is then the law.
-    if (next < 0) next = sample(V, [&](int64_t i) { return prob(P[j], i, p); }, us);
+    if (next < 0) next = sample(V, [&](int64_t i) { return prob(P, i, p); }, us);
     out[0] = static_cast<int32_t>(j);
     out[1] = next;
     return;
   }
+  const RowDist P = make_dist(tl.row<const float>(g), V, p, work);
+  if (!usable(P)) return;
   out[0] = static_cast<int32_t>(g);
-  out[1] = sample(V, [&](int64_t i) { return prob(P[g], i, p); }, spec_uniform(p.seed, static_cast<int32_t>(g), 1));
+  out[1] = sample(V, [&](int64_t i) { return prob(P, i, p); }, spec_uniform(p.seed, static_cast<int32_t>(g), 1));
 }
 
 }  // namespace ref
