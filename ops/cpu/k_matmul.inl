@@ -14,6 +14,7 @@
 #include "ops/cpu/k_matmul_act.inl"
 #include "ops/cpu/k_matmul_q.inl"
 #include "ops/cpu/k_matmul_f.inl"
+#include "ops/cpu/k_matmul_q_rows.inl"
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
@@ -46,10 +47,14 @@ enum class Act { f32, q8, q8k };
 // dot_q8w_x4), or nullptr; hdr holds the group's per-block d_x and c8 lanes.
 using X4Fn = void (*)(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res);
 
+// Decode tile: one activation row x 8 weight rows (dot_rows8), or nullptr.
+using Rows8Fn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
+
 struct TypeKernel {
   Act act;
   Kernels k;
   X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
+  Rows8Fn rows8 = nullptr;
 };
 
 template <DType T>
@@ -57,6 +62,7 @@ inline void set_x4(TypeKernel* tk) {
 #if defined(__AVX2__)
   tk->x4[0] = &dot_q8w_x4<1, T>;
   tk->x4[1] = &dot_q8w_x4<2, T>;
+  if constexpr (kHasRows8<T>) tk->rows8 = &dot_rows8<T>;
 #else
   (void)tk;
 #endif
@@ -215,6 +221,19 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
             tk.x4[rb - 1](nb, wr, a4, h, res);
             for (int j = 0; j < rb; ++j)
               for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
+          }
+        }
+        if (ra == 1 && tk.rows8) {
+          // Every single-row group goes through the 8-row tile (tails repeat their last
+          // row), so a result does not depend on where the thread ranges fall.
+          for (; n < nc1; n += 8) {
+            const int64_t rb = nc1 - n < 8 ? nc1 - n : 8;
+            const char* wr[8];
+            for (int j = 0; j < 8; ++j) wr[j] = W.row<const char>(n + (j < rb ? j : rb - 1));
+            float res[8];
+            const char* next = static_cast<const char*>(W.data) + (n + 8) * W.nb[1];
+            tk.rows8(nb, wr, static_cast<const ActQ8*>(a[0]), next, res);
+            for (int64_t j = 0; j < rb; ++j) yr[0][n + j] = res[j];
           }
         }
         const RowFn fn = tk.k.fn[ra - 1];

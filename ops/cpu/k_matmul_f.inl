@@ -60,11 +60,18 @@ inline void dot_float(int64_t K, const void* w, const void* const* av, float* re
   for (int u = 0; u < kU; ++u)
     for (int r = 0; r < RA; ++r) acc[u][r] = fvec(0.0f);
   int64_t k = 0;
-  for (; k + kU * kLanes <= K; k += kU * kLanes)
+  constexpr int64_t kStepBytes = kU * kLanes * (T == DType::F32 ? 4 : 2);
+  for (; k + kU * kLanes <= K; k += kU * kLanes) {
+    if constexpr (RA == 1) {
+      // Consecutive rows are one stream; prefetch 4 KiB ahead of it (see prefetch_block).
+      const char* p = static_cast<const char*>(w) + k * (T == DType::F32 ? 4 : 2) + 4096;
+      for (int64_t o = 0; o < kStepBytes; o += 64) __builtin_prefetch(p + o);
+    }
     for (int u = 0; u < kU; ++u) {
       const fvec wv = load_w<T>(w, k + u * kLanes);
       for (int r = 0; r < RA; ++r) acc[u][r] = xsimd::fma(wv, fvec::load_unaligned(x[r] + k + u * kLanes), acc[u][r]);
     }
+  }
   for (; k + kLanes <= K; k += kLanes) {
     const fvec wv = load_w<T>(w, k);
     for (int r = 0; r < RA; ++r) acc[0][r] = xsimd::fma(wv, fvec::load_unaligned(x[r] + k), acc[0][r]);
