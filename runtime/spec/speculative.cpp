@@ -1,0 +1,282 @@
+// The speculative decoding loop (see speculative.h for the design).
+#include "runtime/spec/speculative.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <new>
+
+#include "platform/timer.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace kestrel {
+
+namespace {
+
+// Logit of draft-vocabulary entries the target lacks (and vice versa): finite,
+// so the verify op does not take it for bad data, yet exp() of it is 0.
+constexpr float kAbsent = -1e30f;
+
+// A general English paragraph: the default calibration text of --spec-skip auto.
+constexpr const char* kCalibration =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her "
+    "friends. One day, she saw a big red ball under a tree. She ran to the ball and picked it up. The sun was "
+    "warm and the birds were singing. Lily smiled and said, \"Let's play together!\" Her mother called her "
+    "home for dinner, and they ate soup and bread at the kitchen table.";
+
+int32_t argmax(const float* l, int64_t n) {
+  int32_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (l[i] > l[best]) best = static_cast<int32_t>(i);
+  return best;
+}
+
+double log_prob(const float* l, int64_t n, int32_t id) {
+  double m = l[0];
+  for (int64_t i = 1; i < n; ++i) m = std::max(m, double(l[i]));
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += std::exp(double(l[i]) - m);
+  return double(l[id]) - m - std::log(s);
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Context* draft, const SpecParams& p) {
+  if (p.draft_max < 1 || p.draft_max > 32) return Status::invalid_argument("draft_max %d outside [1, 32]", p.draft_max);
+  if (p.mode == SpecMode::draft && !draft) return Status::invalid_argument("draft mode needs a draft model context");
+  if (p.mode == SpecMode::self && draft) return Status::invalid_argument("self mode takes no draft model");
+  if (draft == &target) return Status::invalid_argument("the draft context must be a second context");
+  if (p.temperature > 0.0f) {
+    if (!std::isfinite(p.temperature)) return Status::invalid_argument("temperature must be finite");
+    if (p.top_k < 0) return Status::invalid_argument("top_k must be >= 0");
+    if (!(p.top_p > 0.0f && p.top_p <= 1.0f)) return Status::invalid_argument("top_p must be in (0, 1]");
+    if (p.sigmoid && (p.top_k > 0 || p.top_p < 1.0f))
+      return Status::invalid_argument("the sigmoid ablation takes no top-k / top-p");
+  }
+  const Model& tm = target.model();
+  if (draft) KESTREL_TRY(check_vocab_compat(tm, draft->model()));
+  std::unique_ptr<SpecDecoder> d(new (std::nothrow) SpecDecoder(target, draft, p));
+  if (!d) return Status::out_of_memory("speculative decoder");
+  d->V_ = tm.hparams().n_vocab;
+  d->rng_.seed(p.seed);
+  d->verify_seed_ = p.seed ^ 0x9E3779B97F4A7C15ull;
+  BackendOptions bo;
+  bo.n_threads = target.params().n_threads;
+  KESTREL_TRY_ASSIGN(d->cpu_, backend_cpu().create(bo));
+  try {
+    d->draft_logits_.assign(static_cast<size_t>(p.draft_max) * static_cast<size_t>(d->V_), 0.0f);
+    d->work_.assign(static_cast<size_t>(d->V_), 0.0f);
+    d->batch_tok_.reserve(static_cast<size_t>(p.draft_max) + 2);
+    d->batch_pos_.reserve(static_cast<size_t>(p.draft_max) + 2);
+    d->batch_flags_.assign(static_cast<size_t>(p.draft_max) + 1, 1);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("speculative decoder buffers for %d drafts of %lld logits", p.draft_max,
+                                 (long long)d->V_);
+  }
+  if (p.mode == SpecMode::self) {
+    const int32_t N = static_cast<int32_t>(tm.hparams().n_layer);
+    if (p.skip_auto) {
+      std::vector<int32_t> calib;
+      KESTREL_TRY(tm.tokenizer().encode(kCalibration, true, false, calib));
+      KESTREL_TRY_ASSIGN(auto cands, search_skip_block(target, calib));
+      d->skip_begin_ = cands[0].begin;
+      d->skip_end_ = cands[0].end;
+    } else {
+      if (p.skip_begin < 0 || p.skip_end < p.skip_begin || p.skip_end >= N)
+        return Status::invalid_argument("skip range %d-%d outside the model's layers 0-%d", p.skip_begin, p.skip_end,
+                                        N - 1);
+      if (p.skip_end - p.skip_begin + 1 >= N) return Status::invalid_argument("the skip range leaves no layer");
+      d->skip_begin_ = p.skip_begin;
+      d->skip_end_ = p.skip_end;
+    }
+    d->skip_mask_.assign(static_cast<size_t>(N), false);
+    for (int32_t l = d->skip_begin_; l <= d->skip_end_; ++l) d->skip_mask_[static_cast<size_t>(l)] = true;
+  }
+  return d;
+}
+
+float SpecDecoder::uniform() { return static_cast<float>(rng_() >> 40) * (1.0f / 16777216.0f); }
+
+// Greedy: argmax. Else a draw from softmax(l / T) over the top-k / top-p set,
+// the very distribution spec_verify computes for the same row.
+int32_t SpecDecoder::pick(const float* row) {
+  if (p_.temperature <= 0.0f) return argmax(row, V_);
+  // (The sigmoid ablation draws drafts from this softmax too; only the verify rule changes.)
+  const float thr = spec_keep_threshold(row, V_, p_.temperature, p_.top_k, p_.top_p, work_.data());
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < V_; ++i)
+    if (row[i] >= thr) m = std::max(m, double(row[i]));
+  double z = 0.0;
+  for (int64_t i = 0; i < V_; ++i)
+    if (row[i] >= thr) z += std::exp((double(row[i]) - m) / p_.temperature);
+  const double target = double(uniform()) * z;
+  double cum = 0.0;
+  int32_t last = argmax(row, V_);
+  for (int64_t i = 0; i < V_; ++i) {
+    if (row[i] < thr) continue;
+    cum += std::exp((double(row[i]) - m) / p_.temperature);
+    last = static_cast<int32_t>(i);
+    if (cum > target) break;
+  }
+  return last;
+}
+
+Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row) {
+  Context& dc = draft_ ? *draft_ : target_;
+  batch_pos_.resize(static_cast<size_t>(n));
+  for (int32_t i = 0; i < n; ++i) batch_pos_[static_cast<size_t>(i)] = pos0 + i;
+  BatchView b;
+  b.n_tokens = n;
+  b.tokens = toks;
+  b.pos = batch_pos_.data();
+  KESTREL_TRY(dc.decode(b));
+  const float* l = dc.logits(0);
+  if (!l) return Status::internal("draft decode produced no logits");
+  const int64_t vd = dc.model().hparams().n_vocab;
+  const int64_t nc = std::min(vd, V_);
+  std::copy(l, l + nc, row);
+  std::fill(row + nc, row + V_, kAbsent);
+  return {};
+}
+
+Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predict, FunctionRef<bool(int32_t)> on_token) {
+  stats_ = SpecStats{};
+  rng_.seed(p_.seed);  // the same seed and prompt give the same tokens
+  const Tokenizer& tok = target_.model().tokenizer();
+  const int64_t n_ctx = draft_ ? std::min(target_.n_ctx(), draft_->n_ctx()) : target_.n_ctx();
+  if (prompt.empty()) return Status::invalid_argument("empty prompt");
+  if (static_cast<int64_t>(prompt.size()) > n_ctx)
+    return Status::too_long("the prompt has %zu tokens, the context holds %lld", prompt.size(), (long long)n_ctx);
+  const bool self = p_.mode == SpecMode::self;
+  Forward& fw = target_.forward();
+  fw.set_skip_layers({});
+  target_.kv().clear();
+  if (draft_) draft_->kv().clear();
+
+  std::vector<int32_t> hist(prompt);  // tokens stored in the target cache, in order
+  std::vector<int32_t> pos(prompt.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  Stopwatch sw;
+  BatchView pb;
+  pb.n_tokens = static_cast<int32_t>(prompt.size());
+  pb.tokens = prompt.data();
+  pb.pos = pos.data();
+  KESTREL_TRY(target_.decode(pb));
+  if (draft_) KESTREL_TRY(draft_->decode(pb));
+  n_past_ = static_cast<int32_t>(prompt.size());
+  n_past_draft_ = n_past_;
+  stats_.t_prompt_ns = sw.elapsed_ns();
+  sw.reset();
+
+  bool stop = false;
+  auto emit = [&](int32_t t, const float* row) {
+    if (tok.is_eog(t)) {
+      stop = true;
+      return;
+    }
+    if (p_.track_logprob && row) {
+      stats_.sum_logprob += log_prob(row, V_, t);
+      ++stats_.n_logprob;
+    }
+    ++stats_.n_generated;
+    if (!on_token(t) || (n_predict >= 0 && stats_.n_generated >= n_predict)) stop = true;
+  };
+
+  int32_t pending = pick(target_.logits(0));
+  emit(pending, target_.logits(0));
+  int32_t g_cur = std::clamp(p_.adaptive ? p_.draft_init : p_.draft_max, 1, p_.draft_max);
+  std::vector<int32_t> drafts(static_cast<size_t>(p_.draft_max));
+  SpecVerifyParams vp;
+  vp.greedy = p_.temperature <= 0.0f;
+  vp.temperature = vp.greedy ? 1.0f : p_.temperature;
+  vp.top_k = p_.top_k;
+  vp.top_p = p_.top_p;
+  vp.sigmoid = p_.sigmoid;
+  Status result;
+  while (!stop) {
+    if (n_past_ >= n_ctx) break;  // no room for the pending token
+    int64_t g = std::min<int64_t>(g_cur, n_ctx - n_past_ - 1);
+    // The round's last emitted token is the op's own (never fed), as in plain
+    // decoding, so the cache ends as plain decoding's does.
+    if (n_predict >= 0) g = std::min<int64_t>(g, n_predict - stats_.n_generated - 1);
+    if (g <= 0) {
+      // One plain step (the context or the token budget is nearly used up).
+      BatchView one;
+      one.n_tokens = 1;
+      one.tokens = &pending;
+      one.pos = &n_past_;
+      KESTREL_TRY(target_.decode(one));
+      hist.push_back(pending);
+      ++n_past_;
+      pending = pick(target_.logits(0));
+      emit(pending, target_.logits(0));
+      continue;
+    }
+    // Draft g tokens: first catch the draft up to the pending token.
+    const int64_t t0 = now_ns();
+    if (self) fw.set_skip_layers(skip_mask_);
+    const int32_t dstart = self ? n_past_ : n_past_draft_;  // the draft cache holds [0, dstart)
+    batch_tok_.assign(hist.begin() + dstart, hist.end());
+    batch_tok_.push_back(pending);
+    Status st = draft_step(batch_tok_.data(), static_cast<int32_t>(batch_tok_.size()), dstart, draft_logits_.data());
+    if (st.ok()) drafts[0] = pick(draft_logits_.data());
+    for (int64_t j = 1; st.ok() && j < g; ++j) {
+      float* row = draft_logits_.data() + j * V_;
+      st = draft_step(&drafts[static_cast<size_t>(j - 1)], 1, n_past_ + static_cast<int32_t>(j), row);
+      if (st.ok()) drafts[static_cast<size_t>(j)] = pick(row);
+    }
+    if (self) {
+      fw.set_skip_layers({});
+      // Drafted positions leave the cache: verify rewrites them with every layer.
+      target_.kv().seq_rm(0, n_past_, -1);
+    }
+    KESTREL_TRY(st);
+    const int64_t t1 = now_ns();
+    stats_.t_draft_ns += t1 - t0;
+
+    // Verify: [pending, d_0 .. d_(g-1)] at n_past .. n_past + g, every row scored.
+    batch_tok_.assign(1, pending);
+    batch_tok_.insert(batch_tok_.end(), drafts.begin(), drafts.begin() + g);
+    batch_pos_.resize(static_cast<size_t>(g + 1));
+    for (int64_t i = 0; i <= g; ++i) batch_pos_[static_cast<size_t>(i)] = n_past_ + static_cast<int32_t>(i);
+    BatchView vb;
+    vb.n_tokens = static_cast<int32_t>(g + 1);
+    vb.tokens = batch_tok_.data();
+    vb.pos = batch_pos_.data();
+    vb.logits = batch_flags_.data();
+    KESTREL_TRY(target_.decode(vb));
+    Tensor tl = make_tensor(DType::F32, const_cast<float*>(target_.logits(0)), V_, g + 1);
+    Tensor ql = make_tensor(DType::F32, draft_logits_.data(), V_, g);
+    Tensor ids = make_tensor(DType::I32, drafts.data(), g);
+    int32_t out[2] = {-1, -1};
+    Tensor ot = make_tensor(DType::I32, out, 2);
+    vp.seed = verify_seed_ + static_cast<uint64_t>(stats_.n_rounds) * 0xD1B54A32D192ED03ull;
+    KESTREL_TRY(cpu_->run(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
+    if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
+    const int32_t a = out[0];
+    stats_.t_verify_ns += now_ns() - t1;
+    ++stats_.n_rounds;
+    stats_.n_drafted += g;
+    stats_.n_accepted += a;
+
+    // Keep pending + the a accepted drafts; drop the rest from both caches.
+    target_.kv().seq_rm(0, n_past_ + a + 1, -1);
+    hist.push_back(pending);
+    hist.insert(hist.end(), drafts.begin(), drafts.begin() + a);
+    if (draft_) {
+      n_past_draft_ = std::min<int32_t>(n_past_ + static_cast<int32_t>(g), n_past_ + a + 1);
+      draft_->kv().seq_rm(0, n_past_draft_, -1);
+    } else {
+      n_past_draft_ = n_past_ + a + 1;
+    }
+    n_past_ += a + 1;
+    for (int32_t i = 0; i < a && !stop; ++i) emit(drafts[static_cast<size_t>(i)], target_.logits(i));
+    pending = out[1];
+    if (!stop) emit(pending, target_.logits(a));
+    if (p_.adaptive) g_cur = a == g ? std::min(p_.draft_max, g_cur + 2) : std::max(1, g_cur - 1);
+  }
+  stats_.t_generate_ns = sw.elapsed_ns();
+  return result;
+}
+
+}  // namespace kestrel

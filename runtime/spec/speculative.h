@@ -1,0 +1,161 @@
+// Speculative decoding (DESIGN.md 4.2, 4.3): a cheap draft proposes g tokens,
+// the target model scores all of them in one batched forward, and the fused
+// spec_verify op keeps the longest acceptable prefix plus one token of its own.
+//
+// Two drafts share one loop:
+//   self   the target itself with a contiguous block of middle layers skipped
+//          (S3D-style; no extra weights, one KV cache). `auto` picks the block
+//          by measured agreement with the full model on a calibration prompt.
+//   draft  a second, smaller model with a compatible vocabulary (its own
+//          context and KV cache, kept in step with the target's).
+// Drafting is autoregressive: one forward per drafted token. The draft length
+// adapts: +2 after a round where every draft was accepted, -1 otherwise,
+// within [1, draft_max].
+//
+// KV state. Target positions [0, n_past) always hold full-model K/V. Self
+// drafting writes the non-skipped layers' K/V of positions n_past.. (skipped
+// layers write nothing; their cells of those positions hold stale data that
+// no draft layer reads). Before verifying, every drafted position is removed
+// (seq_rm) and the verify batch rewrites all layers for them; after it, the
+// positions past the last accepted token are removed again. So after each
+// round the target cache equals what plain decoding of the same tokens stores.
+//
+// Greedy mode (temperature <= 0) emits exactly plain greedy decoding's tokens
+// (up to float differences between batched and single-token matmuls, which
+// can only matter at exact logit ties). Stochastic mode uses the exact rule,
+// so the output follows the target distribution under temperature / top-k /
+// top-p (min-p and repetition penalties are not part of this rule).
+//
+// Simultaneous (mask-token) drafting: a GGUF may carry
+//   kestrel.spec.mask_token_id  u32  the id whose trained embedding stands
+//                                    for "a token to predict"
+//   kestrel.spec.mask_n_predict u32  how many tokens one pass may predict
+// Models with them could draft g tokens in one pass; kestrel records the keys
+// (SpecInfo) but drafts autoregressively until a model that carries them is
+// available to test against.
+//
+//   SpecParams sp;  sp.mode = SpecMode::self;  sp.skip_auto = true;
+//   KESTREL_TRY_ASSIGN(auto dec, SpecDecoder::create(*target_ctx, nullptr, sp));
+//   KESTREL_TRY(dec->generate(prompt_ids, 128, [&](int32_t tok) { return true; }));
+//   dec->stats().mean_accepted();
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "ops/backend.h"
+#include "platform/function_ref.h"
+#include "platform/status.h"
+#include "runtime/engine/context.h"
+#include "runtime/model/model.h"
+
+namespace kestrel {
+
+enum class SpecMode { self, draft };
+
+struct SpecParams {
+  SpecMode mode = SpecMode::self;
+  int32_t draft_max = 8;      // upper bound of the adaptive draft length, [1, 32]
+  int32_t draft_init = 4;     // first draft length, clamped to [1, draft_max]
+  bool adaptive = true;       // false: always draft_max
+  // self: skipped layers [skip_begin, skip_end] (inclusive), or auto.
+  bool skip_auto = true;
+  int32_t skip_begin = -1, skip_end = -1;
+  // Sampling: temperature <= 0 is greedy; else the exact stochastic rule.
+  float temperature = 0.0f;
+  int32_t top_k = 0;          // 0: off
+  float top_p = 1.0f;         // 1: off
+  uint64_t seed = 0x5eed;
+  bool sigmoid = false;       // spec_verify's logistic ablation (not exact)
+  bool track_logprob = false; // sum the target log-probability of each emitted token (quality)
+};
+
+struct SpecStats {
+  int64_t n_rounds = 0;     // verify steps
+  int64_t n_drafted = 0;    // draft tokens proposed
+  int64_t n_accepted = 0;   // draft tokens accepted
+  int64_t n_generated = 0;  // tokens emitted
+  int64_t t_draft_ns = 0, t_verify_ns = 0, t_generate_ns = 0, t_prompt_ns = 0;
+  double sum_logprob = 0.0;  // with track_logprob
+  int64_t n_logprob = 0;
+  // Tokens emitted per verify step (accepted drafts + the op's own token).
+  double mean_accepted() const { return n_rounds ? double(n_accepted + n_rounds) / double(n_rounds) : 0.0; }
+  double acceptance() const { return n_drafted ? double(n_accepted) / double(n_drafted) : 0.0; }
+};
+
+// What the model file says about simultaneous drafting.
+struct SpecInfo {
+  bool has_mask_tokens = false;
+  int32_t mask_token_id = -1;
+  int32_t mask_n_predict = 0;
+};
+SpecInfo spec_info(const Model& model);
+
+// Draft-model compatibility: same tokenizer type, vocabulary sizes within
+// 128 entries, identical text for every shared id, same BOS/EOS. The error
+// names the first difference.
+Status check_vocab_compat(const Model& target, const Model& draft);
+
+// One candidate block of the auto search.
+struct SkipCandidate {
+  int32_t begin = 0, end = 0;   // skipped layers, inclusive
+  double agreement = 0.0;       // draft argmax == target argmax, calibration positions
+  double est_speedup = 0.0;     // modelled tokens/s ratio at g = 4
+};
+
+// Measures each contiguous middle block (lengths n_layer/8 .. n_layer/2, never
+// the first or last layer) on the calibration tokens: one batched forward of
+// the full model, one per candidate with the block skipped, and the fraction
+// of positions where both argmaxes agree (the greedy acceptance rate a). The
+// model of speed: a draft pass costs (n_layer - skipped) / n_layer of a full
+// one, a verify pass one full pass; tokens per round (1 - a^(g+1)) / (1 - a).
+// Clears the context's KV cache. The best candidate comes first.
+Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::vector<int32_t>& calib);
+
+class SpecDecoder {
+ public:
+  // target: the context generating. draft: the draft model's context (mode
+  // draft) or nullptr (mode self). Both contexts must outlive the decoder.
+  static Expected<std::unique_ptr<SpecDecoder>> create(Context& target, Context* draft, const SpecParams& params);
+
+  // Decodes the prompt (clearing the caches), then generates until n_predict
+  // tokens (< 0: until an end-of-generation token or a full context), an
+  // end-of-generation token (not emitted), or on_token returning false.
+  Status generate(const std::vector<int32_t>& prompt, int32_t n_predict, FunctionRef<bool(int32_t)> on_token);
+
+  const SpecStats& stats() const { return stats_; }
+  // The self mode's skipped block (after auto), inclusive.
+  int32_t skip_begin() const { return skip_begin_; }
+  int32_t skip_end() const { return skip_end_; }
+  // Positions stored in the target cache after generate (for tests).
+  int32_t n_past() const { return n_past_; }
+
+ private:
+  SpecDecoder(Context& t, Context* d, const SpecParams& p) : target_(t), draft_(d), p_(p) {}
+  Status prepare_self(const std::vector<int32_t>& prompt);
+  // Feeds `n` tokens at positions pos0.. into the draft context (or the target
+  // with layers skipped); copies the last row's logits into row (padded to V).
+  Status draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row);
+  int32_t pick(const float* row);
+  float uniform();
+
+  Context& target_;
+  Context* draft_;
+  SpecParams p_;
+  SpecStats stats_;
+  std::unique_ptr<Backend> cpu_;  // runs spec_verify
+  std::vector<bool> skip_mask_;
+  int32_t skip_begin_ = -1, skip_end_ = -1;
+  int32_t n_past_ = 0, n_past_draft_ = 0;
+  int64_t V_ = 0;
+  std::vector<float> draft_logits_;  // [draft_max][V]
+  std::vector<float> work_;          // [V]
+  std::vector<int32_t> batch_tok_, batch_pos_;
+  std::vector<int8_t> batch_flags_;
+  std::mt19937_64 rng_;
+  uint64_t verify_seed_ = 0;
+};
+
+}  // namespace kestrel
