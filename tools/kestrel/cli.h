@@ -29,6 +29,7 @@ Command add_tokenize(CLI::App& app);
 Command add_inspect(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_perplexity(CLI::App& app);
+Command add_ks_factorize(CLI::App& app);
 
 constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;

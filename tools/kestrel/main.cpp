@@ -130,7 +130,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kestrel ") + kestrel_version());
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
-                                         kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app)};
+                                         kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app),
+                                         kcli::add_ks_factorize(app)};
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
     bool known = false;
     for (const auto& c : commands) known = known || c.app->get_name() == args[1];

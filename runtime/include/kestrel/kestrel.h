@@ -240,6 +240,30 @@ void kestrel_get_timings(const kestrel_context* ctx, kestrel_timings* out);
  * (model .bin + tokenizer.bin). Errors go to kestrel_last_error(NULL). */
 kestrel_status kestrel_convert_llama2c(const char* model_path, const char* tokenizer_path, const char* out_path);
 
+/* ---- Kronecker-sparse factorization (docs/ks-gguf.md) ---- */
+
+typedef struct kestrel_ks_factorize_params {
+  const char* layers;   /* "0,3,5"; NULL or "": every layer (default NULL) */
+  const char* projs;    /* comma list of attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up,
+                           ffn_down; NULL or "": all seven (default NULL) */
+  const char* pattern;  /* "monarchN" (2 factors of N blocks for every shape) and/or
+                           "proj=a,b,c,d:a,b,c,d" items, ';'-separated (default "monarch4") */
+  int32_t iters;        /* alternating least-squares sweeps after the first solve (default 4) */
+  int32_t factor_type;  /* storage of the factors as a GGUF type id: 0 F32, 1 F16 (default), 30 BF16 */
+  uint32_t seed;        /* initial values of the first factor (default 1) */
+} kestrel_ks_factorize_params;
+
+/* Called once per fitted tensor: its name, chain "a,b,c,d:a,b,c,d", parameter counts,
+ * relative Frobenius error of the fit and seconds spent. */
+typedef void (*kestrel_ks_layer_fn)(const char* tensor, const char* chain, uint64_t dense_params, uint64_t ks_params,
+                                    double rel_error, double seconds, void* user_data);
+
+kestrel_ks_factorize_params kestrel_ks_factorize_default_params(void);
+/* Writes out_path: in_path with the chosen dense projections replaced by fitted KS factor
+ * chains (quantized weights are dequantized for the fit). Errors go to kestrel_last_error(NULL). */
+kestrel_status kestrel_ks_factorize(const char* in_path, const char* out_path, const kestrel_ks_factorize_params* params,
+                                    kestrel_ks_layer_fn on_layer, void* user_data);
+
 #ifdef __cplusplus
 }
 #endif
