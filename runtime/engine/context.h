@@ -62,6 +62,8 @@ class Context {
   const ContextParams& params() const { return params_; }
   ContextStats& stats() { return stats_; }
   Forward& forward() { return forward_; }
+  // The context's worker threads (ops run outside decode(), e.g. spec_verify, share them).
+  ThreadPool& pool() { return *pool_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
 
  private:

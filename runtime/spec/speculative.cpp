@@ -62,6 +62,7 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
   d->verify_seed_ = p.seed ^ 0x9E3779B97F4A7C15ull;
   BackendOptions bo;
   bo.n_threads = target.params().n_threads;
+  bo.pool = &target.pool();  // no second set of workers competing for the cores
   KESTREL_TRY_ASSIGN(d->cpu_, backend_cpu().create(bo));
   try {
     d->draft_logits_.assign(static_cast<size_t>(p.draft_max) * static_cast<size_t>(d->V_), 0.0f);

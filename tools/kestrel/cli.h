@@ -66,6 +66,22 @@ std::string exp_flags_summary(const ExpFlags& flags);
 // True when some op gets a tier other than exact.
 bool exp_flags_any_quake(const ExpFlags& flags);
 
+// kestrel run --spec (spec.cpp): speculative decoding flags.
+struct SpecFlags {
+  std::string mode;         // "", "self" or "draft"
+  std::string draft_model;  // -md
+  std::string skip = "auto";
+  int32_t draft_max = 8;
+  bool fixed = false, sigmoid = false;
+};
+void add_spec_flags(CLI::App* sub, SpecFlags& flags);
+// Generates with kestrel_generate_spec (loading the draft model for mode draft)
+// and prints the speculation summary. Returns an exit code when it failed
+// before generating (usage, draft load), else -1 with the generation's status.
+int spec_generate(const SpecFlags& flags, kestrel_context* ctx, const kestrel_context_params& cp, const char* prompt,
+                  int32_t n_predict, const kestrel_sampler_params* sp, kestrel_text_fn on_text, void* user,
+                  kestrel_status* status);
+
 // Parses "1,2,8" into positive ints; false with a message naming the flag.
 bool parse_int_list(const std::string& text, const char* flag, std::vector<int>& out, std::string& error);
 

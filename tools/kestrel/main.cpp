@@ -122,6 +122,7 @@ int main(int argc, char** argv) {
   for (size_t i = 1; i < args.size(); ++i) {
     if (args[i] == "-tb") args[i] = "--threads-batch";
     else if (args[i].rfind("-tb=", 0) == 0) args[i] = "--threads-batch=" + args[i].substr(4);
+    else if (args[i] == "-md") args[i] = "--model-draft";
   }
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());

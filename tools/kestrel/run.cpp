@@ -29,6 +29,7 @@ struct RunOptions {
   bool no_mmap = false;
   bool verbose = false;
   ExpFlags exp;
+  SpecFlags spec;
 };
 
 struct Output {
@@ -94,7 +95,13 @@ int run(const RunOptions& o) {
   }
 
   Output out;
-  const kestrel_status s = kestrel_generate(ctx, o.prompt.c_str(), o.n_predict, &sp, on_text, &out);
+  kestrel_status s = KESTREL_OK;
+  if (!o.spec.mode.empty()) {
+    if (int rc = spec_generate(o.spec, ctx, cp, o.prompt.c_str(), o.n_predict, &sp, on_text, &out, &s); rc >= 0)
+      return rc;
+  } else {
+    s = kestrel_generate(ctx, o.prompt.c_str(), o.n_predict, &sp, on_text, &out);
+  }
   if (out.broken) return kExitOk;  // the reader went away: end quietly
   kestrel_timings t;
   kestrel_get_timings(ctx, &t);
@@ -138,6 +145,7 @@ Command add_run(CLI::App& app) {
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer.bin for a llama2.c .bin model");
   sub->add_flag("--no-mmap", o->no_mmap, "read the model into memory instead of mapping it");
   add_exp_flags(sub, o->exp);
+  add_spec_flags(sub, o->spec);
   sub->add_flag("-v,--verbose", o->verbose, "print system and model information");
   return {sub, [o] { return run(*o); }};
 }

@@ -234,6 +234,44 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
                                 const kestrel_sampler_params* sampling, kestrel_text_fn on_text, void* user_data);
 void kestrel_get_timings(const kestrel_context* ctx, kestrel_timings* out);
 
+/* ---- speculative decoding (runtime/spec/speculative.h) ---- */
+
+typedef enum kestrel_spec_mode {
+  KESTREL_SPEC_SELF = 0,  /* the target with a block of middle layers skipped drafts */
+  KESTREL_SPEC_DRAFT = 1, /* a second model (its own context) drafts */
+} kestrel_spec_mode;
+
+typedef struct kestrel_spec_params {
+  int32_t mode;        /* a kestrel_spec_mode (default KESTREL_SPEC_SELF) */
+  int32_t draft_max;   /* longest draft, [1, 32] (default 8) */
+  int32_t adaptive;    /* 1: draft length adapts within [1, draft_max] (default 1) */
+  int32_t skip_begin;  /* self: first skipped layer; -1: auto, by measured acceptance (default -1) */
+  int32_t skip_end;    /* self: last skipped layer, inclusive (default -1) */
+  int32_t sigmoid;     /* 1: the verify op's logistic ablation (not exact; default 0) */
+} kestrel_spec_params;
+
+typedef struct kestrel_spec_stats {
+  int64_t n_rounds;    /* verify steps */
+  int64_t n_drafted;   /* tokens drafted */
+  int64_t n_accepted;  /* drafted tokens accepted */
+  int64_t n_generated; /* tokens emitted */
+  double mean_accepted;  /* tokens emitted per verify step */
+  double t_prompt_ms, t_draft_ms, t_verify_ms, t_generate_ms;
+  int32_t skip_begin, skip_end;  /* self: the skipped block used */
+} kestrel_spec_stats;
+
+kestrel_spec_params kestrel_spec_default_params(void);
+/* kestrel_generate with speculative decoding. draft_ctx: a context of the draft model
+ * (mode DRAFT; its vocabulary must match the target's, else KESTREL_ERR_INVALID_ARGUMENT
+ * naming the difference) or NULL (mode SELF). Temperature <= 0: greedy, token-identical
+ * to kestrel_generate's greedy output; else the exact speculative rule under temperature,
+ * top_k and top_p (min_p and the repetition penalty do not apply). stats may be NULL.
+ * Timings are filled as by kestrel_generate. */
+kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draft_ctx, const char* prompt,
+                                     int32_t n_predict, const kestrel_sampler_params* sampling,
+                                     const kestrel_spec_params* spec, kestrel_text_fn on_text, void* user_data,
+                                     kestrel_spec_stats* stats);
+
 /* ---- conversion ---- */
 
 /* Writes a GGUF file equivalent to a llama.cpp conversion of a llama2.c checkpoint
