@@ -40,7 +40,7 @@ Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::
   const int64_t V = ctx.model().hparams().n_vocab;
   if (N < 3) return Status::unsupported("self-speculation needs at least 3 layers (the model has %d)", N);
   std::vector<int32_t> calib(calib_in.begin(),
-                             calib_in.begin() + std::min<int64_t>((int64_t)calib_in.size(), std::min<int64_t>(64, ctx.n_ctx())));
+                             calib_in.begin() + std::min<int64_t>((int64_t)calib_in.size(), std::min<int64_t>(32, ctx.n_ctx())));
   if (calib.size() < 4) return Status::invalid_argument("calibration text of %zu tokens (at least 4)", calib.size());
   const int32_t n = static_cast<int32_t>(calib.size());
   std::vector<int32_t> pos(calib.size());
@@ -53,11 +53,12 @@ Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::
   std::vector<int32_t> ref, got;
   argmax_rows(ctx, n, V, ref);
 
-  // Blocks [s, s + L - 1] inside [1, N - 2], L from N/8 to N/2.
-  const int32_t step = std::max(1, N / 8);
+  // Blocks [s, s + L - 1] inside [1, N - 2], L from N/8 to N/2 in steps of
+  // N/8, starts in steps of N/6: about 17 candidates for 18 layers.
+  const int32_t step = std::max(1, N / 8), sstep = std::max(1, N / 6);
   std::vector<SkipCandidate> out;
   for (int32_t L = step; L <= std::max(1, N / 2); L += step)
-    for (int32_t s = 1; s + L - 1 <= N - 2; s += step) {
+    for (int32_t s = 1; s + L - 1 <= N - 2; s += sstep) {
       std::vector<bool> mask(static_cast<size_t>(N), false);
       for (int32_t l = s; l < s + L; ++l) mask[static_cast<size_t>(l)] = true;
       fw.set_skip_layers(mask);

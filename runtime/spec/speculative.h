@@ -105,8 +105,8 @@ struct SkipCandidate {
   double est_speedup = 0.0;     // modelled tokens/s ratio at g = 4
 };
 
-// Measures each contiguous middle block (lengths n_layer/8 .. n_layer/2, never
-// the first or last layer) on the calibration tokens: one batched forward of
+// Measures contiguous middle blocks (lengths n_layer/8 .. n_layer/2, never
+// the first or last layer) on the first 32 calibration tokens: one batched forward of
 // the full model, one per candidate with the block skipped, and the fraction
 // of positions where both argmaxes agree (the greedy acceptance rate a). The
 // model of speed: a draft pass costs (n_layer - skipped) / n_layer of a full
