@@ -144,7 +144,7 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
   const bool f16 = k.type == DType::F16;
   return vexp::with_tier(p.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
-    ew::par_rows(exec, M * Hq, [&](int ith, int64_t r0, int64_t r1) {
+    ew::par_rows(exec, M * Hq, 2 * D * k.ne[2], [&](int ith, int64_t r0, int64_t r1) {
       float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t m = r / Hq, h = r % Hq;

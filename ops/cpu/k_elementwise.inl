@@ -43,12 +43,19 @@
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace ew {
 
+// Below this much work (row_cost units, about one multiply-add each) per thread, waking
+// another thread costs more than it saves: decode-time ops of small models run on the
+// calling thread alone.
+constexpr int64_t kMinWorkPerThread = 32 * 1024;
+
 // Runs f(begin, end) -- or f(ith, begin, end) when f takes the thread index,
 // for per-thread scratch slots -- over fixed chunks of [0, n_rows), one per thread.
+// row_cost: the work of one row, to size the thread count.
 template <typename F>
-inline void par_rows(Exec& exec, int64_t n_rows, F&& f) {
+inline void par_rows(Exec& exec, int64_t n_rows, int64_t row_cost, F&& f) {
   if (n_rows <= 0) return;
-  const int want = (int)std::min<int64_t>(exec.n_threads(), n_rows);
+  const int64_t by_work = std::max<int64_t>(1, n_rows * std::max<int64_t>(row_cost, 1) / kMinWorkPerThread);
+  const int want = (int)std::min<int64_t>(std::min<int64_t>(exec.n_threads(), n_rows), by_work);
   exec.parallel(want, [&](int ith, int nth) {
     int64_t begin, end;
     ThreadPool::split(n_rows, ith, nth, &begin, &end);
@@ -152,7 +159,7 @@ inline bool run_binary(const OpCall& call, Exec& exec, FV&& fv) {
   const Tensor& a = *call.src[0];
   const Tensor& b = *call.src[1];
   const Tensor& d = *call.dst;
-  par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
+  par_rows(exec, a.nrows(), a.ne[0], [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const RowIdx ia = row_idx(a, r);
       const float* y = b.row<float>(ia.i1 % b.ne[1], ia.i2 % b.ne[2], ia.i3 % b.ne[3]);
@@ -166,7 +173,7 @@ template <typename FV>
 inline bool run_unary(const OpCall& call, Exec& exec, FV&& fv) {
   const Tensor& a = *call.src[0];
   const Tensor& d = *call.dst;
-  par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
+  par_rows(exec, a.nrows(), a.ne[0], [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const RowIdx ia = row_idx(a, r);
       unary_row(row_ptr<float>(a, ia), row_ptr<float>(d, ia), a.ne[0], fv);
@@ -300,7 +307,7 @@ inline void copy_row(DType ta, const void* src, DType td, void* dst, int64_t n) 
 inline bool k_copy(const OpCall& c, Exec& e) {
   const Tensor& a = *c.src[0];
   const Tensor& d = *c.dst;
-  par_rows(e, a.nrows(), [&](int64_t r0, int64_t r1) {
+  par_rows(e, a.nrows(), a.ne[0], [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const RowIdx ia = row_idx(a, r);
       copy_row(a.type, row_ptr<const char>(a, ia), d.type, row_ptr<char>(d, ia), a.ne[0]);

@@ -32,7 +32,7 @@ inline bool k_rms_norm(const OpCall& c, Exec& exec) {
   const int64_t K = a.ne[0];
   const float* w = wt ? static_cast<const float*>(wt->data) : nullptr;
   const fvec one(1.0f);
-  ew::par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
+  ew::par_rows(exec, a.nrows(), 2 * a.ne[0], [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const ew::RowIdx ir = ew::row_idx(a, r);
       const float* x = ew::row_ptr<float>(a, ir);

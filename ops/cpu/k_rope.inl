@@ -28,7 +28,7 @@ inline bool k_rope(const OpCall& c, Exec& exec) {
   for (int64_t i = 0; i < half; ++i)
     inv_freq[i] = (double)p.freq_scale * std::pow((double)p.theta_base, -2.0 * (double)i / p.n_dims);
 
-  ew::par_rows(exec, n_head * n_tokens, [&](int ith, int64_t r0, int64_t r1) {
+  ew::par_rows(exec, n_head * n_tokens, head_dim, [&](int ith, int64_t r0, int64_t r1) {
     float* cs = reinterpret_cast<float*>(scratch + freq_bytes + slot_bytes * (size_t)ith);
     float* sn = cs + half;
     int64_t cur_t = -1;

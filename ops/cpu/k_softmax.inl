@@ -139,7 +139,7 @@ inline bool k_softmax(const OpCall& c, Exec& exec) {
   const Tensor* m = c.opt_src(1);
   const Tensor& d = *c.dst;
   vexp::with_tier(p.exp, [&](auto tc) {
-    ew::par_rows(exec, a.nrows(), [&](int64_t r0, int64_t r1) {
+    ew::par_rows(exec, a.nrows(), 4 * a.ne[0], [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const ew::RowIdx ir = ew::row_idx(a, r);
         const float* mask = m ? m->row<float>(ir.i1) : nullptr;
@@ -171,7 +171,7 @@ inline int32_t argmax_row(const float* x, int64_t n) {
 inline bool k_argmax(const OpCall& c, Exec& exec) {
   const Tensor& a = *c.src[0];
   int32_t* out = static_cast<int32_t*>(c.dst->data);
-  ew::par_rows(exec, a.ne[1], [&](int64_t r0, int64_t r1) {
+  ew::par_rows(exec, a.ne[1], a.ne[0], [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) out[r] = argmax_row(a.row<float>(r), a.ne[0]);
   });
   return true;
