@@ -21,6 +21,7 @@ namespace kestrel {
 namespace {
 
 using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>;
+using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
 using RowMatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 const char* const kAllProjs[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
@@ -39,11 +40,12 @@ void ridge(Mat& g) {
   g.diagonal().array() += 1e-6 * (mean > 0 ? mean : 1.0);
 }
 
-// F_1 given F_0; returns ||W - F_1 F_0||^2.
+// F_1 given F_0; returns ||W - F_1 F_0||^2. The large products run in float (Eigen's
+// GEMM), the small normal systems in double.
 double solve_f1(const RowMatF& W, const Pat& p0, const std::vector<float>& f0, const Pat& p1, std::vector<float>& f1) {
   const int64_t n_in = W.cols();
   double err2 = 0;
-  Mat P(p1.c, n_in), Wr(p1.b, n_in);
+  MatF P(p1.c, n_in), Wr(p1.b, n_in);
   for (int64_t i1 = 0; i1 < p1.a; ++i1)
     for (int64_t j1 = 0; j1 < p1.d; ++j1) {
       // P: the F_0 rows (intermediate features) this block reads, dense over the inputs.
@@ -53,13 +55,14 @@ double solve_f1(const RowMatF& W, const Pat& p0, const std::vector<float>& f0, c
         const int64_t i0 = s / (p0.b * p0.d), k0 = (s % (p0.b * p0.d)) / p0.d, j0 = s % p0.d;
         for (int64_t l0 = 0; l0 < p0.c; ++l0) P(l, p0.in_feat(i0, j0, l0)) = f0[p0.widx(i0, j0, l0, k0)];
       }
-      for (int64_t k = 0; k < p1.b; ++k) Wr.row(k) = W.row(p1.out_feat(i1, j1, k)).cast<double>();
-      Mat G = P * P.transpose();
+      for (int64_t k = 0; k < p1.b; ++k) Wr.row(k) = W.row(p1.out_feat(i1, j1, k));
+      Mat G = (P * P.transpose()).cast<double>();
       ridge(G);
-      const Mat X = G.ldlt().solve(P * Wr.transpose());  // c1 x b1: X(l, k) = F_1[out k, in l]
+      const MatF X = G.ldlt().solve((P * Wr.transpose()).cast<double>()).cast<float>();  // c1 x b1: X(l, k) = F_1[k, l]
       for (int64_t l = 0; l < p1.c; ++l)
-        for (int64_t k = 0; k < p1.b; ++k) f1[p1.widx(i1, j1, l, k)] = (float)X(l, k);
-      err2 += (Wr - X.transpose() * P).squaredNorm();
+        for (int64_t k = 0; k < p1.b; ++k) f1[p1.widx(i1, j1, l, k)] = X(l, k);
+      Wr.noalias() -= X.transpose() * P;
+      err2 += Wr.cast<double>().squaredNorm();
     }
   return err2;
 }
@@ -67,7 +70,7 @@ double solve_f1(const RowMatF& W, const Pat& p0, const std::vector<float>& f0, c
 // F_0 given F_1.
 void solve_f0(const RowMatF& W, const Pat& p0, std::vector<float>& f0, const Pat& p1, const std::vector<float>& f1) {
   const int64_t n_out = W.rows();
-  Mat Q(n_out, p0.b), Wc(n_out, p0.c);
+  MatF Q(n_out, p0.b), Wc(n_out, p0.c);
   for (int64_t i0 = 0; i0 < p0.a; ++i0)
     for (int64_t j0 = 0; j0 < p0.d; ++j0) {
       // Q: the F_1 columns (intermediate features) this block writes, dense over the outputs.
@@ -77,10 +80,10 @@ void solve_f0(const RowMatF& W, const Pat& p0, std::vector<float>& f0, const Pat
         const int64_t i1 = t / (p1.c * p1.d), l1 = (t % (p1.c * p1.d)) / p1.d, j1 = t % p1.d;
         for (int64_t k1 = 0; k1 < p1.b; ++k1) Q(p1.out_feat(i1, j1, k1), k) = f1[p1.widx(i1, j1, l1, k1)];
       }
-      for (int64_t l = 0; l < p0.c; ++l) Wc.col(l) = W.col(p0.in_feat(i0, j0, l)).cast<double>();
-      Mat G = Q.transpose() * Q;
+      for (int64_t l = 0; l < p0.c; ++l) Wc.col(l) = W.col(p0.in_feat(i0, j0, l));
+      Mat G = (Q.transpose() * Q).cast<double>();
       ridge(G);
-      const Mat Y = G.ldlt().solve(Q.transpose() * Wc);  // b0 x c0: Y(k, l) = F_0[out k, in l]
+      const Mat Y = G.ldlt().solve((Q.transpose() * Wc).cast<double>());  // b0 x c0: Y(k, l) = F_0[k, l]
       for (int64_t k = 0; k < p0.b; ++k)
         for (int64_t l = 0; l < p0.c; ++l) f0[p0.widx(i0, j0, l, k)] = (float)Y(k, l);
     }
@@ -100,8 +103,12 @@ Expected<std::vector<KsMatmulParams>> ks_monarch_chain(int64_t n_in, int64_t n_o
   if (blocks < 1 || n_in % blocks || n_out % blocks || n_in / blocks > (1 << 20) || n_out / blocks > (1 << 20))
     return Status::invalid_argument("%d blocks do not divide a %lld -> %lld layer", blocks, (long long)n_in,
                                     (long long)n_out);
-  const int32_t nb = blocks, ci = (int32_t)(n_in / blocks), co = (int32_t)(n_out / blocks);
-  return std::vector<KsMatmulParams>{{nb, ci, ci, 1}, {1, co, ci, nb}};
+  // The intermediate width is the smaller of the two, so a narrowing or widening layer
+  // (attn_k 2048 -> 256, ffn_down 5632 -> 2048) does not carry a square factor of its
+  // larger side.
+  const int64_t m = std::min(n_in, n_out);
+  const int32_t nb = blocks, ci = (int32_t)(n_in / blocks), cm = (int32_t)(m / blocks), co = (int32_t)(n_out / blocks);
+  return std::vector<KsMatmulParams>{{nb, cm, ci, 1}, {1, co, cm, nb}};
 }
 
 Expected<std::vector<KsMatmulParams>> ks_parse_chain(const std::string& text) {

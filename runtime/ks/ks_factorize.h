@@ -27,9 +27,10 @@
 
 namespace kestrel {
 
-// The 2-factor chain of `blocks` blocks for an n_in -> n_out layer: F_0 = (blocks,
-// n_in/blocks, n_in/blocks, 1) (block-diagonal), F_1 = (1, n_out/blocks, n_in/blocks,
-// blocks) (strided); every output reaches every input. blocks must divide n_in and n_out.
+// The 2-factor chain of `blocks` blocks for an n_in -> n_out layer, m = min(n_in, n_out):
+// F_0 = (blocks, m/blocks, n_in/blocks, 1) (block-diagonal), F_1 = (1, n_out/blocks,
+// m/blocks, blocks) (strided); every output reaches every input when m/blocks >= blocks.
+// blocks must divide n_in and n_out. Parameters: (n_in + n_out) m / blocks.
 Expected<std::vector<KsMatmulParams>> ks_monarch_chain(int64_t n_in, int64_t n_out, int blocks);
 
 // "a,b,c,d:a,b,c,d" (factor 0 first) -> patterns.
