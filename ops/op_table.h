@@ -144,8 +144,6 @@ struct KsMatmulParams {
   KsLayout layout = KsLayout::token_major;
 };
 
-#define KESTREL_OPS(X)                     \
-  X(get_rows, NoParams, 2, 2)              \
 // spec_verify: the verification step of speculative decoding (DESIGN.md 4.2),
 // one fused op. g drafted tokens x_0..x_(g-1), V the vocabulary:
 //   src0 target logits [V, g+1] F32: row j scores the token after the prefix
@@ -205,6 +203,8 @@ inline float spec_uniform(uint64_t seed, int32_t row, int32_t stream) {
 float spec_keep_threshold(const float* logits, int64_t n, float temperature, int32_t top_k, float top_p,
                           float* work);
 
+#define KESTREL_OPS(X)                     \
+  X(get_rows, NoParams, 2, 2)              \
   X(add, NoParams, 2, 2)                   \
   X(mul, NoParams, 2, 2)                   \
   X(scale, ScaleParams, 1, 1)              \
