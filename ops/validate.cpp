@@ -196,7 +196,6 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(x.ne[2] == 1 && x.ne[3] == 1 && d.ne[2] == 1 && d.ne[3] == 1, c, "x and y must be 2-D"));
       break;
     }
-  }
     case OpId::spec_verify: {
       const SpecVerifyParams& p = c.p<SpecVerifyParams>();
       const Tensor& ids = *c.src[1];
@@ -223,6 +222,7 @@ Status validate_op(const OpCall& c) {
       }
       break;
     }
+  }
   return {};
 }
 
