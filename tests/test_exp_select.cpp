@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
+
 #include <catch2/catch.hpp>
 
 #include "kestrel/kestrel.h"
@@ -269,5 +271,57 @@ TEST_CASE("the sampler's softmax stays within each tier's documented error", "[e
       REQUIRE(tok.status().to_string() == "ok");
       CHECK(*tok == argmax(logits.data(), V));
     }
+  }
+}
+
+namespace {
+
+// Runs a shell command line, returning its stdout+stderr and exit status.
+std::string shell(const std::string& cmd, int* status) {
+  std::string out;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  REQUIRE(p);
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = pclose(p);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("kestrel CLI: --exp flags and perplexity", "[exp][select][cli]") {
+  const std::string bin = std::string(KESTREL_BINARY_DIR) + "/bin/kestrel";
+  if (!file_exists(bin) || !file_exists(kStories)) {
+    WARN("SKIP: " << bin << " (build the kestrel_cli target) or " << kStories << " is missing");
+    return;
+  }
+  const std::string text = std::string(KESTREL_SOURCE_DIR) + "/tests/data/ppl_text.txt";
+  int st = 0;
+  SECTION("an unknown tier is a usage error naming the flag") {
+    for (const char* flag : {"--exp", "--exp-softmax", "--exp-gelu", "--exp-silu", "--exp-sigmoid"}) {
+      const std::string out = shell(bin + " run -m " + kStories + " -n 2 " + flag + " quake3", &st);
+      INFO(flag << ": " << out);
+      CHECK(st == 2);
+      CHECK(out.find(flag) != std::string::npos);
+    }
+  }
+  SECTION("perplexity on the shipped text: quake1 stays close to exact") {
+    const std::string out =
+        shell(bin + " perplexity -m " + kStories + " -f " + text + " -c 128 --chunks 4 -t 1 --exp quake1", &st);
+    INFO(out);
+    REQUIRE(st == 0);
+    double ppl = 0, se = 0, top1 = 0, exact_ppl = 0;
+    size_t n = 0;
+    const size_t at = out.rfind("\nppl ");  // the summary line (not "exact_ppl ")
+    REQUIRE(at != std::string::npos);
+    REQUIRE(std::sscanf(out.c_str() + at + 1, "ppl %lf +- %lf | tokens %zu | %*f tokens/s | top1_vs_exact %lf | exact_ppl %lf",
+                        &ppl, &se, &n, &top1, &exact_ppl) == 5);
+    CHECK(n == 4 * 127);  // 4 chunks of BOS + 127 text tokens, each text token scored
+    CHECK(se > 0.0);
+    CHECK(top1 >= 0.9);
+    CHECK(top1 < 1.0);  // quake1 moves some near-ties
+    CHECK(std::fabs(ppl / exact_ppl - 1.0) < 0.02);
   }
 }
