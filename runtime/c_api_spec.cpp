@@ -22,6 +22,7 @@ kestrel_spec_params kestrel_spec_default_params(void) {
   p.skip_begin = -1;
   p.skip_end = -1;
   p.sigmoid = 0;
+  p.track_logprob = 0;
   return p;
 }
 
@@ -60,6 +61,7 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
     p.skip_begin = sp.skip_begin;
     p.skip_end = sp.skip_end;
     p.sigmoid = sp.sigmoid != 0;
+    p.track_logprob = sp.track_logprob != 0;
     p.temperature = smp.temperature;
     p.top_k = smp.top_k > 0 ? smp.top_k : 0;
     p.top_p = smp.top_p < 1.0f ? smp.top_p : 1.0f;
@@ -104,6 +106,7 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
       stats->t_generate_ms = st.t_generate_ns * 1e-6;
       stats->skip_begin = dec->skip_begin();
       stats->skip_end = dec->skip_end();
+      stats->mean_logprob = st.n_logprob ? st.sum_logprob / double(st.n_logprob) : 0.0;
     }
     KESTREL_TRY(gs);
     KESTREL_TRY(push_error);

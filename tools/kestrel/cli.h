@@ -72,7 +72,7 @@ struct SpecFlags {
   std::string draft_model;  // -md
   std::string skip = "auto";
   int32_t draft_max = 8;
-  bool fixed = false, sigmoid = false;
+  bool fixed = false, sigmoid = false, logprob = false;
 };
 void add_spec_flags(CLI::App* sub, SpecFlags& flags);
 // Generates with kestrel_generate_spec (loading the draft model for mode draft)

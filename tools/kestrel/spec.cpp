@@ -48,6 +48,7 @@ void add_spec_flags(CLI::App* sub, SpecFlags& f) {
   sub->add_option("--spec-skip", f.skip, "self: skipped layers, auto or A-B (inclusive)");
   sub->add_flag("--spec-fixed", f.fixed, "always draft --draft-max tokens (no adaptation)");
   sub->add_flag("--spec-sigmoid", f.sigmoid, "verify with the logistic ablation (not exact)");
+  sub->add_flag("--spec-logprob", f.logprob, "print the target's mean log-probability of the output (quality)");
 }
 
 int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_context_params& cp, const char* prompt,
@@ -58,6 +59,7 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
   p.draft_max = f.draft_max;
   p.adaptive = f.fixed ? 0 : 1;
   p.sigmoid = f.sigmoid ? 1 : 0;
+  p.track_logprob = f.logprob ? 1 : 0;
   std::string err;
   if (!parse_skip(f.skip, &p.skip_begin, &p.skip_end, err)) return usage_error(err);
   if (p.mode == KESTREL_SPEC_DRAFT && f.draft_model.empty()) return usage_error("--spec draft needs -md DRAFT.gguf");
@@ -93,6 +95,7 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
                  (long long)st.n_rounds);
     std::fprintf(stderr, "kestrel: spec      draft %.2f ms, verify %.2f ms, %.2f tokens/s\n", st.t_draft_ms,
                  st.t_verify_ms, tps);
+    if (f.logprob) std::fprintf(stderr, "kestrel: spec      mean target log-probability %.4f per token\n", st.mean_logprob);
   }
   return -1;  // the caller handles *status
 }

@@ -248,6 +248,7 @@ typedef struct kestrel_spec_params {
   int32_t skip_begin;  /* self: first skipped layer; -1: auto, by measured acceptance (default -1) */
   int32_t skip_end;    /* self: last skipped layer, inclusive (default -1) */
   int32_t sigmoid;     /* 1: the verify op's logistic ablation (not exact; default 0) */
+  int32_t track_logprob; /* 1: measure the target's mean log-probability of the output (default 0) */
 } kestrel_spec_params;
 
 typedef struct kestrel_spec_stats {
@@ -258,6 +259,7 @@ typedef struct kestrel_spec_stats {
   double mean_accepted;  /* tokens emitted per verify step */
   double t_prompt_ms, t_draft_ms, t_verify_ms, t_generate_ms;
   int32_t skip_begin, skip_end;  /* self: the skipped block used */
+  double mean_logprob;           /* with track_logprob: mean target log-probability per emitted token */
 } kestrel_spec_stats;
 
 kestrel_spec_params kestrel_spec_default_params(void);
