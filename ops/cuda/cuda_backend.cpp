@@ -86,22 +86,17 @@ bool op_implemented(const OpCall& c) {
     case OpId::scale:
     case OpId::argmax:
     case OpId::rope: return true;
-    // The cuda kernels compute the exact exp tier and the tanh / erf GELU forms
-    // only: a quake tier, the sigmoid GELU form or the sigmoid op is unsupported
-    // here (the caller routes it elsewhere) rather than silently exact.
-    case OpId::softmax: return c.p<SoftmaxParams>().exp == ExpTier::exact;
+    // Every exp tier and GELU form has a cuda kernel (ops/cuda/cuda_exp.cuh).
+    case OpId::softmax:
     case OpId::silu:
-    case OpId::swiglu: return c.p<SiluParams>().exp == ExpTier::exact;
+    case OpId::swiglu:
+    case OpId::sigmoid:
     case OpId::gelu:
-    case OpId::geglu: {
-      const GeluParams& p = c.p<GeluParams>();
-      return p.exp == ExpTier::exact && (p.form == GeluForm::tanh || p.form == GeluForm::erf);
-    }
-    case OpId::sigmoid: return false;
+    case OpId::geglu: return true;
     case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
     case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
     case OpId::matmul: return cuda::matmul_supported(c);
-    case OpId::attention: return c.p<AttentionParams>().exp == ExpTier::exact;  // plus the shared-memory bound, checked by the backend
+    case OpId::attention: return true;  // plus the shared-memory bound, checked by the backend
     case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
     case OpId::spec_verify: return false;  // no cuda kernel yet (issue 5): the host kernels verify
   }
@@ -228,30 +223,44 @@ class CudaBackend final : public Backend {
       case OpId::softmax: {
         const SoftmaxParams& p = c.p<SoftmaxParams>();
         const Tensor* m = c.opt_src(1);
-        const cuda::SoftmaxArgs args{p.scale, p.soft_cap, p.causal, p.window, p.pos_offset};
+        const cuda::SoftmaxArgs args{p.scale, p.soft_cap, p.causal, p.window, p.pos_offset, p.exp};
         return cuda_check(cuda::launch_softmax(view(a), m ? view(*m) : TV{}, view(d), args, s), what);
       }
       case OpId::scale: {
         const ScaleParams& p = c.p<ScaleParams>();
-        return cuda_check(cuda::launch_unary(cuda::Unary::scale, view(a), view(d), p.scale, p.bias, s), what);
+        return cuda_check(cuda::launch_unary(cuda::Unary::scale, ExpTier::exact, view(a), view(d), p.scale, p.bias, s),
+                          what);
       }
-      case OpId::silu: return cuda_check(cuda::launch_unary(cuda::Unary::silu, view(a), view(d), 0, 0, s), what);
+      case OpId::silu:
+        return cuda_check(
+            cuda::launch_unary(cuda::Unary::silu, c.p<SiluParams>().exp, view(a), view(d), 0, 0, s), what);
+      case OpId::sigmoid:
+        return cuda_check(
+            cuda::launch_unary(cuda::Unary::sigmoid, c.p<SigmoidParams>().exp, view(a), view(d), 0, 0, s), what);
       case OpId::gelu: {
-        const auto op = c.p<GeluParams>().form == GeluForm::erf ? cuda::Unary::gelu_erf : cuda::Unary::gelu_tanh;
-        return cuda_check(cuda::launch_unary(op, view(a), view(d), 0, 0, s), what);
+        const GeluParams& p = c.p<GeluParams>();
+        const auto op = p.form == GeluForm::erf       ? cuda::Unary::gelu_erf
+                        : p.form == GeluForm::sigmoid ? cuda::Unary::gelu_sigmoid
+                                                      : cuda::Unary::gelu_tanh;
+        return cuda_check(cuda::launch_unary(op, p.exp, view(a), view(d), 0, 0, s), what);
       }
       case OpId::add:
-        return cuda_check(cuda::launch_binary(cuda::Binary::add, view(a), view(*c.src[1]), view(d), s), what);
+        return cuda_check(
+            cuda::launch_binary(cuda::Binary::add, ExpTier::exact, view(a), view(*c.src[1]), view(d), s), what);
       case OpId::mul:
-        return cuda_check(cuda::launch_binary(cuda::Binary::mul, view(a), view(*c.src[1]), view(d), s), what);
+        return cuda_check(
+            cuda::launch_binary(cuda::Binary::mul, ExpTier::exact, view(a), view(*c.src[1]), view(d), s), what);
       case OpId::swiglu:
-        return cuda_check(cuda::launch_binary(cuda::Binary::swiglu, view(a), view(*c.src[1]), view(d), s), what);
+        return cuda_check(cuda::launch_binary(cuda::Binary::swiglu, c.p<SiluParams>().exp, view(a), view(*c.src[1]),
+                                              view(d), s),
+                          what);
       case OpId::geglu: {
-        const auto op =
-            c.p<GeluParams>().form == GeluForm::erf ? cuda::Binary::geglu_erf : cuda::Binary::geglu_tanh;
-        return cuda_check(cuda::launch_binary(op, view(a), view(*c.src[1]), view(d), s), what);
+        const GeluParams& p = c.p<GeluParams>();
+        const auto op = p.form == GeluForm::erf       ? cuda::Binary::geglu_erf
+                        : p.form == GeluForm::sigmoid ? cuda::Binary::geglu_sigmoid
+                                                      : cuda::Binary::geglu_tanh;
+        return cuda_check(cuda::launch_binary(op, p.exp, view(a), view(*c.src[1]), view(d), s), what);
       }
-      case OpId::sigmoid: break;  // no cuda kernel: op_implemented() says so
       case OpId::copy: return cuda_check(cuda::launch_copy(a.type, view(a), d.type, view(d), s), what);
       case OpId::argmax: return cuda_check(cuda::launch_argmax(view(a), view(d), s), what);
       case OpId::rope: {
@@ -266,7 +275,7 @@ class CudaBackend final : public Backend {
         const AttentionParams& p = c.p<AttentionParams>();
         const Tensor* m = c.opt_src(3);
         return cuda_check(cuda::launch_attention(c.src[1]->type, view(a), view(*c.src[1]), view(*c.src[2]),
-                                                 m ? view(*m) : TV{}, view(d), {p.scale, p.soft_cap}, s),
+                                                 m ? view(*m) : TV{}, view(d), {p.scale, p.soft_cap, p.exp}, s),
                           what);
       }
       case OpId::ks_matmul: break;

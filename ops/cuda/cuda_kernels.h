@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "ops/dtype.h"
+#include "ops/exp_tier.h"
 
 namespace kestrel::cuda {
 
@@ -22,8 +23,8 @@ struct TV {
   int64_t nb[4] = {0, 0, 0, 0};
 };
 
-enum class Unary : int32_t { scale, silu, gelu_tanh, gelu_erf };
-enum class Binary : int32_t { add, mul, swiglu, geglu_tanh, geglu_erf };
+enum class Unary : int32_t { scale, silu, sigmoid, gelu_tanh, gelu_erf, gelu_sigmoid };
+enum class Binary : int32_t { add, mul, swiglu, geglu_tanh, geglu_erf, geglu_sigmoid };
 
 // rms_norm over each row of x; w (ne[0] floats) optional.
 cudaError_t launch_rms_norm(TV x, const float* w, TV y, float eps, bool one_plus_weight, cudaStream_t s);
@@ -34,14 +35,16 @@ struct SoftmaxArgs {
   bool causal;
   int32_t window;
   int32_t pos_offset;
+  ExpTier exp;
 };
 // Row softmax with optional mask (mask.data null when absent).
 cudaError_t launch_softmax(TV x, TV mask, TV y, SoftmaxArgs a, cudaStream_t s);
 
-// y = f(x) elementwise; scale uses (p0, p1) = (scale, bias).
-cudaError_t launch_unary(Unary op, TV x, TV y, float p0, float p1, cudaStream_t s);
-// y = a (op) b; add/mul broadcast b over dims where b.ne[i] == 1.
-cudaError_t launch_binary(Binary op, TV a, TV b, TV y, cudaStream_t s);
+// y = f(x) elementwise; scale uses (p0, p1) = (scale, bias); tier: the exp tier of
+// silu, sigmoid and the GELU forms (ignored by scale).
+cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1, cudaStream_t s);
+// y = a (op) b; add/mul broadcast b over dims where b.ne[i] == 1; tier as above.
+cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_t s);
 // y = x converted between F32 / F16 / BF16, any strides.
 cudaError_t launch_copy(DType xt, TV x, DType yt, TV y, cudaStream_t s);
 
@@ -61,6 +64,7 @@ cudaError_t launch_rope(TV x, const int32_t* pos, TV y, RopeArgs a, cudaStream_t
 struct AttentionArgs {
   float scale;
   float soft_cap;
+  ExpTier exp;
 };
 // q [D, Hq, M], k / v [D, Hkv, n_kv] of kv_type (F32 | F16), mask [n_kv, M]
 // (mask.data null when absent), y [D, Hq, M].

@@ -4,19 +4,21 @@
 // shared memory (with q), so n_kv is bounded by the shared memory a block may
 // opt into (~56k keys at D = 128 on Hopper; the backend's supports() checks).
 // Scores: one warp per key, lanes over D, float accumulation and a warp-shuffle
-// reduction. Softmax with expf; output: threads over D, summing p_j v_j[d] over
+// reduction. Softmax through the exp tier (ops/cuda/cuda_exp.cuh; expf on the
+// exact tier); output: threads over D, summing p_j v_j[d] over
 // keys in order (coalesced reads of each v row). Measured against the double
 // reference: max abs error ~1e-7 at D <= 256, n_kv <= 300 (test_backend_ops).
 // Keys masked with -inf are skipped before their dot product; a query whose
 // keys are all masked gets zeros, as the op contract says.
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_exp.cuh"
 
 namespace kestrel::cuda {
 namespace {
 
 constexpr int kAttnThreads = 128;
 
-template <DType KV>
+template <DType KV, ExpTier T>
 __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV y, AttentionArgs a) {
   extern __shared__ float smem[];
   __shared__ float red[32];
@@ -56,7 +58,7 @@ __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV y, AttentionArgs 
     }
     float sum = 0.0f;
     for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) {
-      const float p = expf(sc[j] - mx);
+      const float p = exp_scaled<T>(sc[j] - mx, 1.0);
       sc[j] = p;
       sum += p;
     }
@@ -73,17 +75,17 @@ __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV y, AttentionArgs 
   }
 }
 
-template <DType KV>
+template <DType KV, ExpTier T>
 cudaError_t launch(TV q, TV k, TV v, TV mask, TV y, AttentionArgs a, cudaStream_t s) {
   const size_t smem = static_cast<size_t>(q.ne[0] + k.ne[2]) * sizeof(float);
   if (smem > 48 * 1024) {
-    const cudaError_t err = cudaFuncSetAttribute(attention_kernel<KV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    const cudaError_t err = cudaFuncSetAttribute(attention_kernel<KV, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                  static_cast<int>(smem));
     if (err != cudaSuccess) return err;
   }
   const int64_t pairs = q.ne[1] * q.ne[2];
   const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
-  attention_kernel<KV><<<grid, kAttnThreads, smem, s>>>(q, k, v, mask, y, a);
+  attention_kernel<KV, T><<<grid, kAttnThreads, smem, s>>>(q, k, v, mask, y, a);
   return cudaGetLastError();
 }
 
@@ -95,11 +97,14 @@ size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv) {
 
 cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV y, AttentionArgs a, cudaStream_t s) {
   if (q.ne[1] * q.ne[2] == 0 || q.ne[0] == 0) return cudaSuccess;
-  switch (kv_type) {
-    case DType::F32: return launch<DType::F32>(q, k, v, mask, y, a, s);
-    case DType::F16: return launch<DType::F16>(q, k, v, mask, y, a, s);
-    default: return cudaErrorInvalidValue;
-  }
+  return with_tier(a.exp, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    switch (kv_type) {
+      case DType::F32: return launch<DType::F32, T>(q, k, v, mask, y, a, s);
+      case DType::F16: return launch<DType::F16, T>(q, k, v, mask, y, a, s);
+      default: return cudaErrorInvalidValue;
+    }
+  });
 }
 
 }  // namespace kestrel::cuda

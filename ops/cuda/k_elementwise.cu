@@ -1,42 +1,40 @@
-// Elementwise ops (scale, silu, gelu, add, mul, swiglu, geglu) and copy with
+// Elementwise ops (scale, silu, gelu, sigmoid, add, mul, swiglu, geglu) and copy with
 // type conversion. One block per row along ne[1..3], threads along ne[0], so
 // any (aligned; for copy, any at all) byte strides work and accesses stay coalesced for packed rows.
-// Accuracy: silu and gelu use expf / tanhf / erff (CUDA's accurate forms,
-// <= 2 ulp each); the approximate exp tiers are separate kernels.
+// Accuracy: the exact exp tier uses expf / tanhf / erff (CUDA's accurate forms,
+// <= 2 ulp each); the quake tiers follow ops/cuda/cuda_exp.cuh (the reference's
+// formulas, errors as documented in ops/exp_tier.h).
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_exp.cuh"
 
 namespace kestrel::cuda {
 namespace {
 
-__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-__device__ __forceinline__ float gelu_tanh(float x) {
-  constexpr float kSqrt2OverPi = 0.7978845608028654f;
-  return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
-}
-__device__ __forceinline__ float gelu_erf(float x) {
-  constexpr float kInvSqrt2 = 0.7071067811865476f;
-  return 0.5f * x * (1.0f + erff(x * kInvSqrt2));
+template <Unary OP, ExpTier T>
+__device__ __forceinline__ float unary_fn(float v, float p0, float p1) {
+  if constexpr (OP == Unary::scale) return fmaf(v, p0, p1);
+  else if constexpr (OP == Unary::silu) return silu_t<T>(v);
+  else if constexpr (OP == Unary::sigmoid) return sigmoid_t<T>(v);
+  else if constexpr (OP == Unary::gelu_tanh) return gelu_tanh_t<T>(v);
+  else if constexpr (OP == Unary::gelu_sigmoid) return gelu_sigmoid_t<T>(v);
+  else return gelu_erf_t<T>(v);
 }
 
 int64_t nrows_of(const TV& t) { return t.ne[1] * t.ne[2] * t.ne[3]; }
 unsigned grid_for(int64_t nrows) { return static_cast<unsigned>(nrows < 65535 * 16 ? nrows : 65535 * 16); }
 
-template <Unary OP>
+template <Unary OP, ExpTier T>
 __global__ void unary_f32(TV x, TV y, float p0, float p1, int64_t nrows) {
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const float* xr = reinterpret_cast<const float*>(row_ptr(x, r));
     float* yr = reinterpret_cast<float*>(row_ptr(y, r));
     for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x) {
-      const float v = xr[i];
-      if constexpr (OP == Unary::scale) yr[i] = fmaf(v, p0, p1);
-      else if constexpr (OP == Unary::silu) yr[i] = silu(v);
-      else if constexpr (OP == Unary::gelu_tanh) yr[i] = gelu_tanh(v);
-      else yr[i] = gelu_erf(v);
+      yr[i] = unary_fn<OP, T>(xr[i], p0, p1);
     }
   }
 }
 
-template <Binary OP>
+template <Binary OP, ExpTier T>
 __global__ void binary_f32(TV a, TV b, TV y, int64_t nrows) {
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
@@ -49,9 +47,10 @@ __global__ void binary_f32(TV a, TV b, TV y, int64_t nrows) {
       const float u = ar[i], v = br[i];
       if constexpr (OP == Binary::add) yr[i] = u + v;
       else if constexpr (OP == Binary::mul) yr[i] = u * v;
-      else if constexpr (OP == Binary::swiglu) yr[i] = silu(u) * v;
-      else if constexpr (OP == Binary::geglu_tanh) yr[i] = gelu_tanh(u) * v;
-      else yr[i] = gelu_erf(u) * v;
+      else if constexpr (OP == Binary::swiglu) yr[i] = silu_t<T>(u) * v;
+      else if constexpr (OP == Binary::geglu_tanh) yr[i] = gelu_tanh_t<T>(u) * v;
+      else if constexpr (OP == Binary::geglu_sigmoid) yr[i] = gelu_sigmoid_t<T>(u) * v;
+      else yr[i] = gelu_erf_t<T>(u) * v;
     }
   }
 }
@@ -160,30 +159,39 @@ cudaError_t copy_to(DType yt, TV x, TV y, int64_t nrows, unsigned threads, cudaS
 
 }  // namespace
 
-cudaError_t launch_unary(Unary op, TV x, TV y, float p0, float p1, cudaStream_t s) {
+cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1, cudaStream_t s) {
   const int64_t nrows = nrows_of(x);
   if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
   const unsigned g = grid_for(nrows), t = row_threads(x.ne[0]);
-  switch (op) {
-    case Unary::scale: unary_f32<Unary::scale><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-    case Unary::silu: unary_f32<Unary::silu><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-    case Unary::gelu_tanh: unary_f32<Unary::gelu_tanh><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-    case Unary::gelu_erf: unary_f32<Unary::gelu_erf><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-  }
+  with_tier(tier, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    switch (op) {
+      case Unary::scale: unary_f32<Unary::scale, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::silu: unary_f32<Unary::silu, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::sigmoid: unary_f32<Unary::sigmoid, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::gelu_tanh: unary_f32<Unary::gelu_tanh, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::gelu_erf: unary_f32<Unary::gelu_erf, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::gelu_sigmoid: unary_f32<Unary::gelu_sigmoid, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+    }
+  });
   return cudaGetLastError();
 }
 
-cudaError_t launch_binary(Binary op, TV a, TV b, TV y, cudaStream_t s) {
+cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_t s) {
   const int64_t nrows = nrows_of(a);
   if (nrows == 0 || a.ne[0] == 0) return cudaSuccess;
   const unsigned g = grid_for(nrows), t = row_threads(a.ne[0]);
-  switch (op) {
-    case Binary::add: binary_f32<Binary::add><<<g, t, 0, s>>>(a, b, y, nrows); break;
-    case Binary::mul: binary_f32<Binary::mul><<<g, t, 0, s>>>(a, b, y, nrows); break;
-    case Binary::swiglu: binary_f32<Binary::swiglu><<<g, t, 0, s>>>(a, b, y, nrows); break;
-    case Binary::geglu_tanh: binary_f32<Binary::geglu_tanh><<<g, t, 0, s>>>(a, b, y, nrows); break;
-    case Binary::geglu_erf: binary_f32<Binary::geglu_erf><<<g, t, 0, s>>>(a, b, y, nrows); break;
-  }
+  with_tier(tier, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    switch (op) {
+      case Binary::add: binary_f32<Binary::add, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::mul: binary_f32<Binary::mul, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::swiglu: binary_f32<Binary::swiglu, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::geglu_tanh: binary_f32<Binary::geglu_tanh, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::geglu_erf: binary_f32<Binary::geglu_erf, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::geglu_sigmoid: binary_f32<Binary::geglu_sigmoid, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+    }
+  });
   return cudaGetLastError();
 }
 

@@ -1,9 +1,10 @@
 // softmax: one block per row, three passes over the row (max, sum of exp,
 // write), recomputing the scaled / capped / masked logit each pass instead of
-// storing it. exp is expf (CUDA's accurate exp, max 2 ulp), not __expf; the
-// QuAKE tiers of DESIGN 4.1 are a separate kernel family. A row whose every
-// key is masked (max = -inf) is written as zeros, as the op contract says.
+// storing it. exp of (logit - max) through the op's exp tier (ops/cuda/cuda_exp.cuh:
+// expf, max 2 ulp, on the exact tier, not __expf). A row whose every key is
+// masked (max = -inf) is written as zeros, as the op contract says.
 #include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_exp.cuh"
 
 namespace kestrel::cuda {
 namespace {
@@ -23,6 +24,7 @@ __device__ __forceinline__ float logit(const RowCtx& c, const SoftmaxArgs& a, in
   return v;
 }
 
+template <ExpTier T>
 __global__ void softmax_f32(TV x, TV mask, TV y, SoftmaxArgs a, int64_t nrows) {
   __shared__ float scratch[32];
   const int64_t n = x.ne[0];
@@ -44,12 +46,12 @@ __global__ void softmax_f32(TV x, TV mask, TV y, SoftmaxArgs a, int64_t nrows) {
       continue;
     }
     float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(logit(c, a, j) - mx);
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += exp_scaled<T>(logit(c, a, j) - mx, 1.0);
     sum = block_sum(sum, scratch);
     const float inv = 1.0f / sum;
     // In place: each element is read and written by the same thread in this
     // last pass, and the two earlier passes are complete (block_sum syncs).
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) yr[j] = expf(logit(c, a, j) - mx) * inv;
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) yr[j] = exp_scaled<T>(logit(c, a, j) - mx, 1.0) * inv;
     __syncthreads();
   }
 }
@@ -60,7 +62,9 @@ cudaError_t launch_softmax(TV x, TV mask, TV y, SoftmaxArgs a, cudaStream_t s) {
   const int64_t nrows = x.ne[1] * x.ne[2] * x.ne[3];
   if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
   const unsigned grid = static_cast<unsigned>(nrows < 65535 * 16 ? nrows : 65535 * 16);
-  softmax_f32<<<grid, row_threads(x.ne[0]), 0, s>>>(x, mask, y, a, nrows);
+  with_tier(a.exp, [&](auto tc) {
+    softmax_f32<decltype(tc)::value><<<grid, row_threads(x.ne[0]), 0, s>>>(x, mask, y, a, nrows);
+  });
   return cudaGetLastError();
 }
 

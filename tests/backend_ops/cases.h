@@ -109,8 +109,27 @@ std::vector<uint8_t> param_bytes(const P& p) {
   std::memcpy(b.data(), &p, sizeof(P));
   return b;
 }
-inline void cases_silu(std::vector<Case>& out) { activation_cases(OpId::silu, 1, out, {}, ""); }
-inline void cases_swiglu(std::vector<Case>& out) { activation_cases(OpId::swiglu, 2, out, {}, ""); }
+// An activation on each exp tier: the exact tier under `row`, a quake tier under
+// "row quake2" etc. A quake tier's ref is the same float formula, so the tolerance
+// is a few roundings of the quake fma's v (~1e-5 relative).
+template <typename MakeParams>
+inline void tier_activation_cases(OpId op, int n_src, std::vector<Case>& out, const std::string& row,
+                                  MakeParams make) {
+  for (ExpTier t : {ExpTier::exact, ExpTier::quake2, ExpTier::quake1}) {
+    const size_t first = out.size();
+    std::string r = row;
+    if (t != ExpTier::exact) r = row.empty() ? exp_tier_name(t) : row + " " + exp_tier_name(t);
+    activation_cases(op, n_src, out, make(t), r);
+    if (t != ExpTier::exact)
+      for (size_t i = first; i < out.size(); ++i) out[i].tol = tol_close(1e-7, 3e-5);
+  }
+}
+inline void cases_silu(std::vector<Case>& out) {
+  tier_activation_cases(OpId::silu, 1, out, "", [](ExpTier t) { return param_bytes(SiluParams{t}); });
+}
+inline void cases_swiglu(std::vector<Case>& out) {
+  tier_activation_cases(OpId::swiglu, 2, out, "", [](ExpTier t) { return param_bytes(SiluParams{t}); });
+}
 // sigmoid on each exp tier. A quake tier's ref is the same float formula, so
 // the tolerance is a few roundings of the quake fma's v (~1e-5 relative).
 inline void cases_sigmoid(std::vector<Case>& out) {
@@ -121,14 +140,14 @@ inline void cases_sigmoid(std::vector<Case>& out) {
       for (size_t i = first; i < out.size(); ++i) out[i].tol = tol_close(1e-7, 3e-5);
   }
 }
-inline void cases_gelu(std::vector<Case>& out) {
-  activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::tanh}), "tanh");
-  activation_cases(OpId::gelu, 1, out, param_bytes(GeluParams{GeluForm::erf}), "erf");
+inline void gelu_form_cases(OpId op, int n_src, std::vector<Case>& out) {
+  for (GeluForm f : {GeluForm::tanh, GeluForm::erf, GeluForm::sigmoid}) {
+    const char* name = f == GeluForm::tanh ? "tanh" : f == GeluForm::erf ? "erf" : "sigmoid";
+    tier_activation_cases(op, n_src, out, name, [f](ExpTier t) { return param_bytes(GeluParams{f, t}); });
+  }
 }
-inline void cases_geglu(std::vector<Case>& out) {
-  activation_cases(OpId::geglu, 2, out, param_bytes(GeluParams{GeluForm::tanh}), "tanh");
-  activation_cases(OpId::geglu, 2, out, param_bytes(GeluParams{GeluForm::erf}), "erf");
-}
+inline void cases_gelu(std::vector<Case>& out) { gelu_form_cases(OpId::gelu, 1, out); }
+inline void cases_geglu(std::vector<Case>& out) { gelu_form_cases(OpId::geglu, 2, out); }
 
 // ---- rms_norm ---------------------------------------------------------------
 inline void cases_rms_norm(std::vector<Case>& out) {
@@ -195,6 +214,26 @@ inline void cases_softmax(std::vector<Case>& out) {
            strided(spec(DType::F32, 33, 3, 2, 2), 4), tol, "", "4-D causal").with(SoftmaxParams{1.0f, 0.0f, true, 0, 10});
   add_case(out, OpId::softmax, {ranged(spec(DType::F32, 32000, 2), -20.0f, 20.0f)}, spec(DType::F32, 32000, 2), tol, "",
            "vocab").with(SoftmaxParams{1.0f, 0.0f, false, 0, 0});
+  // Quake tiers: the ref takes exp of (float)(s - max) through the same formula; the
+  // kernels fold scale and max into the quake fma, a few roundings of v apart.
+  const Tol qtol = tol_close(1e-7, 1e-4);
+  for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+    const std::string row = exp_tier_name(t);
+    for (int64_t n : awkward_sizes()) {
+      SoftmaxParams p{0.5f, 0.0f, false, 0, 0};
+      p.exp = t;
+      add_case(out, OpId::softmax, {ranged(spec(DType::F32, n, 3), -8.0f, 8.0f)}, spec(DType::F32, n, 3), qtol, row).with(p);
+      p.scale = 1.0f;
+      p.causal = true;
+      p.pos_offset = (int32_t)(n > 3 ? n - 3 : 0);
+      add_case(out, OpId::softmax, {ranged(spec(DType::F32, n, 4), -8.0f, 8.0f), filled(spec(DType::F32, n, 4), Fill::mask_random)},
+               spec(DType::F32, n, 4), qtol, row, "mask causal").with(p);
+    }
+    SoftmaxParams v{1.0f, 0.0f, false, 0, 0};
+    v.exp = t;
+    add_case(out, OpId::softmax, {ranged(spec(DType::F32, 32000, 2), -20.0f, 20.0f)}, spec(DType::F32, 32000, 2), qtol,
+             row, "vocab").with(v);
+  }
 }
 
 // ---- attention ----------------------------------------------------------------
@@ -226,6 +265,21 @@ inline void cases_attention(std::vector<Case>& out) {
     add_case(out, OpId::attention, {strided(spec(DType::F32, 64, 4, 3), 32), strided(kc, 64), strided(kc, 64),
                                     filled(spec(DType::F32, 50, 3), Fill::mask_causal)},
              strided(spec(DType::F32, 64, 4, 3), 16), tol, row, "strided cache").with(AttentionParams{0.125f, 0.0f});
+    // Quake tiers. The ref weighs each key by the tier's exp of (s - max); a kernel may
+    // rescale online (exp(m_old - m_new) through the tier too), so the weights differ
+    // from the ref's by up to about twice the tier's error: with |v| <= 1, that bounds
+    // the output's error.
+    for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+      const double e = 2.5 * exp_tier_max_rel_error(t);
+      const std::string trow = row + " " + exp_tier_name(t);
+      for (const Shape& s : {shapes[2], shapes[6], shapes[9]}) {
+        TSpec q = ranged(spec(DType::F32, s.D, s.Hq, s.M), -2.0f, 2.0f);
+        TSpec k = spec(kv, s.D, s.Hkv, s.n_kv), v = spec(kv, s.D, s.Hkv, s.n_kv);
+        add_case(out, OpId::attention, {q, k, v, filled(spec(DType::F32, s.n_kv, s.M), Fill::mask_causal)},
+                 spec(DType::F32, s.D, s.Hq, s.M), tol_close(e, e), trow, "causal")
+            .with(AttentionParams{1.0f / std::sqrt((float)s.D), 0.0f, t});
+      }
+    }
   }
 }
 
