@@ -26,9 +26,10 @@
 //   whole groups of 6), which the 6 x (2 vectors of tokens) micro-kernel walks with a
 //   stride of 192 floats; F16/BF16 weights are widened once per panel rather than once
 //   per use (192 outputs per item rather than 96: the packing and slab copies are
-//   amortized over twice the work, 5-8% at batch 128); the panel's x rows for 2 vectors of tokens are
-//   copied into a contiguous L1 slab (rows d apart in x can alias to a few cache sets)
-//   that the 16 output groups reuse; later panels add onto y. Tokens past the last full vector run a
+//   amortized over twice the work, 5-8% at batch 128); the panel's x rows are copied, in
+//   one pass reading each row whole, into contiguous slabs of 2 vectors of tokens (rows
+//   d apart in x can alias to a few cache sets) that the item's output groups reuse;
+//   later panels add onto y. Tokens past the last full vector run a
 //   scalar loop.
 // Error: float products and sums in l order per output (c terms; batch_last: per panel
 // of 256, the panel sums added in order), weights widened exactly; measured worst
@@ -200,7 +201,9 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
   if (n_items == 0) return true;
   const int n_par = (int)std::min<int64_t>(n_items, exec.n_threads());
   const int64_t lc_max = std::min<int64_t>(s.c, kBlInputs);
-  const size_t per_thread = (size_t)(lc_max * kBlChunk + lc_max * 2 * kLanes + 16);
+  // Packed weights, then every full 2-vector token slab of the item's panel, then the
+  // 1-vector tail slab.
+  const size_t per_thread = (size_t)(lc_max * kBlChunk + lc_max * (kBlTokens + kLanes) + 16);
   float* scratch = static_cast<float*>(exec.scratch(per_thread * sizeof(float) * (size_t)n_par));
   if (!scratch) return false;
   const size_t x_step = (size_t)s.d * s.x_ld;  // next input of the same block
@@ -234,26 +237,39 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
           for (int64_t r = k_hi - k_lo; r < w_pad; ++r) pr[r] = 0.0f;
         }
         const float* xb = x + (size_t)((i * s.c + l0) * s.d + j) * s.x_ld;
-        auto groups = [&](auto nv_tag, int64_t m0) {
+        // The panel's x rows, copied into contiguous slabs of lc inputs x 2 vectors of
+        // tokens: its rows in x are d rows apart, and a power-of-two stride would map a
+        // slab to a few cache sets, evicting it before the output groups have reused it.
+        // All slabs in one pass, each x row read whole (sequential lines, which the
+        // hardware prefetcher follows; a slab at a time read 64 bytes per row, 8% of
+        // the time at batch 128 in cache misses).
+        const int64_t n_slabs = (m_hi - m_lo) / (2 * kLanes);
+        for (int64_t l = 0; l < lc; ++l) {
+          const float* xr = xb + (size_t)l * x_step + m_lo;
+          for (int64_t sl = 0; sl < n_slabs; ++sl)
+            for (int n = 0; n < 2; ++n)
+              fvec::load_unaligned(xr + (sl * 2 + n) * kLanes)
+                  .store_aligned(xpack + ((size_t)(sl * lc + l) * 2 + n) * kLanes);
+        }
+        float* xtail = xpack + (size_t)(n_slabs * lc) * 2 * kLanes;
+        auto groups = [&](auto nv_tag, int64_t m0, const float* slab) {
           constexpr int NV = decltype(nv_tag)::value;
-          // The slab of lc inputs x NV vectors of tokens, copied contiguous: its rows in x
-          // are d rows apart, and a power-of-two stride would map them all to a few cache
-          // sets, evicting the slab before the 16 output groups have reused it.
-          const float* xr = xb + m0;
-          for (int64_t l = 0; l < lc; ++l, xr += x_step)
-            for (int n = 0; n < NV; ++n)
-              fvec::load_unaligned(xr + n * kLanes).store_aligned(xpack + (l * NV + n) * kLanes);
           for (int g = 0; g < n_groups; ++g) {
             const int64_t kg = k_lo + g * kKR;
             const int nr = (int)std::min<int64_t>(kKR, k_hi - kg);
             float* yr[kKR];
             for (int r = 0; r < nr; ++r) yr[r] = y + (size_t)((i * s.b + kg + r) * s.d + j) * s.y_ld + m0;
-            bl_micro<NV>(lc, pack + (size_t)g * kKR, (size_t)w_pad, xpack, NV * kLanes, yr, nr, add);
+            bl_micro<NV>(lc, pack + (size_t)g * kKR, (size_t)w_pad, slab, NV * kLanes, yr, nr, add);
           }
         };
         int64_t m = m_lo;
-        for (; m + 2 * kLanes <= m_hi; m += 2 * kLanes) groups(std::integral_constant<int, 2>{}, m);
-        for (; m + kLanes <= m_hi; m += kLanes) groups(std::integral_constant<int, 1>{}, m);
+        for (int64_t sl = 0; sl < n_slabs; ++sl, m += 2 * kLanes)
+          groups(std::integral_constant<int, 2>{}, m, xpack + (size_t)(sl * lc) * 2 * kLanes);
+        for (; m + kLanes <= m_hi; m += kLanes) {
+          const float* xr = xb + m;
+          for (int64_t l = 0; l < lc; ++l, xr += x_step) fvec::load_unaligned(xr).store_aligned(xtail + l * kLanes);
+          groups(std::integral_constant<int, 1>{}, m, xtail);
+        }
         for (; m < m_hi; ++m)
           for (int64_t k = k_lo; k < k_hi; ++k) {
             const float* pw = pack + (k - k_lo);
