@@ -429,3 +429,29 @@ TEST_CASE("spec: C API kestrel_generate_spec", "[spec][c_api]") {
   kestrel_context_free(ctx);
   kestrel_model_free(m);
 }
+
+TEST_CASE("spec: a stop inside a round trims the caches like plain decoding", "[spec][kv]") {
+  auto model = load_stories();
+  if (!model) {
+    WARN("SKIP: stories260K not found in ../shared/models");
+    return;
+  }
+  auto ctx = make_ctx(*model), dctx = make_ctx(*model, 1);
+  SpecParams sp;
+  sp.mode = SpecMode::draft;  // the target drafts for itself: long accepted runs
+  sp.draft_max = 8;
+  sp.draft_init = 8;
+  auto dec = SpecDecoder::create(*ctx, dctx.get(), sp);
+  REQUIRE(dec.ok());
+  const auto ids = encode(*model, "Once upon a time");
+  for (int stop_after : {3, 7, 12}) {
+    int n = 0;
+    REQUIRE((*dec)->generate(ids, -1, [&](int32_t) { return ++n < stop_after; }).ok());
+    INFO("stop after " << stop_after);
+    CHECK(n == stop_after);
+    // Emitted tokens but the last are in the cache; nothing beyond.
+    CHECK((*dec)->n_past() == int32_t(ids.size()) + stop_after - 1);
+    CHECK(ctx->kv().seq_pos_max(0) == (*dec)->n_past() - 1);
+    CHECK(dctx->kv().seq_pos_max(0) <= (*dec)->n_past() - 1);
+  }
+}

@@ -270,8 +270,22 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     } else {
       n_past_draft_ = n_past_ + a + 1;
     }
+    const int32_t round_start = n_past_;
     n_past_ += a + 1;
-    for (int32_t i = 0; i < a && !stop; ++i) emit(drafts[static_cast<size_t>(i)], target_.logits(i));
+    for (int32_t i = 0; i < a && !stop; ++i) {
+      emit(drafts[static_cast<size_t>(i)], target_.logits(i));
+      if (stop) {
+        // Stopped at draft i (end of generation, budget or callback): like plain
+        // decoding, the caches keep only the tokens before it.
+        n_past_ = round_start + i + 1;
+        hist.resize(static_cast<size_t>(n_past_));
+        target_.kv().seq_rm(0, n_past_, -1);
+        if (draft_) {
+          n_past_draft_ = std::min(n_past_draft_, n_past_);
+          draft_->kv().seq_rm(0, n_past_draft_, -1);
+        }
+      }
+    }
     pending = out[1];
     if (!stop) emit(pending, target_.logits(a));
     if (p_.adaptive) g_cur = a == g ? std::min(p_.draft_max, g_cur + 2) : std::max(1, g_cur - 1);
