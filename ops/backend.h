@@ -57,6 +57,11 @@ class Backend {
   // Runs one op. Tensors must live in memory this backend can read/write
   // (host memory for host backends, this backend's buffers otherwise).
   virtual Status run(const OpCall& call) = 0;
+  // The same two for a call that validate_op() has already accepted (the runtime
+  // validates each op once and then asks the backends in turn): a backend that
+  // validates inside supports()/run() skips that here.
+  virtual bool implements(const OpCall& validated) const { return supports(validated); }
+  virtual Status run_validated(const OpCall& validated) { return run(validated); }
   virtual bool is_host() const = 0;
   virtual Expected<std::unique_ptr<Buffer>> alloc_buffer(size_t bytes) = 0;
   // Host <-> buffer copies (plain memcpy for host backends).

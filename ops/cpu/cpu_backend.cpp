@@ -98,13 +98,16 @@ class CpuBackend final : public HostBackend {
     name_ = std::string("cpu-") + table_.isa_name;
   }
   const char* name() const override { return name_.c_str(); }
-  bool supports(const OpCall& call) const override {
-    if (!validate_op(call).ok()) return false;
+  bool supports(const OpCall& call) const override { return validate_op(call).ok() && implements(call); }
+  bool implements(const OpCall& call) const override {
     const cpu::KernelEntry& e = table_[call.op];
     return e.run && (!e.supports || e.supports(call));
   }
   Status run(const OpCall& call) override {
     KESTREL_TRY(validate_op(call));
+    return run_validated(call);
+  }
+  Status run_validated(const OpCall& call) override {
     const cpu::KernelEntry& e = table_[call.op];
     if (!e.run || (e.supports && !e.supports(call)))
       return Status::unsupported("%s: no %s kernel for these types", op_name(call.op), name_.c_str());

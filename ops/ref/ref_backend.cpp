@@ -24,6 +24,10 @@ class RefBackend final : public HostBackend {
   bool supports(const OpCall& call) const override { return validate_op(call).ok(); }
   Status run(const OpCall& call) override {
     KESTREL_TRY(validate_op(call));
+    return run_validated(call);
+  }
+  bool implements(const OpCall&) const override { return true; }
+  Status run_validated(const OpCall& call) override {
     kRef[static_cast<int>(call.op)](call);
     return {};
   }

@@ -17,11 +17,11 @@ Status OpRunner::run(OpId op, Tensor* dst, std::initializer_list<const Tensor*> 
     if (call.n_src == kMaxSrc) return Status::internal("%s: too many sources", op_name(op));
     call.src[call.n_src++] = t;
   }
-  for (Backend* b : backends_) {
-    if (b->supports(call)) return b->run(call);
-  }
-  // No backend accepts it: report the validation error if there is one.
+  // Validated once here; the backends then only say whether they have a kernel.
   KESTREL_TRY(validate_op(call));
+  for (Backend* b : backends_) {
+    if (b->implements(call)) return b->run_validated(call);
+  }
   return Status::unsupported("%s: no backend supports this call", op_name(op));
 }
 
