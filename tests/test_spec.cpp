@@ -454,4 +454,9 @@ TEST_CASE("spec: a stop inside a round trims the caches like plain decoding", "[
     CHECK(ctx->kv().seq_pos_max(0) == (*dec)->n_past() - 1);
     CHECK(dctx->kv().seq_pos_max(0) <= (*dec)->n_past() - 1);
   }
+  // n_predict 0: the prompt only.
+  int n = 0;
+  REQUIRE((*dec)->generate(ids, 0, [&](int32_t) { return ++n > 0; }).ok());
+  CHECK(n == 0);
+  CHECK((*dec)->n_past() == int32_t(ids.size()));
 }

@@ -183,6 +183,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     if (!on_token(t) || (n_predict >= 0 && stats_.n_generated >= n_predict)) stop = true;
   };
 
+  if (n_predict == 0) {
+    stats_.t_generate_ns = sw.elapsed_ns();
+    return {};
+  }
   int32_t pending = pick(target_.logits(0));
   emit(pending, target_.logits(0));
   int32_t g_cur = std::clamp(p_.adaptive ? p_.draft_init : p_.draft_max, 1, p_.draft_max);
