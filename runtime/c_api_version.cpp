@@ -7,9 +7,9 @@
 
 namespace {
 
-// Kept equal to project(kestrel VERSION ...) in CMakeLists.txt; the consumer
-// check in tests/run_all.sh compares it with the installed package's version.
-constexpr const char* kVersion = "0.1.0";
+// project(kestrel VERSION ...) in CMakeLists.txt, passed in by runtime/CMakeLists.txt;
+// the consumer check in tests/run_all.sh compares it with the installed package's.
+constexpr const char* kVersion = KESTREL_VERSION_STRING;
 
 std::string build_system_info() {
   std::string s = "kestrel ";
