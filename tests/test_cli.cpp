@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,10 +37,13 @@ struct Result {
   std::string out, err;
 };
 
-Child spawn(const std::vector<std::string>& args) {
+// stdout_pipe_bytes > 0: shrink the stdout pipe to that many bytes (one page is
+// the least), so that a reader that does not read blocks the writer early.
+Child spawn(const std::vector<std::string>& args, int stdout_pipe_bytes = 0) {
   int out_p[2], err_p[2];
   REQUIRE(pipe(out_p) == 0);
   REQUIRE(pipe(err_p) == 0);
+  if (stdout_pipe_bytes > 0) REQUIRE(fcntl(out_p[0], F_SETPIPE_SZ, stdout_pipe_bytes) >= stdout_pipe_bytes);
   std::vector<char*> argv;
   std::vector<std::string> copy = args;
   copy.insert(copy.begin(), kBinary);
@@ -164,6 +168,19 @@ TEST_CASE("kestrel run: bad usage and bad files exit 2 naming the problem", "[cl
       {{"bench", "-m", kStories, "-t", "1,x"}, "threads"},
       {{"bench", "-m", kStories, "-o", "xml"}, "xml"},
       {{"tokenize", "-m", kStories}, "prompt"},
+      {{"run", "-m", kStories, "-n", "-2"}, "n-predict"},
+      {{"run", "-m", kStories, "-c", "12abc"}, "ctx-size"},
+      {{"run", "-m", kStories, "--top-k", "many"}, "top-k"},
+      {{"run", "-m", kStories, "--temp"}, "temp"},
+      {{"run", "-m", kStories, "--repeat-last-n", "-5"}, "repeat-last-n"},
+      {{"run", "-m", kStories, "--exp", "fast"}, "exp"},
+      {{"run", "-m", kStories, "--no-such-flag"}, "no-such-flag"},
+      {{"bench", "-m", kStories, "-p", "abc"}, "n-prompt"},
+      {{"bench", "-m", kStories, "-r", "0"}, "repetitions"},
+      {{"perplexity", "-m", kStories, "-f", "/nonexistent/kestrel.txt"}, "/nonexistent/kestrel.txt"},
+      {{"perplexity", "-m", kStories, "-f", kStories, "--chunks", "-1"}, "chunks"},
+      {{"inspect"}, "model"},
+      {{"convert", "llama2c", "m.bin"}, "tokenizer"},
   };
   for (const Case& c : cases) {
     std::string line;
@@ -270,6 +287,70 @@ TEST_CASE("kestrel run: Ctrl-C stops with a summary; a closed stdout ends quietl
       CHECK(r.code == 130);
       CHECK(contains(r.err, "tokens/s"));
       CHECK(contains(r.err, "interrupted"));
+    }
+  }
+  {
+    // Two Ctrl-C in a row: the second exits 130 at once, whether or not the first
+    // has reached a token boundary yet; never a death by SIGINT.
+    Child c = spawn({"run", "-m", kStories, "-n", "-1", "--temp", "1.0", "-s", "5", "-t", "1"});
+    char buf[64];
+    const ssize_t n = read(c.out, buf, sizeof buf);
+    REQUIRE(n > 0);
+    kill(c.pid, SIGINT);
+    kill(c.pid, SIGINT);
+    Result r;
+    drain(c, r);
+    reap(c, r);
+    INFO("stderr: " << r.err);
+    CHECK(r.signal == 0);
+    if (r.code == 0) WARN("SKIP: generation ended before the signals arrived");
+    else CHECK(r.code == 130);
+  }
+  {
+    // Ctrl-C while the writer is blocked on a full stdout pipe (a reader that
+    // paused, like a pager): the interrupted write is restarted, not failed, so
+    // the run does not end as if the reader had gone; once the reader reads, it
+    // stops after the current token with the summary and 130. Greedy text with
+    // a 2048-token context is about 4.9 KB, more than the 4 KiB pipe.
+    const std::vector<std::string> args = {"run", "-m", kStories, "-n", "-1", "-c", "2048", "--temp", "0", "-t", "1"};
+    const Result full = run(args);
+    REQUIRE(full.code == 0);
+    REQUIRE(full.out.size() > 4096 + 64);
+    for (int n_signals : {1, 2}) {
+      INFO(n_signals << " Ctrl-C while blocked");
+      Child c = spawn(args, 4096);
+      // Full: within a piece's length of 4096 bytes (a small write is all or
+      // nothing) and unchanged for half a second, so the writer sits in write(2).
+      int avail = 0, last = -1, stable = 0;
+      for (int i = 0; i < 600 && stable < 5; ++i) {  // up to 60 s
+        usleep(100 * 1000);
+        REQUIRE(ioctl(c.out, FIONREAD, &avail) == 0);
+        stable = avail >= 4096 - 64 && avail == last ? stable + 1 : 0;
+        last = avail;
+      }
+      REQUIRE(stable == 5);
+      for (int i = 0; i < n_signals; ++i) {
+        kill(c.pid, SIGINT);
+        usleep(100 * 1000);
+      }
+      Result r;
+      drain(c, r);
+      reap(c, r);
+      INFO("stderr: " << r.err);
+      CHECK(r.signal == 0);
+      CHECK(r.code == 130);
+      if (n_signals == 1) {
+        // Stopped after the token being written: a strict prefix of the full text,
+        // with the timing summary.
+        CHECK(r.out.size() >= 4096 - 64);
+        CHECK(r.out.size() < full.out.size());
+        CHECK(full.out.compare(0, r.out.size(), r.out) == 0);
+        CHECK(contains(r.err, "tokens/s"));
+        CHECK(contains(r.err, "interrupted"));
+      } else {
+        // The second exits at once, still blocked: no summary.
+        CHECK_FALSE(contains(r.err, "tokens/s"));
+      }
     }
   }
   {

@@ -74,6 +74,10 @@ void install_signal_handlers() {
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
+  // SA_RESTART: a write blocked on a full stdout pipe resumes after the first
+  // Ctrl-C instead of failing with EINTR, which would read as a reader gone away
+  // (exit 0, no summary); the run then stops after that token as documented.
+  sa.sa_flags = SA_RESTART;
   sigaction(SIGINT, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 }
