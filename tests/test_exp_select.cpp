@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <string>
@@ -18,6 +19,8 @@
 
 #include "kestrel/kestrel.h"
 #include "model_test_util.h"
+#include "ops/backend.h"
+#include "ops/half.h"
 #include "runtime/model/synth.h"
 #include "runtime/sampling/sampler.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -28,6 +31,7 @@ using namespace kestrel::testutil;
 namespace {
 
 const std::string kStories = shared_path("models/stories260K/stories260K.gguf");
+constexpr ExpTier kAllTiers[] = {ExpTier::exact, ExpTier::quake2, ExpTier::quake1};
 
 std::unique_ptr<Context> make_ctx(const Model& m, const OpExpTiers& tiers, BackendChoice be = BackendChoice::cpu) {
   ContextParams cp;
@@ -323,5 +327,94 @@ TEST_CASE("kestrel CLI: --exp flags and perplexity", "[exp][select][cli]") {
     CHECK(top1 >= 0.9);
     CHECK(top1 < 1.0);  // quake1 moves some near-ties
     CHECK(std::fabs(ppl / exact_ppl - 1.0) < 0.02);
+  }
+}
+
+TEST_CASE("attention on each exp tier: cpu variants against the reference", "[exp][select][attention]") {
+  // D 64, 4 query heads on 2 kv heads, 5 queries over 150 keys (three blocks
+  // of the cpu kernel's 64, so the running max rescales), every third key of
+  // query 2 masked and query 4 fully masked; scores up to about +-20.
+  const int64_t D = 64, Hq = 4, Hkv = 2, M = 5, n_kv = 150;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uq(-2.0f, 2.0f), ukv(-1.0f, 1.0f);
+  std::vector<float> q(D * Hq * M), k(D * Hkv * n_kv), v(D * Hkv * n_kv), mask(n_kv * M, 0.0f);
+  for (float& x : q) x = uq(rng);
+  for (float& x : k) x = ukv(rng);
+  for (float& x : v) x = ukv(rng);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n_kv; ++j) {
+    if (j % 3 == 0) mask[2 * n_kv + j] = ninf;
+    mask[4 * n_kv + j] = ninf;
+  }
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
+
+  auto run_attn = [&](Backend& b, ExpTier tier, bool f16) {
+    std::vector<float> out(q.size(), std::nanf(""));
+    Tensor tq = make_tensor(DType::F32, q.data(), D, Hq, M);
+    Tensor tk = f16 ? make_tensor(DType::F16, k16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, k.data(), D, Hkv, n_kv);
+    Tensor tv = f16 ? make_tensor(DType::F16, v16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, v.data(), D, Hkv, n_kv);
+    Tensor tm = make_tensor(DType::F32, mask.data(), n_kv, M);
+    Tensor td = make_tensor(DType::F32, out.data(), D, Hq, M);
+    AttentionParams p;
+    p.scale = 0.5f;
+    p.exp = tier;
+    OpCall c;
+    c.op = OpId::attention;
+    c.dst = &td;
+    c.src[0] = &tq;
+    c.src[1] = &tk;
+    c.src[2] = &tv;
+    c.src[3] = &tm;
+    c.n_src = 4;
+    c.params = &p;
+    const Status s = b.run(c);
+    INFO(b.name() << ": " << s.message());
+    REQUIRE(s.ok());
+    return out;
+  };
+  auto max_abs = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double m = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) m = std::max(m, (double)std::fabs(a[i] - b[i]));
+    return m;
+  };
+
+  auto ref = backend_ref().create({});
+  REQUIRE(ref.ok());
+  CpuIsa avail[8];
+  const int n_isa = cpu_isa_available(avail, 8);
+  for (CpuIsa isa : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avx512, CpuIsa::neon}) {
+    bool runs = false;
+    for (int i = 0; i < n_isa; ++i) runs = runs || avail[i] == isa;
+    if (!runs) WARN("SKIP: cpu variant " << cpu_isa_name(isa) << " (not compiled in or not supported by this CPU)");
+  }
+  for (bool f16 : {false, true}) {
+    const std::vector<float> exact = run_attn(**ref, ExpTier::exact, f16);
+    for (ExpTier t : kAllTiers) {
+      const std::vector<float> r = run_attn(**ref, t, f16);
+      // A weighted mean of |v| <= 1 whose weights each carry a relative error
+      // <= e moves by at most about 2e.
+      const double dev = max_abs(exact, r);
+      INFO(exp_tier_name(t) << (f16 ? " f16" : " f32") << ": ref deviation from exact " << dev);
+      CHECK(dev <= 2.0 * exp_tier_max_rel_error(t) + 1e-6);
+      if (t != ExpTier::exact) CHECK(dev > 0.0);
+      for (int i = 0; i < 4 * D * Hq; ++i) CHECK_FALSE(std::isnan(r[(size_t)i]));
+      for (int64_t i = 4 * D * Hq; i < M * D * Hq; ++i) CHECK(r[(size_t)i] == 0.0f);  // fully masked query
+      for (int i = 0; i < n_isa; ++i) {
+        BackendOptions o;
+        o.isa = avail[i];
+        o.n_threads = 2;
+        auto cpu = backend_cpu().create(o);
+        REQUIRE(cpu.ok());
+        const std::vector<float> y = run_attn(**cpu, t, f16);
+        // The cpu kernel's online softmax takes each weight's quake error
+        // against its block's max (rescaled exactly), the reference against the
+        // row max: both within the bound of exact, bitwise apart.
+        const double e = max_abs(r, y), dev_cpu = max_abs(exact, y);
+        INFO(cpu_isa_name(avail[i]) << " vs ref: " << e << ", vs exact: " << dev_cpu);
+        if (t == ExpTier::exact) CHECK(e < 2e-6);
+        else CHECK(dev_cpu <= 2.0 * exp_tier_max_rel_error(t) + 1e-6);
+      }
+    }
   }
 }

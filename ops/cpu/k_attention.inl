@@ -24,10 +24,15 @@ inline fvec attn_exp(fvec x, float m) {
   if constexpr (T == ExpTier::exact) return vexp::exact(x - fvec(m));
   else return vexp::Quake<T>(1.0, -(double)m)(x);
 }
-template <ExpTier T>
+// The rescale factor exp(m_old - m_new) is exact on every tier: a quake
+// factor would multiply into the weights of every earlier block and its error
+// would compound with each rise of the max. So each weight carries one quake
+// error (at most the tier's bound, relative), whatever the number of blocks;
+// it is quake(s_j - m_block) * exp(m_block - m), not the reference's
+// quake(s_j - m), so the two agree within twice the bound, not bit for bit.
 inline float attn_exp1(float x) {
   alignas(64) float t[kLanes];
-  attn_exp<T>(fvec(x), 0.0f).store_aligned(t);
+  vexp::exact(fvec(x)).store_aligned(t);
   return t[0];
 }
 
@@ -109,7 +114,7 @@ inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k
     }
     if (!(bmax > kNegInf)) continue;
     if (bmax > m) {
-      const float corr = m == kNegInf ? 0.0f : attn_exp1<T>(m - bmax);
+      const float corr = m == kNegInf ? 0.0f : attn_exp1(m - bmax);
       scale_row(acc, corr, D);
       sum *= corr;
       m = bmax;
