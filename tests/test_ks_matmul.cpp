@@ -14,6 +14,7 @@
 #include "ops/backend.h"
 #include "ops/half.h"
 #include "runtime/ks/ks_chain.h"
+#include "tests/reduced_sweep.h"
 
 using namespace kestrel;
 
@@ -144,7 +145,12 @@ TEST_CASE("ks_matmul: every pattern of the benchmark set", "[op][ks_matmul][cpu]
   auto vs = variants();
   REQUIRE(!vs.empty());
   uint32_t seed = 1;
+  // Reduced (sanitizers, emulators): every third pattern; the dense reference is
+  // what takes the time, and the kernels' code paths repeat across patterns.
+  const size_t pattern_step = kestrel::test::reduced_sweep() ? 3 : 1;
+  size_t pattern_index = 0;
   for (const bench::KsPattern& bp : bench::kKsPatterns) {
+    if (pattern_index++ % pattern_step != 0) continue;
     for (size_t vi = 0; vi < vs.size(); ++vi) {
       // Both layouts on every variant would repeat the slow oracle; alternate the thread
       // counts between patterns and check both layouts everywhere.
@@ -167,7 +173,9 @@ TEST_CASE("ks_matmul: awkward sizes, layouts, weight types, threads", "[op][ks_m
   std::mt19937 pick(7);
   auto any = [&] { return sizes[pick() % (sizeof sizes / sizeof sizes[0])]; };
   const int64_t ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33};
-  for (int n = 0; n < 60; ++n) {
+  // Reduced (sanitizers, emulators): the first 20 of the 60 random shapes.
+  const int n_shapes = kestrel::test::reduced_sweep() ? 20 : 60;
+  for (int n = 0; n < n_shapes; ++n) {
     const KsMatmulParams base{1 + (int32_t)(pick() % 4), any(), any(), 1 + (int32_t)(pick() % 5), KsLayout::token_major};
     const int64_t M = ms[pick() % 12];
     for (DType wt : {DType::F32, DType::F16, DType::BF16})

@@ -13,6 +13,7 @@
 #include "runtime/model/gguf.h"
 #include "runtime/model/gguf_writer.h"
 #include "runtime/model/synth.h"
+#include "tests/reduced_sweep.h"
 
 using namespace kestrel;
 using namespace kestrel::testutil;
@@ -52,9 +53,9 @@ const char* arch_tag(ArchId a) { return arch_desc(a).name; }
 
 TEST_CASE("random-weight models: cpu path agrees with the reference forward", "[model][arch]") {
   const std::vector<int32_t> ids = {1, 300, 17, 260, 299, 45, 261, 310, 5, 270, 301, 11, 290, 3, 280, 318, 7};
-  // Under an emulator (cross builds run by qemu-user) a representative subset:
-  // a float, a 32-block and a K-quant mix per architecture.
-  const bool emulated = std::getenv("KESTREL_TEST_EMULATED") != nullptr;
+  // Under an emulator (cross builds run by qemu-user) or sanitizers a representative
+  // subset: a float, a 32-block and a K-quant mix per architecture.
+  const bool emulated = kestrel::test::reduced_sweep();
   const std::vector<const char*> all = {"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q4_k", "q5_k", "q6_k", "q4_k_m"};
   const std::vector<const char*> quick = {"f16", "q4_0", "q4_k_m"};
   for (ArchId arch : {ArchId::llama, ArchId::qwen2, ArchId::gemma3}) {
