@@ -50,11 +50,14 @@ using X4Fn = void (*)(int64_t nb, const char* const* w, const ActQ8* const* a, c
 // Decode tile: one activation row x 8 weight rows (dot_rows8), or nullptr.
 using Rows8Fn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
+using Rows4Fn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
+
 struct TypeKernel {
   Act act;
   Kernels k;
   X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
   Rows8Fn rows8 = nullptr;
+  Rows4Fn rows4 = nullptr;  // Q8_0: one activation row x 4 weight rows (dot_rows4_q8)
 };
 
 template <DType T>
@@ -63,6 +66,7 @@ inline void set_x4(TypeKernel* tk) {
   tk->x4[0] = &dot_q8w_x4<1, T>;
   tk->x4[1] = &dot_q8w_x4<2, T>;
   if constexpr (kHasRows8<T>) tk->rows8 = &dot_rows8<T>;
+  if constexpr (T == DType::Q8_0) tk->rows4 = &dot_rows4_q8;
 #else
   (void)tk;
 #endif
@@ -223,18 +227,34 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
               for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
           }
         }
-        if (ra == 1 && tk.rows8) {
-          // Every single-row group goes through the 8-row tile (tails repeat their last
-          // row), so a result does not depend on where the thread ranges fall.
-          for (; n < nc1; n += 8) {
-            const int64_t rb = nc1 - n < 8 ? nc1 - n : 8;
-            const char* wr[8];
-            for (int j = 0; j < 8; ++j) wr[j] = W.row<const char>(n + (j < rb ? j : rb - 1));
-            float res[8];
-            const char* next = static_cast<const char*>(W.data) + (n + 8) * W.nb[1];
-            tk.rows8(nb, wr, static_cast<const ActQ8*>(a[0]), next, res);
-            for (int64_t j = 0; j < rb; ++j) yr[0][n + j] = res[j];
-          }
+        if (tk.rows8 && n < nc1) {
+          // Rows outside a full group of 4 go one by one through the 8-row tile (tails
+          // repeat their last row). Its float operations per output equal the x4 tile's,
+          // so a result depends neither on where the thread ranges fall nor on the batch.
+          for (int r = 0; r < ra; ++r)
+            for (int64_t n8 = n; n8 < nc1; n8 += 8) {
+              const int64_t rb = nc1 - n8 < 8 ? nc1 - n8 : 8;
+              const char* wr[8];
+              for (int j = 0; j < 8; ++j) wr[j] = W.row<const char>(n8 + (j < rb ? j : rb - 1));
+              float res[8];
+              const char* next = static_cast<const char*>(W.data) + (n8 + 8) * W.nb[1];
+              tk.rows8(nb, wr, static_cast<const ActQ8*>(a[r]), next, res);
+              for (int64_t j = 0; j < rb; ++j) yr[r][n8 + j] = res[j];
+            }
+          n = nc1;
+        }
+        if (tk.rows4 && n < nc1) {  // the same for Q8_0, 4 weight rows at a time
+          for (int r = 0; r < ra; ++r)
+            for (int64_t n4 = n; n4 < nc1; n4 += 4) {
+              const int64_t rb = nc1 - n4 < 4 ? nc1 - n4 : 4;
+              const char* wr[4];
+              for (int j = 0; j < 4; ++j) wr[j] = W.row<const char>(n4 + (j < rb ? j : rb - 1));
+              float res[4];
+              const char* next = static_cast<const char*>(W.data) + (n4 + 4) * W.nb[1];
+              tk.rows4(nb, wr, static_cast<const ActQ8*>(a[r]), next, res);
+              for (int64_t j = 0; j < rb; ++j) yr[r][n4 + j] = res[j];
+            }
+          n = nc1;
         }
         const RowFn fn = tk.k.fn[ra - 1];
         for (; n < nc1; ++n) {

@@ -149,10 +149,15 @@ template <int RB, DType T>
 inline void dot_q8w_x4(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res) {
   constexpr size_t kBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
   constexpr float kOffset = T == DType::Q4_0 ? 8.0f : T == DType::Q5_0 ? 16.0f : 0.0f;
-  // c8 = 8 * d_x * sum(x); the offset term is kOffset * d_x * sum(x).
+  // c8 = 8 * d_x * sum(x); the offset term is kOffset * d_x * sum(x) = (kOffset / 8) * c8.
   const __m256 off = _mm256_set1_ps(kOffset / 8.0f);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc = _mm256_setzero_ps();  // lanes: row 0 x act 0..3 | row 1 x act 0..3
+  // lanes: row 0 x act 0..3 | row 1 x act 0..3. Per lane, the float operations of the
+  // decode tile (dot_rows8): acc += s * (d_w * d_x), corr += d_w * (offset * c8), y =
+  // acc - corr, block by block; so a row's output does not depend on the batch it is in
+  // (a rounding difference would flip the next layer's 8-bit activation rounding, and
+  // batched and one-token logits would drift apart by ~1e-3 NMSE).
+  __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     __m256i wq[RB], wsgn[RB];
     uint32_t dbits = 0;
@@ -198,17 +203,14 @@ inline void dot_q8w_x4(int64_t nb, const char* const* w, const ActQ8* const* a, 
       const __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h[0]), _mm256_extracti128_si256(h[0], 1));
       sf = _mm256_castps128_ps256(_mm_cvtepi32_ps(sum));
     }
-    __m256 t;
-    if constexpr (T == DType::Q8_0) {
-      t = _mm256_mul_ps(sf, dx);
-    } else {
+    acc = _mm256_fmadd_ps(sf, _mm256_mul_ps(dw, dx), acc);
+    if constexpr (T != DType::Q8_0) {
       const __m256 c8 = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(hdr + 8 * b + 4));
-      t = _mm256_fmsub_ps(sf, dx, _mm256_mul_ps(off, c8));
+      corr = _mm256_fmadd_ps(dw, _mm256_mul_ps(off, c8), corr);
     }
-    acc = _mm256_fmadd_ps(dw, t, acc);
   }
   alignas(32) float out[8];
-  _mm256_store_ps(out, acc);
+  _mm256_store_ps(out, _mm256_sub_ps(acc, corr));
   for (int i = 0; i < 4 * RB; ++i) res[i] = out[i];
 }
 template <DType T>

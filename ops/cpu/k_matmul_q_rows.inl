@@ -1,5 +1,5 @@
 // CPU matmul, part 4: decode tiles (included by k_matmul.inl). One activation row
-// against 8 consecutive weight rows of Q4_0 / Q5_0, so per-block work that the
+// against 8 consecutive weight rows of Q4_0 / Q5_0 (4 of Q8_0), so per-block work that the
 // single-row kernel repeats for every row is done once per 8 rows.
 //
 // Algorithm (AVX2), per 32-element block b:
@@ -29,6 +29,38 @@ inline int ld_u16(const char* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
+}
+
+// Q8_0 (memory-bound: four weight streams, not eight): rows[0..3] against the
+// activation (|w| times sign(x, w)), the block sums by one vphaddd tree, then per lane
+// the same float operations as the Q4_0 tile without the offset.
+inline void dot_rows4_q8(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res) {
+  constexpr size_t kBytes = sizeof(BlockQ8_0);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * kBytes;
+    // The next tile (contiguous when rows are), at the rate this one is consumed.
+    const char* pf = next + 4 * off;
+    _mm_prefetch(pf, _MM_HINT_T0);
+    _mm_prefetch(pf + 48, _MM_HINT_T0);
+    _mm_prefetch(pf + 96, _MM_HINT_T0);
+    const __m256i xq = loadu256(a[b].qs);
+    __m256i p[4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256i w = loadu256(rows[j] + off + 2);
+      p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w)), ones);
+    }
+    // Lanes of h: rows 0..3 over the low 16 elements | over the high 16: add the halves.
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    const __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    __m128i dh = _mm_cvtsi32_si128(ld_u16(rows[0] + off));
+    dh = _mm_insert_epi16(dh, ld_u16(rows[1] + off), 1);
+    dh = _mm_insert_epi16(dh, ld_u16(rows[2] + off), 2);
+    dh = _mm_insert_epi16(dh, ld_u16(rows[3] + off), 3);
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(sum), _mm_mul_ps(_mm_cvtph_ps(dh), _mm_set1_ps(a[b].d)), acc);
+  }
+  _mm_storeu_ps(res, acc);
 }
 
 // rows[0..7] (rows past the tile's end repeat its last row); res[0..7] in row order.
