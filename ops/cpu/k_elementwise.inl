@@ -289,6 +289,19 @@ inline void copy_row(DType ta, const void* src, DType td, void* dst, int64_t n) 
     std::memmove(dst, src, dtype_row_size(ta, n));
     return;
   }
+  // The op allows any byte strides: a row that does not start at a multiple of its
+  // element size goes through aligned chunks, its bytes moved with memcpy.
+  if (reinterpret_cast<uintptr_t>(src) % dtype_type_size(ta) != 0 ||
+      reinterpret_cast<uintptr_t>(dst) % dtype_type_size(td) != 0) {
+    alignas(64) float in[256], out[256];  // raw bytes of up to 256 elements of 2 or 4 bytes
+    for (int64_t i0 = 0; i0 < n; i0 += 256) {
+      const int64_t m = std::min<int64_t>(256, n - i0);
+      std::memcpy(in, static_cast<const char*>(src) + dtype_row_size(ta, i0), dtype_row_size(ta, m));
+      copy_row(ta, in, td, out, m);
+      std::memcpy(static_cast<char*>(dst) + dtype_row_size(td, i0), out, dtype_row_size(td, m));
+    }
+    return;
+  }
   if (ta == DType::F32 && td == DType::F16) return f32_to_f16_row(static_cast<const float*>(src), static_cast<uint16_t*>(dst), n);
   if (ta == DType::F16 && td == DType::F32) return f16_to_f32_row(static_cast<const uint16_t*>(src), static_cast<float*>(dst), n);
   // Remaining pairs involve BF16: plain loops the compiler vectorizes.
