@@ -47,17 +47,16 @@ enum class Act { f32, q8, q8k };
 // dot_q8w_x4), or nullptr; hdr holds the group's per-block d_x and c8 lanes.
 using X4Fn = void (*)(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res);
 
-// Decode tile: one activation row x 8 weight rows (dot_rows8), or nullptr.
-using Rows8Fn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
-
-using Rows4Fn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
+// Decode tile: one activation row x rows_n consecutive weight rows (dot_rows8 for
+// Q4_0 / Q5_0, dot_rows4_q8 for Q8_0), or nullptr. next: where the next tile starts.
+using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
 struct TypeKernel {
   Act act;
   Kernels k;
   X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
-  Rows8Fn rows8 = nullptr;
-  Rows4Fn rows4 = nullptr;  // Q8_0: one activation row x 4 weight rows (dot_rows4_q8)
+  RowsFn rows = nullptr;
+  int rows_n = 0;  // weight rows per decode tile (at most 8)
 };
 
 template <DType T>
@@ -65,8 +64,13 @@ inline void set_x4(TypeKernel* tk) {
 #if defined(__AVX2__)
   tk->x4[0] = &dot_q8w_x4<1, T>;
   tk->x4[1] = &dot_q8w_x4<2, T>;
-  if constexpr (kHasRows8<T>) tk->rows8 = &dot_rows8<T>;
-  if constexpr (T == DType::Q8_0) tk->rows4 = &dot_rows4_q8;
+  if constexpr (kHasRows8<T>) {
+    tk->rows = &dot_rows8<T>;
+    tk->rows_n = 8;
+  } else if constexpr (T == DType::Q8_0) {
+    tk->rows = &dot_rows4_q8;
+    tk->rows_n = 4;
+  }
 #else
   (void)tk;
 #endif
@@ -227,32 +231,20 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
               for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
           }
         }
-        if (tk.rows8 && n < nc1) {
-          // Rows outside a full group of 4 go one by one through the 8-row tile (tails
+        if (tk.rows && n < nc1) {
+          // Rows outside a full group of 4 go one by one through the decode tile (tails
           // repeat their last row). Its float operations per output equal the x4 tile's,
           // so a result depends neither on where the thread ranges fall nor on the batch.
+          const int64_t tn = tk.rows_n;
           for (int r = 0; r < ra; ++r)
-            for (int64_t n8 = n; n8 < nc1; n8 += 8) {
-              const int64_t rb = nc1 - n8 < 8 ? nc1 - n8 : 8;
+            for (int64_t nt = n; nt < nc1; nt += tn) {
+              const int64_t rb = nc1 - nt < tn ? nc1 - nt : tn;
               const char* wr[8];
-              for (int j = 0; j < 8; ++j) wr[j] = W.row<const char>(n8 + (j < rb ? j : rb - 1));
+              for (int64_t j = 0; j < tn; ++j) wr[j] = W.row<const char>(nt + (j < rb ? j : rb - 1));
               float res[8];
-              const char* next = static_cast<const char*>(W.data) + (n8 + 8) * W.nb[1];
-              tk.rows8(nb, wr, static_cast<const ActQ8*>(a[r]), next, res);
-              for (int64_t j = 0; j < rb; ++j) yr[r][n8 + j] = res[j];
-            }
-          n = nc1;
-        }
-        if (tk.rows4 && n < nc1) {  // the same for Q8_0, 4 weight rows at a time
-          for (int r = 0; r < ra; ++r)
-            for (int64_t n4 = n; n4 < nc1; n4 += 4) {
-              const int64_t rb = nc1 - n4 < 4 ? nc1 - n4 : 4;
-              const char* wr[4];
-              for (int j = 0; j < 4; ++j) wr[j] = W.row<const char>(n4 + (j < rb ? j : rb - 1));
-              float res[4];
-              const char* next = static_cast<const char*>(W.data) + (n4 + 4) * W.nb[1];
-              tk.rows4(nb, wr, static_cast<const ActQ8*>(a[r]), next, res);
-              for (int64_t j = 0; j < rb; ++j) yr[r][n4 + j] = res[j];
+              const char* next = static_cast<const char*>(W.data) + (nt + tn) * W.nb[1];
+              tk.rows(nb, wr, static_cast<const ActQ8*>(a[r]), next, res);
+              for (int64_t j = 0; j < rb; ++j) yr[r][nt + j] = res[j];
             }
           n = nc1;
         }
