@@ -23,6 +23,8 @@ kestrel_spec_params kestrel_spec_default_params(void) {
   p.skip_end = -1;
   p.sigmoid = 0;
   p.track_logprob = 0;
+  p.draft_vocab = 0;
+  p.p_min = 0.0f;
   return p;
 }
 
@@ -62,6 +64,8 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
     p.skip_end = sp.skip_end;
     p.sigmoid = sp.sigmoid != 0;
     p.track_logprob = sp.track_logprob != 0;
+    p.draft_vocab = sp.draft_vocab;
+    p.p_min = sp.p_min;
     p.temperature = smp.temperature;
     p.top_k = smp.top_k > 0 ? smp.top_k : 0;
     p.top_p = smp.top_p < 1.0f ? smp.top_p : 1.0f;
@@ -107,6 +111,7 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
       stats->skip_begin = dec->skip_begin();
       stats->skip_end = dec->skip_end();
       stats->mean_logprob = st.n_logprob ? st.sum_logprob / double(st.n_logprob) : 0.0;
+      stats->n_pmin_stops = st.n_pmin_stops;
     }
     KESTREL_TRY(gs);
     KESTREL_TRY(push_error);

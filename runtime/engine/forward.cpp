@@ -1,5 +1,6 @@
 #include "runtime/engine/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -191,11 +192,24 @@ Status Forward::run(const BatchView& b, bool default_last, KvCache& kv, OpRunner
   Tensor xo = f32(xo_, E, n_rows), ho = f32(h_, E, n_rows);
   KESTREL_TRY(ops.run(OpId::get_rows, &xo, {&x, &sel}));
   KESTREL_TRY(ops.run(OpId::rms_norm, &ho, {&xo, &m.output_norm}, &norm));
-  Tensor out = f32(logits, hp.n_vocab, n_rows);
-  KESTREL_TRY(ops.run(OpId::matmul, &out, {&m.output, &ho}));
+  // A row subset (set_output_rows) multiplies by the first nv rows of W only,
+  // writes the rows densely, then spreads them to stride n_vocab.
+  const int64_t nv = out_vocab_ > 0 && out_vocab_ < hp.n_vocab ? out_vocab_ : hp.n_vocab;
+  Tensor w = m.output;
+  w.ne[1] = nv;
+  Tensor out = f32(logits, nv, n_rows);
+  KESTREL_TRY(ops.run(OpId::matmul, &out, {&w, &ho}));
   if (hp.final_softcap > 0.0f) {
     const float c = hp.final_softcap;
-    for (int64_t i = 0; i < hp.n_vocab * n_rows; ++i) logits[i] = c * std::tanh(logits[i] / c);
+    for (int64_t i = 0; i < nv * n_rows; ++i) logits[i] = c * std::tanh(logits[i] / c);
+  }
+  if (nv < hp.n_vocab) {
+    const float ninf = -std::numeric_limits<float>::infinity();
+    for (int64_t r = n_rows - 1; r >= 0; --r) {  // last row first: each move goes up, never over an unmoved row
+      float* dst = logits + r * hp.n_vocab;
+      std::memmove(dst, logits + r * nv, static_cast<size_t>(nv) * sizeof(float));
+      std::fill(dst + nv, dst + hp.n_vocab, ninf);
+    }
   }
   return {};
 }

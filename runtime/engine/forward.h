@@ -46,6 +46,11 @@ class Forward {
 
   // Layers to skip (self-speculative drafting); empty = none.
   void set_skip_layers(std::vector<bool> skip) { skip_ = std::move(skip); }
+  // Output rows scored (a speculative draft head's vocabulary subset): the
+  // first n rows of the output matrix, a zero-copy view; the other logits of
+  // each row are -inf. 0 (or >= n_vocab) = every row.
+  void set_output_rows(int64_t n) { out_vocab_ = n; }
+  int64_t output_rows() const { return out_vocab_; }
   // Exp tiers the ops of the following runs use (validated by the caller).
   void set_exp_tiers(const OpExpTiers& tiers) { exp_ = tiers; }
   const OpExpTiers& exp_tiers() const { return exp_; }
@@ -66,6 +71,7 @@ class Forward {
   float* ks_scratch_ = nullptr;  // KS projections' intermediates (runtime/ks/ks_model.h)
   size_t ks_scratch_floats_ = 0;
   std::vector<bool> skip_;
+  int64_t out_vocab_ = 0;
   OpExpTiers exp_;
 };
 

@@ -43,6 +43,8 @@ double log_prob(const float* l, int64_t n, int32_t id) {
 
 Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Context* draft, const SpecParams& p) {
   if (p.draft_max < 1 || p.draft_max > 32) return Status::invalid_argument("draft_max %d outside [1, 32]", p.draft_max);
+  if (p.draft_vocab < 0) return Status::invalid_argument("draft_vocab %d must be >= 0", p.draft_vocab);
+  if (!(p.p_min >= 0.0f && p.p_min <= 1.0f)) return Status::invalid_argument("p_min must be in [0, 1]");
   if (p.mode == SpecMode::draft && !draft) return Status::invalid_argument("draft mode needs a draft model context");
   if (p.mode == SpecMode::self && draft) return Status::invalid_argument("self mode takes no draft model");
   if (draft == &target) return Status::invalid_argument("the draft context must be a second context");
@@ -58,6 +60,8 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
   std::unique_ptr<SpecDecoder> d(new (std::nothrow) SpecDecoder(target, draft, p));
   if (!d) return Status::out_of_memory("speculative decoder");
   d->V_ = tm.hparams().n_vocab;
+  d->dv_ = std::min<int64_t>(d->V_, draft ? draft->model().hparams().n_vocab : d->V_);
+  if (p.draft_vocab > 0) d->dv_ = std::min<int64_t>(d->dv_, p.draft_vocab);
   d->rng_.seed(p.seed);
   d->verify_seed_ = p.seed ^ 0x9E3779B97F4A7C15ull;
   BackendOptions bo;
@@ -101,7 +105,7 @@ float SpecDecoder::uniform() { return static_cast<float>(rng_() >> 40) * (1.0f /
 // Greedy: argmax. Else a draw from softmax(l / T) over the top-k / top-p set,
 // the very distribution spec_verify computes for the same row.
 int32_t SpecDecoder::pick(const float* row) {
-  if (p_.temperature <= 0.0f) return argmax(row, V_);
+  if (p_.temperature <= 0.0f) return argmax(row, V_);  // (a draft row's ids >= dv_ hold kAbsent)
   // (The sigmoid ablation draws drafts from this softmax too; only the verify rule changes.)
   const float thr = spec_keep_threshold(row, V_, p_.temperature, p_.top_k, p_.top_p, work_.data());
   double m = -std::numeric_limits<double>::infinity();
@@ -122,6 +126,20 @@ int32_t SpecDecoder::pick(const float* row) {
   return last;
 }
 
+// Entries more than 20 (in units of T) below the id's logit are left out of
+// the sum: each is under e^-20 = 2e-9 of the id's weight, at most 3e-4 in all
+// over 152k ids, which moves a probability compared with p_min by less than
+// that (the test is a length heuristic, exactness does not depend on it).
+float SpecDecoder::draft_prob(const float* row, int32_t id) const {
+  const float inv_t = p_.temperature > 0.0f ? 1.0f / p_.temperature : 1.0f;
+  const float ref = row[id];
+  const float cut = ref - 20.0f / inv_t;
+  double z = 0.0;
+  for (int64_t i = 0; i < dv_; ++i)
+    if (row[i] > cut) z += std::exp(double((row[i] - ref) * inv_t));
+  return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
+}
+
 Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row) {
   Context& dc = draft_ ? *draft_ : target_;
   batch_pos_.resize(static_cast<size_t>(n));
@@ -130,11 +148,15 @@ Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, flo
   b.n_tokens = n;
   b.tokens = toks;
   b.pos = batch_pos_.data();
-  KESTREL_TRY(dc.decode(b));
+  Forward& fw = dc.forward();
+  const int64_t rows_before = fw.output_rows();
+  if (p_.draft_vocab > 0) fw.set_output_rows(dv_);
+  const Status st = dc.decode(b);
+  fw.set_output_rows(rows_before);
+  KESTREL_TRY(st);
   const float* l = dc.logits(0);
   if (!l) return Status::internal("draft decode produced no logits");
-  const int64_t vd = dc.model().hparams().n_vocab;
-  const int64_t nc = std::min(vd, V_);
+  const int64_t nc = dv_;  // <= both vocabularies
   std::copy(l, l + nc, row);
   std::fill(row + nc, row + V_, kAbsent);
   return {};
@@ -224,11 +246,25 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     batch_tok_.assign(hist.begin() + dstart, hist.end());
     batch_tok_.push_back(pending);
     Status st = draft_step(batch_tok_.data(), static_cast<int32_t>(batch_tok_.size()), dstart, draft_logits_.data());
-    if (st.ok()) drafts[0] = pick(draft_logits_.data());
+    // p_min: a draft below it ends the round's drafting; the first draft is
+    // kept (a verify of two rows costs about one decode step), later ones not.
+    auto confident = [&](int64_t j) {
+      if (p_.p_min <= 0.0f) return true;
+      const float* row = draft_logits_.data() + j * V_;
+      if (draft_prob(row, drafts[static_cast<size_t>(j)]) >= p_.p_min) return true;
+      ++stats_.n_pmin_stops;
+      return false;
+    };
+    if (st.ok()) {
+      drafts[0] = pick(draft_logits_.data());
+      if (g > 1 && !confident(0)) g = 1;
+    }
     for (int64_t j = 1; st.ok() && j < g; ++j) {
       float* row = draft_logits_.data() + j * V_;
       st = draft_step(&drafts[static_cast<size_t>(j - 1)], 1, n_past_ + static_cast<int32_t>(j), row);
-      if (st.ok()) drafts[static_cast<size_t>(j)] = pick(row);
+      if (!st.ok()) break;
+      drafts[static_cast<size_t>(j)] = pick(row);
+      if (!confident(j)) g = j;  // drafts[j] is not proposed; the loop ends
     }
     if (self) {
       fw.set_skip_layers({});

@@ -10,7 +10,20 @@
 //          context and KV cache, kept in step with the target's).
 // Drafting is autoregressive: one forward per drafted token. The draft length
 // adapts: +2 after a round where every draft was accepted, -1 otherwise,
-// within [1, draft_max].
+// within [1, draft_max]. With p_min > 0 a round also stops drafting at the
+// first token whose draft probability (top-1 for greedy) is below p_min (the
+// token is not proposed; at least one draft is), as llama.cpp's --draft-p-min:
+// a verify row costs about half a decode step on a compute-bound host, so
+// unlikely drafts are not worth scoring. The choice depends on the draft alone,
+// so the exact rule stays exact.
+//
+// Vocabulary-subset draft head (draft_vocab = N > 0): the draft scores only the
+// first N rows of its output matrix (Forward::set_output_rows, a zero-copy
+// view) and never proposes an id >= N. For BPE vocabularies ids follow merge
+// order, so a prefix is a frequency-ranked subset (bench/spec_vocab_rank.sh
+// measures the coverage on calibration text). The target always scores the
+// whole vocabulary, so greedy output stays plain greedy's and the stochastic
+// rule stays exact (q is 0 outside the subset, the residual covers the rest).
 //
 // KV state. Target positions [0, n_past) always hold full-model K/V. Self
 // drafting writes the non-skipped layers' K/V of positions n_past.. (skipped
@@ -72,6 +85,8 @@ struct SpecParams {
   uint64_t seed = 0x5eed;
   bool sigmoid = false;       // spec_verify's logistic ablation (not exact)
   bool track_logprob = false; // sum the target log-probability of each emitted token (quality)
+  int32_t draft_vocab = 0;    // > 0: the draft scores only ids [0, draft_vocab) (0: all)
+  float p_min = 0.0f;         // stop a round's drafting below this draft probability (0: off)
 };
 
 struct SpecStats {
@@ -82,6 +97,7 @@ struct SpecStats {
   int64_t t_draft_ns = 0, t_verify_ns = 0, t_generate_ns = 0, t_prompt_ns = 0;
   double sum_logprob = 0.0;  // with track_logprob
   int64_t n_logprob = 0;
+  int64_t n_pmin_stops = 0;  // rounds whose drafting p_min cut short
   // Tokens emitted per verify step (accepted drafts + the op's own token).
   double mean_accepted() const { return n_rounds ? double(n_accepted + n_rounds) / double(n_rounds) : 0.0; }
   double acceptance() const { return n_drafted ? double(n_accepted) / double(n_drafted) : 0.0; }
@@ -141,6 +157,9 @@ class SpecDecoder {
   // with layers skipped); copies the last row's logits into row (padded to V).
   Status draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row);
   int32_t pick(const float* row);
+  // Probability of id in the draft's distribution (softmax at the sampling
+  // temperature, 1 for greedy) over the ids the draft scores.
+  float draft_prob(const float* row, int32_t id) const;
   float uniform();
 
   Context& target_;
@@ -152,6 +171,7 @@ class SpecDecoder {
   int32_t skip_begin_ = -1, skip_end_ = -1;
   int32_t n_past_ = 0, n_past_draft_ = 0;
   int64_t V_ = 0;
+  int64_t dv_ = 0;  // ids the draft scores: [0, dv_)
   std::vector<float> draft_logits_;  // [draft_max][V]
   std::vector<float> work_;          // [V]
   std::vector<int32_t> batch_tok_, batch_pos_;

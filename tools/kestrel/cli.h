@@ -73,6 +73,8 @@ struct SpecFlags {
   std::string skip = "auto";
   int32_t draft_max = 8;
   bool fixed = false, sigmoid = false, logprob = false;
+  int32_t draft_vocab = 0;  // --draft-vocab
+  float p_min = 0.0f;       // --draft-p-min
 };
 void add_spec_flags(CLI::App* sub, SpecFlags& flags);
 // Generates with kestrel_generate_spec (loading the draft model for mode draft)

@@ -49,6 +49,10 @@ void add_spec_flags(CLI::App* sub, SpecFlags& f) {
   sub->add_flag("--spec-fixed", f.fixed, "always draft --draft-max tokens (no adaptation)");
   sub->add_flag("--spec-sigmoid", f.sigmoid, "verify with the logistic ablation (not exact)");
   sub->add_flag("--spec-logprob", f.logprob, "print the target's mean log-probability of the output (quality)");
+  sub->add_option("--draft-vocab", f.draft_vocab, "draft scores only token ids [0, N) (0: all; output unchanged)")
+      ->check(CLI::Range(0, 1 << 30));
+  sub->add_option("--draft-p-min", f.p_min, "stop drafting at a draft probability below P (0: off)")
+      ->check(CLI::Range(0.0f, 1.0f));
 }
 
 int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_context_params& cp, const char* prompt,
@@ -60,6 +64,8 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
   p.adaptive = f.fixed ? 0 : 1;
   p.sigmoid = f.sigmoid ? 1 : 0;
   p.track_logprob = f.logprob ? 1 : 0;
+  p.draft_vocab = f.draft_vocab;
+  p.p_min = f.p_min;
   std::string err;
   if (!parse_skip(f.skip, &p.skip_begin, &p.skip_end, err)) return usage_error(err);
   if (p.mode == KESTREL_SPEC_DRAFT && f.draft_model.empty()) return usage_error("--spec draft needs -md DRAFT.gguf");
@@ -93,6 +99,9 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
                  (long long)st.n_drafted, (long long)st.n_accepted,
                  st.n_drafted ? 100.0 * double(st.n_accepted) / double(st.n_drafted) : 0.0, st.mean_accepted,
                  (long long)st.n_rounds);
+    if (p.p_min > 0.0f || p.draft_vocab > 0)
+      std::fprintf(stderr, "kestrel: spec      draft vocabulary %d (0: all), p-min %.2f cut %lld rounds short\n",
+                   p.draft_vocab, p.p_min, (long long)st.n_pmin_stops);
     std::fprintf(stderr, "kestrel: spec      draft %.2f ms, verify %.2f ms, %.2f tokens/s\n", st.t_draft_ms,
                  st.t_verify_ms, tps);
     if (f.logprob) std::fprintf(stderr, "kestrel: spec      mean target log-probability %.4f per token\n", st.mean_logprob);

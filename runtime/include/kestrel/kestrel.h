@@ -249,6 +249,11 @@ typedef struct kestrel_spec_params {
   int32_t skip_end;    /* self: last skipped layer, inclusive (default -1) */
   int32_t sigmoid;     /* 1: the verify op's logistic ablation (not exact; default 0) */
   int32_t track_logprob; /* 1: measure the target's mean log-probability of the output (default 0) */
+  int32_t draft_vocab;   /* > 0: the draft scores only token ids [0, draft_vocab), a prefix of its
+                            output matrix (BPE ids follow merge order); the target still scores all,
+                            so the output is unchanged (default 0: the whole vocabulary) */
+  float p_min;           /* > 0: a round stops drafting at a draft token whose draft probability is
+                            below p_min (default 0: off) */
 } kestrel_spec_params;
 
 typedef struct kestrel_spec_stats {
@@ -260,6 +265,7 @@ typedef struct kestrel_spec_stats {
   double t_prompt_ms, t_draft_ms, t_verify_ms, t_generate_ms;
   int32_t skip_begin, skip_end;  /* self: the skipped block used */
   double mean_logprob;           /* with track_logprob: mean target log-probability per emitted token */
+  int64_t n_pmin_stops;          /* rounds whose drafting p_min cut short */
 } kestrel_spec_stats;
 
 kestrel_spec_params kestrel_spec_default_params(void);
