@@ -140,6 +140,7 @@ struct Options {
   double max_gflop = 4.0, dense_gflop = 2.0;
   std::string csv = "ks_matmul.csv";
   int limit = 0;  // patterns (0 = all)
+  std::vector<int> only;  // one pattern a,b,c,d (empty = all)
   // The kernel's ISA variant: avx2 by default, the ISA the Eigen baselines are compiled
   // for here, so that an AVX-512 machine does not compare 512-bit kernels to 256-bit GEMMs.
   std::string isa = "avx2";
@@ -161,6 +162,8 @@ int main(int argc, char** argv) {
   app.add_option("--dense-gflop", o.dense_gflop, "skip the dense baseline above this (GFLOP per call)");
   app.add_option("--csv", o.csv, "CSV output path");
   app.add_option("--limit", o.limit, "only the first N patterns");
+  app.add_option("--max-rounds", o.max_rounds, "most rounds per case (default 25)")->check(CLI::Range(1, 1000000));
+  app.add_option("--pattern", o.only, "only this pattern: a,b,c,d (for profiling)")->delimiter(',')->expected(4);
   app.add_option("--stat", o.stat, "per-method statistic over rounds: median or min (best round)")
       ->check(CLI::IsMember({"median", "min"}));
   app.add_option("--isa", o.isa, "kernel variant: auto, sse42, avx2 (default: the baselines' ISA), avx512, neon");
@@ -205,6 +208,7 @@ int main(int argc, char** argv) {
   int n_pat = 0;
   for (const bench::KsPattern& bp : bench::kKsPatterns) {
     if (o.limit > 0 && n_pat >= o.limit) break;
+    if (!o.only.empty() && (o.only[0] != bp.a || o.only[1] != bp.b || o.only[2] != bp.c || o.only[3] != bp.d)) continue;
     ++n_pat;
     // Weights [i][j][l][k] and the dense matrix they define.
     Case base{bp, 1, true};

@@ -164,20 +164,39 @@ constexpr int kKR = 6;                  // outputs per micro-kernel
 constexpr int64_t kBlChunk = 32 * kKR;  // outputs per work item
 constexpr int64_t kBlTokens = 256;      // tokens per work item
 constexpr int64_t kBlInputs = 256;      // inputs per packed panel (the l blocking)
+constexpr int kPackSpan = (kKR + kLanes - 1) / kLanes * kLanes;  // floats per packing copy
+static_assert(kPackSpan - kKR <= kLanes, "packing spill must fit the group padding");
 
 // kKR outputs x NV vectors of tokens over inputs [0, lc) of a panel:
 // y rows (+)= sum_l wp[l][r] * xp[l][tokens]. xp: the packed x slab, x_step floats per
-// input; add: accumulate onto y (later panels).
-template <int NV>
-inline void bl_micro(int64_t lc, const float* wp, size_t w_step, const float* xr0, size_t x_step, float* const* yr,
-                     int nr, bool add) {
+// input; add: accumulate onto y (later panels). kCopy: the slab is filled on the way,
+// read from the x rows at src (src_step floats apart) and stored into xp, so the copy's
+// cache misses overlap the FMAs of the slab's first output group. kPrefetch: prefetch
+// the lines of the next slab's x rows (pf, src_step floats apart) on the way, so that
+// the next copy finds them in cache (rows d * M floats apart defeat the hardware
+// prefetchers when that is a page or more).
+template <int NV, bool kCopy, bool kPrefetch>
+inline void bl_micro(int64_t lc, const float* wp, size_t w_step, float* xr0, size_t x_step, const float* src,
+                     size_t src_step, const float* pf, float* const* yr, int nr, bool add) {
   fvec acc[kKR][NV];
   for (int r = 0; r < kKR; ++r)
     for (int n = 0; n < NV; ++n) acc[r][n] = fvec(0.0f);
-  const float* xr = xr0;
+  float* xr = xr0;
   for (int64_t l = 0; l < lc; ++l, xr += x_step, wp += w_step) {
     fvec xv[NV];
-    for (int n = 0; n < NV; ++n) xv[n] = fvec::load_unaligned(xr + n * kLanes);
+    if constexpr (kCopy) {
+      for (int n = 0; n < NV; ++n) {
+        xv[n] = fvec::load_unaligned(src + n * kLanes);
+        xv[n].store_aligned(xr + n * kLanes);
+      }
+      src += src_step;
+    } else
+      for (int n = 0; n < NV; ++n) xv[n] = fvec::load_aligned(xr + n * kLanes);
+    if constexpr (kPrefetch) {
+      __builtin_prefetch(pf);
+      __builtin_prefetch(pf + NV * kLanes - 1);
+      pf += src_step;
+    }
     for (int r = 0; r < kKR; ++r) {
       const fvec wb(wp[r]);
       for (int n = 0; n < NV; ++n) acc[r][n] = xsimd::fma(wb, xv[n], acc[r][n]);
@@ -201,9 +220,10 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
   if (n_items == 0) return true;
   const int n_par = (int)std::min<int64_t>(n_items, exec.n_threads());
   const int64_t lc_max = std::min<int64_t>(s.c, kBlInputs);
-  // Packed weights, then every full 2-vector token slab of the item's panel, then the
-  // 1-vector tail slab.
-  const size_t per_thread = (size_t)(lc_max * kBlChunk + lc_max * (kBlTokens + kLanes) + 16);
+  // Packed weights (kBlChunk / kKR groups of lc_max * kKR floats and a vector of
+  // padding), then the current token slab (lc_max inputs x 2 vectors).
+  const size_t pack_floats = (size_t)(lc_max * kBlChunk + (kBlChunk / kKR) * kLanes);
+  const size_t per_thread = pack_floats + (size_t)(lc_max * 2 * kLanes + 16);
   float* scratch = static_cast<float*>(exec.scratch(per_thread * sizeof(float) * (size_t)n_par));
   if (!scratch) return false;
   const size_t x_step = (size_t)s.d * s.x_ld;  // next input of the same block
@@ -211,70 +231,77 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
     int64_t it0, it1;
     ThreadPool::split(n_items, ith, nth, &it0, &it1);
     float* pack = scratch + per_thread * (size_t)ith;
-    float* xpack = pack + lc_max * kBlChunk;
+    float* xpack = pack + pack_floats;
     for (int64_t it = it0; it < it1; ++it) {
       const int64_t mc = it % n_mc, kc = (it / n_mc) % n_kc, blk = it / (n_mc * n_kc);
       const int64_t i = blk / s.d, j = blk % s.d;
       const int64_t k_lo = kc * kBlChunk, k_hi = std::min(s.b, k_lo + kBlChunk);
       const int64_t m_lo = mc * kBlTokens, m_hi = std::min(s.M, m_lo + kBlTokens);
       const int n_groups = (int)((k_hi - k_lo + kKR - 1) / kKR);
-      const int64_t w_pad = (int64_t)n_groups * kKR;
       const char* wb = block_w(w, i, j);
       // Panels of up to kBlInputs inputs: the panel's x rows (kBlInputs x 2 vectors of
       // tokens) stay in L1 across the output groups, the packed weights in L2.
       for (int64_t l0 = 0; l0 < s.c; l0 += kBlInputs) {
         const int64_t lc = std::min<int64_t>(kBlInputs, s.c - l0);
         const bool add = l0 > 0;
-        // Pack: pack[l][k - k_lo] = W(k, l0 + l) as F32, zero from k_hi to the padded
-        // width: a row copy per input (vector loads, F16/BF16 widened here once), and
-        // the micro-kernel walks it with a stride of w_pad floats.
+        const size_t g_stride = (size_t)(lc * kKR + kLanes);
+        // Pack: group g's weights contiguous, pack[g * g_stride + l * kKR + r] =
+        // W(k_lo + g * kKR + r, l0 + l) as F32 (zero past k_hi), so the micro-kernel
+        // streams 24 bytes per input from one sequential block (a stride of a whole
+        // chunk row per input touched a new cache line per input and thrashed the
+        // slab out of L1: 15-20% at batch 128). Whole vectors copied per (input, group)
+        // (kPackSpan floats: one vector of 8 or 16, two of 4): the floats past kKR spill
+        // into the next input's slot, written next, or into the group's padding of one
+        // vector after the last input. F16/BF16 widened here once.
         for (int64_t l = 0; l < lc; ++l) {
           const void* wr = wb + (l0 + l) * s.w_nb1;
-          float* pr = pack + (size_t)(l * w_pad);
-          int64_t k = k_lo;
-          for (; k + kLanes <= k_hi; k += kLanes) mm::load_w<DT>(wr, k).store_unaligned(pr + (k - k_lo));
-          for (; k < k_hi; ++k) pr[k - k_lo] = mm::load_w1<DT>(wr, k);
-          for (int64_t r = k_hi - k_lo; r < w_pad; ++r) pr[r] = 0.0f;
+          float* pr = pack + (size_t)(l * kKR);
+          for (int g = 0; g < n_groups; ++g, pr += g_stride) {
+            const int64_t k = k_lo + g * kKR;
+            if (k + kPackSpan <= k_hi)
+              for (int v = 0; v < kPackSpan; v += kLanes) mm::load_w<DT>(wr, k + v).store_unaligned(pr + v);
+            else
+              for (int r = 0; r < kKR; ++r) pr[r] = k + r < k_hi ? mm::load_w1<DT>(wr, k + r) : 0.0f;
+          }
         }
         const float* xb = x + (size_t)((i * s.c + l0) * s.d + j) * s.x_ld;
-        // The panel's x rows, copied into contiguous slabs of lc inputs x 2 vectors of
-        // tokens: its rows in x are d rows apart, and a power-of-two stride would map a
-        // slab to a few cache sets, evicting it before the output groups have reused it.
-        // All slabs in one pass, each x row read whole (sequential lines, which the
-        // hardware prefetcher follows; a slab at a time read 64 bytes per row, 8% of
-        // the time at batch 128 in cache misses).
-        const int64_t n_slabs = (m_hi - m_lo) / (2 * kLanes);
-        for (int64_t l = 0; l < lc; ++l) {
-          const float* xr = xb + (size_t)l * x_step + m_lo;
-          for (int64_t sl = 0; sl < n_slabs; ++sl)
-            for (int n = 0; n < 2; ++n)
-              fvec::load_unaligned(xr + (sl * 2 + n) * kLanes)
-                  .store_aligned(xpack + ((size_t)(sl * lc + l) * 2 + n) * kLanes);
-        }
-        float* xtail = xpack + (size_t)(n_slabs * lc) * 2 * kLanes;
-        auto groups = [&](auto nv_tag, int64_t m0, const float* slab) {
+        // Each slab of lc inputs x NV vectors of tokens is copied from x into contiguous
+        // scratch by the slab's first output group (kCopy) and reused from there by the
+        // others: its rows in x are d rows apart, and a power-of-two stride would map
+        // the slab to a few cache sets, evicting it before the later groups reuse it.
+        // (A copy pass of its own before the compute cost 8% at batch 128 in cache
+        // misses that nothing overlapped.)
+        auto groups = [&](auto nv_tag, int64_t m0, float* slab) {
           constexpr int NV = decltype(nv_tag)::value;
           for (int g = 0; g < n_groups; ++g) {
             const int64_t kg = k_lo + g * kKR;
             const int nr = (int)std::min<int64_t>(kKR, k_hi - kg);
             float* yr[kKR];
             for (int r = 0; r < nr; ++r) yr[r] = y + (size_t)((i * s.b + kg + r) * s.d + j) * s.y_ld + m0;
-            bl_micro<NV>(lc, pack + (size_t)g * kKR, (size_t)w_pad, slab, NV * kLanes, yr, nr, add);
+            const float* wg = pack + (size_t)g * g_stride;
+            const float* src = xb + m0;
+            // The next slab's rows are prefetched by the last group (by the first when
+            // it is the only one, after its own copy loads were issued).
+            const bool pf = g == n_groups - 1 && m0 + NV * kLanes + kLanes <= m_hi;
+            const float* pfp = src + NV * kLanes;
+            if (g == 0) {
+              if (pf) bl_micro<NV, true, true>(lc, wg, kKR, slab, NV * kLanes, src, x_step, pfp, yr, nr, add);
+              else bl_micro<NV, true, false>(lc, wg, kKR, slab, NV * kLanes, src, x_step, nullptr, yr, nr, add);
+            } else if (pf) {
+              bl_micro<NV, false, true>(lc, wg, kKR, slab, NV * kLanes, nullptr, x_step, pfp, yr, nr, add);
+            } else {
+              bl_micro<NV, false, false>(lc, wg, kKR, slab, NV * kLanes, nullptr, x_step, nullptr, yr, nr, add);
+            }
           }
         };
         int64_t m = m_lo;
-        for (int64_t sl = 0; sl < n_slabs; ++sl, m += 2 * kLanes)
-          groups(std::integral_constant<int, 2>{}, m, xpack + (size_t)(sl * lc) * 2 * kLanes);
-        for (; m + kLanes <= m_hi; m += kLanes) {
-          const float* xr = xb + m;
-          for (int64_t l = 0; l < lc; ++l, xr += x_step) fvec::load_unaligned(xr).store_aligned(xtail + l * kLanes);
-          groups(std::integral_constant<int, 1>{}, m, xtail);
-        }
+        for (; m + 2 * kLanes <= m_hi; m += 2 * kLanes) groups(std::integral_constant<int, 2>{}, m, xpack);
+        for (; m + kLanes <= m_hi; m += kLanes) groups(std::integral_constant<int, 1>{}, m, xpack);
         for (; m < m_hi; ++m)
           for (int64_t k = k_lo; k < k_hi; ++k) {
-            const float* pw = pack + (k - k_lo);
+            const float* pw = pack + (size_t)((k - k_lo) / kKR) * g_stride + (k - k_lo) % kKR;
             float acc = 0.0f;
-            for (int64_t l = 0; l < lc; ++l) acc += pw[l * w_pad] * xb[l * x_step + m];
+            for (int64_t l = 0; l < lc; ++l) acc += pw[l * kKR] * xb[l * x_step + m];
             float& yo = y[(size_t)((i * s.b + k) * s.d + j) * s.y_ld + m];
             yo = add ? yo + acc : acc;
           }
