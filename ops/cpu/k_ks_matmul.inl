@@ -165,7 +165,6 @@ constexpr int64_t kBlChunk = 32 * kKR;  // outputs per work item
 constexpr int64_t kBlTokens = 256;      // tokens per work item
 constexpr int64_t kBlInputs = 256;      // inputs per packed panel (the l blocking)
 constexpr int kPackSpan = (kKR + kLanes - 1) / kLanes * kLanes;  // floats per packing copy
-static_assert(kPackSpan - kKR <= kLanes, "packing spill must fit the group padding");
 
 // kKR outputs x NV vectors of tokens over inputs [0, lc) of a panel:
 // y rows (+)= sum_l wp[l][r] * xp[l][tokens]. xp: the packed x slab, x_step floats per
@@ -223,10 +222,10 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
   if (n_items == 0) return true;
   const int n_par = (int)std::min<int64_t>(n_items, exec.n_threads());
   const int64_t lc_max = std::min<int64_t>(s.c, kBlInputs);
-  // Packed weights (kBlChunk / kKR groups of lc_max * kKR floats and a vector of
+  // Packed weights (kBlChunk / kKR groups of lc_max * kKR floats and kPackSpan of
   // padding), then the current token slab (lc_max inputs x 2 vectors), then a sink of 2
   // vectors for the rows past a partial output group.
-  const size_t pack_floats = (size_t)(lc_max * kBlChunk + (kBlChunk / kKR) * kLanes);
+  const size_t pack_floats = (size_t)(lc_max * kBlChunk + (kBlChunk / kKR) * kPackSpan);
   const size_t per_thread = pack_floats + (size_t)((lc_max + 1) * 2 * kLanes + 16);
   float* scratch = static_cast<float*>(exec.scratch(per_thread * sizeof(float) * (size_t)n_par));
   if (!scratch) return false;
@@ -249,24 +248,47 @@ bool run_batch_last(const OpCall& call, const Shape& s, Exec& exec) {
       for (int64_t l0 = 0; l0 < s.c; l0 += kBlInputs) {
         const int64_t lc = std::min<int64_t>(kBlInputs, s.c - l0);
         const bool add = l0 > 0;
-        const size_t g_stride = (size_t)(lc * kKR + kLanes);
+        const size_t g_stride = (size_t)(lc * kKR + kPackSpan);
         // Pack: group g's weights contiguous, pack[g * g_stride + l * kKR + r] =
         // W(k_lo + g * kKR + r, l0 + l) as F32 (zero past k_hi), so the micro-kernel
         // streams 24 bytes per input from one sequential block (a stride of a whole
         // chunk row per input touched a new cache line per input and thrashed the
         // slab out of L1: 15-20% at batch 128). Whole vectors copied per (input, group)
         // (kPackSpan floats: one vector of 8 or 16, two of 4): the floats past kKR spill
-        // into the next input's slot, written next, or into the group's padding of one
-        // vector after the last input. F16/BF16 widened here once.
+        // into the next input's slot, written next, or into the group's padding after
+        // the last input. F16/BF16 widened here once.
+        const int n_vec_groups = k_hi - k_lo < kPackSpan ? 0 : (int)((k_hi - k_lo - kPackSpan) / kKR) + 1;
         for (int64_t l = 0; l < lc; ++l) {
           const void* wr = wb + (l0 + l) * s.w_nb1;
           float* pr = pack + (size_t)(l * kKR);
-          for (int g = 0; g < n_groups; ++g, pr += g_stride) {
-            const int64_t k = k_lo + g * kKR;
-            if (k + kPackSpan <= k_hi)
-              for (int v = 0; v < kPackSpan; v += kLanes) mm::load_w<DT>(wr, k + v).store_unaligned(pr + v);
-            else
-              for (int r = 0; r < kKR; ++r) pr[r] = k + r < k_hi ? mm::load_w1<DT>(wr, k + r) : 0.0f;
+          for (int g = 0; g < n_vec_groups; ++g, pr += g_stride)
+            for (int v = 0; v < kPackSpan; v += kLanes)
+              mm::load_w<DT>(wr, k_lo + g * kKR + v).store_unaligned(pr + v);
+        }
+        // Groups whose vector would run past k_hi (a scalar copy of these cost 5% at
+        // b = 64): the vector ending at the group's end e = min(k_hi, k + kKR), stored
+        // shifted back so that its last e - k floats land on rows [0, e - k); its first
+        // floats clobber the end of the previous input's slot, so inputs go in
+        // descending order (input 0 clobbers the previous group's padding). Rows past
+        // k_hi are zeroed. Scalar when that vector would start before k_lo.
+        for (int g = n_vec_groups; g < n_groups; ++g) {
+          const int64_t k = k_lo + g * kKR;
+          const int64_t e = std::min<int64_t>(k_hi, k + kKR);
+          const int n_valid = (int)(e - k);
+          float* pg = pack + (size_t)g * g_stride;
+          if (e - kPackSpan >= k_lo) {
+            const int64_t shift = k - (e - kPackSpan);  // in (0, kPackSpan)
+            for (int64_t l = lc - 1; l >= 0; --l) {
+              const void* wr = wb + (l0 + l) * s.w_nb1;
+              float* pr = pg + l * kKR - shift;
+              for (int v = 0; v < kPackSpan; v += kLanes) mm::load_w<DT>(wr, e - kPackSpan + v).store_unaligned(pr + v);
+              for (int r = n_valid; r < kKR; ++r) pg[l * kKR + r] = 0.0f;
+            }
+          } else {
+            for (int64_t l = 0; l < lc; ++l) {
+              const void* wr = wb + (l0 + l) * s.w_nb1;
+              for (int r = 0; r < kKR; ++r) pg[l * kKR + r] = r < n_valid ? mm::load_w1<DT>(wr, k + r) : 0.0f;
+            }
           }
         }
         const float* xb = x + (size_t)((i * s.c + l0) * s.d + j) * s.x_ld;
