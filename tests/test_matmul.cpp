@@ -240,6 +240,27 @@ TEST_CASE("matmul: results do not depend on the thread count", "[op][matmul][cpu
   }
 }
 
+TEST_CASE("matmul: float weights over several K chunks and panels, and the same bits at any prompt batch", "[op][matmul][cpu]") {
+  // K beyond the 256- and 1024-element chunks of the two float prompt paths with a partial
+  // last chunk, N beyond their panels with a partial last panel, and M below, at and above
+  // the batch (8) from which the packed path runs, with partial 6-row micro-tiles. Each must
+  // match the reference; in the packed path a row's result must not depend on the batch.
+  for (CpuIsa isa : isas_to_test()) {
+    for (int threads : {1, 2}) {
+      auto cpu = make_cpu(isa, threads);
+      for (DType type : {DType::F16, DType::BF16, DType::F32}) {
+        INFO(cpu->name() << " t" << threads << " " << dtype_name(type));
+        std::vector<float> y5, y8, y13;
+        check_matmul(*cpu, type, Shape{1100, 101, 5}, 21, &y5);
+        check_matmul(*cpu, type, Shape{1100, 101, 8}, 21, &y8);
+        check_matmul(*cpu, type, Shape{1100, 101, 13}, 21, &y13);
+        REQUIRE(y13.size() >= y8.size());
+        CHECK(std::memcmp(y8.data(), y13.data(), y8.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("get_rows: every cpu variant and weight type equals ref", "[op][get_rows][cpu]") {
   for (CpuIsa isa : isas_to_test()) {
     for (int threads : {1, 2}) {

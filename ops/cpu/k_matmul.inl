@@ -15,6 +15,7 @@
 #include "ops/cpu/k_matmul_q.inl"
 #include "ops/cpu/k_matmul_f.inl"
 #include "ops/cpu/k_matmul_q_rows.inl"
+#include "ops/cpu/k_matmul_gemm.inl"
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
@@ -100,13 +101,14 @@ inline T* row_at(const Tensor& t, int64_t r) {
 
 constexpr int64_t kNChunk = 16;
 
-// Prompt path for float weights (2+ activation rows). K runs in chunks of kKC elements so
+// Small-batch path for float weights (2 to kGemmMt - 1 activation rows, e.g. verifying a
+// few drafted tokens; larger batches take matmul_float_gemm). K runs in chunks of kKC elements so
 // a tile's 4 activation rows (4 x kKC floats, 8 KiB) stay in L1 while the thread's current
 // panel of kNPanel weight rows (at most 96 KiB of F32 per chunk) stays in L2; without the
 // chunks every fma's activation operand came from L2 and the loop was bound by L2
 // bandwidth. y accumulates the chunks in order: each output's arithmetic does not depend
 // on the tile it falls in or on the thread split, so results are reproducible.
-constexpr int64_t kKC = 512;
+constexpr int64_t kKC = 1024;
 constexpr int64_t kNPanel = 48;
 
 inline const TileKernels* float_tiles(DType t) {
@@ -176,6 +178,11 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   // Small problems are not worth waking a second thread.
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(N < exec.n_threads() ? N : exec.n_threads());
+  float* panels = nullptr;
+  if (tk.act == Act::f32 && Mt >= kGemmMt) {
+    panels = static_cast<float*>(exec.scratch(kGemmPanelFloats * sizeof(float) * static_cast<size_t>(n_par)));
+    if (!panels) return false;
+  }
   exec.parallel(n_par, [&](int ith, int nth) {
     if (act) {
       // Whole groups of 4 rows per thread, so a group's header is written by the thread
@@ -203,6 +210,15 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     }
     int64_t n0, n1;
     ThreadPool::split(N, ith, nth, &n0, &n1);
+    if (panels) {
+      float* panel = panels + kGemmPanelFloats * ith;
+      auto xrow = [&](int64_t r) { return row_at<const float>(x, r); };
+      auto yrow = [&](int64_t r) { return row_at<float>(y, r); };
+      if (W.type == DType::F32) matmul_float_gemm<DType::F32>(W, xrow, yrow, n0, n1, Mt, panel);
+      else if (W.type == DType::F16) matmul_float_gemm<DType::F16>(W, xrow, yrow, n0, n1, Mt, panel);
+      else matmul_float_gemm<DType::BF16>(W, xrow, yrow, n0, n1, Mt, panel);
+      return;
+    }
     if (tk.act == Act::f32 && Mt > 1) {
       matmul_float_rows(W, x, y, *float_tiles(W.type), n0, n1, Mt);
       return;

@@ -107,7 +107,10 @@ inline void tile_float(int64_t k0, int64_t k1, const void* const* w, const float
   for (int r = 0; r < MR; ++r)
     for (int j = 0; j < NR; ++j) {
       float t = xsimd::hadd(acc[r][j]);
-      for (int64_t i = k; i < k1; ++i) t += load_w1<T>(w[j], i) * x[r][i];
+      // An explicit fma: whether the compiler fuses `t += w * x` may differ between the
+      // instantiations, and the F16 / BF16 tiles must give the same bits as the F32 tile
+      // on the widened panel.
+      for (int64_t i = k; i < k1; ++i) t = std::fma(load_w1<T>(w[j], i), x[r][i], t);
       out[r][j] = t;
     }
 }
