@@ -193,6 +193,13 @@ TEST_CASE("ks_matmul: awkward sizes, layouts, weight types, threads", "[op][ks_m
     check(*v.be, *ref, {2, 300, 20, 3, KsLayout::token_major}, DType::F32, 6, 3);
     check(*v.be, *ref, {2, 100, 20, 3, KsLayout::batch_last}, DType::F16, 530, 4, {0, 255, 256, 511, 529});
     check(*v.be, *ref, {1, 400, 300, 2, KsLayout::batch_last}, DType::BF16, 37, 5, {0, 15, 33, 36});
+    // batch_last packing edges: b = 64 ends in a group of 4 rows whose weights are packed
+    // by a shifted vector copy (and the rows past it store into the sink); c = 300 gives a
+    // second panel of 44 inputs; M = 37: two 2-vector slabs, a 1-vector slab (AVX2) and
+    // scalar tokens; b = 5 is below one packing vector (scalar packing).
+    check(*v.be, *ref, {1, 64, 300, 3, KsLayout::batch_last}, DType::F32, 37, 6, {0, 16, 31, 32, 36});
+    check(*v.be, *ref, {3, 64, 20, 1, KsLayout::batch_last}, DType::F16, 37, 7);
+    check(*v.be, *ref, {2, 5, 9, 3, KsLayout::batch_last}, DType::F32, 40, 8);
   }
   std::printf("ks_matmul awkward sizes: worst relative RMS error vs ref %.2e (F32), %.2e (F16/BF16)\n",
               g_worst_f32, g_worst_half);
