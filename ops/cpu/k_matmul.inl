@@ -46,7 +46,7 @@ enum class Act { f32, q8, q8k };
 
 // Prompt tile kernel for 1 or 2 weight rows x 4 quantized activation rows (x86 AVX2:
 // dot_q8w_x4), or nullptr; hdr holds the group's per-block d_x and c8 lanes.
-using X4Fn = void (*)(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res);
+using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const float* hdr, float* res);
 
 // Decode tile: one activation row x rows_n consecutive weight rows (dot_rows8 for
 // Q4_0 / Q5_0, dot_rows4_q8 for Q8_0), or nullptr. next: where the next tile starts.
@@ -164,16 +164,24 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   const int64_t nb = tk.act == Act::q8 ? K / kQK : tk.act == Act::q8k ? K / kQKK : K;
   // With a tile kernel, each full group of 4 rows also gets a header: per block the 4
   // rows' d_x then their c8 (8 floats), after the rows.
+  // It also gets its rows' quants repacked block by block (4 x 32 bytes per block).
   const bool use_x4 = tk.x4[0] != nullptr && Mt >= 4;
   const size_t hdr_group = use_x4 ? static_cast<size_t>(nb) * 8 * sizeof(float) : 0;
+  const size_t qs_group = use_x4 ? static_cast<size_t>(nb) * 4 * kQK : 0;
   char* act = nullptr;
   float* hdr = nullptr;
+  int8_t* qs4 = nullptr;
   if (act_row > 0 && K > 0) {
-    if (static_cast<uint64_t>(Mt) > SIZE_MAX / 2 / (act_row + hdr_group)) return false;
+    if (static_cast<uint64_t>(Mt) > SIZE_MAX / 4 / (act_row + hdr_group + qs_group)) return false;
     const size_t rows_bytes = act_row * static_cast<size_t>(Mt);
-    act = static_cast<char*>(exec.scratch(rows_bytes + hdr_group * static_cast<size_t>(Mt / 4)));
+    const size_t hdr_bytes = hdr_group * static_cast<size_t>(Mt / 4);
+    const size_t qs_at = (rows_bytes + hdr_bytes + 63) / 64 * 64;  // scratch is 64-byte aligned
+    act = static_cast<char*>(exec.scratch(qs_at + qs_group * static_cast<size_t>(Mt / 4)));
     if (!act) return false;
-    if (use_x4) hdr = reinterpret_cast<float*>(act + rows_bytes);  // rows_bytes is a multiple of 4
+    if (use_x4) {
+      hdr = reinterpret_cast<float*>(act + rows_bytes);  // rows_bytes is a multiple of 4
+      qs4 = reinterpret_cast<int8_t*>(act + qs_at);
+    }
   }
   // Small problems are not worth waking a second thread.
   const int64_t work = N * K * Mt;
@@ -200,10 +208,12 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
           const ActQ8* rows = reinterpret_cast<const ActQ8*>(act + 4 * g * act_row);
           const size_t stride = act_row / sizeof(ActQ8);
           float* h = hdr + g * nb * 8;
+          int8_t* q = qs4 + g * nb * 4 * kQK;
           for (int64_t b = 0; b < nb; ++b)
             for (int r = 0; r < 4; ++r) {
               h[8 * b + r] = rows[r * stride + b].d;
               h[8 * b + 4 + r] = rows[r * stride + b].c8;
+              std::memcpy(q + (4 * b + r) * kQK, rows[r * stride + b].qs, kQK);
             }
         }
       if (nth > 1) exec.pool().barrier();
@@ -235,14 +245,13 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
         }
         int64_t n = nc;
         if (ra == 4 && hdr) {
-          const ActQ8* a4[4];
-          for (int r = 0; r < 4; ++r) a4[r] = static_cast<const ActQ8*>(a[r]);
+          const int8_t* q4 = qs4 + (m / 4) * nb * 4 * kQK;
           const float* h = hdr + (m / 4) * nb * 8;
           for (; n < nc1; n += 2) {
             const int rb = nc1 - n < 2 ? 1 : 2;
             const char* wr[2] = {W.row<const char>(n), W.row<const char>(n + rb - 1)};
             float res[8];
-            tk.x4[rb - 1](nb, wr, a4, h, res);
+            tk.x4[rb - 1](nb, wr, q4, h, res);
             for (int j = 0; j < rb; ++j)
               for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
           }

@@ -145,8 +145,12 @@ inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* re
 // 6 instructions per 32-element block pair instead of 11. Lane (j, r) does exactly the
 // same float operations whether RB is 1 or 2, so which rows get paired (it depends on
 // the thread's row range) never changes a result.
+//
+// The group's activations come repacked (qs4: per block the 4 rows' 32 quants, 128 bytes,
+// 32-byte aligned): ActQ8 rows are 40 bytes apart, so half of the direct 32-byte loads
+// crossed a cache line.
 template <int RB, DType T>
-inline void dot_q8w_x4(int64_t nb, const char* const* w, const ActQ8* const* a, const float* hdr, float* res) {
+inline void dot_q8w_x4(int64_t nb, const char* const* w, const int8_t* qs4, const float* hdr, float* res) {
   constexpr size_t kBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
   constexpr float kOffset = T == DType::Q4_0 ? 8.0f : T == DType::Q5_0 ? 16.0f : 0.0f;
   // c8 = 8 * d_x * sum(x); the offset term is kOffset * d_x * sum(x) = (kOffset / 8) * c8.
@@ -183,7 +187,7 @@ inline void dot_q8w_x4(int64_t nb, const char* const* w, const ActQ8* const* a, 
     for (int j = 0; j < RB; ++j) {
       __m256i p[4];
       for (int r = 0; r < 4; ++r) {
-        __m256i xq = loadu256(a[r][b].qs);
+        __m256i xq = _mm256_load_si256(reinterpret_cast<const __m256i*>(qs4 + (4 * b + r) * kQK));
         if constexpr (T == DType::Q8_0) xq = _mm256_sign_epi8(xq, wsgn[j]);
         p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[j], xq), ones);
       }
