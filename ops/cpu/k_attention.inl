@@ -152,7 +152,11 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
     ew::par_rows(exec, M * Hq, 2 * D * k.ne[2], [&](int ith, int64_t r0, int64_t r1) {
       float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t m = r / Hq, h = r % Hq;
+        // Query positions in zigzag order (0, M-1, 1, M-2, ...): under a causal mask a
+        // later position attends to more keys, so contiguous ranges of positions gave the
+        // last thread most of the work. Each row is computed the same way wherever it falls.
+        const int64_t mz = r / Hq, h = r % Hq;
+        const int64_t m = mz % 2 == 0 ? mz / 2 : M - 1 - mz / 2;
         const float* qr = q.row<float>(h, m);
         const float* mrow = mask ? mask->row<float>(m) : nullptr;
         float* out = dst.row<float>(h, m);
