@@ -37,16 +37,27 @@ inline fvec load_w(const void* w, int64_t k) {
     }
 #endif
     alignas(64) float tmp[kLanes];
-    for (int i = 0; i < kLanes; ++i) tmp[i] = T == DType::F16 ? f16_to_f32(p[i]) : bf16_to_f32(p[i]);
+    for (int i = 0; i < kLanes; ++i) {
+      uint16_t h;  // memcpy: a strided view's rows need not be 2-byte aligned
+      std::memcpy(&h, reinterpret_cast<const char*>(p) + 2 * i, 2);
+      tmp[i] = T == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+    }
     return fvec::load_aligned(tmp);
   }
 }
 
 template <DType T>
 inline float load_w1(const void* w, int64_t k) {
-  if constexpr (T == DType::F32) return static_cast<const float*>(w)[k];
-  else if constexpr (T == DType::F16) return f16_to_f32(static_cast<const uint16_t*>(w)[k]);
-  else return bf16_to_f32(static_cast<const uint16_t*>(w)[k]);
+  // Weight rows of a strided view need not be aligned to their element size: memcpy loads.
+  if constexpr (T == DType::F32) {
+    float v;
+    std::memcpy(&v, static_cast<const char*>(w) + k * 4, 4);
+    return v;
+  } else {
+    uint16_t h;
+    std::memcpy(&h, static_cast<const char*>(w) + k * 2, 2);
+    return T == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
 }
 
 template <int RA, DType T>

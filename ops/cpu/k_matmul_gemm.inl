@@ -123,9 +123,10 @@ inline void matmul_float_gemm(const Tensor& W, RowX xrow, RowY yrow, int64_t n0,
         // The next panel's rows are 16 separate streams that the hardware prefetcher does not
         // follow; fetch them while the tiles below compute.
         if (np + kGemmNR < n1) {
-          const int64_t bytes = kn * static_cast<int64_t>(dtype_type_size(W.type));
+          const int64_t esize = static_cast<int64_t>(dtype_type_size(W.type));
+          const int64_t bytes = kn * esize;
           for (int j = 0; j < kGemmNR && np + kGemmNR + j < n1; ++j) {
-            const char* p = W.row<const char>(np + kGemmNR + j) + k0 * static_cast<int64_t>(dtype_type_size(W.type));
+            const char* p = W.row<const char>(np + kGemmNR + j) + k0 * esize;
             for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o);
           }
         }
