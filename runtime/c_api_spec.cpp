@@ -25,6 +25,7 @@ kestrel_spec_params kestrel_spec_default_params(void) {
   p.track_logprob = 0;
   p.draft_vocab = 0;
   p.p_min = 0.0f;
+  p.mask_drafting = 1;
   return p;
 }
 
@@ -32,7 +33,10 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
                                      int32_t n_predict, const kestrel_sampler_params* sampling,
                                      const kestrel_spec_params* spec, kestrel_text_fn on_text, void* user_data,
                                      kestrel_spec_stats* stats) {
-  if (stats) *stats = kestrel_spec_stats{};
+  if (stats) {
+    *stats = kestrel_spec_stats{};
+    stats->mask_token = -1;
+  }
   if (!live(ctx)) {
     return fail_global(guarded([]() -> Status {
       return Status::invalid_argument("kestrel_generate_spec: context is NULL or not live");
@@ -66,6 +70,7 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
     p.track_logprob = sp.track_logprob != 0;
     p.draft_vocab = sp.draft_vocab;
     p.p_min = sp.p_min;
+    p.mask_drafting = sp.mask_drafting != 0;
     p.temperature = smp.temperature;
     p.top_k = smp.top_k > 0 ? smp.top_k : 0;
     p.top_p = smp.top_p < 1.0f ? smp.top_p : 1.0f;
@@ -112,6 +117,8 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
       stats->skip_end = dec->skip_end();
       stats->mean_logprob = st.n_logprob ? st.sum_logprob / double(st.n_logprob) : 0.0;
       stats->n_pmin_stops = st.n_pmin_stops;
+      stats->n_draft_passes = st.n_draft_passes;
+      stats->mask_token = dec->mask_token();
     }
     KESTREL_TRY(gs);
     KESTREL_TRY(push_error);

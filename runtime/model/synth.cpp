@@ -105,6 +105,10 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
   w.set_f32(key("attention.layer_norm_rms_epsilon"), a.default_rms_eps);
   w.set_f32(key("rope.freq_base"), a.default_rope_theta);
   if (a.sliding_window && s.n_swa > 0) w.set_u32(key("attention.sliding_window"), static_cast<uint32_t>(s.n_swa));
+  if (s.spec_mask_token >= 0) {
+    w.set_u32("kestrel.spec.mask_token_id", static_cast<uint32_t>(s.spec_mask_token));
+    if (s.spec_mask_n_predict > 0) w.set_u32("kestrel.spec.mask_n_predict", static_cast<uint32_t>(s.spec_mask_n_predict));
+  }
 
   // Vocabulary: SPM-style, with byte fallback tokens so any text tokenizes.
   std::vector<std::string> tokens;

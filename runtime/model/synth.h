@@ -34,6 +34,10 @@ struct SynthSpec {
   std::string weights = "f32";
   uint64_t seed = 1;
   int n_threads = 2;       // quantization threads
+  // >= 0: write kestrel.spec.mask_token_id (and mask_n_predict when > 0), the keys
+  // of simultaneous speculative drafting (runtime/spec/speculative.h).
+  int32_t spec_mask_token = -1;
+  int32_t spec_mask_n_predict = 0;
 };
 
 Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& spec);

@@ -71,12 +71,22 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
   try {
     d->draft_logits_.assign(static_cast<size_t>(p.draft_max) * static_cast<size_t>(d->V_), 0.0f);
     d->work_.assign(static_cast<size_t>(d->V_), 0.0f);
-    d->batch_tok_.reserve(static_cast<size_t>(p.draft_max) + 2);
-    d->batch_pos_.reserve(static_cast<size_t>(p.draft_max) + 2);
+    // A draft pass feeds at most the accepted tokens it has not seen, the
+    // pending one and draft_max - 1 masks.
+    d->batch_tok_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
+    d->batch_pos_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
     d->batch_flags_.assign(static_cast<size_t>(p.draft_max) + 1, 1);
+    d->draft_flags_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("speculative decoder buffers for %d drafts of %lld logits", p.draft_max,
                                  (long long)d->V_);
+  }
+  if (p.mask_drafting) {
+    const SpecInfo info = spec_info(draft ? draft->model() : tm);
+    if (info.has_mask_tokens) {
+      d->mask_id_ = info.mask_token_id;
+      d->mask_n_ = info.mask_n_predict > 0 ? std::min(info.mask_n_predict, p.draft_max) : p.draft_max;
+    }
   }
   if (p.mode == SpecMode::self) {
     const int32_t N = static_cast<int32_t>(tm.hparams().n_layer);
@@ -140,26 +150,78 @@ float SpecDecoder::draft_prob(const float* row, int32_t id) const {
   return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
 }
 
-Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row) {
+Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* rows, int32_t n_rows) {
   Context& dc = draft_ ? *draft_ : target_;
   batch_pos_.resize(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) batch_pos_[static_cast<size_t>(i)] = pos0 + i;
+  draft_flags_.assign(static_cast<size_t>(n), 0);
+  for (int32_t i = n - n_rows; i < n; ++i) draft_flags_[static_cast<size_t>(i)] = 1;
   BatchView b;
   b.n_tokens = n;
   b.tokens = toks;
   b.pos = batch_pos_.data();
+  b.logits = draft_flags_.data();
   Forward& fw = dc.forward();
   const int64_t rows_before = fw.output_rows();
   if (p_.draft_vocab > 0) fw.set_output_rows(dv_);
   const Status st = dc.decode(b);
   fw.set_output_rows(rows_before);
   KESTREL_TRY(st);
-  const float* l = dc.logits(0);
-  if (!l) return Status::internal("draft decode produced no logits");
+  ++stats_.n_draft_passes;
   const int64_t nc = dv_;  // <= both vocabularies
-  std::copy(l, l + nc, row);
-  std::fill(row + nc, row + V_, kAbsent);
+  for (int32_t r = 0; r < n_rows; ++r) {
+    const float* l = dc.logits(r);
+    if (!l) return Status::internal("draft decode produced no logits");
+    float* row = rows + r * V_;
+    std::copy(l, l + nc, row);
+    std::fill(row + nc, row + V_, kAbsent);
+  }
   return {};
+}
+
+Expected<int64_t> SpecDecoder::draft_round(const std::vector<int32_t>& hist, int32_t pending, int64_t g,
+                                           std::vector<int32_t>& drafts, int32_t* valid_end) {
+  const bool self = p_.mode == SpecMode::self;
+  const int32_t dstart = self ? n_past_ : n_past_draft_;  // the draft cache holds [0, dstart)
+  // p_min: a draft below it ends the round's drafting; the first draft is
+  // kept (a verify of two rows costs about one decode step), later ones not.
+  auto confident = [&](int64_t j) {
+    if (p_.p_min <= 0.0f) return true;
+    const float* row = draft_logits_.data() + j * V_;
+    if (draft_prob(row, drafts[static_cast<size_t>(j)]) >= p_.p_min) return true;
+    ++stats_.n_pmin_stops;
+    return false;
+  };
+  batch_tok_.assign(hist.begin() + dstart, hist.end());
+  batch_tok_.push_back(pending);
+  if (mask_id_ >= 0 && g > 1) {
+    // Simultaneous: one pass over [.., pending, mask x (g - 1)].
+    g = std::min<int64_t>(g, mask_n_);
+    batch_tok_.insert(batch_tok_.end(), static_cast<size_t>(g - 1), mask_id_);
+    KESTREL_TRY(draft_step(batch_tok_.data(), static_cast<int32_t>(batch_tok_.size()), dstart, draft_logits_.data(),
+                           static_cast<int32_t>(g)));
+    // The masks' cells go: the draft cache keeps the real tokens only.
+    Context& dc = draft_ ? *draft_ : target_;
+    dc.kv().seq_rm(0, n_past_ + 1, -1);
+    *valid_end = n_past_ + 1;
+    for (int64_t j = 0; j < g; ++j) {
+      drafts[static_cast<size_t>(j)] = pick(draft_logits_.data() + j * V_);
+      if (!confident(j)) return j > 0 ? j : 1;
+    }
+    return g;
+  }
+  KESTREL_TRY(draft_step(batch_tok_.data(), static_cast<int32_t>(batch_tok_.size()), dstart, draft_logits_.data()));
+  drafts[0] = pick(draft_logits_.data());
+  *valid_end = n_past_ + 1;
+  if (g > 1 && !confident(0)) return 1;
+  for (int64_t j = 1; j < g; ++j) {
+    float* row = draft_logits_.data() + j * V_;
+    KESTREL_TRY(draft_step(&drafts[static_cast<size_t>(j - 1)], 1, n_past_ + static_cast<int32_t>(j), row));
+    *valid_end = n_past_ + static_cast<int32_t>(j) + 1;
+    drafts[static_cast<size_t>(j)] = pick(row);
+    if (!confident(j)) return j;  // drafts[j] is not proposed
+  }
+  return g;
 }
 
 Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predict, FunctionRef<bool(int32_t)> on_token) {
@@ -242,36 +304,15 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     // Draft g tokens: first catch the draft up to the pending token.
     const int64_t t0 = now_ns();
     if (self) fw.set_skip_layers(skip_mask_);
-    const int32_t dstart = self ? n_past_ : n_past_draft_;  // the draft cache holds [0, dstart)
-    batch_tok_.assign(hist.begin() + dstart, hist.end());
-    batch_tok_.push_back(pending);
-    Status st = draft_step(batch_tok_.data(), static_cast<int32_t>(batch_tok_.size()), dstart, draft_logits_.data());
-    // p_min: a draft below it ends the round's drafting; the first draft is
-    // kept (a verify of two rows costs about one decode step), later ones not.
-    auto confident = [&](int64_t j) {
-      if (p_.p_min <= 0.0f) return true;
-      const float* row = draft_logits_.data() + j * V_;
-      if (draft_prob(row, drafts[static_cast<size_t>(j)]) >= p_.p_min) return true;
-      ++stats_.n_pmin_stops;
-      return false;
-    };
-    if (st.ok()) {
-      drafts[0] = pick(draft_logits_.data());
-      if (g > 1 && !confident(0)) g = 1;
-    }
-    for (int64_t j = 1; st.ok() && j < g; ++j) {
-      float* row = draft_logits_.data() + j * V_;
-      st = draft_step(&drafts[static_cast<size_t>(j - 1)], 1, n_past_ + static_cast<int32_t>(j), row);
-      if (!st.ok()) break;
-      drafts[static_cast<size_t>(j)] = pick(row);
-      if (!confident(j)) g = j;  // drafts[j] is not proposed; the loop ends
-    }
+    int32_t valid_end = 0;
+    Expected<int64_t> drafted = draft_round(hist, pending, g, drafts, &valid_end);
     if (self) {
       fw.set_skip_layers({});
       // Drafted positions leave the cache: verify rewrites them with every layer.
       target_.kv().seq_rm(0, n_past_, -1);
     }
-    KESTREL_TRY(st);
+    KESTREL_TRY(drafted.status());
+    g = *drafted;
     const int64_t t1 = now_ns();
     stats_.t_draft_ns += t1 - t0;
 
@@ -305,7 +346,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     hist.push_back(pending);
     hist.insert(hist.end(), drafts.begin(), drafts.begin() + a);
     if (draft_) {
-      n_past_draft_ = std::min<int32_t>(n_past_ + static_cast<int32_t>(g), n_past_ + a + 1);
+      n_past_draft_ = std::min<int32_t>(valid_end, n_past_ + a + 1);
       draft_->kv().seq_rm(0, n_past_draft_, -1);
     } else {
       n_past_draft_ = n_past_ + a + 1;

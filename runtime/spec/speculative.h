@@ -41,13 +41,20 @@
 // so the output follows the target distribution under temperature / top-k /
 // top-p (min-p and repetition penalties are not part of this rule).
 //
-// Simultaneous (mask-token) drafting: a GGUF may carry
+// Simultaneous (mask-token) drafting: the drafting model's GGUF (the target's
+// in self mode, the draft's in draft mode) may carry
 //   kestrel.spec.mask_token_id  u32  the id whose trained embedding stands
 //                                    for "a token to predict"
 //   kestrel.spec.mask_n_predict u32  how many tokens one pass may predict
-// Models with them could draft g tokens in one pass; kestrel records the keys
-// (SpecInfo) but drafts autoregressively until a model that carries them is
-// available to test against.
+//                                    (0 or absent: up to draft_max)
+// With them (and mask_drafting on), a round drafts in one pass: the batch
+// [catch-up tokens.., pending, mask x (g - 1)] at consecutive positions; the
+// pending token's row predicts draft 0 and mask row j draft j. The masks' K/V
+// cells are removed right after the pass, so the draft cache then holds the
+// real tokens up to the pending one. Each draft is drawn from its own row's
+// distribution, which is all the exact rule needs (a proposal may ignore the
+// earlier drafts), so greedy output and the stochastic rule are unchanged.
+// Without the keys drafting is autoregressive: one pass per draft token.
 //
 //   SpecParams sp;  sp.mode = SpecMode::self;  sp.skip_auto = true;
 //   KESTREL_TRY_ASSIGN(auto dec, SpecDecoder::create(*target_ctx, nullptr, sp));
@@ -87,6 +94,7 @@ struct SpecParams {
   bool track_logprob = false; // sum the target log-probability of each emitted token (quality)
   int32_t draft_vocab = 0;    // > 0: the draft scores only ids [0, draft_vocab) (0: all)
   float p_min = 0.0f;         // stop a round's drafting below this draft probability (0: off)
+  bool mask_drafting = true;  // draft a round in one pass when the drafting model carries mask tokens
 };
 
 struct SpecStats {
@@ -98,6 +106,7 @@ struct SpecStats {
   double sum_logprob = 0.0;  // with track_logprob
   int64_t n_logprob = 0;
   int64_t n_pmin_stops = 0;  // rounds whose drafting p_min cut short
+  int64_t n_draft_passes = 0;  // forward passes of the draft (one per round with mask tokens)
   // Tokens emitted per verify step (accepted drafts + the op's own token).
   double mean_accepted() const { return n_rounds ? double(n_accepted + n_rounds) / double(n_rounds) : 0.0; }
   double acceptance() const { return n_drafted ? double(n_accepted) / double(n_drafted) : 0.0; }
@@ -149,13 +158,20 @@ class SpecDecoder {
   int32_t skip_end() const { return skip_end_; }
   // Positions stored in the target cache after generate (for tests).
   int32_t n_past() const { return n_past_; }
+  // The mask token id simultaneous drafting uses, -1 when it drafts autoregressively.
+  int32_t mask_token() const { return mask_id_; }
 
  private:
   SpecDecoder(Context& t, Context* d, const SpecParams& p) : target_(t), draft_(d), p_(p) {}
   Status prepare_self(const std::vector<int32_t>& prompt);
   // Feeds `n` tokens at positions pos0.. into the draft context (or the target
-  // with layers skipped); copies the last row's logits into row (padded to V).
-  Status draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* row);
+  // with layers skipped); copies the logits of the last n_rows rows into
+  // rows[0..n_rows) (each padded to V).
+  Status draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* rows, int32_t n_rows = 1);
+  // The round's drafts, up to g (p_min may end it sooner); returns the count and
+  // sets *valid_end to the end of the positions the draft cache then holds correctly.
+  Expected<int64_t> draft_round(const std::vector<int32_t>& hist, int32_t pending, int64_t g,
+                                std::vector<int32_t>& drafts, int32_t* valid_end);
   int32_t pick(const float* row);
   // Probability of id in the draft's distribution (softmax at the sampling
   // temperature, 1 for greedy) over the ids the draft scores.
@@ -176,6 +192,9 @@ class SpecDecoder {
   std::vector<float> work_;          // [V]
   std::vector<int32_t> batch_tok_, batch_pos_;
   std::vector<int8_t> batch_flags_;
+  std::vector<int8_t> draft_flags_;  // logits flags of a draft pass
+  int32_t mask_id_ = -1;             // simultaneous drafting: the mask token, -1: off
+  int32_t mask_n_ = 0;               // most drafts one pass predicts
   std::mt19937_64 rng_;
   uint64_t verify_seed_ = 0;
 };

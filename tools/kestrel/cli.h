@@ -75,6 +75,7 @@ struct SpecFlags {
   bool fixed = false, sigmoid = false, logprob = false;
   int32_t draft_vocab = 0;  // --draft-vocab
   float p_min = 0.0f;       // --draft-p-min
+  bool autoregressive = false;  // --spec-autoregressive: no mask-token drafting
 };
 void add_spec_flags(CLI::App* sub, SpecFlags& flags);
 // Generates with kestrel_generate_spec (loading the draft model for mode draft)

@@ -53,6 +53,8 @@ void add_spec_flags(CLI::App* sub, SpecFlags& f) {
       ->check(CLI::Range(0, 1 << 30));
   sub->add_option("--draft-p-min", f.p_min, "stop drafting at a draft probability below P (0: off)")
       ->check(CLI::Range(0.0f, 1.0f));
+  sub->add_flag("--spec-autoregressive", f.autoregressive,
+                "draft one token per pass even when the drafting model carries mask tokens");
 }
 
 int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_context_params& cp, const char* prompt,
@@ -66,6 +68,7 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
   p.track_logprob = f.logprob ? 1 : 0;
   p.draft_vocab = f.draft_vocab;
   p.p_min = f.p_min;
+  p.mask_drafting = f.autoregressive ? 0 : 1;
   std::string err;
   if (!parse_skip(f.skip, &p.skip_begin, &p.skip_end, err)) return usage_error(err);
   if (p.mode == KESTREL_SPEC_DRAFT && f.draft_model.empty()) return usage_error("--spec draft needs -md DRAFT.gguf");
@@ -102,6 +105,9 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
     if (p.p_min > 0.0f || p.draft_vocab > 0)
       std::fprintf(stderr, "kestrel: spec      draft vocabulary %d (0: all), p-min %.2f cut %lld rounds short\n",
                    p.draft_vocab, p.p_min, (long long)st.n_pmin_stops);
+    if (st.mask_token >= 0)
+      std::fprintf(stderr, "kestrel: spec      simultaneous drafting (mask token %d): %lld draft passes\n",
+                   st.mask_token, (long long)st.n_draft_passes);
     std::fprintf(stderr, "kestrel: spec      draft %.2f ms, verify %.2f ms, %.2f tokens/s\n", st.t_draft_ms,
                  st.t_verify_ms, tps);
     if (f.logprob) std::fprintf(stderr, "kestrel: spec      mean target log-probability %.4f per token\n", st.mean_logprob);

@@ -254,6 +254,9 @@ typedef struct kestrel_spec_params {
                             so the output is unchanged (default 0: the whole vocabulary) */
   float p_min;           /* > 0: a round stops drafting at a draft token whose draft probability is
                             below p_min (default 0: off) */
+  int32_t mask_drafting; /* 1: when the drafting model's GGUF carries kestrel.spec.mask_token_id, draft
+                            a round in one pass with mask tokens; 0: always one pass per draft token
+                            (default 1) */
 } kestrel_spec_params;
 
 typedef struct kestrel_spec_stats {
@@ -266,6 +269,8 @@ typedef struct kestrel_spec_stats {
   int32_t skip_begin, skip_end;  /* self: the skipped block used */
   double mean_logprob;           /* with track_logprob: mean target log-probability per emitted token */
   int64_t n_pmin_stops;          /* rounds whose drafting p_min cut short */
+  int64_t n_draft_passes;        /* forward passes of the draft */
+  int32_t mask_token;            /* the mask token of simultaneous drafting, -1: autoregressive */
 } kestrel_spec_stats;
 
 kestrel_spec_params kestrel_spec_default_params(void);
