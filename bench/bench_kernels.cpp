@@ -1,4 +1,4 @@
-// Kernel benchmark: matmul per weight type at decode (M = 1) and prompt (M = 128) shapes,
+// Kernel benchmark: matmul per weight type at decode (M = 1) and prompt (M = 128, or --batches) shapes,
 // softmax and rms_norm, at 1 and 2 threads (or -t), on the cpu backend's best variant.
 // The baseline is measured in the same run: the machine's streaming read bandwidth
 // (1 and 2 threads, a buffer far larger than the LLC), and each decode matmul prints its
@@ -58,6 +58,7 @@ struct Opts {
   int reps = 15;
   int mem_mb = 1024;
   int rotate_mb = 256;
+  std::vector<int64_t> batches{1, 128};  // matmul activation rows
 };
 
 void emit(const Opts& o, const std::string& json, const std::string& text) {
@@ -244,6 +245,8 @@ int main(int argc, char** argv) {
   app.add_option("--filter", o.filter, "only cases whose name contains this");
   app.add_option("--reps", o.reps, "timed repetitions per decode case (median reported)")->check(CLI::Range(1, 10000));
   app.add_option("--mem-mb", o.mem_mb, "bandwidth probe buffer size in MiB")->check(CLI::Range(64, 65536));
+  app.add_option("--batches", o.batches, "matmul activation rows (default 1 128; e.g. 1 4 9 128)")
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--rotate-mb", o.rotate_mb, "matmul weights cycle through copies totalling this many MiB")
       ->check(CLI::Range(0, 65536));
   CLI11_PARSE(app, argc, argv);
@@ -276,10 +279,9 @@ int main(int argc, char** argv) {
     auto cpu = make_backend(backend_cpu(), threads);
     auto ref = make_backend(backend_ref(), 1);
     if (!cpu || !ref) return 1;
-    for (const MK& s : shapes)
-      for (DType t : types) bench_matmul(o, *cpu, threads, bw, t, 1, s.K, s.N);
-    for (const MK& s : shapes)
-      for (DType t : types) bench_matmul(o, *cpu, threads, bw, t, 128, s.K, s.N);
+    for (int64_t m : o.batches)
+      for (const MK& s : shapes)
+        for (DType t : types) bench_matmul(o, *cpu, threads, bw, t, m, s.K, s.N);
     for (int64_t n : {32000, 262144}) bench_rowop(o, *cpu, *ref, threads, OpId::softmax, n, 1);
     for (int64_t rows : {1, 16, 128}) bench_rowop(o, *cpu, *ref, threads, OpId::rms_norm, 4096, rows);
   }
