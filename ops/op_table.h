@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "ops/exp_tier.h"
+#include "ops/spec_uniform.h"
 #include "ops/tensor.h"
 
 namespace kestrel {
@@ -185,16 +186,6 @@ struct SpecVerifyParams {
   float sigmoid_scale = 1.0f;
   float sigmoid_bias = 0.0f;
 };
-
-// The uniform in [0, 1) of (seed, row, stream): splitmix64 of the three, top 24 bits.
-inline float spec_uniform(uint64_t seed, int32_t row, int32_t stream) {
-  uint64_t z = seed + 0x9E3779B97F4A7C15ull * (static_cast<uint64_t>(static_cast<uint32_t>(row)) * 2u +
-                                               static_cast<uint64_t>(stream) + 1u);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-}
 
 // The logit threshold of the top-k / top-p set of one row of n logits (see
 // spec_verify above): kept = {l >= threshold}; -inf when neither applies.

@@ -98,7 +98,11 @@ bool op_implemented(const OpCall& c) {
     case OpId::matmul: return cuda::matmul_supported(c);
     case OpId::attention: return true;  // plus the shared-memory bound, checked by the backend
     case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
-    case OpId::spec_verify: return false;  // no cuda kernel yet (issue 5): the host kernels verify
+    case OpId::spec_verify: {
+      // Greedy, softmax and sigmoid rules; the top-k / top-p thresholds run on the host kernels.
+      const SpecVerifyParams& p = c.p<SpecVerifyParams>();
+      return p.greedy || p.sigmoid || (p.top_k <= 0 && p.top_p >= 1.0f);
+    }
   }
   return false;
 }
@@ -279,7 +283,17 @@ class CudaBackend final : public Backend {
                           what);
       }
       case OpId::ks_matmul: break;
-      case OpId::spec_verify: break;
+      case OpId::spec_verify: {
+        const SpecVerifyParams& p = c.p<SpecVerifyParams>();
+        const int64_t g = c.src[1]->ne[0];
+        KESTREL_TRY_ASSIGN(void* scratch, ctx_.get_scratch(cuda::spec_verify_scratch_bytes(g, a.ne[0])));
+        const Tensor* dl = c.opt_src(2);
+        const cuda::SpecVerifyArgs args{p.greedy, p.sigmoid, p.temperature, p.sigmoid_scale, p.sigmoid_bias, p.seed};
+        return cuda_check(cuda::launch_spec_verify(view(a), dl ? view(*dl) : TV{},
+                                                   static_cast<const int32_t*>(c.src[1]->data), g, args, scratch,
+                                                   static_cast<int32_t*>(d.data), s),
+                          what);
+      }
     }
     return Status::unsupported("%s: not implemented on cuda", what);
   }

@@ -83,6 +83,21 @@ cudaError_t launch_matmul_kquant(DType wt, TV w, TV x, TV y, cudaStream_t s);
 // out[(n - n0) * K + k] = W[n][k] as float for n in [n0, n0 + n_rows).
 cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, float* out, cudaStream_t s);
 
+// spec_verify (k_spec_verify.cu): the greedy, softmax and sigmoid rules of
+// ops/op_table.h without top-k / top-p. tl [V, g+1], dl [V, g] (read unless
+// greedy), ids [g], out [2]; scratch: spec_verify_scratch_bytes(g, V) of device memory.
+struct SpecVerifyArgs {
+  bool greedy;
+  bool sigmoid;
+  float temperature;
+  float sigmoid_scale;
+  float sigmoid_bias;
+  uint64_t seed;
+};
+cudaError_t launch_spec_verify(TV tl, TV dl, const int32_t* ids, int64_t g, SpecVerifyArgs a, void* scratch,
+                               int32_t* out, cudaStream_t s);
+size_t spec_verify_scratch_bytes(int64_t g, int64_t V);
+
 // Weight types the kernels above can read (get_rows, matmul).
 constexpr bool weight_type_supported(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 ||
