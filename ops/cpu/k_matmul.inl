@@ -35,7 +35,17 @@ constexpr Kernels make_kernels() {
 template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q4_0>(n, w, a, r); } };
 template <int RA> struct KQ5_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q5_0>(n, w, a, r); } };
 template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
-template <int RA> struct KQ4_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, false>(n, w, a, r); } };
+template <int RA> struct KQ4_K {
+  static void run(int64_t n, const void* w, const void* const* a, float* r) {
+#if defined(__AVX2__)
+    if constexpr (RA == 4) {
+      dot_q4K_4(n, w, a, r);
+      return;
+    }
+#endif
+    dot_q45K<RA, false>(n, w, a, r);
+  }
+};
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
 template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
 template <int RA> struct KF32 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F32>(n, w, a, r); } };

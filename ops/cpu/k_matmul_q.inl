@@ -254,6 +254,10 @@ inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* r
     // mins as [m0 m0 m1 m1 ... m7 m7] int16, against the 16 bsums.
     const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)));
     const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    // The 8 scales as int16 in both lanes; scale k to every lane by one byte shuffle
+    // (bytes 2k, 2k+1), not a byte extract and broadcast through a general register.
+    const __m256i sc16 =
+        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
     __m256i isum[RA];
     for (int r = 0; r < RA; ++r) isum[r] = _mm256_setzero_si256();
     for (int c = 0; c < 4; ++c) {
@@ -265,12 +269,14 @@ inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* r
         lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
         hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
       }
-      const __m256i s0 = _mm256_set1_epi16(sc[2 * c]), s1 = _mm256_set1_epi16(sc[2 * c + 1]);
+      const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0404 * c)));
+      const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0302 + 0x0404 * c)));
       for (int r = 0; r < RA; ++r) {
         const int8_t* x = a[r][b].qs + 64 * c;
         const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(x)), s0);
         const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
         isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p0, p1));
+        __asm__("" : "+x"(isum[r]));  // keep the chain: see dot_q4K_4
       }
     }
     for (int r = 0; r < RA; ++r) {
@@ -281,6 +287,59 @@ inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* r
     }
   }
   for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+}
+
+// Q4_K x 4 activation rows (the prompt path): the operations of dot_q45K<4, false>
+// per output lane, in the same order (so the same bits), arranged for registers:
+// the float accumulators live in memory (touched once per super-block) and the
+// mins are formed after the integer loop, so the 4 integer sums, the unpacked
+// codes and the two scales fit the 16 ymm registers without spills.
+inline void dot_q4K_4(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const BlockQ8_K* a[4];
+  for (int r = 0; r < 4; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
+  alignas(32) float acc[4][8] = {};
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+    alignas(16) uint8_t sc[16];
+    k_scales(w->scales, sc);
+    const __m256i sc16 =
+        _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
+    __m256i i0 = _mm256_setzero_si256(), i1 = i0, i2 = i0, i3 = i0;
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = loadu256(w->qs + 32 * c);
+      const __m256i lo = _mm256_and_si256(q, m4);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0100 + 0x0404 * c)));
+      const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0302 + 0x0404 * c)));
+      auto step = [&](const BlockQ8_K* ar, __m256i& is) {
+        const int8_t* x = ar[b].qs + 64 * c;
+        const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(x)), s0);
+        const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
+        is = _mm256_add_epi32(is, _mm256_add_epi32(p0, p1));
+        // Integer adds reassociate freely: without this the compiler sums each row's
+        // 8 products as a tree after forming them all, and spills half of them.
+        __asm__("" : "+x"(is));
+      };
+      step(a[0], i0);
+      step(a[1], i1);
+      step(a[2], i2);
+      step(a[3], i3);
+    }
+    const float d = f16_scalar(w->d), dmin = f16_scalar(w->dmin);
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)));
+    const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    const __m256i is[4] = {i0, i1, i2, i3};
+    for (int r = 0; r < 4; ++r) {
+      const __m256i pm = _mm256_madd_epi16(loadu256(a[r][b].bsums), mins);
+      const float dx = a[r][b].d;
+      __m256 ac = _mm256_load_ps(acc[r]);
+      ac = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[r]), _mm256_set1_ps(d * dx), ac);
+      ac = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), ac);
+      _mm256_store_ps(acc[r], ac);
+    }
+  }
+  for (int r = 0; r < 4; ++r) res[r] = hsum_ps(_mm256_load_ps(acc[r]));
 }
 
 template <int RA>
@@ -318,6 +377,9 @@ inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* re
         for (int r = 0; r < RA; ++r) {
           const __m256i p = _mm256_maddubs_epi16(wk[k], loadu256(a[r][b].qs + 128 * h + 32 * k));
           isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, scv));
+          // Keep the chain (see dot_q4K_4); one row has no spills to avoid, and its
+          // decode ran 6% slower with the chain fixed.
+          if constexpr (RA > 1) __asm__("" : "+x"(isum[r]));
         }
       }
     }
