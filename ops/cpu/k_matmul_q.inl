@@ -191,8 +191,12 @@ inline void dot_q8w_x4(int64_t nb, const char* const* w, const int8_t* qs4, cons
         if constexpr (T == DType::Q8_0) xq = _mm256_sign_epi8(xq, wsgn[j]);
         p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[j], xq), ones);
       }
-      // Per 128-bit lane: [sum4(p0) sum4(p1) sum4(p2) sum4(p3)] over that lane's elements.
-      h[j] = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+      // Per 128-bit lane: [sum4(p0) sum4(p1) sum4(p2) sum4(p3)] over that lane's elements,
+      // by a 4x4 transpose-add (unpacks and adds: single-uop instructions, where vphaddd
+      // is several).
+      const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
+      const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));
+      h[j] = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
     }
     const __m256 dx = _mm256_broadcast_ps(reinterpret_cast<const __m128*>(hdr + 8 * b));
     const __m256 dw = _mm256_permutevar8x32_ps(
