@@ -91,12 +91,13 @@ all_configs=(
   "draft-g8-v32k-pmin0.7|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.7"
   "draft-g8-v32k-pmin0.8|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.8"
   "draft-g8-v32k-pmin0.9|kestrel|--spec draft -md $draft --draft-max 8 --draft-vocab 32768 --draft-p-min 0.9"
+  "draft-g4-v32k-pmin0.7|kestrel|--spec draft -md $draft --draft-max 4 --draft-vocab 32768 --draft-p-min 0.7"
   "self-auto|kestrel|--spec self"
   "llama-simple|llama-simple|"
   "llama-spec-g8|llama-spec|--spec-draft-n-max 8"
   "llama-spec-g8-pmin0.5|llama-spec|--spec-draft-n-max 8 --spec-draft-p-min 0.5"
 )
-default_skip=" draft-g8-v16k-pmin0.5 draft-g8-v64k-pmin0.5 draft-g8-v32k-pmin0.3 draft-g8-v32k-pmin0.7 draft-g8-v32k-pmin0.8 draft-g8-v32k-pmin0.9 "
+default_skip=" draft-g4-v32k-pmin0.7 draft-g8-v16k-pmin0.5 draft-g8-v64k-pmin0.5 draft-g8-v32k-pmin0.3 draft-g8-v32k-pmin0.7 draft-g8-v32k-pmin0.8 draft-g8-v32k-pmin0.9 "
 configs=()
 for c in "${all_configs[@]}"; do
   name=${c%%|*}
