@@ -59,14 +59,20 @@ inline std::vector<int32_t> encode(const Model& m, const std::string& text) {
   return ids;
 }
 
+// Clears the cache and decodes `tokens` in one batch from position 0; the
+// last token's logits are then ctx.logits(0).
+inline void decode_fresh(Context& ctx, const std::vector<int32_t>& tokens) {
+  ctx.kv().clear();
+  std::vector<int32_t> pos(tokens.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
+  BatchView b{int32_t(tokens.size()), tokens.data(), pos.data(), nullptr, nullptr};
+  REQUIRE(ctx.decode(b).ok());
+}
+
 // Plain greedy decoding: prompt in one batch, then one token per step; stops
 // at an end-of-generation token (not emitted) or after n tokens.
 inline std::vector<int32_t> plain_greedy(Context& ctx, const std::vector<int32_t>& prompt, int n) {
-  ctx.kv().clear();
-  std::vector<int32_t> pos(prompt.size());
-  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
-  BatchView b{int32_t(prompt.size()), prompt.data(), pos.data(), nullptr, nullptr};
-  REQUIRE(ctx.decode(b).ok());
+  decode_fresh(ctx, prompt);
   const int64_t V = ctx.model().hparams().n_vocab;
   std::vector<int32_t> out;
   int32_t n_past = int32_t(prompt.size());

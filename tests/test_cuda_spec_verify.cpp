@@ -15,6 +15,7 @@
 
 #include "ops/backend.h"
 #include "ops/cuda/cuda_backend.h"
+#include "tests/spec_verify_case.h"
 
 using namespace kestrel;
 
@@ -26,31 +27,7 @@ std::unique_ptr<Backend> make_gpu() {
   return std::move(b).value();
 }
 
-struct Case {
-  int64_t V = 0, g = 0;
-  std::vector<float> target, draft;  // [g+1][V], [g][V]
-  std::vector<int32_t> ids;
-};
-
-// Target logits in [-4, 4]; draft = target + noise; ids drawn from the draft rows.
-Case make_case(int64_t V, int64_t g, float noise, std::mt19937& rng) {
-  Case c;
-  c.V = V;
-  c.g = g;
-  std::uniform_real_distribution<float> u(-4.0f, 4.0f), nz(-noise, noise);
-  c.target.resize(size_t(V * (g + 1)));
-  for (float& f : c.target) f = u(rng);
-  c.draft.resize(size_t(V * g));
-  for (int64_t j = 0; j < g; ++j)
-    for (int64_t i = 0; i < V; ++i) c.draft[size_t(j * V + i)] = c.target[size_t(j * V + i)] + nz(rng);
-  for (int64_t j = 0; j < g; ++j) {
-    std::vector<double> w(static_cast<size_t>(V));
-    for (int64_t i = 0; i < V; ++i) w[size_t(i)] = std::exp(double(c.draft[size_t(j * V + i)]));
-    std::discrete_distribution<int32_t> dd(w.begin(), w.end());
-    c.ids.push_back(dd(rng));
-  }
-  return c;
-}
+using Case = testutil::VerifyCase;
 
 // The case's tensors in device buffers; run() returns the op's status and its two outputs.
 struct GpuCase {
@@ -92,15 +69,6 @@ struct GpuCase {
   }
 };
 
-void run_ref(Backend& ref, Case& c, const SpecVerifyParams& p, int32_t out[2]) {
-  Tensor t = make_tensor(DType::F32, c.target.data(), c.V, c.g + 1);
-  Tensor d = make_tensor(DType::F32, c.draft.data(), c.V, c.g);
-  Tensor x = make_tensor(DType::I32, c.ids.data(), c.g);
-  Tensor o = make_tensor(DType::I32, out, 2);
-  OpCall call{OpId::spec_verify, &o, {&t, &x, &d}, p.greedy ? 2 : 3, &p};
-  REQUIRE(ref.run(call).ok());
-}
-
 }  // namespace
 
 TEST_CASE("cuda spec_verify equals the reference", "[cuda][spec_verify]") {
@@ -111,32 +79,27 @@ TEST_CASE("cuda spec_verify equals the reference", "[cuda][spec_verify]") {
   }
   auto ref = backend_ref().create(BackendOptions{});
   REQUIRE(ref);
-  struct Mode {
-    const char* name;
-    SpecVerifyParams p;
+  using testutil::verify_mode;
+  const std::vector<testutil::VerifyMode> modes = {
+      verify_mode("greedy", true),
+      verify_mode("softmax T 1", false),
+      verify_mode("softmax T 0.7", false, 0.7f),
+      verify_mode("softmax T 1.6", false, 1.6f),
+      verify_mode("sigmoid", false, 1.0f, 0, 1.0f, true),
   };
-  std::vector<Mode> modes(5);
-  modes[0] = {"greedy", {}};
-  modes[0].p.greedy = true;
-  modes[1] = {"softmax T 1", {}};
-  modes[2] = {"softmax T 0.7", {}};
-  modes[2].p.temperature = 0.7f;
-  modes[3] = {"softmax T 1.6", {}};
-  modes[3].p.temperature = 1.6f;
-  modes[4] = {"sigmoid", {}};
-  modes[4].p.sigmoid = true;
   std::mt19937 rng(4321);
   int n_cases = 0, n_mismatch = 0, n_all = 0, n_rej = 0;
   for (int64_t V : {1, 7, 33, 1000, 1025, 32001, 151936, 300007})
     for (int64_t g = 1; g <= 8; ++g)
       for (float noise : {0.05f, 1.0f, 4.0f}) {
-        Case c = make_case(V, g, noise, rng);
+        Case c = testutil::make_verify_case(V, g, noise, rng);
         GpuCase gc(*gpu, c);
-        for (const Mode& m : modes) {
+        for (const testutil::VerifyMode& m : modes) {
           SpecVerifyParams p = m.p;
           p.seed = 77u + uint64_t(n_cases);
-          int32_t want[2] = {-7, -7}, got[2] = {-7, -7};
-          run_ref(**ref, c, p, want);
+          int32_t got[2] = {-7, -7};
+          REQUIRE(c.run(**ref, p).ok());
+          const int32_t want[2] = {c.out[0], c.out[1]};
           const Status st = gc.run(*gpu, p, got);
           INFO("V " << V << " g " << g << " " << m.name << " noise " << noise << ": " << st.to_string());
           REQUIRE(st.ok());
@@ -165,7 +128,7 @@ TEST_CASE("cuda spec_verify: unsupported rules and bad data", "[cuda][spec_verif
     return;
   }
   std::mt19937 rng(5);
-  Case c = make_case(1000, 3, 1.0f, rng);
+  Case c = testutil::make_verify_case(1000, 3, 1.0f, rng);
   GpuCase gc(*gpu, c);
   int32_t out[2];
   SpecVerifyParams p;
@@ -205,7 +168,7 @@ TEST_CASE("cuda spec_verify timing", "[cuda][spec_verify][bench]") {
   std::mt19937 rng(9);
   for (int64_t V : {32000, 151936, 262144})
     for (int64_t g : {1, 4, 8}) {
-      Case c = make_case(V, g, 0.05f, rng);  // close drafts: most rounds read every row
+      Case c = testutil::make_verify_case(V, g, 0.05f, rng);  // close drafts: most rounds read every row
       GpuCase gc(*gpu, c);
       for (bool greedy : {true, false}) {
         SpecVerifyParams p;

@@ -136,11 +136,7 @@ namespace {
 
 // Logits after `seq` (plain decoding from an empty cache).
 std::vector<float> next_logits(Context& ctx, const std::vector<int32_t>& seq) {
-  ctx.kv().clear();
-  std::vector<int32_t> pos(seq.size());
-  for (size_t i = 0; i < pos.size(); ++i) pos[i] = int32_t(i);
-  BatchView b{int32_t(seq.size()), seq.data(), pos.data(), nullptr, nullptr};
-  REQUIRE(ctx.decode(b).ok());
+  decode_fresh(ctx, seq);
   const int64_t V = ctx.model().hparams().n_vocab;
   return std::vector<float>(ctx.logits(0), ctx.logits(0) + V);
 }

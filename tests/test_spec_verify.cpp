@@ -15,49 +15,13 @@
 #include <vector>
 
 #include "ops/backend.h"
+#include "tests/spec_verify_case.h"
 
 using namespace kestrel;
 
 namespace {
 
-struct Verify {
-  std::vector<float> target, draft;  // [g+1][V], [g][V]
-  std::vector<int32_t> ids;
-  int64_t V = 0, g = 0;
-  int32_t out[2] = {-7, -7};
-
-  Status run(Backend& b, const SpecVerifyParams& p, bool with_draft = true) {
-    Tensor t = make_tensor(DType::F32, target.data(), V, g + 1);
-    Tensor d = make_tensor(DType::F32, draft.data(), V, g);
-    Tensor x = make_tensor(DType::I32, ids.data(), g);
-    Tensor o = make_tensor(DType::I32, out, 2);
-    OpCall c{OpId::spec_verify, &o, {&t, &x, &d}, with_draft ? 3 : 2, &p};
-    return b.run(c);
-  }
-};
-
-// Target logits in [-4, 4]; draft = target + noise of the given size, so that
-// acceptance runs from almost always (small noise) to rare (large noise).
-// Drafted ids are draws from the draft rows (through a plain softmax), as a
-// real draft would make them.
-Verify make_case(int64_t V, int64_t g, float noise, std::mt19937& rng) {
-  Verify v;
-  v.V = V;
-  v.g = g;
-  std::uniform_real_distribution<float> u(-4.0f, 4.0f), nz(-noise, noise);
-  v.target.resize(size_t(V * (g + 1)));
-  for (float& f : v.target) f = u(rng);
-  v.draft.resize(size_t(V * g));
-  for (int64_t j = 0; j < g; ++j)
-    for (int64_t i = 0; i < V; ++i) v.draft[size_t(j * V + i)] = v.target[size_t(j * V + i)] + nz(rng);
-  for (int64_t j = 0; j < g; ++j) {
-    std::vector<double> w(static_cast<size_t>(V));
-    for (int64_t i = 0; i < V; ++i) w[size_t(i)] = std::exp(double(v.draft[size_t(j * V + i)]));
-    std::discrete_distribution<int32_t> dd(w.begin(), w.end());
-    v.ids.push_back(dd(rng));
-  }
-  return v;
-}
+using Verify = testutil::VerifyCase;
 
 std::vector<std::pair<std::string, std::unique_ptr<Backend>>> cpu_variants(int n_threads) {
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> out;
@@ -90,22 +54,14 @@ TEST_CASE("spec_verify: cpu kernels equal the reference", "[op][spec_verify][cpu
   const bool reduced = std::getenv("KESTREL_TEST_EMULATED") != nullptr || std::getenv("KESTREL_TEST_REDUCED") != nullptr;
   const std::vector<int64_t> vs = reduced ? std::vector<int64_t>{1, 7, 33, 1000} : std::vector<int64_t>{1, 7, 33, 1000, 32001};
   const std::vector<float> noises = reduced ? std::vector<float>{0.05f, 4.0f} : std::vector<float>{0.05f, 1.0f, 4.0f};
-  struct Mode {
-    const char* name;
-    SpecVerifyParams p;
+  using testutil::verify_mode;
+  const std::vector<testutil::VerifyMode> modes = {
+      verify_mode("greedy", true),
+      verify_mode("stochastic", false),
+      verify_mode("top-k 40, T 0.8", false, 0.8f, 40),
+      verify_mode("top-p 0.9, T 1.2", false, 1.2f, 0, 0.9f),
+      verify_mode("sigmoid", false, 1.0f, 0, 1.0f, true),
   };
-  std::vector<Mode> modes(5);
-  modes[0] = {"greedy", {}};
-  modes[0].p.greedy = true;
-  modes[1] = {"stochastic", {}};
-  modes[2] = {"top-k 40, T 0.8", {}};
-  modes[2].p.top_k = 40;
-  modes[2].p.temperature = 0.8f;
-  modes[3] = {"top-p 0.9, T 1.2", {}};
-  modes[3].p.top_p = 0.9f;
-  modes[3].p.temperature = 1.2f;
-  modes[4] = {"sigmoid", {}};
-  modes[4].p.sigmoid = true;
   for (int nt : {1, 2}) {
     auto variants = cpu_variants(nt);
     for (auto& [isa, be] : variants) {
@@ -113,9 +69,9 @@ TEST_CASE("spec_verify: cpu kernels equal the reference", "[op][spec_verify][cpu
       std::mt19937 rng(1234);
       for (int64_t V : vs)
         for (int64_t g = 1; g <= 8; ++g)
-          for (const Mode& m : modes)
+          for (const testutil::VerifyMode& m : modes)
             for (float noise : noises) {
-              Verify c = make_case(V, g, noise, rng);
+              Verify c = testutil::make_verify_case(V, g, noise, rng);
               SpecVerifyParams p = m.p;
               p.seed = 1000u + uint64_t(n_cases);
               REQUIRE(c.run(*ref, p).ok());
@@ -295,14 +251,14 @@ TEST_CASE("spec_verify: bad data and bad parameters", "[op][spec_verify][bad]") 
     for (bool greedy : {false, true}) {
       SpecVerifyParams p;
       p.greedy = greedy;
-      Verify c = make_case(3000, 3, 1.0f, rng);
+      Verify c = testutil::make_verify_case(3000, 3, 1.0f, rng);
       c.target[1234] = NAN;
       REQUIRE(c.run(*be, p).ok());
       CHECK(c.out[0] == -1);
       CHECK(c.out[1] == -1);
       // The bonus row is read only when every draft passes: the target itself
       // as the draft (greedy: its argmaxes) accepts all.
-      c = make_case(3000, 3, 1.0f, rng);
+      c = testutil::make_verify_case(3000, 3, 1.0f, rng);
       for (int j = 0; j < 3; ++j) {
         std::copy(c.target.begin() + j * 3000, c.target.begin() + (j + 1) * 3000, c.draft.begin() + j * 3000);
         c.ids[size_t(j)] = int32_t(std::max_element(c.target.begin() + j * 3000, c.target.begin() + (j + 1) * 3000) -
@@ -321,18 +277,18 @@ TEST_CASE("spec_verify: bad data and bad parameters", "[op][spec_verify][bad]") 
         REQUIRE(c.run(*be, p).ok());
         CHECK(c.out[0] == 0);
       }
-      c = make_case(3000, 3, 1.0f, rng);
+      c = testutil::make_verify_case(3000, 3, 1.0f, rng);
       c.ids[1] = 3000;
       REQUIRE(c.run(*be, p).ok());
       CHECK(c.out[0] == -1);
       if (!greedy) {
-        c = make_case(3000, 3, 1.0f, rng);
+        c = testutil::make_verify_case(3000, 3, 1.0f, rng);
         c.draft[size_t(0 * 3000 + 5)] = NAN;
         REQUIRE(c.run(*be, p).ok());
         CHECK(c.out[0] == -1);
       }
     }
-    Verify c = make_case(50, 2, 1.0f, rng);
+    Verify c = testutil::make_verify_case(50, 2, 1.0f, rng);
     SpecVerifyParams p;
     CHECK(c.run(*be, p, false).code() == StatusCode::invalid_argument);  // stochastic without draft logits
     p.temperature = 0.0f;

@@ -22,7 +22,7 @@
 // taken in another order); tests/test_cuda_spec_verify.cpp compares them.
 // Top-k / top-p thresholds (a selection per row) have no cuda kernel: the backend
 // reports those calls unsupported and the host kernels run them.
-#include <cfloat>
+#include <cstdint>
 
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/spec_uniform.h"
