@@ -11,8 +11,11 @@
 //      in AVX-512: acc[n][m] = fma(float(C), d_w[n] * d_x[m], acc), corr[n][m] =
 //      fma(d_w[n], offset * c8[m], corr), the same operations per output as the avx512
 //      tiles (dot_q8w_x4 / dot_rows8), hence the same bits.
-// A thread holds 2 weight panels x 2 activation tiles (tiles 0-1 A, 2-3 B, 4-7 C) per
-// block; its float accumulators (4 x 16 x 16 x 2) stay in L1 over the block loop.
+// A thread takes one 16-row weight panel at a time (decoded once) against every m-tile.
+// Per (panel, m-tile) the block loop keeps the 16 x 16 float accumulators in 16 zmm
+// registers: with them in memory the loop was bound by L1 store bandwidth (the tile
+// stores plus two accumulator stores per row). The offset term `corr` does not depend on
+// the tile product, so it runs as a second register pass over the blocks.
 // Threads own fixed ranges of 16-row weight panels (ThreadPool::split), so which thread
 // computes an output never changes its value.
 #include "ops/cpu/amx/amx_matmul.h"
@@ -29,6 +32,11 @@
 #define KESTREL_ISA_NS amx
 #include "ops/cpu/k_matmul_act.inl"
 #undef KESTREL_ISA_NS
+// GCC 12's AVX-512 intrinsics give unmasked results an undefined pass-through operand
+// (`__m512 __Y = __Y;`), which its -Wmaybe-uninitialized reports at every inlined use.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 namespace kestrel::cpu {
@@ -62,11 +70,13 @@ struct alignas(64) TileConfig {
 };
 static_assert(sizeof(TileConfig) == 64);
 
+// Two sets (even and odd blocks, so the tile unit can start block b + 1 while block b's
+// sums are stored): A in tiles 0 / 1, B in 2 / 3, C in 4 / 5.
 TileConfig tile_config() {
   TileConfig c;
   for (int t = 0; t < 2; ++t) c.rows[t] = 16, c.colsb[t] = 32;  // A: weights
   for (int t = 2; t < 4; ++t) c.rows[t] = 8, c.colsb[t] = 64;   // B: activations
-  for (int t = 4; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;  // C: int32 sums
+  for (int t = 4; t < 6; ++t) c.rows[t] = 16, c.colsb[t] = 64;  // C: int32 sums
   return c;
 }
 
@@ -110,79 +120,124 @@ void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nb, int8_t* wq, 
   }
 }
 
-// One C tile's block sums into its accumulators (rows: weight n, lanes: activation m).
-template <bool kCorr>
-inline void scale_tile(const int32_t* c, const float* dw, const float* dx, const float* c8o, float* acc,
-                       float* corr) {
-  const __m512 vdx = _mm512_load_ps(dx);
-  const __m512 vc8 = kCorr ? _mm512_load_ps(c8o) : _mm512_setzero_ps();
-  for (int r = 0; r < kTile; ++r) {
-    const __m512 w = _mm512_set1_ps(dw[r]);
-    // maskz with every lane set: vcvtdq2ps itself; the unmasked intrinsic's undefined
-    // pass-through trips GCC 12's -Wmaybe-uninitialized.
-    const __m512 s = _mm512_maskz_cvtepi32_ps(0xFFFF, _mm512_load_si512(c + kTile * r));
-    _mm512_store_ps(acc + kTile * r, _mm512_fmadd_ps(s, _mm512_mul_ps(w, vdx), _mm512_load_ps(acc + kTile * r)));
-    if constexpr (kCorr)
-      _mm512_store_ps(corr + kTile * r, _mm512_fmadd_ps(w, vc8, _mm512_load_ps(corr + kTile * r)));
-  }
-}
-
-// What the block loop reads: NA (1, 2) weight panels and MB (1, 2) activation tiles.
+// What the block loop reads for one (weight panel, m-tile) pair.
 struct Operands {
   int64_t nb;
-  const int8_t* wq[2];  // A tiles of panel i: nb x 512 bytes
-  const float* dw[2];   // nb x 16
-  const int8_t* xq[2];  // B tiles of activation tile j: nb x 512 bytes
-  const float* dx[2];   // nb x 16
-  const float* c8o[2];  // nb x 16: offset * c8
+  const int8_t* wq;   // A tiles: nb x 512 bytes
+  const float* dw;    // nb x 16 weight scales
+  const int8_t* xq;   // B tiles: nb x 512 bytes
+  const float* dx;    // nb x 16 activation scales
+  const float* c8o;   // nb x 16: offset * c8
 };
 
-// acc / corr / cbuf: C tile (i, j) at (2 i + j) * 256.
-template <int NA, int MB, bool kCorr>
-void block_loop(const Operands& o, float* acc, float* corr, int32_t* cbuf) {
-  for (int64_t b = 0; b < o.nb; ++b) {
-    const size_t at = static_cast<size_t>(b) * kTileBytes;
-    _tile_loadd(0, o.wq[0] + at, kQK);
-    if constexpr (NA == 2) _tile_loadd(1, o.wq[1] + at, kQK);
-    _tile_loadd(2, o.xq[0] + at, 64);
-    if constexpr (MB == 2) _tile_loadd(3, o.xq[1] + at, 64);
+// Block b's tile product into C tile 4 + P (tile set P = b % 2), stored to c.
+template <int P>
+[[gnu::always_inline]] inline void tile_product(const Operands& o, int64_t b, int32_t* c) {
+  const size_t at = static_cast<size_t>(b) * kTileBytes;
+  // The tile intrinsics take literal register numbers.
+  if constexpr (P == 0) {
+    _tile_loadd(0, o.wq + at, kQK);
+    _tile_loadd(2, o.xq + at, 64);
     _tile_zero(4);
     _tile_dpbssd(4, 0, 2);
-    if constexpr (MB == 2) {
-      _tile_zero(5);
-      _tile_dpbssd(5, 0, 3);
-    }
-    if constexpr (NA == 2) {
-      _tile_zero(6);
-      _tile_dpbssd(6, 1, 2);
-      if constexpr (MB == 2) {
-        _tile_zero(7);
-        _tile_dpbssd(7, 1, 3);
-      }
-    }
-    _tile_stored(4, cbuf, 64);
-    if constexpr (MB == 2) _tile_stored(5, cbuf + kCFloats, 64);
-    if constexpr (NA == 2) {
-      _tile_stored(6, cbuf + 2 * kCFloats, 64);
-      if constexpr (MB == 2) _tile_stored(7, cbuf + 3 * kCFloats, 64);
-    }
-    const size_t h = static_cast<size_t>(b) * kTile;
-    for (int i = 0; i < NA; ++i)
-      for (int j = 0; j < MB; ++j) {
-        const size_t t = (2 * i + j) * kCFloats;
-        scale_tile<kCorr>(cbuf + t, o.dw[i] + h, o.dx[j] + h, o.c8o[j] + h, acc + t, corr + t);
-      }
+    _tile_stored(4, c, 64);
+  } else {
+    _tile_loadd(1, o.wq + at, kQK);
+    _tile_loadd(3, o.xq + at, 64);
+    _tile_zero(5);
+    _tile_dpbssd(5, 1, 3);
+    _tile_stored(5, c, 64);
   }
 }
 
+// The 16 rows of a C tile, for per-row statements on named variables: GCC 12 keeps an
+// array of 16 __m512 accumulators in memory (no scalarization), which made the block loop
+// bound by L1 stores.
+#define KESTREL_AMX_ROWS(X) \
+  X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+
+// out[r * 16 + m] = acc - corr for one (panel, m-tile); cbuf: two 16 x 16 int32 tiles.
+// acc_r (weight row r; lanes: activation rows) += float(C[r]) * (d_w[r] * d_x) per block.
+// The tile product of block b is issued before the float work of block b - 1 (tile
+// registers are not renamed: alternating two sets lets the tile unit run ahead).
 template <bool kCorr>
-void run_block_loop(int na, int mb, const Operands& o, float* acc, float* corr, int32_t* cbuf) {
-  if (na == 2) {
-    if (mb == 2) block_loop<2, 2, kCorr>(o, acc, corr, cbuf);
-    else block_loop<2, 1, kCorr>(o, acc, corr, cbuf);
+void tile_loop(const Operands& o, int32_t* cbuf, float* out) {
+#define KESTREL_AMX_ZERO(r) __m512 acc##r = _mm512_setzero_ps();
+  KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
+#undef KESTREL_AMX_ZERO
+  auto scale = [&](int64_t b, const int32_t* c) __attribute__((always_inline)) {
+    const __m512 vdx = _mm512_load_ps(o.dx + b * kTile);
+    const float* dw = o.dw + b * kTile;
+#define KESTREL_AMX_SCALE(r)                                                   \
+  acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + kTile * r)), \
+                           _mm512_mul_ps(_mm512_set1_ps(dw[r]), vdx), acc##r);
+    KESTREL_AMX_ROWS(KESTREL_AMX_SCALE)
+#undef KESTREL_AMX_SCALE
+  };
+  int32_t* c0 = cbuf;
+  int32_t* c1 = cbuf + kCFloats;
+  tile_product<0>(o, 0, c0);
+  int64_t b = 1;
+  for (; b + 1 < o.nb; b += 2) {
+    tile_product<1>(o, b, c1);
+    scale(b - 1, c0);
+    tile_product<0>(o, b + 1, c0);
+    scale(b, c1);
+  }
+  if (b < o.nb) {
+    tile_product<1>(o, b, c1);
+    scale(b - 1, c0);
+    scale(b, c1);
   } else {
-    if (mb == 2) block_loop<1, 2, kCorr>(o, acc, corr, cbuf);
-    else block_loop<1, 1, kCorr>(o, acc, corr, cbuf);
+    scale(b - 1, c0);
+  }
+#define KESTREL_AMX_STORE(r) _mm512_store_ps(out + kTile * r, acc##r);
+  KESTREL_AMX_ROWS(KESTREL_AMX_STORE)
+#undef KESTREL_AMX_STORE
+  if constexpr (kCorr) {
+    // corr_r = fma(d_w[r], offset * c8, corr_r) over the blocks, then out = acc - corr.
+#define KESTREL_AMX_ZERO(r) __m512 corr##r = _mm512_setzero_ps();
+    KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
+#undef KESTREL_AMX_ZERO
+    for (int64_t k = 0; k < o.nb; ++k) {
+      const __m512 vc8 = _mm512_load_ps(o.c8o + k * kTile);
+      const float* dw = o.dw + k * kTile;
+#define KESTREL_AMX_CORR(r) corr##r = _mm512_fmadd_ps(_mm512_set1_ps(dw[r]), vc8, corr##r);
+      KESTREL_AMX_ROWS(KESTREL_AMX_CORR)
+#undef KESTREL_AMX_CORR
+    }
+#define KESTREL_AMX_SUB(r) _mm512_store_ps(out + kTile * r, _mm512_sub_ps(_mm512_load_ps(out + kTile * r), corr##r));
+    KESTREL_AMX_ROWS(KESTREL_AMX_SUB)
+#undef KESTREL_AMX_SUB
+  }
+}
+#undef KESTREL_AMX_ROWS
+
+// The 16 x 16 floats of `out` (row r: weight row; lane m: activation row) transposed
+// into 16 registers, t[m] lane r = out[r][m]: unpack, in-lane shuffle, then two 128-bit
+// lane shuffles.
+inline void transpose16(const float* out, __m512* t) {
+  __m512 a[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    const __m512 x = _mm512_load_ps(out + 32 * i), y = _mm512_load_ps(out + 32 * i + 16);
+    a[2 * i] = _mm512_unpacklo_ps(x, y);
+    a[2 * i + 1] = _mm512_unpackhi_ps(x, y);
+  }
+  // u[4 i + j], 128-bit lane L: rows 4i .. 4i+3 of column 4 L + j.
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 1] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[4 * i + 2] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[4 * i + 3] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88),
+                 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+    t[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+    t[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
+    t[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+    t[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
   }
 }
 
@@ -213,9 +268,9 @@ bool matmul(const OpCall& c, Exec& exec) {
   const size_t xq_bytes = static_cast<size_t>(MT) * unb * kTileBytes;
   const size_t xh_bytes = round64(static_cast<size_t>(MT) * unb * kTile * sizeof(float));
   const size_t qrow_bytes = round64(unb * sizeof(ActQ8));
-  const size_t wq_bytes = 2 * unb * kTileBytes, dw_bytes = round64(2 * unb * kTile * sizeof(float));
-  const size_t acc_bytes = 4 * kCFloats * sizeof(float);
-  const size_t per_thread = qrow_bytes + wq_bytes + dw_bytes + 3 * acc_bytes;
+  const size_t wq_bytes = unb * kTileBytes, dw_bytes = round64(unb * kTile * sizeof(float));
+  const size_t tile_f32 = kCFloats * sizeof(float);
+  const size_t per_thread = qrow_bytes + wq_bytes + dw_bytes + 3 * tile_f32;  // + 2 C stores, out
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
   char* base = static_cast<char*>(exec.scratch(xq_bytes + 2 * xh_bytes + per_thread * static_cast<size_t>(n_par)));
@@ -231,9 +286,8 @@ bool matmul(const OpCall& c, Exec& exec) {
     ActQ8* qrow = reinterpret_cast<ActQ8*>(mine);
     int8_t* wq = reinterpret_cast<int8_t*>(mine + qrow_bytes);
     float* dw = reinterpret_cast<float*>(mine + qrow_bytes + wq_bytes);
-    float* acc = reinterpret_cast<float*>(mine + qrow_bytes + wq_bytes + dw_bytes);
-    float* corr = acc + 4 * kCFloats;
-    int32_t* cbuf = reinterpret_cast<int32_t*>(corr + 4 * kCFloats);
+    int32_t* cbuf = reinterpret_cast<int32_t*>(mine + qrow_bytes + wq_bytes + dw_bytes);
+    float* out = reinterpret_cast<float*>(cbuf + 2 * kCFloats);
 
     // 1. Activation rows of whole m-tiles per thread: quantize, regroup into B tiles;
     //    the rows past Mt of the last tile are zero (their outputs are never written).
@@ -260,45 +314,24 @@ bool matmul(const OpCall& c, Exec& exec) {
     }
     if (nth > 1) exec.pool().barrier();
 
-    // 2. This thread's 16-row weight panels, two at a time, against every m-tile pair.
+    // 2. This thread's 16-row weight panels, each decoded once, against every m-tile.
     _tile_loadconfig(&cfg);
     int64_t p0, p1;
     ThreadPool::split(NT, ith, nth, &p0, &p1);
-    for (int64_t p = p0; p < p1; p += 2) {
-      const int na = p1 - p >= 2 ? 2 : 1;
-      Operands o{};
-      o.nb = nb;
-      for (int i = 0; i < na; ++i) {
-        const int64_t n = (p + i) * kTile;
-        const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
-        int8_t* pq = wq + static_cast<size_t>(i) * unb * kTileBytes;
-        float* pd = dw + static_cast<size_t>(i) * unb * kTile;
-        decode_panel<T>(W, n, rows, nb, pq, pd);
-        o.wq[i] = pq;
-        o.dw[i] = pd;
-      }
-      for (int64_t t = 0; t < MT; t += 2) {
-        const int mb = MT - t >= 2 ? 2 : 1;
-        for (int j = 0; j < mb; ++j) {
-          o.xq[j] = xq + static_cast<size_t>(t + j) * unb * kTileBytes;
-          o.dx[j] = dx + static_cast<size_t>(t + j) * unb * kTile;
-          o.c8o[j] = c8o + static_cast<size_t>(t + j) * unb * kTile;
-        }
-        std::memset(acc, 0, 2 * acc_bytes);  // acc and corr
-        run_block_loop<kCorr>(na, mb, o, acc, corr, cbuf);
-        // y[m][n] = acc - corr, C tiles transposed back to activation rows.
-        for (int j = 0; j < mb; ++j)
-          for (int lane = 0; lane < kTile; ++lane) {
-            const int64_t m = (t + j) * kTile + lane;
-            if (m >= Mt) break;
-            float* yr = row_at<float>(y, m);
-            for (int i = 0; i < na; ++i) {
-              const int64_t n = (p + i) * kTile;
-              const size_t ct = (2 * i + j) * kCFloats;
-              for (int r = 0; r < kTile && n + r < N; ++r)
-                yr[n + r] = acc[ct + kTile * r + lane] - corr[ct + kTile * r + lane];
-            }
-          }
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = p * kTile;
+      const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
+      decode_panel<T>(W, n, rows, nb, wq, dw);
+      const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
+      for (int64_t t = 0; t < MT; ++t) {
+        const size_t at = static_cast<size_t>(t) * unb;
+        const Operands o{nb, wq, dw, xq + at * kTileBytes, dx + at * kTile, c8o + at * kTile};
+        tile_loop<kCorr>(o, cbuf, out);
+        // y[m][n + r] = out[r][m]: the tile transposed back to activation rows.
+        __m512 tr[kTile];
+        transpose16(out, tr);
+        for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
+          _mm512_mask_storeu_ps(row_at<float>(y, t * kTile + lane) + n, row_mask, tr[lane]);
       }
     }
     _tile_release();
