@@ -4,6 +4,7 @@
 #include <new>
 
 #include "ops/cpu/kernel_table.h"
+#include "ops/cpu/matmul_variants.h"
 #include "ops/host_buffer.h"
 #include "platform/aligned_alloc.h"
 #include "platform/cpu_features.h"
@@ -36,9 +37,24 @@ void* Exec::scratch(size_t bytes) {
   return p;
 }
 
+bool isa_runs_here(CpuIsa isa) {
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case CpuIsa::sse42: return f.sse42;
+    case CpuIsa::avx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
+    case CpuIsa::avx512:
+      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c;
+    case CpuIsa::neon: return f.neon;
+    case CpuIsa::scalar: return true;
+    default: return false;
+  }
+}
+
 }  // namespace cpu
 
 namespace {
+
+using cpu::isa_runs_here;
 
 bool isa_compiled(CpuIsa isa) {
   switch (isa) {
@@ -54,19 +70,6 @@ bool isa_compiled(CpuIsa isa) {
 #if defined(KESTREL_ISA_NEON)
     case CpuIsa::neon: return true;
 #endif
-    case CpuIsa::scalar: return true;
-    default: return false;
-  }
-}
-
-bool isa_runs_here(CpuIsa isa) {
-  const CpuFeatures& f = cpu_features();
-  switch (isa) {
-    case CpuIsa::sse42: return f.sse42;
-    case CpuIsa::avx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
-    case CpuIsa::avx512:
-      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c;
-    case CpuIsa::neon: return f.neon;
     case CpuIsa::scalar: return true;
     default: return false;
   }
@@ -93,7 +96,7 @@ void fill_table(CpuIsa isa, cpu::KernelTable& t) {
 class CpuBackend final : public HostBackend {
  public:
   CpuBackend(CpuIsa isa, ThreadPool* pool, std::unique_ptr<ThreadPool> owned, int n_threads)
-      : owned_pool_(std::move(owned)), exec_(pool, n_threads) {
+      : isa_(isa), owned_pool_(std::move(owned)), exec_(pool, n_threads) {
     fill_table(isa, table_);
     name_ = std::string("cpu-") + table_.isa_name;
   }
@@ -118,8 +121,11 @@ class CpuBackend final : public HostBackend {
     if (owned_pool_) owned_pool_->set_n_threads(n);
     exec_.set_n_threads(n);
   }
+  CpuIsa isa() const { return isa_; }
+  cpu::Exec& exec() { return exec_; }
 
  private:
+  CpuIsa isa_;
   std::unique_ptr<ThreadPool> owned_pool_;
   cpu::Exec exec_;
   cpu::KernelTable table_;
@@ -157,6 +163,28 @@ int cpu_isa_available(CpuIsa* out, int max) {
     if (n < max && isa_compiled(isa) && isa_runs_here(isa)) out[n++] = isa;
   }
   return n;
+}
+
+bool cpu_backend_isa(const Backend& b, CpuIsa* isa) {
+  const auto* cb = dynamic_cast<const CpuBackend*>(&b);
+  if (!cb) return false;
+  if (isa) *isa = cb->isa();
+  return true;
+}
+
+Status cpu_run_matmul_variant(Backend& b, const OpCall& call, const MatmulVariant& v) {
+  auto* cb = dynamic_cast<CpuBackend*>(&b);
+  if (!cb) return Status::invalid_argument("matmul variant %s: backend %s is not a cpu backend", v.name, b.name());
+  if (call.op != OpId::matmul)
+    return Status::invalid_argument("matmul variant %s: called for op %s", v.name, op_name(call.op));
+  KESTREL_TRY(validate_op(call));
+  if (call.src[0]->type != v.wtype)
+    return Status::invalid_argument("matmul variant %s: weights are %s, the variant takes %s", v.name,
+                                    dtype_name(call.src[0]->type), dtype_name(v.wtype));
+  if (!v.available || !v.available() || !v.run)
+    return Status::unsupported("matmul variant %s: not available on this machine", v.name);
+  if (!v.run(call, cb->exec())) return Status::out_of_memory("matmul variant %s: scratch allocation failed", v.name);
+  return {};
 }
 
 const BackendInfo& backend_cpu() {

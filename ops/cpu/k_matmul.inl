@@ -11,6 +11,9 @@
 //      for each group of up to 4 activation rows (in L1) it runs the row kernel, which
 //      decodes each weight block once and uses it for the whole group.
 // x and y may be strided views with batch dims ne[2], ne[3] (flattened to Mt rows).
+// Step 3 has several paths (row kernel, decode and prompt tiles, float tiles and GEMM);
+// each is a named variant callable on its own at any Mt (k_matmul_variants.inl,
+// ops/cpu/matmul_variants.h), and k_matmul below is the default policy choosing by Mt.
 #include "ops/cpu/k_matmul_act.inl"
 #include "ops/cpu/k_matmul_q.inl"
 #include "ops/cpu/k_matmul_f.inl"
@@ -159,12 +162,44 @@ inline void matmul_float_rows(const Tensor& W, const Tensor& x, const Tensor& y,
   }
 }
 
-inline bool k_matmul(const OpCall& c, Exec& exec) {
+// The ways to compute a matmul (each a named variant, k_matmul_variants.inl). Each is
+// correct at any number of activation rows; the default policy (k_matmul) picks one by
+// the row count and weight type.
+enum class Path {
+  dot1,   // row kernel, one activation row at a time
+  dot4,   // row kernel, groups of up to 4 activation rows (every type; the only path off x86)
+  rows,   // decode tile for every activation row (Q4_0 / Q5_0 / Q8_0 on AVX2+)
+  x4,     // prompt tile per group of 4 rows, the decode tile for the rest (same types)
+  ftile,  // float weights: K-chunked 4 x 3 dot-product tiles
+  gemm,   // float weights: packed-panel GEMM
+};
+
+// The x4 prompt tile from this many activation rows (below: the decode tile only).
+constexpr int64_t kX4MinRows = 4;
+
+// Whether this ISA's table has the decode and prompt tiles for weight type t.
+constexpr bool has_q8_tiles(DType t) {
+#if defined(__AVX2__)
+  return t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0;
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+template <Path P>
+inline bool matmul_run(const OpCall& c, Exec& exec) {
   const Tensor& W = *c.src[0];
   const Tensor& x = *c.src[1];
   const Tensor& y = *c.dst;
   TypeKernel tk;
   if (!type_kernel(W.type, &tk)) return false;
+  if constexpr (P == Path::rows || P == Path::x4) {
+    if (!tk.rows || !tk.x4[0]) return false;
+  }
+  if constexpr (P == Path::ftile || P == Path::gemm) {
+    if (tk.act != Act::f32) return false;
+  }
   const int64_t K = W.ne[0], N = W.ne[1], Mt = x.ne[1] * x.ne[2] * x.ne[3];
   if (N == 0 || Mt == 0) return true;
   // Quantized activations: Mt rows of act_row bytes in scratch.
@@ -175,7 +210,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   // With a tile kernel, each full group of 4 rows also gets a header: per block the 4
   // rows' d_x then their c8 (8 floats), after the rows.
   // It also gets its rows' quants repacked block by block (4 x 32 bytes per block).
-  const bool use_x4 = tk.x4[0] != nullptr && Mt >= 4;
+  const bool use_x4 = P == Path::x4 && Mt >= kX4MinRows;
   const size_t hdr_group = use_x4 ? static_cast<size_t>(nb) * 8 * sizeof(float) : 0;
   const size_t qs_group = use_x4 ? static_cast<size_t>(nb) * 4 * kQK : 0;
   char* act = nullptr;
@@ -197,7 +232,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(N < exec.n_threads() ? N : exec.n_threads());
   float* panels = nullptr;
-  if (tk.act == Act::f32 && Mt >= kGemmMt) {
+  if constexpr (P == Path::gemm) {
     panels = static_cast<float*>(exec.scratch(kGemmPanelFloats * sizeof(float) * static_cast<size_t>(n_par)));
     if (!panels) return false;
   }
@@ -230,7 +265,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     }
     int64_t n0, n1;
     ThreadPool::split(N, ith, nth, &n0, &n1);
-    if (panels) {
+    if constexpr (P == Path::gemm) {
       float* panel = panels + kGemmPanelFloats * ith;
       auto xrow = [&](int64_t r) { return row_at<const float>(x, r); };
       auto yrow = [&](int64_t r) { return row_at<float>(y, r); };
@@ -238,15 +273,16 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
       else if (W.type == DType::F16) matmul_float_gemm<DType::F16>(W, xrow, yrow, n0, n1, Mt, panel);
       else matmul_float_gemm<DType::BF16>(W, xrow, yrow, n0, n1, Mt, panel);
       return;
-    }
-    if (tk.act == Act::f32 && Mt > 1) {
+    } else if constexpr (P == Path::ftile) {
       matmul_float_rows(W, x, y, *float_tiles(W.type), n0, n1, Mt);
       return;
     }
+    // Activation rows per group: the row kernel serves 1 to 4 at once.
+    constexpr int64_t kGroup = P == Path::dot1 ? 1 : 4;
     for (int64_t nc = n0; nc < n1; nc += kNChunk) {
       const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
-      for (int64_t m = 0; m < Mt; m += 4) {
-        const int ra = static_cast<int>(Mt - m < 4 ? Mt - m : 4);
+      for (int64_t m = 0; m < Mt; m += kGroup) {
+        const int ra = static_cast<int>(Mt - m < kGroup ? Mt - m : kGroup);
         const void* a[4];
         float* yr[4];
         for (int r = 0; r < ra; ++r) {
@@ -254,7 +290,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
           yr[r] = row_at<float>(y, m + r);
         }
         int64_t n = nc;
-        if (ra == 4 && hdr) {
+        if (P == Path::x4 && ra == 4 && hdr) {
           const int8_t* q4 = qs4 + (m / 4) * nb * 4 * kQK;
           const float* h = hdr + (m / 4) * nb * 8;
           for (; n < nc1; n += 2) {
@@ -266,7 +302,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
               for (int r = 0; r < 4; ++r) yr[r][n + j] = res[4 * j + r];
           }
         }
-        if (tk.rows && n < nc1) {
+        if ((P == Path::rows || P == Path::x4) && n < nc1) {
           // Rows outside a full group of 4 go one by one through the decode tile (tails
           // repeat their last row). Its float operations per output equal the x4 tile's,
           // so a result depends neither on where the thread ranges fall nor on the batch.
@@ -293,6 +329,22 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     }
   });
   return true;
+}
+
+// The default policy (the thresholds the variant table's row ranges repeat): float weights
+// take the row kernel for one activation row, the 4 x 3 tiles below kGemmMt rows and the
+// GEMM from there; Q4_0 / Q5_0 / Q8_0 with tiles take the decode tile below kX4MinRows
+// rows and the prompt tile from there; every other case the row kernel in groups of 4.
+inline bool k_matmul(const OpCall& c, Exec& exec) {
+  const DType t = c.src[0]->type;
+  const int64_t Mt = c.src[1]->ne[1] * c.src[1]->ne[2] * c.src[1]->ne[3];
+  if (t == DType::F32 || t == DType::F16 || t == DType::BF16) {
+    if (Mt >= kGemmMt) return matmul_run<Path::gemm>(c, exec);
+    if (Mt > 1) return matmul_run<Path::ftile>(c, exec);
+    return matmul_run<Path::dot4>(c, exec);
+  }
+  if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);
+  return matmul_run<Path::dot4>(c, exec);
 }
 
 // get_rows: dst row m = table row ids[m] as F32; rows split over threads. An id outside
@@ -347,3 +399,5 @@ inline void register_matmul(KernelTable& table) {
 }
 
 }  // namespace kestrel::cpu::KESTREL_ISA_NS
+
+#include "ops/cpu/k_matmul_variants.inl"
