@@ -1,6 +1,6 @@
 // AMX matmul benchmark: ops/cpu/amx against the cpu backend's own matmul (its best
 // variant, e.g. cpu-avx512), measured in the same run, alternating call by call, for
-// Q8_0 / Q4_0 / Q5_0 weights at the matmul shapes (N x K) of TinyLlama-1.1B (2048 x 2048,
+// Q8_0 / Q4_0 / Q5_0 / Q4_K weights at the matmul shapes (N x K) of TinyLlama-1.1B (2048 x 2048,
 // 5632 x 2048, 2048 x 5632) and Qwen2.5-0.5B (896 x 896, 4864 x 896) and activation rows
 // M = 1 .. 512. Prints per case the median time of each, GFLOP/s and the speed-up
 // (cpu time / amx time); then per type, shape and thread count the crossover: the
@@ -54,7 +54,7 @@ std::string fmt(const char* f, ...) {
 
 struct Opts {
   std::vector<int> threads{1, 2};
-  std::vector<std::string> types{"q8_0", "q4_0", "q5_0"};
+  std::vector<std::string> types{"q8_0", "q4_0", "q5_0", "q4_K"};
   std::vector<int64_t> batches{1, 4, 8, 16, 32, 64, 128, 512};
   int reps = 5;
   int rotate_mb = 256;
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   Opts o;
   CLI::App app{"AMX matmul vs the cpu backend's matmul"};
   app.add_option("-t,--threads", o.threads, "thread counts (default 1 2)");
-  app.add_option("--types", o.types, "weight types (default q8_0 q4_0 q5_0)");
+  app.add_option("--types", o.types, "weight types (default q8_0 q4_0 q5_0 q4_K)");
   app.add_option("--batches", o.batches, "activation rows M (default 1 4 8 16 32 64 128 512)")
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--reps", o.reps, "timed calls of each kernel per case (median reported)")->check(CLI::Range(1, 1000));
@@ -114,13 +114,18 @@ int main(int argc, char** argv) {
   for (const std::string& tname : o.types) {
     DType type{};
     bool found = false;
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0})
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K})
       if (tname == dtype_name(t)) type = t, found = true;
     if (!found) {
-      std::fprintf(stderr, "--types: %s is not one of q8_0 q4_0 q5_0\n", tname.c_str());
+      std::fprintf(stderr, "--types: %s is not one of q8_0 q4_0 q5_0 q4_K\n", tname.c_str());
       return 2;
     }
     for (const ShapeNK& s : kShapes) {
+      if (s.K % dtype_block_size(type) != 0) {  // e.g. K = 896 has no whole 256-blocks
+        std::printf("%-5s %-9s N=%-5ld K=%-5ld  skipped: K is not a multiple of the block size\n", tname.c_str(),
+                    s.model, (long)s.N, (long)s.K);
+        continue;
+      }
       const auto w = make_weight(type, s.K, s.N);
       const size_t n_copies = std::max<size_t>(1, std::min<size_t>(64, (size_t(o.rotate_mb) << 20) / w.size() + 1));
       std::vector<uint8_t> copies(w.size() * n_copies);

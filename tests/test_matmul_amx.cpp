@@ -1,8 +1,9 @@
-// The AMX matmul (ops/cpu/amx): Q4_0 / Q5_0 / Q8_0 weights at tile edges (M and N of
-// 1, 15, 16, 17, 33, 100; K of odd block counts), strided x / y views with batch dims,
-// 1 and 2 threads, against the ref backend within the activation-rounding bound (the
-// one tests/test_matmul.cpp states), bitwise against the cpu backend's avx512 matmul
-// (the property amx_matmul.h claims) and across batch sizes; the platform probe and a
+// The AMX matmul (ops/cpu/amx): Q4_0 / Q5_0 / Q8_0 / Q4_K weights at tile edges (M of 1,
+// 15, 16, 17, 33, 100, N of 1, 15, 16, 17, 33; K of odd block counts), strided x / y views
+// with batch dims, 1 and 2 threads, against the ref backend within the activation-rounding
+// bound (the one tests/test_matmul.cpp states), bitwise against the cpu backend's avx512
+// matmul for Q4_0 / Q5_0 / Q8_0 (the property amx_matmul.h claims; Q4_K sums its float
+// terms in another order) and across batch sizes for all four; the platform probe and a
 // refused tile permission, which must leave dst untouched so the caller falls back.
 // Skipped where the CPU (or the OS, or this build) has no AMX-INT8.
 #include <catch2/catch.hpp>
@@ -122,15 +123,17 @@ void check_case(const Case& c, Backend* cpu, uint32_t seed) {
   CHECK(std::memcmp(ybuf.data(), y2buf.data(), ybuf.size() * 4) == 0);
 
   // |y - y_ref| <= sum_k |W[n][k]| * e_k + 1e-5 * sum_k |W[n][k] x[k]| + 1e-6, e_k the
-  // activation rounding bound amax/254 of x's 32-block.
+  // activation rounding bound of x's block: amax/254 of a 32-block (ActQ8), amax/128 of
+  // a 256-block (Q8_K, whose +128 saturates to 127).
   size_t bad = 0;
   std::vector<float> ek(static_cast<size_t>(c.K));
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = xv.data() + r * c.K;
-    for (int64_t b0 = 0; b0 < c.K; b0 += kQK) {
+    const int ab = c.type == DType::Q4_K ? kQKK : kQK;
+    for (int64_t b0 = 0; b0 < c.K; b0 += ab) {
       float am = 0;
-      for (int k = 0; k < kQK; ++k) am = std::fmax(am, std::fabs(xr[b0 + k]));
-      for (int k = 0; k < kQK; ++k) ek[static_cast<size_t>(b0 + k)] = am / 254 * 1.0001f;
+      for (int k = 0; k < ab; ++k) am = std::fmax(am, std::fabs(xr[b0 + k]));
+      for (int k = 0; k < ab; ++k) ek[static_cast<size_t>(b0 + k)] = am / (ab == kQK ? 254 : 128) * 1.0001f;
     }
     for (int64_t n = 0; n < c.N; ++n) {
       const float* wn = W.deq.data() + n * c.K;
@@ -143,7 +146,7 @@ void check_case(const Case& c, Backend* cpu, uint32_t seed) {
   }
   CHECK(bad == 0);
 
-  if (cpu) {  // bitwise equal to the avx512 matmul
+  if (cpu && c.type != DType::Q4_K) {  // bitwise equal to the avx512 matmul (not Q4_K: see amx_matmul_q4k.cpp)
     std::vector<float> ycbuf;
     Tensor yc = strided_view(ycbuf, c.N, c.M, c.B2, c.pad + 1);
     OpCall cc{OpId::matmul, &yc, {&W.t, &x}, 2, nullptr};
@@ -198,7 +201,7 @@ TEST_CASE("amx matmul: a refused permission leaves dst untouched", "[op][matmul]
   }
   CHECK(touched == 0);
   // Not a type it handles: false as well, whatever the CPU.
-  Weights F = make_weights(DType::Q4_K, 256, 4, 7);
+  Weights F = make_weights(DType::Q6_K, 256, 4, 7);
   std::vector<float> x2v = gaussian(256 * 2, 8), y2v(4 * 2);
   Tensor x2 = make_tensor(DType::F32, x2v.data(), 256, 2), y2 = make_tensor(DType::F32, y2v.data(), 4, 2);
   OpCall kq{OpId::matmul, &y2, {&F.t, &x2}, 2, nullptr};
@@ -224,10 +227,14 @@ TEST_CASE("amx matmul vs ref and avx512 at tile edges", "[op][matmul][amx]") {
           if (reduced && K == 4096 && M > 17) continue;
           check_case({t, K, N, M, 1, 0}, cpu.get(), seed++);
         }
+  for (int64_t K : {256, 768})
+    for (int64_t M : Ms)
+      for (int64_t N : Ns) check_case({DType::Q4_K, K, N, M, 1, 0}, cpu.get(), seed++);
   // Strided views with a batch dim (rows of x and y padded, gaps between batches).
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0}) {
-    check_case({t, 96, 33, 7, 3, 5}, cpu.get(), seed++);
-    check_case({t, 224, 17, 17, 2, 1}, cpu.get(), seed++);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+    const int64_t k1 = t == DType::Q4_K ? 256 : 96, k2 = t == DType::Q4_K ? 512 : 224;
+    check_case({t, k1, 33, 7, 3, 5}, cpu.get(), seed++);
+    check_case({t, k2, 17, 17, 2, 1}, cpu.get(), seed++);
   }
 }
 
@@ -238,9 +245,9 @@ TEST_CASE("amx matmul: a row's result does not depend on the batch", "[op][matmu
   }
   ThreadPool pool(2);
   cpu::Exec exec(&pool, 2);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
     INFO(dtype_name(t));
-    const int64_t K = 288, N = 40, M = 70;
+    const int64_t K = t == DType::Q4_K ? 512 : 288, N = 40, M = 70;
     Weights W = make_weights(t, K, N, 11);
     std::vector<float> xv = gaussian(static_cast<size_t>(K * M), 12), yall(static_cast<size_t>(N * M));
     Tensor x = make_tensor(DType::F32, xv.data(), K, M), y = make_tensor(DType::F32, yall.data(), N, M);

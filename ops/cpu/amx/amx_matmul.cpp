@@ -23,30 +23,17 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__AVX512VL__) && defined(__F16C__)
-#define KESTREL_AMX_INT8_COMPILED 1
-#include <immintrin.h>
-// The avx512 path's activation quantizer, compiled here in its own namespace: the same
-// code and flags give the same ActQ8 values.
-#define KESTREL_ISA_NS amx
-#include "ops/cpu/k_matmul_act.inl"
-#undef KESTREL_ISA_NS
-// GCC 12's AVX-512 intrinsics give unmasked results an undefined pass-through operand
-// (`__m512 __Y = __Y;`), which its -Wmaybe-uninitialized reports at every inlined use.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#endif
+#include "ops/cpu/amx/amx_tiles.h"
 
 namespace kestrel::cpu {
 
 bool amx_supports(const OpCall& c) {
   if (c.op != OpId::matmul || c.n_src < 2 || !c.src[0] || !c.src[1] || !c.dst) return false;
   const Tensor& W = *c.src[0];
-  const bool type_ok = W.type == DType::Q4_0 || W.type == DType::Q5_0 || W.type == DType::Q8_0;
-  return type_ok && c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0 &&
-         W.ne[0] % kQK == 0;
+  const bool legacy = W.type == DType::Q4_0 || W.type == DType::Q5_0 || W.type == DType::Q8_0;
+  const int64_t block = legacy ? kQK : W.type == DType::Q4_K ? kQKK : 0;
+  return block > 0 && c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0 &&
+         W.ne[0] % block == 0;
 }
 
 #if defined(KESTREL_AMX_INT8_COMPILED)
@@ -55,30 +42,6 @@ namespace amx {
 namespace {
 
 using mm::ActQ8;
-
-constexpr int kTile = 16;            // weight rows per A tile, activation rows per B tile
-constexpr size_t kTileBytes = 512;   // one A tile (16 x 32) or B tile (8 x 64) of int8
-constexpr size_t kCFloats = 256;     // one 16 x 16 C tile
-
-// The 64-byte operand of ldtilecfg (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64);
-
-// Two sets (even and odd blocks, so the tile unit can start block b + 1 while block b's
-// sums are stored): A in tiles 0 / 1, B in 2 / 3, C in 4 / 5.
-TileConfig tile_config() {
-  TileConfig c;
-  for (int t = 0; t < 2; ++t) c.rows[t] = 16, c.colsb[t] = 32;  // A: weights
-  for (int t = 2; t < 4; ++t) c.rows[t] = 8, c.colsb[t] = 64;   // B: activations
-  for (int t = 4; t < 6; ++t) c.rows[t] = 16, c.colsb[t] = 64;  // C: int32 sums
-  return c;
-}
 
 template <DType T>
 constexpr size_t kBlockBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0)
@@ -130,32 +93,6 @@ struct Operands {
   const float* c8o;   // nb x 16: offset * c8
 };
 
-// Block b's tile product into C tile 4 + P (tile set P = b % 2), stored to c.
-template <int P>
-[[gnu::always_inline]] inline void tile_product(const Operands& o, int64_t b, int32_t* c) {
-  const size_t at = static_cast<size_t>(b) * kTileBytes;
-  // The tile intrinsics take literal register numbers.
-  if constexpr (P == 0) {
-    _tile_loadd(0, o.wq + at, kQK);
-    _tile_loadd(2, o.xq + at, 64);
-    _tile_zero(4);
-    _tile_dpbssd(4, 0, 2);
-    _tile_stored(4, c, 64);
-  } else {
-    _tile_loadd(1, o.wq + at, kQK);
-    _tile_loadd(3, o.xq + at, 64);
-    _tile_zero(5);
-    _tile_dpbssd(5, 1, 3);
-    _tile_stored(5, c, 64);
-  }
-}
-
-// The 16 rows of a C tile, for per-row statements on named variables: GCC 12 keeps an
-// array of 16 __m512 accumulators in memory (no scalarization), which made the block loop
-// bound by L1 stores.
-#define KESTREL_AMX_ROWS(X) \
-  X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
-
 // out[r * 16 + m] = acc - corr for one (panel, m-tile); cbuf: two 16 x 16 int32 tiles.
 // acc_r (weight row r; lanes: activation rows) += float(C[r]) * (d_w[r] * d_x) per block.
 // The tile product of block b is issued before the float work of block b - 1 (tile
@@ -176,16 +113,16 @@ void tile_loop(const Operands& o, int32_t* cbuf, float* out) {
   };
   int32_t* c0 = cbuf;
   int32_t* c1 = cbuf + kCFloats;
-  tile_product<0>(o, 0, c0);
+  tile_product<0>(o.wq, o.xq, c0);
   int64_t b = 1;
   for (; b + 1 < o.nb; b += 2) {
-    tile_product<1>(o, b, c1);
+    tile_product<1>(o.wq + b * kTileBytes, o.xq + b * kTileBytes, c1);
     scale(b - 1, c0);
-    tile_product<0>(o, b + 1, c0);
+    tile_product<0>(o.wq + (b + 1) * kTileBytes, o.xq + (b + 1) * kTileBytes, c0);
     scale(b, c1);
   }
   if (b < o.nb) {
-    tile_product<1>(o, b, c1);
+    tile_product<1>(o.wq + b * kTileBytes, o.xq + b * kTileBytes, c1);
     scale(b - 1, c0);
     scale(b, c1);
   } else {
@@ -211,44 +148,6 @@ void tile_loop(const Operands& o, int32_t* cbuf, float* out) {
 #undef KESTREL_AMX_SUB
   }
 }
-#undef KESTREL_AMX_ROWS
-
-// The 16 x 16 floats of `out` (row r: weight row; lane m: activation row) transposed
-// into 16 registers, t[m] lane r = out[r][m]: unpack, in-lane shuffle, then two 128-bit
-// lane shuffles.
-inline void transpose16(const float* out, __m512* t) {
-  __m512 a[16], u[16];
-  for (int i = 0; i < 8; ++i) {
-    const __m512 x = _mm512_load_ps(out + 32 * i), y = _mm512_load_ps(out + 32 * i + 16);
-    a[2 * i] = _mm512_unpacklo_ps(x, y);
-    a[2 * i + 1] = _mm512_unpackhi_ps(x, y);
-  }
-  // u[4 i + j], 128-bit lane L: rows 4i .. 4i+3 of column 4 L + j.
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    u[4 * i + 1] = _mm512_shuffle_ps(a[4 * i], a[4 * i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    u[4 * i + 2] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    u[4 * i + 3] = _mm512_shuffle_ps(a[4 * i + 1], a[4 * i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), v1 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
-    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88),
-                 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
-    t[j] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-    t[8 + j] = _mm512_shuffle_f32x4(v0, w0, 0xDD);
-    t[4 + j] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-    t[12 + j] = _mm512_shuffle_f32x4(v1, w1, 0xDD);
-  }
-}
-
-// Flattened activation row r -> its row of a [.., ne1, ne2, ne3] view.
-template <typename E>
-inline E* row_at(const Tensor& t, int64_t r) {
-  const int64_t i1 = r % t.ne[1], i23 = r / t.ne[1];
-  return t.row<E>(i1, i23 % t.ne[2], i23 / t.ne[2]);
-}
-
-inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 template <DType T>
 bool matmul(const OpCall& c, Exec& exec) {
@@ -352,6 +251,7 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
     case DType::Q4_0: return amx::matmul<DType::Q4_0>(call, exec);
     case DType::Q5_0: return amx::matmul<DType::Q5_0>(call, exec);
     case DType::Q8_0: return amx::matmul<DType::Q8_0>(call, exec);
+    case DType::Q4_K: return amx::matmul_q4_K(call, exec);
     default: return false;
   }
 }
