@@ -48,7 +48,7 @@ class Session {
     if (t_.pre.ignore_merges) {
       encoded_.clear();
       for (char c : bytes) encoded_.append(unicode::byte_to_utf8(static_cast<uint8_t>(c)));
-      const int32_t id = t_.find(encoded_);
+      const int32_t id = t_.find_text(encoded_);
       if (id >= 0) {
         out.push_back(id);
         return {};

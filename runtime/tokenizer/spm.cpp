@@ -58,7 +58,7 @@ Status spm_tokenize(const Tokenizer::Impl& t, std::string_view text, std::vector
     if (l < 0 || r < 0) return;
     const uint32_t size = sym[l].n + sym[r].n;
     if (size > t.max_token_bytes) return;
-    const int32_t id = t.find(text.substr(sym[l].start, size));
+    const int32_t id = t.find_text(text.substr(sym[l].start, size));
     if (id < 0) return;
     heap.push({l, r, t.scores[id], size});
   };
@@ -79,7 +79,7 @@ Status spm_tokenize(const Tokenizer::Impl& t, std::string_view text, std::vector
 
   for (int32_t i = 0; i != -1; i = sym[i].next) {
     const Symbol& s = sym[i];
-    const int32_t id = t.find(text.substr(s.start, s.n));
+    const int32_t id = t.find_text(text.substr(s.start, s.n));
     if (id >= 0) {
       out.push_back(id);
       continue;

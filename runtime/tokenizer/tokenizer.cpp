@@ -37,6 +37,21 @@ bool is_special_type(TokenType t) {
   return t == TokenType::control || t == TokenType::user_defined || t == TokenType::unknown;
 }
 
+// Text shaped like a control marker: "<...>" or "[...]" with no whitespace
+// inside ("</s>", "<|EOT|>", "<｜fim▁hole｜>", "[PAD32022]"). A user-defined
+// token of this shape is markup the model was trained on as a unit, never
+// something a user means by typing it; plain added text (runs of spaces,
+// code words) has no such brackets and stays matched everywhere.
+bool markup_shaped(std::string_view s) {
+  if (s.size() < 3) return false;
+  const char open = s.front(), close = s.back();
+  if (!((open == '<' && close == '>') || (open == '[' && close == ']'))) return false;
+  for (char c : s) {
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r') return false;
+  }
+  return true;
+}
+
 // Texts of tokens that end a generation turn in common chat models.
 constexpr std::string_view kEogTexts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",
                                           "<|endoftext|>", "<|eom_id|>", "<EOT>"};
@@ -76,7 +91,7 @@ Status build_trie(Tokenizer::Impl& t) {
   std::vector<int32_t> n_user(tmp.size(), 0), n_all(tmp.size(), 0);
   for (size_t rank = 0; rank < t.specials.size(); ++rank) {
     std::string_view s = t.vocab.tokens[t.specials[rank]];
-    const bool user = t.types[t.specials[rank]] == TokenType::user_defined;
+    const bool user = !t.markup[t.specials[rank]];
     int32_t node = 0;
     n_all[0]++, n_user[0] += user;
     for (char ch : s) {
@@ -212,6 +227,22 @@ Expected<std::unique_ptr<Tokenizer>> Tokenizer::create(VocabData vocab) {
   }
   if (t.vocab.eot_id >= 0) t.types[t.vocab.eot_id] = TokenType::control;
 
+  // Which special tokens need parse_special: the file's type alone is not
+  // enough (see Impl::markup), so declared special ids, end-of-generation
+  // tokens and control-shaped user-defined texts count as markup too.
+  t.markup.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const TokenType ty = t.types[i];
+    t.markup[i] = ty == TokenType::control || ty == TokenType::unknown || t.eog[i] ||
+                  (ty == TokenType::user_defined && markup_shaped(v.tokens[i]));
+  }
+  for (int32_t id : {t.vocab.bos_id, t.vocab.eos_id, t.vocab.unk_id, t.vocab.pad_id, t.vocab.eot_id, t.vocab.sep_id,
+                     t.vocab.mask_id}) {
+    if (id >= 0) t.markup[id] = 1;
+  }
+  for (auto& [key, m] : t.merges) {
+    if (m.result >= 0 && t.markup[m.result]) m.result = -1;  // a merge never spells a markup token
+  }
   for (size_t i = 0; i < n; ++i) {
     if (is_special_type(t.types[i]) && !v.tokens[i].empty()) t.specials.push_back(static_cast<int32_t>(i));
   }
@@ -237,15 +268,16 @@ struct Fragment {
 // decreasing text length, each taking its leftmost non-overlapping
 // occurrences in the text not yet claimed. One trie pass finds which
 // specials occur at all, so the per-token scans only run for those.
-void partition(const Tokenizer::Impl& t, std::string_view text, bool parse_special, std::vector<Fragment>& frags) {
+// parse_special_at (nullptr: parse_special for every byte): per-byte flags;
+// a markup token is split out only where all its bytes are flagged.
+void partition(const Tokenizer::Impl& t, std::string_view text, bool parse_special, const uint8_t* parse_special_at,
+               std::vector<Fragment>& frags) {
+  if (parse_special_at) parse_special = true;  // the scan finds candidates; the flags decide below
   frags.clear();
   if (text.empty()) return;
   frags.push_back({0, text.size(), -1});
   if (t.specials.empty()) return;
-  auto allowed = [&](int32_t rank) {
-    const TokenType ty = t.types[t.specials[rank]];
-    return parse_special || ty == TokenType::user_defined;
-  };
+  auto allowed = [&](int32_t rank) { return parse_special || !t.markup[t.specials[rank]]; };
   std::vector<uint8_t> present(t.specials.size(), 0);
   // Tokens not yet found below each node; a walk stops at a node with none
   // left, so a long run of one character does not walk the trie to full depth
@@ -277,17 +309,28 @@ void partition(const Tokenizer::Impl& t, std::string_view text, bool parse_speci
     if (!present[rank]) continue;
     const int32_t id = t.specials[rank];
     std::string_view s = t.vocab.tokens[id];
+    const bool check_flags = parse_special_at && t.markup[id];
+    auto flagged = [&](size_t at) {
+      for (size_t k = at; k < at + s.size(); ++k)
+        if (!parse_special_at[k]) return false;
+      return true;
+    };
     next.clear();
     for (const Fragment& f : frags) {
       if (f.token >= 0) { next.push_back(f); continue; }
-      size_t pos = f.offset;
+      size_t pos = f.offset, search = f.offset;
       const size_t end = f.offset + f.length;
       for (;;) {
-        const size_t m = text.substr(pos, end - pos).find(s);
+        const size_t m = text.substr(search, end - search).find(s);
         if (m == std::string_view::npos) break;
-        if (m > 0) next.push_back({pos, m, -1});
+        const size_t at = search + m;
+        if (check_flags && !flagged(at)) {  // message content: stays text
+          search = at + 1;
+          continue;
+        }
+        if (at > pos) next.push_back({pos, at - pos, -1});
         next.push_back({0, 0, id});
-        pos += m + s.size();
+        pos = search = at + s.size();
       }
       if (pos < end) next.push_back({pos, end - pos, -1});
     }
@@ -298,12 +341,26 @@ void partition(const Tokenizer::Impl& t, std::string_view text, bool parse_speci
 }  // namespace
 
 Status Tokenizer::encode(std::string_view text, bool add_special, bool parse_special, std::vector<int32_t>& out) const {
+  return encode_impl(text, add_special, parse_special, nullptr, out);
+}
+
+Status Tokenizer::encode_marked(std::string_view text, const std::vector<uint8_t>& parse_special_at, bool add_special,
+                                std::vector<int32_t>& out) const {
+  if (parse_special_at.size() != text.size()) {
+    return Status::invalid_argument("%zu special-token flags for a text of %zu bytes", parse_special_at.size(),
+                                    text.size());
+  }
+  return encode_impl(text, add_special, true, parse_special_at.data(), out);
+}
+
+Status Tokenizer::encode_impl(std::string_view text, bool add_special, bool parse_special,
+                              const uint8_t* parse_special_at, std::vector<int32_t>& out) const {
   const Impl& t = *impl_;
   if (text.size() > max_input_bytes) {
     return Status::too_long("text of %zu bytes is above the tokenizer cap of %zu bytes", text.size(), max_input_bytes);
   }
   std::vector<Fragment> frags;
-  partition(t, text, parse_special, frags);
+  partition(t, text, parse_special, parse_special_at, frags);
   const size_t first = out.size();
   if (add_special && t.vocab.add_bos) out.push_back(t.vocab.bos_id);
   if (t.kind == Kind::spm) {

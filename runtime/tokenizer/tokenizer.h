@@ -61,6 +61,13 @@ class Tokenizer {
   // tokens such as runs of spaces) are always matched, as the model's own
   // tokenizer does. Errors: too_long above max_input_bytes.
   Status encode(std::string_view text, bool add_special, bool parse_special, std::vector<int32_t>& out) const;
+  // As encode() with parse_special, except that a special token's text is
+  // recognised only where parse_special_at (one flag per byte of text) is set
+  // on every byte it covers: a chat prompt parses its template's markup and
+  // not its messages' content. Errors: invalid_argument when the flags do not
+  // match the text's length; too_long as encode().
+  Status encode_marked(std::string_view text, const std::vector<uint8_t>& parse_special_at, bool add_special,
+                       std::vector<int32_t>& out) const;
 
   // Appends the bytes token id stands for (SPM: U+2581 -> ' ', <0xNN> -> the
   // byte; BPE: byte-level code points -> bytes). Control and unknown tokens
@@ -89,6 +96,8 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(std::unique_ptr<Impl> impl);
+  Status encode_impl(std::string_view text, bool add_special, bool parse_special, const uint8_t* parse_special_at,
+                     std::vector<int32_t>& out) const;
   std::unique_ptr<Impl> impl_;
 };
 

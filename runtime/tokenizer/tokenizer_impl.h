@@ -23,7 +23,7 @@ struct SpecialTrie {
     int32_t token = -1;        // id of the token whose text ends here
     int32_t first_child = -1;  // children are a contiguous sorted range of edges
     int32_t n_children = 0;
-    int32_t n_user = 0;  // user-defined tokens ending in this subtree
+    int32_t n_user = 0;  // tokens matched without parse_special (plain user-defined) in this subtree
     int32_t n_all = 0;   // special tokens of any type ending in this subtree
   };
   struct Edge {
@@ -43,6 +43,11 @@ struct Tokenizer::Impl {
   std::unordered_map<std::string_view, int32_t> token_to_id;  // views into vocab.tokens
   std::vector<TokenType> types;                               // one per token
   std::vector<float> scores;                                  // one per token
+  // 1: a special token that only parse_special may match. Control and unknown
+  // tokens, and user-defined tokens that play a control role: files type
+  // some of them user_defined (Phi-3's "</s>", DeepSeek-Coder's "<|EOT|>"),
+  // and user-defined tokens are otherwise matched in any text.
+  std::vector<uint8_t> markup;                                // one per token
   std::vector<uint8_t> eog;                                   // 1: ends generation
   // SPM: id of "<0xNN>" (else of the 1-byte text); BPE: id of the byte's
   // byte-level code point. -1 when the vocab has none.
@@ -56,6 +61,13 @@ struct Tokenizer::Impl {
   int32_t find(std::string_view text) const {
     auto it = token_to_id.find(text);
     return it == token_to_id.end() ? -1 : it->second;
+  }
+  // The token of a piece of ordinary text: like find(), but never a markup
+  // token (nor an SPM byte token), so merging the characters of plain text
+  // cannot spell a control token ("</" + "s>" -> "</s>").
+  int32_t find_text(std::string_view text) const {
+    const int32_t id = find(text);
+    return (id < 0 || markup[id] || (kind == Tokenizer::Kind::spm && types[id] == TokenType::byte)) ? -1 : id;
   }
 };
 
