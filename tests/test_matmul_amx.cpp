@@ -2,8 +2,7 @@
 // 15, 16, 17, 33, 100, N of 1, 15, 16, 17, 33; K of odd block counts), strided x / y views
 // with batch dims, 1 and 2 threads, against the ref backend within the activation-rounding
 // bound (the one tests/test_matmul.cpp states), bitwise against the cpu backend's avx512
-// matmul for Q4_0 / Q5_0 / Q8_0 (the property amx_matmul.h claims; Q4_K sums its float
-// terms in another order) and across batch sizes for all four; the platform probe and a
+// matmul (the property amx_matmul.h claims) and across batch sizes; the platform probe and a
 // refused tile permission, which must leave dst untouched so the caller falls back.
 // Skipped where the CPU (or the OS, or this build) has no AMX-INT8.
 #include <catch2/catch.hpp>
@@ -146,7 +145,7 @@ void check_case(const Case& c, Backend* cpu, uint32_t seed) {
   }
   CHECK(bad == 0);
 
-  if (cpu && c.type != DType::Q4_K) {  // bitwise equal to the avx512 matmul (not Q4_K: see amx_matmul_q4k.cpp)
+  if (cpu) {  // bitwise equal to the avx512 matmul
     std::vector<float> ycbuf;
     Tensor yc = strided_view(ycbuf, c.N, c.M, c.B2, c.pad + 1);
     OpCall cc{OpId::matmul, &yc, {&W.t, &x}, 2, nullptr};

@@ -51,34 +51,35 @@ constexpr size_t kBlockBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType
 // (rows past `rows` are zero); dw: per block, the 16 rows' d_w.
 template <DType T>
 void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nb, int8_t* wq, float* dw) {
-  for (int r = 0; r < kTile; ++r) {
-    if (r >= rows) {
-      for (int64_t b = 0; b < nb; ++b) {
-        _mm256_store_si256(reinterpret_cast<__m256i*>(wq + (b * kTile + r) * kQK), _mm256_setzero_si256());
-        dw[b * kTile + r] = 0.0f;
-      }
-      continue;
-    }
-    const char* row = W.row<const char>(n + r);
-    for (int64_t b = 0; b < nb; ++b) {
-      const char* blk = row + b * kBlockBytes<T>;
-      uint16_t dh;
-      std::memcpy(&dh, blk, 2);
-      dw[b * kTile + r] = _cvtsh_ss(dh);
-      __m256i q;
-      if constexpr (T == DType::Q8_0) {
-        q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-      } else {
-        // Element j in the low nibble of byte j, element j + 16 in its high nibble.
-        const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (T == DType::Q4_0 ? 2 : 6)));
-        q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0x0F));
-        if constexpr (T == DType::Q5_0) {
-          uint32_t qh;  // bit j: the fifth bit of element j
-          std::memcpy(&qh, blk + 2, 4);
-          q = _mm256_or_si256(q, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+  const char* row[kTile];
+  for (int r = 0; r < rows; ++r) row[r] = W.row<const char>(n + r);
+  // Block-major, so the writes fill each 512-byte tile in turn (row-major writes at a
+  // 512-byte stride left every line half written between visits: 2-3x slower).
+  for (int64_t b = 0; b < nb; ++b) {
+    int8_t* tile = wq + b * kTileBytes;
+    for (int r = 0; r < kTile; ++r) {
+      __m256i q = _mm256_setzero_si256();
+      float d = 0.0f;
+      if (r < rows) {
+        const char* blk = row[r] + b * kBlockBytes<T>;
+        uint16_t dh;
+        std::memcpy(&dh, blk, 2);
+        d = _cvtsh_ss(dh);
+        if constexpr (T == DType::Q8_0) {
+          q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        } else {
+          // Element j in the low nibble of byte j, element j + 16 in its high nibble.
+          const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + (T == DType::Q4_0 ? 2 : 6)));
+          q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(p, 4), p), _mm256_set1_epi8(0x0F));
+          if constexpr (T == DType::Q5_0) {
+            uint32_t qh;  // bit j: the fifth bit of element j
+            std::memcpy(&qh, blk + 2, 4);
+            q = _mm256_or_si256(q, _mm256_maskz_mov_epi8(qh, _mm256_set1_epi8(0x10)));
+          }
         }
       }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wq + (b * kTile + r) * kQK), q);
+      dw[b * kTile + r] = d;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(tile + r * kQK), q);
     }
   }
 }

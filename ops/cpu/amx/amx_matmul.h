@@ -1,6 +1,6 @@
 // Matmul on Intel AMX tiles (x86-64 Xeons from Sapphire Rapids on): the quantized
-// weights Q4_0 / Q5_0 / Q8_0 against 8-bit activations, one tdpbssd per 32-element block
-// and 16 x 16 outputs, the per-block scales applied in AVX-512 after each tile product.
+// weights Q4_0 / Q5_0 / Q8_0 / Q4_K against 8-bit activations, tdpbssd products of 32
+// elements on 16 x 16 outputs, the scales applied in AVX-512 after each tile product.
 //
 // It is a variant beside the avx512 matmul (ops/cpu/k_matmul.inl), for calls with many
 // activation rows (prompts, batched decoding, draft verification); the caller decides
@@ -10,12 +10,12 @@
 //   if (Mt >= kAmxMinRows && amx_supports(call) && amx_matmul(call, exec)) return true;
 //   ... the avx512 kernel ...
 //
-// Arithmetic (Q4_0 / Q5_0 / Q8_0): the activations are quantized by the avx512 path's
-// own quantizer (ActQ8 in k_matmul_act.inl); each block's integer sum is exact; per output
-// and block acc = fma(float(sum), d_w * d_x, acc) and, for Q4_0 / Q5_0, corr = fma(d_w,
-// offset * c8, corr), in block order, y = acc - corr: the float operations of the avx512
-// prompt and decode tiles, so the results are bitwise equal to the avx512 matmul's and do
-// not depend on M, the tile an output falls in, or the thread count.
+// Arithmetic: the activations are quantized by the avx512 path's own quantizers (ActQ8,
+// BlockQ8_K in k_matmul_act.inl); the integer sums are exact, and the float operations per
+// output are the avx512 kernels' (Q4_0 / Q5_0 / Q8_0: per block acc = fma(float(sum),
+// d_w * d_x, acc), corr = fma(d_w, offset * c8, corr), y = acc - corr; Q4_K: the 8
+// partial lanes of dot_q45K, see amx_matmul_q4k.cpp). So results are bitwise equal to the
+// avx512 matmul's and do not depend on M, the tile an output falls in, or the thread count.
 //
 // Weights are repacked per call, panel by panel: a thread decodes 32 weight rows (all
 // their blocks) into int8 tiles once and runs every activation row against them, so the
@@ -30,7 +30,7 @@ namespace kestrel::cpu {
 // True when this build has the AMX kernels and this process may use AMX-INT8.
 bool amx_available();
 
-// Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0
+// Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0, Q4_K
 // weights, F32 activations, K > 0). Says nothing about the CPU: see amx_available().
 bool amx_supports(const OpCall& call);
 

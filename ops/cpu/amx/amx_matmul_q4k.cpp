@@ -1,26 +1,24 @@
-// AMX-INT8 matmul for Q4_K weights against Q8_K activations (see amx_matmul.h).
+// AMX-INT8 matmul for Q4_K weights against Q8_K activations (see amx_matmul.h), bitwise
+// equal to the avx512 (and avx2) Q4_K kernel.
 //
-// A Q4_K super-block is 8 sub-blocks of 32 codes q (0..15) with 6-bit scales sc_j and
-// mins m_j; a Q8_K activation block has one d_x, 256 codes and 16-element sums. Per
-// output and super-block:
-//   y += d * d_x * sum_j sc_j * (q_j . x_j)  -  dmin * d_x * sum_j m_j * bsum_j
-// The sub-block scales are folded into the weights, so a tile product spans 64 elements
-// (two sub-blocks) and sums over the whole super-block stay in the tile: with the 6-bit
-// scale split sc_j = 8 a_j + b_j (a, b in 0..7), Hi = a_j * q and Lo = b_j * q are int8
-// (at most 105; one byte shuffle each from a table of multiples); per super-block and
-// 16 x 16 outputs, C_hi = sum Hi . x and C_lo = sum Lo . x over 4 chunks of 64 (8
-// tdpbssd), then isum = 8 * C_hi + C_lo = sum_j sc_j (q_j . x_j) exactly (|isum| <=
-// 256 * 945 * 128 < 2^31). One store of two C tiles per super-block instead of one per
-// 32 elements, and no integer multiply per sub-block.
-//   A  Hi or Lo: 16 weight rows x 64 bytes, decoded once per panel of 16 rows.
-//   B  16 activation rows x 64 Q8_K codes in 4-byte columns, regrouped once per call.
-// Float work per output and super-block: acc = fma(float(isum), d * d_x, acc); the mins
-// term is its own chain from the activation 16-sums (vpmaddwd of m_j pairs against bsum
-// pairs): corr = fma(float(msum), dmin * d_x, corr); y = acc - corr.
-// The integer sums equal the avx512 kernel's; its float operations differ (it converts
-// 8 partial lanes per super-block and sums them at the end), so outputs match it only to
-// rounding (test_matmul_amx bounds both against ref). Within this kernel an output's
-// operations depend on neither M, its tile, nor the thread count.
+// That kernel (dot_q45K / dot_q4K_4 in k_matmul_q.inl) keeps 8 lanes per output: lane l
+// gathers the elements 4l .. 4l+3 of every 32-element sub-block j,
+//   isum_l = sum_j sc_j * sum_{i<4} q[32 j + 4 l + i] x[32 j + 4 l + i]     (int32, exact)
+//   pm_l   = m_l * (bsum_2l + bsum_2l+1)                                  (sub-block l's min)
+//   acc_l  = fma(float(isum_l), d * d_x, acc_l);  acc_l = fnmadd(float(pm_l), dmin * d_x, acc_l)
+// per super-block in order, and y = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)).
+// This kernel computes the same isum_l with tiles and then the same float operations.
+//
+// Lane group l is a tile product over its 32 elements (K = 32, ordered j-major). The
+// scales are folded into the weights: sc_j = 8 a_j + b_j (a, b in 0..7), Hi = a_j * q and
+// Lo = b_j * q are int8 (at most 105; one byte shuffle each from a table of multiples),
+// and isum_l = 8 * (Hi . x) + (Lo . x).
+//   A  Hi or Lo of lane group l: 16 weight rows x 32 bytes (decoded once per panel of 16
+//      rows: codes times a_j / b_j in element order, then a dword transpose).
+//   B  lane group l of 16 activation rows: B[j][4 m + i] = x_m[32 j + 4 l + i].
+//   C  16 x 16 exact sums, stored and finished in AVX-512 with the float accumulators of
+//      one lane in 16 zmm registers (lane-major loop), then the lanes summed as above.
+// float(pm_l) = float(m_l) * float(bsum pair): exact (|m_l * pair| <= 63 * 4096 < 2^24).
 #include "ops/cpu/amx/amx_matmul.h"
 #include "ops/cpu/amx/amx_tiles.h"
 
@@ -30,22 +28,11 @@ namespace kestrel::cpu::amx {
 
 namespace {
 
-constexpr int kSub = kQKK / kQK;     // 8 sub-blocks of 32 per super-block
-constexpr int kChunks = kQKK / 64;   // 4 tile products of 64 elements per super-block
-constexpr size_t kTile64 = 1024;     // a 16 x 64 int8 tile (A) or 16 x 64 B tile
-constexpr size_t kSuperTileBytes = kChunks * kTile64;
+constexpr int kLanes8 = 8;                           // lane groups per super-block
+constexpr size_t kSuperBytes = kLanes8 * kTileBytes;  // 8 tiles of 512 bytes
 
-// A: 16 x 64 (tiles 0 Hi, 1 Lo); B: 16 rows of 4-byte groups (tile 2); C: two sets
-// (4 Hi, 5 Lo; 6 Hi, 7 Lo) for even and odd super-blocks.
-inline TileConfig tile_config_k() {
-  TileConfig c;
-  for (int t = 0; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
-  c.rows[3] = 0, c.colsb[3] = 0;  // unused
-  return c;
-}
-
-// Decoded 6-bit scales (sc[0..7]) and mins (sc[8..15]) of a Q4_K super-block (the
-// GGUF packing: 12 bytes, low 6 bits of bytes 0..7, high 2 bits spread over the rest).
+// Decoded 6-bit scales (sc[0..7]) and mins (sc[8..15]) of a Q4_K super-block (the GGUF
+// packing: 12 bytes, low 6 bits of bytes 0..7, high 2 bits spread over the rest).
 inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
   uint32_t u[3];
   std::memcpy(u, s12, 12);
@@ -54,16 +41,7 @@ inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
   std::memcpy(sc16, v, 16);
 }
 
-// One panel of up to 16 weight rows, decoded (rows past `rows` are zero).
-struct Panel {
-  int8_t* hi;     // [nsb][4 chunks][16 rows][64]: (sc_j >> 3) * q, the A tiles
-  int8_t* lo;     // [nsb][4 chunks][16 rows][64]: (sc_j & 7) * q
-  int32_t* mp;    // [nsb][4][16]: m_2p | m_2p+1 << 16 per row (int16 pairs for vpmaddwd)
-  float* d;       // [nsb][16]
-  float* dmin;    // [nsb][16]
-};
-
-// kMultiples[f][v] = f * v: a byte shuffle multiplies 32 codes by f.
+// kMultiples.t[f][v] = f * v: a byte shuffle multiplies 32 codes by f.
 struct Multiples {
   alignas(16) uint8_t t[8][16];
   constexpr Multiples() : t{} {
@@ -71,159 +49,191 @@ struct Multiples {
       for (int v = 0; v < 16; ++v) t[f][v] = static_cast<uint8_t>(f * v);
   }
 };
-constexpr Multiples kMultiplesTable;
-constexpr const uint8_t (&kMultiples)[8][16] = kMultiplesTable.t;
+constexpr Multiples kMultiples;
 
-void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nsb, const Panel& p) {
-  for (int r = 0; r < kTile; ++r) {
-    const BlockQ4_K* row = r < rows ? W.row<const BlockQ4_K>(n + r) : nullptr;
-    for (int64_t s = 0; s < nsb; ++s) {
-      int8_t* hi = p.hi + s * kSuperTileBytes + r * 64;
-      int8_t* lo = p.lo + s * kSuperTileBytes + r * 64;
-      if (!row) {
-        for (int c = 0; c < kChunks; ++c) {
-          _mm512_store_si512(hi + c * kTile64, _mm512_setzero_si512());
-          _mm512_store_si512(lo + c * kTile64, _mm512_setzero_si512());
-        }
-        for (int q = 0; q < 4; ++q) p.mp[(s * 4 + q) * kTile + r] = 0;
-        p.d[s * kTile + r] = p.dmin[s * kTile + r] = 0.0f;
-        continue;
-      }
-      const BlockQ4_K& b = row[s];
-      uint8_t sc[16];
-      k_scales(b.scales, sc);
-      // qs: 4 groups of 32 bytes; low nibbles are sub-block 2c, high nibbles 2c + 1: the
-      // 64 elements of chunk c in order.
-      for (int c = 0; c < kChunks; ++c) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * c));
-        const __m256i m4 = _mm256_set1_epi8(0x0F);
-        const __m256i q0 = _mm256_and_si256(q, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        auto times = [&](int f, __m256i v) {  // f * v for codes v in 0..15, f in 0..7
-          return _mm256_shuffle_epi8(
-              _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kMultiples[f]))), v);
-        };
-        const int s0 = sc[2 * c], s1 = sc[2 * c + 1];
-        __m256i* h = reinterpret_cast<__m256i*>(hi + c * kTile64);
-        __m256i* l = reinterpret_cast<__m256i*>(lo + c * kTile64);
-        _mm256_store_si256(h, times(s0 >> 3, q0));
-        _mm256_store_si256(h + 1, times(s1 >> 3, q1));
-        _mm256_store_si256(l, times(s0 & 7, q0));
-        _mm256_store_si256(l + 1, times(s1 & 7, q1));
-      }
-      for (int q = 0; q < 4; ++q)
-        p.mp[(s * 4 + q) * kTile + r] = static_cast<int32_t>(sc[8 + 2 * q] | (uint32_t{sc[9 + 2 * q]} << 16));
-      p.d[s * kTile + r] = _cvtsh_ss(b.d);
-      p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
+// Dword indices for the 8 x 8 dword transpose (element-order dword 8 j + l -> lane group
+// l, position j) of a super-block row held in 4 zmm (zmm c: sub-blocks 2c, 2c+1). Output
+// q holds lane groups 2q (dwords 0..7) and 2q+1 (8..15); kLoIdx picks j = 0..3 from zmm
+// 0, 1 (positions 0..3, 8..11), kHiIdx j = 4..7 from zmm 2, 3 (positions 4..7, 12..15);
+// add 2q to every index.
+struct TransposeIdx {
+  alignas(64) int32_t lo[16], hi[16];
+  constexpr TransposeIdx() : lo{}, hi{} {
+    for (int p = 0; p < 16; ++p) {
+      const int l = p >= 8 ? 1 : 0, j = p % 8;
+      const int src = (j % 4 < 2 ? 0 : 16) + (j % 2) * 8 + l;  // in the pair (zmm 2k, 2k+1)
+      if (j < 4) lo[p] = src;
+      else hi[p] = src;
     }
+  }
+};
+constexpr TransposeIdx kTransposeIdx;
+
+// One panel of up to 16 weight rows, decoded (rows past `rows` are zero).
+struct Panel {
+  int8_t* hi;     // [nsb][8 lanes][16 rows][32]: a_j * q, the A tiles
+  int8_t* lo;     // [nsb][8 lanes][16 rows][32]: b_j * q
+  float* mins;    // [nsb][8 lanes][16 rows]: m_l
+  float* d;       // [nsb][16]
+  float* dmin;    // [nsb][16]
+};
+
+// 4 zmm of a row's element-order dwords -> the 8 lane-group rows (32 bytes each) at
+// dst + l * 512.
+inline void store_lanes(const __m512i* z, int8_t* dst) {
+  const __m512i lo = _mm512_load_si512(kTransposeIdx.lo), hi = _mm512_load_si512(kTransposeIdx.hi);
+  for (int q = 0; q < 4; ++q) {
+    const __m512i add = _mm512_set1_epi32(2 * q);
+    const __m512i a = _mm512_permutex2var_epi32(z[0], _mm512_add_epi32(lo, add), z[1]);
+    const __m512i b = _mm512_permutex2var_epi32(z[2], _mm512_add_epi32(hi, add), z[3]);
+    const __m512i y = _mm512_mask_blend_epi32(0xF0F0, a, b);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (2 * q) * kTileBytes), _mm512_castsi512_si256(y));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (2 * q + 1) * kTileBytes), _mm512_extracti64x4_epi64(y, 1));
   }
 }
 
-// One m-tile of activations: B tiles [nsb][4][1024 bytes], d_x [nsb][16], and the
-// sub-block sums as int16 pairs [nsb][4][16 rows][2] (pair q: sub-blocks 2q, 2q + 1).
+void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nsb, const Panel& p) {
+  const BlockQ4_K* row[kTile];
+  for (int r = 0; r < rows; ++r) row[r] = W.row<const BlockQ4_K>(n + r);
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  auto times = [](int f, __m256i v) {  // f * v for codes v in 0..15, f in 0..7
+    return _mm256_shuffle_epi8(
+        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kMultiples.t[f]))), v);
+  };
+  // Super-block-major, so the writes fill each super-block's 8 KiB of tiles in turn.
+  for (int64_t s = 0; s < nsb; ++s)
+    for (int r = 0; r < kTile; ++r) {
+      int8_t* hi = p.hi + s * kSuperBytes + r * kQK;
+      int8_t* lo = p.lo + s * kSuperBytes + r * kQK;
+      float* mins = p.mins + s * kLanes8 * kTile + r;
+      if (r >= rows) {
+        for (int l = 0; l < kLanes8; ++l) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(hi + l * kTileBytes), _mm256_setzero_si256());
+          _mm256_store_si256(reinterpret_cast<__m256i*>(lo + l * kTileBytes), _mm256_setzero_si256());
+          mins[l * kTile] = 0.0f;
+        }
+        p.d[s * kTile + r] = p.dmin[s * kTile + r] = 0.0f;
+        continue;
+      }
+      const BlockQ4_K& b = row[r][s];
+      uint8_t sc[16];
+      k_scales(b.scales, sc);
+      // qs: 4 groups of 32 bytes; low nibbles are sub-block 2c, high nibbles 2c + 1.
+      __m512i zh[4], zl[4];
+      for (int c = 0; c < 4; ++c) {
+        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * c));
+        const __m256i q0 = _mm256_and_si256(q, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        const int s0 = sc[2 * c], s1 = sc[2 * c + 1];
+        zh[c] = _mm512_inserti64x4(_mm512_castsi256_si512(times(s0 >> 3, q0)), times(s1 >> 3, q1), 1);
+        zl[c] = _mm512_inserti64x4(_mm512_castsi256_si512(times(s0 & 7, q0)), times(s1 & 7, q1), 1);
+      }
+      store_lanes(zh, hi);
+      store_lanes(zl, lo);
+      for (int l = 0; l < kLanes8; ++l) mins[l * kTile] = static_cast<float>(sc[8 + l]);
+      p.d[s * kTile + r] = _cvtsh_ss(b.d);
+      p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
+    }
+}
+
+// One m-tile of activations: B tiles [nsb][8 lanes][512 bytes], d_x [nsb][16], and
+// sub-block sums [nsb][8][16] as floats (exact).
 struct ActTile {
   const int8_t* xq;
   const float* dx;
-  const int16_t* bsp;
+  const float* bs;
 };
 
-// Super-block s's products into C set P (tiles 4 + 2P Hi, 5 + 2P Lo), stored to c
-// (Hi then Lo, 16 x 16 int32 each).
+// Lane group l of super-block s into C tiles 4 + 2P (Hi) and 5 + 2P (Lo), stored to c.
 template <int P>
-[[gnu::always_inline]] inline void super_product(const int8_t* hi, const int8_t* lo, const int8_t* xq, int32_t* c) {
+[[gnu::always_inline]] inline void lane_product(const int8_t* hi, const int8_t* lo, const int8_t* xq, int32_t* c) {
+  _tile_loadd(0, hi, kQK);
+  _tile_loadd(1, lo, kQK);
+  _tile_loadd(2, xq, 64);
   // The tile intrinsics take literal register numbers.
   if constexpr (P == 0) {
     _tile_zero(4);
     _tile_zero(5);
-  } else {
-    _tile_zero(6);
-    _tile_zero(7);
-  }
-  for (int k = 0; k < kChunks; ++k) {
-    _tile_loadd(0, hi + k * kTile64, 64);
-    _tile_loadd(1, lo + k * kTile64, 64);
-    _tile_loadd(2, xq + k * kTile64, 64);
-    if constexpr (P == 0) {
-      _tile_dpbssd(4, 0, 2);
-      _tile_dpbssd(5, 1, 2);
-    } else {
-      _tile_dpbssd(6, 0, 2);
-      _tile_dpbssd(7, 1, 2);
-    }
-  }
-  if constexpr (P == 0) {
+    _tile_dpbssd(4, 0, 2);
+    _tile_dpbssd(5, 1, 2);
     _tile_stored(4, c, 64);
     _tile_stored(5, c + kCFloats, 64);
   } else {
+    _tile_zero(6);
+    _tile_zero(7);
+    _tile_dpbssd(6, 0, 2);
+    _tile_dpbssd(7, 1, 2);
     _tile_stored(6, c, 64);
     _tile_stored(7, c + kCFloats, 64);
   }
 }
 
 // out[r * 16 + m] = y for weight row r of the panel and activation row m of the tile.
-// Super-block s + 1's products are issued before s's float work.
-void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, int32_t* cbuf, float* out) {
+// sd / sm: [nsb][16 rows][16] the products d * d_x and dmin * d_x; lanes: [8][256].
+void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* sm, int32_t* cbuf, float* lanes,
+               float* out) {
+  for (int64_t s = 0; s < nsb; ++s) {
+    const __m512 dx = _mm512_load_ps(a.dx + s * kTile);
+    for (int r = 0; r < kTile; ++r) {
+      _mm512_store_ps(sd + (s * kTile + r) * kTile, _mm512_mul_ps(_mm512_set1_ps(p.d[s * kTile + r]), dx));
+      _mm512_store_ps(sm + (s * kTile + r) * kTile, _mm512_mul_ps(_mm512_set1_ps(p.dmin[s * kTile + r]), dx));
+    }
+  }
 #define KESTREL_AMX_ZERO(r) __m512 acc##r = _mm512_setzero_ps();
   KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
 #undef KESTREL_AMX_ZERO
-  auto scale = [&](int64_t s, const int32_t* c) __attribute__((always_inline)) {
-    const __m512 dx = _mm512_load_ps(a.dx + s * kTile);
-    const float* d = p.d + s * kTile;
-#define KESTREL_AMX_SCALE(r)                                                                             \
-  {                                                                                                       \
-    const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c + kTile * r), 3),          \
-                                        _mm512_load_si512(c + kCFloats + kTile * r));                    \
-    acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(d[r]), dx), acc##r); \
+  // Product g = l * nsb + s: lane group l of super-block s, lane-major.
+  auto addr = [&](int64_t g) { return static_cast<size_t>((g % nsb) * kLanes8 + g / nsb) * kTileBytes; };
+  auto finish = [&](int64_t g, const int32_t* c) __attribute__((always_inline)) {
+    const int64_t s = g % nsb, l = g / nsb;
+    const __m512 bs = _mm512_load_ps(a.bs + (s * kLanes8 + l) * kTile);
+    const float* mins = p.mins + (s * kLanes8 + l) * kTile;
+    const float* vsd = sd + s * kCFloats;
+    const float* vsm = sm + s * kCFloats;
+#define KESTREL_AMX_FINISH(r)                                                                          \
+  {                                                                                                    \
+    const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_load_si512(c + kTile * r), 3),       \
+                                        _mm512_load_si512(c + kCFloats + kTile * r));                  \
+    acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_load_ps(vsd + kTile * r), acc##r);         \
+    const __m512 pm = _mm512_mul_ps(_mm512_set1_ps(mins[r]), bs);                                      \
+    acc##r = _mm512_fnmadd_ps(pm, _mm512_load_ps(vsm + kTile * r), acc##r);                            \
   }
-    KESTREL_AMX_ROWS(KESTREL_AMX_SCALE)
-#undef KESTREL_AMX_SCALE
+    KESTREL_AMX_ROWS(KESTREL_AMX_FINISH)
+#undef KESTREL_AMX_FINISH
+    if (s == nsb - 1) {  // lane l done
+      float* dst = lanes + l * kCFloats;
+#define KESTREL_AMX_PUT(r)                             \
+  _mm512_store_ps(dst + kTile * r, acc##r);            \
+  acc##r = _mm512_setzero_ps();
+      KESTREL_AMX_ROWS(KESTREL_AMX_PUT)
+#undef KESTREL_AMX_PUT
+    }
   };
+  const int64_t ng = kLanes8 * nsb;  // even
   int32_t* c0 = cbuf;
   int32_t* c1 = cbuf + 2 * kCFloats;
-  auto at = [&](int64_t s) { return static_cast<size_t>(s) * kSuperTileBytes; };
-  super_product<0>(p.hi, p.lo, a.xq, c0);
-  int64_t s = 1;
-  for (; s + 1 < nsb; s += 2) {
-    super_product<1>(p.hi + at(s), p.lo + at(s), a.xq + at(s), c1);
-    scale(s - 1, c0);
-    super_product<0>(p.hi + at(s + 1), p.lo + at(s + 1), a.xq + at(s + 1), c0);
-    scale(s, c1);
+  lane_product<0>(p.hi + addr(0), p.lo + addr(0), a.xq + addr(0), c0);
+  for (int64_t g = 1; g < ng; g += 2) {
+    lane_product<1>(p.hi + addr(g), p.lo + addr(g), a.xq + addr(g), c1);
+    finish(g - 1, c0);
+    if (g + 1 < ng) lane_product<0>(p.hi + addr(g + 1), p.lo + addr(g + 1), a.xq + addr(g + 1), c0);
+    finish(g, c1);
   }
-  if (s < nsb) {
-    super_product<1>(p.hi + at(s), p.lo + at(s), a.xq + at(s), c1);
-    scale(s - 1, c0);
-    scale(s, c1);
-  } else {
-    scale(s - 1, c0);
+  // y = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), the avx512 kernel's sum.
+  for (int r = 0; r < kTile; ++r) {
+    auto L = [&](int l) { return _mm512_load_ps(lanes + l * kCFloats + kTile * r); };
+    const __m512 s0 = _mm512_add_ps(L(0), L(4)), s1 = _mm512_add_ps(L(1), L(5)), s2 = _mm512_add_ps(L(2), L(6)),
+                 s3 = _mm512_add_ps(L(3), L(7));
+    _mm512_store_ps(out + kTile * r, _mm512_add_ps(_mm512_add_ps(s0, s2), _mm512_add_ps(s1, s3)));
   }
-#define KESTREL_AMX_STORE(r) _mm512_store_ps(out + kTile * r, acc##r);
-  KESTREL_AMX_ROWS(KESTREL_AMX_STORE)
-#undef KESTREL_AMX_STORE
-  // The mins: corr_r = fma(float(sum_j m_j bsum_j), dmin_r * d_x, corr_r); y = acc - corr.
-#define KESTREL_AMX_ZERO(r) __m512 corr##r = _mm512_setzero_ps();
-  KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
-#undef KESTREL_AMX_ZERO
-  for (int64_t s = 0; s < nsb; ++s) {
-    const __m512i* bs = reinterpret_cast<const __m512i*>(a.bsp + s * 4 * 2 * kTile);
-    const __m512i b0 = _mm512_load_si512(bs), b1 = _mm512_load_si512(bs + 1), b2 = _mm512_load_si512(bs + 2),
-                  b3 = _mm512_load_si512(bs + 3);
-    const __m512 dx = _mm512_load_ps(a.dx + s * kTile);
-    const int32_t* mp = p.mp + s * 4 * kTile;
-    const float* dmin = p.dmin + s * kTile;
-#define KESTREL_AMX_MINS(r)                                                                              \
-  {                                                                                                      \
-    const __m512i ms = _mm512_add_epi32(                                                                 \
-        _mm512_add_epi32(_mm512_madd_epi16(b0, _mm512_set1_epi32(mp[r])),                                 \
-                         _mm512_madd_epi16(b1, _mm512_set1_epi32(mp[kTile + r]))),                       \
-        _mm512_add_epi32(_mm512_madd_epi16(b2, _mm512_set1_epi32(mp[2 * kTile + r])),                    \
-                         _mm512_madd_epi16(b3, _mm512_set1_epi32(mp[3 * kTile + r]))));                  \
-    corr##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ms), _mm512_mul_ps(_mm512_set1_ps(dmin[r]), dx), corr##r); \
-  }
-    KESTREL_AMX_ROWS(KESTREL_AMX_MINS)
-#undef KESTREL_AMX_MINS
-  }
-#define KESTREL_AMX_SUB(r) _mm512_store_ps(out + kTile * r, _mm512_sub_ps(_mm512_load_ps(out + kTile * r), corr##r));
-  KESTREL_AMX_ROWS(KESTREL_AMX_SUB)
-#undef KESTREL_AMX_SUB
+}
+
+// A: 16 x 32 (tiles 0 Hi, 1 Lo); B: 8 x 64 (tile 2); C: two sets (4 Hi, 5 Lo; 6 Hi, 7 Lo).
+inline TileConfig tile_config_k() {
+  TileConfig c;
+  for (int t = 0; t < 2; ++t) c.rows[t] = 16, c.colsb[t] = 32;
+  c.rows[2] = 8, c.colsb[2] = 64;
+  for (int t = 4; t < 8; ++t) c.rows[t] = 16, c.colsb[t] = 64;
+  return c;
 }
 
 }  // namespace
@@ -236,25 +246,27 @@ bool matmul_q4_K(const OpCall& c, Exec& exec) {
   if (N == 0 || Mt == 0) return true;
   const int64_t nsb = K / kQKK, MT = (Mt + kTile - 1) / kTile, NT = (N + kTile - 1) / kTile;
   const size_t usb = static_cast<size_t>(nsb);
-  // Scratch: per m-tile the B tiles, d_x and bsum pairs; per thread a quantized row, the
-  // decoded panel, two C stores and the output tile.
-  const size_t act_tile = usb * (kSuperTileBytes + kTile * sizeof(float) + 4 * 2 * kTile * sizeof(int16_t));
+  // Scratch: per m-tile the B tiles, d_x and sub-block sums; per thread a quantized row,
+  // the decoded panel, the scale products, two C stores, the 8 lanes and the output tile.
+  const size_t act_tile = usb * (kSuperBytes + kTile * sizeof(float) + kLanes8 * kTile * sizeof(float));
   if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / act_tile) return false;
-  const size_t xq_bytes = static_cast<size_t>(MT) * usb * kSuperTileBytes;
+  const size_t xq_bytes = static_cast<size_t>(MT) * usb * kSuperBytes;
   const size_t dx_bytes = round64(static_cast<size_t>(MT) * usb * kTile * sizeof(float));
-  const size_t bsp_bytes = round64(static_cast<size_t>(MT) * usb * 4 * 2 * kTile * sizeof(int16_t));
+  const size_t bs_bytes = static_cast<size_t>(MT) * usb * kLanes8 * kTile * sizeof(float);
   const size_t qrow_bytes = round64(usb * sizeof(BlockQ8_K));
-  const size_t wq_bytes = usb * kSuperTileBytes;  // each of Hi, Lo
-  const size_t mp_bytes = round64(usb * 4 * kTile * 4), d_bytes = round64(usb * kTile * 4);
-  const size_t per_thread = qrow_bytes + 2 * wq_bytes + mp_bytes + 2 * d_bytes + 5 * kCFloats * 4;  // 4 C, out
+  const size_t wq_bytes = usb * kSuperBytes;  // each of Hi, Lo
+  const size_t mins_bytes = usb * kLanes8 * kTile * 4, d_bytes = round64(usb * kTile * 4);
+  const size_t s_bytes = usb * kCFloats * 4;  // each of sd, sm
+  const size_t per_thread =
+      qrow_bytes + 2 * wq_bytes + mins_bytes + 2 * d_bytes + 2 * s_bytes + (4 + kLanes8 + 1) * kCFloats * 4;
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
-  char* base = static_cast<char*>(exec.scratch(xq_bytes + dx_bytes + bsp_bytes + per_thread * static_cast<size_t>(n_par)));
+  char* base = static_cast<char*>(exec.scratch(xq_bytes + dx_bytes + bs_bytes + per_thread * static_cast<size_t>(n_par)));
   if (!base) return false;
   int8_t* xq = reinterpret_cast<int8_t*>(base);
   float* dxs = reinterpret_cast<float*>(base + xq_bytes);
-  int16_t* bsp = reinterpret_cast<int16_t*>(base + xq_bytes + dx_bytes);
-  char* thread_base = base + xq_bytes + dx_bytes + bsp_bytes;
+  float* bss = reinterpret_cast<float*>(base + xq_bytes + dx_bytes);
+  char* thread_base = base + xq_bytes + dx_bytes + bs_bytes;
   const TileConfig cfg = tile_config_k();
 
   exec.parallel(n_par, [&](int ith, int nth) {
@@ -265,37 +277,39 @@ bool matmul_q4_K(const OpCall& c, Exec& exec) {
     p.hi = reinterpret_cast<int8_t*>(mine);
     p.lo = reinterpret_cast<int8_t*>(mine + wq_bytes);
     mine += 2 * wq_bytes;
-    p.mp = reinterpret_cast<int32_t*>(mine);
-    mine += mp_bytes;
+    p.mins = reinterpret_cast<float*>(mine);
+    mine += mins_bytes;
     p.d = reinterpret_cast<float*>(mine);
     p.dmin = reinterpret_cast<float*>(mine + d_bytes);
     mine += 2 * d_bytes;
+    float* sd = reinterpret_cast<float*>(mine);
+    float* sm = reinterpret_cast<float*>(mine + s_bytes);
+    mine += 2 * s_bytes;
     int32_t* cbuf = reinterpret_cast<int32_t*>(mine);
-    float* out = reinterpret_cast<float*>(cbuf + 4 * kCFloats);
+    float* lanes = reinterpret_cast<float*>(cbuf + 4 * kCFloats);
+    float* out = lanes + kLanes8 * kCFloats;
 
-    // 1. Whole m-tiles per thread: quantize to Q8_K, regroup into B tiles, d_x and the
-    //    sub-block sum pairs; rows past Mt are zero.
+    // 1. Whole m-tiles per thread: quantize to Q8_K, regroup into lane-group B tiles,
+    //    d_x and the sub-block sums; rows past Mt are zero.
     int64_t t0, t1;
     ThreadPool::split(MT, ith, nth, &t0, &t1);
     for (int64_t r = t0 * kTile; r < t1 * kTile; ++r) {
       const int64_t t = r / kTile, lane = r % kTile;
-      if (r < Mt) mm::quantize_act_q8K(row_at<const float>(x, r), qrow, K);
+      const bool real = r < Mt;
+      if (real) mm::quantize_act_q8K(row_at<const float>(x, r), qrow, K);
       for (int64_t s = 0; s < nsb; ++s) {
         const size_t ts = static_cast<size_t>(t) * usb + static_cast<size_t>(s);
-        int8_t* bt = xq + ts * kSuperTileBytes + 4 * lane;
-        int16_t* bp = bsp + ts * 4 * 2 * kTile + 2 * lane;
-        if (r < Mt) {
-          for (int k = 0; k < kChunks; ++k)
-            for (int kk = 0; kk < 16; ++kk) std::memcpy(bt + k * kTile64 + 64 * kk, qrow[s].qs + 64 * k + 4 * kk, 4);
-          dxs[ts * kTile + lane] = qrow[s].d;
-          for (int j = 0; j < kSub; ++j)  // sum of sub-block j: two 16-sums (|.| <= 4096)
-            bp[(j / 2) * 2 * kTile + (j % 2)] = static_cast<int16_t>(qrow[s].bsums[2 * j] + qrow[s].bsums[2 * j + 1]);
-        } else {
-          for (int k = 0; k < kChunks; ++k)
-            for (int kk = 0; kk < 16; ++kk) std::memset(bt + k * kTile64 + 64 * kk, 0, 4);
-          dxs[ts * kTile + lane] = 0.0f;
-          for (int j = 0; j < kSub; ++j) bp[(j / 2) * 2 * kTile + (j % 2)] = 0;
-        }
+        int8_t* bt = xq + ts * kSuperBytes + 4 * lane;
+        for (int l = 0; l < kLanes8; ++l)
+          for (int j = 0; j < kLanes8; ++j) {
+            int8_t* dst = bt + l * kTileBytes + 64 * j;
+            if (real) std::memcpy(dst, qrow[s].qs + kQK * j + 4 * l, 4);
+            else std::memset(dst, 0, 4);
+          }
+        dxs[ts * kTile + lane] = real ? qrow[s].d : 0.0f;
+        for (int l = 0; l < kLanes8; ++l)
+          bss[(ts * kLanes8 + l) * kTile + lane] =
+              real ? static_cast<float>(qrow[s].bsums[2 * l] + qrow[s].bsums[2 * l + 1]) : 0.0f;
       }
     }
     if (nth > 1) exec.pool().barrier();
@@ -311,8 +325,8 @@ bool matmul_q4_K(const OpCall& c, Exec& exec) {
       const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
       for (int64_t t = 0; t < MT; ++t) {
         const size_t ts = static_cast<size_t>(t) * usb;
-        const ActTile a{xq + ts * kSuperTileBytes, dxs + ts * kTile, bsp + ts * 4 * 2 * kTile};
-        tile_loop(nsb, p, a, cbuf, out);
+        const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * kLanes8 * kTile};
+        tile_loop(nsb, p, a, sd, sm, cbuf, lanes, out);
         __m512 tr[kTile];
         transpose16(out, tr);
         for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
