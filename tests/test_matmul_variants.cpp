@@ -23,11 +23,15 @@ using namespace kestrel::matmul_test;
 
 namespace {
 
+// The variants this machine runs (a table may list some, e.g. AMX, that it cannot).
 std::vector<const MatmulVariant*> variants_of(CpuIsa isa, DType w) {
   const MatmulVariant* v[kMaxMatmulVariants];
   const int n = cpu_matmul_variants(isa, w, v, kMaxMatmulVariants);
   REQUIRE(n <= kMaxMatmulVariants);
-  return std::vector<const MatmulVariant*>(v, v + n);
+  std::vector<const MatmulVariant*> out;
+  for (int i = 0; i < n; ++i)
+    if (v[i]->available()) out.push_back(v[i]);
+  return out;
 }
 
 // The micro-tile MR x NR from a name's "<kind><MR>x<NR>" tail.

@@ -19,6 +19,9 @@
 #include "ops/cpu/k_matmul_f.inl"
 #include "ops/cpu/k_matmul_q_rows.inl"
 #include "ops/cpu/k_matmul_gemm.inl"
+#if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
+#include "ops/cpu/amx/amx_matmul.h"
+#endif
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
@@ -343,6 +346,11 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     if (Mt > 1) return matmul_run<Path::ftile>(c, exec);
     return matmul_run<Path::dot4>(c, exec);
   }
+#if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
+  // AMX tiles (ops/cpu/amx) from their crossover when this process may use them: the same
+  // bits as the paths below, so the variant table's rows still name the result.
+  if (amx_min_rows(t) > 0 && Mt >= amx_min_rows(t) && amx_available() && amx_matmul(c, exec)) return true;
+#endif
   if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);
   return matmul_run<Path::dot4>(c, exec);
 }

@@ -5,6 +5,10 @@
 
 #include <cstring>
 
+#if defined(KESTREL_HAVE_AMX)
+#include "ops/cpu/amx/amx_matmul.h"
+#endif
+
 namespace kestrel {
 
 namespace {
@@ -29,6 +33,9 @@ constexpr VariantSource kSources[] = {
 #endif
 #if defined(KESTREL_ISA_AVX512)
     {CpuIsa::avx512, &cpu::matmul_variants_avx512},
+#endif
+#if defined(KESTREL_HAVE_AMX)
+    {CpuIsa::avx512, &cpu::matmul_variants_amx},  // AMX tiles (ops/cpu/amx)
 #endif
 #if defined(KESTREL_ISA_NEON)
     {CpuIsa::neon, &cpu::matmul_variants_neon},

@@ -244,6 +244,28 @@ bool matmul(const OpCall& c, Exec& exec) {
 
 bool amx_available() { return amx_state().int8_usable(); }
 
+namespace {
+
+bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, exec); }
+
+// Named variants: 16 activation rows x 16 weight rows per tile; bits group 1 is that of
+// the avx512 variants they equal (the Q4_0 / Q5_0 / Q8_0 decode and prompt tiles, the
+// K-quant row kernels). Their policy rows are {0, 0} in the table: the avx512 policy
+// (k_matmul) reaches them from amx_min_rows() rows on when available, with the bits of
+// the variant the table names there.
+constexpr MatmulVariant kAmxVariants[] = {
+    {"q4_0_matmul__avx512_amx16x16", DType::Q4_0, 0, 0, &amx_available, &amx_variant_run, 1},
+    {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, 0, 0, &amx_available, &amx_variant_run, 1},
+    {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, 0, 0, &amx_available, &amx_variant_run, 1},
+    {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, 0, 0, &amx_available, &amx_variant_run, 1},
+};
+
+}  // namespace
+
+MatmulVariantList matmul_variants_amx() {
+  return MatmulVariantList{kAmxVariants, static_cast<int>(sizeof(kAmxVariants) / sizeof(kAmxVariants[0]))};
+}
+
 bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
   // The given state can only narrow the process's: a tile instruction without the
   // granted permission would fault.
@@ -260,10 +282,21 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
 #else  // built without the AMX flags (another architecture or compiler)
 
 bool amx_available() { return false; }
+MatmulVariantList matmul_variants_amx() { return {}; }
 bool amx_matmul(const OpCall&, Exec&, const AmxState&) { return false; }
 
 #endif
 
 bool amx_matmul(const OpCall& call, Exec& exec) { return amx_matmul(call, exec, amx_state()); }
+
+int64_t amx_min_rows(DType w) {
+  switch (w) {
+    case DType::Q4_0:
+    case DType::Q5_0:
+    case DType::Q8_0: return 8;
+    case DType::Q4_K: return 16;
+    default: return 0;
+  }
+}
 
 }  // namespace kestrel::cpu

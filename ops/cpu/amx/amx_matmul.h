@@ -4,10 +4,10 @@
 //
 // It is a variant beside the avx512 matmul (ops/cpu/k_matmul.inl), for calls with many
 // activation rows (prompts, batched decoding, draft verification); the caller decides
-// from how many rows (the crossover measured by bench/bench_amx_matmul.cpp) and falls
-// back to its own kernel when amx_matmul() returns false.
+// from how many rows (amx_min_rows(), the crossover measured by bench/bench_amx_matmul.cpp)
+// and falls back to its own kernel when amx_matmul() returns false.
 //
-//   if (Mt >= kAmxMinRows && amx_supports(call) && amx_matmul(call, exec)) return true;
+//   if (Mt >= amx_min_rows(w) && amx_available() && amx_matmul(call, exec)) return true;
 //   ... the avx512 kernel ...
 //
 // Arithmetic: the activations are quantized by the avx512 path's own quantizers (ActQ8,
@@ -33,6 +33,17 @@ bool amx_available();
 // Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0, Q4_K
 // weights, F32 activations, K > 0). Says nothing about the CPU: see amx_available().
 bool amx_supports(const OpCall& call);
+
+// The default policy's rows for weight type w: the avx512 matmul runs these kernels from
+// this many activation rows on when amx_available() (same bits as its own paths, so only
+// the speed changes); 0 when there is no AMX kernel for w. The crossover measured by
+// bench/bench_amx_matmul.cpp.
+int64_t amx_min_rows(DType w);
+
+// The AMX kernels as named matmul variants of the avx512 ISA (ops/cpu/matmul_variants.h),
+// "<wtype>_matmul__avx512_amx16x16"; available() is amx_available(). Their bits groups are
+// those of the avx512 variants they equal.
+MatmulVariantList matmul_variants_amx();
 
 // Runs the matmul; false when it cannot (no AMX, an unsupported call, scratch allocation
 // failed), with dst untouched: the caller runs its own kernel.
