@@ -30,6 +30,8 @@ Command add_inspect(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_perplexity(CLI::App& app);
 Command add_ks_factorize(CLI::App& app);
+Command add_chat(CLI::App& app);
+Command add_template(CLI::App& app);
 
 constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;
@@ -48,6 +50,9 @@ int usage_error(const std::string& message);
 // the writer stops quietly.
 void install_signal_handlers();
 bool stop_requested();
+// Forgets a Ctrl-C once it has been handled (kestrel chat: a reply stopped, back
+// to the prompt), so that the next one stops again instead of exiting.
+void clear_stop_request();
 
 // Loads a model, showing progress on stderr when it is a terminal and
 // cancelling on Ctrl-C. Returns an exit code (0 on success).
@@ -84,6 +89,23 @@ void add_spec_flags(CLI::App* sub, SpecFlags& flags);
 int spec_generate(const SpecFlags& flags, kestrel_context* ctx, const kestrel_context_params& cp, const char* prompt,
                   int32_t n_predict, const kestrel_sampler_params* sp, kestrel_text_fn on_text, void* user,
                   kestrel_status* status);
+
+// --chat-template NAME|FILE (chat.cpp): the contents of FILE when it names a
+// readable file, else the argument itself (a built-in name); "" stays "" (the
+// model's own). False with a message when FILE exists but cannot be read.
+bool chat_template_arg(const std::string& arg, std::string& out, std::string& error);
+// Reads a whole file ("-": stdin); false with a message naming it.
+bool read_text_file(const std::string& path, std::string& out, std::string& error);
+
+// kestrel run --chat (chat.cpp): the prompt as one user turn of the model's chat
+// template (system prompt first when not empty), generated with the context and
+// sampler parameters given; text streamed to on_text. Returns the generation's
+// status (KESTREL_ERR_CANCELLED when on_text asked to stop); fills the prompt and
+// generation fields of timings (may be NULL).
+kestrel_status chat_generate_once(kestrel_model* model, kestrel_context* ctx, const std::string& tmpl,
+                                  const std::string& system_prompt, const std::string& prompt, int32_t n_predict,
+                                  const kestrel_sampler_params& sp, kestrel_text_fn on_text, void* user,
+                                  kestrel_timings* timings);
 
 // Parses "1,2,8" into positive ints; false with a message naming the flag.
 bool parse_int_list(const std::string& text, const char* flag, std::vector<int>& out, std::string& error);

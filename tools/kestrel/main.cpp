@@ -1,4 +1,4 @@
-// kestrel: run, bench, tokenize, inspect and convert models from the command
+// kestrel: run, chat, bench, tokenize, inspect and convert models from the command
 // line, in llama.cpp's dialect (-m -p -n -c -t -tb -s --temp --top-k ...).
 #include <atomic>
 #include <cerrno>
@@ -83,6 +83,7 @@ void install_signal_handlers() {
 }
 
 bool stop_requested() { return g_sigint_count.load() > 0; }
+void clear_stop_request() { g_sigint_count.store(0); }
 
 int load_model(const std::string& path, kestrel_model_params params, kestrel_model** out) {
   LoadProgress progress{isatty(STDERR_FILENO) != 0, -1};
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
     if (args[i] == "-tb") args[i] = "--threads-batch";
     else if (args[i].rfind("-tb=", 0) == 0) args[i] = "--threads-batch=" + args[i].substr(4);
     else if (args[i] == "-md") args[i] = "--model-draft";
+    else if (args[i] == "-sys") args[i] = "--system-prompt";
   }
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -136,12 +138,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("kestrel ") + kestrel_version());
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
                                          kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app),
-                                         kcli::add_ks_factorize(app)};
+                                         kcli::add_ks_factorize(app), kcli::add_chat(app), kcli::add_template(app)};
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
     bool known = false;
     for (const auto& c : commands) known = known || c.app->get_name() == args[1];
     if (!known)
-      return kcli::usage_error("unknown command '" + args[1] + "' (run, bench, tokenize, inspect, convert, perplexity)");
+      return kcli::usage_error("unknown command '" + args[1] + "' (run, chat, template, bench, tokenize, inspect, convert, perplexity, ks-factorize)");
   }
   try {
     app.parse(static_cast<int>(cargs.size()), cargs.data());

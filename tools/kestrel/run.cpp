@@ -1,4 +1,5 @@
-// kestrel run: generate text from a prompt. stdout carries only the generated
+// kestrel run: generate text from a prompt (-p, or -f FILE; --chat wraps it in
+// the model's chat template as one user turn). stdout carries only the generated
 // text, streamed and flushed per piece; stderr carries logs and the timing
 // summary. Ctrl-C stops after the current token (summary, exit 130); a closed
 // stdout ends quietly.
@@ -15,6 +16,9 @@ namespace {
 
 struct RunOptions {
   std::string model, prompt, tokenizer;
+  std::string prompt_file;              // -f: the prompt from a file
+  bool chat = false;                    // --chat: the prompt as one user turn of the chat template
+  std::string chat_template, system_prompt;
   int32_t n_predict = -1;
   int32_t n_ctx = 0;
   int32_t threads = 0;        // 0: the library's default
@@ -59,6 +63,15 @@ void print_summary(const kestrel_timings& t) {
 int run(const RunOptions& o) {
   if (o.seed < -1 || o.seed > static_cast<int64_t>(UINT32_MAX))
     return usage_error("-s/--seed: " + std::to_string(o.seed) + " is outside [-1, 4294967295]");
+  std::string prompt = o.prompt, tmpl, error;
+  if (!o.prompt_file.empty()) {
+    if (!o.prompt.empty()) return usage_error("-p and -f both give the prompt: use one");
+    if (!read_text_file(o.prompt_file, prompt, error)) return usage_error("-f: " + error);
+  }
+  if (!o.chat && (!o.chat_template.empty() || !o.system_prompt.empty()))
+    return usage_error("--chat-template and --system-prompt need --chat");
+  if (o.chat && !o.spec.mode.empty()) return usage_error("--chat and --spec cannot be combined yet");
+  if (!chat_template_arg(o.chat_template, tmpl, error)) return usage_error("--chat-template: " + error);
 
   kestrel_model_params mp = kestrel_model_default_params();
   mp.use_mmap = o.no_mmap ? 0 : 1;
@@ -96,15 +109,27 @@ int run(const RunOptions& o) {
 
   Output out;
   kestrel_status s = KESTREL_OK;
-  if (!o.spec.mode.empty()) {
-    if (int rc = spec_generate(o.spec, ctx, cp, o.prompt.c_str(), o.n_predict, &sp, on_text, &out, &s); rc >= 0)
+  kestrel_timings t{};
+  if (o.chat) {
+    char origin[512];
+    const char* targ = tmpl.empty() ? nullptr : tmpl.c_str();
+    if (kestrel_status st = kestrel_chat_template_info(model, targ, origin, sizeof origin, nullptr, 0, nullptr);
+        st != KESTREL_OK)
+      return report(st, "cannot choose a chat template", model);
+    std::fprintf(stderr, "kestrel: chat template: %s\n", origin);
+    s = chat_generate_once(model, ctx, tmpl, o.system_prompt, prompt, o.n_predict, sp, on_text, &out, &t);
+    kestrel_timings lt;
+    kestrel_get_timings(ctx, &lt);
+    t.t_load_ms = lt.t_load_ms;
+  } else if (!o.spec.mode.empty()) {
+    if (int rc = spec_generate(o.spec, ctx, cp, prompt.c_str(), o.n_predict, &sp, on_text, &out, &s); rc >= 0)
       return rc;
+    kestrel_get_timings(ctx, &t);
   } else {
-    s = kestrel_generate(ctx, o.prompt.c_str(), o.n_predict, &sp, on_text, &out);
+    s = kestrel_generate(ctx, prompt.c_str(), o.n_predict, &sp, on_text, &out);
+    kestrel_get_timings(ctx, &t);
   }
   if (out.broken) return kExitOk;  // the reader went away: end quietly
-  kestrel_timings t;
-  kestrel_get_timings(ctx, &t);
   if (s == KESTREL_ERR_CANCELLED) {  // only our callback stops generation: Ctrl-C
     print_summary(t);
     std::fprintf(stderr, "kestrel: interrupted\n");
@@ -112,7 +137,9 @@ int run(const RunOptions& o) {
   }
   if (s != KESTREL_OK) {
     if (out.any) std::fputc('\n', stdout);
-    return report(s, "generation failed", ctx);
+    return report(s, "generation failed", o.chat && (s == KESTREL_ERR_INVALID_ARGUMENT || s == KESTREL_ERR_UNSUPPORTED)
+                                              ? static_cast<const void*>(model)
+                                              : static_cast<const void*>(ctx));
   }
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -127,6 +154,11 @@ Command add_run(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("run", "generate text from a prompt (text on stdout, logs on stderr)");
   sub->add_option("-m,--model", o->model, "model file (GGUF, or llama2.c .bin with --tokenizer)")->required();
   sub->add_option("-p,--prompt", o->prompt, "prompt text (empty: start from BOS)");
+  sub->add_option("-f,--file", o->prompt_file, "read the prompt from a file (- for stdin)");
+  sub->add_flag("--chat", o->chat, "apply the model's chat template to the prompt as one user turn");
+  sub->add_option("--chat-template", o->chat_template,
+                  "with --chat: built-in template (chatml, gemma, llama3, llama2, phi3) or a Jinja file");
+  sub->add_option("--system-prompt", o->system_prompt, "with --chat: a system message first (-sys)");
   sub->add_option("-n,--n-predict", o->n_predict, "tokens to generate (-1: until end of text or a full context)")
       ->check(CLI::Range(-1, INT32_MAX));
   sub->add_option("-c,--ctx-size", o->n_ctx, "context size in tokens (0: the model's, at most 4096)")

@@ -132,6 +132,43 @@ kestrel_status kestrel_detokenize(const kestrel_model* model, const kestrel_toke
 kestrel_status kestrel_token_to_piece(const kestrel_model* model, kestrel_token token, int render_special, char* buf,
                                       size_t buf_size, size_t* n_bytes);
 
+/* ---- chat templates ---- */
+
+/* One message of a conversation: NUL-terminated UTF-8. */
+typedef struct kestrel_chat_message {
+  const char* role;    /* "system", "user", "assistant", ... */
+  const char* content;
+} kestrel_chat_message;
+
+/* The chat template argument tmpl of the functions below: NULL or "": the GGUF's
+ * tokenizer.chat_template, else the built-in template of the model's architecture;
+ * a built-in name ("chatml", "gemma", "llama3", "llama2", "phi3"); or the Jinja
+ * source of a template. Templates are rendered as Hugging Face renders them
+ * (jinja2, trim_blocks, lstrip_blocks); a construct kestrel's interpreter does not
+ * support is KESTREL_ERR_UNSUPPORTED naming it; a template error (raise_exception,
+ * an undefined attribute) is KESTREL_ERR_INVALID_ARGUMENT with its message. */
+
+/* Renders messages[0..n_messages) (with the assistant's generation prompt when
+ * add_generation_prompt) into buf, NUL-terminated when it fits; *n_bytes gets the
+ * length without the NUL (KESTREL_ERR_TOO_LONG when buf_size <= that). */
+kestrel_status kestrel_chat_apply_template(const kestrel_model* model, const char* tmpl,
+                                           const kestrel_chat_message* messages, size_t n_messages,
+                                           int add_generation_prompt, char* buf, size_t buf_size, size_t* n_bytes);
+/* The token ids of that prompt: the template's own markup is parsed for special
+ * tokens, message content never is (a user who types "<|im_end|>" gets text); BOS
+ * first when the vocabulary adds one and the template did not. Same buffer rule as
+ * kestrel_tokenize. */
+kestrel_status kestrel_chat_tokenize(const kestrel_model* model, const char* tmpl,
+                                     const kestrel_chat_message* messages, size_t n_messages,
+                                     int add_generation_prompt, kestrel_token* tokens, int32_t max_tokens,
+                                     int32_t* n_tokens);
+/* Which template tmpl selects: origin gets a description ("the GGUF's
+ * tokenizer.chat_template", "built-in 'gemma' (the GGUF has no ...)"), source its
+ * Jinja text; each NUL-terminated and truncated to its size (either may be NULL with
+ * size 0); *source_len gets the source's full length. */
+kestrel_status kestrel_chat_template_info(const kestrel_model* model, const char* tmpl, char* origin,
+                                          size_t origin_size, char* source, size_t source_size, size_t* source_len);
+
 /* ---- contexts ---- */
 
 /* How exactly exp() is computed inside softmax, GELU, SiLU and sigmoid (see the
