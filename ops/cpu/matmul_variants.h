@@ -21,8 +21,11 @@
 //
 // Row ranges: [min_rows, max_rows] is where the default policy uses the variant (empty,
 // {0, 0}, when it never does); run() gives bitwise what the variant whose range holds M
-// gives. Quantized variants give a token's output row bitwise the same at any M, and so do
-// the float gemm variants from kGemmMt rows (tests/test_matmul_variants.cpp).
+// gives. Bits groups: a variant with bits_group != 0 gives a token's output row bitwise the
+// same at any M, and so do all variants of its ISA and weight type in the same group, so a
+// scheduler may switch among them between steps without changing results. For quantized
+// weights every policy variant is in one group (tests/test_matmul_variants.cpp checks all
+// of this), which is what keeps tests/test_batch_consistency.cpp bit-exact.
 //
 // Adding variants compiled elsewhere (their own flags, a run-time CPU/OS check in
 // `available`): list them in the kSources table of matmul_variants.cpp.
