@@ -13,8 +13,10 @@
 // scales are folded into the weights: sc_j = 8 a_j + b_j (a, b in 0..7), Hi = a_j * q and
 // Lo = b_j * q are int8 (at most 105; one byte shuffle each from a table of multiples),
 // and isum_l = 8 * (Hi . x) + (Lo . x).
-//   A  Hi or Lo of lane group l: 16 weight rows x 32 bytes (decoded once per panel of 16
-//      rows: codes times a_j / b_j in element order, then a dword transpose).
+//   A  Hi or Lo of lane group l: 16 weight rows x 32 bytes, lane groups 2q and 2q+1
+//      interleaved per row (a tile is every other 32 bytes). Decoded once per panel of 16
+//      rows: one byte permute (vpermt2b) of a super-block's 128 code bytes per lane pair,
+//      the nibble picked by sub-block parity, times a_j / b_j by a 16-bit multiply.
 //   B  lane group l of 16 activation rows: B[j][4 m + i] = x_m[32 j + 4 l + i].
 //   C  16 x 16 exact sums, stored and finished in AVX-512 with the float accumulators of
 //      one lane in 16 zmm registers (lane-major loop), then the lanes summed as above.
@@ -41,94 +43,71 @@ inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
   std::memcpy(sc16, v, 16);
 }
 
-// kMultiples.t[f][v] = f * v: a byte shuffle multiplies 32 codes by f.
-struct Multiples {
-  alignas(16) uint8_t t[8][16];
-  constexpr Multiples() : t{} {
-    for (int f = 0; f < 8; ++f)
-      for (int v = 0; v < 16; ++v) t[f][v] = static_cast<uint8_t>(f * v);
+// Byte indices for vpermt2b: output q (lane groups 2q, 2q+1; 64 bytes) position p takes
+// the code byte of element 32 j + 4 l + i (l = 2q + p / 32, j = p % 32 / 4, i = p % 4),
+// which is qs[32 (j / 2) + 4 l + i] (low nibble for even j, high for odd).
+struct PermuteIdx {
+  alignas(64) uint8_t idx[4][64];
+  constexpr PermuteIdx() : idx{} {
+    for (int q = 0; q < 4; ++q)
+      for (int p = 0; p < 64; ++p) {
+        const int l = 2 * q + p / 32, j = p % 32 / 4, i = p % 4;
+        idx[q][p] = static_cast<uint8_t>(32 * (j / 2) + 4 * l + i);
+      }
   }
 };
-constexpr Multiples kMultiples;
-
-// Dword indices for the 8 x 8 dword transpose (element-order dword 8 j + l -> lane group
-// l, position j) of a super-block row held in 4 zmm (zmm c: sub-blocks 2c, 2c+1). Output
-// q holds lane groups 2q (dwords 0..7) and 2q+1 (8..15); kLoIdx picks j = 0..3 from zmm
-// 0, 1 (positions 0..3, 8..11), kHiIdx j = 4..7 from zmm 2, 3 (positions 4..7, 12..15);
-// add 2q to every index.
-struct TransposeIdx {
-  alignas(64) int32_t lo[16], hi[16];
-  constexpr TransposeIdx() : lo{}, hi{} {
-    for (int p = 0; p < 16; ++p) {
-      const int l = p >= 8 ? 1 : 0, j = p % 8;
-      const int src = (j % 4 < 2 ? 0 : 16) + (j % 2) * 8 + l;  // in the pair (zmm 2k, 2k+1)
-      if (j < 4) lo[p] = src;
-      else hi[p] = src;
-    }
-  }
-};
-constexpr TransposeIdx kTransposeIdx;
+constexpr PermuteIdx kPermute;
+// Bytes of odd sub-blocks j (high nibbles) in an output: dwords 1, 3, 5, 7 of each half.
+constexpr __mmask64 kOddJ = 0xF0F0F0F0F0F0F0F0ull;
 
 // One panel of up to 16 weight rows, decoded (rows past `rows` are zero).
 struct Panel {
-  int8_t* hi;     // [nsb][8 lanes][16 rows][32]: a_j * q, the A tiles
-  int8_t* lo;     // [nsb][8 lanes][16 rows][32]: b_j * q
+  int8_t* hi;     // [nsb][4 lane pairs][16 rows][2 lanes][32]: a_j * q, the A tiles
+  int8_t* lo;     // the same with b_j * q
   float* mins;    // [nsb][8 lanes][16 rows]: m_l
   float* d;       // [nsb][16]
   float* dmin;    // [nsb][16]
 };
-
-// 4 zmm of a row's element-order dwords -> the 8 lane-group rows (32 bytes each) at
-// dst + l * 512.
-inline void store_lanes(const __m512i* z, int8_t* dst) {
-  const __m512i lo = _mm512_load_si512(kTransposeIdx.lo), hi = _mm512_load_si512(kTransposeIdx.hi);
-  for (int q = 0; q < 4; ++q) {
-    const __m512i add = _mm512_set1_epi32(2 * q);
-    const __m512i a = _mm512_permutex2var_epi32(z[0], _mm512_add_epi32(lo, add), z[1]);
-    const __m512i b = _mm512_permutex2var_epi32(z[2], _mm512_add_epi32(hi, add), z[3]);
-    const __m512i y = _mm512_mask_blend_epi32(0xF0F0, a, b);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (2 * q) * kTileBytes), _mm512_castsi512_si256(y));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(dst + (2 * q + 1) * kTileBytes), _mm512_extracti64x4_epi64(y, 1));
-  }
-}
+constexpr size_t kPairBytes = 2 * kTileBytes;  // a lane pair's 16 interleaved rows
 
 void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nsb, const Panel& p) {
   const BlockQ4_K* row[kTile];
   for (int r = 0; r < rows; ++r) row[r] = W.row<const BlockQ4_K>(n + r);
-  const __m256i m4 = _mm256_set1_epi8(0x0F);
-  auto times = [](int f, __m256i v) {  // f * v for codes v in 0..15, f in 0..7
-    return _mm256_shuffle_epi8(
-        _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kMultiples.t[f]))), v);
-  };
-  // Super-block-major, so the writes fill each super-block's 8 KiB of tiles in turn.
-  for (int64_t s = 0; s < nsb; ++s)
-    for (int r = 0; r < kTile; ++r) {
-      int8_t* hi = p.hi + s * kSuperBytes + r * kQK;
-      int8_t* lo = p.lo + s * kSuperBytes + r * kQK;
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  // Row by row: the weights are read in memory order (a super-block-major walk over 16
+  // rows at once missed the hardware prefetcher and waited on DRAM); every store is a
+  // whole 64-byte line.
+  for (int r = 0; r < kTile; ++r)
+    for (int64_t s = 0; s < nsb; ++s) {
+      int8_t* hi = p.hi + s * kSuperBytes + r * 64;
+      int8_t* lo = p.lo + s * kSuperBytes + r * 64;
       float* mins = p.mins + s * kLanes8 * kTile + r;
       if (r >= rows) {
-        for (int l = 0; l < kLanes8; ++l) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(hi + l * kTileBytes), _mm256_setzero_si256());
-          _mm256_store_si256(reinterpret_cast<__m256i*>(lo + l * kTileBytes), _mm256_setzero_si256());
-          mins[l * kTile] = 0.0f;
+        for (int q = 0; q < 4; ++q) {
+          _mm512_store_si512(hi + q * kPairBytes, _mm512_setzero_si512());
+          _mm512_store_si512(lo + q * kPairBytes, _mm512_setzero_si512());
         }
+        for (int l = 0; l < kLanes8; ++l) mins[l * kTile] = 0.0f;
         p.d[s * kTile + r] = p.dmin[s * kTile + r] = 0.0f;
         continue;
       }
       const BlockQ4_K& b = row[r][s];
-      uint8_t sc[16];
+      alignas(16) uint8_t sc[16];
       k_scales(b.scales, sc);
-      // qs: 4 groups of 32 bytes; low nibbles are sub-block 2c, high nibbles 2c + 1.
-      __m512i zh[4], zl[4];
-      for (int c = 0; c < 4; ++c) {
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * c));
-        const __m256i q0 = _mm256_and_si256(q, m4), q1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        const int s0 = sc[2 * c], s1 = sc[2 * c + 1];
-        zh[c] = _mm512_inserti64x4(_mm512_castsi256_si512(times(s0 >> 3, q0)), times(s1 >> 3, q1), 1);
-        zl[c] = _mm512_inserti64x4(_mm512_castsi256_si512(times(s0 & 7, q0)), times(s1 & 7, q1), 1);
+      // Per dword (sub-block j of its lane): a_j / b_j in both 16-bit halves, so one 16-bit
+      // multiply scales both bytes of a half (each product is at most 105: no carry).
+      const __m256i sc32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc)));
+      const __m256i a32 = _mm256_srli_epi32(sc32, 3), b32 = _mm256_and_si256(sc32, _mm256_set1_epi32(7));
+      const __m512i fa = _mm512_broadcast_i64x4(_mm256_or_si256(a32, _mm256_slli_epi32(a32, 16)));
+      const __m512i fb = _mm512_broadcast_i64x4(_mm256_or_si256(b32, _mm256_slli_epi32(b32, 16)));
+      const __m512i q0 = _mm512_loadu_si512(b.qs), q1 = _mm512_loadu_si512(b.qs + 64);
+      for (int q = 0; q < 4; ++q) {
+        const __m512i v = _mm512_permutex2var_epi8(q0, _mm512_load_si512(kPermute.idx[q]), q1);
+        const __m512i codes = _mm512_mask_blend_epi8(kOddJ, _mm512_and_si512(v, m4),
+                                                     _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+        _mm512_store_si512(hi + q * kPairBytes, _mm512_mullo_epi16(codes, fa));
+        _mm512_store_si512(lo + q * kPairBytes, _mm512_mullo_epi16(codes, fb));
       }
-      store_lanes(zh, hi);
-      store_lanes(zl, lo);
       for (int l = 0; l < kLanes8; ++l) mins[l * kTile] = static_cast<float>(sc[8 + l]);
       p.d[s * kTile + r] = _cvtsh_ss(b.d);
       p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
@@ -146,8 +125,8 @@ struct ActTile {
 // Lane group l of super-block s into C tiles 4 + 2P (Hi) and 5 + 2P (Lo), stored to c.
 template <int P>
 [[gnu::always_inline]] inline void lane_product(const int8_t* hi, const int8_t* lo, const int8_t* xq, int32_t* c) {
-  _tile_loadd(0, hi, kQK);
-  _tile_loadd(1, lo, kQK);
+  _tile_loadd(0, hi, 64);  // rows of a lane pair: every other 32 bytes
+  _tile_loadd(1, lo, 64);
   _tile_loadd(2, xq, 64);
   // The tile intrinsics take literal register numbers.
   if constexpr (P == 0) {
@@ -182,7 +161,11 @@ void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* 
   KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
 #undef KESTREL_AMX_ZERO
   // Product g = l * nsb + s: lane group l of super-block s, lane-major.
-  auto addr = [&](int64_t g) { return static_cast<size_t>((g % nsb) * kLanes8 + g / nsb) * kTileBytes; };
+  auto a_at = [&](int64_t g) {
+    const int64_t l = g / nsb;
+    return static_cast<size_t>(g % nsb) * kSuperBytes + static_cast<size_t>(l / 2) * kPairBytes + (l % 2) * kQK;
+  };
+  auto b_at = [&](int64_t g) { return static_cast<size_t>((g % nsb) * kLanes8 + g / nsb) * kTileBytes; };
   auto finish = [&](int64_t g, const int32_t* c) __attribute__((always_inline)) {
     const int64_t s = g % nsb, l = g / nsb;
     const __m512 bs = _mm512_load_ps(a.bs + (s * kLanes8 + l) * kTile);
@@ -211,11 +194,11 @@ void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* 
   const int64_t ng = kLanes8 * nsb;  // even
   int32_t* c0 = cbuf;
   int32_t* c1 = cbuf + 2 * kCFloats;
-  lane_product<0>(p.hi + addr(0), p.lo + addr(0), a.xq + addr(0), c0);
+  lane_product<0>(p.hi + a_at(0), p.lo + a_at(0), a.xq + b_at(0), c0);
   for (int64_t g = 1; g < ng; g += 2) {
-    lane_product<1>(p.hi + addr(g), p.lo + addr(g), a.xq + addr(g), c1);
+    lane_product<1>(p.hi + a_at(g), p.lo + a_at(g), a.xq + b_at(g), c1);
     finish(g - 1, c0);
-    if (g + 1 < ng) lane_product<0>(p.hi + addr(g + 1), p.lo + addr(g + 1), a.xq + addr(g + 1), c0);
+    if (g + 1 < ng) lane_product<0>(p.hi + a_at(g + 1), p.lo + a_at(g + 1), a.xq + b_at(g + 1), c0);
     finish(g, c1);
   }
   // y = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), the avx512 kernel's sum.

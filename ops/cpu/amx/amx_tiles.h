@@ -9,7 +9,7 @@
 #include "ops/cpu/kernel_table.h"
 
 #if defined(__AMX_TILE__) && defined(__AMX_INT8__) && defined(__AVX512F__) && defined(__AVX512BW__) && \
-    defined(__AVX512VL__) && defined(__F16C__)
+    defined(__AVX512VL__) && defined(__AVX512VBMI__) && defined(__F16C__)
 #define KESTREL_AMX_INT8_COMPILED 1
 #include <immintrin.h>
 // The avx512 path's activation quantizers, compiled here in their own namespace: the
