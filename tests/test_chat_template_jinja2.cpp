@@ -176,8 +176,18 @@ TEST_CASE("unsupported constructs and template errors name what failed", "[chat]
   CHECK_THAT(render_error("{{ raise_exception('bad roles') }}"), Catch::Contains("bad roles"));
   CHECK_THAT(render_error("{{ x.y }}"), Catch::Contains("'x' is undefined"));
   CHECK_THAT(render_error("{{ 1 + 'a' }}"), Catch::Contains("unsupported operand"));
-  CHECK_THAT(render_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
-             Catch::Contains("step limit"));
+  auto busy = jinja::Template::parse("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+  REQUIRE(busy.ok());
+  (*busy)->max_steps = 100000;
+  auto r = (*busy)->render({});
+  REQUIRE_FALSE(r.ok());
+  CHECK_THAT(r.status().to_string(), Catch::Contains("step limit"));
+  auto wide = jinja::Template::parse("{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}");
+  REQUIRE(wide.ok());
+  (*wide)->max_output_bytes = 1 << 20;
+  r = (*wide)->render({});
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::too_long);
 }
 
 TEST_CASE("message strings stay tainted through the template", "[chat][jinja]") {

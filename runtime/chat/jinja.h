@@ -31,7 +31,9 @@ class Template {
   Expected<TStr> render(const Object& vars) const;
 
   size_t max_output_bytes = size_t{64} << 20;  // default 64 MiB
-  uint64_t max_steps = 50'000'000;              // statements + expressions evaluated
+  // Statements, expressions and loop iterations evaluated (default 5M, about
+  // a second of work; a real conversation of a thousand turns needs well under 1M).
+  uint64_t max_steps = 5'000'000;
 
  private:
   Body body_;

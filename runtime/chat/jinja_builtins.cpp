@@ -389,6 +389,13 @@ Expected<bool> Interp::test(const std::string& name, const Value& v, const Args&
 }
 
 Expected<Value> Interp::filter(const std::string& name, const Value& v, const Args& a, int line) {
+  // jinja2 rejects an unknown filter before looking at its input; so does this.
+  static const char* const kFilters[] = {"default", "d", "safe", "string", "length", "count", "tojson", "trim",
+                                         "upper", "lower", "capitalize", "title", "replace", "join", "list", "first",
+                                         "last", "reverse", "int", "float", "abs", "items", "selectattr",
+                                         "rejectattr", "select", "reject", "map"};
+  if (std::find(std::begin(kFilters), std::end(kFilters), name) == std::end(kFilters))
+    return Status::unsupported("line %d: the filter '%s' is not supported", line, name.c_str());
   const Value* a0 = a.get(0, "");
   if (name == "default" || name == "d") {
     const Value* def = a.get(0, "default_value");
