@@ -22,8 +22,10 @@ struct VariantSource {
 
 // Where each ISA's variants come from, in listing order. A kernel family compiled in its
 // own translation unit adds a row {isa whose backend may run it, its list function}; its
-// variants' available() does the run-time check (CPU features, OS permission), and their
-// rows range stays {0, 0} unless k_matmul's policy is changed to pick them.
+// variants' available() does the run-time check (CPU features, OS permission). Their rows
+// range stays {0, 0} unless k_matmul's policy is changed to pick them; a family the policy
+// prefers where available (e.g. a matrix engine from some M on) goes before the ISA's own
+// row, since the policy's pick is the first available variant whose range holds M.
 constexpr VariantSource kSources[] = {
 #if defined(KESTREL_ISA_SSE42)
     {CpuIsa::sse42, &cpu::matmul_variants_sse42},
@@ -71,7 +73,7 @@ const MatmulVariant* cpu_matmul_policy_variant(CpuIsa isa, DType w, int64_t rows
   const MatmulVariant* v[kMaxMatmulVariants];
   const int n = cpu_matmul_variants(isa, w, v, kMaxMatmulVariants);
   for (int i = 0; i < n && i < kMaxMatmulVariants; ++i)
-    if (rows >= v[i]->min_rows && rows <= v[i]->max_rows) return v[i];
+    if (rows >= v[i]->min_rows && rows <= v[i]->max_rows && v[i]->available()) return v[i];
   return nullptr;
 }
 

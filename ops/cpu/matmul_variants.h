@@ -58,7 +58,9 @@ constexpr int kMaxMatmulVariants = 64;
 int cpu_matmul_variants(CpuIsa isa, DType w, const MatmulVariant** out, int max);
 
 // The variant the default policy of ISA `isa` picks for weight type w at `rows`
-// activation rows, or nullptr (no kernel for w, or rows < 1).
+// activation rows: the first available one whose row range holds `rows` (variants of other
+// translation units listed ahead of the ISA's own can take a range over where available).
+// nullptr: no kernel for w, or rows < 1.
 const MatmulVariant* cpu_matmul_policy_variant(CpuIsa isa, DType w, int64_t rows);
 
 // A variant by name over every ISA compiled in, or nullptr.
