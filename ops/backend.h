@@ -21,6 +21,8 @@ namespace kestrel {
 
 class ThreadPool;
 class Backend;
+class Plan;
+class Executable;
 
 // Memory owned by a backend (host memory for ref/cpu, device memory for cuda).
 class Buffer {
@@ -68,6 +70,10 @@ class Backend {
   virtual Status upload(Buffer& dst, size_t offset, const void* src, size_t bytes) = 0;
   virtual Status download(void* dst, Buffer& src, size_t offset, size_t bytes) = 0;
   virtual Status synchronize() { return {}; }
+  // Prepares a plan (ops/plan.h) to run on this backend, with `fallback` (a
+  // host backend, or nullptr) for the ops it lacks. Host backends default to
+  // the eager executable; a device backend binds its own buffers.
+  virtual Expected<std::unique_ptr<Executable>> prepare(const Plan& plan, Backend* fallback);
   virtual void set_n_threads(int n_threads) {}
 };
 

@@ -11,6 +11,8 @@
 // the op says "in place allowed".
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 
 #include "ops/exp_tier.h"
@@ -78,12 +80,19 @@ struct SoftmaxParams {
   ExpTier exp = ExpTier::exact;
 };
 
-// attention: src0 q [D, Hq, M] F32, src1 k [D, Hkv, n_kv] F32|F16,
-// src2 v [D, Hkv, n_kv] F32|F16, src3 mask [n_kv, M] F32 (optional; 0 or -inf
-// per query/key; it carries causality, sequences and sliding windows).
+// attention: src0 q [D, Hq, M] F32, src1 k [D, Hkv, n_kv, n_stream] F32|F16,
+// src2 v (same shape and type as k), src3 (optional) says which keys each
+// query sees, in one of two forms:
+//   mask   F32 [n_kv, M]: 0 or -inf per query/key (n_stream must be 1);
+//   ranges I32 [3, M]: per query (stream, lo, hi): the query sees keys
+//          [lo, hi) of that stream and no other (a KV cache with one stream
+//          per sequence: each token reads only its own sequence's cells, and
+//          causality and sliding windows are the bounds). Ranges outside
+//          [0, n_kv) are clipped; a stream outside [0, n_stream) sees nothing.
+// Without src3 every query sees every key of stream 0.
 // Query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
 // dst [D, Hq, M] F32: softmax(scale * q.k (soft-capped) + mask) @ v.
-// A query whose keys are all masked yields zeros.
+// A query that sees no key yields zeros.
 // exp: the exp tier of the softmax's exp (ops/exp_tier.h; default exact).
 struct AttentionParams {
   float scale = 1.0f;
@@ -113,6 +122,25 @@ struct SiluParams {
 struct SigmoidParams {
   ExpTier exp = ExpTier::exact;
 };
+
+// set_rows: src0 x [K, M] F32, src1 ids [M] I32, dst [K, R] F32|F16|BF16:
+// dst row ids[m] = x row m converted (a scatter: stores K/V rows into their
+// cache cells). ids outside [0, R) are skipped (a padded batch row passes -1).
+// Two rows of x naming the same dst row: the last one wins.
+
+// fill: dst (F32, any shape and strides) = value. No sources.
+struct FillParams {
+  float value = 0.0f;
+};
+
+// softcap: dst = cap * tanh(src0 / cap), F32, same shape (gemma's final logit
+// cap). In place allowed. cap > 0.
+struct SoftcapParams {
+  float cap = 1.0f;
+};
+
+// transpose: src0 [K, M] F32 (2-D, rows any stride), dst [M, K] F32:
+// dst[k][m] = src[m][k] (the KS chains' batch-last layout).
 
 // argmax: src0 [N, M] F32, dst [M] I32: index of the largest of each row
 // (lowest index on ties; NaN never wins).
@@ -212,7 +240,11 @@ float spec_keep_threshold(const float* logits, int64_t n, float temperature, int
   X(argmax, NoParams, 1, 1)                \
   X(copy, NoParams, 1, 1)                  \
   X(ks_matmul, KsMatmulParams, 2, 2)       \
-  X(spec_verify, SpecVerifyParams, 2, 3)
+  X(spec_verify, SpecVerifyParams, 2, 3)   \
+  X(set_rows, NoParams, 2, 2)              \
+  X(fill, FillParams, 0, 0)                \
+  X(softcap, SoftcapParams, 1, 1)          \
+  X(transpose, NoParams, 1, 1)
 
 enum class OpId : int32_t {
 #define KESTREL_OP_ENUM(name, P, lo, hi) name,
@@ -229,6 +261,14 @@ constexpr int kOpCount = 0
 constexpr int kMaxSrc = 4;
 
 const char* op_name(OpId op);
+// Bytes of the op's parameter struct (0 for NoParams).
+size_t op_params_size(OpId op);
+// The largest parameter struct of any op.
+constexpr size_t kMaxParamsSize = std::max({
+#define KESTREL_OP_PSIZE(name, P, lo, hi) sizeof(P),
+    KESTREL_OPS(KESTREL_OP_PSIZE)
+#undef KESTREL_OP_PSIZE
+});
 int op_min_src(OpId op);
 int op_max_src(OpId op);
 

@@ -64,6 +64,7 @@ Status validate_op(const OpCall& c) {
   const Tensor& d = *c.dst;
   KESTREL_TRY(need(rows_ok(d), c, "destination has a bad type, shape or element stride"));
   if (d.nelements() > 0 && !d.data) return Status::invalid_argument("%s: dst has no data", op_name(c.op));
+  if (c.op == OpId::fill) return need(is_float_act(d.type), c, "dst must be F32");
   const Tensor& a = *c.src[0];
 
   switch (c.op) {
@@ -156,12 +157,17 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(k.ne[0] == a.ne[0] && v.ne[0] == a.ne[0], c, "head dims must agree"));
       KESTREL_TRY(need(same_shape(k, v), c, "k and v shapes must agree"));
       KESTREL_TRY(need(k.ne[1] > 0 && a.ne[1] % k.ne[1] == 0, c, "q heads must be a multiple of kv heads"));
-      KESTREL_TRY(need(same_shape(a, d) && a.ne[3] == 1 && k.ne[3] == 1, c, "dst must be [D, Hq, M]"));
-      if (c.n_src > 3) {
-        const Tensor& m = *c.src[3];
-        KESTREL_TRY(need(m.type == DType::F32 && m.ne[0] == k.ne[2] && m.ne[1] == a.ne[2] && m.ne[2] == 1 &&
-                             m.ne[3] == 1,
-                         c, "mask must be F32 [n_kv, M]"));
+      KESTREL_TRY(need(same_shape(a, d) && a.ne[3] == 1, c, "dst must be [D, Hq, M]"));
+      const Tensor* m = c.opt_src(3);
+      if (m && m->type == DType::I32) {
+        KESTREL_TRY(need(m->ne[0] == 3 && m->ne[1] == a.ne[2] && m->ne[2] == 1 && m->ne[3] == 1, c,
+                         "ranges must be I32 [3, M]"));
+      } else {
+        KESTREL_TRY(need(k.ne[3] == 1, c, "k and v with several streams need per-query ranges"));
+        if (m)
+          KESTREL_TRY(need(m->type == DType::F32 && m->ne[0] == k.ne[2] && m->ne[1] == a.ne[2] && m->ne[2] == 1 &&
+                               m->ne[3] == 1,
+                           c, "mask must be F32 [n_kv, M]"));
       }
       KESTREL_TRY(need(c.p<AttentionParams>().soft_cap >= 0.0f, c, "soft_cap must be >= 0"));
       break;
@@ -196,6 +202,27 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(x.ne[2] == 1 && x.ne[3] == 1 && d.ne[2] == 1 && d.ne[3] == 1, c, "x and y must be 2-D"));
       break;
     }
+    case OpId::set_rows: {
+      const Tensor& ids = *c.src[1];
+      KESTREL_TRY(need(is_float_act(a.type) && is_plain_float(d.type), c, "x must be F32, dst F32, F16 or BF16"));
+      KESTREL_TRY(need(ids.type == DType::I32 && ids.ne[0] == a.ne[1] && ids.nrows() == 1, c, "ids must be I32 [M]"));
+      KESTREL_TRY(need(d.ne[0] == a.ne[0] && a.ne[2] == 1 && a.ne[3] == 1 && d.ne[2] == 1 && d.ne[3] == 1, c,
+                       "x must be [K, M] and dst [K, R]"));
+      break;
+    }
+    case OpId::fill: break;  // checked above
+    case OpId::transpose:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(a.ne[2] == 1 && a.ne[3] == 1 && d.ne[0] == a.ne[1] && d.ne[1] == a.ne[0] && d.ne[2] == 1 &&
+                           d.ne[3] == 1,
+                       c, "dst must be [M, K] for src [K, M]"));
+      break;
+    case OpId::softcap:
+      KESTREL_TRY(need(is_float_act(a.type) && is_float_act(d.type), c, "F32 only"));
+      KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));
+      KESTREL_TRY(need(c.p<SoftcapParams>().cap > 0.0f && c.p<SoftcapParams>().cap < 1e30f, c,
+                       "cap must be > 0 and finite"));
+      break;
     case OpId::spec_verify: {
       const SpecVerifyParams& p = c.p<SpecVerifyParams>();
       const Tensor& ids = *c.src[1];

@@ -229,12 +229,12 @@ TEST_CASE("bad batches are errors and leave the cache unchanged", "[model][stori
   CHECK(ctx->decode(BatchView{1, &neg, &pos, nullptr, nullptr}).code() == StatusCode::invalid_argument);
   CHECK(ctx->decode(BatchView{1, &tok, &neg, nullptr, nullptr}).code() == StatusCode::invalid_argument);
   CHECK(ctx->decode(BatchView{1, &tok, &pos, &seq, nullptr}).code() == StatusCode::invalid_argument);
-  CHECK(ctx->kv().n_used_span() == 0);
+  CHECK(ctx->kv().seq_n_cells(0) == 0);
   // A prompt longer than the context.
   std::vector<int32_t> many(300, 5), ps(300);
   for (int i = 0; i < 300; ++i) ps[static_cast<size_t>(i)] = i;
   CHECK(ctx->decode(BatchView{300, many.data(), ps.data(), nullptr, nullptr}).code() == StatusCode::too_long);
-  CHECK(ctx->kv().n_used_span() == 0);
+  CHECK(ctx->kv().seq_n_cells(0) == 0);
 }
 
 TEST_CASE("steady-state decoding makes no heap allocation", "[model][stories][alloc]") {

@@ -60,14 +60,16 @@ KvDump dump_kv(Context& ctx) {
   for (int il = 0; il < hp.n_layer; ++il) {
     std::vector<float> kk, vv;
     for (int32_t p : d.positions) {
-      Tensor kr = kv.k_rows(il, cell_of[size_t(p)], 1), vr = kv.v_rows(il, cell_of[size_t(p)], 1);
+      const Tensor kr = kv.k_rows(il), vr = kv.v_rows(il);
+      const void* kp = kr.row<const void>(cell_of[size_t(p)]);
+      const void* vp = vr.row<const void>(cell_of[size_t(p)]);
       for (int64_t i = 0; i < E; ++i) {
         if (kr.type == DType::F32) {
-          kk.push_back(static_cast<const float*>(kr.data)[i]);
-          vv.push_back(static_cast<const float*>(vr.data)[i]);
+          kk.push_back(static_cast<const float*>(kp)[i]);
+          vv.push_back(static_cast<const float*>(vp)[i]);
         } else {
-          kk.push_back(f16_to_f32(static_cast<const uint16_t*>(kr.data)[i]));
-          vv.push_back(f16_to_f32(static_cast<const uint16_t*>(vr.data)[i]));
+          kk.push_back(f16_to_f32(static_cast<const uint16_t*>(kp)[i]));
+          vv.push_back(f16_to_f32(static_cast<const uint16_t*>(vp)[i]));
         }
       }
     }

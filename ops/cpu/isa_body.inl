@@ -23,6 +23,7 @@ constexpr int kLanes = static_cast<int>(fvec::size);
 #include "ops/cpu/k_matmul.inl"
 #include "ops/cpu/k_ks_matmul.inl"
 #include "ops/cpu/k_spec_verify.inl"
+#include "ops/cpu/k_scatter.inl"
 
 namespace kestrel::cpu {
 void KESTREL_FILL_FN(KernelTable& table) {
@@ -35,5 +36,6 @@ void KESTREL_FILL_FN(KernelTable& table) {
   isa::register_matmul(table);
   isa::register_ks_matmul(table);
   isa::register_spec_verify(table);
+  isa::register_scatter(table);
 }
 }  // namespace kestrel::cpu

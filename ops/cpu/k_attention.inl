@@ -88,17 +88,18 @@ inline void scale_row(float* x, float s, int64_t D) {
   for (; i < D; ++i) x[i] *= s;
 }
 
+// The keys [lo, hi) of the query's stream; k and v are that stream's 3-D views.
 template <bool kF16, ExpTier T>
 inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k, const Tensor& v, int64_t kvh,
-                       const float* mrow, float* out, float* acc) {
+                       const float* mrow, int64_t lo, int64_t hi, float* out, float* acc) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  const int64_t D = k.ne[0], n_kv = k.ne[2];
+  const int64_t D = k.ne[0];
   const bool cap = p.soft_cap > 0.0f;
   std::fill(acc, acc + D, 0.0f);
   float m = kNegInf, sum = 0.0f;
   alignas(64) float s[kBlock];
-  for (int64_t j0 = 0; j0 < n_kv; j0 += kBlock) {
-    const int nb = (int)std::min<int64_t>(kBlock, n_kv - j0);
+  for (int64_t j0 = lo; j0 < hi; j0 += kBlock) {
+    const int nb = (int)std::min<int64_t>(kBlock, hi - j0);
     float bmax = kNegInf;
     for (int jj = 0; jj < kBlock; ++jj) {
       const int64_t j = j0 + jj;
@@ -139,17 +140,41 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
   const Tensor& q = *c.src[0];
   const Tensor& k = *c.src[1];
   const Tensor& v = *c.src[2];
-  const Tensor* mask = c.opt_src(3);
+  const Tensor* src3 = c.opt_src(3);
+  const Tensor* mask = src3 && src3->type == DType::F32 ? src3 : nullptr;
+  const Tensor* ranges = src3 && src3->type == DType::I32 ? src3 : nullptr;
   const Tensor& dst = *c.dst;
-  const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
+  const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2], n_kv = k.ne[2];
   const int64_t group = Hq / k.ne[1];
   const size_t slot = ((size_t)D * sizeof(float) + 63) & ~(size_t)63;
   char* scratch = static_cast<char*>(exec.scratch(slot * (size_t)exec.n_threads()));
   if (!scratch && D > 0) return false;
   const bool f16 = k.type == DType::F16;
+  // Query m sees keys [lo, hi) of stream st (clipped; a bad stream sees nothing).
+  auto range = [&](int64_t m, int64_t* st, int64_t* lo, int64_t* hi) {
+    *st = 0, *lo = 0, *hi = n_kv;
+    if (!ranges) return;
+    int32_t r[3];
+    std::memcpy(r, ranges->row<const char>(m), sizeof(r));  // validated: ne[0] == 3, nb[0] == 4
+    *st = r[0];
+    *lo = r[1] < 0 ? 0 : r[1];
+    *hi = r[2] > n_kv ? n_kv : r[2];
+    if (*st < 0 || *st >= k.ne[3]) *hi = *lo;
+  };
+  // Threads only when the keys actually visited are worth it.
+  int64_t keys = M * n_kv;
+  if (ranges) {
+    keys = 0;
+    for (int64_t m = 0; m < M; ++m) {
+      int64_t st, lo, hi;
+      range(m, &st, &lo, &hi);
+      keys += hi > lo ? hi - lo : 0;
+    }
+  }
+  const int64_t row_cost = M > 0 ? 2 * D * (keys / M + 1) : 0;
   return vexp::with_tier(p.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
-    ew::par_rows(exec, M * Hq, 2 * D * k.ne[2], [&](int ith, int64_t r0, int64_t r1) {
+    ew::par_rows(exec, M * Hq, row_cost, [&](int ith, int64_t r0, int64_t r1) {
       float* acc = reinterpret_cast<float*>(scratch + slot * (size_t)ith);
       for (int64_t r = r0; r < r1; ++r) {
         // Query positions in zigzag order (0, M-1, 1, M-2, ...): under a causal mask a
@@ -160,8 +185,15 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
         const float* qr = q.row<float>(h, m);
         const float* mrow = mask ? mask->row<float>(m) : nullptr;
         float* out = dst.row<float>(h, m);
-        if (f16) attend_one<true, T>(p, qr, k, v, h / group, mrow, out, acc);
-        else attend_one<false, T>(p, qr, k, v, h / group, mrow, out, acc);
+        int64_t st, lo, hi;
+        range(m, &st, &lo, &hi);
+        Tensor ks = k, vs = v;
+        if (hi > lo) {
+          ks.data = k.row<char>(0, 0, st);
+          vs.data = v.row<char>(0, 0, st);
+        }
+        if (f16) attend_one<true, T>(p, qr, ks, vs, h / group, mrow, lo, hi, out, acc);
+        else attend_one<false, T>(p, qr, ks, vs, h / group, mrow, lo, hi, out, acc);
       }
     });
     return true;

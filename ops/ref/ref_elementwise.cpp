@@ -1,5 +1,5 @@
 // Reference kernels: elementwise ops (add, mul, scale, gelu, silu, sigmoid,
-// swiglu, geglu, copy). Scalar, one element at a time, computed in double where the
+// swiglu, geglu, copy, set_rows, fill, softcap). Scalar, one element at a time, computed in double where the
 // function is transcendental so the oracle is exact to float rounding. The
 // activations with a quake exp tier follow that tier's float formula
 // (ops/ref/ref_exp.h), the exact tier the double oracle.
@@ -137,6 +137,43 @@ void copy(const OpCall& call) {
     }
     for (int64_t i0 = 0; i0 < a.ne[0]; ++i0) store_plain(d.type, out + i0 * sd, load_plain(a.type, x + i0 * sa));
   });
+}
+
+// set_rows: dst row ids[m] = x row m, converted as copy does; ids outside
+// [0, R) are skipped.
+void set_rows(const OpCall& call) {
+  const Tensor& x = *call.src[0];
+  const Tensor& ids = *call.src[1];
+  Tensor& d = *call.dst;
+  for (int64_t m = 0; m < x.ne[1]; ++m) {
+    int32_t id;
+    std::memcpy(&id, static_cast<const char*>(ids.data) + m * ids.nb[0], sizeof(id));
+    if (id < 0 || id >= d.ne[1]) continue;
+    const char* in = x.row<const char>(m);
+    char* out = d.row<char>(id);
+    for (int64_t i0 = 0; i0 < x.ne[0]; ++i0) store_plain(d.type, out + i0 * d.nb[0], load_plain(DType::F32, in + i0 * 4));
+  }
+}
+
+void fill(const OpCall& call) {
+  const float v = call.p<FillParams>().value;
+  Tensor& d = *call.dst;
+  for_each_row(d, [&](int64_t i1, int64_t i2, int64_t i3) {
+    float* out = d.row<float>(i1, i2, i3);
+    for (int64_t i0 = 0; i0 < d.ne[0]; ++i0) out[i0] = v;
+  });
+}
+
+void softcap(const OpCall& call) {
+  const double c = call.p<SoftcapParams>().cap;
+  unary(call, [&](float x) { return (float)(c * std::tanh(x / c)); });
+}
+
+void transpose(const OpCall& call) {
+  const Tensor& a = *call.src[0];
+  Tensor& d = *call.dst;
+  for (int64_t m = 0; m < a.ne[1]; ++m)
+    for (int64_t k = 0; k < a.ne[0]; ++k) d.row<float>(k)[m] = a.row<const float>(m)[k];
 }
 
 }  // namespace kestrel::ref

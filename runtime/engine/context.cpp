@@ -35,20 +35,20 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   bo.n_threads = max_threads;
   bo.pool = c->pool_.get();
   bo.isa = p.isa;
+  if (p.backend == BackendChoice::cuda)
+    return Status::unsupported("the cuda backend does not run whole models yet: use the cpu backend");
   KESTREL_TRY_ASSIGN(c->ref_, backend_ref().create(bo));
-  std::vector<Backend*> order;
-  if (p.backend == BackendChoice::cpu) {
+  c->primary_ = c->ref_.get();
+  if (p.backend == BackendChoice::cpu || p.backend == BackendChoice::auto_select) {
     KESTREL_TRY_ASSIGN(c->cpu_, backend_cpu().create(bo));
-    order.push_back(c->cpu_.get());
+    c->primary_ = c->cpu_.get();
   }
-  order.push_back(c->ref_.get());
-  c->ops_.set_backends(order);
 
   const int64_t n_ctx = c->params_.n_ctx;
   const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
   c->params_.n_batch = n_ubatch;
   KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max));
-  KESTREL_TRY(c->forward_.init(model, n_ubatch, n_ctx));
+  KESTREL_TRY(c->forward_.init(model, n_ubatch));
   c->forward_.set_exp_tiers(p.exp);
   try {
     // One row up front; decode() grows it once when a batch asks for more.
@@ -73,31 +73,73 @@ Status Context::validate(const BatchView& b) const {
     const int32_t s = b.seq_id ? b.seq_id[i] : 0;
     if (s < 0 || s >= kv_.n_seq_max())
       return Status::invalid_argument("sequence id %d at batch index %d is outside [0, %d)", s, i, kv_.n_seq_max());
-    // Each sequence's positions must increase within a batch (BAD-INPUTS row
-    // 18): attention masks by position, so a token placed before an earlier
-    // one of its sequence would attend to that sequence's future.
+    // Each sequence's positions must increase, within a batch and after what
+    // the cache holds (BAD-INPUTS row 18): a sequence's cells are kept in
+    // position order, and a token placed before an earlier one of its
+    // sequence would attend to that sequence's future.
+    bool first = true;
     for (int32_t j = i - 1; j >= 0; --j) {
       if ((b.seq_id ? b.seq_id[j] : 0) != s) continue;
       if (b.pos[j] >= b.pos[i])
         return Status::invalid_argument("position %d at batch index %d does not follow position %d (index %d) of sequence %d",
                                         b.pos[i], i, b.pos[j], j, s);
+      first = false;
       break;
     }
+    if (first && b.pos[i] <= kv_.seq_pos_max(s))
+      return Status::invalid_argument(
+          "position %d at batch index %d does not follow position %d that sequence %d already holds (remove it first)",
+          b.pos[i], i, kv_.seq_pos_max(s), s);
   }
+  return kv_.check_room(b);
+}
+
+void Context::set_n_threads(int n) {
+  if (n == n_threads_now_) return;
+  n_threads_now_ = n;
+  if (cpu_) cpu_->set_n_threads(n);
+  ref_->set_n_threads(n);
+}
+
+Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant) {
+  const int64_t V = model_.hparams().n_vocab;
+  const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_);
+  float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
+  auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
+    KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, mb.n_tokens, n_out, variant, kv_, logits));
+    KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_ == ref_.get() ? nullptr : ref_.get()));
+    return {};
+  };
+  KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(mb.n_tokens, n_out, variant, build));
+  KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
+  KESTREL_TRY(e->exe->execute());
+  n_outputs_ += n_out;
   return {};
 }
 
-Status Context::decode(const BatchView& b) {
+Status Context::run_op(const OpCall& call) {
+  KESTREL_TRY(validate_op(call));
+  if (primary_->implements(call)) return primary_->run_validated(call);
+  return ref_->run_validated(call);
+}
+
+Tensor Context::logits_tensor(int32_t first, int32_t n) {
+  const int64_t V = model_.hparams().n_vocab;
+  if (first < 0 || n < 0 || first + n > n_outputs_) return Tensor{};
+  return make_tensor(DType::F32, logits_.data() + static_cast<size_t>(first) * static_cast<size_t>(V), V, n);
+}
+
+Status Context::decode(const BatchView& b, const PassVariant& variant) {
   KESTREL_TRY(validate(b));
   const int64_t t0 = now_ns();
   const bool single = b.n_tokens == 1;
-  ops_.set_n_threads(single ? params_.n_threads : params_.n_threads_batch);
+  set_n_threads(single ? params_.n_threads : params_.n_threads_batch);
   const int64_t V = model_.hparams().n_vocab;
   const int64_t ub = params_.n_batch;
   // Count outputs to size the logits buffer once (grown, never per token).
   int64_t n_want = 0;
   for (int32_t i = 0; i < b.n_tokens; ++i) n_want += (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ? 1 : 0;
-  if (static_cast<size_t>(n_want * V) > logits_.size()) {
+  if (static_cast<size_t>(std::max<int64_t>(n_want, 1) * V) > logits_.size()) {
     try {
       logits_.resize(static_cast<size_t>(n_want * V));
     } catch (const std::bad_alloc&) {
@@ -114,15 +156,13 @@ Status Context::decode(const BatchView& b) {
     mb.logits = b.logits ? b.logits + off : nullptr;
     // Without flags only the very last token of the whole batch has logits.
     const bool last_chunk = off + mb.n_tokens == b.n_tokens;
-    int32_t n_out = 0;
-    Status s = forward_.run(mb, last_chunk, kv_, ops_,
-                            logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V), &n_out);
+    Status s = run_micro_batch(mb, last_chunk, variant);
     if (!s.ok()) {
       // Leave the cache as it was: drop what this call stored.
       for (int32_t i = 0; i < b.n_tokens; ++i) kv_.seq_rm(b.seq_id ? b.seq_id[i] : 0, b.pos[i], b.pos[i] + 1);
+      n_outputs_ = 0;
       return s;
     }
-    n_outputs_ += n_out;
   }
   const int64_t dt = now_ns() - t0;
   if (single) {

@@ -1,6 +1,7 @@
 // Context: the mutable state of one inference stream over a shared Model:
-// backends and threads, the KV cache, the activation arena, the logits.
-// One context per thread; a Model may be shared by several contexts.
+// backends and threads, the KV cache, the activation arena, the prepared
+// plans of the forward pass (one per micro-batch shape and pass variant), the
+// logits. One context per thread; a Model may be shared by several contexts.
 //
 //   ContextParams cp; cp.n_ctx = 512; cp.n_threads = 2;
 //   KESTREL_TRY_ASSIGN(auto ctx, Context::create(*model, cp));
@@ -18,15 +19,18 @@
 #include "runtime/engine/batch.h"
 #include "runtime/engine/forward.h"
 #include "runtime/engine/kv_cache.h"
-#include "runtime/engine/op_runner.h"
+#include "runtime/engine/plan_cache.h"
 #include "runtime/model/model.h"
 
 namespace kestrel {
 
-enum class BackendChoice { cpu, ref };
+// Where the forward pass runs. cuda and auto: the backend that runs whole
+// models on a GPU comes with the GPU issue; until then cuda is refused and
+// auto means cpu.
+enum class BackendChoice { cpu, ref, cuda, auto_select };
 
 struct ContextParams {
-  int64_t n_ctx = 0;          // cells in the KV cache; 0 = min(train context, 4096)
+  int64_t n_ctx = 0;          // KV cells per sequence; 0 = min(train context, 4096)
   int64_t n_batch = 512;      // tokens per micro-batch (prompt chunks)
   int32_t n_seq_max = 1;      // distinct sequence ids
   int n_threads = 1;          // threads for single-token decoding
@@ -50,33 +54,45 @@ class Context {
   static Expected<std::unique_ptr<Context>> create(const Model& model, const ContextParams& params);
   ~Context();
 
-  // Runs the batch (split into micro-batches). Validates ids, positions and
+  // Runs the batch (split into micro-batches) with the pass `variant`
+  // (default: the whole model, every logit). Validates ids, positions and
   // sequence ids first; on error the cache is as before the call.
-  Status decode(const BatchView& batch);
+  Status decode(const BatchView& batch, const PassVariant& variant = {});
   // Logits of the i-th token that asked for them in the last decode [n_vocab].
   const float* logits(int32_t i) const;
+  // Rows [first, first + n) of those logits as an F32 [n_vocab, n] tensor, in
+  // the memory of the backend that wrote them (ops such as spec_verify read it).
+  Tensor logits_tensor(int32_t first, int32_t n);
   int32_t n_outputs() const { return n_outputs_; }
+  // Runs one op on the context's backends (where its logits live), the ref
+  // backend taking what the first one lacks. Validates the call.
+  Status run_op(const OpCall& call);
 
   KvCache& kv() { return kv_; }
   const Model& model() const { return model_; }
   const ContextParams& params() const { return params_; }
   ContextStats& stats() { return stats_; }
-  Forward& forward() { return forward_; }
-  // The context's worker threads (ops run outside decode(), e.g. spec_verify, share them).
+  const Forward& forward() const { return forward_; }
+  const PlanCache& plans() const { return plans_; }
+  // The context's worker threads (shared by run_op()).
   ThreadPool& pool() { return *pool_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
 
  private:
   explicit Context(const Model& model) : model_(model) {}
   Status validate(const BatchView& batch) const;
+  Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant);
+  void set_n_threads(int n);
 
   const Model& model_;
   ContextParams params_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> cpu_, ref_;
-  OpRunner ops_;
+  Backend* primary_ = nullptr;  // runs the plans (cpu, or ref when asked for)
+  int n_threads_now_ = 0;
   KvCache kv_;
   Forward forward_;
+  PlanCache plans_;
   std::vector<float> logits_;  // [n_batch][n_vocab]
   int32_t n_outputs_ = 0;
   ContextStats stats_;

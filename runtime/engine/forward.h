@@ -1,24 +1,31 @@
-// Forward pass of every supported architecture over one micro-batch, reading
-// the ArchDesc for what differs. Activations live in buffers sized once from
-// the model and the largest micro-batch (no allocation per token).
+// Forward pass of every supported architecture, recorded as an execution plan
+// (ops/plan.h) for a micro-batch shape, reading the ArchDesc for what differs.
+// Activations and step inputs live in one arena sized once from the model and
+// the largest micro-batch; nothing is allocated per step.
 //
 // Per layer (norm placement etc. switched by the ArchDesc):
 //   h = rms_norm(x) ; q,k,v = W h (+b) ; [q,k = rms_norm per head] ; rope(q,k)
-//   K/V cells <- k,v ; a = attention(q, K, V, mask) ; o = Wo a ; [o = rms_norm(o)]
+//   K/V rows <- k,v (set_rows at the step's cells) ;
+//   a = attention(q, K, V, ranges) ; o = Wo a ; [o = rms_norm(o)]
 //   x += o ; h = rms_norm(x) ; f = Wdown act(Wgate h) * (Wup h) ; [f = rms_norm(f)]
 //   x += f
-// then logits = Wout rms_norm(x) for the tokens that asked for them.
+// then logits = Wout rms_norm(x) for the rows that asked for them
+//   [; soft-capped ; the columns past a vocabulary subset filled with -inf].
+//
+// A step: set_inputs() writes ids, positions, KV rows, visibility ranges and
+// output rows into the arena (and records the tokens in the KV cache); the
+// plan recorded for (n_tokens, n_outputs, variant) then runs unchanged.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "ops/exp_tier.h"
+#include "ops/plan.h"
 #include "platform/aligned_alloc.h"
 #include "platform/status.h"
 #include "runtime/engine/batch.h"
 #include "runtime/engine/kv_cache.h"
-#include "runtime/engine/op_runner.h"
 #include "runtime/model/model.h"
 
 namespace kestrel {
@@ -32,46 +39,69 @@ struct OpExpTiers {
   ExpTier sigmoid = ExpTier::exact;
 };
 
+// A variant of the pass: each distinct variant is its own plan.
+struct PassVariant {
+  // Layers skipped (self-speculative drafting: no compute, no KV written for
+  // them); empty = none. Size n_layer when set.
+  std::vector<bool> skip;
+  // Logits over the first out_vocab rows of the output matrix only (a
+  // speculative draft head's vocabulary subset); the other columns are -inf.
+  // 0 (or >= n_vocab) = every row.
+  int64_t out_vocab = 0;
+
+  bool operator==(const PassVariant& o) const { return out_vocab == o.out_vocab && skip == o.skip; }
+};
+
 class Forward {
  public:
-  // Plans and allocates every activation buffer for micro-batches of up to
-  // n_ubatch tokens over a cache of n_ctx cells.
-  Status init(const Model& model, int64_t n_ubatch, int64_t n_ctx);
+  // Sizes the arena for micro-batches of up to n_ubatch tokens.
+  Status init(const Model& model, int64_t n_ubatch);
 
-  // One micro-batch (n_tokens <= n_ubatch, already validated). Writes the
-  // logits of the flagged tokens, in batch order, to logits [n_out][n_vocab];
-  // without flags, of the last token when default_last.
-  Status run(const BatchView& batch, bool default_last, KvCache& kv, OpRunner& ops, float* logits,
-             int32_t* n_out);
+  // Writes one micro-batch's step inputs (n_tokens <= n_ubatch, validated,
+  // kv.check_room() passed) and stores its tokens in kv. Logits rows: the
+  // flagged tokens, in batch order; without flags the last one when
+  // default_last. Returns the number of logits rows.
+  int32_t set_inputs(const BatchView& batch, bool default_last, KvCache& kv);
 
-  // Layers to skip (self-speculative drafting); empty = none.
-  void set_skip_layers(std::vector<bool> skip) { skip_ = std::move(skip); }
-  // Output rows scored (a speculative draft head's vocabulary subset): the
-  // first n rows of the output matrix, a zero-copy view; the other logits of
-  // each row are -inf. 0 (or >= n_vocab) = every row.
-  void set_output_rows(int64_t n) { out_vocab_ = n; }
-  int64_t output_rows() const { return out_vocab_; }
-  // Exp tiers the ops of the following runs use (validated by the caller).
+  // Records the pass over n tokens with n_out logits rows into plan (cleared
+  // first). logits: host memory of n_out * n_vocab floats that stands for the
+  // output root while the plan is prepared (bind_output() moves it per step).
+  // Returns the output root's index.
+  Expected<int> record(Plan& plan, int64_t n, int64_t n_out, const PassVariant& variant, const KvCache& kv,
+                       float* logits) const;
+
   void set_exp_tiers(const OpExpTiers& tiers) { exp_ = tiers; }
   const OpExpTiers& exp_tiers() const { return exp_; }
   size_t arena_bytes() const { return arena_bytes_; }
+  int64_t n_ubatch() const { return n_ubatch_; }
 
  private:
-  float* take(size_t n_floats);
-  void build_masks(const BatchView& batch, const KvCache& kv, int64_t n_kv);
+  Status linear(OpSink& ops, Tensor* y, const Tensor& w, const KsLinear& ks, const Tensor& in) const;
 
   const Model* model_ = nullptr;
-  int64_t n_ubatch_ = 0, n_ctx_ = 0;
+  int64_t n_ubatch_ = 0;
   AlignedPtr<uint8_t> arena_;
-  size_t arena_bytes_ = 0, arena_used_ = 0;
-  float *x_ = nullptr, *h_ = nullptr, *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *att_ = nullptr;
-  float *o_ = nullptr, *g_ = nullptr, *u_ = nullptr, *xo_ = nullptr;
-  float *mask_full_ = nullptr, *mask_swa_ = nullptr;
-  int32_t *ids_ = nullptr, *pos_ = nullptr, *cells_ = nullptr, *out_rows_ = nullptr;
+  size_t arena_bytes_ = 0, act_bytes_ = 0;  // activations first, then the step inputs
+  // Activations, B = n_ubatch:
+  float* x_ = nullptr;    // (n_embd, B) residual stream
+  float* h_ = nullptr;    // (n_embd, B) normed input of a block; the output rows' norm
+  float* q_ = nullptr;    // (n_embd_q, B)
+  float* k_ = nullptr;    // (n_embd_kv, B)
+  float* v_ = nullptr;    // (n_embd_kv, B)
+  float* att_ = nullptr;  // (n_embd_q, B) attention output
+  float* o_ = nullptr;    // (n_embd, B) block output
+  float* g_ = nullptr;    // (n_ff, B) gate
+  float* u_ = nullptr;    // (n_ff, B) up
+  float* xo_ = nullptr;   // (n_embd, B) residual rows that want logits
   float* ks_scratch_ = nullptr;  // KS projections' intermediates (runtime/ks/ks_model.h)
   size_t ks_scratch_floats_ = 0;
-  std::vector<bool> skip_;
-  int64_t out_vocab_ = 0;
+  // Step inputs:
+  int32_t* ids_ = nullptr;       // (B) token ids
+  int32_t* pos_ = nullptr;       // (B) positions
+  int32_t* rows_ = nullptr;      // (B) KV rows (stream * n_ctx + cell) written
+  int32_t* rng_full_ = nullptr;  // (3, B) cells seen (stream, lo, hi), full attention
+  int32_t* rng_swa_ = nullptr;   // (3, B) the same under the sliding window
+  int32_t* out_rows_ = nullptr;  // (B) batch rows that want logits
   OpExpTiers exp_;
 };
 

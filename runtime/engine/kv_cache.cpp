@@ -1,6 +1,7 @@
 #include "runtime/engine/kv_cache.h"
 
 #include <algorithm>
+#include <cstring>
 #include <new>
 
 #include "platform/checked_math.h"
@@ -17,9 +18,10 @@ Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq
   n_layer_ = hp.n_layer;
   n_seq_max_ = n_seq_max;
   type_ = type;
-  uint64_t per_layer = 0, total = 0;
-  if (!checked_mul(static_cast<uint64_t>(hp.n_embd_kv()) * dtype_type_size(type), static_cast<uint64_t>(n_ctx),
-                   per_layer) ||
+  row_bytes_ = static_cast<size_t>(hp.n_embd_kv()) * dtype_type_size(type);
+  uint64_t cells = 0, per_layer = 0, total = 0;
+  if (!checked_mul(static_cast<uint64_t>(n_ctx), static_cast<uint64_t>(n_seq_max), cells) ||
+      !checked_mul(static_cast<uint64_t>(row_bytes_), cells, per_layer) ||
       !checked_mul(per_layer, static_cast<uint64_t>(hp.n_layer), total) || total > (uint64_t(1) << 46))
     return Status::out_of_memory("kv cache size overflows");
   layer_bytes_ = per_layer;
@@ -28,83 +30,113 @@ Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq
   v_.reset(static_cast<uint8_t*>(aligned_alloc_bytes(total, 64)));
   if (!k_ || !v_) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
   try {
-    pos_.assign(static_cast<size_t>(n_ctx), -1);
-    seq_.assign(static_cast<size_t>(n_ctx), -1);
+    pos_.assign(static_cast<size_t>(cells), -1);
+    n_used_.assign(static_cast<size_t>(n_seq_max), 0);
+    batch_count_.assign(static_cast<size_t>(n_seq_max), 0);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("kv cell table");
   }
   return {};
 }
 
-Status KvCache::find_slots(const BatchView& b, int32_t* cells) const {
-  const int64_t n = b.n_tokens;
-  // First choice: a contiguous free run, searched from the start so that the
-  // used span stays short.
-  int64_t run = 0;
-  for (int64_t i = 0; i < n_ctx_; ++i) {
-    run = seq_[static_cast<size_t>(i)] < 0 ? run + 1 : 0;
-    if (run == n) {
-      for (int64_t j = 0; j < n; ++j) cells[j] = static_cast<int32_t>(i - n + 1 + j);
-      return {};
-    }
+Status KvCache::check_room(const BatchView& b) const {
+  std::fill(batch_count_.begin(), batch_count_.end(), 0);
+  for (int32_t i = 0; i < b.n_tokens; ++i) ++batch_count_[static_cast<size_t>(b.seq_id ? b.seq_id[i] : 0)];
+  for (int32_t s = 0; s < n_seq_max_; ++s) {
+    const int64_t used = n_used_[static_cast<size_t>(s)], n = batch_count_[static_cast<size_t>(s)];
+    if (used + n > n_ctx_)
+      return Status::too_long("kv cache full: sequence %d holds %lld of %lld cells, %lld more do not fit", s,
+                              (long long)used, (long long)n_ctx_, (long long)n);
   }
-  int64_t k = 0;
-  for (int64_t i = 0; i < n_ctx_ && k < n; ++i)
-    if (seq_[static_cast<size_t>(i)] < 0) cells[k++] = static_cast<int32_t>(i);
-  if (k < n)
-    return Status::too_long("kv cache full: %lld tokens do not fit in a context of %lld", (long long)n,
-                            (long long)n_ctx_);
   return {};
 }
 
-void KvCache::commit(const BatchView& b, const int32_t* cells) {
+void KvCache::store(const BatchView& b, int32_t* rows) {
   for (int32_t i = 0; i < b.n_tokens; ++i) {
-    pos_[static_cast<size_t>(cells[i])] = b.pos[i];
-    seq_[static_cast<size_t>(cells[i])] = b.seq_id ? b.seq_id[i] : 0;
+    const int32_t s = b.seq_id ? b.seq_id[i] : 0;
+    int64_t& used = n_used_[static_cast<size_t>(s)];
+    const int64_t row = s * n_ctx_ + used;
+    pos_[static_cast<size_t>(row)] = b.pos[i];
+    rows[i] = static_cast<int32_t>(row);
+    ++used;
   }
 }
 
 void KvCache::seq_rm(int32_t seq, int32_t p0, int32_t p1) {
-  for (size_t i = 0; i < seq_.size(); ++i) {
-    if (seq_[i] < 0 || (seq >= 0 && seq_[i] != seq)) continue;
-    if (pos_[i] >= p0 && (p1 < 0 || pos_[i] < p1)) {
-      seq_[i] = -1;
-      pos_[i] = -1;
+  const int32_t s0 = seq < 0 ? 0 : seq, s1 = seq < 0 ? n_seq_max_ : seq + 1;
+  for (int32_t s = s0; s < s1; ++s) {
+    int32_t* pos = pos_.data() + s * n_ctx_;
+    const int64_t used = n_used_[static_cast<size_t>(s)];
+    // Positions increase along the stream: the removed cells are one run [a, e).
+    const int64_t a = std::lower_bound(pos, pos + used, p0) - pos;
+    const int64_t e = p1 < 0 ? used : std::lower_bound(pos, pos + used, p1) - pos;
+    if (a >= e) continue;
+    if (e < used) {
+      // Later cells move down, in every layer, K and V.
+      const size_t n_move = static_cast<size_t>(used - e) * row_bytes_;
+      for (int64_t il = 0; il < n_layer_; ++il)
+        for (uint8_t* base : {k_.get(), v_.get()}) {
+          uint8_t* stream = base + static_cast<size_t>(il) * layer_bytes_ + static_cast<size_t>(s * n_ctx_) * row_bytes_;
+          std::memmove(stream + static_cast<size_t>(a) * row_bytes_, stream + static_cast<size_t>(e) * row_bytes_, n_move);
+        }
+      std::memmove(pos + a, pos + e, static_cast<size_t>(used - e) * sizeof(int32_t));
     }
+    const int64_t n_new = used - (e - a);
+    std::fill(pos + n_new, pos + used, -1);
+    n_used_[static_cast<size_t>(s)] = n_new;
   }
 }
 
 void KvCache::clear() {
-  std::fill(seq_.begin(), seq_.end(), -1);
   std::fill(pos_.begin(), pos_.end(), -1);
+  std::fill(n_used_.begin(), n_used_.end(), 0);
 }
 
 int32_t KvCache::seq_pos_max(int32_t seq) const {
-  int32_t m = -1;
-  for (size_t i = 0; i < seq_.size(); ++i)
-    if (seq_[i] == seq) m = std::max(m, pos_[i]);
-  return m;
+  if (seq < 0 || seq >= n_seq_max_) return -1;
+  const int64_t used = n_used_[static_cast<size_t>(seq)];
+  return used > 0 ? pos_[static_cast<size_t>(seq * n_ctx_ + used - 1)] : -1;
 }
 
-int64_t KvCache::n_used_span() const {
-  for (int64_t i = n_ctx_; i > 0; --i)
-    if (seq_[static_cast<size_t>(i - 1)] >= 0) return i;
-  return 0;
+int64_t KvCache::seq_n_cells(int32_t seq) const {
+  return seq < 0 || seq >= n_seq_max_ ? 0 : n_used_[static_cast<size_t>(seq)];
 }
 
-Tensor KvCache::view(const AlignedPtr<uint8_t>& base, int il, int64_t n) const {
-  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_, head_dim_, n_head_kv_, n);
+void KvCache::visible(int32_t seq, int32_t pos, int32_t row, int32_t window, int32_t out[3]) const {
+  const int64_t c = row - seq * n_ctx_;
+  int64_t lo = 0;
+  if (window > 0) {
+    const int32_t* p = pos_.data() + seq * n_ctx_;
+    lo = std::upper_bound(p, p + c + 1, pos - window) - p;  // first position > pos - window
+  }
+  out[0] = seq;
+  out[1] = static_cast<int32_t>(lo);
+  out[2] = static_cast<int32_t>(c + 1);
 }
 
-Tensor KvCache::rows(const AlignedPtr<uint8_t>& base, int il, int64_t c0, int64_t n) const {
-  const size_t row = static_cast<size_t>(head_dim_ * n_head_kv_) * dtype_type_size(type_);
-  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_ + static_cast<size_t>(c0) * row,
-                     head_dim_ * n_head_kv_, n);
+int32_t KvCache::cell_pos(int64_t i) const {
+  return i < 0 || i >= static_cast<int64_t>(pos_.size()) ? -1 : pos_[static_cast<size_t>(i)];
 }
 
-Tensor KvCache::k(int il, int64_t n) const { return view(k_, il, n); }
-Tensor KvCache::v(int il, int64_t n) const { return view(v_, il, n); }
-Tensor KvCache::k_rows(int il, int64_t c0, int64_t n) const { return rows(k_, il, c0, n); }
-Tensor KvCache::v_rows(int il, int64_t c0, int64_t n) const { return rows(v_, il, c0, n); }
+int32_t KvCache::cell_seq(int64_t i) const {
+  if (i < 0 || i >= static_cast<int64_t>(pos_.size())) return -1;
+  const int64_t s = i / n_ctx_;
+  return i % n_ctx_ < n_used_[static_cast<size_t>(s)] ? static_cast<int32_t>(s) : -1;
+}
+
+Tensor KvCache::view(const AlignedPtr<uint8_t>& base, int il) const {
+  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_, head_dim_, n_head_kv_, n_ctx_,
+                     n_seq_max_);
+}
+
+Tensor KvCache::rows(const AlignedPtr<uint8_t>& base, int il) const {
+  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_, head_dim_ * n_head_kv_,
+                     n_ctx_ * n_seq_max_);
+}
+
+Tensor KvCache::k(int il) const { return view(k_, il); }
+Tensor KvCache::v(int il) const { return view(v_, il); }
+Tensor KvCache::k_rows(int il) const { return rows(k_, il); }
+Tensor KvCache::v_rows(int il) const { return rows(v_, il); }
 
 }  // namespace kestrel

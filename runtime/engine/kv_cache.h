@@ -1,9 +1,15 @@
-// KV cache of one context: per layer K and V of n_ctx cells, each cell
-// holding one (sequence, position). Truncating a sequence (rejected drafts,
-// edits) only marks cells free: O(n_ctx), no data moves.
+// KV cache of one context: one stream of n_ctx cells per sequence id, per
+// layer K and V. A stream holds its sequence's tokens in position order in
+// cells [0, n_used): a token of sequence s at cell c sees cells [lo, c] of
+// stream s, lo > 0 only under a sliding window. Attention therefore reads
+// per-query cell ranges (ops/op_table.h: attention ranges), never a mask over
+// every cell of every sequence.
 //
-// Layout per layer: K, V as [head_dim, n_head_kv, n_ctx] in F16 or F32, so the
-// cells of a batch are one strided copy when contiguous.
+// Truncating a sequence's tail (rejected drafts) only moves its used count;
+// removing positions from the middle moves the later cells down.
+//
+// Layout per layer: K, V as [head_dim, n_head_kv, n_ctx, n_seq] in F16 or F32:
+// cell c of stream s is row s * n_ctx + c of the [n_embd_kv, n_ctx * n_seq] view.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +25,7 @@ namespace kestrel {
 
 class KvCache {
  public:
+  // n_ctx cells per sequence, n_seq_max sequences.
   Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max);
 
   int64_t n_ctx() const { return n_ctx_; }
@@ -26,39 +33,50 @@ class KvCache {
   DType type() const { return type_; }
   size_t bytes() const { return bytes_; }
 
-  // Picks cells for the batch's tokens (a contiguous run when one is free,
-  // else any free cells) into cells[0..n). Fails when the cache is full.
-  Status find_slots(const BatchView& batch, int32_t* cells) const;
-  // Records the batch's tokens in the chosen cells (after their K/V are written).
-  void commit(const BatchView& batch, const int32_t* cells);
+  // Checks that the batch fits (each sequence's new tokens after its stored ones).
+  Status check_room(const BatchView& batch) const;
+  // Cells for the batch's tokens, as rows of the [n_embd_kv, n_ctx * n_seq]
+  // view (stream * n_ctx + cell), and records the tokens there. Call
+  // check_room() first.
+  void store(const BatchView& batch, int32_t* rows);
   // Frees the cells of seq with p0 <= pos < p1 (p1 < 0: to the end); seq < 0: all.
   void seq_rm(int32_t seq, int32_t p0, int32_t p1);
   void clear();
   // Largest position stored for seq, or -1.
   int32_t seq_pos_max(int32_t seq) const;
-  // One past the highest used cell: attention reads cells [0, n_used_span()).
-  int64_t n_used_span() const;
+  // Cells in use by seq.
+  int64_t seq_n_cells(int32_t seq) const;
+  // The cells a token of seq at position pos stored in `row` sees: writes
+  // {seq, lo, hi} (attention ranges). window > 0: only positions > pos - window.
+  void visible(int32_t seq, int32_t pos, int32_t row, int32_t window, int32_t out[3]) const;
 
-  int32_t cell_pos(int64_t i) const { return pos_[static_cast<size_t>(i)]; }
-  int32_t cell_seq(int64_t i) const { return seq_[static_cast<size_t>(i)]; }
+  // Flat cell i in [0, n_ctx * n_seq): its position / sequence, or -1 when free.
+  int32_t cell_pos(int64_t i) const;
+  int32_t cell_seq(int64_t i) const;
 
-  // Views of layer il over the first n cells: [head_dim, n_head_kv, n].
-  Tensor k(int il, int64_t n) const;
-  Tensor v(int il, int64_t n) const;
-  // View of layer il's K (or V) cells [c0, c0 + n) as [n_embd_kv, n].
-  Tensor k_rows(int il, int64_t c0, int64_t n) const;
-  Tensor v_rows(int il, int64_t c0, int64_t n) const;
+  // Layer il's whole K (or V): [head_dim, n_head_kv, n_ctx, n_seq].
+  Tensor k(int il) const;
+  Tensor v(int il) const;
+  // Layer il's K (or V) as rows: [n_embd_kv, n_ctx * n_seq] (set_rows' destination).
+  Tensor k_rows(int il) const;
+  Tensor v_rows(int il) const;
+  // The memory holding every layer's K and V (plan roots).
+  void* k_base() const { return k_.get(); }
+  void* v_base() const { return v_.get(); }
+  size_t k_bytes() const { return bytes_ / 2; }
 
  private:
-  Tensor view(const AlignedPtr<uint8_t>& base, int il, int64_t n) const;
-  Tensor rows(const AlignedPtr<uint8_t>& base, int il, int64_t c0, int64_t n) const;
+  Tensor view(const AlignedPtr<uint8_t>& base, int il) const;
+  Tensor rows(const AlignedPtr<uint8_t>& base, int il) const;
 
   int64_t n_ctx_ = 0, head_dim_ = 0, n_head_kv_ = 0, n_layer_ = 0;
   int32_t n_seq_max_ = 1;
   DType type_ = DType::F16;
-  size_t layer_bytes_ = 0, bytes_ = 0;
+  size_t layer_bytes_ = 0, row_bytes_ = 0, bytes_ = 0;
   AlignedPtr<uint8_t> k_, v_;
-  std::vector<int32_t> pos_, seq_;  // seq_ -1 = free
+  std::vector<int32_t> pos_;    // [n_seq][n_ctx]: position of each used cell, increasing
+  std::vector<int64_t> n_used_;  // [n_seq]
+  mutable std::vector<int64_t> batch_count_;  // [n_seq] check_room's tally
 };
 
 }  // namespace kestrel

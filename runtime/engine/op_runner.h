@@ -9,16 +9,17 @@
 #include <vector>
 
 #include "ops/backend.h"
+#include "ops/plan.h"
 
 namespace kestrel {
 
-class OpRunner {
+class OpRunner final : public OpSink {
  public:
   // Backends in order of preference; the runner does not own them.
   void set_backends(std::vector<Backend*> backends) { backends_ = std::move(backends); }
   void set_n_threads(int n);
 
-  Status run(OpId op, Tensor* dst, std::initializer_list<const Tensor*> src, const void* params = nullptr);
+  Status run(OpId op, Tensor* dst, std::initializer_list<const Tensor*> src, const void* params = nullptr) override;
 
  private:
   std::vector<Backend*> backends_;

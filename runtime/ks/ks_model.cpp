@@ -24,18 +24,6 @@ size_t scratch_per_token(const KsLinear& ks) {
   return (size_t)(ks_in_features(ks.pattern[0]) + ks_out_features(ks.pattern[ks.n_factors - 1]) + 2 * widest);
 }
 
-// dst[j][i] = src[i][j] for src rows of `cols` floats `src_ld` apart, dst rows `dst_ld`
-// apart; in 16 x 16 tiles so that both sides stay within a few cache lines per tile.
-void transpose(const float* src, size_t src_ld, int64_t rows, int64_t cols, float* dst, size_t dst_ld) {
-  constexpr int64_t kT = 16;
-  for (int64_t i0 = 0; i0 < rows; i0 += kT)
-    for (int64_t j0 = 0; j0 < cols; j0 += kT) {
-      const int64_t i1 = std::min(rows, i0 + kT), j1 = std::min(cols, j0 + kT);
-      for (int64_t i = i0; i < i1; ++i)
-        for (int64_t j = j0; j < j1; ++j) dst[(size_t)j * dst_ld + (size_t)i] = src[(size_t)i * src_ld + (size_t)j];
-    }
-}
-
 }  // namespace
 
 std::string ks_patterns_key(int il, const std::string& proj) {
@@ -125,7 +113,7 @@ size_t ks_scratch_floats_per_token(const std::vector<LayerWeights>& layers) {
   return most;
 }
 
-Status ks_linear_apply(OpRunner& ops, const KsLinear& ks, const Tensor& x, Tensor& y, float* scratch,
+Status ks_linear_apply(OpSink& ops, const KsLinear& ks, const Tensor& x, Tensor& y, float* scratch,
                        size_t scratch_floats) {
   const int n = ks.n_factors;
   if (n < 1) return Status::invalid_argument("ks linear: no factors");
@@ -150,9 +138,9 @@ Status ks_linear_apply(OpRunner& ops, const KsLinear& ks, const Tensor& x, Tenso
   for (int t = 0; t + 1 < n; ++t) widest = std::max(widest, ks_out_features(ks.pattern[t]));
   Tensor in_t, out_t, buf[2];
   if (bl) {
-    transpose(static_cast<const float*>(x.data), x.nb[1] / sizeof(float), M, n_in, xt, (size_t)M);
     in_t = act(xt, n_in);
     out_t = act(yt, n_out);
+    KESTREL_TRY(ops.run(OpId::transpose, &in_t, {&x}));
   }
   const Tensor* in = bl ? &in_t : &x;
   Tensor* last = bl ? &out_t : &y;
@@ -167,7 +155,7 @@ Status ks_linear_apply(OpRunner& ops, const KsLinear& ks, const Tensor& x, Tenso
     KESTREL_TRY(ops.run(OpId::ks_matmul, out, {&ks.w[t], in}, &p));
     in = out;
   }
-  if (bl) transpose(yt, (size_t)M, n_out, M, static_cast<float*>(y.data), y.nb[1] / sizeof(float));
+  if (bl) KESTREL_TRY(ops.run(OpId::transpose, &y, {&out_t}));
   return {};
 }
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "platform/status.h"
-#include "runtime/engine/op_runner.h"
+#include "ops/plan.h"
 #include "runtime/ks/ks_linear.h"
 
 namespace kestrel {
@@ -49,9 +49,11 @@ size_t ks_scratch_floats_per_token(const std::vector<LayerWeights>& layers);
 // x is transposed into scratch, the result transposed back); up to it, token_major.
 inline constexpr int64_t kKsBatchLastMinTokens = 32;
 
-// y = chain(x) for token-major x [n_in, n] and y [n_out, n] (row strides free).
-// scratch: scratch_floats >= n * ks_scratch_floats_per_token(...) host floats.
-Status ks_linear_apply(OpRunner& ops, const KsLinear& ks, const Tensor& x, Tensor& y, float* scratch,
+// y = chain(x) for token-major x [n_in, n] and y [n_out, n] (row strides free),
+// sent to `ops` (run now or recorded into a plan); the batch_last layout's
+// transposes are ops too. scratch: scratch_floats >= n * ks_scratch_floats_per_token(...)
+// floats in the same memory as x and y.
+Status ks_linear_apply(OpSink& ops, const KsLinear& ks, const Tensor& x, Tensor& y, float* scratch,
                        size_t scratch_floats);
 
 }  // namespace kestrel

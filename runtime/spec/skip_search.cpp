@@ -23,14 +23,14 @@ void argmax_rows(const Context& ctx, int32_t n, int64_t V, std::vector<int32_t>&
 }
 
 Status decode_all(Context& ctx, const std::vector<int32_t>& ids, std::vector<int32_t>& pos,
-                  std::vector<int8_t>& flags) {
-  ctx.kv().clear();
+                  std::vector<int8_t>& flags, const PassVariant& variant = {}) {
+  ctx.kv().seq_rm(0, 0, -1);
   BatchView b;
   b.n_tokens = static_cast<int32_t>(ids.size());
   b.tokens = ids.data();
   b.pos = pos.data();
   b.logits = flags.data();
-  return ctx.decode(b);
+  return ctx.decode(b, variant);
 }
 
 }  // namespace
@@ -47,8 +47,6 @@ Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::
   for (int32_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = i;
   std::vector<int8_t> flags(calib.size(), 1);
 
-  Forward& fw = ctx.forward();
-  fw.set_skip_layers({});
   KESTREL_TRY(decode_all(ctx, calib, pos, flags));
   std::vector<int32_t> ref, got;
   argmax_rows(ctx, n, V, ref);
@@ -59,12 +57,10 @@ Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::
   std::vector<SkipCandidate> out;
   for (int32_t L = step; L <= std::max(1, N / 2); L += step)
     for (int32_t s = 1; s + L - 1 <= N - 2; s += sstep) {
-      std::vector<bool> mask(static_cast<size_t>(N), false);
-      for (int32_t l = s; l < s + L; ++l) mask[static_cast<size_t>(l)] = true;
-      fw.set_skip_layers(mask);
-      const Status st = decode_all(ctx, calib, pos, flags);
-      fw.set_skip_layers({});
-      KESTREL_TRY(st);
+      PassVariant skip;
+      skip.skip.assign(static_cast<size_t>(N), false);
+      for (int32_t l = s; l < s + L; ++l) skip.skip[static_cast<size_t>(l)] = true;
+      KESTREL_TRY(decode_all(ctx, calib, pos, flags, skip));
       argmax_rows(ctx, n, V, got);
       int32_t agree = 0;
       for (int32_t i = 0; i < n; ++i) agree += got[static_cast<size_t>(i)] == ref[static_cast<size_t>(i)] ? 1 : 0;
@@ -80,7 +76,7 @@ Expected<std::vector<SkipCandidate>> search_skip_block(Context& ctx, const std::
       c.est_speedup = per_round / (g * draft_cost + 1.0);
       out.push_back(c);
     }
-  ctx.kv().clear();
+  ctx.kv().seq_rm(0, 0, -1);
   if (out.empty()) return Status::unsupported("no layer block to skip in a %d-layer model", N);
   std::stable_sort(out.begin(), out.end(),
                    [](const SkipCandidate& x, const SkipCandidate& y) { return x.est_speedup > y.est_speedup; });

@@ -64,10 +64,9 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
   if (p.draft_vocab > 0) d->dv_ = std::min<int64_t>(d->dv_, p.draft_vocab);
   d->rng_.seed(p.seed);
   d->verify_seed_ = p.seed ^ 0x9E3779B97F4A7C15ull;
-  BackendOptions bo;
-  bo.n_threads = target.params().n_threads;
-  bo.pool = &target.pool();  // no second set of workers competing for the cores
-  KESTREL_TRY_ASSIGN(d->cpu_, backend_cpu().create(bo));
+  if (p.seq_id < 0 || p.seq_id >= target.kv().n_seq_max() || (draft && p.seq_id >= draft->kv().n_seq_max()))
+    return Status::invalid_argument("sequence id %d outside the contexts' sequences", p.seq_id);
+  if (p.draft_vocab > 0) d->draft_variant_.out_vocab = d->dv_;
   try {
     d->draft_logits_.assign(static_cast<size_t>(p.draft_max) * static_cast<size_t>(d->V_), 0.0f);
     d->work_.assign(static_cast<size_t>(d->V_), 0.0f);
@@ -75,6 +74,7 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
     // pending one and draft_max - 1 masks.
     d->batch_tok_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
     d->batch_pos_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
+    d->batch_seq_.assign(2 * static_cast<size_t>(p.draft_max) + 2, p.seq_id);
     d->batch_flags_.assign(static_cast<size_t>(p.draft_max) + 1, 1);
     d->draft_flags_.reserve(2 * static_cast<size_t>(p.draft_max) + 2);
   } catch (const std::bad_alloc&) {
@@ -104,8 +104,8 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
       d->skip_begin_ = p.skip_begin;
       d->skip_end_ = p.skip_end;
     }
-    d->skip_mask_.assign(static_cast<size_t>(N), false);
-    for (int32_t l = d->skip_begin_; l <= d->skip_end_; ++l) d->skip_mask_[static_cast<size_t>(l)] = true;
+    d->draft_variant_.skip.assign(static_cast<size_t>(N), false);
+    for (int32_t l = d->skip_begin_; l <= d->skip_end_; ++l) d->draft_variant_.skip[static_cast<size_t>(l)] = true;
   }
   return d;
 }
@@ -161,12 +161,8 @@ Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, flo
   b.tokens = toks;
   b.pos = batch_pos_.data();
   b.logits = draft_flags_.data();
-  Forward& fw = dc.forward();
-  const int64_t rows_before = fw.output_rows();
-  if (p_.draft_vocab > 0) fw.set_output_rows(dv_);
-  const Status st = dc.decode(b);
-  fw.set_output_rows(rows_before);
-  KESTREL_TRY(st);
+  b.seq_id = batch_seq_.data();
+  KESTREL_TRY(dc.decode(b, draft_variant_));
   ++stats_.n_draft_passes;
   const int64_t nc = dv_;  // <= both vocabularies
   for (int32_t r = 0; r < n_rows; ++r) {
@@ -202,7 +198,7 @@ Expected<int64_t> SpecDecoder::draft_round(const std::vector<int32_t>& hist, int
                            static_cast<int32_t>(g)));
     // The masks' cells go: the draft cache keeps the real tokens only.
     Context& dc = draft_ ? *draft_ : target_;
-    dc.kv().seq_rm(0, n_past_ + 1, -1);
+    dc.kv().seq_rm(p_.seq_id, n_past_ + 1, -1);
     *valid_end = n_past_ + 1;
     for (int64_t j = 0; j < g; ++j) {
       drafts[static_cast<size_t>(j)] = pick(draft_logits_.data() + j * V_);
@@ -233,10 +229,15 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   if (static_cast<int64_t>(prompt.size()) > n_ctx)
     return Status::too_long("the prompt has %zu tokens, the context holds %lld", prompt.size(), (long long)n_ctx);
   const bool self = p_.mode == SpecMode::self;
-  Forward& fw = target_.forward();
-  fw.set_skip_layers({});
-  target_.kv().clear();
-  if (draft_) draft_->kv().clear();
+  const int32_t seq = p_.seq_id;
+  target_.kv().seq_rm(seq, 0, -1);
+  if (draft_) draft_->kv().seq_rm(seq, 0, -1);
+  std::vector<int32_t> prompt_seq;
+  try {
+    prompt_seq.assign(prompt.size(), seq);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("prompt of %zu tokens", prompt.size());
+  }
 
   std::vector<int32_t> hist(prompt);  // tokens stored in the target cache, in order
   std::vector<int32_t> pos(prompt.size());
@@ -246,6 +247,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   pb.n_tokens = static_cast<int32_t>(prompt.size());
   pb.tokens = prompt.data();
   pb.pos = pos.data();
+  pb.seq_id = prompt_seq.data();
   KESTREL_TRY(target_.decode(pb));
   if (draft_) KESTREL_TRY(draft_->decode(pb));
   n_past_ = static_cast<int32_t>(prompt.size());
@@ -294,6 +296,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       one.n_tokens = 1;
       one.tokens = &pending;
       one.pos = &n_past_;
+      one.seq_id = &seq;
       KESTREL_TRY(target_.decode(one));
       hist.push_back(pending);
       ++n_past_;
@@ -303,14 +306,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     }
     // Draft g tokens: first catch the draft up to the pending token.
     const int64_t t0 = now_ns();
-    if (self) fw.set_skip_layers(skip_mask_);
     int32_t valid_end = 0;
     Expected<int64_t> drafted = draft_round(hist, pending, g, drafts, &valid_end);
-    if (self) {
-      fw.set_skip_layers({});
-      // Drafted positions leave the cache: verify rewrites them with every layer.
-      target_.kv().seq_rm(0, n_past_, -1);
-    }
+    // Self: drafted positions leave the cache: verify rewrites them with every layer.
+    if (self) target_.kv().seq_rm(seq, n_past_, -1);
     KESTREL_TRY(drafted.status());
     g = *drafted;
     const int64_t t1 = now_ns();
@@ -326,14 +325,15 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     vb.tokens = batch_tok_.data();
     vb.pos = batch_pos_.data();
     vb.logits = batch_flags_.data();
+    vb.seq_id = batch_seq_.data();
     KESTREL_TRY(target_.decode(vb));
-    Tensor tl = make_tensor(DType::F32, const_cast<float*>(target_.logits(0)), V_, g + 1);
+    Tensor tl = target_.logits_tensor(0, static_cast<int32_t>(g + 1));
     Tensor ql = make_tensor(DType::F32, draft_logits_.data(), V_, g);
     Tensor ids = make_tensor(DType::I32, drafts.data(), g);
     int32_t out[2] = {-1, -1};
     Tensor ot = make_tensor(DType::I32, out, 2);
     vp.seed = verify_seed_ + static_cast<uint64_t>(stats_.n_rounds) * 0xD1B54A32D192ED03ull;
-    KESTREL_TRY(cpu_->run(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
+    KESTREL_TRY(target_.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
     if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
     const int32_t a = out[0];
     stats_.t_verify_ns += now_ns() - t1;
@@ -342,12 +342,12 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     stats_.n_accepted += a;
 
     // Keep pending + the a accepted drafts; drop the rest from both caches.
-    target_.kv().seq_rm(0, n_past_ + a + 1, -1);
+    target_.kv().seq_rm(seq, n_past_ + a + 1, -1);
     hist.push_back(pending);
     hist.insert(hist.end(), drafts.begin(), drafts.begin() + a);
     if (draft_) {
       n_past_draft_ = std::min<int32_t>(valid_end, n_past_ + a + 1);
-      draft_->kv().seq_rm(0, n_past_draft_, -1);
+      draft_->kv().seq_rm(seq, n_past_draft_, -1);
     } else {
       n_past_draft_ = n_past_ + a + 1;
     }
@@ -360,10 +360,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
         // decoding, the caches keep only the tokens before it.
         n_past_ = round_start + i + 1;
         hist.resize(static_cast<size_t>(n_past_));
-        target_.kv().seq_rm(0, n_past_, -1);
+        target_.kv().seq_rm(seq, n_past_, -1);
         if (draft_) {
           n_past_draft_ = std::min(n_past_draft_, n_past_);
-          draft_->kv().seq_rm(0, n_past_draft_, -1);
+          draft_->kv().seq_rm(seq, n_past_draft_, -1);
         }
       }
     }

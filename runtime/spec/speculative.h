@@ -95,6 +95,7 @@ struct SpecParams {
   int32_t draft_vocab = 0;    // > 0: the draft scores only ids [0, draft_vocab) (0: all)
   float p_min = 0.0f;         // stop a round's drafting below this draft probability (0: off)
   bool mask_drafting = true;  // draft a round in one pass when the drafting model carries mask tokens
+  int32_t seq_id = 0;         // the sequence generate() uses in both contexts' caches (others are untouched)
 };
 
 struct SpecStats {
@@ -182,15 +183,14 @@ class SpecDecoder {
   Context* draft_;
   SpecParams p_;
   SpecStats stats_;
-  std::unique_ptr<Backend> cpu_;  // runs spec_verify
-  std::vector<bool> skip_mask_;
+  PassVariant draft_variant_;  // the drafting pass: skipped layers (self), vocabulary subset
   int32_t skip_begin_ = -1, skip_end_ = -1;
   int32_t n_past_ = 0, n_past_draft_ = 0;
   int64_t V_ = 0;
   int64_t dv_ = 0;  // ids the draft scores: [0, dv_)
   std::vector<float> draft_logits_;  // [draft_max][V]
   std::vector<float> work_;          // [V]
-  std::vector<int32_t> batch_tok_, batch_pos_;
+  std::vector<int32_t> batch_tok_, batch_pos_, batch_seq_;
   std::vector<int8_t> batch_flags_;
   std::vector<int8_t> draft_flags_;  // logits flags of a draft pass
   int32_t mask_id_ = -1;             // simultaneous drafting: the mask token, -1: off

@@ -237,6 +237,8 @@ inline void cases_softmax(std::vector<Case>& out) {
 }
 
 // ---- attention ----------------------------------------------------------------
+inline void cases_attention_ranges(std::vector<Case>& out);
+
 inline void cases_attention(std::vector<Case>& out) {
   struct Shape { int64_t D, Hq, Hkv, M, n_kv; };
   const Shape shapes[] = {{4, 1, 1, 1, 1},   {8, 2, 1, 1, 5},    {16, 4, 2, 3, 16},  {17, 2, 2, 2, 7},
@@ -281,6 +283,71 @@ inline void cases_attention(std::vector<Case>& out) {
       }
     }
   }
+  cases_attention_ranges(out);
+}
+
+// Attention over a KV cache with one stream per sequence: per-query ranges.
+inline void cases_attention_ranges(std::vector<Case>& out) {
+  struct Shape { int64_t D, Hq, Hkv, M, n_kv, n_st; };
+  const Shape shapes[] = {{4, 1, 1, 1, 1, 1},   {8, 2, 1, 7, 5, 2},     {16, 4, 2, 9, 16, 3},  {17, 2, 2, 8, 70, 2},
+                          {64, 8, 2, 7, 129, 1}, {64, 4, 1, 14, 65, 4}, {128, 2, 2, 7, 300, 2}};
+  for (DType kv : {DType::F32, DType::F16}) {
+    const std::string row = std::string("kv ") + dtype_name(kv) + " ranges";
+    for (const Shape& s : shapes) {
+      const float scale = 1.0f / std::sqrt((float)s.D);
+      TSpec q = ranged(spec(DType::F32, s.D, s.Hq, s.M), -2.0f, 2.0f);
+      TSpec k = spec(kv, s.D, s.Hkv, s.n_kv, s.n_st), v = spec(kv, s.D, s.Hkv, s.n_kv, s.n_st);
+      TSpec r = filled(spec(DType::I32, 3, s.M), Fill::kv_ranges, s.n_kv);
+      r.n_streams = s.n_st;
+      add_case(out, OpId::attention, {q, k, v, r}, spec(DType::F32, s.D, s.Hq, s.M), tol_close(2e-6, 2e-5), row)
+          .with(AttentionParams{scale, 0.0f});
+      add_case(out, OpId::attention, {q, k, v, r}, spec(DType::F32, s.D, s.Hq, s.M), tol_close(4e-6, 4e-5), row,
+               "soft cap")
+          .with(AttentionParams{scale, 3.0f});
+    }
+  }
+}
+
+// ---- set_rows, fill, softcap, transpose ----------------------------------------
+inline void cases_set_rows(std::vector<Case>& out) {
+  for (DType d : {DType::F32, DType::F16, DType::BF16}) {
+    const std::string row = dtype_name(d);
+    for (int64_t k : {1, 7, 8, 9, 64, 257})
+      for (int64_t m : {1, 5, 33}) {
+        const int64_t r = 2 * m + 3;
+        add_case(out, OpId::set_rows, {ranged(spec(DType::F32, k, m), -50.0f, 50.0f), filled(spec(DType::I32, m), Fill::rows_sorted, r)},
+                 spec(d, k, r), tol_exact(), row);
+      }
+    add_case(out, OpId::set_rows, {ranged(spec(DType::F32, 24, 9), -2.0f, 2.0f), filled(spec(DType::I32, 9), Fill::rows_repeat, 6)},
+             spec(d, 24, 6), tol_exact(), row, "repeated rows");
+    add_case(out, OpId::set_rows, {strided(spec(DType::F32, 48, 6), 8), filled(spec(DType::I32, 6), Fill::rows_sorted, 20)},
+             strided(spec(d, 48, 20), 16), tol_exact(), row, "strided");
+  }
+}
+
+inline void cases_fill(std::vector<Case>& out) {
+  for (int64_t n : awkward_sizes()) add_case(out, OpId::fill, {}, spec(DType::F32, n, 3), tol_exact()).with(FillParams{-2.5f});
+  add_case(out, OpId::fill, {}, strided(spec(DType::F32, 33, 4, 2), 12), tol_exact(), "", "strided")
+      .with(FillParams{-INFINITY});
+}
+
+inline void cases_softcap(std::vector<Case>& out) {
+  for (int64_t n : awkward_sizes())
+    add_case(out, OpId::softcap, {ranged(spec(DType::F32, n, 3), -200.0f, 200.0f)}, spec(DType::F32, n, 3),
+             tol_close(1e-5, 1e-6))
+        .with(SoftcapParams{30.0f});
+  Case& c = add_case(out, OpId::softcap, {strided(ranged(spec(DType::F32, 40, 5), -80.0f, 80.0f), 24)},
+                     strided(spec(DType::F32, 40, 5), 24), tol_close(1e-5, 1e-6), "", "in place");
+  c.in_place = true;
+  c.with(SoftcapParams{15.0f});
+}
+
+inline void cases_transpose(std::vector<Case>& out) {
+  for (int64_t k : {1, 7, 16, 17, 33})
+    for (int64_t m : {1, 5, 16, 31})
+      add_case(out, OpId::transpose, {spec(DType::F32, k, m)}, spec(DType::F32, m, k), tol_exact());
+  add_case(out, OpId::transpose, {strided(spec(DType::F32, 20, 9), 12)}, strided(spec(DType::F32, 9, 20), 4), tol_exact(), "",
+           "strided");
 }
 
 // ---- argmax -------------------------------------------------------------------

@@ -26,6 +26,10 @@ enum class Fill {
   mask_causal,  // [n_kv, M]: 0 for key j <= n_kv - M + m, else -inf
   mask_random,  // 0 or -inf at random, about one in four masked; row 0 fully masked
   argmax_hard,  // uniform with repeated maxima (ties) and NaN sprinkled in
+  kv_ranges,    // I32 [3, M]: per query (stream, lo, hi) over id_range keys and n_streams
+                // streams: mostly causal prefixes and windows, some empty, clipped or bad
+  rows_sorted,  // I32 [M]: increasing distinct rows in [0, id_range), some -1 (skipped)
+  rows_repeat,  // I32 [M]: rows in [-1, id_range + 1] with repeats (last write wins)
 };
 
 struct TSpec {
@@ -36,6 +40,7 @@ struct TSpec {
   Fill fill = Fill::uniform;
   float lo = -1.0f, hi = 1.0f;
   int64_t id_range = 0;
+  int64_t n_streams = 1;  // kv_ranges
 };
 
 inline TSpec spec(DType t, int64_t ne0, int64_t ne1 = 1, int64_t ne2 = 1, int64_t ne3 = 1) {
@@ -204,6 +209,7 @@ inline void fill_image(Image& im, const TSpec& s, std::mt19937& rng) {
   std::vector<float> row((size_t)t.ne[0]);
   int64_t flat_row = 0;
   int32_t pos = (int32_t)s.id_range;
+  int32_t next_row = 0;  // rows_sorted
   for (int64_t i3 = 0; i3 < t.ne[3]; ++i3)
     for (int64_t i2 = 0; i2 < t.ne[2]; ++i2)
       for (int64_t i1 = 0; i1 < t.ne[1]; ++i1, ++flat_row) {
@@ -215,6 +221,28 @@ inline void fill_image(Image& im, const TSpec& s, std::mt19937& rng) {
             case Fill::positions: v = (float)pos; pos += 1 + (int32_t)(rng() % 3); break;
             case Fill::mask_causal: v = i0 <= t.ne[0] - t.ne[1] + i1 ? 0.0f : -INFINITY; break;
             case Fill::mask_random: v = (flat_row == 0 || u01(rng) < 0.25f) ? -INFINITY : 0.0f; break;
+            case Fill::kv_ranges: {
+              const int64_t n_kv = s.id_range, q = flat_row, kind = q % 7;
+              const int64_t hi = n_kv - (int64_t)(rng() % (uint32_t)(n_kv / 2 + 1));
+              int64_t r[3] = {(int64_t)(q % s.n_streams), 0, hi};  // a causal prefix
+              if (kind == 1) r[1] = hi / 2;                            // a sliding window
+              if (kind == 2) r[1] = r[2];                              // sees nothing
+              if (kind == 3) r[1] = -5, r[2] = n_kv + 9;               // clipped to [0, n_kv)
+              if (kind == 4) r[0] = s.n_streams;                       // no such stream
+              if (kind == 5) r[1] = n_kv - 1, r[2] = n_kv;             // the last key alone
+              v = (float)r[i0 % 3];
+              break;
+            }
+            case Fill::rows_sorted:
+              if (rng() % 4 == 0) {
+                v = -1.0f;
+              } else {
+                next_row += 1 + (int32_t)(rng() % 3);
+                v = (float)(next_row - 1);
+                if (next_row - 1 >= s.id_range) v = -1.0f;
+              }
+              break;
+            case Fill::rows_repeat: v = (float)((int64_t)(rng() % (uint32_t)(s.id_range / 2 + 3)) - 1); break;
             case Fill::argmax_hard: {
               const float r = u01(rng);
               v = r < 0.1f ? NAN : r < 0.3f ? s.hi : uni(rng);

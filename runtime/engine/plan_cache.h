@@ -1,0 +1,48 @@
+// The prepared plans of one context, by shape and variant: a micro-batch of
+// n tokens with n_out logits rows under a PassVariant. A plan is recorded and
+// prepared the first time its key is seen and reused after that; the least
+// recently used one goes when the cache is full. A hit allocates nothing.
+//
+//   KESTREL_TRY_ASSIGN(PlanCache::Entry* e, cache.get(n, n_out, variant, build));
+//   KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
+//   KESTREL_TRY(e->exe->execute());
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ops/plan.h"
+#include "platform/function_ref.h"
+#include "runtime/engine/forward.h"
+
+namespace kestrel {
+
+class PlanCache {
+ public:
+  struct Entry {
+    int64_t n = 0, n_out = 0;
+    PassVariant variant;
+    std::unique_ptr<Executable> exe;
+    int output_root = -1;
+    uint64_t last_use = 0;
+  };
+  // Builds the executable of a key: records into the plan, prepares it, sets
+  // exe and output_root.
+  using BuildFn = FunctionRef<Status(Plan& plan, Entry& entry)>;
+
+  explicit PlanCache(size_t capacity = 32) : capacity_(capacity) {}
+  Expected<Entry*> get(int64_t n, int64_t n_out, const PassVariant& variant, BuildFn build);
+  void clear() { entries_.clear(); }
+  size_t size() const { return entries_.size(); }
+  // Plans built since creation (misses), for tests and logs.
+  uint64_t n_built() const { return n_built_; }
+
+ private:
+  size_t capacity_;
+  std::vector<std::unique_ptr<Entry>> entries_;
+  Plan scratch_;  // recording space, reused
+  uint64_t tick_ = 0, n_built_ = 0;
+};
+
+}  // namespace kestrel

@@ -1,0 +1,215 @@
+// Execution plans (ops/plan.h, runtime/engine/forward.h, plan_cache.h): the
+// forward pass recorded once per micro-batch shape and variant, then run.
+//   - one plan on ref and on every cpu ISA variant gives the same logits
+//     within the op tolerances, for several token counts;
+//   - executing a prepared plan 1000 times with changing inputs allocates nothing;
+//   - two sequences of different lengths in one batch give what each gives alone;
+//   - the plan's slots have the roles they should, a skip variant is a smaller
+//     plan, and the plan cache builds a key once.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+#include "ops/backend.h"
+#include "ops/plan.h"
+#include "runtime/engine/context.h"
+#include "runtime/model/synth.h"
+#include "tests/model_test_util.h"
+#include "tests/spec_test_util.h"
+
+// Counts every operator new in this process (the no-allocation check).
+static std::atomic<long> g_allocs{0};
+void* operator new(std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(n ? n : 1);
+}
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  g_allocs.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(n ? n : 1);
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using namespace kestrel;
+using namespace kestrel::testutil;
+using kestrel::spectest::synth;
+
+namespace {
+
+std::unique_ptr<Context> ctx_on(const Model& m, BackendChoice be, CpuIsa isa, int threads, int32_t n_seq = 1,
+                                int64_t n_batch = 64) {
+  ContextParams cp;
+  cp.n_ctx = 128;
+  cp.n_batch = n_batch;
+  cp.n_threads = threads;
+  cp.backend = be;
+  cp.isa = isa;
+  cp.kv_type = DType::F32;
+  cp.n_seq_max = n_seq;
+  auto c = Context::create(m, cp);
+  REQUIRE(c.status().to_string() == "ok");
+  return std::move(c).value();
+}
+
+std::vector<int32_t> some_ids(size_t n, int64_t V, uint32_t seed) {
+  std::vector<int32_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((seed * 2654435761u + i * 40503u) % (uint32_t)V);
+  return ids;
+}
+
+}  // namespace
+
+TEST_CASE("one plan on ref and every cpu variant: same logits at every token count", "[plan]") {
+  struct Cfg {
+    ArchId arch;
+    const char* weights;
+  };
+  const Cfg cfgs[] = {{ArchId::llama, "f32"}, {ArchId::qwen2, "q8_0"}, {ArchId::gemma3, "q4_k_m"}};
+  CpuIsa isas[8];
+  const int n_isa = cpu_isa_available(isas, 8);
+  for (const Cfg& cfg : cfgs) {
+    auto m = synth(cfg.arch, 3, 2, cfg.weights, cfg.arch == ArchId::gemma3 ? 256 : 64);
+    const int64_t V = m->hparams().n_vocab;
+    for (int64_t n : {1, 2, 7, 16, 33}) {
+      const auto ids = some_ids(static_cast<size_t>(n), V, 7);
+      auto ref = ctx_on(*m, BackendChoice::ref, CpuIsa::auto_detect, 1);
+      std::vector<float> lr, lc;
+      REQUIRE(decode_all(*ref, ids, 0, 0, &lr).ok());
+      for (int i = 0; i < n_isa; ++i) {
+        INFO("arch " << int(cfg.arch) << " " << cfg.weights << " n " << n << " isa " << cpu_isa_name(isas[i]));
+        auto cpu = ctx_on(*m, BackendChoice::cpu, isas[i], 2);
+        REQUIRE(decode_all(*cpu, ids, 0, 0, &lc).ok());
+        REQUIRE(lc.size() == lr.size());
+        // Quantized weights go through 8-bit activations on cpu: an NMSE well
+        // under the quantization noise; float weights agree to rounding.
+        const double tol = std::string(cfg.weights) == "f32" ? 1e-9 : 2e-3;
+        CHECK(nmse(lr.data(), lc.data(), lr.size()) < tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("a prepared plan re-executed 1000 times with changing inputs allocates nothing", "[plan][alloc]") {
+  auto m = synth(ArchId::llama, 5, 2, "q4_0", 64);
+  auto c = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 2, 1, 8);
+  const int64_t V = m->hparams().n_vocab;
+  int32_t tok = 1, pos = 0;
+  // Warm up: the decode plan and the logits buffer exist afterwards.
+  REQUIRE(c->decode(BatchView{1, &tok, &pos, nullptr, nullptr}).ok());
+  const uint64_t built = c->plans().n_built();
+  const long before = g_allocs.load();
+  for (int step = 0; step < 1000; ++step) {
+    pos = step % 120 + 1;
+    if (pos == 1) c->kv().seq_rm(0, 1, -1);
+    tok = static_cast<int32_t>((step * 7919) % V);
+    REQUIRE(c->decode(BatchView{1, &tok, &pos, nullptr, nullptr}).ok());
+  }
+  const long allocs = g_allocs.load() - before;
+  std::printf("plan steps: 1000 decode steps, %ld heap allocations, %llu plans built\n", allocs,
+              (unsigned long long)(c->plans().n_built() - built));
+  CHECK(allocs == 0);
+  CHECK(c->plans().n_built() == built);
+}
+
+TEST_CASE("two sequences of different lengths in one batch equal each alone", "[plan][seq]") {
+  for (const char* w : {"f32", "q8_0"}) {
+    auto m = synth(ArchId::qwen2, 9, 2, w, 64);
+    const int64_t V = m->hparams().n_vocab;
+    const auto a = some_ids(9, V, 1), b = some_ids(4, V, 2);
+    auto alone = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 2);
+    std::vector<float> la, lb;
+    REQUIRE(decode_all(*alone, a, 0, 0, &la).ok());
+    alone->kv().clear();
+    REQUIRE(decode_all(*alone, b, 0, 0, &lb).ok());
+
+    // Interleaved in one batch: a's tokens and b's, sequence ids 0 and 1.
+    auto both = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 2, 2);
+    std::vector<int32_t> ids, pos, seq;
+    std::vector<int8_t> flags;
+    size_t ia = 0, ib = 0;
+    while (ia < a.size() || ib < b.size()) {
+      if (ia < a.size()) ids.push_back(a[ia]), pos.push_back((int32_t)ia), seq.push_back(0), ++ia;
+      if (ia % 2 == 0 && ib < b.size()) ids.push_back(b[ib]), pos.push_back((int32_t)ib), seq.push_back(1), ++ib;
+    }
+    flags.assign(ids.size(), 1);
+    REQUIRE(both->decode(BatchView{(int32_t)ids.size(), ids.data(), pos.data(), seq.data(), flags.data()}).ok());
+    size_t ra = 0, rb = 0;
+    double worst = 0.0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      const float* got = both->logits((int32_t)i);
+      const float* want = seq[i] == 0 ? &la[(ra++) * V] : &lb[(rb++) * V];
+      worst = std::max(worst, nmse(want, got, (size_t)V));
+    }
+    INFO(w);
+    // Quantized weights: each token's row is bitwise the same at every batch size.
+    if (std::string(w) == "q8_0") CHECK(worst == 0.0);
+    else CHECK(worst < 1e-10);
+    // Then both sequences decode on, one token each, in one batch.
+    int32_t t2[2] = {5, 6}, p2[2] = {9, 4}, s2[2] = {0, 1};
+    REQUIRE(both->decode(BatchView{2, t2, p2, s2, nullptr}).ok());
+    CHECK(both->kv().seq_pos_max(0) == 9);
+    CHECK(both->kv().seq_pos_max(1) == 4);
+  }
+}
+
+TEST_CASE("plan slots have their roles; variants are plans; the cache builds once", "[plan]") {
+  auto m = synth(ArchId::llama, 4, 4, "f32", 64);
+  auto c = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 1);
+  Forward fw;
+  REQUIRE(fw.init(*m, 8).ok());
+  std::vector<float> logits(static_cast<size_t>(3 * m->hparams().n_vocab));
+  Plan full, skip;
+  auto out = fw.record(full, 5, 3, PassVariant{}, c->kv(), logits.data());
+  REQUIRE(out.ok());
+  PassVariant sv;
+  sv.skip = {false, true, true, false};
+  REQUIRE(fw.record(skip, 5, 3, sv, c->kv(), logits.data()).ok());
+  CHECK(skip.nodes().size() < full.nodes().size());
+  CHECK(full.roots()[static_cast<size_t>(*out)].role == SlotRole::output);
+  int n_weight = 0, n_kv_write = 0;
+  for (const PlanNode& n : full.nodes()) {
+    if (n.op == OpId::matmul && full.role_of(n.src[0]) == SlotRole::weight) ++n_weight;
+    if (n.op == OpId::set_rows) {
+      CHECK(full.role_of(n.dst) == SlotRole::kv);
+      CHECK(full.role_of(n.src[1]) == SlotRole::input);
+      ++n_kv_write;
+    }
+    if (n.op == OpId::attention) CHECK(full.role_of(n.src[3]) == SlotRole::input);
+  }
+  CHECK(n_weight == 4 * 7 + 1);
+  CHECK(n_kv_write == 2 * 4);
+  // A recorded plan prepares on ref and on cpu; every node runs somewhere.
+  auto ref = backend_ref().create(BackendOptions{});
+  REQUIRE(ref.ok());
+  auto exe = (*ref)->prepare(full, nullptr);
+  REQUIRE(exe.ok());
+  CHECK((*exe)->n_nodes() == full.nodes().size());
+  CHECK(!(*exe)->execute().ok());  // the output root is not bound yet
+
+  // The context builds a plan per (tokens, outputs, variant) once.
+  const int64_t V = m->hparams().n_vocab;
+  std::vector<float> l;
+  const uint64_t b0 = c->plans().n_built();
+  REQUIRE(decode_all(*c, some_ids(5, V, 3), 0, 0, &l).ok());
+  c->kv().clear();
+  REQUIRE(decode_all(*c, some_ids(5, V, 4), 0, 0, &l).ok());
+  CHECK(c->plans().n_built() == b0 + 1);
+  c->kv().clear();
+  int32_t t = 1, p = 0;
+  REQUIRE(c->decode(BatchView{1, &t, &p, nullptr, nullptr}, sv).ok());
+  CHECK(c->plans().n_built() == b0 + 2);
+}
