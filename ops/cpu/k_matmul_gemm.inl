@@ -48,19 +48,36 @@ inline void transpose8(__m256 r[8]) {
 }
 #endif
 
+#if defined(__AVX2__) && defined(__F16C__)
+// 8 weights of row w from element k as floats, in one 256-bit register at any vector width
+// (the same exact widening as load_w).
+template <DType T>
+inline __m256 load_w8(const char* w, int64_t k) {
+  if constexpr (T == DType::F32) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(w + k * 4));
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + k * 2));
+    if constexpr (T == DType::F16) return _mm256_cvtph_ps(h);
+    else return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+#endif
+
 // dst[k * kGemmNR + j] = W[n0 + j][k0 + k] as float for k < kn, j < rows; 0 for j >= rows.
+// x86: 8 x 8 blocks by a register transpose, also on AVX-512 (32-row panels), where the
+// element-by-element loop below made packing an F16 panel cost more than its products
+// up to a few dozen activation rows.
 template <DType T>
 inline void pack_panel(const Tensor& W, int64_t n0, int rows, int64_t k0, int64_t kn, float* dst) {
   const char* wr[kGemmNR];
   for (int j = 0; j < kGemmNR; ++j) wr[j] = j < rows ? W.row<const char>(n0 + j) : nullptr;
   int64_t k = 0;
-#if defined(__AVX2__)
-  if constexpr (kLanes == 8) {
+#if defined(__AVX2__) && defined(__F16C__)
+  if constexpr (kGemmNR % 8 == 0) {
     for (; k + 8 <= kn; k += 8)
       for (int jb = 0; jb < kGemmNR; jb += 8) {
         __m256 r[8];
-        for (int j = 0; j < 8; ++j)
-          r[j] = wr[jb + j] ? static_cast<__m256>(load_w<T>(wr[jb + j], k0 + k)) : _mm256_setzero_ps();
+        for (int j = 0; j < 8; ++j) r[j] = wr[jb + j] ? load_w8<T>(wr[jb + j], k0 + k) : _mm256_setzero_ps();
         transpose8(r);
         for (int i = 0; i < 8; ++i) _mm256_store_ps(dst + (k + i) * kGemmNR + jb, r[i]);
       }
