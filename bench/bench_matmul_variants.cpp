@@ -122,17 +122,22 @@ void bench_type(const Opts& o, Backend& cpu, CpuIsa isa, int threads, DType type
     };
     const int nv = static_cast<int>(vs.size());
     for (int i = -1; i < nv; ++i) call(i);  // warm-up
-    // Alternate: each repetition times the default and every variant once, starting one
-    // further along the list each time (no one always runs right after the same other).
+    // Alternate: each repetition times the default and every variant once, in a fresh
+    // random order, so no one always runs right after the same other (a call after one that
+    // used the same unit, e.g. AMX tiles, finds it warm).
     std::vector<double> t_def;
     std::vector<std::vector<double>> t_var(vs.size());
-    for (int r = 0; r < o.reps; ++r)
-      for (int j = 0; j <= nv; ++j) {
-        const int i = (r + j) % (nv + 1) - 1;
+    std::vector<int> order;
+    for (int i = -1; i < nv; ++i) order.push_back(i);
+    std::mt19937 shuffle_rng(3);
+    for (int r = 0; r < o.reps; ++r) {
+      std::shuffle(order.begin(), order.end(), shuffle_rng);
+      for (int i : order) {
         const double t = call(i);
         if (i < 0) t_def.push_back(t);
         else t_var[static_cast<size_t>(i)].push_back(t);
       }
+    }
     const double d = median(t_def), db = fastest(t_def);
     const MatmulVariant* pick = cpu_matmul_policy_variant(isa, type, M);
     Best b{M, nullptr, 0}, bb{M, nullptr, 0};
