@@ -1,5 +1,7 @@
-// The "cuda" backend: validation, residency checks and dispatch to the
-// kernels of ops/cuda/k_*.cu. See cuda_backend.h for the contract.
+// The "cuda" backend: validation and residency checks before the dispatch
+// (ops/cuda/cuda_dispatch.cpp) to the kernels of ops/cuda/k_*.cu, and plans
+// prepared into device executables (ops/cuda/cuda_plan.h). See cuda_backend.h
+// for the contract.
 #include "ops/cuda/cuda_backend.h"
 
 #include <cublas_v2.h>
@@ -10,53 +12,15 @@
 #include <new>
 
 #include "ops/cuda/cuda_context.h"
-#include "platform/cuda/cuda_buffer.h"
+#include "ops/cuda/cuda_plan.h"
+#include "ops/cuda/cuda_buffer.h"
 #include "platform/cuda/cuda_device.h"
 #include "platform/cuda/cuda_status.h"
 #include "platform/cuda/cuda_stream.h"
 
 namespace kestrel {
-namespace cuda {
-
-TV view(const Tensor& t) {
-  TV v;
-  v.data = static_cast<char*>(t.data);
-  for (int i = 0; i < 4; ++i) {
-    v.ne[i] = t.ne[i];
-    v.nb[i] = static_cast<int64_t>(t.nb[i]);
-  }
-  return v;
-}
-
-Expected<void*> Context::get_scratch(size_t bytes) {
-  if (bytes <= scratch_size) return scratch;
-  KESTREL_TRY(cuda_check(cudaStreamSynchronize(stream), "scratch: drain stream"));
-  if (scratch) (void)cudaFree(scratch);
-  scratch = nullptr;
-  scratch_size = 0;
-  void* p = nullptr;
-  const cudaError_t err = cudaMalloc(&p, bytes);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    return Status::out_of_memory("cuda scratch of %zu bytes: %s", bytes, cudaGetErrorName(err));
-  }
-  scratch = p;
-  scratch_size = bytes;
-  return p;
-}
-
-void Context::release() {
-  if (scratch) (void)cudaFree(scratch);
-  scratch = nullptr;
-  scratch_size = 0;
-}
-
-}  // namespace cuda
 
 namespace {
-
-using cuda::TV;
-using cuda::view;
 
 // Alignment the kernels' loads need: 4 bytes for 32-bit elements, 2 for
 // 16-bit elements and for the Q8_0 / Q4_0 blocks (their f16 scale).
@@ -96,15 +60,11 @@ bool op_implemented(const OpCall& c) {
     case OpId::copy: return plain_float(c.src[0]->type) && plain_float(c.dst->type);
     case OpId::get_rows: return cuda::weight_type_supported(c.src[0]->type);
     case OpId::matmul: return cuda::matmul_supported(c);
-    case OpId::attention: {
-      // The mask form over one stream; per-query ranges come with the GPU issue's kernels.
-      const Tensor* m = c.opt_src(3);
-      return (!m || m->type == DType::F32) && c.src[1]->ne[3] == 1;  // plus the shared-memory bound
-    }
-    case OpId::set_rows:
+    case OpId::attention: return true;  // mask or per-query ranges; plus the shared-memory bound (supports())
+    case OpId::set_rows: return plain_float(c.dst->type);
     case OpId::fill:
     case OpId::softcap:
-    case OpId::transpose: return false;  // no cuda kernel yet (the whole-model GPU issue)
+    case OpId::transpose: return true;
     case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
     case OpId::spec_verify: {
       // Greedy, softmax and sigmoid rules; the top-k / top-p thresholds run on the host kernels.
@@ -169,7 +129,7 @@ class CudaBackend final : public Backend {
     KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
     KESTREL_TRY(check_resident(*call.dst, "dst", call));
     for (int i = 0; i < call.n_src; ++i) KESTREL_TRY(check_resident(*call.src[i], "source", call));
-    return dispatch(call);
+    return cuda::dispatch(ctx_, call);
   }
 
   Expected<std::unique_ptr<Buffer>> alloc_buffer(size_t bytes) override {
@@ -187,6 +147,12 @@ class CudaBackend final : public Backend {
   Status synchronize() override {
     KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
     return stream_.synchronize();
+  }
+  // A device executable (ops/cuda/cuda_plan.h): no host fallback, so `fallback`
+  // is not used; a node this backend cannot run fails the prepare.
+  Expected<std::unique_ptr<Executable>> prepare(const Plan& plan, Backend* fallback) override {
+    (void)fallback;
+    return cuda::prepare_plan(ctx_, *this, plan);
   }
 
  private:
@@ -217,119 +183,6 @@ class CudaBackend final : public Backend {
                                         cb->size());
     }
     return {};
-  }
-
-  Status dispatch(const OpCall& c) {
-    const cudaStream_t s = ctx_.stream;
-    const Tensor& a = *c.src[0];
-    const Tensor& d = *c.dst;
-    const char* what = op_name(c.op);
-    switch (c.op) {
-      case OpId::rms_norm: {
-        const RmsNormParams& p = c.p<RmsNormParams>();
-        const Tensor* w = c.opt_src(1);
-        return cuda_check(cuda::launch_rms_norm(view(a), w ? static_cast<const float*>(w->data) : nullptr, view(d),
-                                                p.eps, p.one_plus_weight, s),
-                          what);
-      }
-      case OpId::softmax: {
-        const SoftmaxParams& p = c.p<SoftmaxParams>();
-        const Tensor* m = c.opt_src(1);
-        const cuda::SoftmaxArgs args{p.scale, p.soft_cap, p.causal, p.window, p.pos_offset, p.exp};
-        return cuda_check(cuda::launch_softmax(view(a), m ? view(*m) : TV{}, view(d), args, s), what);
-      }
-      case OpId::scale: {
-        const ScaleParams& p = c.p<ScaleParams>();
-        return cuda_check(cuda::launch_unary(cuda::Unary::scale, ExpTier::exact, view(a), view(d), p.scale, p.bias, s),
-                          what);
-      }
-      case OpId::silu:
-        return cuda_check(
-            cuda::launch_unary(cuda::Unary::silu, c.p<SiluParams>().exp, view(a), view(d), 0, 0, s), what);
-      case OpId::sigmoid:
-        return cuda_check(
-            cuda::launch_unary(cuda::Unary::sigmoid, c.p<SigmoidParams>().exp, view(a), view(d), 0, 0, s), what);
-      case OpId::gelu: {
-        const GeluParams& p = c.p<GeluParams>();
-        const auto op = p.form == GeluForm::erf       ? cuda::Unary::gelu_erf
-                        : p.form == GeluForm::sigmoid ? cuda::Unary::gelu_sigmoid
-                                                      : cuda::Unary::gelu_tanh;
-        return cuda_check(cuda::launch_unary(op, p.exp, view(a), view(d), 0, 0, s), what);
-      }
-      case OpId::add:
-        return cuda_check(
-            cuda::launch_binary(cuda::Binary::add, ExpTier::exact, view(a), view(*c.src[1]), view(d), s), what);
-      case OpId::mul:
-        return cuda_check(
-            cuda::launch_binary(cuda::Binary::mul, ExpTier::exact, view(a), view(*c.src[1]), view(d), s), what);
-      case OpId::swiglu:
-        return cuda_check(cuda::launch_binary(cuda::Binary::swiglu, c.p<SiluParams>().exp, view(a), view(*c.src[1]),
-                                              view(d), s),
-                          what);
-      case OpId::geglu: {
-        const GeluParams& p = c.p<GeluParams>();
-        const auto op = p.form == GeluForm::erf       ? cuda::Binary::geglu_erf
-                        : p.form == GeluForm::sigmoid ? cuda::Binary::geglu_sigmoid
-                                                      : cuda::Binary::geglu_tanh;
-        return cuda_check(cuda::launch_binary(op, p.exp, view(a), view(*c.src[1]), view(d), s), what);
-      }
-      case OpId::copy: return cuda_check(cuda::launch_copy(a.type, view(a), d.type, view(d), s), what);
-      case OpId::argmax: return cuda_check(cuda::launch_argmax(view(a), view(d), s), what);
-      case OpId::rope: {
-        const RopeParams& p = c.p<RopeParams>();
-        const cuda::RopeArgs args{p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};
-        return cuda_check(
-            cuda::launch_rope(view(a), static_cast<const int32_t*>(c.src[1]->data), view(d), args, s), what);
-      }
-      case OpId::get_rows: return run_get_rows(c);
-      case OpId::matmul: return cuda::run_matmul(ctx_, c);
-      case OpId::attention: {
-        const AttentionParams& p = c.p<AttentionParams>();
-        const Tensor* m = c.opt_src(3);
-        return cuda_check(cuda::launch_attention(c.src[1]->type, view(a), view(*c.src[1]), view(*c.src[2]),
-                                                 m ? view(*m) : TV{}, view(d), {p.scale, p.soft_cap, p.exp}, s),
-                          what);
-      }
-      case OpId::ks_matmul:
-      case OpId::set_rows:
-      case OpId::fill:
-      case OpId::softcap:
-      case OpId::transpose: break;
-      case OpId::spec_verify: {
-        const SpecVerifyParams& p = c.p<SpecVerifyParams>();
-        const int64_t g = c.src[1]->ne[0];
-        KESTREL_TRY_ASSIGN(void* scratch, ctx_.get_scratch(cuda::spec_verify_scratch_bytes(g, a.ne[0])));
-        const Tensor* dl = c.opt_src(2);
-        const cuda::SpecVerifyArgs args{p.greedy, p.sigmoid, p.temperature, p.sigmoid_scale, p.sigmoid_bias, p.seed};
-        return cuda_check(cuda::launch_spec_verify(view(a), dl ? view(*dl) : TV{},
-                                                   static_cast<const int32_t*>(c.src[1]->data), g, args, scratch,
-                                                   static_cast<int32_t*>(d.data), s),
-                          what);
-      }
-    }
-    return Status::unsupported("%s: not implemented on cuda", what);
-  }
-
-  // ids outside the table are an error, not a fault: they are read back and
-  // checked on the host before the gather runs (one small sync per call).
-  Status run_get_rows(const OpCall& c) {
-    const Tensor& table = *c.src[0];
-    const Tensor& ids = *c.src[1];
-    const int64_t n = ids.ne[0];
-    if (n == 0) return {};
-    std::unique_ptr<int32_t[]> host(new (std::nothrow) int32_t[static_cast<size_t>(n)]);
-    if (!host) return Status::out_of_memory("get_rows: %lld ids", static_cast<long long>(n));
-    KESTREL_TRY(cuda_check(cudaMemcpyAsync(host.get(), ids.data, static_cast<size_t>(n) * sizeof(int32_t),
-                                           cudaMemcpyDeviceToHost, ctx_.stream),
-                           "get_rows: read ids"));
-    KESTREL_TRY(cuda_check(cudaStreamSynchronize(ctx_.stream), "get_rows: read ids"));
-    for (int64_t i = 0; i < n; ++i)
-      if (host[i] < 0 || host[i] >= table.ne[1])
-        return Status::invalid_argument("get_rows: id %d at %lld outside [0, %lld)", host[i],
-                                        static_cast<long long>(i), static_cast<long long>(table.ne[1]));
-    return cuda_check(cuda::launch_get_rows(table.type, view(table), static_cast<const int32_t*>(ids.data),
-                                            view(*c.dst), ctx_.stream),
-                      "get_rows");
   }
 
   cuda::Context ctx_;

@@ -1,5 +1,6 @@
 // What the CUDA backend's op implementations share: device, stream, cuBLAS
-// handle and a growable device scratch area. Internal to ops/cuda.
+// handle and a growable device scratch area, and the dispatch from an OpCall
+// to its kernel launch. Internal to ops/cuda.
 #pragma once
 
 #include <cublas_v2.h>
@@ -29,5 +30,16 @@ TV view(const Tensor& t);
 
 bool matmul_supported(const OpCall& call);
 Status run_matmul(Context& ctx, const OpCall& call);
+// Device scratch run_matmul asks for (0 unless it dequantizes W for cuBLAS).
+size_t matmul_scratch_bytes(const OpCall& call);
+
+// Enqueues one op on ctx.stream. The call has passed validate_op() and the
+// backend's supports(), and every tensor is device memory of ctx.device (the
+// current device): nothing is checked, synchronized or read back here, so a
+// plan's step is a run of these. Allocates only when the scratch area is
+// smaller than dispatch_scratch_bytes(call) (a prepared plan reserves it).
+Status dispatch(Context& ctx, const OpCall& call);
+// Device scratch dispatch(call) needs.
+size_t dispatch_scratch_bytes(const OpCall& call);
 
 }  // namespace kestrel::cuda

@@ -23,7 +23,7 @@ struct TV {
   int64_t nb[4] = {0, 0, 0, 0};
 };
 
-enum class Unary : int32_t { scale, silu, sigmoid, gelu_tanh, gelu_erf, gelu_sigmoid };
+enum class Unary : int32_t { scale, silu, sigmoid, gelu_tanh, gelu_erf, gelu_sigmoid, softcap };
 enum class Binary : int32_t { add, mul, swiglu, geglu_tanh, geglu_erf, geglu_sigmoid };
 
 // rms_norm over each row of x; w (ne[0] floats) optional.
@@ -40,17 +40,26 @@ struct SoftmaxArgs {
 // Row softmax with optional mask (mask.data null when absent).
 cudaError_t launch_softmax(TV x, TV mask, TV y, SoftmaxArgs a, cudaStream_t s);
 
-// y = f(x) elementwise; scale uses (p0, p1) = (scale, bias); tier: the exp tier of
-// silu, sigmoid and the GELU forms (ignored by scale).
+// y = f(x) elementwise; scale uses (p0, p1) = (scale, bias), softcap p0 = cap;
+// tier: the exp tier of silu, sigmoid and the GELU forms (ignored by scale, softcap).
 cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1, cudaStream_t s);
 // y = a (op) b; add/mul broadcast b over dims where b.ne[i] == 1; tier as above.
 cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_t s);
 // y = x converted between F32 / F16 / BF16, any strides.
 cudaError_t launch_copy(DType xt, TV x, DType yt, TV y, cudaStream_t s);
 
+// y row ids[m] = x row m converted to yt (F32 | F16 | BF16); ids outside
+// [0, y.ne[1]) are skipped; of two rows naming the same y row the later wins.
+cudaError_t launch_set_rows(TV x, const int32_t* ids, DType yt, TV y, cudaStream_t s);
+// Every element of y (F32, any aligned strides) = value.
+cudaError_t launch_fill(TV y, float value, cudaStream_t s);
+// y [M, K] = x [K, M] transposed (F32, 2-D).
+cudaError_t launch_transpose(TV x, TV y, cudaStream_t s);
+
 // y[m] = index of the largest element of row m of x (lowest on ties, NaN never wins).
 cudaError_t launch_argmax(TV x, TV y, cudaStream_t s);
-// y row m = dequantized table row ids[m] (ids already range-checked).
+// y row m = dequantized table row ids[m]; an id outside the table yields a
+// row of zeros (as the cpu kernel does), so no id can read out of bounds.
 cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaStream_t s);
 
 struct RopeArgs {
@@ -66,9 +75,12 @@ struct AttentionArgs {
   float soft_cap;
   ExpTier exp;
 };
-// q [D, Hq, M], k / v [D, Hkv, n_kv] of kv_type (F32 | F16), mask [n_kv, M]
-// (mask.data null when absent), y [D, Hq, M].
-cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV y, AttentionArgs a, cudaStream_t s);
+// q [D, Hq, M], k / v [D, Hkv, n_kv, n_stream] of kv_type (F32 | F16), y [D, Hq, M];
+// at most one of mask F32 [n_kv, M] (n_stream 1) and ranges I32 [3, M] (per
+// query: stream, lo, hi), data null when absent. A query reads only the keys
+// of its range, so its cost is the range's length, not n_kv.
+cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a,
+                             cudaStream_t s);
 // Dynamic shared memory one attention block needs; must not exceed the
 // device's opt-in per-block limit.
 size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv);

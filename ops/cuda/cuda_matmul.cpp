@@ -43,6 +43,46 @@ bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
 bool matmul_supported(const OpCall& call) { return weight_type_supported(call.src[0]->type); }
 
+namespace {
+
+// The path run_matmul takes for a call, and the rows per dequantized chunk.
+struct MatmulPath {
+  bool gemm = false;        // cuBLAS (else the direct kernel)
+  bool w_in_place = false;  // gemm on W as stored (F32)
+  int64_t xs = 0, ys = 0;   // row strides of x and y in bytes (gemm)
+  int64_t chunk = 0;        // W rows dequantized per SGEMM (gemm, not in place)
+};
+
+MatmulPath matmul_path(const OpCall& call) {
+  const Tensor& w = *call.src[0];
+  const Tensor& x = *call.src[1];
+  const Tensor& y = *call.dst;
+  const int64_t K = w.ne[0], N = w.ne[1];
+  const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
+  MatmulPath p;
+  if (N == 0 || M == 0) return p;
+  p.gemm = M >= kGemmMinRows && K > 0 && uniform_rows(x, &p.xs) && uniform_rows(y, &p.ys) && p.xs % 4 == 0 &&
+           p.ys % 4 == 0 && p.xs / 4 >= K && p.ys / 4 >= N && fits_int(K) && fits_int(N) && fits_int(M) &&
+           fits_int(p.xs / 4) && fits_int(p.ys / 4);
+  if (!p.gemm) return p;  // K == 0 included: the direct kernel writes zeros
+  p.w_in_place = w.type == DType::F32 && w.nb[1] % 4 == 0 && (N == 1 || w.nb[1] / 4 >= static_cast<size_t>(K)) &&
+                 fits_int(static_cast<int64_t>(w.nb[1] / 4));
+  if (!p.w_in_place) {
+    const size_t row_bytes = static_cast<size_t>(K) * sizeof(float);
+    p.chunk = static_cast<int64_t>(kScratchBytes / row_bytes);
+    if (p.chunk < 1) p.chunk = 1;
+    if (p.chunk > N) p.chunk = N;
+  }
+  return p;
+}
+
+}  // namespace
+
+size_t matmul_scratch_bytes(const OpCall& call) {
+  const MatmulPath p = matmul_path(call);
+  return static_cast<size_t>(p.chunk) * static_cast<size_t>(call.src[0]->ne[0]) * sizeof(float);
+}
+
 Status run_matmul(Context& ctx, const OpCall& call) {
   const Tensor& w = *call.src[0];
   const Tensor& x = *call.src[1];
@@ -50,34 +90,25 @@ Status run_matmul(Context& ctx, const OpCall& call) {
   const int64_t K = w.ne[0], N = w.ne[1];
   const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
   if (N == 0 || M == 0) return {};
-
-  int64_t xs = 0, ys = 0;
-  const bool gemm = M >= kGemmMinRows && K > 0 && uniform_rows(x, &xs) && uniform_rows(y, &ys) &&
-                    xs % 4 == 0 && ys % 4 == 0 && xs / 4 >= K && ys / 4 >= N && fits_int(K) && fits_int(N) &&
-                    fits_int(M) && fits_int(xs / 4) && fits_int(ys / 4);
-  if (!gemm) {  // K == 0 included: the direct kernel writes zeros
+  const MatmulPath path = matmul_path(call);
+  if (!path.gemm)
     return cuda_check(launch_matmul_direct(w.type, view(w), view(x), view(y), ctx.stream), "matmul_direct");
-  }
 
   const float one = 1.0f, zero = 0.0f;
   const float* xp = static_cast<const float*>(x.data);
   float* yp = static_cast<float*>(y.data);
-  const bool w_in_place = w.type == DType::F32 && w.nb[1] % 4 == 0 && (N == 1 || w.nb[1] / 4 >= static_cast<size_t>(K)) &&
-                          fits_int(static_cast<int64_t>(w.nb[1] / 4));
-  if (w_in_place) {
+  const int ldx = static_cast<int>(path.xs / 4), ldy = static_cast<int>(path.ys / 4);
+  if (path.w_in_place) {
     const int lda = N == 1 ? static_cast<int>(K) : static_cast<int>(w.nb[1] / 4);
     // Column-major view: W is K x N (lda), x is K x M (ldb), y is N x M (ldc).
     return cublas_check(cublasSgemm(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
-                                    static_cast<int>(K), &one, static_cast<const float*>(w.data), lda, xp,
-                                    static_cast<int>(xs / 4), &zero, yp, static_cast<int>(ys / 4)),
+                                    static_cast<int>(K), &one, static_cast<const float*>(w.data), lda, xp, ldx, &zero,
+                                    yp, ldy),
                         "matmul: cublasSgemm");
   }
 
-  const size_t row_bytes = static_cast<size_t>(K) * sizeof(float);
-  int64_t chunk = static_cast<int64_t>(kScratchBytes / row_bytes);
-  if (chunk < 1) chunk = 1;
-  if (chunk > N) chunk = N;
-  KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(static_cast<size_t>(chunk) * row_bytes));
+  const int64_t chunk = path.chunk;
+  KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matmul_scratch_bytes(call)));
   float* wf = static_cast<float*>(scratch);
   const TV wv = view(w);
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
@@ -85,7 +116,7 @@ Status run_matmul(Context& ctx, const OpCall& call) {
     KESTREL_TRY(cuda_check(launch_dequant_rows(w.type, wv, n0, nc, wf, ctx.stream), "matmul: dequant_rows"));
     KESTREL_TRY(cublas_check(cublasSgemm(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nc),
                                          static_cast<int>(M), static_cast<int>(K), &one, wf, static_cast<int>(K), xp,
-                                         static_cast<int>(xs / 4), &zero, yp + n0, static_cast<int>(ys / 4)),
+                                         ldx, &zero, yp + n0, ldy),
                              "matmul: cublasSgemm"));
   }
   return {};

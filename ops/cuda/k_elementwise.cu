@@ -1,5 +1,5 @@
-// Elementwise ops (scale, silu, gelu, sigmoid, add, mul, swiglu, geglu) and copy with
-// type conversion. One block per row along ne[1..3], threads along ne[0], so
+// Elementwise ops (scale, softcap, silu, gelu, sigmoid, add, mul, swiglu, geglu),
+// fill, copy with type conversion, the set_rows scatter and transpose. One block per row along ne[1..3], threads along ne[0], so
 // any (aligned; for copy, any at all) byte strides work and accesses stay coalesced for packed rows.
 // Accuracy: the exact exp tier uses expf / tanhf / erff (CUDA's accurate forms,
 // <= 2 ulp each); the quake tiers follow ops/cuda/cuda_exp.cuh (the reference's
@@ -13,6 +13,7 @@ namespace {
 template <Unary OP, ExpTier T>
 __device__ __forceinline__ float unary_fn(float v, float p0, float p1) {
   if constexpr (OP == Unary::scale) return fmaf(v, p0, p1);
+  else if constexpr (OP == Unary::softcap) return p0 * tanhf(v / p0);
   else if constexpr (OP == Unary::silu) return silu_t<T>(v);
   else if constexpr (OP == Unary::sigmoid) return sigmoid_t<T>(v);
   else if constexpr (OP == Unary::gelu_tanh) return gelu_tanh_t<T>(v);
@@ -157,7 +158,86 @@ cudaError_t copy_to(DType yt, TV x, TV y, int64_t nrows, unsigned threads, cudaS
   return cudaGetLastError();
 }
 
+
+__global__ void fill_f32(TV y, float value, int64_t nrows) {
+  for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
+    float* yr = reinterpret_cast<float*>(row_ptr(y, r));
+    for (int64_t i = threadIdx.x; i < y.ne[0]; i += blockDim.x) yr[i] = value;
+  }
+}
+
+// One block per source row m. The last of several rows naming the same
+// destination row wins: a row that a later one overwrites is not stored (the
+// scan is O(M) per row, so no two blocks race on a destination row).
+template <DType YT>
+__global__ void set_rows_kernel(TV x, const int32_t* ids, TV y, int64_t M) {
+  for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
+    const int32_t id = ids[m];
+    if (id < 0 || id >= y.ne[1]) continue;
+    bool later = false;
+    for (int64_t j = m + 1; j < M && !later; ++j) later = ids[j] == id;
+    if (later) continue;
+    const char* xr = x.data + m * x.nb[1];
+    char* yr = y.data + static_cast<int64_t>(id) * y.nb[1];
+    for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x)
+      store_plain<YT, false>(yr, i, reinterpret_cast<const float*>(xr)[i]);
+  }
+}
+
+// 32 x 32 tiles through shared memory: both the reads of x rows and the
+// writes of y rows are coalesced. Block (32, 8); tile (bx, by) covers x
+// elements k in [32 bx, +32), m in [32 by, +32).
+constexpr int kTile = 32;
+__global__ void transpose_kernel(TV x, TV y, int64_t tiles_m) {
+  __shared__ float tile[kTile][kTile + 1];
+  const int64_t K = x.ne[0], M = x.ne[1];
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  for (int64_t tm = blockIdx.y; tm < tiles_m; tm += gridDim.y) {
+    const int64_t m0 = tm * kTile;
+    __syncthreads();  // the previous tile's readers are done
+    for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
+      const int64_t m = m0 + r, k = k0 + threadIdx.x;
+      if (m < M && k < K) tile[r][threadIdx.x] = reinterpret_cast<const float*>(x.data + m * x.nb[1])[k];
+    }
+    __syncthreads();
+    for (int r = threadIdx.y; r < kTile; r += blockDim.y) {
+      const int64_t k = k0 + r, m = m0 + threadIdx.x;
+      if (m < M && k < K) reinterpret_cast<float*>(y.data + k * y.nb[1])[m] = tile[threadIdx.x][r];
+    }
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_fill(TV y, float value, cudaStream_t s) {
+  const int64_t nrows = nrows_of(y);
+  if (nrows == 0 || y.ne[0] == 0) return cudaSuccess;
+  fill_f32<<<grid_for(nrows), row_threads(y.ne[0]), 0, s>>>(y, value, nrows);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_set_rows(TV x, const int32_t* ids, DType yt, TV y, cudaStream_t s) {
+  const int64_t M = x.ne[1];
+  if (M == 0 || x.ne[0] == 0) return cudaSuccess;
+  const unsigned g = grid_for(M), t = row_threads(x.ne[0]);
+  switch (yt) {
+    case DType::F32: set_rows_kernel<DType::F32><<<g, t, 0, s>>>(x, ids, y, M); break;
+    case DType::F16: set_rows_kernel<DType::F16><<<g, t, 0, s>>>(x, ids, y, M); break;
+    case DType::BF16: set_rows_kernel<DType::BF16><<<g, t, 0, s>>>(x, ids, y, M); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_transpose(TV x, TV y, cudaStream_t s) {
+  const int64_t K = x.ne[0], M = x.ne[1];
+  if (K == 0 || M == 0) return cudaSuccess;
+  const int64_t gx = (K + kTile - 1) / kTile, tiles_m = (M + kTile - 1) / kTile;
+  if (gx > kMaxGridX) return cudaErrorInvalidConfiguration;
+  const unsigned gy = static_cast<unsigned>(tiles_m < 65535 ? tiles_m : 65535);
+  transpose_kernel<<<dim3(static_cast<unsigned>(gx), gy), dim3(kTile, 8), 0, s>>>(x, y, tiles_m);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1, cudaStream_t s) {
   const int64_t nrows = nrows_of(x);
@@ -172,6 +252,7 @@ cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1,
       case Unary::gelu_tanh: unary_f32<Unary::gelu_tanh, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
       case Unary::gelu_erf: unary_f32<Unary::gelu_erf, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
       case Unary::gelu_sigmoid: unary_f32<Unary::gelu_sigmoid, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::softcap: unary_f32<Unary::softcap, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
     }
   });
   return cudaGetLastError();

@@ -7,11 +7,17 @@ namespace {
 
 unsigned grid_for(int64_t nrows) { return static_cast<unsigned>(nrows < 65535 * 16 ? nrows : 65535 * 16); }
 
+// An id outside [0, N) yields zeros (as the cpu kernel): no out-of-bounds read.
 template <DType T>
 __global__ void get_rows_kernel(TV table, const int32_t* ids, TV y, int64_t n_ids) {
   for (int64_t m = blockIdx.x; m < n_ids; m += gridDim.x) {
-    const char* src = table.data + static_cast<int64_t>(ids[m]) * table.nb[1];
+    const int64_t id = ids[m];
     float* dst = reinterpret_cast<float*>(y.data + m * y.nb[1]);
+    if (id < 0 || id >= table.ne[1]) {
+      for (int64_t k = threadIdx.x; k < table.ne[0]; k += blockDim.x) dst[k] = 0.0f;
+      continue;
+    }
+    const char* src = table.data + id * table.nb[1];
     for (int64_t k = threadIdx.x; k < table.ne[0]; k += blockDim.x) dst[k] = load_weight<T>(src, k);
   }
 }

@@ -1,4 +1,4 @@
-#include "platform/cuda/cuda_buffer.h"
+#include "ops/cuda/cuda_buffer.h"
 
 #include <new>
 

@@ -1,0 +1,257 @@
+// The device executable of a plan (see cuda_plan.h for the contract).
+#include "ops/cuda/cuda_plan.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "ops/cuda/cuda_buffer.h"
+#include "platform/cuda/cuda_status.h"
+
+namespace kestrel::cuda {
+namespace {
+
+// Device copies keep each host address's offset modulo this, so a rebased
+// tensor is exactly as aligned as it was on the host (the kernels' vector
+// loads and the supports() alignment rules see the same addresses mod 256).
+constexpr uintptr_t kKeepAlign = 256;
+
+// A root of the plan and its device memory.
+struct DeviceRoot {
+  PlanRoot host;
+  std::unique_ptr<Buffer> dev;
+  char* base = nullptr;   // device address standing for host.base
+  void* bound = nullptr;  // output roots: host memory from bind_output()
+  bool used = false;      // some node reads or writes it
+};
+
+// A run of weight memory (outside every root) that nodes read, resident on
+// the device for the executable's life.
+// TODO(issue 20): the context's per-backend weight residency replaces this
+// per-executable copy (today each prepared plan uploads the weights it reads).
+struct Weight {
+  const char* lo = nullptr;
+  size_t bytes = 0;
+  std::unique_ptr<Buffer> dev;
+  char* base = nullptr;  // device address standing for lo
+};
+
+// A get_rows whose ids are uploaded from an input root: checked on the host
+// before the upload (out-of-range ids would read zeros on the device; the
+// step reports them instead, as the ref backend does).
+struct IdCheck {
+  size_t node = 0;
+  const char* ids = nullptr;  // host address
+  size_t stride = 0;          // bytes between ids
+  int64_t n = 0;
+  int64_t n_rows = 0;         // table rows
+};
+
+Expected<std::pair<std::unique_ptr<Buffer>, char*>> device_copy_of(const char* host, size_t bytes, int device) {
+  const size_t pad = reinterpret_cast<uintptr_t>(host) % kKeepAlign;
+  KESTREL_TRY_ASSIGN(std::unique_ptr<Buffer> b, alloc_cuda_buffer(bytes + pad, device));
+  char* base = static_cast<char*>(b->data()) + pad;
+  return std::make_pair(std::move(b), base);
+}
+
+class CudaExecutable final : public Executable {
+ public:
+  explicit CudaExecutable(Context& ctx) : ctx_(ctx) {}
+
+  Status prepare(const Backend& backend, const Plan& plan) {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    try {
+      nodes_ = plan.nodes();
+      calls_.resize(nodes_.size());
+      roots_.resize(plan.roots().size());
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory("cuda executable of %zu nodes", plan.nodes().size());
+    }
+    KESTREL_TRY(map_roots(plan));
+    KESTREL_TRY(map_weights(plan));
+    size_t scratch = 0;
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      PlanNode& n = nodes_[i];
+      const Tensor host_ids = n.op == OpId::get_rows && n.n_src > 1 ? n.src[1] : Tensor{};
+      KESTREL_TRY(rebase(plan, n.dst, i, true));
+      for (int s = 0; s < n.n_src; ++s) KESTREL_TRY(rebase(plan, n.src[s], i, false));
+      calls_[i] = n.call();
+      Status v = validate_op(calls_[i]);
+      if (!v.ok()) return std::move(v.with_context("plan node " + std::to_string(i) + ": "));
+      if (!backend.supports(calls_[i]))
+        return Status::unsupported("plan node %zu (%s): the cuda backend cannot run it (types, alignment or size), "
+                                   "and a device plan has no host fallback",
+                                   i, op_name(n.op));
+      scratch = std::max(scratch, dispatch_scratch_bytes(calls_[i]));
+      const int r = host_ids.data ? plan.root_of(host_ids.data) : -1;
+      if (r >= 0 && plan.roots()[static_cast<size_t>(r)].role == SlotRole::input) {
+        try {
+          id_checks_.push_back({i, static_cast<const char*>(host_ids.data), host_ids.nb[0], host_ids.ne[0],
+                                n.src[0].ne[1]});
+        } catch (const std::bad_alloc&) {
+          return Status::out_of_memory("cuda executable id checks");
+        }
+      }
+    }
+    // The step allocates nothing: the largest scratch any node asks for now.
+    if (scratch) KESTREL_TRY(ctx_.get_scratch(scratch).status());
+    return cuda_check(cudaStreamSynchronize(ctx_.stream), "prepare: uploads");
+  }
+
+  Status bind_output(int root, void* host) override {
+    if (root < 0 || static_cast<size_t>(root) >= roots_.size() ||
+        roots_[static_cast<size_t>(root)].host.role != SlotRole::output)
+      return Status::invalid_argument("bind_output: root %d is not an output", root);
+    if (!host) return Status::invalid_argument("bind_output: null memory");
+    roots_[static_cast<size_t>(root)].bound = host;
+    return {};
+  }
+
+  Status execute() override {
+    for (const DeviceRoot& r : roots_)
+      if (r.host.role == SlotRole::output && r.used && !r.bound)
+        return Status::invalid_argument("execute: output root %s not bound", r.host.name);
+    for (const IdCheck& c : id_checks_)
+      for (int64_t m = 0; m < c.n; ++m) {
+        int32_t id;
+        std::memcpy(&id, c.ids + static_cast<size_t>(m) * c.stride, sizeof(id));
+        if (id < 0 || id >= c.n_rows)
+          return Status::invalid_argument("plan node %zu (get_rows): id %d at %lld outside [0, %lld)", c.node, id,
+                                          static_cast<long long>(m), static_cast<long long>(c.n_rows));
+      }
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    const cudaStream_t s = ctx_.stream;
+    for (const DeviceRoot& r : roots_)
+      if (r.host.role == SlotRole::input && r.host.bytes)
+        KESTREL_TRY(drained(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, s),
+                            "execute: upload inputs"));
+    for (size_t i = 0; i < calls_.size(); ++i) {
+      Status st = dispatch(ctx_, calls_[i]);
+      if (!st.ok()) {
+        (void)cudaStreamSynchronize(s);  // nothing queued may outlive the step
+        return std::move(st.with_context("plan node " + std::to_string(i) + ": "));
+      }
+    }
+    for (const DeviceRoot& r : roots_)
+      if (r.host.role == SlotRole::output && r.used && r.host.bytes)
+        KESTREL_TRY(drained(cudaMemcpyAsync(r.bound, r.base, r.host.bytes, cudaMemcpyDeviceToHost, s),
+                            "execute: download outputs"));
+    return cuda_check(cudaStreamSynchronize(s), "execute: step");
+  }
+
+  const char* node_backend(size_t i) const override { return i < nodes_.size() ? "cuda" : ""; }
+  size_t n_nodes() const override { return nodes_.size(); }
+
+ private:
+  // A failed enqueue still drains what was queued before it returns.
+  Status drained(cudaError_t err, const char* what) {
+    if (err == cudaSuccess) return {};
+    (void)cudaStreamSynchronize(ctx_.stream);
+    return cuda_check(err, what);
+  }
+
+  Status map_roots(const Plan& plan) {
+    for (size_t i = 0; i < roots_.size(); ++i) {
+      DeviceRoot& r = roots_[i];
+      r.host = plan.roots()[i];
+      KESTREL_TRY_ASSIGN(auto copy, device_copy_of(r.host.base, r.host.bytes, ctx_.device));
+      r.dev = std::move(copy.first);
+      r.base = copy.second;
+      // The KV cache carries over what the host memory holds; a root of
+      // weights is read-only data. Activations, inputs and outputs need no
+      // contents here.
+      if ((r.host.role == SlotRole::kv || r.host.role == SlotRole::weight) && r.host.bytes)
+        KESTREL_TRY(drained(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, ctx_.stream),
+                            "prepare: upload root"));
+    }
+    return {};
+  }
+
+  // The distinct weight ranges the nodes read, merged where they overlap or
+  // touch (views of one tensor share its copy), each uploaded once.
+  Status map_weights(const Plan& plan) {
+    std::vector<std::pair<const char*, const char*>> spans;
+    try {
+      for (const PlanNode& n : nodes_)
+        for (int s = 0; s < n.n_src; ++s) {
+          const Tensor& t = n.src[s];
+          const size_t bytes = t.nbytes();
+          if (!t.data || !bytes || plan.root_of(t.data) >= 0) continue;
+          const char* lo = static_cast<const char*>(t.data);
+          spans.emplace_back(lo, lo + bytes);
+        }
+      std::sort(spans.begin(), spans.end());
+      for (const auto& [lo, hi] : spans) {
+        if (!weights_.empty() && lo <= weights_.back().lo + weights_.back().bytes) {
+          Weight& w = weights_.back();
+          w.bytes = std::max<size_t>(w.bytes, static_cast<size_t>(hi - w.lo));
+        } else {
+          weights_.push_back(Weight{lo, static_cast<size_t>(hi - lo), nullptr, nullptr});
+        }
+      }
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory("cuda executable weight map");
+    }
+    for (Weight& w : weights_) {
+      KESTREL_TRY_ASSIGN(auto copy, device_copy_of(w.lo, w.bytes, ctx_.device));
+      w.dev = std::move(copy.first);
+      w.base = copy.second;
+      KESTREL_TRY(drained(cudaMemcpyAsync(w.base, w.lo, w.bytes, cudaMemcpyHostToDevice, ctx_.stream),
+                          "prepare: upload weights"));
+    }
+    return {};
+  }
+
+  // Points t at the device copy of the memory it views.
+  Status rebase(const Plan& plan, Tensor& t, size_t node, bool is_dst) {
+    t.buffer = nullptr;
+    if (!t.data) return {};
+    const char* p = static_cast<const char*>(t.data);
+    const size_t bytes = t.nbytes();
+    const int r = plan.root_of(p);
+    if (r < 0 && bytes == 0) return {};  // an empty view reads nothing
+    if (r >= 0) {
+      DeviceRoot& root = roots_[static_cast<size_t>(r)];
+      const size_t off = static_cast<size_t>(p - root.host.base);
+      if (bytes > root.host.bytes - off)
+        return Status::invalid_argument("plan node %zu (%s): a tensor runs past root %s", node,
+                                        op_name(nodes_[node].op), root.host.name);
+      root.used = true;
+      t.data = root.base + off;
+      return {};
+    }
+    if (is_dst)
+      return Status::invalid_argument("plan node %zu (%s): the destination lies outside every root", node,
+                                      op_name(nodes_[node].op));
+    // The weight run holding [p, p + bytes): the last one starting at or before p.
+    auto it = std::upper_bound(weights_.begin(), weights_.end(), p,
+                               [](const char* q, const Weight& w) { return q < w.lo; });
+    if (it == weights_.begin()) return Status::internal("plan node %zu: weight not mapped", node);
+    --it;
+    t.data = it->base + (p - it->lo);
+    return {};
+  }
+
+  Context& ctx_;
+  std::vector<PlanNode> nodes_;  // tensors rebased to device addresses
+  std::vector<OpCall> calls_;    // over nodes_
+  std::vector<DeviceRoot> roots_;
+  std::vector<Weight> weights_;  // sorted by lo, disjoint
+  std::vector<IdCheck> id_checks_;
+};
+
+}  // namespace
+
+Expected<std::unique_ptr<Executable>> prepare_plan(Context& ctx, const Backend& backend, const Plan& plan) {
+  std::unique_ptr<CudaExecutable> e(new (std::nothrow) CudaExecutable(ctx));
+  if (!e) return Status::out_of_memory("cuda executable");
+  KESTREL_TRY(e->prepare(backend, plan));
+  return std::unique_ptr<Executable>(std::move(e));
+}
+
+}  // namespace kestrel::cuda
