@@ -169,7 +169,7 @@ bool matmul(const OpCall& c, Exec& exec) {
   if (N == 0 || Mt == 0) return true;
   const int64_t nb = K / kQK, MT = (Mt + kTile - 1) / kTile, NT = (N + kTile - 1) / kTile;
   // Scratch: the activation tiles (B tiles, d_x, offset * c8 per m-tile and block), then
-  // per thread a quantized row, two decoded weight panels, accumulators and C stores.
+  // per thread a quantized row, the decoded weight panel, two C stores and the output tile.
   const size_t unb = static_cast<size_t>(nb);
   if (static_cast<uint64_t>(MT) > SIZE_MAX / 8 / (unb * (kTileBytes + 2 * kTile * sizeof(float)))) return false;
   const size_t xq_bytes = static_cast<size_t>(MT) * unb * kTileBytes;

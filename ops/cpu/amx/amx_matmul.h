@@ -17,9 +17,11 @@
 // partial lanes of dot_q45K, see amx_matmul_q4k.cpp). So results are bitwise equal to the
 // avx512 matmul's and do not depend on M, the tile an output falls in, or the thread count.
 //
-// Weights are repacked per call, panel by panel: a thread decodes 32 weight rows (all
+// Weights are repacked per call, panel by panel: a thread decodes 16 weight rows (all
 // their blocks) into int8 tiles once and runs every activation row against them, so the
-// repack is amortised over M (its cost is in the bench's M = 16 rows).
+// repack is amortised over M; bench_amx_matmul's M = 1 rows show what it costs (AMX at one
+// activation row is mostly the repack), and its crossover is where it stops mattering.
+// Not thread-safe per Exec (it uses exec's scratch), like every cpu kernel.
 #pragma once
 
 #include "ops/cpu/kernel_table.h"
