@@ -320,6 +320,9 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.kv_f32 = 0;
   p.reference_kernels = 0;
   p.exp_softmax = p.exp_gelu = p.exp_silu = p.exp_sigmoid = KESTREL_EXP_EXACT;
+  p.log_callback = nullptr;
+  p.log_user_data = nullptr;
+  p.log_level = KESTREL_LOG_WARN;
   return p;
 }
 
@@ -344,8 +347,21 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     cp.n_threads_batch = p.n_threads_batch;
     cp.kv_type = p.kv_f32 ? DType::F32 : DType::F16;
     cp.backend = p.reference_kernels ? BackendChoice::ref : BackendChoice::cpu;
+    if (p.log_level < KESTREL_LOG_DEBUG || p.log_level > KESTREL_LOG_NONE)
+      return Status::invalid_argument("log_level %d outside [%d, %d]", p.log_level, KESTREL_LOG_DEBUG, KESTREL_LOG_NONE);
     std::unique_ptr<kestrel_context> c(new (std::nothrow) kestrel_context());
     if (!c) return Status::out_of_memory("context handle");
+    // The C callback takes the level as an int32_t: a small trampoline per context.
+    c->log_fn = p.log_callback;
+    c->log_user = p.log_user_data;
+    if (p.log_callback) {
+      cp.log.fn = [](void* user, LogLevel level, const char* msg) {
+        auto* h = static_cast<kestrel_context*>(user);
+        h->log_fn(h->log_user, static_cast<int32_t>(level), msg);
+      };
+      cp.log.user = c.get();
+      cp.log.min_level = static_cast<LogLevel>(p.log_level);
+    }
     KESTREL_TRY_ASSIGN(c->ctx, Context::create(*model->model, cp));
     c->owner = model;
     c->seed = p.seed;

@@ -52,6 +52,8 @@ struct kestrel_context : kestrel::capi::HandleBase {
   uint32_t seed = 0x5eed;
   kestrel_timings timings{};
   std::vector<int32_t> scratch_tokens, scratch_pos;  // generate(): prompt batch
+  kestrel_log_fn log_fn = nullptr;  // the caller's log callback (the context's sink calls it)
+  void* log_user = nullptr;
 };
 
 struct kestrel_sampler : kestrel::capi::HandleBase {

@@ -418,6 +418,50 @@ static void test_every_entry_point_rejects_bad_handles(kestrel_model* model, kes
   }
 }
 
+/* The context's log callback: at debug level, building a plan says so. */
+struct log_tally {
+  int n_plan, n_below;
+  int32_t least;
+};
+static void on_log(void* user, int32_t level, const char* message) {
+  struct log_tally* t = (struct log_tally*)user;
+  if (strstr(message, "plan for 1 tokens")) ++t->n_plan;
+  if (level < t->least) ++t->n_below;
+}
+static void test_log_callback(kestrel_model* model) {
+  struct log_tally tally = {0, 0, KESTREL_LOG_DEBUG};
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 64;
+  cp.n_threads = 1;
+  cp.log_callback = on_log;
+  cp.log_user_data = &tally;
+  cp.log_level = KESTREL_LOG_DEBUG;
+  kestrel_context* ctx = NULL;
+  CHECK(kestrel_context_create(model, &cp, &ctx) == KESTREL_OK);
+  if (!ctx) return;
+  kestrel_token tok = kestrel_token_bos(model);
+  for (int32_t i = 0; i < 3; ++i) {
+    kestrel_batch b = {1, &tok, &i, NULL, NULL};
+    CHECK(kestrel_decode(ctx, &b) == KESTREL_OK);
+  }
+  CHECK(tally.n_plan == 1); /* built once, reused for the next steps */
+  kestrel_context_free(ctx);
+  /* Above the level nothing arrives; a level outside the enum is refused. */
+  tally.n_plan = 0;
+  cp.log_level = KESTREL_LOG_WARN;
+  tally.least = KESTREL_LOG_WARN;
+  CHECK(kestrel_context_create(model, &cp, &ctx) == KESTREL_OK);
+  if (ctx) {
+    kestrel_batch b = {1, &tok, &(int32_t){0}, NULL, NULL};
+    CHECK(kestrel_decode(ctx, &b) == KESTREL_OK);
+    CHECK(tally.n_plan == 0 && tally.n_below == 0);
+    kestrel_context_free(ctx);
+  }
+  cp.log_level = 9;
+  ctx = NULL;
+  CHECK(kestrel_context_create(model, &cp, &ctx) == KESTREL_ERR_INVALID_ARGUMENT && ctx == NULL);
+}
+
 static void test_inspect(kestrel_model* model) {
   char buf[256];
   CHECK(kestrel_model_desc(model, buf, sizeof buf) > 0 && strstr(buf, "llama") != NULL);
@@ -527,6 +571,7 @@ int main(void) {
   test_bad_calls(model, ctx);
   test_every_entry_point_rejects_bad_handles(model, ctx);
   test_inspect(model);
+  test_log_callback(model);
   {
     char expect[1024];
     size_t elen = 0;

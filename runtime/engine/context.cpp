@@ -1,6 +1,7 @@
 #include "runtime/engine/context.h"
 
 #include <algorithm>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -25,6 +26,7 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   std::unique_ptr<Context> c(new (std::nothrow) Context(model));
   if (!c) return Status::out_of_memory("context");
   c->params_ = p;
+  c->log_.set_sink(p.log);
   if (c->params_.n_ctx == 0) c->params_.n_ctx = std::min<int64_t>(hp.n_ctx_train, 4096);
   if (c->params_.n_threads_batch == 0) c->params_.n_threads_batch = p.n_threads;
   const int max_threads = std::max(c->params_.n_threads, c->params_.n_threads_batch);
@@ -37,6 +39,8 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   bo.isa = p.isa;
   if (p.backend == BackendChoice::cuda)
     return Status::unsupported("the cuda backend does not run whole models yet: use the cpu backend");
+  if (p.backend == BackendChoice::auto_select)
+    c->log_.info("backend auto: cpu (whole models on the GPU come with the cuda plan executable)");
   KESTREL_TRY_ASSIGN(c->ref_, backend_ref().create(bo));
   c->primary_ = c->ref_.get();
   if (p.backend == BackendChoice::cpu || p.backend == BackendChoice::auto_select) {
@@ -106,8 +110,17 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_);
   float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
   auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
+    const int64_t t0 = now_ns();
     KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, mb.n_tokens, n_out, variant, kv_, logits));
     KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_ == ref_.get() ? nullptr : ref_.get()));
+    if (log_.enabled(LogLevel::debug)) {
+      size_t on_fallback = 0;
+      for (size_t i = 0; i < e.exe->n_nodes(); ++i) on_fallback += std::strcmp(e.exe->node_backend(i), ref_->name()) == 0 ? 1 : 0;
+      log_.debug("plan for %d tokens, %d outputs%s%s: %zu nodes (%zu on ref), recorded and prepared in %.1f us",
+                 mb.n_tokens, n_out, variant.skip.empty() ? "" : ", layers skipped",
+                 variant.out_vocab > 0 ? ", vocabulary subset" : "", e.exe->n_nodes(), on_fallback,
+                 (now_ns() - t0) / 1e3);
+    }
     return {};
   };
   KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(mb.n_tokens, n_out, variant, build));

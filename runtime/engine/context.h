@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ops/backend.h"
+#include "platform/log.h"
 #include "platform/status.h"
 #include "platform/thread_pool.h"
 #include "runtime/engine/batch.h"
@@ -40,6 +41,7 @@ struct ContextParams {
   CpuIsa isa = CpuIsa::auto_detect;
   PoolEngine pool_engine = PoolEngine::native;  // see platform/thread_pool.h
   OpExpTiers exp;             // exp tier per op (forward.h); default all exact
+  LogSink log;                // where the context's messages go (platform/log.h); default nowhere
 };
 
 struct ContextStats {
@@ -76,6 +78,7 @@ class Context {
   const PlanCache& plans() const { return plans_; }
   // The context's worker threads (shared by run_op()).
   ThreadPool& pool() { return *pool_; }
+  const Logger& log() const { return log_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
 
  private:
@@ -86,6 +89,7 @@ class Context {
 
   const Model& model_;
   ContextParams params_;
+  Logger log_;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> cpu_, ref_;
   Backend* primary_ = nullptr;  // runs the plans (cpu, or ref when asked for)

@@ -104,7 +104,7 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     return Status::internal("forward: %lld tokens, %lld outputs for a micro-batch of %lld", (long long)n,
                             (long long)n_out, (long long)n_ubatch_);
   if (!pv.skip.empty() && pv.skip.size() != static_cast<size_t>(hp.n_layer))
-    return Status::invalid_argument("skip mask of %zu layers for a %d-layer model", pv.skip.size(), hp.n_layer);
+    return Status::invalid_argument("skip mask of %zu layers for a %lld-layer model", pv.skip.size(), (long long)hp.n_layer);
 
   ops.clear();
   ops.reserve(static_cast<size_t>(hp.n_layer) * 32 + 8);

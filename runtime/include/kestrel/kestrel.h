@@ -181,10 +181,23 @@ typedef enum kestrel_exp_tier {
   KESTREL_EXP_QUAKE1 = 2
 } kestrel_exp_tier;
 
+/* Levels of the messages a context sends to its log callback. */
+typedef enum kestrel_log_level {
+  KESTREL_LOG_DEBUG = 0,
+  KESTREL_LOG_INFO = 1,
+  KESTREL_LOG_WARN = 2,
+  KESTREL_LOG_ERROR = 3,
+  KESTREL_LOG_NONE = 4 /* as log_level: nothing */
+} kestrel_log_level;
+
+/* Receives a context's messages (message without a trailing newline, valid
+ * during the call; called on the thread that decodes). */
+typedef void (*kestrel_log_fn)(void* user_data, int32_t level, const char* message);
+
 typedef struct kestrel_context_params {
-  int32_t n_ctx;           /* KV cache cells; 0 = min(training context, 4096) (default 0) */
+  int32_t n_ctx;           /* KV cache cells per sequence; 0 = min(training context, 4096) (default 0) */
   int32_t n_batch;         /* tokens per micro-batch (default 512) */
-  int32_t n_seq_max;       /* distinct sequence ids (default 1) */
+  int32_t n_seq_max;       /* distinct sequence ids, each with its own n_ctx cells (default 1) */
   int32_t n_threads;       /* threads for generation (default: 1 per core, at most 8) */
   int32_t n_threads_batch; /* threads for prompt batches; 0 = n_threads (default 0) */
   uint32_t seed;           /* sampling seed (default 0x5eed) */
@@ -196,6 +209,9 @@ typedef struct kestrel_context_params {
   int32_t exp_gelu;        /* GELU / GeGLU feed-forward activations */
   int32_t exp_silu;        /* SiLU / SwiGLU feed-forward activations */
   int32_t exp_sigmoid;     /* sigmoid */
+  kestrel_log_fn log_callback; /* where the context's messages go; NULL: nowhere (default NULL) */
+  void* log_user_data;     /* passed back to log_callback (default NULL) */
+  int32_t log_level;       /* least kestrel_log_level delivered (default KESTREL_LOG_WARN) */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
