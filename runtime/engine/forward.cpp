@@ -1,5 +1,6 @@
 #include "runtime/engine/forward.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -51,7 +52,11 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
     g_ = c.take<float>(F * B);
     u_ = c.take<float>(F * B);
     xo_ = c.take<float>(E * B);
-    ks_scratch_floats_ = ks_scratch_floats_per_token(model.layers) * B;
+    size_t ks_per_token = 0;
+    for (const LayerWeights& L : model.layers)
+      for (const KsLinear* ks : {&L.ks_q, &L.ks_k, &L.ks_v, &L.ks_o, &L.ks_gate, &L.ks_up, &L.ks_down})
+        ks_per_token = std::max(ks_per_token, ks_scratch_floats_per_token(*ks));
+    ks_scratch_floats_ = ks_per_token * B;
     ks_scratch_ = ks_scratch_floats_ ? c.take<float>(ks_scratch_floats_) : nullptr;
     act_bytes_ = c.used;
     ids_ = c.take<int32_t>(B);

@@ -5,7 +5,6 @@
 #include "ops/dtype.h"
 #include "runtime/ks/ks_chain.h"
 #include "runtime/model/gguf.h"
-#include "runtime/model/model.h"
 
 namespace kestrel {
 
@@ -105,13 +104,7 @@ Status ks_bind_linear(const gguf::File& f, int il, const std::string& proj, int6
   return {};
 }
 
-size_t ks_scratch_floats_per_token(const std::vector<LayerWeights>& layers) {
-  size_t most = 0;
-  for (const LayerWeights& L : layers)
-    for (const KsLinear* ks : {&L.ks_q, &L.ks_k, &L.ks_v, &L.ks_o, &L.ks_gate, &L.ks_up, &L.ks_down})
-      most = std::max(most, scratch_per_token(*ks));
-  return most;
-}
+size_t ks_scratch_floats_per_token(const KsLinear& ks) { return scratch_per_token(ks); }
 
 Status ks_linear_apply(OpSink& ops, const KsLinear& ks, const Tensor& x, Tensor& y, float* scratch,
                        size_t scratch_floats) {

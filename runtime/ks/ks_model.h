@@ -21,7 +21,6 @@ namespace kestrel {
 namespace gguf {
 class File;
 }
-struct LayerWeights;
 
 // GGUF names of the convention for projection `proj` (attn_q, attn_k, attn_v,
 // attn_output, ffn_gate, ffn_up, ffn_down) of layer il.
@@ -41,9 +40,9 @@ Status ks_bind_linear(const gguf::File& f, int il, const std::string& proj, int6
 // applies); what names it in the message.
 Status ks_check_chain(const KsMatmulParams* patterns, int n, int64_t n_in, int64_t n_out, const std::string& what);
 
-// Scratch floats per token that ks_linear_apply needs for any KS projection of these
-// layers (0 when none is KS).
-size_t ks_scratch_floats_per_token(const std::vector<LayerWeights>& layers);
+// Scratch floats per token that ks_linear_apply needs for this projection (0 when it
+// is not KS).
+size_t ks_scratch_floats_per_token(const KsLinear& ks);
 
 // Token counts above this run the chain in the batch_last layout (prompt processing:
 // x is transposed into scratch, the result transposed back); up to it, token_major.
