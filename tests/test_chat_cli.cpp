@@ -2,9 +2,11 @@
 // runs them, on a synthetic model whose GGUF carries a chat template: turns
 // read from a pipe, /reset, KV reuse (the second turn decodes only the tokens
 // after the part of the conversation already in the cache), a full context
-// reported and survived, and the template tool's output.
+// reported and survived, Ctrl-C stopping a reply, and the template tool's output.
 #include <catch2/catch.hpp>
 
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -52,7 +54,7 @@ const std::string& model_path() {
   std::string& path = owned.path;
   if (!path.empty()) return path;
   SynthSpec spec;
-  spec.n_ctx = 512;
+  spec.n_ctx = 4096;  // greedy replies of this model run to a full context: room for the Ctrl-C test
   auto bytes = synth_model_gguf(spec);
   REQUIRE(bytes.ok());
   auto in = gguf::File::from_memory(bytes->data(), bytes->size());
@@ -202,4 +204,66 @@ TEST_CASE("kestrel run -f reads the prompt from a file; --chat wraps it in the t
   REQUIRE(c.code == 0);
   CHECK(c.out == chat.out);  // the same single user turn, the same greedy reply
   CHECK(c.err.find("chat template:") != std::string::npos);
+}
+
+TEST_CASE("kestrel chat: Ctrl-C stops the reply and returns to the prompt", "[chat][cli]") {
+  const std::string m = model_path();
+  int in_p[2], out_p[2], err_p[2];
+  REQUIRE(pipe(in_p) == 0);
+  REQUIRE(pipe(out_p) == 0);
+  REQUIRE(pipe(err_p) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(in_p[0], 0);
+    dup2(out_p[1], 1);
+    dup2(err_p[1], 2);
+    for (int fd : {in_p[0], in_p[1], out_p[0], out_p[1], err_p[0], err_p[1]}) close(fd);
+    // Greedy, no length cap: without the interrupt the reply runs to the full context.
+    execl(kBinary.c_str(), kBinary.c_str(), "chat", "-m", m.c_str(), "--temp", "0", "-n", "-1", "-t", "1", "-v",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(in_p[0]);
+  close(out_p[1]);
+  close(err_p[1]);
+  const std::string input = "a long reply please\n/reset\n";
+  REQUIRE(write(in_p[1], input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+  close(in_p[1]);
+  std::string out, err;
+  bool sent = false;
+  pollfd fds[2] = {{out_p[0], POLLIN, 0}, {err_p[0], POLLIN, 0}};
+  char buf[4096];
+  for (int open_fds = 2; open_fds > 0;) {
+    if (poll(fds, 2, 60000) <= 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      const ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+        continue;
+      }
+      (i == 0 ? out : err).append(buf, static_cast<size_t>(n));
+      if (i == 0 && !sent) {  // the reply has started: interrupt it
+        kill(pid, SIGINT);
+        sent = true;
+      }
+    }
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  INFO(err);
+  REQUIRE(sent);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // not 130: only the reply stopped
+  const size_t stopped = err.find("reply stopped"), reset = err.find("conversation reset");
+  CHECK(stopped != std::string::npos);
+  CHECK(reset != std::string::npos);
+  CHECK(stopped < reset);  // the next line was read after the interrupt
+  const std::vector<TurnStats> st = turn_stats(err);
+  REQUIRE(st.size() == 1);
+  CHECK(st[0].prompt + st[0].generated < 4000);  // well short of the full context
+  CHECK(err.find("context full") == std::string::npos);
 }
