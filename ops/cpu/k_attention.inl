@@ -36,6 +36,27 @@ inline float attn_exp1(float x) {
   return t[0];
 }
 
+// Elements [i, i + n) of a row, n < kLanes, as one vector padded with zeros
+// (AVX-512 masked loads): the tail of a row, or the whole row when the head is
+// narrower than a vector (head_dim 8 on AVX-512). Other ISAs take scalar tails.
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+constexpr bool kMaskedTails = true;
+template <bool kF16>
+inline fvec tail_vec(const void* row, int64_t i, int64_t n) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1u);
+  if constexpr (kF16) return fvec(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(row) + i)));
+  else return fvec(_mm512_maskz_loadu_ps(m, static_cast<const float*>(row) + i));
+}
+inline void tail_store(float* p, int64_t n, fvec v) {
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), v);
+}
+#else
+constexpr bool kMaskedTails = false;
+template <bool kF16>
+inline fvec tail_vec(const void*, int64_t, int64_t) { return fvec(0.0f); }
+inline void tail_store(float*, int64_t, fvec) {}
+#endif
+
 template <bool kF16>
 inline float dot_row(const float* q, const void* krow, int64_t D) {
   fvec acc0(0.0f), acc1(0.0f);
@@ -47,6 +68,10 @@ inline float dot_row(const float* q, const void* krow, int64_t D) {
       acc1 = xsimd::fma(fvec::load_unaligned(q + i + kLanes), ew::load_f16(k + i + kLanes), acc1);
     }
     for (; i + kLanes <= D; i += kLanes) acc0 = xsimd::fma(fvec::load_unaligned(q + i), ew::load_f16(k + i), acc0);
+    if (kMaskedTails && i < D) {
+      acc1 = xsimd::fma(tail_vec<false>(q, i, D - i), tail_vec<true>(k, i, D - i), acc1);
+      i = D;
+    }
     float s = xsimd::hadd(acc0 + acc1);
     for (; i < D; ++i) s += q[i] * f16_to_f32(k[i]);
     return s;
@@ -57,6 +82,10 @@ inline float dot_row(const float* q, const void* krow, int64_t D) {
       acc1 = xsimd::fma(fvec::load_unaligned(q + i + kLanes), fvec::load_unaligned(k + i + kLanes), acc1);
     }
     for (; i + kLanes <= D; i += kLanes) acc0 = xsimd::fma(fvec::load_unaligned(q + i), fvec::load_unaligned(k + i), acc0);
+    if (kMaskedTails && i < D) {
+      acc1 = xsimd::fma(tail_vec<false>(q, i, D - i), tail_vec<false>(k, i, D - i), acc1);
+      i = D;
+    }
     float s = xsimd::hadd(acc0 + acc1);
     for (; i < D; ++i) s += q[i] * k[i];
     return s;
@@ -72,11 +101,19 @@ inline void axpy_row(float* acc, float w, const void* vrow, int64_t D) {
     const uint16_t* v = static_cast<const uint16_t*>(vrow);
     for (; i + kLanes <= D; i += kLanes)
       xsimd::fma(vw, ew::load_f16(v + i), fvec::load_unaligned(acc + i)).store_unaligned(acc + i);
+    if (kMaskedTails && i < D) {
+      tail_store(acc + i, D - i, xsimd::fma(vw, tail_vec<true>(v, i, D - i), tail_vec<false>(acc, i, D - i)));
+      i = D;
+    }
     for (; i < D; ++i) acc[i] += w * f16_to_f32(v[i]);
   } else {
     const float* v = static_cast<const float*>(vrow);
     for (; i + kLanes <= D; i += kLanes)
       xsimd::fma(vw, fvec::load_unaligned(v + i), fvec::load_unaligned(acc + i)).store_unaligned(acc + i);
+    if (kMaskedTails && i < D) {
+      tail_store(acc + i, D - i, xsimd::fma(vw, tail_vec<false>(v, i, D - i), tail_vec<false>(acc, i, D - i)));
+      i = D;
+    }
     for (; i < D; ++i) acc[i] += w * v[i];
   }
 }
