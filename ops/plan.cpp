@@ -36,7 +36,11 @@ int Plan::add_root(SlotRole role, void* base, size_t bytes, const char* name) {
   r.base = static_cast<char*>(base);
   r.bytes = bytes;
   r.name = name;
-  roots_.push_back(r);
+  try {
+    roots_.push_back(r);
+  } catch (const std::bad_alloc&) {
+    return -1;
+  }
   return static_cast<int>(roots_.size()) - 1;
 }
 
@@ -45,7 +49,15 @@ void Plan::clear() {
   nodes_.clear();
 }
 
-void Plan::reserve(size_t n_nodes) { nodes_.reserve(n_nodes); }
+Status Plan::reserve(size_t n_nodes) {
+  try {
+    nodes_.reserve(n_nodes);
+    roots_.reserve(8);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("plan of %zu nodes", n_nodes);
+  }
+  return {};
+}
 
 Status Plan::run(OpId op, Tensor* dst, std::initializer_list<const Tensor*> src, const void* params) {
   const int i = static_cast<int>(op);

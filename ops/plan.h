@@ -71,12 +71,13 @@ struct PlanNode {
 
 class Plan final : public OpSink {
  public:
-  // Registers [base, base + bytes) as a root; returns its index. Roots must not overlap.
+  // Registers [base, base + bytes) as a root; returns its index (-1 when out of
+  // memory: reserve() first). Roots must not overlap.
   int add_root(SlotRole role, void* base, size_t bytes, const char* name);
   // Records the op (checked when a backend prepares the plan).
   Status run(OpId op, Tensor* dst, std::initializer_list<const Tensor*> src, const void* params = nullptr) override;
   void clear();
-  void reserve(size_t n_nodes);
+  Status reserve(size_t n_nodes);
 
   const std::vector<PlanNode>& nodes() const { return nodes_; }
   const std::vector<PlanRoot>& roots() const { return roots_; }

@@ -112,7 +112,7 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     return Status::invalid_argument("skip mask of %zu layers for a %lld-layer model", pv.skip.size(), (long long)hp.n_layer);
 
   ops.clear();
-  ops.reserve(static_cast<size_t>(hp.n_layer) * 32 + 8);
+  KESTREL_TRY(ops.reserve(static_cast<size_t>(hp.n_layer) * 32 + 8));
   ops.add_root(SlotRole::activation, arena_.get(), act_bytes_, "activations");
   ops.add_root(SlotRole::input, arena_.get() + act_bytes_, arena_bytes_ - act_bytes_, "step inputs");
   ops.add_root(SlotRole::kv, kv.k_base(), kv.k_bytes(), "kv k");
