@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,6 +23,7 @@
 
 #include "runtime/chat/builtin_templates.h"
 #include "runtime/chat/jinja.h"
+#include "tests/reduced_sweep.h"
 
 using namespace kestrel;
 using json = nlohmann::json;
@@ -202,4 +204,51 @@ TEST_CASE("message strings stay tainted through the template", "[chat][jinja]") 
     return f;
   }();
   CHECK(flags == std::string("00000") + "111" + "00000" + "11" + "0" + "11111");
+}
+
+TEST_CASE("mutated templates end in a result or a status, never a crash", "[chat][jinja]") {
+  // A GGUF's template is untrusted input (BAD-INPUTS.md): cut, spliced and
+  // truncated versions of every fixture and built-in must parse and render to
+  // text or to an error with a message (under the asan preset, with no
+  // sanitizer report).
+  std::vector<std::string> seeds;
+  for (const Source& s : templates()) seeds.push_back(s.text);
+  static const char* const kFrags[] = {"{{", "}}", "{%", "%}", "{#", "#}", "-", "+", "'", "\"", "(", ")", "[",
+                                       "]", "|", ".", ":", "\\", "\n", " ", "loop", "messages", "for", "endfor",
+                                       "if", "endif", "not", "is", "in", "~", "*", "**", "//", "0", "-1", "set",
+                                       "macro", "9999999999999999999999", "raw", "endraw"};
+  jinja::Array msgs = {
+      jinja::Value::object({{"role", jinja::Value::content("user")}, {"content", jinja::Value::content("hi {{x}}")}}),
+      jinja::Value::object({{"role", jinja::Value::content("assistant")}, {"content", jinja::Value::content("")}})};
+  std::mt19937 rng(13);
+  const int n = kestrel::test::reduced_sweep() ? 1500 : 6000;
+  int rendered = 0, refused = 0;
+  for (int it = 0; it < n; ++it) {
+    std::string src = seeds[rng() % seeds.size()];
+    for (int k = 0, nm = 1 + static_cast<int>(rng() % 4); k < nm && !src.empty(); ++k) {
+      const size_t p = rng() % src.size();
+      switch (rng() % 3) {
+        case 0: src.erase(p, 1 + rng() % 8); break;
+        case 1: src.insert(p, kFrags[rng() % (sizeof kFrags / sizeof *kFrags)]); break;
+        default: src.resize(p); break;
+      }
+    }
+    auto t = jinja::Template::parse(src);
+    if (!t.ok()) {
+      CHECK_FALSE(t.status().message().empty());
+      ++refused;
+      continue;
+    }
+    (*t)->max_steps = 200000;
+    auto r = (*t)->render({{"messages", jinja::Value::array(msgs)}, {"add_generation_prompt", jinja::Value::boolean(true)},
+                           {"bos_token", jinja::Value::text("<s>")}});
+    if (r.ok()) {
+      ++rendered;
+    } else {
+      CHECK_FALSE(r.status().message().empty());
+      ++refused;
+    }
+  }
+  CHECK(rendered > n / 20);  // the mutations still leave many templates that work
+  CHECK(refused > n / 20);
 }
