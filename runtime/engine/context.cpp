@@ -51,7 +51,7 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   const int64_t n_ctx = c->params_.n_ctx;
   const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
   c->params_.n_batch = n_ubatch;
-  KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max));
+  KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max, *c->primary_));
   KESTREL_TRY(c->forward_.init(model, n_ubatch));
   c->forward_.set_exp_tiers(p.exp);
   try {

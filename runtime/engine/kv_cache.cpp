@@ -8,7 +8,7 @@
 
 namespace kestrel {
 
-Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max) {
+Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& backend) {
   if (type != DType::F16 && type != DType::F32) return Status::invalid_argument("kv cache type must be f16 or f32");
   if (n_ctx < 1 || n_ctx > kMaxContext) return Status::invalid_argument("n_ctx %lld out of range", (long long)n_ctx);
   if (n_seq_max < 1 || n_seq_max > 256) return Status::invalid_argument("n_seq_max %d out of range [1, 256]", n_seq_max);
@@ -26,9 +26,15 @@ Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq
     return Status::out_of_memory("kv cache size overflows");
   layer_bytes_ = per_layer;
   bytes_ = 2 * total;
-  k_.reset(static_cast<uint8_t*>(aligned_alloc_bytes(total, 64)));
-  v_.reset(static_cast<uint8_t*>(aligned_alloc_bytes(total, 64)));
-  if (!k_ || !v_) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
+  auto kb = backend.alloc_buffer(total);
+  if (!kb) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
+  auto vb = backend.alloc_buffer(total);
+  if (!vb) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
+  backend_ = &backend;
+  k_buf_ = std::move(*kb);
+  v_buf_ = std::move(*vb);
+  k_ = static_cast<uint8_t*>(k_buf_->data());
+  v_ = static_cast<uint8_t*>(v_buf_->data());
   try {
     pos_.assign(static_cast<size_t>(cells), -1);
     n_used_.assign(static_cast<size_t>(n_seq_max), 0);
@@ -37,6 +43,12 @@ Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq
     return Status::out_of_memory("kv cell table");
   }
   return {};
+}
+
+Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max) {
+  auto ref = backend_ref().create(BackendOptions{});
+  if (!ref) return ref.status();
+  return init(hp, n_ctx, type, n_seq_max, **ref);  // host buffers outlive the backend object
 }
 
 Status KvCache::check_room(const BatchView& b) const {
@@ -72,12 +84,25 @@ void KvCache::seq_rm(int32_t seq, int32_t p0, int32_t p1) {
     const int64_t e = p1 < 0 ? used : std::lower_bound(pos, pos + used, p1) - pos;
     if (a >= e) continue;
     if (e < used) {
-      // Later cells move down, in every layer, K and V.
-      const size_t n_move = static_cast<size_t>(used - e) * row_bytes_;
+      // Later cells move down, in every layer, K and V: a memmove on the host;
+      // elsewhere copy ops in chunks of e - a rows (a chunk never overlaps its
+      // destination).
       for (int64_t il = 0; il < n_layer_; ++il)
-        for (uint8_t* base : {k_.get(), v_.get()}) {
-          uint8_t* stream = base + static_cast<size_t>(il) * layer_bytes_ + static_cast<size_t>(s * n_ctx_) * row_bytes_;
-          std::memmove(stream + static_cast<size_t>(a) * row_bytes_, stream + static_cast<size_t>(e) * row_bytes_, n_move);
+        for (uint8_t* base : {k_, v_}) {
+          const Tensor all = rows(base, static_cast<int>(il));
+          if (k_buf_->is_host()) {
+            std::memmove(all.row<uint8_t>(s * n_ctx_ + a), all.row<uint8_t>(s * n_ctx_ + e),
+                         static_cast<size_t>(used - e) * row_bytes_);
+            continue;
+          }
+          for (int64_t c = e; c < used; c += e - a) {
+            const int64_t n = std::min(e - a, used - c);
+            Tensor src = all, dst = all;
+            src.data = all.row<uint8_t>(s * n_ctx_ + c);
+            dst.data = all.row<uint8_t>(s * n_ctx_ + c - (e - a));
+            src.ne[1] = dst.ne[1] = n;
+            (void)backend_->run(OpCall{OpId::copy, &dst, {&src}, 1, nullptr});
+          }
         }
       std::memmove(pos + a, pos + e, static_cast<size_t>(used - e) * sizeof(int32_t));
     }
@@ -124,14 +149,18 @@ int32_t KvCache::cell_seq(int64_t i) const {
   return i % n_ctx_ < n_used_[static_cast<size_t>(s)] ? static_cast<int32_t>(s) : -1;
 }
 
-Tensor KvCache::view(const AlignedPtr<uint8_t>& base, int il) const {
-  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_, head_dim_, n_head_kv_, n_ctx_,
-                     n_seq_max_);
+Tensor KvCache::view(uint8_t* base, int il) const {
+  Tensor t = make_tensor(type_, base + static_cast<size_t>(il) * layer_bytes_, head_dim_, n_head_kv_, n_ctx_,
+                         n_seq_max_);
+  t.buffer = base == k_ ? k_buf_.get() : v_buf_.get();
+  return t;
 }
 
-Tensor KvCache::rows(const AlignedPtr<uint8_t>& base, int il) const {
-  return make_tensor(type_, base.get() + static_cast<size_t>(il) * layer_bytes_, head_dim_ * n_head_kv_,
-                     n_ctx_ * n_seq_max_);
+Tensor KvCache::rows(uint8_t* base, int il) const {
+  Tensor t = make_tensor(type_, base + static_cast<size_t>(il) * layer_bytes_, head_dim_ * n_head_kv_,
+                         n_ctx_ * n_seq_max_);
+  t.buffer = base == k_ ? k_buf_.get() : v_buf_.get();
+  return t;
 }
 
 Tensor KvCache::k(int il) const { return view(k_, il); }

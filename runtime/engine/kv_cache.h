@@ -15,8 +15,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/backend.h"
 #include "ops/tensor.h"
-#include "platform/aligned_alloc.h"
+#include <memory>
 #include "platform/status.h"
 #include "runtime/engine/batch.h"
 #include "runtime/model/hparams.h"
@@ -25,7 +26,10 @@ namespace kestrel {
 
 class KvCache {
  public:
-  // n_ctx cells per sequence, n_seq_max sequences.
+  // n_ctx cells per sequence, n_seq_max sequences, K and V in buffers of
+  // `backend` (the one whose plans read them).
+  Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& backend);
+  // The same in host memory (a cache for host backends, tests).
   Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max);
 
   int64_t n_ctx() const { return n_ctx_; }
@@ -61,19 +65,21 @@ class KvCache {
   Tensor k_rows(int il) const;
   Tensor v_rows(int il) const;
   // The memory holding every layer's K and V (plan roots).
-  void* k_base() const { return k_.get(); }
-  void* v_base() const { return v_.get(); }
+  void* k_base() const { return k_; }
+  void* v_base() const { return v_; }
   size_t k_bytes() const { return bytes_ / 2; }
 
  private:
-  Tensor view(const AlignedPtr<uint8_t>& base, int il) const;
-  Tensor rows(const AlignedPtr<uint8_t>& base, int il) const;
+  Tensor view(uint8_t* base, int il) const;
+  Tensor rows(uint8_t* base, int il) const;
 
   int64_t n_ctx_ = 0, head_dim_ = 0, n_head_kv_ = 0, n_layer_ = 0;
   int32_t n_seq_max_ = 1;
   DType type_ = DType::F16;
   size_t layer_bytes_ = 0, row_bytes_ = 0, bytes_ = 0;
-  AlignedPtr<uint8_t> k_, v_;
+  Backend* backend_ = nullptr;  // owns the buffers' memory; runs the moves of seq_rm
+  std::unique_ptr<Buffer> k_buf_, v_buf_;
+  uint8_t *k_ = nullptr, *v_ = nullptr;  // their data
   std::vector<int32_t> pos_;    // [n_seq][n_ctx]: position of each used cell, increasing
   std::vector<int64_t> n_used_;  // [n_seq]
   mutable std::vector<int64_t> batch_count_;  // [n_seq] check_room's tally
