@@ -213,3 +213,39 @@ TEST_CASE("plan slots have their roles; variants are plans; the cache builds onc
   REQUIRE(c->decode(BatchView{1, &t, &p, nullptr, nullptr}, sv).ok());
   CHECK(c->plans().n_built() == b0 + 2);
 }
+
+TEST_CASE("removing positions from the middle of a sequence moves its later cells down", "[plan][kv]") {
+  auto m = synth(ArchId::llama, 6, 2, "f32", 64);
+  auto c = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 1, 2);
+  const int64_t V = m->hparams().n_vocab;
+  std::vector<float> l;
+  REQUIRE(decode_all(*c, some_ids(10, V, 5), 0, 1, &l).ok());  // sequence 1, positions 0..9
+  KvCache& kv = c->kv();
+  const int il = 1;
+  const Tensor k = kv.k_rows(il), v = kv.v_rows(il);
+  const size_t row = static_cast<size_t>(k.ne[0]) * dtype_type_size(k.type);
+  auto row_bytes = [&](const Tensor& t, int64_t cell) {
+    const uint8_t* p = t.row<const uint8_t>(kv.n_ctx() + cell);  // stream 1
+    return std::vector<uint8_t>(p, p + row);
+  };
+  std::vector<std::vector<uint8_t>> k_before, v_before;
+  for (int64_t cell = 0; cell < 10; ++cell) k_before.push_back(row_bytes(k, cell)), v_before.push_back(row_bytes(v, cell));
+  kv.seq_rm(1, 3, 6);
+  CHECK(kv.seq_n_cells(1) == 7);
+  CHECK(kv.seq_pos_max(1) == 9);
+  const int32_t want_pos[7] = {0, 1, 2, 6, 7, 8, 9};
+  for (int64_t cell = 0; cell < 7; ++cell) {
+    CHECK(kv.cell_pos(kv.n_ctx() + cell) == want_pos[cell]);
+    CHECK(kv.cell_seq(kv.n_ctx() + cell) == 1);
+    const int64_t was = want_pos[cell];  // position p sat in cell p before
+    CHECK(row_bytes(k, cell) == k_before[static_cast<size_t>(was)]);
+    CHECK(row_bytes(v, cell) == v_before[static_cast<size_t>(was)]);
+  }
+  CHECK(kv.cell_seq(kv.n_ctx() + 7) == -1);
+  // The sequence goes on after its last position; one before it is refused.
+  int32_t t = 3, p = 10, s = 1;
+  CHECK(c->decode(BatchView{1, &t, &p, &s, nullptr}).ok());
+  p = 4;
+  CHECK(c->decode(BatchView{1, &t, &p, &s, nullptr}).code() == StatusCode::invalid_argument);
+  CHECK(kv.seq_n_cells(0) == 0);
+}
