@@ -1,6 +1,6 @@
 // AMX matmul benchmark: ops/cpu/amx against the cpu backend's matmul without it (the
-// variant its ISA's table names for M, e.g. q4_0_matmul__avx512_tile4x2; the backend's own
-// run() takes AMX from amx_min_rows()), measured in the same run, alternating call by call, for
+// policy's pick for M among its ISA's own variants, e.g. q4_0_matmul__avx512_tile4x2; the
+// backend's run() takes AMX from amx_min_rows()), measured in the same run, alternating call by call, for
 // Q8_0 / Q4_0 / Q5_0 / Q4_K weights at the matmul shapes (N x K) of TinyLlama-1.1B (2048 x 2048,
 // 5632 x 2048, 2048 x 5632) and Qwen2.5-0.5B (896 x 896, 4864 x 896) and activation rows
 // M = 1 .. 512. Prints per case the median time of each, GFLOP/s and the speed-up
@@ -158,7 +158,17 @@ int main(int argc, char** argv) {
             tw.data = copies.data() + (next++ % n_copies) * w.size();
             ok = ok && cpu::amx_matmul(call, exec);
           };
-          const MatmulVariant* base = cpu_matmul_policy_variant(isa, type, M);
+          // The policy's pick among the ISA's own variants (the AMX ones come first).
+          const MatmulVariant* base = nullptr;
+          {
+            const MatmulVariant* vs[kMaxMatmulVariants];
+            const int nv = cpu_matmul_variants(isa, type, vs, kMaxMatmulVariants);
+            const cpu::MatmulVariantList amx = cpu::matmul_variants_amx();
+            for (int i = 0; i < nv && i < kMaxMatmulVariants && !base; ++i) {
+              const bool is_amx = vs[i] >= amx.v && vs[i] < amx.v + amx.n;
+              if (!is_amx && vs[i]->available() && M >= vs[i]->min_rows && M <= vs[i]->max_rows) base = vs[i];
+            }
+          }
           if (!base) return 1;
           auto run_cpu = [&] {
             tw.data = copies.data() + (next++ % n_copies) * w.size();

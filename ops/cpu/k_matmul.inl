@@ -347,8 +347,8 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     return matmul_run<Path::dot4>(c, exec);
   }
 #if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
-  // AMX tiles (ops/cpu/amx) from their crossover when this process may use them: the same
-  // bits as the paths below, so the variant table's rows still name the result.
+  // AMX tiles (ops/cpu/amx; the variant table lists them ahead of this ISA's own, rows
+  // from amx_min_rows()) when this process may use them: the same bits as the paths below.
   if (amx_min_rows(t) > 0 && Mt >= amx_min_rows(t) && amx_available() && amx_matmul(c, exec)) return true;
 #endif
   if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);

@@ -33,11 +33,11 @@ constexpr VariantSource kSources[] = {
 #if defined(KESTREL_ISA_AVX2)
     {CpuIsa::avx2, &cpu::matmul_variants_avx2},
 #endif
+#if defined(KESTREL_HAVE_AMX)
+    {CpuIsa::avx512, &cpu::matmul_variants_amx},  // AMX tiles (ops/cpu/amx), from amx_min_rows()
+#endif
 #if defined(KESTREL_ISA_AVX512)
     {CpuIsa::avx512, &cpu::matmul_variants_avx512},
-#endif
-#if defined(KESTREL_HAVE_AMX)
-    {CpuIsa::avx512, &cpu::matmul_variants_amx},  // AMX tiles (ops/cpu/amx)
 #endif
 #if defined(KESTREL_ISA_NEON)
     {CpuIsa::neon, &cpu::matmul_variants_neon},

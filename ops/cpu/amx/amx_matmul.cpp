@@ -264,16 +264,20 @@ namespace {
 
 bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, exec); }
 
+// The crossovers (bench_amx_matmul, 1 and 2 threads, the TinyLlama and Qwen-0.5B shapes):
+// AMX is faster from 4 to 8 activation rows for Q4_0 / Q5_0 / Q8_0 (the weight repack per
+// call is the fixed cost), from 16 for Q4_K.
+constexpr int32_t kMinRowsQ8 = 8, kMinRowsQ4K = 16;
+
 // Named variants: 16 activation rows x 16 weight rows per tile; bits group 1 is that of
 // the avx512 variants they equal (the Q4_0 / Q5_0 / Q8_0 decode and prompt tiles, the
-// K-quant row kernels). Their policy rows are {0, 0} in the table: the avx512 policy
-// (k_matmul) reaches them from amx_min_rows() rows on when available, with the bits of
-// the variant the table names there.
+// K-quant row kernels). Their policy rows start at the crossover; the table lists them
+// ahead of the avx512 variants, so they are the policy's pick there when available.
 constexpr MatmulVariant kAmxVariants[] = {
-    {"q4_0_matmul__avx512_amx16x16", DType::Q4_0, 0, 0, &amx_available, &amx_variant_run, 1},
-    {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, 0, 0, &amx_available, &amx_variant_run, 1},
-    {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, 0, 0, &amx_available, &amx_variant_run, 1},
-    {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, 0, 0, &amx_available, &amx_variant_run, 1},
+    {"q4_0_matmul__avx512_amx16x16", DType::Q4_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
+    {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
+    {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
+    {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, kMinRowsQ4K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
 };
 
 }  // namespace
@@ -306,13 +310,10 @@ bool amx_matmul(const OpCall&, Exec&, const AmxState&) { return false; }
 bool amx_matmul(const OpCall& call, Exec& exec) { return amx_matmul(call, exec, amx_state()); }
 
 int64_t amx_min_rows(DType w) {
-  switch (w) {
-    case DType::Q4_0:
-    case DType::Q5_0:
-    case DType::Q8_0: return 8;
-    case DType::Q4_K: return 16;
-    default: return 0;
-  }
+  const MatmulVariantList l = matmul_variants_amx();
+  for (int i = 0; i < l.n; ++i)
+    if (l.v[i].wtype == w) return l.v[i].min_rows;
+  return 0;
 }
 
 }  // namespace kestrel::cpu

@@ -38,13 +38,13 @@ bool amx_supports(const OpCall& call);
 
 // The default policy's rows for weight type w: the avx512 matmul runs these kernels from
 // this many activation rows on when amx_available() (same bits as its own paths, so only
-// the speed changes); 0 when there is no AMX kernel for w. The crossover measured by
-// bench/bench_amx_matmul.cpp.
+// the speed changes); 0 when there is no AMX kernel for w (or none compiled in). The
+// crossover measured by bench/bench_amx_matmul.cpp.
 int64_t amx_min_rows(DType w);
 
 // The AMX kernels as named matmul variants of the avx512 ISA (ops/cpu/matmul_variants.h),
-// "<wtype>_matmul__avx512_amx16x16"; available() is amx_available(). Their bits groups are
-// those of the avx512 variants they equal.
+// "<wtype>_matmul__avx512_amx16x16", rows [amx_min_rows(w), unbounded]; available() is
+// amx_available(). Their bits groups are those of the avx512 variants they equal.
 MatmulVariantList matmul_variants_amx();
 
 // Runs the matmul; false when it cannot (no AMX, an unsupported call, scratch allocation
