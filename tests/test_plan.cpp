@@ -226,3 +226,69 @@ TEST_CASE("removing positions from the middle of a sequence moves its later cell
   CHECK(c->decode(BatchView{1, &t, &p, &s, nullptr}).code() == StatusCode::invalid_argument);
   CHECK(kv.seq_n_cells(0) == 0);
 }
+
+TEST_CASE("token buckets: exact below 16, at most 1/8 padding above, capped by the micro-batch", "[plan][bucket]") {
+  int64_t prev = 0;
+  int n_buckets = 0;
+  for (int64_t n = 1; n <= 512; ++n) {
+    const int64_t b = token_bucket(n, 512);
+    INFO("n " << n << " bucket " << b);
+    CHECK(b >= n);
+    CHECK(b >= prev);
+    if (n < 16) CHECK(b == n);
+    CHECK((b - n) * 8 <= b);
+    CHECK(token_bucket(b, 512) == b);  // a bucket is its own bucket
+    n_buckets += b != prev ? 1 : 0;
+    prev = b;
+  }
+  CHECK(n_buckets <= 60);
+  CHECK(token_bucket(500, 500) == 500);  // a micro-batch size that is no bucket caps them
+  CHECK(token_bucket(497, 500) == 500);
+  CHECK(token_bucket(100, 64) == 100);   // never below n
+}
+
+TEST_CASE("every bucket: padded rows change no logit and write no KV cell", "[plan][bucket]") {
+  // Quantized weights: a token's logits are bitwise the same at every batch
+  // size, so a padded plan must reproduce one-token steps exactly.
+  auto m = synth(ArchId::gemma3, 2, 2, "q8_0", 64);  // gemma3: sliding-window ranges too
+  const int64_t V = m->hparams().n_vocab;
+  const auto ids = some_ids(128, V, 11);
+  auto one = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 2, 1, 128);
+  std::vector<float> steps(ids.size() * static_cast<size_t>(V)), l;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    REQUIRE(decode_all(*one, {ids[i]}, static_cast<int32_t>(i), 0, &l).ok());
+    std::copy(l.begin(), l.end(), steps.begin() + static_cast<ptrdiff_t>(i * V));
+  }
+  auto c = ctx_on(*m, BackendChoice::cpu, CpuIsa::auto_detect, 2, 2, 128);
+  const size_t kv_bytes = c->kv().k_bytes();
+  for (int64_t n : {15, 16, 17, 19, 33, 47, 63, 65, 70, 100, 127, 128}) {
+    INFO("n " << n << " plan rows " << token_bucket(n, 128));
+    c->kv().clear();
+    // Sequence 1 holds three tokens; its cells must not change.
+    REQUIRE(decode_all(*c, {3, 4, 5}, 0, 1, &l).ok());
+    const std::vector<uint8_t> k_before(static_cast<uint8_t*>(c->kv().k_base()),
+                                        static_cast<uint8_t*>(c->kv().k_base()) + kv_bytes);
+    const std::vector<int32_t> prefix(ids.begin(), ids.begin() + n);
+    REQUIRE(decode_all(*c, prefix, 0, 0, &l).ok());  // every row's logits
+    bool same = true;
+    for (size_t i = 0; i < l.size() && same; ++i) same = l[i] == steps[i];
+    CHECK(same);
+    // Only sequence 0's first n cells changed, in every layer.
+    const uint8_t* k_after = static_cast<const uint8_t*>(c->kv().k_base());
+    const size_t layer = kv_bytes / static_cast<size_t>(m->hparams().n_layer);
+    const size_t row = layer / static_cast<size_t>(2 * c->n_ctx());
+    size_t changed_elsewhere = 0;
+    for (size_t off = 0; off < kv_bytes; ++off) {
+      const size_t cell = (off % layer) / row;  // stream 0: [0, n_ctx), stream 1 after
+      if (cell >= static_cast<size_t>(n) && k_after[off] != k_before[off]) ++changed_elsewhere;
+    }
+    CHECK(changed_elsewhere == 0);
+    // The last token only: the same row again.
+    c->kv().seq_rm(0, 0, -1);
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+    REQUIRE(c->decode(BatchView{static_cast<int32_t>(n), prefix.data(), pos.data(), nullptr, nullptr}).ok());
+    REQUIRE(c->n_outputs() == 1);
+    CHECK(std::equal(c->logits(0), c->logits(0) + V, steps.begin() + static_cast<ptrdiff_t>((n - 1) * V)));
+  }
+}

@@ -107,23 +107,25 @@ void Context::set_n_threads(int n) {
 
 Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant) {
   const int64_t V = model_.hparams().n_vocab;
-  const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_);
+  const int64_t n_rows = token_bucket(mb.n_tokens, params_.n_batch);
+  const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_, n_rows);
+  const int64_t n_out_rows = Forward::output_rows(mb.n_tokens, n_out, n_rows);
   float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
   auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
     const int64_t t0 = now_ns();
-    KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, mb.n_tokens, n_out, variant, kv_, logits));
+    KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits));
     KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_ == ref_.get() ? nullptr : ref_.get()));
     if (log_.enabled(LogLevel::debug)) {
       size_t on_fallback = 0;
       for (size_t i = 0; i < e.exe->n_nodes(); ++i) on_fallback += std::strcmp(e.exe->node_backend(i), ref_->name()) == 0 ? 1 : 0;
-      log_.debug("plan for %d tokens, %d outputs%s%s: %zu nodes (%zu on ref), recorded and prepared in %.1f us",
-                 mb.n_tokens, n_out, variant.skip.empty() ? "" : ", layers skipped",
+      log_.debug("plan for %lld tokens, %lld outputs%s%s: %zu nodes (%zu on ref), recorded and prepared in %.1f us",
+                 (long long)n_rows, (long long)n_out_rows, variant.skip.empty() ? "" : ", layers skipped",
                  variant.out_vocab > 0 ? ", vocabulary subset" : "", e.exe->n_nodes(), on_fallback,
                  (now_ns() - t0) / 1e3);
     }
     return {};
   };
-  KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(mb.n_tokens, n_out, variant, build));
+  KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(n_rows, n_out_rows, variant, build));
   KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
   KESTREL_TRY(e->exe->execute());
   n_outputs_ += n_out;
@@ -149,9 +151,16 @@ Status Context::decode(const BatchView& b, const PassVariant& variant) {
   set_n_threads(single ? params_.n_threads : params_.n_threads_batch);
   const int64_t V = model_.hparams().n_vocab;
   const int64_t ub = params_.n_batch;
-  // Count outputs to size the logits buffer once (grown, never per token).
+  // Count the logits rows the micro-batches write (padded ones included) to
+  // size the buffer once (grown, never per token).
   int64_t n_want = 0;
-  for (int32_t i = 0; i < b.n_tokens; ++i) n_want += (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ? 1 : 0;
+  for (int32_t off = 0, done = 0; off < b.n_tokens; off += static_cast<int32_t>(ub)) {
+    const int64_t n = std::min<int64_t>(ub, b.n_tokens - off);
+    int64_t n_out = 0;
+    for (int64_t i = off; i < off + n; ++i) n_out += (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) ? 1 : 0;
+    n_want = std::max(n_want, done + Forward::output_rows(n, n_out, token_bucket(n, ub)));
+    done += static_cast<int32_t>(n_out);
+  }
   if (static_cast<size_t>(std::max<int64_t>(n_want, 1) * V) > logits_.size()) {
     try {
       logits_.resize(static_cast<size_t>(n_want * V));

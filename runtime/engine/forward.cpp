@@ -74,9 +74,10 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
   return {};
 }
 
-int32_t Forward::set_inputs(const BatchView& b, bool default_last, KvCache& kv) {
+int32_t Forward::set_inputs(const BatchView& b, bool default_last, KvCache& kv, int64_t n_rows) {
   const HParams& hp = model_->hparams();
   const int32_t n = b.n_tokens;
+  n_rows = std::max<int64_t>(n_rows, n);
   std::memcpy(ids_, b.tokens, static_cast<size_t>(n) * sizeof(int32_t));
   std::memcpy(pos_, b.pos, static_cast<size_t>(n) * sizeof(int32_t));
   kv.store(b, rows_);
@@ -89,6 +90,13 @@ int32_t Forward::set_inputs(const BatchView& b, bool default_last, KvCache& kv) 
   for (int32_t i = 0; i < n; ++i) {
     const bool want = b.logits ? b.logits[i] != 0 : default_last && i == n - 1;
     if (want) out_rows_[n_out++] = i;
+  }
+  for (int64_t i = n; i < n_rows; ++i) {
+    ids_[i] = 0;
+    pos_[i] = 0;
+    rows_[i] = -1;  // set_rows skips it
+    for (int32_t* r : {rng_full_ + 3 * i, rng_swa_ + 3 * i}) r[0] = r[1] = r[2] = 0;
+    if (n_out == n) out_rows_[i] = static_cast<int32_t>(i);
   }
   return n_out;
 }

@@ -61,7 +61,14 @@ class Forward {
   // kv.check_room() passed) and stores its tokens in kv. Logits rows: the
   // flagged tokens, in batch order; without flags the last one when
   // default_last. Returns the number of logits rows.
-  int32_t set_inputs(const BatchView& batch, bool default_last, KvCache& kv);
+  // n_rows > n_tokens pads the step to a plan of n_rows (a bucket, see
+  // plan_cache.h): padded rows read token 0 at position 0, write no KV cell
+  // (row -1) and see none (empty range); when every token asked for logits,
+  // the padded rows are logits rows too (output_rows() says how many).
+  int32_t set_inputs(const BatchView& batch, bool default_last, KvCache& kv, int64_t n_rows = 0);
+  // Logits rows of a plan of n_rows for a micro-batch of n tokens of which
+  // n_out asked for logits.
+  static int64_t output_rows(int64_t n, int64_t n_out, int64_t n_rows) { return n_out == n ? n_rows : n_out; }
 
   // Records the pass over n tokens with n_out logits rows into plan (cleared
   // first). logits: host memory of n_out * n_vocab floats that stands for the

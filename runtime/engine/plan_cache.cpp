@@ -1,8 +1,17 @@
 #include "runtime/engine/plan_cache.h"
 
+#include <algorithm>
 #include <new>
 
 namespace kestrel {
+
+int64_t token_bucket(int64_t n, int64_t cap) {
+  if (n < 16) return n;
+  int64_t p2 = 16;
+  while (p2 * 2 <= n) p2 *= 2;
+  const int64_t g = p2 / 8;
+  return std::min((n + g - 1) / g * g, std::max(cap, n));
+}
 
 Expected<PlanCache::Entry*> PlanCache::get(int64_t n, int64_t n_out, const PassVariant& variant, BuildFn build) {
   ++tick_;

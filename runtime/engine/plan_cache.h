@@ -3,6 +3,13 @@
 // prepared the first time its key is seen and reused after that; the least
 // recently used one goes when the cache is full. A hit allocates nothing.
 //
+// Shapes are buckets (token_bucket): a micro-batch of n tokens runs the plan
+// of token_bucket(n) rows, the rows past n padded (they write no KV cell and
+// see none), so a server's varied prompt chunks share a few dozen plans and a
+// device graph of a bucket can be replayed. The KV span is no part of the
+// key: attention reads each token's cell range as a step input over the
+// whole cache, so a plan survives the cache filling up.
+//
 //   KESTREL_TRY_ASSIGN(PlanCache::Entry* e, cache.get(n, n_out, variant, build));
 //   KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
 //   KESTREL_TRY(e->exe->execute());
@@ -17,6 +24,13 @@
 #include "runtime/engine/forward.h"
 
 namespace kestrel {
+
+// Rows of the plan that runs n tokens (1 <= n <= cap): n itself up to 15
+// (decode, speculative verify and small server batches run exact), above
+// that n rounded up to an eighth of its power of two (16, 18, ..., 30, 32,
+// 36, ..., 60, 64, 72, ...: at most 1/8 of the rows are padding), never
+// above cap (the micro-batch size, which is its own bucket).
+int64_t token_bucket(int64_t n, int64_t cap);
 
 class PlanCache {
  public:
