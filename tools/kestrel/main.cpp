@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     else if (args[i].rfind("-tb=", 0) == 0) args[i] = "--threads-batch=" + args[i].substr(4);
     else if (args[i] == "-md") args[i] = "--model-draft";
     else if (args[i] == "-sys") args[i] = "--system-prompt";
+    else if (args[i] == "-np") args[i] = "--parallel";
   }
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -139,11 +140,14 @@ int main(int argc, char** argv) {
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
                                          kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app),
                                          kcli::add_ks_factorize(app), kcli::add_chat(app), kcli::add_template(app)};
+#ifdef KESTREL_CLI_SERVE
+  commands.push_back(kcli::add_serve(app));
+#endif
   if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
     bool known = false;
     for (const auto& c : commands) known = known || c.app->get_name() == args[1];
     if (!known)
-      return kcli::usage_error("unknown command '" + args[1] + "' (run, chat, template, bench, tokenize, inspect, convert, perplexity, ks-factorize)");
+      return kcli::usage_error("unknown command '" + args[1] + "' (run, chat, template, serve, bench, tokenize, inspect, convert, perplexity, ks-factorize)");
   }
   try {
     app.parse(static_cast<int>(cargs.size()), cargs.data());
