@@ -7,7 +7,8 @@
 #
 # Steps (default: all of them, in this order; CI's budget is 60 minutes on 2 cores,
 # the times per step measured there are in the summary it prints at the end):
-#   release   cmake --workflow --preset release: configure, build, ctest on this machine
+#   release   cmake --workflow --preset release: configure, build, ctest on this machine; then
+#             the HTTP server suite (tests/server: pytest with the openai client) on its kestrel
 #   aarch64   the aarch64 workflow preset: cross build, ctest under qemu-aarch64
 #   armhf     the armhf preset: cross configure + build (no SIMD variant; no tests)
 #   cuda      the cuda preset: configure + build with nvcc (no GPU needed); SKIP without nvcc
@@ -15,7 +16,7 @@
 #             tests/consumer against it with CMake and with pkg-config
 #   asan      the asan workflow preset: ASan + UBSan build and the whole ctest suite
 #             (KESTREL_TEST_REDUCED=1: the heavy sweeps run their reduced set, see
-#             tests/reduced_sweep.h; LeakSanitizer on)
+#             tests/reduced_sweep.h; LeakSanitizer on), then the HTTP server suite on its kestrel
 #   tsan      the tsan preset (clang): ThreadSanitizer build of the concurrency
 #             and C API tests, which share one model between threads
 #   fuzz      the fuzz preset (clang, libFuzzer + ASan + UBSan): every target in tests/fuzz
@@ -50,8 +51,20 @@ known_step() {
 }
 for s in $STEPS; do known_step "$s" || { echo "unknown step '$s' in KESTREL_STEPS" >&2; exit 2; }; done
 
+# tests/server against a build's kestrel, with the Python of build/pyvenv
+# (tools/install-deps.sh --all) or python3 when it has the packages.
+server_tests() {  # kestrel binary, slowdown factor of the build
+  local py=${KESTREL_PYVENV:-$ROOT/build/pyvenv}/bin/python
+  [ -x "$py" ] || py=python3
+  "$py" -c "import openai, pytest, pytest_timeout" 2>/dev/null ||
+    fail server "python packages openai, pytest, pytest-timeout missing (tools/install-deps.sh --all)"
+  echo "--- tests/server against $1"
+  PYTHONDONTWRITEBYTECODE=1 KESTREL_TEST_SLOWDOWN=$2 "$py" -m pytest -p no:cacheprovider -q tests/server --kestrel "$1"
+}
+
 step_release() {
   cmake --workflow --preset release
+  server_tests build/release/bin/kestrel 1
 }
 
 step_aarch64() {
@@ -108,6 +121,8 @@ step_consumer() {
 
 step_asan() {
   cmake --workflow --preset asan
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    server_tests build/asan/bin/kestrel 8
 }
 
 need_clang() {

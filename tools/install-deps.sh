@@ -5,17 +5,23 @@
 #
 #   tools/install-deps.sh          # build the library, CLI, benches and tests; run the host tests
 #   tools/install-deps.sh --all    # also what tests/run_all.sh's other steps need: the aarch64 and
-#                                  # armhf cross compilers, qemu, clang + sanitizer runtimes, llvm
+#                                  # armhf cross compilers, qemu, clang + sanitizer runtimes, llvm, and
+#                                  # the HTTP server tests' Python packages (openai, pytest,
+#                                  # pytest-timeout from PyPI, in the virtual environment build/pyvenv)
 #   tools/install-deps.sh --print  # list the packages (with --all: all of them) and exit
 #
 # python3-jinja2 checks the chat-template interpreter against jinja2 (the test
-# is skipped without it). The CUDA step needs the CUDA toolkit (nvcc), which
+# is skipped without it). libcpp-httplib-dev: `kestrel serve` (the CLI is built
+# without it when it is missing). The CUDA step needs the CUDA toolkit (nvcc), which
 # is not a Debian 12 main package: it is skipped when nvcc is not on PATH.
 set -euo pipefail
 
 build=(cmake make g++ gcc pkg-config libeigen3-dev libxsimd-dev catch2 libcli11-dev nlohmann-json3-dev
-       python3 python3-jinja2)
-extra=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user clang llvm libclang-rt-14-dev)
+       python3 python3-jinja2 libcpp-httplib-dev)
+extra=(g++-aarch64-linux-gnu g++-arm-linux-gnueabihf qemu-user clang llvm libclang-rt-14-dev python3-venv)
+# PyPI packages of the server tests only (tests/server): the official OpenAI client.
+pip_test=(openai pytest pytest-timeout)
+venv=${KESTREL_PYVENV:-$(cd "$(dirname "$0")/.." && pwd)/build/pyvenv}
 
 all=0 print=0
 for arg in "$@"; do
@@ -30,8 +36,22 @@ packages=("${build[@]}")
 [[ $all == 1 ]] && packages+=("${extra[@]}")
 if [[ $print == 1 ]]; then
   printf '%s\n' "${packages[@]}"
+  [[ $all == 1 ]] && printf 'pip: %s\n' "${pip_test[@]}"
   exit 0
 fi
+
+# The server tests' Python packages, in their own virtual environment (Debian's
+# python3 refuses pip installs into the system); tests/run_all.sh uses it.
+install_pip_tests() {
+  [[ $all == 1 ]] || return 0
+  if [[ -x $venv/bin/python ]] && "$venv/bin/python" -c "import openai, pytest, pytest_timeout" 2>/dev/null; then
+    echo "install-deps.sh: ${pip_test[*]} are installed in $venv"
+    return 0
+  fi
+  echo "install-deps.sh: installing ${pip_test[*]} into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet "${pip_test[@]}"
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,6 +60,7 @@ for p in "${packages[@]}"; do
 done
 if [[ ${#missing[@]} == 0 ]]; then
   echo "install-deps.sh: all ${#packages[@]} packages are installed"
+  install_pip_tests
   exit 0
 fi
 
@@ -52,3 +73,4 @@ echo "install-deps.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update
 "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+install_pip_tests

@@ -131,6 +131,7 @@ bool submit(Server& s, const ParsedRequest& pr, const std::shared_ptr<Flight>& f
   rp.stop = stops.data();
   rp.n_stop = static_cast<int32_t>(stops.size());
   rp.n_top_logprobs = pr.n_top_logprobs;
+  rp.ignore_eos = pr.ignore_eos ? 1 : 0;
   rp.on_event = on_event;
   auto* holder = new std::shared_ptr<Flight>(flight);
   rp.user_data = holder;

@@ -68,6 +68,7 @@ struct ParsedRequest {
   int32_t n_top_logprobs = -1;  // -1: no logprobs
   bool stream = false;
   bool include_usage = false;
+  bool ignore_eos = false;  // extension: end-of-generation tokens do not end the reply
 };
 
 struct ParseContext {

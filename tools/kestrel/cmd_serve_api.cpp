@@ -340,6 +340,7 @@ bool parse_request(const ParseContext& pc, Endpoint endpoint, const std::string&
     }
   }
   if (!f.boolean("stream", &r.stream)) return false;
+  if (!f.boolean("ignore_eos", &r.ignore_eos)) return false;
   if (f.present("stream_options")) {
     const json& so = f.at("stream_options");
     if (!so.is_object()) return f.fail("'stream_options' must be an object", "stream_options");
