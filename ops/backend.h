@@ -48,6 +48,7 @@ struct BackendOptions {
   ThreadPool* pool = nullptr;   // cpu: run on this pool (owned by the caller); else own one
   CpuIsa isa = CpuIsa::auto_detect;  // cpu: force a variant (tests, benches)
   int device = 0;               // cuda: device ordinal
+  bool graphs = true;           // cuda: replay each prepared plan's step as a CUDA graph
 };
 
 class Backend {
@@ -75,6 +76,12 @@ class Backend {
   // the eager executable; a device backend binds its own buffers.
   virtual Expected<std::unique_ptr<Executable>> prepare(const Plan& plan, Backend* fallback);
   virtual void set_n_threads(int n_threads) {}
+  // Makes host memory that stays unchanged from now on (a model's weights)
+  // resident: a device backend uploads it once, in its stored format, and
+  // plans that read it use that copy. Host backends read it where it is.
+  virtual Status make_resident(const void* host, size_t bytes) { return {}; }
+  // Bytes made resident on the device (0 for host backends).
+  virtual size_t resident_bytes() const { return 0; }
 };
 
 struct BackendInfo {

@@ -104,6 +104,15 @@ class Executable {
   // Name of the backend that runs node i (tests, logs).
   virtual const char* node_backend(size_t i) const = 0;
   virtual size_t n_nodes() const = 0;
+  // True once execute() replays a captured device graph instead of launching
+  // node by node (tests, logs).
+  virtual bool replays_graph() const { return false; }
+  // Runs one step node by node, timing each (device events on a GPU):
+  // us[i] = microseconds of node i. For benchmarks; unsupported by default.
+  virtual Status time_nodes(std::vector<double>& us) {
+    (void)us;
+    return Status::unsupported("this executable does not time its nodes");
+  }
 };
 
 class Backend;

@@ -323,6 +323,9 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.log_callback = nullptr;
   p.log_user_data = nullptr;
   p.log_level = KESTREL_LOG_WARN;
+  p.device = KESTREL_DEVICE_CPU;
+  p.gpu_backend = nullptr;
+  p.gpu_graphs = 1;
   return p;
 }
 
@@ -346,7 +349,17 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     cp.n_threads = p.n_threads;
     cp.n_threads_batch = p.n_threads_batch;
     cp.kv_type = p.kv_f32 ? DType::F32 : DType::F16;
-    cp.backend = p.reference_kernels ? BackendChoice::ref : BackendChoice::cpu;
+    if (p.device < KESTREL_DEVICE_CPU || p.device > KESTREL_DEVICE_AUTO)
+      return Status::invalid_argument("device %d is not a kestrel_device", p.device);
+    if (p.reference_kernels && p.device != KESTREL_DEVICE_CPU)
+      return Status::invalid_argument("reference_kernels runs on the host: device must be KESTREL_DEVICE_CPU");
+    cp.backend = p.reference_kernels               ? BackendChoice::ref
+                 : p.device == KESTREL_DEVICE_CUDA ? BackendChoice::cuda
+                 : p.device == KESTREL_DEVICE_AUTO ? BackendChoice::auto_select
+                                                   : BackendChoice::cpu;
+    // The handle is the BackendInfo of the kestrel::cuda archive (kestrel_cuda.h).
+    cp.gpu = reinterpret_cast<const BackendInfo*>(p.gpu_backend);
+    cp.gpu_graphs = p.gpu_graphs != 0;
     if (p.log_level < KESTREL_LOG_DEBUG || p.log_level > KESTREL_LOG_NONE)
       return Status::invalid_argument("log_level %d outside [%d, %d]", p.log_level, KESTREL_LOG_DEBUG, KESTREL_LOG_NONE);
     std::unique_ptr<kestrel_context> c(new (std::nothrow) kestrel_context());
@@ -378,6 +391,11 @@ void kestrel_context_free(kestrel_context* ctx) {
   if (!ctx || ctx->magic != kMagicContext) return;
   ctx->magic = kMagicFreed;
   delete ctx;
+}
+
+const char* kestrel_context_backend(const kestrel_context* ctx) {
+  if (!ctx || ctx->magic != kMagicContext) return "";
+  return ctx->ctx->backend_name();
 }
 
 int32_t kestrel_context_n_ctx(const kestrel_context* ctx) {

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,7 +14,11 @@
 
 namespace kestrel::testutil {
 
-inline std::string shared_path(const std::string& rel) { return std::string(KESTREL_SHARED_DIR) + "/" + rel; }
+// ../shared, or $KESTREL_SHARED_DIR when set (a copy of the tree run elsewhere).
+inline std::string shared_path(const std::string& rel) {
+  const char* env = std::getenv("KESTREL_SHARED_DIR");
+  return std::string(env && *env ? env : KESTREL_SHARED_DIR) + "/" + rel;
+}
 
 inline bool file_exists(const std::string& p) {
   std::FILE* f = std::fopen(p.c_str(), "rb");

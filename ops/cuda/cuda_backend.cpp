@@ -77,7 +77,10 @@ bool op_implemented(const OpCall& c) {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) { ctx_.device = device; }
+  CudaBackend(int device, bool graphs) {
+    ctx_.device = device;
+    ctx_.graphs = graphs;
+  }
   ~CudaBackend() override {
     // A backend held in a static dies after the CUDA runtime has unloaded:
     // then the handles are already gone with the process's context, and
@@ -89,8 +92,8 @@ class CudaBackend final : public Backend {
       return;
     }
     if (ctx_.stream) (void)cudaStreamSynchronize(ctx_.stream);
+    if (ctx_.cublas) (void)cublasDestroy(ctx_.cublas);  // before its workspace goes
     ctx_.release();
-    if (ctx_.cublas) (void)cublasDestroy(ctx_.cublas);
   }
 
   Status init() {
@@ -103,6 +106,16 @@ class CudaBackend final : public Backend {
     KESTREL_TRY(cublas_check(cublasSetStream(ctx_.cublas, ctx_.stream), "cublasSetStream"));
     // Plain FP32 SGEMM: no TF32 tensor-core rounding behind the caller's back.
     KESTREL_TRY(cublas_check(cublasSetMathMode(ctx_.cublas, CUBLAS_DEFAULT_MATH), "cublasSetMathMode"));
+    // cuBLAS's workspace up front, so that a step captured as a graph never
+    // asks it to allocate (32 MiB: what cuBLAS recommends for Hopper).
+    constexpr size_t kWorkspace = size_t(32) << 20;
+    const cudaError_t err = cudaMalloc(&ctx_.cublas_workspace, kWorkspace);
+    if (err != cudaSuccess) {
+      (void)cudaGetLastError();
+      ctx_.cublas_workspace = nullptr;
+      return Status::out_of_memory("cuBLAS workspace of %zu bytes: %s", kWorkspace, cudaGetErrorName(err));
+    }
+    KESTREL_TRY(cublas_check(cublasSetWorkspace(ctx_.cublas, ctx_.cublas_workspace, kWorkspace), "cublasSetWorkspace"));
     return {};
   }
 
@@ -154,6 +167,11 @@ class CudaBackend final : public Backend {
     (void)fallback;
     return cuda::prepare_plan(ctx_, *this, plan);
   }
+  Status make_resident(const void* host, size_t bytes) override {
+    KESTREL_TRY(cuda_check(cudaSetDevice(ctx_.device), "cudaSetDevice"));
+    return ctx_.resident.add_weights(host, bytes, ctx_.device, ctx_.stream);
+  }
+  size_t resident_bytes() const override { return ctx_.resident.weight_bytes(); }
 
  private:
   // A kernel handed a host pointer would fault and poison the whole CUDA
@@ -194,7 +212,7 @@ Expected<std::unique_ptr<Backend>> create_cuda(const BackendOptions& opt) {
   KESTREL_TRY_ASSIGN(const int n, cuda_device_count());
   if (opt.device < 0 || opt.device >= n)
     return Status::invalid_argument("CUDA device %d out of range (%d devices)", opt.device, n);
-  std::unique_ptr<CudaBackend> b(new (std::nothrow) CudaBackend(opt.device));
+  std::unique_ptr<CudaBackend> b(new (std::nothrow) CudaBackend(opt.device, opt.graphs));
   if (!b) return Status::out_of_memory("cuda backend");
   KESTREL_TRY(b->init());
   return std::unique_ptr<Backend>(std::move(b));

@@ -93,6 +93,15 @@ __device__ __forceinline__ float load_weight(const char* row, int64_t k) {
                        static_cast<int>(k % kQKK));
   } else if constexpr (T == DType::Q6_K) {
     return load_q6_K(row + (k / kQKK) * static_cast<int64_t>(sizeof(BlockQ6_K)), static_cast<int>(k % kQKK));
+  } else if constexpr (T == DType::Q5_0) {  // Q4_0's nibbles, bit 4 of element j = bit j of qh
+    const char* blk = row + (k / kQK) * sizeof(BlockQ5_0);
+    const uint16_t* h16 = reinterpret_cast<const uint16_t*>(blk);
+    const float d = half_bits_to_float(h16[0]);
+    const uint32_t qh = static_cast<uint32_t>(h16[1]) | (static_cast<uint32_t>(h16[2]) << 16);
+    const int j = static_cast<int>(k % kQK);
+    const uint8_t b = reinterpret_cast<const uint8_t*>(blk + 6)[j & 15];
+    const int q = (j < 16 ? (b & 0x0f) : (b >> 4)) | static_cast<int>(((qh >> j) & 1u) << 4);
+    return d * static_cast<float>(q - 16);
   } else {  // Q4_0: byte j holds element j (low nibble) and j + 16 (high nibble)
     const char* blk = row + (k / kQK) * sizeof(BlockQ4_0);
     const float d = half_bits_to_float(*reinterpret_cast<const uint16_t*>(blk));

@@ -6,7 +6,10 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <vector>
+
 #include "ops/cuda/cuda_kernels.h"
+#include "ops/cuda/cuda_residency.h"
 #include "ops/op_table.h"
 #include "platform/status.h"
 
@@ -18,9 +21,15 @@ struct Context {
   cublasHandle_t cublas = nullptr;
   void* scratch = nullptr;
   size_t scratch_size = 0;
+  // Areas scratch grew out of: captured graphs of earlier plans may still use
+  // them, so they are freed only by release().
+  std::vector<void*> retired;
+  void* cublas_workspace = nullptr;
+  Residency resident;  // weights and step memory kept across plans
+  bool graphs = true;  // prepared plans replay their step as a CUDA graph
 
-  // Device scratch of at least `bytes`, grown on demand (never shrunk); the
-  // previous area is freed only after the stream has drained.
+  // Device scratch of at least `bytes`, grown on demand (never shrunk, never
+  // moved under a prepared plan: the old area is retired, not freed).
   Expected<void*> get_scratch(size_t bytes);
   void release();
 };

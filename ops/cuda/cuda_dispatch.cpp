@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <new>
 
 #include "ops/cuda/cuda_context.h"
 #include "platform/cuda/cuda_status.h"
@@ -23,16 +24,18 @@ TV view(const Tensor& t) {
 
 Expected<void*> Context::get_scratch(size_t bytes) {
   if (bytes <= scratch_size) return scratch;
-  KESTREL_TRY(cuda_check(cudaStreamSynchronize(stream), "scratch: drain stream"));
-  if (scratch) (void)cudaFree(scratch);
-  scratch = nullptr;
-  scratch_size = 0;
+  try {
+    retired.reserve(retired.size() + 1);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("cuda scratch table");
+  }
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, bytes);
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
     return Status::out_of_memory("cuda scratch of %zu bytes: %s", bytes, cudaGetErrorName(err));
   }
+  if (scratch) retired.push_back(scratch);
   scratch = p;
   scratch_size = bytes;
   return p;
@@ -40,8 +43,12 @@ Expected<void*> Context::get_scratch(size_t bytes) {
 
 void Context::release() {
   if (scratch) (void)cudaFree(scratch);
-  scratch = nullptr;
+  for (void* p : retired) (void)cudaFree(p);
+  if (cublas_workspace) (void)cudaFree(cublas_workspace);
+  retired.clear();
+  scratch = cublas_workspace = nullptr;
   scratch_size = 0;
+  resident = Residency();
 }
 
 size_t dispatch_scratch_bytes(const OpCall& c) {

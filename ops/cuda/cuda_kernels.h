@@ -113,7 +113,7 @@ size_t spec_verify_scratch_bytes(int64_t g, int64_t V);
 // Weight types the kernels above can read (get_rows, matmul).
 constexpr bool weight_type_supported(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 ||
-         t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+         t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
 }  // namespace kestrel::cuda

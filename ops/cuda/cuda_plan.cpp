@@ -11,29 +11,24 @@
 #include <vector>
 
 #include "ops/cuda/cuda_buffer.h"
+#include "ops/cuda/cuda_residency.h"
 #include "platform/cuda/cuda_status.h"
 
 namespace kestrel::cuda {
 namespace {
 
-// Device copies keep each host address's offset modulo this, so a rebased
-// tensor is exactly as aligned as it was on the host (the kernels' vector
-// loads and the supports() alignment rules see the same addresses mod 256).
-constexpr uintptr_t kKeepAlign = 256;
-
 // A root of the plan and its device memory.
 struct DeviceRoot {
   PlanRoot host;
-  std::unique_ptr<Buffer> dev;
+  std::shared_ptr<Buffer> dev;  // nullptr when the root is device memory already
   char* base = nullptr;   // device address standing for host.base
   void* bound = nullptr;  // output roots: host memory from bind_output()
   bool used = false;      // some node reads or writes it
 };
 
-// A run of weight memory (outside every root) that nodes read, resident on
-// the device for the executable's life.
-// TODO(issue 20): the context's per-backend weight residency replaces this
-// per-executable copy (today each prepared plan uploads the weights it reads).
+// A run of weight memory (outside every root) that nodes read and that the
+// backend does not hold resident (Backend::make_resident): copied for the
+// executable's life.
 struct Weight {
   const char* lo = nullptr;
   size_t bytes = 0;
@@ -51,13 +46,6 @@ struct IdCheck {
   int64_t n = 0;
   int64_t n_rows = 0;         // table rows
 };
-
-Expected<std::pair<std::unique_ptr<Buffer>, char*>> device_copy_of(const char* host, size_t bytes, int device) {
-  const size_t pad = reinterpret_cast<uintptr_t>(host) % kKeepAlign;
-  KESTREL_TRY_ASSIGN(std::unique_ptr<Buffer> b, alloc_cuda_buffer(bytes + pad, device));
-  char* base = static_cast<char*>(b->data()) + pad;
-  return std::make_pair(std::move(b), base);
-}
 
 class CudaExecutable final : public Executable {
  public:
@@ -130,13 +118,16 @@ class CudaExecutable final : public Executable {
       if (r.host.role == SlotRole::input && r.host.bytes)
         KESTREL_TRY(drained(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, s),
                             "execute: upload inputs"));
-    for (size_t i = 0; i < calls_.size(); ++i) {
-      Status st = dispatch(ctx_, calls_[i]);
-      if (!st.ok()) {
-        (void)cudaStreamSynchronize(s);  // nothing queued may outlive the step
-        return std::move(st.with_context("plan node " + std::to_string(i) + ": "));
-      }
+    // The second step on captures the node launches as a graph (the first
+    // one runs eagerly: lazy initialisation such as kernel attributes happens
+    // outside the capture); a plan whose capture fails stays eager.
+    if (!graph_ && ctx_.graphs && n_steps_ > 0 && !graph_failed_) graph_failed_ = !capture().ok();
+    if (graph_) {
+      KESTREL_TRY(drained(cudaGraphLaunch(graph_, s), "execute: graph launch"));
+    } else {
+      KESTREL_TRY(launch_nodes());
     }
+    ++n_steps_;
     for (const DeviceRoot& r : roots_)
       if (r.host.role == SlotRole::output && r.used && r.host.bytes)
         KESTREL_TRY(drained(cudaMemcpyAsync(r.bound, r.base, r.host.bytes, cudaMemcpyDeviceToHost, s),
@@ -146,8 +137,73 @@ class CudaExecutable final : public Executable {
 
   const char* node_backend(size_t i) const override { return i < nodes_.size() ? "cuda" : ""; }
   size_t n_nodes() const override { return nodes_.size(); }
+  bool replays_graph() const override { return graph_ != nullptr; }
+
+  Status time_nodes(std::vector<double>& us) override {
+    const cudaStream_t s = ctx_.stream;
+    std::vector<cudaEvent_t> ev(calls_.size() + 1, nullptr);
+    Status st;
+    for (auto& e : ev)
+      if (st.ok()) st = cuda_check(cudaEventCreate(&e), "cudaEventCreate");
+    for (const DeviceRoot& r : roots_)
+      if (st.ok() && r.host.role == SlotRole::input && r.host.bytes)
+        st = cuda_check(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, s), "upload inputs");
+    if (st.ok()) st = cuda_check(cudaEventRecord(ev[0], s), "cudaEventRecord");
+    for (size_t i = 0; i < calls_.size() && st.ok(); ++i) {
+      st = dispatch(ctx_, calls_[i]);
+      if (st.ok()) st = cuda_check(cudaEventRecord(ev[i + 1], s), "cudaEventRecord");
+    }
+    const cudaError_t sync = cudaStreamSynchronize(s);
+    if (st.ok()) st = cuda_check(sync, "time_nodes");
+    try {
+      us.assign(calls_.size(), 0.0);
+    } catch (const std::bad_alloc&) {
+      st = Status::out_of_memory("node times");
+    }
+    for (size_t i = 0; i < calls_.size() && st.ok(); ++i) {
+      float ms = 0;
+      st = cuda_check(cudaEventElapsedTime(&ms, ev[i], ev[i + 1]), "cudaEventElapsedTime");
+      us[i] = ms * 1e3;
+    }
+    for (auto& e : ev)
+      if (e) (void)cudaEventDestroy(e);
+    return st;
+  }
+
+  ~CudaExecutable() override {
+    if (graph_) (void)cudaGraphExecDestroy(graph_);
+  }
 
  private:
+  Status launch_nodes() {
+    for (size_t i = 0; i < calls_.size(); ++i) {
+      Status st = dispatch(ctx_, calls_[i]);
+      if (!st.ok()) {
+        (void)cudaStreamSynchronize(ctx_.stream);  // nothing queued may outlive the step
+        return std::move(st.with_context("plan node " + std::to_string(i) + ": "));
+      }
+    }
+    return {};
+  }
+
+  // Records the node launches on the stream into graph_ (nothing runs).
+  Status capture() {
+    const cudaStream_t s = ctx_.stream;
+    KESTREL_TRY(cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "graph capture"));
+    Status st;
+    for (size_t i = 0; i < calls_.size() && st.ok(); ++i) st = dispatch(ctx_, calls_[i]);
+    cudaGraph_t g = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(s, &g);
+    if (st.ok() && end == cudaSuccess && g) st = cuda_check(cudaGraphInstantiate(&graph_, g, 0), "graph instantiate");
+    else if (st.ok()) st = cuda_check(end == cudaSuccess ? cudaErrorStreamCaptureInvalidated : end, "graph capture");
+    if (g) (void)cudaGraphDestroy(g);
+    if (!st.ok()) {
+      (void)cudaGetLastError();
+      graph_ = nullptr;
+    }
+    return st;
+  }
+
   // A failed enqueue still drains what was queued before it returns.
   Status drained(cudaError_t err, const char* what) {
     if (err == cudaSuccess) return {};
@@ -159,15 +215,33 @@ class CudaExecutable final : public Executable {
     for (size_t i = 0; i < roots_.size(); ++i) {
       DeviceRoot& r = roots_[i];
       r.host = plan.roots()[i];
+      if (!r.host.bytes) continue;
+      // Memory of this device already (a KV cache allocated through the
+      // backend): the plan's addresses are device addresses.
+      cudaPointerAttributes attr{};
+      if (cudaPointerGetAttributes(&attr, r.host.base) == cudaSuccess && attr.type == cudaMemoryTypeDevice) {
+        if (attr.device != ctx_.device)
+          return Status::invalid_argument("plan root %s is memory of CUDA device %d, not %d", r.host.name, attr.device,
+                                          ctx_.device);
+        r.base = r.host.base;
+        continue;
+      }
+      (void)cudaGetLastError();
+      // Step memory (activations, inputs, outputs) carries nothing from one
+      // step to the next: plans over the same host memory share its device copy.
+      if (r.host.role == SlotRole::activation || r.host.role == SlotRole::input || r.host.role == SlotRole::output) {
+        KESTREL_TRY_ASSIGN(Residency::StepMemory m, ctx_.resident.step_memory(r.host.base, r.host.bytes, ctx_.device));
+        r.dev = std::move(m.buf);
+        r.base = m.base;
+        continue;
+      }
+      // A KV cache in host memory starts as its contents (and stays on the
+      // device from then on); a root of weights is read-only data.
       KESTREL_TRY_ASSIGN(auto copy, device_copy_of(r.host.base, r.host.bytes, ctx_.device));
       r.dev = std::move(copy.first);
       r.base = copy.second;
-      // The KV cache carries over what the host memory holds; a root of
-      // weights is read-only data. Activations, inputs and outputs need no
-      // contents here.
-      if ((r.host.role == SlotRole::kv || r.host.role == SlotRole::weight) && r.host.bytes)
-        KESTREL_TRY(drained(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, ctx_.stream),
-                            "prepare: upload root"));
+      KESTREL_TRY(drained(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, ctx_.stream),
+                          "prepare: upload root"));
     }
     return {};
   }
@@ -181,7 +255,7 @@ class CudaExecutable final : public Executable {
         for (int s = 0; s < n.n_src; ++s) {
           const Tensor& t = n.src[s];
           const size_t bytes = t.nbytes();
-          if (!t.data || !bytes || plan.root_of(t.data) >= 0) continue;
+          if (!t.data || !bytes || plan.root_of(t.data) >= 0 || ctx_.resident.weight_address(t.data, bytes)) continue;
           const char* lo = static_cast<const char*>(t.data);
           spans.emplace_back(lo, lo + bytes);
         }
@@ -228,6 +302,10 @@ class CudaExecutable final : public Executable {
     if (is_dst)
       return Status::invalid_argument("plan node %zu (%s): the destination lies outside every root", node,
                                       op_name(nodes_[node].op));
+    if (char* dev = ctx_.resident.weight_address(p, bytes)) {
+      t.data = dev;
+      return {};
+    }
     // The weight run holding [p, p + bytes): the last one starting at or before p.
     auto it = std::upper_bound(weights_.begin(), weights_.end(), p,
                                [](const char* q, const Weight& w) { return q < w.lo; });
@@ -243,6 +321,9 @@ class CudaExecutable final : public Executable {
   std::vector<DeviceRoot> roots_;
   std::vector<Weight> weights_;  // sorted by lo, disjoint
   std::vector<IdCheck> id_checks_;
+  cudaGraphExec_t graph_ = nullptr;
+  uint64_t n_steps_ = 0;
+  bool graph_failed_ = false;
 };
 
 }  // namespace

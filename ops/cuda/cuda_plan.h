@@ -3,16 +3,20 @@
 //
 // prepare (once): every node is validated and must be one the cuda backend
 // runs (a device plan has no host fallback: a node it cannot run fails the
-// prepare, naming the node); each root of role activation / input / kv /
-// output gets a device buffer of its size; every node tensor inside a root is
-// rebased to the same offset in that buffer; the weights (memory outside
-// every root) are uploaded once; kv roots start as their host memory's
-// contents; kernel scratch is reserved.
+// prepare, naming the node). Roots: one already in this device's memory (a KV
+// cache allocated through the backend) is used in place; activation, input
+// and output roots get the backend's shared step memory for their host
+// address (cuda_residency.h); any other root is copied up. Weights (memory
+// outside every root) resolve to the backend's resident copy
+// (Backend::make_resident), else are uploaded for this executable. Kernel
+// scratch is reserved.
 // execute (each step): the ids of get_rows nodes that come from an input root
 // are checked on the host; the input roots are uploaded from their host
-// memory; the nodes are enqueued through cuda::dispatch() with no per-op
-// device selection, pointer query, validation, allocation or read-back; the
-// output roots are downloaded to where bind_output() put them; one stream
+// memory; the nodes run through cuda::dispatch() with no per-op device
+// selection, pointer query, validation, allocation or read-back: node by
+// node on the first step, then (unless the backend was created with
+// graphs = false) as a CUDA graph captured on the second step and replayed;
+// the output roots are downloaded to where bind_output() put them; one stream
 // synchronization ends the step and reports asynchronous faults as a Status.
 //
 //   auto gpu = backend_cuda().create({});

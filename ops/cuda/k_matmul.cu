@@ -165,6 +165,7 @@ cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s) {
     case DType::BF16: return direct<DType::BF16>(w, x, y, s);
     case DType::Q8_0: return direct<DType::Q8_0>(w, x, y, s);
     case DType::Q4_0: return direct<DType::Q4_0>(w, x, y, s);
+    case DType::Q5_0: return direct<DType::Q5_0>(w, x, y, s);
     case DType::Q4_K: return direct<DType::Q4_K>(w, x, y, s);
     case DType::Q5_K: return direct<DType::Q5_K>(w, x, y, s);
     case DType::Q6_K: return direct<DType::Q6_K>(w, x, y, s);
@@ -182,6 +183,7 @@ cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, floa
     case DType::BF16: dequant_rows<DType::BF16><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
     case DType::Q8_0: dequant_rows<DType::Q8_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
     case DType::Q4_0: dequant_rows<DType::Q4_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q5_0: dequant_rows<DType::Q5_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
     case DType::Q4_K: dequant_rows<DType::Q4_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
     case DType::Q5_K: dequant_rows<DType::Q5_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
     case DType::Q6_K: dequant_rows<DType::Q6_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;

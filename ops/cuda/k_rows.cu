@@ -98,6 +98,7 @@ cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaSt
     case DType::BF16: get_rows_kernel<DType::BF16><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
     case DType::Q8_0: get_rows_kernel<DType::Q8_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
     case DType::Q4_0: get_rows_kernel<DType::Q4_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
+    case DType::Q5_0: get_rows_kernel<DType::Q5_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
     case DType::Q4_K: get_rows_kernel<DType::Q4_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
     case DType::Q5_K: get_rows_kernel<DType::Q5_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
     case DType::Q6_K: get_rows_kernel<DType::Q6_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "platform/timer.h"
+#include "runtime/model/gguf.h"
 
 namespace kestrel {
 
@@ -37,16 +38,8 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   bo.n_threads = max_threads;
   bo.pool = c->pool_.get();
   bo.isa = p.isa;
-  if (p.backend == BackendChoice::cuda)
-    return Status::unsupported("the cuda backend does not run whole models yet: use the cpu backend");
-  if (p.backend == BackendChoice::auto_select)
-    c->log_.info("backend auto: cpu (whole models on the GPU come with the cuda plan executable)");
-  KESTREL_TRY_ASSIGN(c->ref_, backend_ref().create(bo));
-  c->primary_ = c->ref_.get();
-  if (p.backend == BackendChoice::cpu || p.backend == BackendChoice::auto_select) {
-    KESTREL_TRY_ASSIGN(c->cpu_, backend_cpu().create(bo));
-    c->primary_ = c->cpu_.get();
-  }
+  bo.graphs = p.gpu_graphs;
+  KESTREL_TRY(c->pick_backends(p, bo));
 
   const int64_t n_ctx = c->params_.n_ctx;
   const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
@@ -98,6 +91,63 @@ Status Context::validate(const BatchView& b) const {
   return kv_.check_room(b);
 }
 
+Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) {
+  KESTREL_TRY_ASSIGN(ref_, backend_ref().create(bo));
+  primary_ = host_ = ref_.get();
+  if (p.backend == BackendChoice::ref) return {};
+  KESTREL_TRY_ASSIGN(cpu_, backend_cpu().create(bo));
+  primary_ = host_ = cpu_.get();
+  if (p.backend == BackendChoice::cpu) return {};
+  const bool must = p.backend == BackendChoice::cuda;
+  if (!p.gpu) {
+    if (must)
+      return Status::unsupported("device cuda: this program has no GPU backend (it must link kestrel::cuda and pass "
+                                 "it as the context's gpu backend)");
+    log_.info("device auto: cpu (no GPU backend in this program)");
+    return {};
+  }
+  auto gpu = p.gpu->create(bo);
+  if (!gpu) {
+    if (must) {
+      Status st = gpu.status();
+      return std::move(st.with_context("device cuda: "));
+    }
+    log_.info("device auto: cpu (%s)", gpu.status().to_string().c_str());
+    return {};
+  }
+  gpu_ = std::move(*gpu);
+  // Weights resident once, in their stored formats: the file's tensor data
+  // as a few contiguous ranges (tensors less than a page apart share one, so
+  // every byte uploaded lies in memory the file's mapping or buffer holds).
+  std::vector<std::pair<const char*, const char*>> spans;
+  try {
+    for (const gguf::TensorInfo& t : model_.file().tensors()) {
+      const char* lo = static_cast<const char*>(t.data);
+      if (lo && t.nbytes) spans.emplace_back(lo, lo + t.nbytes);
+    }
+    std::sort(spans.begin(), spans.end());
+    std::vector<std::pair<const char*, const char*>> merged;
+    for (const auto& sp : spans) {
+      if (!merged.empty() && sp.first <= merged.back().second + 4096)
+        merged.back().second = std::max(merged.back().second, sp.second);
+      else
+        merged.push_back(sp);
+    }
+    spans.swap(merged);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("weight ranges");
+  }
+  const int64_t t0 = now_ns();
+  for (const auto& [lo, hi] : spans) {
+    Status st = gpu_->make_resident(lo, static_cast<size_t>(hi - lo));
+    if (!st.ok()) return std::move(st.with_context("device cuda: weights: "));
+  }
+  log_.info("device cuda: %.1f MiB of weights resident in %zu range(s), uploaded in %.1f ms",
+            gpu_->resident_bytes() / 1048576.0, spans.size(), (now_ns() - t0) / 1e6);
+  primary_ = gpu_.get();
+  return {};
+}
+
 void Context::set_n_threads(int n) {
   if (n == n_threads_now_) return;
   n_threads_now_ = n;
@@ -114,7 +164,7 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
     const int64_t t0 = now_ns();
     KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits));
-    KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_ == ref_.get() ? nullptr : ref_.get()));
+    KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_->is_host() && primary_ != ref_.get() ? ref_.get() : nullptr));
     if (log_.enabled(LogLevel::debug)) {
       size_t on_fallback = 0;
       for (size_t i = 0; i < e.exe->n_nodes(); ++i) on_fallback += std::strcmp(e.exe->node_backend(i), ref_->name()) == 0 ? 1 : 0;
@@ -134,7 +184,7 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
 
 Status Context::run_op(const OpCall& call) {
   KESTREL_TRY(validate_op(call));
-  if (primary_->implements(call)) return primary_->run_validated(call);
+  if (host_->implements(call)) return host_->run_validated(call);
   return ref_->run_validated(call);
 }
 

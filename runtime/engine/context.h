@@ -25,9 +25,9 @@
 
 namespace kestrel {
 
-// Where the forward pass runs. cuda and auto: the backend that runs whole
-// models on a GPU comes with the GPU issue; until then cuda is refused and
-// auto means cpu.
+// Where the forward pass runs. cuda: on ContextParams::gpu (weights resident
+// on the device, KV cache on the device, each plan a device executable);
+// auto: the GPU when one is linked in and present, else cpu.
 enum class BackendChoice { cpu, ref, cuda, auto_select };
 
 struct ContextParams {
@@ -42,6 +42,10 @@ struct ContextParams {
   PoolEngine pool_engine = PoolEngine::native;  // see platform/thread_pool.h
   OpExpTiers exp;             // exp tier per op (forward.h); default all exact
   LogSink log;                // where the context's messages go (platform/log.h); default nowhere
+  // The GPU backend for cuda / auto_select: backend_cuda() of the separate
+  // kestrel::cuda archive (the runtime does not link it); nullptr = none.
+  const BackendInfo* gpu = nullptr;
+  bool gpu_graphs = true;     // replay each plan's step as a device graph
 };
 
 struct ContextStats {
@@ -66,8 +70,8 @@ class Context {
   // the memory of the backend that wrote them (ops such as spec_verify read it).
   Tensor logits_tensor(int32_t first, int32_t n);
   int32_t n_outputs() const { return n_outputs_; }
-  // Runs one op on the context's backends (where its logits live), the ref
-  // backend taking what the first one lacks. Validates the call.
+  // Runs one op where the context's logits live (host memory: the cpu
+  // backend, the ref backend taking what it lacks). Validates the call.
   Status run_op(const OpCall& call);
 
   KvCache& kv() { return kv_; }
@@ -80,10 +84,13 @@ class Context {
   ThreadPool& pool() { return *pool_; }
   const Logger& log() const { return log_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
+  // The backend that runs the plans ("cuda", "cpu-avx512", "ref").
+  const char* backend_name() const { return primary_->name(); }
 
  private:
   explicit Context(const Model& model) : model_(model) {}
   Status validate(const BatchView& batch) const;
+  Status pick_backends(const ContextParams& p, const BackendOptions& bo);
   Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant);
   void set_n_threads(int n);
 
@@ -91,8 +98,9 @@ class Context {
   ContextParams params_;
   Logger log_;
   std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Backend> cpu_, ref_;
-  Backend* primary_ = nullptr;  // runs the plans (cpu, or ref when asked for)
+  std::unique_ptr<Backend> gpu_, cpu_, ref_;
+  Backend* primary_ = nullptr;  // runs the plans (gpu, cpu, or ref when asked for)
+  Backend* host_ = nullptr;     // runs run_op() on host logits (cpu, else ref)
   int n_threads_now_ = 0;
   KvCache kv_;
   Forward forward_;

@@ -48,9 +48,21 @@ class PlanCache {
   explicit PlanCache(size_t capacity = 32) : capacity_(capacity) {}
   Expected<Entry*> get(int64_t n, int64_t n_out, const PassVariant& variant, BuildFn build);
   void clear() { entries_.clear(); }
+  // The entry of a key if it was built, else nullptr (benchmarks, tests).
+  Entry* find(int64_t n, int64_t n_out, const PassVariant& variant) const {
+    for (const auto& e : entries_)
+      if (e->n == n && e->n_out == n_out && e->variant == variant) return e.get();
+    return nullptr;
+  }
   size_t size() const { return entries_.size(); }
   // Plans built since creation (misses), for tests and logs.
   uint64_t n_built() const { return n_built_; }
+  // Plans whose executable replays a captured device graph (tests, logs).
+  size_t n_replaying() const {
+    size_t n = 0;
+    for (const auto& e : entries_) n += e->exe && e->exe->replays_graph() ? 1 : 0;
+    return n;
+  }
 
  private:
   size_t capacity_;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli.h"
+#include "device_flags.h"
 
 namespace kcli {
 namespace {
@@ -27,6 +28,7 @@ struct BenchOptions {
   std::string output = "md";
   bool no_mmap = false;  // read the weights into process memory
   ExpFlags exp;
+  DeviceFlags device;
 };
 
 struct Result {
@@ -35,6 +37,7 @@ struct Result {
   int n_prompt, n_gen;
   std::vector<double> samples_ts;
   double mean = 0, stddev = 0;
+  std::string backend;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -117,6 +120,7 @@ int bench(const BenchOptions& o) {
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
     apply_exp_flags(o.exp, &cp, nullptr);
+    apply_device_flags(o.device, &cp);
     kestrel_context* ctx = nullptr;
     if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
       return report(s, "cannot create a context", nullptr);
@@ -125,7 +129,8 @@ int bench(const BenchOptions& o) {
       const bool pp = kind == 0;
       const int n = pp ? o.n_prompt : o.n_gen;
       if (n == 0) continue;
-      Result r{(pp ? "pp" : "tg") + std::to_string(n), threads, pp ? n : 0, pp ? 0 : n, {}, 0, 0};
+      Result r{(pp ? "pp" : "tg") + std::to_string(n), threads, pp ? n : 0, pp ? 0 : n, {}, 0, 0,
+               kestrel_context_backend(ctx)};
       for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: warm-up
         double sec = 0;
         const kestrel_status s = pp ? timed_pp(ctx, pp_ids, &sec) : timed_tg(ctx, tg_ids, &sec);
@@ -153,21 +158,22 @@ int bench(const BenchOptions& o) {
                      {"n_threads", r.threads}, {"test", r.test},         {"n_prompt", r.n_prompt},
                      {"n_gen", r.n_gen},       {"avg_ts", r.mean},       {"stddev_ts", r.stddev},
                      {"samples_ts", r.samples_ts}, {"build", kestrel_version()},
-                     {"exp_tiers", exp_flags_summary(o.exp)}});
+                     {"exp_tiers", exp_flags_summary(o.exp)}, {"backend", r.backend}});
     std::printf("%s\n", arr.dump(2).c_str());
   } else {
     char size_s[32], params_s[32];
     std::snprintf(size_s, sizeof size_s, "%.2f MiB", size / 1048576.0);
     if (n_params >= 1000000000ull) std::snprintf(params_s, sizeof params_s, "%.2f B", n_params * 1e-9);
     else std::snprintf(params_s, sizeof params_s, "%.2f M", n_params * 1e-6);
-    std::printf("| %-24s | %12s | %10s | %7s | %8s | %20s |\n", "model", "size", "params", "threads", "test", "t/s");
-    std::printf("| %-24s | %12s | %10s | %7s | %8s | %20s |\n", "------------------------", "-----------:",
-                "---------:", "------:", "-------:", "-------------------:");
+    std::printf("| %-24s | %12s | %10s | %-10s | %7s | %8s | %20s |\n", "model", "size", "params", "backend", "threads",
+                "test", "t/s");
+    std::printf("| %-24s | %12s | %10s | %-10s | %7s | %8s | %20s |\n", "------------------------", "-----------:",
+                "---------:", "----------", "------:", "-------:", "-------------------:");
     for (const Result& r : results) {
       char ts[64];
       std::snprintf(ts, sizeof ts, "%.2f ± %.2f", r.mean, r.stddev);
-      std::printf("| %-24s | %12s | %10s | %7d | %8s | %20s |\n", label.c_str(), size_s, params_s, r.threads,
-                  r.test.c_str(), ts);
+      std::printf("| %-24s | %12s | %10s | %-10s | %7d | %8s | %20s |\n", label.c_str(), size_s, params_s,
+                  r.backend.c_str(), r.threads, r.test.c_str(), ts);
     }
     std::printf("\nbuild: kestrel %s; exp tiers: %s\n", kestrel_version(), exp_flags_summary(o.exp).c_str());
   }
@@ -186,6 +192,7 @@ Command add_bench(CLI::App& app) {
   sub->add_option("-r,--repetitions", o->reps, "timed repetitions per test")->check(CLI::Range(1, 1000));
   sub->add_option("-o,--output", o->output, "md or json");
   sub->add_flag("--no-mmap", o->no_mmap, "read the weights into process memory instead of mapping the file");
+  add_device_flags(sub, o->device);
   add_exp_flags(sub, o->exp);
   return {sub, [o] { return bench(*o); }};
 }

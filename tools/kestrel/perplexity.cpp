@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cli.h"
+#include "device_flags.h"
 
 namespace kcli {
 namespace {
@@ -39,6 +40,7 @@ struct PplOptions {
   int32_t max_chunks = 0;  // 0: all
   bool no_mmap = false;
   ExpFlags exp;
+  DeviceFlags device;
 };
 
 using Clock = std::chrono::steady_clock;
@@ -59,6 +61,7 @@ kestrel_status make_context(kestrel_model* model, const PplOptions& o, bool exac
   if (o.threads > 0) cp.n_threads = o.threads;
   cp.n_threads_batch = 0;
   if (!exact) apply_exp_flags(o.exp, &cp, nullptr);
+  apply_device_flags(o.device, &cp);
   return kestrel_context_create(model, &cp, out);
 }
 
@@ -249,6 +252,7 @@ Command add_perplexity(CLI::App& app) {
   sub->add_option("--chunks", o->max_chunks, "at most this many chunks (0: all)")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer.bin for a llama2.c .bin model");
   sub->add_flag("--no-mmap", o->no_mmap, "read the model into memory instead of mapping it");
+  add_device_flags(sub, o->device);
   add_exp_flags(sub, o->exp);
   return {sub, [o] { return perplexity(*o); }};
 }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cli.h"
+#include "device_flags.h"
 
 namespace kcli {
 namespace {
@@ -33,6 +34,7 @@ struct RunOptions {
   bool no_mmap = false;
   bool verbose = false;
   ExpFlags exp;
+  DeviceFlags device;
   SpecFlags spec;
 };
 
@@ -85,6 +87,7 @@ int run(const RunOptions& o) {
   if (o.threads > 0) cp.n_threads = o.threads;
   cp.n_threads_batch = o.threads_batch;
   apply_exp_flags(o.exp, &cp, nullptr);
+  apply_device_flags(o.device, &cp);
   kestrel_context* ctx = nullptr;
   if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
     return report(s, "cannot create a context", nullptr);
@@ -103,8 +106,8 @@ int run(const RunOptions& o) {
   if (o.verbose) {
     char desc[512];
     kestrel_model_desc(model, desc, sizeof desc);
-    std::fprintf(stderr, "kestrel: %s\nkestrel: %s\nkestrel: n_ctx %d, seed %u\n", kestrel_system_info(), desc,
-                 kestrel_context_n_ctx(ctx), sp.seed);
+    std::fprintf(stderr, "kestrel: %s\nkestrel: %s\nkestrel: backend %s, n_ctx %d, seed %u\n", kestrel_system_info(),
+                 desc, kestrel_context_backend(ctx), kestrel_context_n_ctx(ctx), sp.seed);
   }
 
   Output out;
@@ -176,6 +179,7 @@ Command add_run(CLI::App& app) {
       ->check(CLI::Range(0, 1 << 20));
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer.bin for a llama2.c .bin model");
   sub->add_flag("--no-mmap", o->no_mmap, "read the model into memory instead of mapping it");
+  add_device_flags(sub, o->device);
   add_exp_flags(sub, o->exp);
   add_spec_flags(sub, o->spec);
   sub->add_flag("-v,--verbose", o->verbose, "print system and model information");

@@ -194,6 +194,17 @@ typedef enum kestrel_log_level {
  * during the call; called on the thread that decodes). */
 typedef void (*kestrel_log_fn)(void* user_data, int32_t level, const char* message);
 
+/* Where a context runs its forward pass. */
+typedef enum kestrel_device {
+  KESTREL_DEVICE_CPU = 0,  /* the cpu kernels (default) */
+  KESTREL_DEVICE_CUDA = 1, /* the GPU backend given as gpu_backend: weights, KV cache and every step on
+                              the device; KESTREL_ERR_UNSUPPORTED when there is none or no GPU */
+  KESTREL_DEVICE_AUTO = 2  /* the GPU when gpu_backend is given and a GPU is present, else the cpu */
+} kestrel_device;
+
+/* A GPU backend: kestrel_backend_cuda() from <kestrel/kestrel_cuda.h> (the kestrel::cuda archive). */
+typedef struct kestrel_backend kestrel_backend;
+
 typedef struct kestrel_context_params {
   int32_t n_ctx;           /* KV cache cells per sequence; 0 = min(training context, 4096) (default 0) */
   int32_t n_batch;         /* tokens per micro-batch (default 512) */
@@ -212,6 +223,9 @@ typedef struct kestrel_context_params {
   kestrel_log_fn log_callback; /* where the context's messages go; NULL: nowhere (default NULL) */
   void* log_user_data;     /* passed back to log_callback (default NULL) */
   int32_t log_level;       /* least kestrel_log_level delivered (default KESTREL_LOG_WARN) */
+  int32_t device;          /* a kestrel_device (default KESTREL_DEVICE_CPU) */
+  const kestrel_backend* gpu_backend; /* for KESTREL_DEVICE_CUDA / AUTO (default NULL: none) */
+  int gpu_graphs;          /* 1: replay each decode step as a device graph (default 1) */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
@@ -219,6 +233,8 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
                                       kestrel_context** out_ctx);
 void kestrel_context_free(kestrel_context* ctx); /* NULL is a no-op */
 int32_t kestrel_context_n_ctx(const kestrel_context* ctx);
+/* The backend that runs the context's forward pass: "cuda", "cpu-avx512", "ref", ...; "" for NULL. */
+const char* kestrel_context_backend(const kestrel_context* ctx);
 
 /* A batch of tokens: each with a position, a sequence id and whether to keep its logits. */
 typedef struct kestrel_batch {

@@ -1,0 +1,197 @@
+// Whole models on the GPU (ContextParams::backend = cuda): weights resident
+// once on the device, the KV cache on the device, each plan a device
+// executable replayed as a CUDA graph from its second step.
+//   - per architecture (llama, qwen2, gemma3) and weight type: a prompt with
+//     every row's logits, then single-token steps, against the cpu context;
+//   - stories260K greedy ids on the GPU equal the reference ids;
+//   - a 256-step greedy decode replaying graphs equals the same decode
+//     launching node by node, and the decode plan does replay a graph;
+//   - two sequences in one batch, and removing positions from the middle of
+//     one (KV cells moved on the device), equal the cpu context;
+//   - a context too large for the device is an out-of-memory status (no
+//     abort), and a context made after it works.
+// Without a GPU every case prints "SKIP: no CUDA device".
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+#include "ops/cuda/cuda_backend.h"
+#include "runtime/engine/context.h"
+#include "tests/model_test_util.h"
+#include "tests/spec_test_util.h"
+
+using namespace kestrel;
+using namespace kestrel::testutil;
+using kestrel::spectest::synth;
+
+namespace {
+
+bool have_gpu() {
+  static const bool ok = backend_cuda().create(BackendOptions{}).ok();
+  return ok;
+}
+
+#define NEED_GPU()                       \
+  do {                                   \
+    if (!have_gpu()) {                   \
+      WARN("SKIP: no CUDA device");      \
+      return;                            \
+    }                                    \
+  } while (0)
+
+Expected<std::unique_ptr<Context>> make(const Model& m, BackendChoice be, int64_t n_ctx = 128, int32_t n_seq = 1,
+                                        bool graphs = true, DType kv = DType::F16) {
+  ContextParams cp;
+  cp.n_ctx = n_ctx;
+  cp.n_batch = 64;
+  cp.n_threads = 2;
+  cp.n_seq_max = n_seq;
+  cp.kv_type = kv;
+  cp.backend = be;
+  cp.gpu = &backend_cuda();
+  cp.gpu_graphs = graphs;
+  return Context::create(m, cp);
+}
+
+std::unique_ptr<Context> ctx_on(const Model& m, BackendChoice be, int64_t n_ctx = 128, int32_t n_seq = 1,
+                                bool graphs = true, DType kv = DType::F16) {
+  auto c = make(m, be, n_ctx, n_seq, graphs, kv);
+  REQUIRE(c.status().to_string() == "ok");
+  return std::move(c).value();
+}
+
+std::vector<int32_t> some_ids(size_t n, int64_t V, uint32_t seed) {
+  std::vector<int32_t> ids(n);
+  for (size_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((seed * 2654435761u + i * 40503u) % (uint32_t)V);
+  return ids;
+}
+
+// Greedy ids after `prompt` (one token per step), n steps.
+std::vector<int32_t> greedy(Context& c, const std::vector<int32_t>& prompt, int n) {
+  std::vector<float> l;
+  REQUIRE(decode_all(c, prompt, 0, 0, &l).ok());
+  const int64_t V = c.model().hparams().n_vocab;
+  int32_t tok = argmax(c.logits(static_cast<int32_t>(prompt.size()) - 1), V);
+  int32_t pos = static_cast<int32_t>(prompt.size());
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back(tok);
+    REQUIRE(c.decode(BatchView{1, &tok, &pos, nullptr, nullptr}).ok());
+    tok = argmax(c.logits(0), V);
+    ++pos;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cuda context: logits of every architecture and weight type against the cpu context", "[cuda][model]") {
+  NEED_GPU();
+  struct Cfg {
+    ArchId arch;
+    const char* weights;
+    double tol;  // NMSE bound: F32 to rounding; otherwise the 8-bit activations of the cpu kernels dominate
+  };
+  const Cfg cfgs[] = {
+      {ArchId::llama, "f32", 1e-8},    {ArchId::llama, "f16", 1e-5},    {ArchId::llama, "bf16", 1e-5},
+      {ArchId::llama, "q8_0", 2e-3},   {ArchId::llama, "q4_0", 2e-3},   {ArchId::qwen2, "q5_0", 2e-3},
+      {ArchId::qwen2, "q8_0", 2e-3},   {ArchId::qwen2, "q4_k_m", 2e-3}, {ArchId::gemma3, "q4_k_m", 2e-3},
+      {ArchId::gemma3, "q5_k", 2e-3},  {ArchId::gemma3, "q6_k", 2e-3},  {ArchId::gemma3, "f16", 1e-5},
+  };
+  for (const Cfg& cfg : cfgs) {
+    auto m = synth(cfg.arch, 21, 3, cfg.weights, cfg.arch == ArchId::gemma3 ? 256 : 128);
+    const int64_t V = m->hparams().n_vocab;
+    auto gpu = ctx_on(*m, BackendChoice::cuda);
+    auto cpu = ctx_on(*m, BackendChoice::cpu);
+    INFO("arch " << int(cfg.arch) << " " << cfg.weights << " on " << gpu->backend_name());
+    CHECK(std::string(gpu->backend_name()) == "cuda");
+    const auto ids = some_ids(19, V, 5);  // 19 tokens: a padded bucket (20 rows)
+    std::vector<float> lg, lc;
+    REQUIRE(decode_all(*gpu, ids, 0, 0, &lg).ok());
+    REQUIRE(decode_all(*cpu, ids, 0, 0, &lc).ok());
+    double worst = nmse(lc.data(), lg.data(), lc.size());
+    for (int32_t step = 0; step < 4; ++step) {
+      const int32_t pos = 19 + step;
+      REQUIRE(decode_all(*gpu, {ids[static_cast<size_t>(step)]}, pos, 0, &lg).ok());
+      REQUIRE(decode_all(*cpu, {ids[static_cast<size_t>(step)]}, pos, 0, &lc).ok());
+      worst = std::max(worst, nmse(lc.data(), lg.data(), static_cast<size_t>(V)));
+    }
+    std::printf("cuda vs cpu: arch %d %-6s worst NMSE %.3g\n", int(cfg.arch), cfg.weights, worst);
+    CHECK(worst < cfg.tol);
+    // The weights are resident once, whatever the number of plans.
+    CHECK(gpu->plans().size() >= 2);
+  }
+}
+
+TEST_CASE("cuda context: stories260K greedy ids equal the reference ids", "[cuda][model][stories]") {
+  NEED_GPU();
+  const std::string path = shared_path("models/stories260K/stories260K.gguf");
+  if (!file_exists(path)) {
+    WARN("SKIP: " << path << " not found");
+    return;
+  }
+  auto m = Model::load(path, ModelParams{});
+  REQUIRE(m.ok());
+  const std::vector<int32_t> want = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338,
+                                     401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385};
+  for (DType kv : {DType::F32, DType::F16}) {
+    auto c = ctx_on(**m, BackendChoice::cuda, 256, 1, true, kv);
+    INFO("kv " << dtype_name(kv));
+    // From BOS: the first greedy token follows BOS.
+    CHECK(greedy(*c, {1}, 32) == want);
+  }
+}
+
+TEST_CASE("cuda context: a 256-step decode replaying graphs equals launching node by node", "[cuda][model][graph]") {
+  NEED_GPU();
+  for (const char* w : {"q4_0", "q4_k_m"}) {
+    auto m = synth(ArchId::llama, 8, 2, w, 128);
+    auto graphs = ctx_on(*m, BackendChoice::cuda, 300, 1, true);
+    auto eager = ctx_on(*m, BackendChoice::cuda, 300, 1, false);
+    const auto prompt = some_ids(7, m->hparams().n_vocab, 3);
+    const auto a = greedy(*graphs, prompt, 256), b = greedy(*eager, prompt, 256);
+    INFO(w);
+    CHECK(a == b);
+    CHECK(graphs->plans().n_replaying() >= 1);  // the one-token plan replays a graph
+    CHECK(eager->plans().n_replaying() == 0);
+  }
+}
+
+TEST_CASE("cuda context: two sequences, and positions removed from the middle, equal the cpu context",
+          "[cuda][model][kv]") {
+  NEED_GPU();
+  auto m = synth(ArchId::qwen2, 13, 2, "q8_0", 128);
+  const int64_t V = m->hparams().n_vocab;
+  auto gpu = ctx_on(*m, BackendChoice::cuda, 128, 2);
+  auto cpu = ctx_on(*m, BackendChoice::cpu, 128, 2);
+  const auto a = some_ids(12, V, 1), b = some_ids(5, V, 2);
+  for (Context* c : {gpu.get(), cpu.get()}) {
+    std::vector<int32_t> ids, pos, seq;
+    for (size_t i = 0; i < a.size(); ++i) ids.push_back(a[i]), pos.push_back((int32_t)i), seq.push_back(0);
+    for (size_t i = 0; i < b.size(); ++i) ids.push_back(b[i]), pos.push_back((int32_t)i), seq.push_back(1);
+    REQUIRE(c->decode(BatchView{(int32_t)ids.size(), ids.data(), pos.data(), seq.data(), nullptr}).ok());
+    c->kv().seq_rm(0, 3, 7);  // the later cells of sequence 0 move down, on the device for gpu
+  }
+  std::vector<float> lg, lc;
+  REQUIRE(decode_all(*gpu, {9, 10}, 12, 0, &lg).ok());
+  REQUIRE(decode_all(*cpu, {9, 10}, 12, 0, &lc).ok());
+  CHECK(nmse(lc.data(), lg.data(), lc.size()) < 2e-3);
+  REQUIRE(decode_all(*gpu, {11}, 5, 1, &lg).ok());
+  REQUIRE(decode_all(*cpu, {11}, 5, 1, &lc).ok());
+  CHECK(nmse(lc.data(), lg.data(), lc.size()) < 2e-3);
+}
+
+TEST_CASE("cuda context: a KV cache larger than the device is an error, and the next context works",
+          "[cuda][model][oom]") {
+  NEED_GPU();
+  auto m = synth(ArchId::llama, 3, 2, "q8_0", 512);
+  // 256 sequences x 1M cells x 512 x 2 layers x F32 K and V: far past any GPU.
+  auto big = make(*m, BackendChoice::cuda, 1 << 20, 256, true, DType::F32);
+  REQUIRE(!big.ok());
+  CHECK(big.status().code() == StatusCode::out_of_memory);
+  INFO(big.status().to_string());
+  auto ok = ctx_on(*m, BackendChoice::cuda);
+  std::vector<float> l;
+  CHECK(decode_all(*ok, some_ids(5, m->hparams().n_vocab, 4), 0, 0, &l).ok());
+}

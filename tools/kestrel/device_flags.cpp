@@ -1,0 +1,28 @@
+#include "device_flags.h"
+
+#ifdef KESTREL_CLI_CUDA
+#include <kestrel/kestrel_cuda.h>
+#endif
+
+namespace kcli {
+
+void add_device_flags(CLI::App* sub, DeviceFlags& flags) {
+  sub->add_option("--device", flags.device,
+                  "where the model runs: cpu, cuda (weights, KV cache and every step on the GPU) or auto (the GPU "
+                  "when this build has the CUDA backend and a GPU is present)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  sub->add_flag("--no-graphs", flags.no_graphs, "cuda: launch each step's kernels one by one instead of replaying a graph");
+}
+
+void apply_device_flags(const DeviceFlags& flags, kestrel_context_params* cp) {
+  cp->device = flags.device == "cuda"   ? KESTREL_DEVICE_CUDA
+               : flags.device == "auto" ? KESTREL_DEVICE_AUTO
+                                        : KESTREL_DEVICE_CPU;
+#ifdef KESTREL_CLI_CUDA
+  cp->gpu_backend = kestrel_backend_cuda();
+#endif
+  cp->gpu_graphs = flags.no_graphs ? 0 : 1;
+}
+
+}  // namespace kcli
