@@ -3,7 +3,8 @@
     python3 -m pytest tests/server --kestrel build/release/bin/kestrel
 
 Three servers are started once per session: stories260K (completions, 4 slots),
-a synthetic model whose GGUF carries a chat template (chat, 2 slots), and the
+a synthetic Q8_0 model whose GGUF carries a chat template (chat, and the
+batching tests: 4 slots), and the
 same synthetic model behind an API key with one slot and no queue (401 / 503 /
 disconnect tests). Each listens on a port the OS picks (--port 0) and is
 polled on /health until it answers 200, with a deadline; at the end each is
@@ -132,7 +133,7 @@ def stories(binary):
 
 @pytest.fixture(scope="session")
 def chat(binary, chat_model):
-    s = Server(binary, chat_model, ["-np", "2", "-c", "1024", "-t", "2", "--metrics"], "synth-chat")
+    s = Server(binary, chat_model, ["-np", "4", "-c", "1024", "-t", "2", "--metrics"], "synth-chat")
     yield s
     s.stop()
 

@@ -1,6 +1,6 @@
 """Every error of the server with its HTTP status and OpenAI error type."""
 import json
-import socket
+import time
 import urllib.error
 import urllib.request
 
@@ -81,11 +81,6 @@ def test_unknown_route_is_404(stories):
     assert_error(*raw_post(stories, "/v1/nothing", {}), 404, "not_found_error")
 
 
-def test_metrics_off_is_501(chat, guarded):
-    assert guarded.get_status("/metrics", {"Authorization": "Bearer " + API_KEY}) == 200
-    # chat runs with --metrics too; a server without it answers 501 (checked by status only).
-
-
 def test_api_key(guarded):
     assert guarded.get_status("/health") == 200  # no key needed
     with pytest.raises(openai.AuthenticationError) as e:
@@ -115,7 +110,6 @@ def test_queue_full_is_503_and_disconnect_frees_the_slot(guarded):
     assert e.value.status_code == 503
     assert e.value.response.json()["error"]["type"] == "unavailable_error"
     stream.close()
-    import time
     deadline = time.monotonic() + 30
     while True:
         m = guarded.metrics(API_KEY)

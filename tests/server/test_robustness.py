@@ -4,8 +4,6 @@ import concurrent.futures
 import os
 import socket
 import subprocess
-import threading
-import time
 import urllib.error
 import urllib.request
 
@@ -79,6 +77,10 @@ def test_health_is_503_while_loading(binary, tmp_path):
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(urllib.request.Request(url + "/v1/completions", data=b"{}"), timeout=10)
         assert e.value.code == 503
+        # Started without --metrics: /metrics is not served.
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(url + "/metrics", timeout=10)
+        assert e.value.code == 501
         # Not a model: the load fails and the server exits with the usage status.
         fd = os.open(fifo, os.O_WRONLY)
         try:

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Load test of OpenAI-compatible servers: kestrel serve against llama.cpp's
+llama-server on the same GGUF files, slots (-np) and threads.
+
+For each model, server and number of concurrent clients (1, 2, 4, 8), every
+client streams --requests completions one after another (fixed prompts that
+differ from their second token on, so no server reuses a cached prefix; fixed
+length: temperature 0 and ignore_eos). Reported per case, as the median over
+--repeats runs: aggregate generation tokens/s (all tokens / wall time), time to
+first token p50 / p99 and per-token latency (gaps between streamed chunks)
+p50 / p99 in ms; then kestrel's ratios against llama-server and against its
+own one-client figure.
+
+    flock /tmp/kestrel-timing.lock python3 bench/serve_load.py \\
+        --kestrel build/release/bin/kestrel --llama-server ../llamacpp/build/bin/llama-server \\
+        --model ~/.cache/kestrel/models/gemma-3-270m-q4_k_m.gguf -t 2
+"""
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+import openai
+
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly pack "
+         "boxes of jam and every river runs to the sea under a silver moon").split()
+
+
+def prompt_for(i, n_words):
+    # A number first: prompts share at most BOS and a token or two.
+    body = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(n_words))
+    return f"{1000 + i * 7919 % 9000} {body}"
+
+
+def percentile(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+class ServerProcess:
+    def __init__(self, cmd, port, log_path):
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{cmd[0]} exited {self.proc.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{cmd[0]}: /health not 200 within 300 s; see {log_path}")
+            time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+async def one_request(client, prompt, n_predict, ttft, gaps):
+    t0 = time.perf_counter()
+    last = None
+    n_chunks = 0
+    stream = await client.completions.create(model="m", prompt=prompt, max_tokens=n_predict, temperature=0.0, stream=True,
+                                             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+    tokens = 0
+    async for chunk in stream:
+        now = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+        if not chunk.choices or not chunk.choices[0].text:
+            continue
+        if last is None:
+            ttft.append((now - t0) * 1e3)
+        else:
+            gaps.append((now - last) * 1e3)
+        last = now
+        n_chunks += 1
+    return tokens or n_chunks
+
+
+async def run_case(url, n_clients, n_requests, n_predict, n_words, base):
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    ttft, gaps = [], []
+
+    async def client_loop(c):
+        total = 0
+        for r in range(n_requests):
+            total += await one_request(client, prompt_for(base + c * n_requests + r, n_words), n_predict, ttft, gaps)
+        return total
+
+    t0 = time.perf_counter()
+    totals = await asyncio.gather(*(client_loop(c) for c in range(n_clients)))
+    wall = time.perf_counter() - t0
+    await client.close()
+    return {"tps": sum(totals) / wall, "ttft": ttft, "gaps": gaps}
+
+
+def bench_server(name, cmd, port, args, log_dir):
+    server = ServerProcess(cmd, port, os.path.join(log_dir, f"{name}.log"))
+    results = {}
+    try:
+        asyncio.run(run_case(server.url, 1, 1, 8, args.prompt_words, 900000))  # warm-up
+        base = 0
+        for n in args.clients:
+            runs = []
+            for _ in range(args.repeats):
+                runs.append(asyncio.run(run_case(server.url, n, args.requests, args.n_predict, args.prompt_words, base)))
+                base += 1000
+            tps = statistics.median(r["tps"] for r in runs)
+            ttft = [x for r in runs for x in r["ttft"]]
+            gaps = [x for r in runs for x in r["gaps"]]
+            results[n] = {"tps": tps, "ttft50": percentile(ttft, 50), "ttft99": percentile(ttft, 99),
+                          "tok50": percentile(gaps, 50), "tok99": percentile(gaps, 99)}
+            r = results[n]
+            print(f"  {name:<13} clients {n}: {r['tps']:8.1f} t/s  ttft p50 {r['ttft50']:8.1f} ms p99 {r['ttft99']:8.1f} ms"
+                  f"  token p50 {r['tok50']:7.1f} ms p99 {r['tok99']:7.1f} ms", flush=True)
+    finally:
+        server.stop()
+    return results
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kestrel", required=True, help="the kestrel binary")
+    ap.add_argument("--llama-server", help="llama.cpp's llama-server binary (the baseline)")
+    ap.add_argument("--model", action="append", required=True, help="GGUF model (repeatable)")
+    ap.add_argument("--clients", default="1,2,4,8")
+    ap.add_argument("-t", "--threads", type=int, default=2)
+    ap.add_argument("-c", "--ctx-per-slot", type=int, default=512)
+    ap.add_argument("--requests", type=int, default=2, help="requests per client per run")
+    ap.add_argument("-n", "--n-predict", type=int, default=64)
+    ap.add_argument("--prompt-words", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--port", type=int, default=18431)
+    ap.add_argument("--log-dir", default="/tmp")
+    args = ap.parse_args()
+    args.clients = [int(x) for x in args.clients.split(",")]
+    n_slots = max(args.clients)
+    print(f"# serve_load: {args.clients} clients, {args.requests} requests each, {args.n_predict} tokens, "
+          f"~{args.prompt_words}-word prompts, -np {n_slots}, -t {args.threads}, {args.ctx_per_slot} tokens per slot, "
+          f"median of {args.repeats}")
+    summary = []
+    for model in args.model:
+        name = os.path.basename(model)
+        print(f"model {name}", flush=True)
+        k_cmd = [args.kestrel, "serve", "-m", model, "--port", str(args.port), "-np", str(n_slots), "-c",
+                 str(args.ctx_per_slot), "-t", str(args.threads)]
+        res = {"kestrel": bench_server("kestrel", k_cmd, args.port, args, args.log_dir)}
+        if args.llama_server:
+            # llama-server splits -c among its slots: the same cells per slot.
+            l_cmd = [args.llama_server, "-m", model, "--port", str(args.port + 1), "-np", str(n_slots), "-c",
+                     str(args.ctx_per_slot * n_slots), "-t", str(args.threads), "-tb", str(args.threads),
+                     "--no-webui", "-fa", "off"]
+            res["llama-server"] = bench_server("llama-server", l_cmd, args.port + 1, args, args.log_dir)
+        summary.append((name, res))
+    print("\n| model | clients | kestrel t/s | llama-server t/s | ratio | kestrel vs 1 client | kestrel TTFT p50 / p99 ms"
+          " | llama-server TTFT p50 / p99 ms | kestrel token p50 / p99 ms | llama-server token p50 / p99 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, res in summary:
+        k = res["kestrel"]
+        l = res.get("llama-server")
+        for n in args.clients:
+            kr = k[n]
+            lr = l[n] if l else None
+            ratio = f"{kr['tps'] / lr['tps']:.2f}x" if lr else "-"
+            lt = f"{lr['tps']:.1f}" if lr else "-"
+            lttft = f"{lr['ttft50']:.0f} / {lr['ttft99']:.0f}" if lr else "-"
+            ltok = f"{lr['tok50']:.1f} / {lr['tok99']:.1f}" if lr else "-"
+            print(f"| {name} | {n} | {kr['tps']:.1f} | {lt} | {ratio} | {kr['tps'] / k[args.clients[0]]['tps']:.2f}x | "
+                  f"{kr['ttft50']:.0f} / {kr['ttft99']:.0f} | {lttft} | {kr['tok50']:.1f} / {kr['tok99']:.1f} | {ltok} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
