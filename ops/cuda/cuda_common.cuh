@@ -146,6 +146,33 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(v);
 }
 
+// Decode matvecs: kSplitWarps warps share one W row (each takes a stride of
+// its k range), so a small matrix still fills the GPU with warps and each
+// warp has few dependent loads; their partial sums meet in shared memory.
+constexpr int kSplitWarps = 4;
+
+// y[m0 + c][n] = the block's sum of acc[c] over all threads, for the MC rows
+// that exist (xr[c] != nullptr). Every thread of the block must call it.
+template <int MC>
+__device__ __forceinline__ void store_row_sums(float acc[MC], const float* const xr[MC], const TV& y, int64_t m0,
+                                               int64_t n) {
+  __shared__ float part[kSplitWarps][MC];
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
+#pragma unroll
+  for (int c = 0; c < MC; ++c) {
+    const float v = warp_sum(acc[c]);
+    if (lane == 0) part[wid][c] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < MC && xr[threadIdx.x]) {
+    float v = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kSplitWarps; ++w) v += part[w][threadIdx.x];
+    reinterpret_cast<float*>(row_ptr(y, m0 + threadIdx.x))[n] = v;
+  }
+  __syncthreads();  // part is reused by the next pass
+}
+
 // Threads per block for a row of n elements: a multiple of 32 in [32, 256].
 inline unsigned row_threads(int64_t n) {
   int64_t t = (n + 31) / 32 * 32;

@@ -24,12 +24,23 @@ __device__ __forceinline__ float unary_fn(float v, float p0, float p1) {
 int64_t nrows_of(const TV& t) { return t.ne[1] * t.ne[2] * t.ne[3]; }
 unsigned grid_for(int64_t nrows) { return static_cast<unsigned>(nrows < 65535 * 16 ? nrows : 65535 * 16); }
 
+// Rows along grid.x; a few long rows (a decode step's one token) are also
+// split along grid.y, so that one row is not one block on one SM.
+dim3 split_grid(int64_t nrows, int64_t ne0, unsigned threads) {
+  int64_t gy = 1;
+  if (nrows < 64) {
+    gy = (ne0 + threads - 1) / threads;
+    gy = gy > 64 ? 64 : gy;
+  }
+  return dim3(grid_for(nrows), static_cast<unsigned>(gy));
+}
+
 template <Unary OP, ExpTier T>
 __global__ void unary_f32(TV x, TV y, float p0, float p1, int64_t nrows) {
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const float* xr = reinterpret_cast<const float*>(row_ptr(x, r));
     float* yr = reinterpret_cast<float*>(row_ptr(y, r));
-    for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x) {
+    for (int64_t i = threadIdx.x + blockIdx.y * blockDim.x; i < x.ne[0]; i += blockDim.x * gridDim.y) {
       yr[i] = unary_fn<OP, T>(xr[i], p0, p1);
     }
   }
@@ -44,7 +55,7 @@ __global__ void binary_f32(TV a, TV b, TV y, int64_t nrows) {
     // b broadcasts over any dim where it has one element.
     const int64_t j1 = b.ne[1] == 1 ? 0 : i1, j2 = b.ne[2] == 1 ? 0 : i2, j3 = b.ne[3] == 1 ? 0 : i3;
     const float* br = reinterpret_cast<const float*>(b.data + j1 * b.nb[1] + j2 * b.nb[2] + j3 * b.nb[3]);
-    for (int64_t i = threadIdx.x; i < a.ne[0]; i += blockDim.x) {
+    for (int64_t i = threadIdx.x + blockIdx.y * blockDim.x; i < a.ne[0]; i += blockDim.x * gridDim.y) {
       const float u = ar[i], v = br[i];
       if constexpr (OP == Binary::add) yr[i] = u + v;
       else if constexpr (OP == Binary::mul) yr[i] = u * v;
@@ -242,7 +253,8 @@ cudaError_t launch_transpose(TV x, TV y, cudaStream_t s) {
 cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1, cudaStream_t s) {
   const int64_t nrows = nrows_of(x);
   if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
-  const unsigned g = grid_for(nrows), t = row_threads(x.ne[0]);
+  const unsigned t = row_threads(x.ne[0]);
+  const dim3 g = split_grid(nrows, x.ne[0], t);
   with_tier(tier, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (op) {
@@ -261,7 +273,8 @@ cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1,
 cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_t s) {
   const int64_t nrows = nrows_of(a);
   if (nrows == 0 || a.ne[0] == 0) return cudaSuccess;
-  const unsigned g = grid_for(nrows), t = row_threads(a.ne[0]);
+  const unsigned t = row_threads(a.ne[0]);
+  const dim3 g = split_grid(nrows, a.ne[0], t);
   with_tier(tier, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (op) {

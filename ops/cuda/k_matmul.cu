@@ -1,8 +1,8 @@
 // Matmul kernels that read weights in their stored type.
 //
-// matmul_direct: one warp per output row n of W, lanes striding over k, up to
-// MC activation rows per pass so W is read once per MC rows; accumulation in
-// float, warp-shuffle reduction (tree order). Quant blocks are dequantized
+// matmul_direct: one block of kSplitWarps warps per output row n of W, threads
+// striding over k, up to MC activation rows per pass so W is read once per MC
+// rows; accumulation in float, warp-shuffle then shared-memory reduction. Quant blocks are dequantized
 // element by element in registers, never to memory. This is the decode path
 // (M small) and the fallback for layouts cuBLAS cannot take. Q8_0 / Q4_0 use
 // matmul_quad, the same scheme four weights per lane step.
@@ -13,13 +13,12 @@
 namespace kestrel::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 4;  // warps per block, one W row each
+constexpr int kThreads = kSplitWarps * kWarp;  // one W row per block
 
 template <DType T, int MC>
 __global__ void matmul_direct(TV w, TV x, TV y, int64_t m_total) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  if (n >= w.ne[1]) return;  // whole warp leaves; no block-level sync below
+  const int64_t n = blockIdx.x;
+  if (n >= w.ne[1]) return;  // the whole block leaves
   const int64_t K = w.ne[0];
   const char* wr = w.data + n * w.nb[1];
   for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * MC; m0 < m_total; m0 += static_cast<int64_t>(gridDim.y) * MC) {
@@ -30,17 +29,13 @@ __global__ void matmul_direct(TV w, TV x, TV y, int64_t m_total) {
       acc[c] = 0.0f;
       xr[c] = m0 + c < m_total ? reinterpret_cast<const float*>(row_ptr(x, m0 + c)) : nullptr;
     }
-    for (int64_t k = lane; k < K; k += kWarp) {
+    for (int64_t k = threadIdx.x; k < K; k += kThreads) {
       const float wv = load_weight<T>(wr, k);
 #pragma unroll
       for (int c = 0; c < MC; ++c)
         if (xr[c]) acc[c] = fmaf(wv, xr[c][k], acc[c]);
     }
-#pragma unroll
-    for (int c = 0; c < MC; ++c) {
-      const float v = warp_sum(acc[c]);
-      if (lane == 0 && xr[c]) reinterpret_cast<float*>(row_ptr(y, m0 + c))[n] = v;
-    }
+    store_row_sums<MC>(acc, xr, y, m0, n);
   }
 }
 
@@ -70,8 +65,7 @@ __device__ __forceinline__ void load_quad(const char* row, int64_t q, float w[4]
 // are 16-byte aligned and read as float4.
 template <DType T, int MC, bool XV>
 __global__ void matmul_quad(TV w, TV x, TV y, int64_t m_total) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  const int64_t n = blockIdx.x;
   if (n >= w.ne[1]) return;
   const int64_t n_quads = w.ne[0] / 4;
   const char* wr = w.data + n * w.nb[1];
@@ -83,8 +77,8 @@ __global__ void matmul_quad(TV w, TV x, TV y, int64_t m_total) {
       acc[c] = 0.0f;
       xr[c] = m0 + c < m_total ? reinterpret_cast<const float*>(row_ptr(x, m0 + c)) : nullptr;
     }
-#pragma unroll 2
-    for (int64_t q = lane; q < n_quads; q += kWarp) {
+#pragma unroll 4
+    for (int64_t q = threadIdx.x; q < n_quads; q += kThreads) {
       float wq[4];
       load_quad<T>(wr, q, wq);
 #pragma unroll
@@ -99,11 +93,7 @@ __global__ void matmul_quad(TV w, TV x, TV y, int64_t m_total) {
         acc[c] = fmaf(wq[0], xv.x, fmaf(wq[1], xv.y, fmaf(wq[2], xv.z, fmaf(wq[3], xv.w, acc[c]))));
       }
     }
-#pragma unroll
-    for (int c = 0; c < MC; ++c) {
-      const float v = warp_sum(acc[c]);
-      if (lane == 0 && xr[c]) reinterpret_cast<float*>(row_ptr(y, m0 + c))[n] = v;
-    }
+    store_row_sums<MC>(acc, xr, y, m0, n);
   }
 }
 
@@ -117,9 +107,9 @@ bool rows_aligned16(const TV& t) {
 template <DType T, int MC>
 void quad_launch(dim3 grid, TV w, TV x, TV y, int64_t m_total, cudaStream_t s) {
   if (rows_aligned16(x))
-    matmul_quad<T, MC, true><<<grid, kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_quad<T, MC, true><<<grid, kThreads, 0, s>>>(w, x, y, m_total);
   else
-    matmul_quad<T, MC, false><<<grid, kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_quad<T, MC, false><<<grid, kThreads, 0, s>>>(w, x, y, m_total);
 }
 
 template <DType T>
@@ -134,7 +124,7 @@ __global__ void dequant_rows(TV w, int64_t n0, int64_t n_rows, float* out) {
 template <DType T>
 cudaError_t direct(TV w, TV x, TV y, cudaStream_t s) {
   const int64_t m_total = x.ne[1] * x.ne[2] * x.ne[3];
-  const int64_t gx = (w.ne[1] + kRowsPerBlock - 1) / kRowsPerBlock;
+  const int64_t gx = w.ne[1];
   constexpr bool kQuad = T == DType::Q8_0 || T == DType::Q4_0;
   if (kQuad && m_total == 1) {
     quad_launch<T, 1>(dim3(static_cast<unsigned>(gx), 1), w, x, y, m_total, s);
@@ -144,12 +134,12 @@ cudaError_t direct(TV w, TV x, TV y, cudaStream_t s) {
     const unsigned gy = static_cast<unsigned>(chunks < 65535 ? chunks : 65535);
     quad_launch<T, kMC>(dim3(static_cast<unsigned>(gx), gy), w, x, y, m_total, s);
   } else if (m_total == 1) {
-    matmul_direct<T, 1><<<dim3(static_cast<unsigned>(gx), 1), kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_direct<T, 1><<<dim3(static_cast<unsigned>(gx), 1), kThreads, 0, s>>>(w, x, y, m_total);
   } else {
     constexpr int kMC = 4;
     const int64_t chunks = (m_total + kMC - 1) / kMC;
     const unsigned gy = static_cast<unsigned>(chunks < 65535 ? chunks : 65535);
-    matmul_direct<T, kMC><<<dim3(static_cast<unsigned>(gx), gy), kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_direct<T, kMC><<<dim3(static_cast<unsigned>(gx), gy), kThreads, 0, s>>>(w, x, y, m_total);
   }
   return cudaGetLastError();
 }

@@ -2,7 +2,8 @@
 // walking super-blocks in their stored order instead of decoding each
 // element's scale separately as the generic direct kernel does.
 //
-// One warp per W row, the whole warp on one 256-element super-block at a time:
+// One block of kSplitWarps warps per W row, each warp on one 256-element
+// super-block at a time (warp w takes super-blocks w, w + kSplitWarps, ...):
 //   Q4_K: lane l reads 4 quant bytes (one 32-bit load; blocks are 144 bytes,
 //         so 4-byte aligned when the row is): elements p..p+3 of sub-blocks
 //         2c and 2c+1 (c = l / 8, p = 4 (l % 8)). Per sub-block the sum is
@@ -17,7 +18,7 @@
 namespace kestrel::cuda {
 namespace {
 
-constexpr int kRowsPerBlock = 4;
+constexpr int kThreads = kSplitWarps * kWarp;
 
 template <int MC>
 __device__ __forceinline__ void q4_K_superblock(const char* blk, int lane, const float* const xr[MC], int64_t base,
@@ -75,8 +76,8 @@ __device__ __forceinline__ void q6_K_superblock(const char* blk, int lane, const
 
 template <DType T, int MC>
 __global__ void matmul_kquant(TV w, TV x, TV y, int64_t m_total) {
-  const int lane = threadIdx.x % kWarp;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
+  const int64_t n = blockIdx.x;
   if (n >= w.ne[1]) return;
   const int64_t n_sb = w.ne[0] / kQKK;
   constexpr int64_t kBlockBytes = T == DType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ6_K);
@@ -90,29 +91,25 @@ __global__ void matmul_kquant(TV w, TV x, TV y, int64_t m_total) {
       xr[c] = m0 + c < m_total ? reinterpret_cast<const float*>(row_ptr(x, m0 + c)) : nullptr;
     }
 #pragma unroll 2
-    for (int64_t sb = 0; sb < n_sb; ++sb) {
+    for (int64_t sb = wid; sb < n_sb; sb += kSplitWarps) {
       if constexpr (T == DType::Q4_K) q4_K_superblock<MC>(wr + sb * kBlockBytes, lane, xr, sb * kQKK, acc);
       else q6_K_superblock<MC>(wr + sb * kBlockBytes, lane, xr, sb * kQKK, acc);
     }
-#pragma unroll
-    for (int c = 0; c < MC; ++c) {
-      const float v = warp_sum(acc[c]);
-      if (lane == 0 && xr[c]) reinterpret_cast<float*>(row_ptr(y, m0 + c))[n] = v;
-    }
+    store_row_sums<MC>(acc, xr, y, m0, n);
   }
 }
 
 template <DType T>
 cudaError_t launch(TV w, TV x, TV y, cudaStream_t s) {
   const int64_t m_total = x.ne[1] * x.ne[2] * x.ne[3];
-  const unsigned gx = static_cast<unsigned>((w.ne[1] + kRowsPerBlock - 1) / kRowsPerBlock);
+  const unsigned gx = static_cast<unsigned>(w.ne[1]);
   if (m_total == 1) {
-    matmul_kquant<T, 1><<<dim3(gx, 1), kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_kquant<T, 1><<<dim3(gx, 1), kThreads, 0, s>>>(w, x, y, m_total);
   } else {
     constexpr int kMC = 4;
     const int64_t chunks = (m_total + kMC - 1) / kMC;
     const unsigned gy = static_cast<unsigned>(chunks < 65535 ? chunks : 65535);
-    matmul_kquant<T, kMC><<<dim3(gx, gy), kRowsPerBlock * kWarp, 0, s>>>(w, x, y, m_total);
+    matmul_kquant<T, kMC><<<dim3(gx, gy), kThreads, 0, s>>>(w, x, y, m_total);
   }
   return cudaGetLastError();
 }

@@ -2,6 +2,8 @@
 // each thread over a strided slice, then reduced across the block (tree order,
 // so the result differs from a sequential sum by rounding only: relative error
 // of the norm ~1e-7 for rows up to 16k elements).
+#include <algorithm>
+
 #include "ops/cuda/cuda_common.cuh"
 
 namespace kestrel::cuda {
@@ -31,7 +33,11 @@ cudaError_t launch_rms_norm(TV x, const float* w, TV y, float eps, bool one_plus
   const int64_t nrows = x.ne[1] * x.ne[2] * x.ne[3];
   if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
   const unsigned grid = static_cast<unsigned>(nrows < 65535 * 16 ? nrows : 65535 * 16);
-  rms_norm_f32<<<grid, row_threads(x.ne[0]), 0, s>>>(x, w, y, eps, one_plus_weight, nrows);
+  // Few rows (decode): up to 1024 threads per row, so each thread reads a
+  // couple of elements instead of a long dependent strip.
+  unsigned t = row_threads(x.ne[0]);
+  if (nrows < 64) t = static_cast<unsigned>(std::min<int64_t>(1024, (x.ne[0] / 2 + 31) / 32 * 32 > 32 ? (x.ne[0] / 2 + 31) / 32 * 32 : 32));
+  rms_norm_f32<<<grid, t, 0, s>>>(x, w, y, eps, one_plus_weight, nrows);
   return cudaGetLastError();
 }
 
