@@ -448,7 +448,10 @@ void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int
       const float g = got[m * N + n];
       INFO("m=" << m << " n=" << n << " got " << g << " want " << want);
       REQUIRE(std::isfinite(g));
-      REQUIRE(std::fabs(g - want) <= 1e-5 * mag + 1e-6);
+      // Quantized weights from 8 activation rows on run on tensor cores in
+      // F16 (cuda_matmul.cpp): each operand rounded to 11 bits.
+      const bool f16 = dtype_block_size(type) > 1 && M * B2 >= 8;
+      REQUIRE(std::fabs(g - want) <= (f16 ? 0x1p-10 : 1e-5) * mag + 1e-6);
     }
   }
 }

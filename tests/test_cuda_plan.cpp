@@ -264,8 +264,10 @@ TEST_CASE("cuda plan: a hand-built block equals ref, step after step", "[cuda][p
       const double e = compare(want, got);
       std::printf("cuda plan by hand: M %lld step %u: nmse %.3g\n", (long long)M, step, e);
       // float sums on the GPU against double ones, and the odd K/V element
-      // rounding to the other F16 neighbour: far below a wrong row or cell (~1).
-      CHECK(e < 1e-7);
+      // rounding to the other F16 neighbour; at 9 rows the quantized weights'
+      // GEMM runs on tensor cores with F16 operands (11-bit rounding of x and
+      // of the dequantized W): far below a wrong row or cell (~1) either way.
+      CHECK(e < (M == 1 ? 1e-7 : 1e-5));
     }
   }
 }

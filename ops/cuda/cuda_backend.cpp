@@ -125,9 +125,17 @@ class CudaBackend final : public Backend {
   bool supports(const OpCall& call) const override {
     if (!validate_op(call).ok() || !op_implemented(call)) return false;
     if (call.op == OpId::copy) return true;  // copy reads and writes any byte strides
-    if (call.op == OpId::attention &&
-        cuda::attention_smem_bytes(call.src[0]->ne[0], call.src[1]->ne[2]) > smem_optin_)
-      return false;  // TODO(flash attention on cuda): tile keys to lift the n_kv bound
+    if (call.op == OpId::attention) {
+      const Tensor& q = *call.src[0];
+      const Tensor& k = *call.src[1];
+      const Tensor* m = call.opt_src(3);
+      const bool mask = m && m->type != DType::I32;
+      const size_t smem = cuda::attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask)
+                              ? cuda::attention_tiled_smem_bytes(q.ne[0], q.ne[1] / k.ne[1])
+                              : cuda::attention_smem_bytes(q.ne[0], k.ne[2]);
+      // One query (decode) keeps every score in shared memory: ~56k keys at D = 128.
+      if (smem > smem_optin_) return false;
+    }
     if (!aligned(*call.dst)) return false;
     for (int i = 0; i < call.n_src; ++i)
       if (!aligned(*call.src[i])) return false;

@@ -84,6 +84,18 @@ cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges
 // Dynamic shared memory one attention block needs; must not exceed the
 // device's opt-in per-block limit.
 size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv);
+// Several queries without an F32 mask (k_attention_tiled.cu): no bound on
+// n_kv; fits when head_dim <= 256 and group * head_dim <= 2048.
+bool attention_tiled_fits(int64_t head_dim, int64_t group);
+size_t attention_tiled_smem_bytes(int64_t head_dim, int64_t group);
+cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
+                                   cudaStream_t s);
+// Whether launch_attention takes the tiled kernel for these shapes.
+inline bool attention_uses_tiled(int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t n_queries,
+                                 bool has_mask) {
+  return !has_mask && n_queries >= 2 && n_head_kv > 0 && n_head % n_head_kv == 0 &&
+         attention_tiled_fits(head_dim, n_head / n_head_kv);
+}
 
 // Matmul pieces (the cuBLAS call itself is made by the host code):
 // y[.., m, n] = sum_k W[n][k] * x[.., m, k], W of type wt read in place; any M.
@@ -94,6 +106,8 @@ bool matmul_kquant_fits(DType wt, const TV& w);
 cudaError_t launch_matmul_kquant(DType wt, TV w, TV x, TV y, cudaStream_t s);
 // out[(n - n0) * K + k] = W[n][k] as float for n in [n0, n0 + n_rows).
 cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, float* out, cudaStream_t s);
+// The same rows as F16 (round to nearest) for the tensor-core GEMM.
+cudaError_t launch_dequant_rows_f16(DType wt, TV w, int64_t n0, int64_t n_rows, void* out, cudaStream_t s);
 
 // spec_verify (k_spec_verify.cu): the greedy, softmax and sigmoid rules of
 // ops/op_table.h without top-k / top-p. tl [V, g+1], dl [V, g] (read unless

@@ -3,11 +3,16 @@
 // Path choice, per call:
 //   - M (all activation rows) < kGemmMinRows, or a layout cuBLAS cannot take:
 //     matmul_direct, which reads W in its stored type (decode path).
-//   - otherwise cuBLAS SGEMM in plain FP32 (default math mode, no TF32): W F32
-//     in place; other weight types dequantized in row chunks of at most
-//     kScratchBytes into scratch, one SGEMM per chunk.
-// Error: FP32 accumulation either way; relative error vs a double reference is
-// ~1e-6 * sqrt(K) on random data (test_cuda checks 1e-5 of sum |w x| at K up to 4097).
+//   - float weights (F32, F16, BF16): cuBLAS SGEMM in plain FP32 (default
+//     math mode, no TF32): W F32 in place, F16 / BF16 dequantized in row
+//     chunks of at most kScratchBytes into scratch, one SGEMM per chunk;
+//   - quantized weights: tensor cores. The chunk is dequantized to F16, x is
+//     rounded to F16 once, and cublasGemmEx multiplies with FP32 accumulation
+//     into the F32 output.
+// Error: FP32 paths ~1e-6 * sqrt(K) relative to a double reference on random
+// data (test_cuda checks 1e-5 of sum |w x|). The F16 path rounds each operand
+// to 11 significant bits: |err| <= 2^-10 sum |w x| (test_cuda checks it), far
+// inside the 8-bit activation error the cpu kernels have on quantized weights.
 #include <climits>
 
 #include "ops/cuda/cuda_context.h"
@@ -49,6 +54,7 @@ namespace {
 struct MatmulPath {
   bool gemm = false;        // cuBLAS (else the direct kernel)
   bool w_in_place = false;  // gemm on W as stored (F32)
+  bool f16 = false;         // tensor-core GEMM on F16 copies (quantized W)
   int64_t xs = 0, ys = 0;   // row strides of x and y in bytes (gemm)
   int64_t chunk = 0;        // W rows dequantized per SGEMM (gemm, not in place)
 };
@@ -67,8 +73,9 @@ MatmulPath matmul_path(const OpCall& call) {
   if (!p.gemm) return p;  // K == 0 included: the direct kernel writes zeros
   p.w_in_place = w.type == DType::F32 && w.nb[1] % 4 == 0 && (N == 1 || w.nb[1] / 4 >= static_cast<size_t>(K)) &&
                  fits_int(static_cast<int64_t>(w.nb[1] / 4));
+  p.f16 = !p.w_in_place && dtype_block_size(w.type) > 1;  // quantized weights
   if (!p.w_in_place) {
-    const size_t row_bytes = static_cast<size_t>(K) * sizeof(float);
+    const size_t row_bytes = static_cast<size_t>(K) * (p.f16 ? 2 : sizeof(float));
     p.chunk = static_cast<int64_t>(kScratchBytes / row_bytes);
     if (p.chunk < 1) p.chunk = 1;
     if (p.chunk > N) p.chunk = N;
@@ -78,9 +85,19 @@ MatmulPath matmul_path(const OpCall& call) {
 
 }  // namespace
 
+// Scratch of the F16 path: the W chunk, then x in F16 (256-byte aligned).
+size_t f16_x_offset(const MatmulPath& p, int64_t K) {
+  return (static_cast<size_t>(p.chunk) * static_cast<size_t>(K) * 2 + 255) / 256 * 256;
+}
+
 size_t matmul_scratch_bytes(const OpCall& call) {
   const MatmulPath p = matmul_path(call);
-  return static_cast<size_t>(p.chunk) * static_cast<size_t>(call.src[0]->ne[0]) * sizeof(float);
+  const int64_t K = call.src[0]->ne[0];
+  if (p.f16) {
+    const Tensor& x = *call.src[1];
+    return f16_x_offset(p, K) + static_cast<size_t>(K) * static_cast<size_t>(x.ne[1] * x.ne[2] * x.ne[3]) * 2;
+  }
+  return static_cast<size_t>(p.chunk) * static_cast<size_t>(K) * sizeof(float);
 }
 
 Status run_matmul(Context& ctx, const OpCall& call) {
@@ -109,6 +126,34 @@ Status run_matmul(Context& ctx, const OpCall& call) {
 
   const int64_t chunk = path.chunk;
   KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matmul_scratch_bytes(call)));
+  if (path.f16) {
+    // x [K, M] (rows path.xs apart) -> F16 [K, M] contiguous, once.
+    void* xh = static_cast<char*>(scratch) + f16_x_offset(path, K);
+    TV xv{}, hv{};
+    xv.data = static_cast<char*>(x.data);
+    hv.data = static_cast<char*>(xh);
+    xv.ne[0] = hv.ne[0] = K;
+    xv.ne[1] = hv.ne[1] = M;
+    xv.ne[2] = hv.ne[2] = xv.ne[3] = hv.ne[3] = 1;
+    xv.nb[0] = 4;
+    xv.nb[1] = path.xs;
+    xv.nb[2] = xv.nb[3] = path.xs * M;
+    hv.nb[0] = 2;
+    hv.nb[1] = 2 * K;
+    hv.nb[2] = hv.nb[3] = 2 * K * M;
+    KESTREL_TRY(cuda_check(launch_copy(DType::F32, xv, DType::F16, hv, ctx.stream), "matmul: x to f16"));
+    const TV wv = view(w);
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t nc = N - n0 < chunk ? N - n0 : chunk;
+      KESTREL_TRY(cuda_check(launch_dequant_rows_f16(w.type, wv, n0, nc, scratch, ctx.stream), "matmul: dequant_rows"));
+      KESTREL_TRY(cublas_check(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(nc),
+                                            static_cast<int>(M), static_cast<int>(K), &one, scratch, CUDA_R_16F,
+                                            static_cast<int>(K), xh, CUDA_R_16F, static_cast<int>(K), &zero, yp + n0,
+                                            CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                               "matmul: cublasGemmEx"));
+    }
+    return {};
+  }
   float* wf = static_cast<float*>(scratch);
   const TV wv = view(w);
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {

@@ -6,8 +6,8 @@
 // element by element in registers, never to memory. This is the decode path
 // (M small) and the fallback for layouts cuBLAS cannot take. Q8_0 / Q4_0 use
 // matmul_quad, the same scheme four weights per lane step.
-// dequant_rows: expands a chunk of W rows to float in scratch for the cuBLAS
-// SGEMM path used when M is large (a bounded tile, not a copy of the model).
+// dequant_rows: expands a chunk of W rows to float (or F16) in scratch for the
+// cuBLAS path used when M is large (a bounded tile, not a copy of the model).
 #include "ops/cuda/cuda_common.cuh"
 
 namespace kestrel::cuda {
@@ -112,13 +112,36 @@ void quad_launch(dim3 grid, TV w, TV x, TV y, int64_t m_total, cudaStream_t s) {
     matmul_quad<T, MC, false><<<grid, kThreads, 0, s>>>(w, x, y, m_total);
 }
 
-template <DType T>
-__global__ void dequant_rows(TV w, int64_t n0, int64_t n_rows, float* out) {
+template <DType T, typename O>
+__global__ void dequant_rows(TV w, int64_t n0, int64_t n_rows, O* out) {
   const int64_t K = w.ne[0];
   for (int64_t r = blockIdx.x; r < n_rows; r += gridDim.x) {
     const char* wr = w.data + (n0 + r) * w.nb[1];
-    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) out[r * K + k] = load_weight<T>(wr, k);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+      if constexpr (sizeof(O) == 4) out[r * K + k] = load_weight<T>(wr, k);
+      else out[r * K + k] = __float2half_rn(load_weight<T>(wr, k));
+    }
   }
+}
+
+template <typename O>
+cudaError_t dequant_to(DType wt, TV w, int64_t n0, int64_t n_rows, O* out, cudaStream_t s) {
+  if (n_rows == 0 || w.ne[0] == 0) return cudaSuccess;
+  const unsigned g = static_cast<unsigned>(n_rows < 65535 * 16 ? n_rows : 65535 * 16);
+  const unsigned t = row_threads(w.ne[0]);
+  switch (wt) {
+    case DType::F32: dequant_rows<DType::F32><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::F16: dequant_rows<DType::F16><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::BF16: dequant_rows<DType::BF16><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q8_0: dequant_rows<DType::Q8_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q4_0: dequant_rows<DType::Q4_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q5_0: dequant_rows<DType::Q5_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q4_K: dequant_rows<DType::Q4_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q5_K: dequant_rows<DType::Q5_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    case DType::Q6_K: dequant_rows<DType::Q6_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
 }
 
 template <DType T>
@@ -164,22 +187,11 @@ cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s) {
 }
 
 cudaError_t launch_dequant_rows(DType wt, TV w, int64_t n0, int64_t n_rows, float* out, cudaStream_t s) {
-  if (n_rows == 0 || w.ne[0] == 0) return cudaSuccess;
-  const unsigned g = static_cast<unsigned>(n_rows < 65535 * 16 ? n_rows : 65535 * 16);
-  const unsigned t = row_threads(w.ne[0]);
-  switch (wt) {
-    case DType::F32: dequant_rows<DType::F32><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::F16: dequant_rows<DType::F16><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::BF16: dequant_rows<DType::BF16><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q8_0: dequant_rows<DType::Q8_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q4_0: dequant_rows<DType::Q4_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q5_0: dequant_rows<DType::Q5_0><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q4_K: dequant_rows<DType::Q4_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q5_K: dequant_rows<DType::Q5_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    case DType::Q6_K: dequant_rows<DType::Q6_K><<<g, t, 0, s>>>(w, n0, n_rows, out); break;
-    default: return cudaErrorInvalidValue;
-  }
-  return cudaGetLastError();
+  return dequant_to(wt, w, n0, n_rows, out, s);
+}
+
+cudaError_t launch_dequant_rows_f16(DType wt, TV w, int64_t n0, int64_t n_rows, void* out, cudaStream_t s) {
+  return dequant_to(wt, w, n0, n_rows, static_cast<__half*>(out), s);
 }
 
 }  // namespace kestrel::cuda

@@ -305,6 +305,19 @@ inline void cases_attention_ranges(std::vector<Case>& out) {
                "soft cap")
           .with(AttentionParams{scale, 3.0f});
     }
+    // Quake tiers over ranges (an online softmax rescales through the tier too:
+    // about twice the tier's error, as in cases_attention).
+    for (ExpTier t : {ExpTier::quake2, ExpTier::quake1}) {
+      const double e = 2.5 * exp_tier_max_rel_error(t);
+      const Shape& s = shapes[5];
+      TSpec q = ranged(spec(DType::F32, s.D, s.Hq, s.M), -2.0f, 2.0f);
+      TSpec k = spec(kv, s.D, s.Hkv, s.n_kv, s.n_st), v = spec(kv, s.D, s.Hkv, s.n_kv, s.n_st);
+      TSpec r = filled(spec(DType::I32, 3, s.M), Fill::kv_ranges, s.n_kv);
+      r.n_streams = s.n_st;
+      add_case(out, OpId::attention, {q, k, v, r}, spec(DType::F32, s.D, s.Hq, s.M), tol_close(e, e),
+               row + " " + exp_tier_name(t))
+          .with(AttentionParams{1.0f / std::sqrt((float)s.D), 0.0f, t});
+    }
   }
 }
 

@@ -1,0 +1,175 @@
+// attention for several queries (prompt steps) with per-query ranges or no
+// mask: one block per (query, KV head) serves the G = Hq / Hkv query heads
+// that share the KV head, so each K / V row is read once for all of them, and
+// walks the query's keys [lo, hi) in tiles of TILE keys staged in shared
+// memory with an online softmax (running max and sum per head, the partial
+// output rescaled when the max grows). Nothing is bounded by the number of
+// keys. Scores: one thread per (head, key) over D from shared memory (K rows
+// padded by one float against bank conflicts); output: one thread per
+// (head, dim) pair, each holding up to kMaxAcc of them in registers.
+// Float throughout; the exp through the exp tier. Measured against the double
+// reference in test_backend_ops (attention rows, cuda column).
+#include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_exp.cuh"
+
+namespace kestrel::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kMaxAcc = 16;  // (G * D) / kThreads outputs per thread at most
+
+int tile_for(int64_t D) { return D > 128 ? 16 : 32; }
+
+template <DType KV, ExpTier T, int TILE>
+__global__ void attention_tiled(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, int G) {
+  extern __shared__ float sm[];
+  const int D = static_cast<int>(q.ne[0]);
+  const int64_t M = q.ne[2], n_kv = k.ne[2], Hkv = k.ne[1];
+  const int KS = D + 1;  // padded K row
+  float* qs = sm;                  // [G][D]
+  float* ks = qs + G * D;          // [TILE][KS]
+  float* vs = ks + TILE * KS;      // [TILE][D]
+  float* ps = vs + TILE * D;       // [G][TILE]
+  float* mx = ps + G * TILE;       // [G] running max
+  float* sum = mx + G;             // [G] running sum
+  float* corr = sum + G;           // [G] this tile's rescale
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
+  const int GD = G * D;
+  for (int64_t bm = blockIdx.x; bm < M * Hkv; bm += gridDim.x) {
+    const int64_t kvh = bm % Hkv, m = bm / Hkv;
+    int64_t lo = 0, hi = n_kv;
+    const char* kb = k.data + kvh * k.nb[1];
+    const char* vb = v.data + kvh * v.nb[1];
+    if (ranges.data) {
+      const char* rr = ranges.data + m * ranges.nb[1];
+      const int64_t st = *reinterpret_cast<const int32_t*>(rr);
+      const int64_t r1 = *reinterpret_cast<const int32_t*>(rr + ranges.nb[0]);
+      const int64_t r2 = *reinterpret_cast<const int32_t*>(rr + 2 * ranges.nb[0]);
+      lo = r1 < 0 ? 0 : r1;
+      hi = r2 > n_kv ? n_kv : r2;
+      if (st < 0 || st >= k.ne[3]) {
+        hi = lo;
+      } else {
+        kb += st * k.nb[3];
+        vb += st * v.nb[3];
+      }
+    }
+    __syncthreads();  // the previous pair is done with shared memory
+    for (int e = threadIdx.x; e < GD; e += blockDim.x) {
+      const int g = e / D, d = e % D;
+      qs[e] = reinterpret_cast<const float*>(q.data + (kvh * G + g) * q.nb[1] + m * q.nb[2])[d];
+    }
+    if (threadIdx.x < G) {
+      mx[threadIdx.x] = -INFINITY;
+      sum[threadIdx.x] = 0.0f;
+    }
+    float acc[kMaxAcc];
+#pragma unroll
+    for (int i = 0; i < kMaxAcc; ++i) acc[i] = 0.0f;
+    __syncthreads();
+    for (int64_t j0 = lo; j0 < hi; j0 += TILE) {
+      const int nt = static_cast<int>(hi - j0 < TILE ? hi - j0 : TILE);
+      for (int e = threadIdx.x; e < nt * D; e += blockDim.x) {
+        const int j = e / D, d = e % D;
+        ks[j * KS + d] = load_weight<KV>(kb + (j0 + j) * k.nb[2], d);
+        vs[j * D + d] = load_weight<KV>(vb + (j0 + j) * v.nb[2], d);
+      }
+      __syncthreads();
+      for (int e = threadIdx.x; e < G * TILE; e += blockDim.x) {
+        const int g = e / TILE, j = e % TILE;
+        float s = -INFINITY;
+        if (j < nt) {
+          const float* qr = qs + g * D;
+          const float* kr = ks + j * KS;
+          float dot = 0.0f;
+          for (int d = 0; d < D; ++d) dot = fmaf(qr[d], kr[d], dot);
+          s = dot * a.scale;
+          if (a.soft_cap > 0.0f) s = a.soft_cap * tanhf(s / a.soft_cap);
+        }
+        ps[e] = s;
+      }
+      __syncthreads();
+      for (int g = wid; g < G; g += nw) {
+        const float s = lane < TILE ? ps[g * TILE + lane] : -INFINITY;
+        const float tmax = warp_max(s);
+        const float m_old = mx[g];
+        const float m_new = fmaxf(m_old, tmax);
+        const float c = m_old == -INFINITY ? 0.0f : exp_scaled<T>(m_old - m_new, 1.0);
+        const float p = s == -INFINITY ? 0.0f : exp_scaled<T>(s - m_new, 1.0);
+        if (lane < TILE) ps[g * TILE + lane] = p;
+        const float tsum = warp_sum(p);
+        if (lane == 0) {
+          sum[g] = sum[g] * c + tsum;
+          mx[g] = m_new;
+          corr[g] = c;
+        }
+      }
+      __syncthreads();
+#pragma unroll
+      for (int i = 0; i < kMaxAcc; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < GD) {
+          const int g = e / D, d = e % D;
+          float r = acc[i] * corr[g];
+          const float* pr = ps + g * TILE;
+          for (int j = 0; j < nt; ++j) r = fmaf(pr[j], vs[j * D + d], r);
+          acc[i] = r;
+        }
+      }
+      __syncthreads();  // the next tile overwrites ks / vs / ps
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxAcc; ++i) {
+      const int e = threadIdx.x + i * kThreads;
+      if (e < GD) {
+        const int g = e / D, d = e % D;
+        const float l = sum[g];
+        reinterpret_cast<float*>(y.data + (kvh * G + g) * y.nb[1] + m * y.nb[2])[d] = l > 0.0f ? acc[i] / l : 0.0f;
+      }
+    }
+  }
+}
+
+template <DType KV, ExpTier T, int TILE>
+cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStream_t s) {
+  const int G = static_cast<int>(q.ne[1] / k.ne[1]);
+  const size_t smem = attention_tiled_smem_bytes(q.ne[0], G);
+  if (smem > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(attention_tiled<KV, T, TILE>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t pairs = q.ne[2] * k.ne[1];
+  const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
+  attention_tiled<KV, T, TILE><<<grid, kThreads, smem, s>>>(q, k, v, ranges, y, a, G);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool attention_tiled_fits(int64_t head_dim, int64_t group) {
+  return head_dim >= 1 && head_dim <= 256 && group >= 1 && head_dim * group <= int64_t{kMaxAcc} * kThreads;
+}
+
+size_t attention_tiled_smem_bytes(int64_t head_dim, int64_t group) {
+  const int64_t D = head_dim, G = group, t = tile_for(D);
+  return static_cast<size_t>(G * D + t * (D + 1) + t * D + G * t + 3 * G) * sizeof(float);
+}
+
+cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
+                                   cudaStream_t s) {
+  if (q.ne[1] * q.ne[2] == 0 || q.ne[0] == 0) return cudaSuccess;
+  const bool wide = q.ne[0] > 128;
+  return with_tier(a.exp, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    switch (kv_type) {
+      case DType::F32:
+        return wide ? launch<DType::F32, T, 16>(q, k, v, ranges, y, a, s) : launch<DType::F32, T, 32>(q, k, v, ranges, y, a, s);
+      case DType::F16:
+        return wide ? launch<DType::F16, T, 16>(q, k, v, ranges, y, a, s) : launch<DType::F16, T, 32>(q, k, v, ranges, y, a, s);
+      default: return cudaErrorInvalidValue;
+    }
+  });
+}
+
+}  // namespace kestrel::cuda
