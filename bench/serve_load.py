@@ -99,7 +99,9 @@ async def one_request(client, prompt, n_predict, ttft, gaps):
 
 
 async def run_case(url, n_clients, n_requests, n_predict, n_words, base):
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600)
+    # Retries: a keep-alive connection the server closed while idle fails the next
+    # request before anything is sent (seen with llama-server); the retry resends it.
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=2, timeout=600)
     ttft, gaps = [], []
 
     async def client_loop(c):
@@ -145,6 +147,7 @@ def main():
     ap.add_argument("--llama-server", help="llama.cpp's llama-server binary (the baseline)")
     ap.add_argument("--model", action="append", required=True, help="GGUF model (repeatable)")
     ap.add_argument("--clients", default="1,2,4,8")
+    ap.add_argument("-np", "--parallel", type=int, default=0, help="slots of both servers (default: the most clients)")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("-c", "--ctx-per-slot", type=int, default=512)
     ap.add_argument("--requests", type=int, default=2, help="requests per client per run")
@@ -153,9 +156,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=18431)
     ap.add_argument("--log-dir", default="/tmp")
+    ap.add_argument("--servers", default="kestrel,llama-server", help="which of the two to run")
     args = ap.parse_args()
     args.clients = [int(x) for x in args.clients.split(",")]
-    n_slots = max(args.clients)
+    n_slots = args.parallel or max(args.clients)
     print(f"# serve_load: {args.clients} clients, {args.requests} requests each, {args.n_predict} tokens, "
           f"~{args.prompt_words}-word prompts, -np {n_slots}, -t {args.threads}, {args.ctx_per_slot} tokens per slot, "
           f"median of {args.repeats}")
@@ -165,8 +169,10 @@ def main():
         print(f"model {name}", flush=True)
         k_cmd = [args.kestrel, "serve", "-m", model, "--port", str(args.port), "-np", str(n_slots), "-c",
                  str(args.ctx_per_slot), "-t", str(args.threads)]
-        res = {"kestrel": bench_server("kestrel", k_cmd, args.port, args, args.log_dir)}
-        if args.llama_server:
+        res = {}
+        if "kestrel" in args.servers.split(","):
+            res["kestrel"] = bench_server("kestrel", k_cmd, args.port, args, args.log_dir)
+        if args.llama_server and "llama-server" in args.servers.split(","):
             # llama-server splits -c among its slots: the same cells per slot.
             l_cmd = [args.llama_server, "-m", model, "--port", str(args.port + 1), "-np", str(n_slots), "-c",
                      str(args.ctx_per_slot * n_slots), "-t", str(args.threads), "-tb", str(args.threads),
@@ -177,8 +183,10 @@ def main():
           " | llama-server TTFT p50 / p99 ms | kestrel token p50 / p99 ms | llama-server token p50 / p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, res in summary:
-        k = res["kestrel"]
+        k = res.get("kestrel")
         l = res.get("llama-server")
+        if not k:
+            continue
         for n in args.clients:
             kr = k[n]
             lr = l[n] if l else None

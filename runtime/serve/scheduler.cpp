@@ -101,6 +101,8 @@ Expected<std::unique_ptr<Scheduler>> Scheduler::create(Context& ctx, const Sched
   s->b_seq_.reserve(cap);
   s->b_logits_.reserve(cap);
   s->b_out_slot_.reserve(cap);
+  s->b_reading_.reserve(static_cast<size_t>(s->n_slots_));
+  s->b_chunks_.reserve(static_cast<size_t>(s->n_slots_));
   try {
     s->thread_ = std::thread([p = s.get()] { p->run(); });
   } catch (const std::system_error& e) {
@@ -291,12 +293,14 @@ void Scheduler::step() {
     ++n_gen;
   }
   // ... then prompt chunks, oldest request first, within the step's budget.
-  std::vector<Slot*> reading;
+  std::vector<Slot*>& reading = b_reading_;
+  reading.clear();
   for (auto& sp : slots_)
     if (sp->busy && sp->pending < 0 && sp->n_read < sp->req.prompt.size()) reading.push_back(sp.get());
   std::sort(reading.begin(), reading.end(), [](const Slot* a, const Slot* b) { return a->start_order < b->start_order; });
   int64_t budget = n_batch_ - n_gen;
-  std::vector<std::pair<Slot*, size_t>> chunks;
+  std::vector<std::pair<Slot*, size_t>>& chunks = b_chunks_;
+  chunks.clear();
   int64_t n_prompt = 0;
   for (Slot* s : reading) {
     if (budget <= 0) break;

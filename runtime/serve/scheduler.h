@@ -36,6 +36,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "platform/status.h"
@@ -187,6 +188,8 @@ class Scheduler {
   std::vector<int32_t> b_tokens_, b_pos_, b_seq_;
   std::vector<int8_t> b_logits_;
   std::vector<Slot*> b_out_slot_;  // [outputs] which slot each logits row belongs to
+  std::vector<Slot*> b_reading_;   // slots reading their prompt, oldest request first
+  std::vector<std::pair<Slot*, size_t>> b_chunks_;  // prompt tokens each of those adds to the step
   uint64_t use_clock_ = 0;
 };
 
