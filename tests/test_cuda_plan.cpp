@@ -264,10 +264,11 @@ TEST_CASE("cuda plan: a hand-built block equals ref, step after step", "[cuda][p
       const double e = compare(want, got);
       std::printf("cuda plan by hand: M %lld step %u: nmse %.3g\n", (long long)M, step, e);
       // float sums on the GPU against double ones, and the odd K/V element
-      // rounding to the other F16 neighbour; at 9 rows the quantized weights'
-      // GEMM runs on tensor cores with F16 operands (11-bit rounding of x and
-      // of the dequantized W): far below a wrong row or cell (~1) either way.
-      CHECK(e < (M == 1 ? 1e-7 : 1e-5));
+      // rounding to the other F16 neighbour; Q4_0 / Q8_0 rows at 1 row run on
+      // 8-bit activations (as the cpu kernels), at 9 rows the quantized
+      // weights' GEMM runs on tensor cores with F16 operands: far below a
+      // wrong row or cell (~1) either way.
+      CHECK(e < (M == 1 ? 1e-4 : 1e-5));
     }
   }
 }
@@ -397,7 +398,11 @@ TEST_CASE("cuda plan: a model's forward for 7 tokens then 1 equals ref", "[cuda]
     REQUIRE((*dev7)->execute().to_string() == "ok");
     double e = compare(want, got);
     std::printf("cuda plan model arch %d %s: 7 tokens nmse %.3g\n", int(cfg.arch), cfg.weights, e);
-    CHECK(e < 1e-7);  // as in the hand-built case (F16 KV cache)
+    // As in the hand-built case (F16 KV cache); Q4_0 / Q8_0 weights run on
+    // 8-bit activations at under 8 rows, as the cpu kernels do (test_plan
+    // allows cpu vs ref 2e-3 for them).
+    const double tol = std::string(cfg.weights) == "q8_0" ? 2e-3 : 1e-7;
+    CHECK(e < tol);
 
     // Decoding: one plan for a token, prepared now (its KV root starts from
     // the host cache the ref step filled, then the device copy is its own).
@@ -421,7 +426,7 @@ TEST_CASE("cuda plan: a model's forward for 7 tokens then 1 equals ref", "[cuda]
       REQUIRE((*dev1)->execute().to_string() == "ok");
       e = compare(w1, g1);
       std::printf("cuda plan model arch %d %s: decode pos %d nmse %.3g\n", int(cfg.arch), cfg.weights, p, e);
-      CHECK(e < 1e-7);
+      CHECK(e < tol);
       CHECK(testutil::argmax(w1.data(), V) == testutil::argmax(g1.data(), V));
       tok = testutil::argmax(w1.data(), V);
       ++p;

@@ -100,6 +100,11 @@ inline bool attention_uses_tiled(int64_t head_dim, int64_t n_head, int64_t n_hea
 // Matmul pieces (the cuBLAS call itself is made by the host code):
 // y[.., m, n] = sum_k W[n][k] * x[.., m, k], W of type wt read in place; any M.
 cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s);
+// Q4_0 / Q8_0 decode rows on 8-bit activations (k_matvec_q8.cu): x quantized
+// into scratch (matvec_q8_scratch_bytes), then dp4a dot products.
+bool matvec_q8_fits(DType wt, const TV& w);
+size_t matvec_q8_scratch_bytes(int64_t K, int64_t m_total);
+cudaError_t launch_matvec_q8(DType wt, TV w, TV x, TV y, void* scratch, cudaStream_t s);
 // The super-block-order matvec for Q4_K / Q6_K (k_matmul_kquant.cu); fits()
 // says whether W's type and alignment allow it.
 bool matmul_kquant_fits(DType wt, const TV& w);

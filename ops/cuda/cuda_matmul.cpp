@@ -2,7 +2,9 @@
 //
 // Path choice, per call:
 //   - M (all activation rows) < kGemmMinRows, or a layout cuBLAS cannot take:
-//     matmul_direct, which reads W in its stored type (decode path).
+//     Q4_0 / Q8_0 on 8-bit activations with dp4a (k_matvec_q8.cu, the cpu
+//     kernels' scheme), other types matmul_direct, which reads W in its
+//     stored type (decode path).
 //   - float weights (F32, F16, BF16): cuBLAS SGEMM in plain FP32 (default
 //     math mode, no TF32): W F32 in place, F16 / BF16 dequantized in row
 //     chunks of at most kScratchBytes into scratch, one SGEMM per chunk;
@@ -93,8 +95,10 @@ size_t f16_x_offset(const MatmulPath& p, int64_t K) {
 size_t matmul_scratch_bytes(const OpCall& call) {
   const MatmulPath p = matmul_path(call);
   const int64_t K = call.src[0]->ne[0];
+  const Tensor& x = *call.src[1];
+  if (!p.gemm && matvec_q8_fits(call.src[0]->type, view(*call.src[0])))
+    return matvec_q8_scratch_bytes(K, x.ne[1] * x.ne[2] * x.ne[3]);
   if (p.f16) {
-    const Tensor& x = *call.src[1];
     return f16_x_offset(p, K) + static_cast<size_t>(K) * static_cast<size_t>(x.ne[1] * x.ne[2] * x.ne[3]) * 2;
   }
   return static_cast<size_t>(p.chunk) * static_cast<size_t>(K) * sizeof(float);
@@ -108,6 +112,10 @@ Status run_matmul(Context& ctx, const OpCall& call) {
   const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
   if (N == 0 || M == 0) return {};
   const MatmulPath path = matmul_path(call);
+  if (!path.gemm && matvec_q8_fits(w.type, view(w))) {
+    KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matvec_q8_scratch_bytes(K, M)));
+    return cuda_check(launch_matvec_q8(w.type, view(w), view(x), view(y), scratch, ctx.stream), "matvec_q8");
+  }
   if (!path.gemm)
     return cuda_check(launch_matmul_direct(w.type, view(w), view(x), view(y), ctx.stream), "matmul_direct");
 
