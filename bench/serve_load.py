@@ -99,9 +99,12 @@ async def one_request(client, prompt, n_predict, ttft, gaps):
 
 
 async def run_case(url, n_clients, n_requests, n_predict, n_words, base):
-    # Retries: a keep-alive connection the server closed while idle fails the next
-    # request before anything is sent (seen with llama-server); the retry resends it.
-    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=2, timeout=600)
+    # One connection per request ("Connection: close"): a reused keep-alive
+    # connection that the server has just closed (its per-connection request cap)
+    # fails the next request, and the client's retry backoff would land in the
+    # figures. No retries: a failure stops the run.
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=600,
+                                default_headers={"Connection": "close"})
     ttft, gaps = [], []
 
     async def client_loop(c):

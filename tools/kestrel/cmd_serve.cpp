@@ -457,6 +457,11 @@ int run_serve(const ServeOptions& o) {
   http.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
   http.set_payload_max_length(64u << 20);
   http.set_read_timeout(30, 0);
+  // Clients (the OpenAI ones among them) keep connections open across requests:
+  // httplib's default of closing one after 5 requests makes a client that reuses
+  // it just then fail and retry. The idle timeout stays at httplib's 5 s, since
+  // an idle keep-alive connection holds a worker thread.
+  http.set_keep_alive_max_count(100000);
   routes(http, s);
   int port = o.port;
   if (port == 0) {
