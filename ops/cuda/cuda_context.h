@@ -39,6 +39,12 @@ TV view(const Tensor& t);
 
 bool matmul_supported(const OpCall& call);
 Status run_matmul(Context& ctx, const OpCall& call);
+// True when run_matmul takes the 8-bit activation path for the call: x is
+// quantized into the scratch area first, and a following such call on the
+// same x (nothing else touches the scratch in between) may skip that with
+// run_matmul_quantized_x().
+bool matmul_quantizes_x(const OpCall& call);
+Status run_matmul_quantized_x(Context& ctx, const OpCall& call);
 // Device scratch run_matmul asks for (0 unless it dequantizes W for cuBLAS).
 size_t matmul_scratch_bytes(const OpCall& call);
 

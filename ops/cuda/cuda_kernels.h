@@ -104,7 +104,8 @@ cudaError_t launch_matmul_direct(DType wt, TV w, TV x, TV y, cudaStream_t s);
 // into scratch (matvec_q8_scratch_bytes), then dp4a dot products.
 bool matvec_q8_fits(DType wt, const TV& w);
 size_t matvec_q8_scratch_bytes(int64_t K, int64_t m_total);
-cudaError_t launch_matvec_q8(DType wt, TV w, TV x, TV y, void* scratch, cudaStream_t s);
+// quantize_x = false: the scratch already holds this x quantized (same rows).
+cudaError_t launch_matvec_q8(DType wt, TV w, TV x, TV y, void* scratch, cudaStream_t s, bool quantize_x = true);
 // The super-block-order matvec for Q4_K / Q6_K (k_matmul_kquant.cu); fits()
 // says whether W's type and alignment allow it.
 bool matmul_kquant_fits(DType wt, const TV& w);

@@ -104,6 +104,21 @@ size_t matmul_scratch_bytes(const OpCall& call) {
   return static_cast<size_t>(p.chunk) * static_cast<size_t>(K) * sizeof(float);
 }
 
+bool matmul_quantizes_x(const OpCall& call) {
+  const Tensor& x = *call.src[1];
+  return call.src[0]->ne[1] > 0 && x.ne[1] * x.ne[2] * x.ne[3] > 0 && !matmul_path(call).gemm &&
+         matvec_q8_fits(call.src[0]->type, view(*call.src[0]));
+}
+
+Status run_matmul_quantized_x(Context& ctx, const OpCall& call) {
+  const Tensor& w = *call.src[0];
+  const Tensor& x = *call.src[1];
+  const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
+  KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matvec_q8_scratch_bytes(w.ne[0], M)));
+  return cuda_check(launch_matvec_q8(w.type, view(w), view(x), view(*call.dst), scratch, ctx.stream, false),
+                    "matvec_q8");
+}
+
 Status run_matmul(Context& ctx, const OpCall& call) {
   const Tensor& w = *call.src[0];
   const Tensor& x = *call.src[1];

@@ -86,6 +86,25 @@ class CudaExecutable final : public Executable {
         }
       }
     }
+    try {
+      reuse_qx_.assign(nodes_.size(), 0);
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory("cuda executable node flags");
+    }
+    for (size_t i = 1; i < nodes_.size(); ++i) {
+      const PlanNode& a = nodes_[i - 1];
+      const PlanNode& b = nodes_[i];
+      if (a.op != OpId::matmul || b.op != OpId::matmul || !matmul_quantizes_x(calls_[i - 1]) ||
+          !matmul_quantizes_x(calls_[i]))
+        continue;
+      const Tensor &xa = a.src[1], &xb = b.src[1];
+      bool same = xa.data == xb.data && xa.type == xb.type;
+      for (int d = 0; d < 4 && same; ++d) same = xa.ne[d] == xb.ne[d] && xa.nb[d] == xb.nb[d];
+      // The previous node must not write the x it shares (y overlapping x).
+      const char* ya = static_cast<const char*>(a.dst.data);
+      const char* x0 = static_cast<const char*>(xb.data);
+      if (same && !(ya < x0 + xb.nbytes() && x0 < ya + a.dst.nbytes())) reuse_qx_[i] = 1;
+    }
     // The step allocates nothing: the largest scratch any node asks for now.
     if (scratch) KESTREL_TRY(ctx_.get_scratch(scratch).status());
     return cuda_check(cudaStreamSynchronize(ctx_.stream), "prepare: uploads");
@@ -150,7 +169,7 @@ class CudaExecutable final : public Executable {
         st = cuda_check(cudaMemcpyAsync(r.base, r.host.base, r.host.bytes, cudaMemcpyHostToDevice, s), "upload inputs");
     if (st.ok()) st = cuda_check(cudaEventRecord(ev[0], s), "cudaEventRecord");
     for (size_t i = 0; i < calls_.size() && st.ok(); ++i) {
-      st = dispatch(ctx_, calls_[i]);
+      st = launch_node(i);
       if (st.ok()) st = cuda_check(cudaEventRecord(ev[i + 1], s), "cudaEventRecord");
     }
     const cudaError_t sync = cudaStreamSynchronize(s);
@@ -175,9 +194,16 @@ class CudaExecutable final : public Executable {
   }
 
  private:
+  // Node i's launch: a matmul whose x the previous node (a matmul on the
+  // same x) already quantized into the scratch skips that (q / k / v and
+  // gate / up read one normed x).
+  Status launch_node(size_t i) {
+    return reuse_qx_[i] ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
   Status launch_nodes() {
     for (size_t i = 0; i < calls_.size(); ++i) {
-      Status st = dispatch(ctx_, calls_[i]);
+      Status st = launch_node(i);
       if (!st.ok()) {
         (void)cudaStreamSynchronize(ctx_.stream);  // nothing queued may outlive the step
         return std::move(st.with_context("plan node " + std::to_string(i) + ": "));
@@ -191,7 +217,7 @@ class CudaExecutable final : public Executable {
     const cudaStream_t s = ctx_.stream;
     KESTREL_TRY(cuda_check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "graph capture"));
     Status st;
-    for (size_t i = 0; i < calls_.size() && st.ok(); ++i) st = dispatch(ctx_, calls_[i]);
+    for (size_t i = 0; i < calls_.size() && st.ok(); ++i) st = launch_node(i);
     cudaGraph_t g = nullptr;
     const cudaError_t end = cudaStreamEndCapture(s, &g);
     if (st.ok() && end == cudaSuccess && g) st = cuda_check(cudaGraphInstantiate(&graph_, g, 0), "graph instantiate");
@@ -321,6 +347,7 @@ class CudaExecutable final : public Executable {
   std::vector<DeviceRoot> roots_;
   std::vector<Weight> weights_;  // sorted by lo, disjoint
   std::vector<IdCheck> id_checks_;
+  std::vector<uint8_t> reuse_qx_;  // per node: x already quantized by the node before
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

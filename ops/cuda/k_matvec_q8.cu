@@ -127,14 +127,14 @@ size_t matvec_q8_scratch_bytes(int64_t K, int64_t m_total) {
   return q + static_cast<size_t>(K / kQK) * static_cast<size_t>(m_total) * sizeof(float2);
 }
 
-cudaError_t launch_matvec_q8(DType wt, TV w, TV x, TV y, void* scratch, cudaStream_t s) {
+cudaError_t launch_matvec_q8(DType wt, TV w, TV x, TV y, void* scratch, cudaStream_t s, bool quantize) {
   const int64_t m_total = x.ne[1] * x.ne[2] * x.ne[3], K = w.ne[0];
   if (w.ne[1] == 0 || m_total == 0) return cudaSuccess;
   int8_t* qx = static_cast<int8_t*>(scratch);
   float2* ds = reinterpret_cast<float2*>(static_cast<char*>(scratch) +
                                          (static_cast<size_t>(K) * static_cast<size_t>(m_total) + 255) / 256 * 256);
   const int64_t warps = K / kQK * m_total;
-  quantize_x<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, s>>>(x, m_total, qx, ds);
+  if (quantize) quantize_x<<<static_cast<unsigned>((warps + 7) / 8), 256, 0, s>>>(x, m_total, qx, ds);
   if (wt == DType::Q8_0) launch<DType::Q8_0>(w, qx, ds, y, m_total, s);
   else launch<DType::Q4_0>(w, qx, ds, y, m_total, s);
   return cudaGetLastError();
