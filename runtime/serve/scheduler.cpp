@@ -179,10 +179,12 @@ void Scheduler::run() {
       }
     }
     for (Queued& q : dropped) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.n_requests_done;
+        ++stats_.n_requests_cancelled;
+      }
       finish_unstarted(q, FinishReason::cancelled, Status::cancelled("request cancelled before it started"));
-      std::lock_guard<std::mutex> lock(mu_);
-      ++stats_.n_requests_done;
-      ++stats_.n_requests_cancelled;
     }
     if (stop) break;
     step();
@@ -425,17 +427,14 @@ void Scheduler::release_text(Slot& s, size_t end, bool final) {
   s.lp_end.erase(s.lp_end.begin(), s.lp_end.begin() + static_cast<std::ptrdiff_t>(n_lp));
   const std::string_view text = end > from ? std::string_view(s.scanner.text()).substr(from, end - from) : std::string_view();
   s.scanner.mark_released(std::max(end, from));
-  if (!emit(s, text, false, FinishReason::none, Status())) s.cancel = true;
+  if (!emit_text(s, text)) s.cancel = true;
 }
 
-bool Scheduler::emit(Slot& s, std::string_view text, bool done, FinishReason reason, const Status& status) {
+bool Scheduler::emit_text(Slot& s, std::string_view text) {
   Event e;
   e.id = s.id;
   e.text = text;
   e.logprobs = std::span<const TokenLogprob>(s.lp_out.data(), s.lp_out.size());
-  e.done = done;
-  e.finish = reason;
-  e.status = status;
   e.usage = s.usage;
   e.slot = s.seq;
   return s.req.on_event(e, s.req.user);
@@ -449,8 +448,15 @@ void Scheduler::finish(Slot& s, FinishReason reason, Status status) {
     ctx_.kv().seq_rm(s.seq, 0, -1);
     s.cache.clear();
   }
-  s.lp_out.clear();
-  emit(s, std::string_view(), true, reason, status);
+  Event e;
+  e.id = s.id;
+  e.done = true;
+  e.finish = reason;
+  e.status = std::move(status);
+  e.usage = s.usage;
+  e.slot = s.seq;
+  const EventFn fn = s.req.on_event;
+  void* user = s.req.user;
   s.busy = false;
   s.pending = -1;
   s.cancel = false;
@@ -458,11 +464,16 @@ void Scheduler::finish(Slot& s, FinishReason reason, Status status) {
   s.lp.clear();
   s.lp_begin.clear();
   s.lp_end.clear();
-  std::lock_guard<std::mutex> lock(mu_);
-  s.last_use = ++use_clock_;
-  --stats_.n_slots_busy;
-  ++stats_.n_requests_done;
-  if (reason == FinishReason::cancelled) ++stats_.n_requests_cancelled;
+  s.lp_out.clear();
+  {
+    // Counted before the last event goes out: a caller that saw it sees the slot free.
+    std::lock_guard<std::mutex> lock(mu_);
+    s.last_use = ++use_clock_;
+    --stats_.n_slots_busy;
+    ++stats_.n_requests_done;
+    if (reason == FinishReason::cancelled) ++stats_.n_requests_cancelled;
+  }
+  fn(e, user);
 }
 
 void Scheduler::finish_unstarted(Queued& q, FinishReason reason, const Status& status) {

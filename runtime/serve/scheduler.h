@@ -165,7 +165,8 @@ class Scheduler {
   void on_logits(Slot& slot, const float* logits);
   void release_text(Slot& slot, size_t end, bool final);
   void finish(Slot& slot, FinishReason reason, Status status = {});
-  bool emit(Slot& slot, std::string_view text, bool done, FinishReason reason, const Status& status);
+  // A text event; false when the callback asked to cancel.
+  bool emit_text(Slot& slot, std::string_view text);
   static void finish_unstarted(Queued& q, FinishReason reason, const Status& status);
 
   Context& ctx_;
