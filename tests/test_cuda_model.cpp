@@ -9,7 +9,9 @@
 //   - two sequences in one batch, and removing positions from the middle of
 //     one (KV cells moved on the device), equal the cpu context;
 //   - a context too large for the device is an out-of-memory status (no
-//     abort), and a context made after it works.
+//     abort), and a context made after it works;
+//   - greedy speculative decoding with the target on the GPU (self drafting,
+//     and a draft model also on the GPU) equals plain greedy on the GPU.
 // Without a GPU every case prints "SKIP: no CUDA device".
 #include <catch2/catch.hpp>
 
@@ -18,6 +20,7 @@
 
 #include "ops/cuda/cuda_backend.h"
 #include "runtime/engine/context.h"
+#include "runtime/spec/speculative.h"
 #include "tests/model_test_util.h"
 #include "tests/spec_test_util.h"
 
@@ -194,4 +197,36 @@ TEST_CASE("cuda context: a KV cache larger than the device is an error, and the 
   auto ok = ctx_on(*m, BackendChoice::cuda);
   std::vector<float> l;
   CHECK(decode_all(*ok, some_ids(5, m->hparams().n_vocab, 4), 0, 0, &l).ok());
+}
+
+TEST_CASE("cuda context: greedy speculative decoding equals plain greedy", "[cuda][model][spec]") {
+  NEED_GPU();
+  auto m = spectest::load_stories();
+  if (!m) {
+    WARN("SKIP: stories260K not found");
+    return;
+  }
+  auto plain = ctx_on(*m, BackendChoice::cuda, 256);
+  const auto ids = spectest::encode(*m, "Once upon a time, there was a little");
+  const auto want = spectest::plain_greedy(*plain, ids, 48);
+  // Self drafting: layers 1..2 skipped (a plan variant on the device).
+  auto target = ctx_on(*m, BackendChoice::cuda, 256);
+  SpecParams sp;
+  sp.mode = SpecMode::self;
+  sp.skip_begin = 1;
+  sp.skip_end = 2;
+  sp.draft_max = sp.draft_init = 4;
+  auto self = SpecDecoder::create(*target, nullptr, sp);
+  REQUIRE(self.ok());
+  CHECK(spectest::spec_run(**self, ids, 48) == want);
+  // A draft model's context on the device too (the same file: every draft accepted).
+  auto target2 = ctx_on(*m, BackendChoice::cuda, 256);
+  auto draft = ctx_on(*m, BackendChoice::cuda, 256);
+  SpecParams dp;
+  dp.mode = SpecMode::draft;
+  dp.draft_max = dp.draft_init = 4;
+  auto pair = SpecDecoder::create(*target2, draft.get(), dp);
+  REQUIRE(pair.ok());
+  CHECK(spectest::spec_run(**pair, ids, 48) == want);
+  CHECK((*pair)->stats().mean_accepted() > 3.0);
 }
