@@ -173,6 +173,12 @@ TEST_CASE("greedy requests give the same tokens alone and in a batch of four", "
       CHECK(together[i].tokens == alone[i].tokens);
       CHECK(std::memcmp(together[i].logprobs.data(), alone[i].logprobs.data(), alone[i].logprobs.size() * sizeof(float)) == 0);
       CHECK(together[i].text == alone[i].text);
+      // Mostly byte tokens (random weights over a byte-fallback vocabulary):
+      // every event still holds whole characters.
+      for (const std::string& piece : together[i].pieces) {
+        CHECK((static_cast<unsigned char>(piece[0]) & 0xC0u) != 0x80u);
+        CHECK(utf8_boundary_before(piece, piece.size()) == piece.size());
+      }
     }
     const SchedulerStats st = (*sched)->stats();
     CHECK(st.n_requests_done == n_req);
