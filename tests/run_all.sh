@@ -18,7 +18,8 @@
 #             (KESTREL_TEST_REDUCED=1: the heavy sweeps run their reduced set, see
 #             tests/reduced_sweep.h; LeakSanitizer on), then the HTTP server suite on its kestrel
 #   tsan      the tsan preset (clang): ThreadSanitizer build of the concurrency
-#             and C API tests, which share one model between threads
+#             and C API tests, which share one model between threads, and of the
+#             request scheduler's test
 #   fuzz      the fuzz preset (clang, libFuzzer + ASan + UBSan): every target in tests/fuzz
 #             for KESTREL_FUZZ_SECONDS each (default 60); any finding fails the step
 #             (inputs kept in build/fuzz/artifacts/); tests/fuzz/run_fuzz.sh runs longer
@@ -132,8 +133,10 @@ need_clang() {
 step_tsan() {
   need_clang tsan
   cmake --preset tsan
-  cmake --build --preset tsan --target test_concurrency test_c_api_c
+  cmake --build --preset tsan --target test_concurrency test_c_api_c test_scheduler
   ctest --preset tsan
+  # The request scheduler: submit / cancel / stats from test threads, events from the inference thread.
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/test_scheduler
 }
 
 step_fuzz() {
