@@ -95,3 +95,10 @@ def test_health_is_503_while_loading(binary, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bad_chat_template_fails_at_start(binary, chat_model):
+    out = subprocess.run([binary, "serve", "-m", chat_model, "--port", "0", "--chat-template", "nosuchformat"],
+                         capture_output=True, text=True, timeout=60 * SLOW)
+    assert out.returncode == 2
+    assert "unknown chat template 'nosuchformat'" in out.stderr

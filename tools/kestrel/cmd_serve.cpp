@@ -46,6 +46,7 @@ struct Server {
   kestrel_scheduler* sched = nullptr;
   int32_t n_ctx = 0;
   std::string load_error;
+  std::string template_origin;  // which chat template chat requests use
   std::atomic<uint64_t> next_response{1};
   // HTTP counters for /metrics.
   std::atomic<int64_t> n_http = 0, n_http_4xx = 0, n_http_5xx = 0, n_stream_disconnects = 0;
@@ -419,6 +420,15 @@ bool load(Server& s) {
     s.load_error = std::string("cannot load model: ") + kestrel_last_error(nullptr);
     return false;
   }
+  // The chat template is checked now rather than on the first chat request.
+  char origin[256];
+  size_t source_len = 0;
+  const char* tmpl = s.chat_template.empty() ? nullptr : s.chat_template.c_str();
+  if (kestrel_chat_template_info(s.model, tmpl, origin, sizeof origin, nullptr, 0, &source_len) != KESTREL_OK) {
+    s.load_error = std::string("chat template: ") + kestrel_last_error(s.model);
+    return false;
+  }
+  s.template_origin = origin;
   kestrel_context_params cp = kestrel_context_default_params();
   cp.n_ctx = o.n_ctx;
   cp.n_seq_max = o.n_parallel;
@@ -482,8 +492,8 @@ int run_serve(const ServeOptions& o) {
     if (load(s)) {
       char desc[256];
       kestrel_model_desc(s.model, desc, sizeof desc);
-      std::fprintf(stderr, "kestrel serve: ready: %s as '%s', %d slots of %d tokens\n", desc, o.alias.c_str(),
-                   o.n_parallel, s.n_ctx);
+      std::fprintf(stderr, "kestrel serve: ready: %s as '%s', %d slots of %d tokens; chat template: %s\n", desc,
+                   o.alias.c_str(), o.n_parallel, s.n_ctx, s.template_origin.c_str());
       std::fflush(stderr);
       s.ready = true;
     } else {
