@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import SLOW
+from conftest import SLOW, STORIES
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -102,3 +102,10 @@ def test_bad_chat_template_fails_at_start(binary, chat_model):
                          capture_output=True, text=True, timeout=60 * SLOW)
     assert out.returncode == 2
     assert "unknown chat template 'nosuchformat'" in out.stderr
+
+
+def test_port_in_use_fails_at_start(binary, stories):
+    port = stories.url.rsplit(":", 1)[1]
+    out = subprocess.run([binary, "serve", "-m", STORIES, "--port", port], capture_output=True, text=True, timeout=60 * SLOW)
+    assert out.returncode == 1
+    assert "cannot listen on 127.0.0.1:" + port in out.stderr

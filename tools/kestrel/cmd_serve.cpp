@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include "cli.h"
 #include "cmd_serve.h"
@@ -466,6 +467,12 @@ int run_serve(const ServeOptions& o) {
   const size_t n_threads = static_cast<size_t>(std::max(64, 2 * (o.n_parallel + o.max_queue) + 16));
   http.new_task_queue = [n_threads] { return new httplib::ThreadPool(n_threads); };
   http.set_payload_max_length(64u << 20);
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second
+  // server started on a busy port would silently share its connections.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   http.set_read_timeout(30, 0);
   // Clients (the OpenAI ones among them) keep connections open across requests:
   // httplib's default of closing one after 5 requests makes a client that reuses
