@@ -90,6 +90,10 @@ bool attention_tiled_fits(int64_t head_dim, int64_t group);
 size_t attention_tiled_smem_bytes(int64_t head_dim, int64_t group);
 cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
                                    cudaStream_t s);
+// sum = a + b (F32, same shapes), then y = rms_norm(sum) * w: a residual add
+// fused with the next norm (k_norm.cu), bitwise the two ops' result.
+cudaError_t launch_add_rms_norm(TV a, TV b, TV sum, const float* w, TV y, float eps, bool one_plus_weight,
+                                cudaStream_t s);
 // Whether launch_attention takes the tiled kernel for these shapes.
 inline bool attention_uses_tiled(int64_t head_dim, int64_t n_head, int64_t n_head_kv, int64_t n_queries,
                                  bool has_mask) {

@@ -87,10 +87,15 @@ class CudaExecutable final : public Executable {
       }
     }
     try {
-      reuse_qx_.assign(nodes_.size(), 0);
+      node_kind_.assign(nodes_.size(), kPlain);
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("cuda executable node flags");
     }
+    for (size_t i = 0; i + 1 < nodes_.size(); ++i)
+      if (node_kind_[i] == kPlain && add_then_norm(i)) {
+        node_kind_[i] = kAddNorm;
+        node_kind_[i + 1] = kFusedAway;
+      }
     for (size_t i = 1; i < nodes_.size(); ++i) {
       const PlanNode& a = nodes_[i - 1];
       const PlanNode& b = nodes_[i];
@@ -103,7 +108,8 @@ class CudaExecutable final : public Executable {
       // The previous node must not write the x it shares (y overlapping x).
       const char* ya = static_cast<const char*>(a.dst.data);
       const char* x0 = static_cast<const char*>(xb.data);
-      if (same && !(ya < x0 + xb.nbytes() && x0 < ya + a.dst.nbytes())) reuse_qx_[i] = 1;
+      if (same && !(ya < x0 + xb.nbytes() && x0 < ya + a.dst.nbytes()) && node_kind_[i] == kPlain)
+        node_kind_[i] = kReuseQx;
     }
     // The step allocates nothing: the largest scratch any node asks for now.
     if (scratch) KESTREL_TRY(ctx_.get_scratch(scratch).status());
@@ -198,7 +204,37 @@ class CudaExecutable final : public Executable {
   // same x) already quantized into the scratch skips that (q / k / v and
   // gate / up read one normed x).
   Status launch_node(size_t i) {
-    return reuse_qx_[i] ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+    if (node_kind_[i] == kFusedAway) return {};
+    if (node_kind_[i] == kAddNorm) {
+      // nodes i (add) and i + 1 (rms_norm of the sum) as one kernel.
+      const OpCall& add = calls_[i];
+      const OpCall& norm = calls_[i + 1];
+      const RmsNormParams& p = norm.p<RmsNormParams>();
+      const Tensor* w = norm.opt_src(1);
+      return cuda_check(launch_add_rms_norm(view(*add.src[0]), view(*add.src[1]), view(*add.dst),
+                                            w ? static_cast<const float*>(w->data) : nullptr, view(*norm.dst), p.eps,
+                                            p.one_plus_weight, ctx_.stream),
+                        "add + rms_norm");
+    }
+    return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
+  // A residual add whose sum the next node normalises (rms_norm reading
+  // exactly the add's destination): one kernel for both.
+  bool add_then_norm(size_t i) const {
+    if (i + 1 >= nodes_.size()) return false;
+    const PlanNode& a = nodes_[i];
+    const PlanNode& n = nodes_[i + 1];
+    if (a.op != OpId::add || n.op != OpId::rms_norm) return false;
+    const Tensor &x = a.src[0], &o = a.src[1], &d = a.dst, &ns = n.src[0];
+    for (const Tensor* t : {&x, &o, &d, &ns, &n.dst})
+      if (t->type != DType::F32) return false;
+    if (n.n_src > 1 && n.src[1].type != DType::F32) return false;
+    bool same = ns.data == d.data;
+    for (int k = 0; k < 4 && same; ++k)
+      same = x.ne[k] == d.ne[k] && o.ne[k] == d.ne[k] && ns.ne[k] == d.ne[k] && ns.nb[k] == d.nb[k] &&
+             n.dst.ne[k] == d.ne[k];
+    return same;
   }
 
   Status launch_nodes() {
@@ -347,7 +383,11 @@ class CudaExecutable final : public Executable {
   std::vector<DeviceRoot> roots_;
   std::vector<Weight> weights_;  // sorted by lo, disjoint
   std::vector<IdCheck> id_checks_;
-  std::vector<uint8_t> reuse_qx_;  // per node: x already quantized by the node before
+  // How each node launches: as itself; a matmul whose x the matmul before
+  // already quantized; an add fused with the rms_norm after it (which then
+  // launches nothing).
+  enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kFusedAway };
+  std::vector<uint8_t> node_kind_;
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

@@ -9,7 +9,10 @@
 // address (cuda_residency.h); any other root is copied up. Weights (memory
 // outside every root) resolve to the backend's resident copy
 // (Backend::make_resident), else are uploaded for this executable. Kernel
-// scratch is reserved.
+// scratch is reserved. Two rewrites are decided once here: a residual add
+// whose sum the next node normalises runs as one add + rms_norm kernel
+// (bitwise the two ops' result), and a Q4_0 / Q8_0 decode matmul on the same x
+// as the matmul before it reuses that one's 8-bit copy of x.
 // execute (each step): the ids of get_rows nodes that come from an input root
 // are checked on the host; the input roots are uploaded from their host
 // memory; the nodes run through cuda::dispatch() with no per-op device
