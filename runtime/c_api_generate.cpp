@@ -11,23 +11,6 @@
 using namespace kestrel;
 using namespace kestrel::capi;
 
-namespace {
-
-SamplerParams to_cpp(const kestrel_sampler_params& p) {
-  SamplerParams s;
-  s.temperature = p.temperature;
-  s.top_k = p.top_k;
-  s.top_p = p.top_p;
-  s.min_p = p.min_p;
-  s.repeat_penalty = p.repeat_penalty;
-  s.repeat_last_n = p.repeat_last_n;
-  s.seed = p.seed;
-  s.exp = static_cast<ExpTier>(p.exp_softmax);  // checked by normalize_sampler_params
-  return s;
-}
-
-}  // namespace
-
 extern "C" {
 
 kestrel_sampler_params kestrel_sampler_default_params(void) {
@@ -53,7 +36,7 @@ kestrel_status kestrel_sampler_create(const kestrel_model* model, const kestrel_
     const kestrel_sampler_params p = params ? *params : kestrel_sampler_default_params();
     std::unique_ptr<kestrel_sampler> h(new (std::nothrow) kestrel_sampler());
     if (!h) return Status::out_of_memory("sampler handle");
-    KESTREL_TRY(h->sampler.init(model->model->tokenizer().n_vocab(), to_cpp(p)));
+    KESTREL_TRY(h->sampler.init(model->model->tokenizer().n_vocab(), sampler_from_c(p)));
     *out_sampler = h.release();
     return {};
   });
@@ -117,7 +100,7 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
     kestrel_sampler_params sp = sampling ? *sampling : kestrel_sampler_default_params();
     if (!sampling) sp.seed = ctx->seed;
     Sampler sampler;
-    KESTREL_TRY(sampler.init(n_vocab, to_cpp(sp)));
+    KESTREL_TRY(sampler.init(n_vocab, sampler_from_c(sp)));
 
     // Prompt: BOS per the model; an empty prompt is BOS alone.
     std::vector<int32_t>& ids = ctx->scratch_tokens;

@@ -76,6 +76,20 @@ void clear_model_error(const kestrel_model* m);
 // the field for a value outside the enum.
 Status exp_tier_from_c(int32_t value, const char* field, ExpTier* out);
 Status exp_tiers_from_c(const kestrel_context_params& p, OpExpTiers* out);
+// kestrel_sampler_params as SamplerParams (the exp tier is checked later by
+// normalize_sampler_params). Shared by the sampler, generate and server calls.
+inline SamplerParams sampler_from_c(const kestrel_sampler_params& p) {
+  SamplerParams s;
+  s.temperature = p.temperature;
+  s.top_k = p.top_k;
+  s.top_p = p.top_p;
+  s.min_p = p.min_p;
+  s.repeat_penalty = p.repeat_penalty;
+  s.repeat_last_n = p.repeat_last_n;
+  s.seed = p.seed;
+  s.exp = static_cast<ExpTier>(p.exp_softmax);
+  return s;
+}
 
 // A valid handle of the kind (non-NULL, right magic).
 inline bool live(const kestrel_model* m) { return m && m->magic == kMagicModel && m->model; }

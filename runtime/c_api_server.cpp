@@ -27,19 +27,6 @@ struct RequestTrampoline {
   std::vector<float> top_logprobs;
 };
 
-SamplerParams sampler_from_c(const kestrel_sampler_params& p) {
-  SamplerParams s;
-  s.temperature = p.temperature;
-  s.top_k = p.top_k;
-  s.top_p = p.top_p;
-  s.min_p = p.min_p;
-  s.repeat_penalty = p.repeat_penalty;
-  s.repeat_last_n = p.repeat_last_n;
-  s.seed = p.seed;
-  s.exp = static_cast<ExpTier>(p.exp_softmax);  // checked by normalize_sampler_params
-  return s;
-}
-
 bool on_event(const serve::Event& e, void* user) {
   auto* t = static_cast<RequestTrampoline*>(user);
   kestrel_request_event c{};
