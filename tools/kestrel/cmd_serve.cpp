@@ -19,6 +19,7 @@
 
 #include "cli.h"
 #include "cmd_serve.h"
+#include "device_flags.h"
 
 namespace kcli {
 
@@ -33,6 +34,7 @@ struct ServeOptions {
   int32_t n_parallel = 1, n_ctx = 0, n_batch = 512, max_queue = 64;
   int threads = 0, threads_batch = 0;
   bool metrics = false;
+  DeviceFlags device;
 };
 
 std::atomic<int> g_sigterm{0};
@@ -436,6 +438,7 @@ bool load(Server& s) {
   cp.n_batch = o.n_batch;
   if (o.threads > 0) cp.n_threads = o.threads;
   cp.n_threads_batch = o.threads_batch;
+  apply_device_flags(o.device, &cp);
   if (kestrel_context_create(s.model, &cp, &s.ctx) != KESTREL_OK) {
     s.load_error = std::string("cannot create the context: ") + kestrel_last_error(nullptr);
     return false;
@@ -551,6 +554,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--chat-template", o->chat_template,
                   "chat template: a built-in name (chatml, gemma, llama3, llama2, phi3) or a Jinja file (default: the model's)");
   sub->add_flag("--metrics", o->metrics, "serve Prometheus metrics on GET /metrics");
+  add_device_flags(sub, o->device);
   sub->add_option("--max-queue", o->max_queue, "requests that may wait for a slot; beyond: 503 (default 64)")
       ->check(CLI::Range(0, 1 << 20));
   return {sub, [o]() {
