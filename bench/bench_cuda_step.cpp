@@ -72,7 +72,7 @@ double time_tg(Context& c, int n) {
 
 // One step of the plan for n tokens, each node timed; printed by op and weight type.
 void split(Context& c, int64_t n, double step_us) {
-  PlanCache::Entry* e = const_cast<PlanCache&>(c.plans()).find(n, 1, PassVariant{});
+  PlanCache::Entry* e = c.plans().find(n, 1, PassVariant{});
   if (!e) return;
   std::vector<double> us;
   check(e->exe->time_nodes(us));

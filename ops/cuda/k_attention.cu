@@ -15,6 +15,7 @@
 // keys are all masked gets zeros, as the op contract says.
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
+#include "ops/cuda/attention_keys.cuh"
 
 namespace kestrel::cuda {
 namespace {
@@ -26,7 +27,7 @@ __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV ranges, TV y, Att
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
-  const int64_t n_kv = k.ne[2], group = Hq / k.ne[1];
+  const int64_t group = Hq / k.ne[1];
   float* qs = smem;       // [D]
   float* sc = smem + D;   // [n_kv]: score of key lo + j at j
   const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
@@ -37,23 +38,10 @@ __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV ranges, TV y, Att
     float* out = reinterpret_cast<float*>(y.data + h * y.nb[1] + m * y.nb[2]);
     // This query's keys: [lo, hi) of one stream; ranges are clipped to
     // [0, n_kv), and a stream outside [0, n_stream) sees nothing.
-    int64_t lo = 0, hi = n_kv;
-    const char* kb = k.data;
-    const char* vb = v.data;
-    if (ranges.data) {
-      const char* rr = ranges.data + m * ranges.nb[1];
-      const int64_t st = *reinterpret_cast<const int32_t*>(rr);
-      const int64_t r1 = *reinterpret_cast<const int32_t*>(rr + ranges.nb[0]);
-      const int64_t r2 = *reinterpret_cast<const int32_t*>(rr + 2 * ranges.nb[0]);
-      lo = r1 < 0 ? 0 : r1;
-      hi = r2 > n_kv ? n_kv : r2;
-      if (st < 0 || st >= k.ne[3]) {
-        hi = lo;
-      } else {
-        kb += st * k.nb[3];
-        vb += st * v.nb[3];
-      }
-    }
+    const QueryKeys keys = query_keys(ranges, m, k, v);
+    const int64_t lo = keys.lo, hi = keys.hi;
+    const char* kb = k.data + keys.k_off;
+    const char* vb = v.data + keys.v_off;
     const int64_t n = hi > lo ? hi - lo : 0;
     __syncthreads();  // the previous pair's readers of qs / sc are done
     for (int64_t d = threadIdx.x; d < D; d += blockDim.x) qs[d] = qr[d];

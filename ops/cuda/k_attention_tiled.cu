@@ -12,6 +12,7 @@
 // reference in test_backend_ops (attention rows, cuda column).
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
+#include "ops/cuda/attention_keys.cuh"
 
 namespace kestrel::cuda {
 namespace {
@@ -29,7 +30,7 @@ __global__ void attention_tiled(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs
   extern __shared__ float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
   const int D = static_cast<int>(q.ne[0]);
-  const int64_t M = q.ne[2], n_kv = k.ne[2], Hkv = k.ne[1];
+  const int64_t M = q.ne[2], Hkv = k.ne[1];
   const int KS = D + (V4 ? 4 : 1);  // padded K row
   float* qs = sm;                  // [G][D]
   float* ks = qs + G * D;          // [TILE][KS]
@@ -42,23 +43,10 @@ __global__ void attention_tiled(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs
   const int GD = G * D;
   for (int64_t bm = blockIdx.x; bm < M * Hkv; bm += gridDim.x) {
     const int64_t kvh = bm % Hkv, m = bm / Hkv;
-    int64_t lo = 0, hi = n_kv;
-    const char* kb = k.data + kvh * k.nb[1];
-    const char* vb = v.data + kvh * v.nb[1];
-    if (ranges.data) {
-      const char* rr = ranges.data + m * ranges.nb[1];
-      const int64_t st = *reinterpret_cast<const int32_t*>(rr);
-      const int64_t r1 = *reinterpret_cast<const int32_t*>(rr + ranges.nb[0]);
-      const int64_t r2 = *reinterpret_cast<const int32_t*>(rr + 2 * ranges.nb[0]);
-      lo = r1 < 0 ? 0 : r1;
-      hi = r2 > n_kv ? n_kv : r2;
-      if (st < 0 || st >= k.ne[3]) {
-        hi = lo;
-      } else {
-        kb += st * k.nb[3];
-        vb += st * v.nb[3];
-      }
-    }
+    const QueryKeys keys = query_keys(ranges, m, k, v);
+    const int64_t lo = keys.lo, hi = keys.hi;
+    const char* kb = k.data + kvh * k.nb[1] + keys.k_off;
+    const char* vb = v.data + kvh * v.nb[1] + keys.v_off;
     __syncthreads();  // the previous pair is done with shared memory
     for (int e = threadIdx.x; e < GD; e += blockDim.x) {
       const int g = e / D, d = e % D;
