@@ -175,6 +175,7 @@ enum class Path {
   x4,     // prompt tile per group of 4 rows, the decode tile for the rest (same types)
   ftile,  // float weights: K-chunked 4 x 3 dot-product tiles
   gemm,   // float weights: packed-panel GEMM
+  vnni,   // few-rows tile, 4 weight x 4 activation rows (Q4_0 / Q5_0 / Q8_0 on AVX-512 VNNI)
 };
 
 // The x4 prompt tile from this many activation rows (below: the decode tile only).
@@ -334,10 +335,19 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
   return true;
 }
 
+}  // namespace mm
+}  // namespace kestrel::cpu::KESTREL_ISA_NS
+
+#include "ops/cpu/k_matmul_q_vnni.inl"
+
+namespace kestrel::cpu::KESTREL_ISA_NS {
+namespace mm {
+
 // The default policy (the thresholds the variant table's row ranges repeat): float weights
 // take the row kernel for one activation row, the 4 x 3 tiles below kGemmMt rows and the
 // GEMM from there; Q4_0 / Q5_0 / Q8_0 with tiles take the decode tile below kX4MinRows
-// rows and the prompt tile from there; every other case the row kernel in groups of 4.
+// rows and the prompt tile from there (with AVX-512 VNNI: the few-rows tile from
+// kVnniMinRows, AMX where it starts); every other case the row kernel in groups of 4.
 inline bool k_matmul(const OpCall& c, Exec& exec) {
   const DType t = c.src[0]->type;
   const int64_t Mt = c.src[1]->ne[1] * c.src[1]->ne[2] * c.src[1]->ne[3];
@@ -351,6 +361,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
   // from amx_min_rows()) when this process may use them: the same bits as the paths below.
   if (amx_min_rows(t) > 0 && Mt >= amx_min_rows(t) && amx_available() && amx_matmul(c, exec)) return true;
 #endif
+  if (has_vnni_tiles(t) && Mt >= kVnniMinRows && matmul_vnni(c, exec)) return true;
   if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);
   return matmul_run<Path::dot4>(c, exec);
 }

@@ -39,7 +39,7 @@ struct VariantSpec {
   int32_t bits = 0;  // bits_group
 };
 
-constexpr int kMaxVariants = 32;
+constexpr int kMaxVariants = 40;
 
 struct VariantSpecs {
   VariantSpec v[kMaxVariants];
@@ -53,7 +53,14 @@ constexpr VariantSpecs make_specs() {
   VariantSpecs s;
   constexpr int32_t kInf = kRowsUnbounded;
   for (DType t : {DType::Q4_0, DType::Q5_0, DType::Q8_0}) {
-    if (has_q8_tiles(t)) {
+    if (has_vnni_tiles(t)) {
+      // The few-rows tile does the decode tile's float operations per output too.
+      s.add(t, Path::rows, 1, static_cast<int32_t>(kVnniMinRows - 1), 1);
+      s.add(t, Path::vnni, static_cast<int32_t>(kVnniMinRows), kInf, 1);
+      s.add(t, Path::x4, 0, 0, 1);
+      s.add(t, Path::dot4, 0, 0, 0);
+      s.add(t, Path::dot1, 0, 0, 2);
+    } else if (has_q8_tiles(t)) {
       // The two tiles do the same float operations per output. The x86 row kernel keeps
       // 4 accumulator chains for one activation row and 2 for several, so its rows
       // depend on the group they fall in (dot4x1) and differ from the tiles' (dot1x1).
@@ -93,6 +100,7 @@ constexpr VariantName spec_name(const VariantSpec& v) {
     case Path::x4: return variant_name(w, isa, "tile", 4, 2);
     case Path::ftile: return variant_name(w, isa, "tile", 4, 3);
     case Path::gemm: return variant_name(w, isa, "gemm", kGemmMR, kGemmNR);
+    case Path::vnni: return variant_name(w, isa, "vnni", 4, 4);
   }
   return {};
 }
@@ -105,6 +113,7 @@ constexpr KernelFn path_fn(Path p) {
     case Path::x4: return &matmul_run<Path::x4>;
     case Path::ftile: return &matmul_run<Path::ftile>;
     case Path::gemm: return &matmul_run<Path::gemm>;
+    case Path::vnni: return &matmul_vnni;
   }
   return nullptr;
 }
