@@ -120,3 +120,25 @@ def test_queue_full_is_503_and_disconnect_frees_the_slot(guarded):
     assert m["kestrel_tokens_generated_total"] - before["kestrel_tokens_generated_total"] < 8000
     r = client.completions.create(model="x", prompt="hello", max_tokens=3, temperature=0)
     assert r.usage.completion_tokens == 3
+
+
+def test_non_streaming_disconnect_frees_the_slot(guarded):
+    """A client that gives up on a long non-streaming request (its timeout closes the
+    connection) cancels the request: the one slot frees long before the 8000 tokens
+    are done, and the next request succeeds."""
+    before = guarded.metrics(API_KEY)
+    impatient = openai.OpenAI(base_url=guarded.url + "/v1", api_key=API_KEY, max_retries=0, timeout=0.5)
+    with pytest.raises(openai.APITimeoutError):
+        impatient.completions.create(model="x", prompt="hi", max_tokens=8000, temperature=0,
+                                     extra_body={"ignore_eos": True})
+    deadline = time.monotonic() + 30
+    while True:
+        m = guarded.metrics(API_KEY)
+        if m["kestrel_requests_cancelled_total"] > before["kestrel_requests_cancelled_total"] and m["kestrel_slots_busy"] == 0:
+            break
+        assert time.monotonic() < deadline, m
+        time.sleep(0.02)
+    assert m["kestrel_response_disconnects_total"] == before["kestrel_response_disconnects_total"] + 1
+    assert m["kestrel_tokens_generated_total"] - before["kestrel_tokens_generated_total"] < 8000
+    r = guarded.client(api_key=API_KEY).completions.create(model="x", prompt="hello", max_tokens=3, temperature=0)
+    assert r.usage.completion_tokens == 3

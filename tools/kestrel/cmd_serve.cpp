@@ -2,8 +2,9 @@
 // the library's request scheduler. The port is bound first and the model loads
 // in the background (/health answers 503 until it is ready). Each generation
 // request is one scheduler request; the HTTP thread serving it waits on a
-// Flight that the inference thread fills, and a streaming client that goes
-// away cancels its request at the next write.
+// Flight that the inference thread fills; a client that goes away cancels its
+// request (streaming: at the next write; otherwise noticed on the connection's
+// socket while the handler waits, cmd_serve_conn.h).
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -19,6 +20,7 @@
 
 #include "cli.h"
 #include "cmd_serve.h"
+#include "cmd_serve_conn.h"
 #include "device_flags.h"
 
 namespace kcli {
@@ -52,7 +54,8 @@ struct Server {
   std::string template_origin;  // which chat template chat requests use
   std::atomic<uint64_t> next_response{1};
   // HTTP counters for /metrics.
-  std::atomic<int64_t> n_http = 0, n_http_4xx = 0, n_http_5xx = 0, n_stream_disconnects = 0;
+  std::atomic<int64_t> n_http = 0, n_http_4xx = 0, n_http_5xx = 0, n_stream_disconnects = 0,
+                        n_response_disconnects = 0;
 };
 
 void send_error(httplib::Response& res, const ApiError& e) {
@@ -235,9 +238,18 @@ void handle_generation(Server& s, const httplib::Request& hreq, httplib::Respons
   meta.model = s.opt->alias;
 
   if (!pr.stream) {
+    const int fd = connection_socket(hreq);
+    bool gone = false;
     std::unique_lock<std::mutex> lock(flight->mu);
-    while (!flight->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return flight->done; }))
+    while (!flight->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return flight->done; })) {
       if (s.stopping) kestrel_scheduler_cancel(s.sched, id);
+      if (!gone && fd >= 0 && peer_closed(fd)) {
+        gone = true;
+        flight->client_gone = true;
+        kestrel_scheduler_cancel(s.sched, id);
+        ++s.n_response_disconnects;
+      }
+    }
     if (flight->finish_reason != KESTREL_FINISH_STOP && flight->finish_reason != KESTREL_FINISH_LENGTH)
       return send_error(res, flight_error(*flight));
     std::string text;
@@ -296,6 +308,9 @@ std::string metrics_text(Server& s) {
   metric("http_server_errors_total", "counter", "HTTP 5xx answers.", static_cast<double>(s.n_http_5xx.load()));
   metric("stream_disconnects_total", "counter", "Streams whose client went away before the end.",
          static_cast<double>(s.n_stream_disconnects.load()));
+  metric("response_disconnects_total", "counter",
+         "Non-streaming requests whose client went away before the response.",
+         static_cast<double>(s.n_response_disconnects.load()));
   return out;
 }
 
