@@ -12,6 +12,7 @@
 #include <new>
 
 #include "ops/cuda/cuda_context.h"
+#include "ops/cuda/cuda_ks_op.h"
 #include "ops/cuda/cuda_plan.h"
 #include "ops/cuda/cuda_buffer.h"
 #include "platform/cuda/cuda_device.h"
@@ -65,7 +66,7 @@ bool op_implemented(const OpCall& c) {
     case OpId::fill:
     case OpId::softcap:
     case OpId::transpose: return true;
-    case OpId::ks_matmul: return false;  // no cuda kernel yet: supports() says so, run() reports unsupported
+    case OpId::ks_matmul: return cuda::ks_matmul_supported(c);
     case OpId::spec_verify: {
       // Greedy, softmax and sigmoid rules; the top-k / top-p thresholds run on the host kernels.
       const SpecVerifyParams& p = c.p<SpecVerifyParams>();

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "ops/cuda/cuda_context.h"
+#include "ops/cuda/cuda_ks_op.h"
 #include "platform/cuda/cuda_status.h"
 
 namespace kestrel::cuda {
@@ -137,7 +138,7 @@ Status dispatch(Context& ctx, const OpCall& c) {
                                          {p.scale, p.soft_cap, p.exp}, s),
                         what);
     }
-    case OpId::ks_matmul: break;
+    case OpId::ks_matmul: return run_ks_matmul(c, s);
     case OpId::spec_verify: {
       const SpecVerifyParams& p = c.p<SpecVerifyParams>();
       const int64_t g = c.src[1]->ne[0];
