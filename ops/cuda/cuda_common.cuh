@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "ops/cuda/cuda_kernels.h"
 
@@ -177,6 +178,40 @@ __device__ __forceinline__ void store_row_sums(float acc[MC], const float* const
 inline unsigned row_threads(int64_t n) {
   int64_t t = (n + 31) / 32 * 32;
   return static_cast<unsigned>(t < 32 ? 32 : (t > 256 ? 256 : t));
+}
+
+// Programmatic dependent launch (sm_90 on): a kernel started by launch_k may
+// be scheduled while the kernel before it on the stream is still running, so
+// the launch gap between the small kernels of a decode step overlaps work.
+// Every kernel launched by launch_k calls pdl_wait() before it touches memory
+// another kernel writes or reads (weights may be read before it): the wait
+// returns once the previous grid has completed and its writes are visible.
+// The trigger lets the next grid be scheduled as soon as every block of this
+// one is resident. Launched plainly, both instructions are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifndef KESTREL_PDL_WAIT_ONLY
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <typename... KA, typename... A>
+cudaError_t launch_k(void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  if (programmatic_launch()) {
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
 }
 
 // Rows run one per block along grid.x (up to 2^31 - 1 blocks).

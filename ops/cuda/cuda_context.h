@@ -44,6 +44,9 @@ Status run_matmul(Context& ctx, const OpCall& call);
 // same x (nothing else touches the scratch in between) may skip that with
 // run_matmul_quantized_x().
 bool matmul_quantizes_x(const OpCall& call);
+// True when run_matmul takes the warp-per-row matvec (matvec.h) for the call:
+// a plan may then launch it together with neighbours on the same x.
+bool matmul_uses_matvec(const OpCall& call);
 Status run_matmul_quantized_x(Context& ctx, const OpCall& call);
 // Device scratch run_matmul asks for (0 unless it dequantizes W for cuBLAS).
 size_t matmul_scratch_bytes(const OpCall& call);

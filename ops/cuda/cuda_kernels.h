@@ -23,6 +23,12 @@ struct TV {
   int64_t nb[4] = {0, 0, 0, 0};
 };
 
+// Whether the step kernels use programmatic dependent launch (cuda_common.cuh):
+// on when the current device has compute capability 9.0 or more, unless
+// switched off for the process (set_programmatic_launch, e.g. to measure it).
+bool programmatic_launch();
+void set_programmatic_launch(bool on);
+
 enum class Unary : int32_t { scale, silu, sigmoid, gelu_tanh, gelu_erf, gelu_sigmoid, softcap };
 enum class Binary : int32_t { add, mul, swiglu, geglu_tanh, geglu_erf, geglu_sigmoid };
 
@@ -90,6 +96,14 @@ bool attention_tiled_fits(int64_t head_dim, int64_t group);
 size_t attention_tiled_smem_bytes(int64_t head_dim, int64_t group);
 cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
                                    cudaStream_t s);
+// Queries without an F32 mask, one block per (head, query), a thread per key
+// (k_attention_decode.cu): head_dim a multiple of 8 up to 256, F16 / F32 KV
+// with 16-byte aligned rows, at most kAttentionDecodeMaxKeys keys.
+constexpr int64_t kAttentionDecodeMaxKeys = 32768;
+bool attention_decode_fits(DType kv_type, const TV& q, const TV& k, const TV& v, bool has_mask);
+size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv);
+cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
+                                    cudaStream_t s);
 // sum = a + b (F32, same shapes), then y = rms_norm(sum) * w: a residual add
 // fused with the next norm (k_norm.cu), bitwise the two ops' result.
 cudaError_t launch_add_rms_norm(TV a, TV b, TV sum, const float* w, TV y, float eps, bool one_plus_weight,

@@ -18,6 +18,7 @@
 #include <climits>
 
 #include "ops/cuda/cuda_context.h"
+#include "ops/cuda/matvec.h"
 #include "platform/cuda/cuda_status.h"
 
 namespace kestrel::cuda {
@@ -96,6 +97,7 @@ size_t matmul_scratch_bytes(const OpCall& call) {
   const MatmulPath p = matmul_path(call);
   const int64_t K = call.src[0]->ne[0];
   const Tensor& x = *call.src[1];
+  if (!p.gemm && matvec_fits(call.src[0]->type, view(*call.src[0]), view(x))) return 0;
   if (!p.gemm && matvec_q8_fits(call.src[0]->type, view(*call.src[0])))
     return matvec_q8_scratch_bytes(K, x.ne[1] * x.ne[2] * x.ne[3]);
   if (p.f16) {
@@ -107,7 +109,14 @@ size_t matmul_scratch_bytes(const OpCall& call) {
 bool matmul_quantizes_x(const OpCall& call) {
   const Tensor& x = *call.src[1];
   return call.src[0]->ne[1] > 0 && x.ne[1] * x.ne[2] * x.ne[3] > 0 && !matmul_path(call).gemm &&
+         !matvec_fits(call.src[0]->type, view(*call.src[0]), view(x)) &&
          matvec_q8_fits(call.src[0]->type, view(*call.src[0]));
+}
+
+bool matmul_uses_matvec(const OpCall& call) {
+  const Tensor& x = *call.src[1];
+  return call.src[0]->ne[1] > 0 && x.ne[1] * x.ne[2] * x.ne[3] > 0 && !matmul_path(call).gemm &&
+         matvec_fits(call.src[0]->type, view(*call.src[0]), view(x));
 }
 
 Status run_matmul_quantized_x(Context& ctx, const OpCall& call) {
@@ -127,6 +136,11 @@ Status run_matmul(Context& ctx, const OpCall& call) {
   const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
   if (N == 0 || M == 0) return {};
   const MatmulPath path = matmul_path(call);
+  if (!path.gemm && matvec_fits(w.type, view(w), view(x))) {
+    MatvecSegs segs;
+    segs.add(view(w), view(y));
+    return cuda_check(launch_matvec(w.type, segs, view(x), ctx.stream), "matvec");
+  }
   if (!path.gemm && matvec_q8_fits(w.type, view(w))) {
     KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matvec_q8_scratch_bytes(K, M)));
     return cuda_check(launch_matvec_q8(w.type, view(w), view(x), view(y), scratch, ctx.stream), "matvec_q8");

@@ -12,6 +12,8 @@
 
 #include "ops/cuda/cuda_buffer.h"
 #include "ops/cuda/cuda_residency.h"
+#include "ops/cuda/matvec.h"
+#include "ops/cuda/rope_store.h"
 #include "platform/cuda/cuda_status.h"
 
 namespace kestrel::cuda {
@@ -88,6 +90,7 @@ class CudaExecutable final : public Executable {
     }
     try {
       node_kind_.assign(nodes_.size(), kPlain);
+      group_n_.assign(nodes_.size(), 1);
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("cuda executable node flags");
     }
@@ -95,6 +98,13 @@ class CudaExecutable final : public Executable {
       if (node_kind_[i] == kPlain && add_then_norm(i)) {
         node_kind_[i] = kAddNorm;
         node_kind_[i + 1] = kFusedAway;
+      }
+    group_matvecs();
+    for (size_t i = 0; i + 3 < nodes_.size(); ++i)
+      if (rope_store_at(i)) {
+        node_kind_[i] = kRopeStore;
+        node_kind_[i + 1] = node_kind_[i + 2] = node_kind_[i + 3] = kFusedAway;
+        i += 3;
       }
     for (size_t i = 1; i < nodes_.size(); ++i) {
       const PlanNode& a = nodes_[i - 1];
@@ -216,7 +226,158 @@ class CudaExecutable final : public Executable {
                                             p.one_plus_weight, ctx_.stream),
                         "add + rms_norm");
     }
+    if (node_kind_[i] == kMatvecGroup) {
+      MatvecSegs segs;
+      for (size_t k = i; k < i + group_n_[i]; ++k) segs.add(view(*calls_[k].src[0]), view(*calls_[k].dst));
+      return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, view(*calls_[i].src[1]), ctx_.stream),
+                        "matvec group");
+    }
+    if (node_kind_[i] == kRopeStore) {
+      // nodes i (rope q), i + 1 (rope k), i + 2 (K rows), i + 3 (V rows).
+      const RopeParams& p = calls_[i].p<RopeParams>();
+      const RopeArgs args{p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};
+      const OpCall& ks = calls_[i + 2];
+      const OpCall& vs = calls_[i + 3];
+      return cuda_check(launch_rope_store(view(*calls_[i].dst), view(*calls_[i + 1].dst), view(*vs.src[0]),
+                                          static_cast<const int32_t*>(calls_[i].src[1]->data),
+                                          static_cast<const int32_t*>(ks.src[1]->data), ks.dst->type, view(*ks.dst),
+                                          view(*vs.dst), args, ctx_.stream),
+                        "rope + kv store");
+    }
+    if (node_kind_[i] == kGlu) {
+      // nodes i (gate), i + 1 (up) and i + 2 (the gated activation) as one kernel.
+      const OpCall& act = calls_[i + 2];
+      Binary op = Binary::swiglu;
+      ExpTier tier = ExpTier::exact;
+      if (act.op == OpId::swiglu) {
+        tier = act.p<SiluParams>().exp;
+      } else {
+        const GeluParams& gp = act.p<GeluParams>();
+        tier = gp.exp;
+        op = gp.form == GeluForm::erf ? Binary::geglu_erf
+             : gp.form == GeluForm::sigmoid ? Binary::geglu_sigmoid
+                                            : Binary::geglu_tanh;
+      }
+      return cuda_check(launch_matvec_glu(calls_[i].src[0]->type, view(*calls_[i].src[0]), view(*calls_[i + 1].src[0]),
+                                          view(*calls_[i].src[1]), view(*act.dst), view(*calls_[i].dst),
+                                          view(*calls_[i + 1].dst), op, tier, ctx_.stream),
+                        "matvec glu");
+    }
     return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
+  static bool overlaps(const Tensor& a, const Tensor& b) {
+    const char* pa = static_cast<const char*>(a.data);
+    const char* pb = static_cast<const char*>(b.data);
+    return pa < pb + b.nbytes() && pb < pa + a.nbytes();
+  }
+
+  static bool same_view(const Tensor& a, const Tensor& b) {
+    if (a.data != b.data || a.type != b.type) return false;
+    for (int d = 0; d < 4; ++d)
+      if (a.ne[d] != b.ne[d] || a.nb[d] != b.nb[d]) return false;
+    return true;
+  }
+
+  // Node j may run in one matvec launch with node i: both matmuls on the
+  // warp-per-row path over the same x with the same weight type, and node
+  // j's output touches neither x nor the outputs of nodes i .. j - 1.
+  bool matvec_joins(size_t i, size_t j) const {
+    const PlanNode& a = nodes_[i];
+    const PlanNode& b = nodes_[j];
+    if (b.op != OpId::matmul || node_kind_[j] != kPlain || !matmul_uses_matvec(calls_[j])) return false;
+    if (!same_view(a.src[1], b.src[1]) || a.src[0].type != b.src[0].type || overlaps(b.dst, b.src[1])) return false;
+    for (size_t k = i; k < j; ++k)
+      if (overlaps(nodes_[k].dst, b.dst)) return false;
+    return true;
+  }
+
+  // gate (i), up (i + 1), then swiglu / geglu (i + 2) of exactly their outputs.
+  bool glu_at(size_t i) const {
+    if (i + 2 >= nodes_.size() || !matvec_joins(i, i + 1)) return false;
+    const PlanNode& g = nodes_[i];
+    const PlanNode& u = nodes_[i + 1];
+    const PlanNode& act = nodes_[i + 2];
+    if ((act.op != OpId::swiglu && act.op != OpId::geglu) || node_kind_[i + 2] != kPlain) return false;
+    if (g.src[0].ne[0] != u.src[0].ne[0] || g.src[0].ne[1] != u.src[0].ne[1]) return false;
+    if (!same_view(act.src[0], g.dst) || !same_view(act.src[1], u.dst) || act.dst.type != DType::F32) return false;
+    for (int d = 0; d < 4; ++d)
+      if (act.dst.ne[d] != g.dst.ne[d]) return false;
+    // The fused kernel writes gate, up, then the activation, row element by
+    // row element: the activation may be either input in place, nothing else.
+    if (overlaps(act.dst, g.src[1])) return false;
+    if (overlaps(act.dst, g.dst) && !same_view(act.dst, g.dst)) return false;
+    if (overlaps(act.dst, u.dst) && !same_view(act.dst, u.dst)) return false;
+    return true;
+  }
+
+  // rope(q), rope(k) in place with one pos and one rotation, then the K rows
+  // (k's memory, its heads contiguous per token) and the V rows into cache
+  // cells of one type by the same row ids (launch_rope_store's contract).
+  bool rope_store_at(size_t i) const {
+    const PlanNode& rq = nodes_[i];
+    const PlanNode& rk = nodes_[i + 1];
+    const PlanNode& sk = nodes_[i + 2];
+    const PlanNode& sv = nodes_[i + 3];
+    for (size_t j = i; j < i + 4; ++j)
+      if (node_kind_[j] != kPlain) return false;
+    if (rq.op != OpId::rope || rk.op != OpId::rope || sk.op != OpId::set_rows || sv.op != OpId::set_rows) return false;
+    if (!same_view(rq.src[0], rq.dst) || !same_view(rk.src[0], rk.dst) || rq.dst.type != DType::F32 ||
+        rk.dst.type != DType::F32 || rq.src[1].data != rk.src[1].data)
+      return false;
+    const RopeParams& pq = calls_[i].p<RopeParams>();
+    const RopeParams& pk = calls_[i + 1].p<RopeParams>();
+    if (pq.mode != pk.mode || pq.n_dims != pk.n_dims || pq.theta_base != pk.theta_base ||
+        pq.freq_scale != pk.freq_scale || pq.n_dims / 2 > kRopeStoreMaxPairs)
+      return false;
+    const Tensor &q = rq.dst, &k = rk.dst;
+    const int64_t D = q.ne[0], M = q.ne[2];
+    if (k.ne[0] != D || k.ne[2] != M || q.ne[3] != 1 || k.ne[3] != 1 || q.nb[0] != 4 || k.nb[0] != 4) return false;
+    // k's heads contiguous per token: its memory is the K rows sk stores.
+    const Tensor& kr = sk.src[0];
+    if (kr.data != k.data || kr.type != DType::F32 || k.nb[1] != static_cast<size_t>(D) * 4 ||
+        kr.ne[0] != D * k.ne[1] || kr.ne[1] != M || kr.nb[0] != 4 || kr.nb[1] != k.nb[2] || kr.ne[2] * kr.ne[3] != 1)
+      return false;
+    const Tensor& vr = sv.src[0];
+    if (vr.type != DType::F32 || vr.ne[0] != kr.ne[0] || vr.ne[1] != M || vr.nb[0] != 4 || vr.ne[2] * vr.ne[3] != 1)
+      return false;
+    if (sk.src[1].data != sv.src[1].data || sk.src[1].ne[0] != M) return false;
+    const Tensor &kc = sk.dst, &vc = sv.dst;
+    if (kc.type != vc.type || (kc.type != DType::F32 && kc.type != DType::F16 && kc.type != DType::BF16) ||
+        kc.ne[0] != kr.ne[0] || vc.ne[0] != kr.ne[0] || kc.ne[1] != vc.ne[1])
+      return false;
+    const size_t el = kc.type == DType::F32 ? 4 : 2;
+    if (kc.nb[0] != el || vc.nb[0] != el) return false;
+    // Distinct memory: the four nodes' reads and writes meet only where they
+    // are the same tensor.
+    if (overlaps(q, k) || overlaps(q, vr) || overlaps(k, vr) || overlaps(kc, vc))
+      return false;
+    for (const Tensor* c : {&kc, &vc})
+      if (overlaps(*c, q) || overlaps(*c, k) || overlaps(*c, vr)) return false;
+    return true;
+  }
+
+  // Consecutive matmuls on one x (q / k / v) become one launch; a gate / up
+  // pair followed by its gated activation becomes one kernel.
+  void group_matvecs() {
+    for (size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i].op != OpId::matmul || node_kind_[i] != kPlain || !matmul_uses_matvec(calls_[i]) ||
+          overlaps(nodes_[i].dst, nodes_[i].src[1]))
+        continue;
+      if (glu_at(i)) {
+        node_kind_[i] = kGlu;
+        node_kind_[i + 1] = node_kind_[i + 2] = kFusedAway;
+        i += 2;
+        continue;
+      }
+      size_t j = i + 1;
+      while (j < nodes_.size() && j - i < static_cast<size_t>(kMatvecMaxSegs) && matvec_joins(i, j)) ++j;
+      if (j - i < 2) continue;
+      node_kind_[i] = kMatvecGroup;
+      group_n_[i] = static_cast<uint32_t>(j - i);
+      for (size_t k = i + 1; k < j; ++k) node_kind_[k] = kFusedAway;
+      i = j - 1;
+    }
   }
 
   // A residual add whose sum the next node normalises (rms_norm reading
@@ -386,8 +547,11 @@ class CudaExecutable final : public Executable {
   // How each node launches: as itself; a matmul whose x the matmul before
   // already quantized; an add fused with the rms_norm after it (which then
   // launches nothing).
-  enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kFusedAway };
+  // A matmul group runs group_n_ matmuls on one x as one matvec launch; a
+  // GLU node its gate, up and activation nodes as one kernel.
+  enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kMatvecGroup, kGlu, kRopeStore, kFusedAway };
   std::vector<uint8_t> node_kind_;
+  std::vector<uint32_t> group_n_;
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

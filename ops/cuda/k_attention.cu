@@ -24,6 +24,7 @@ constexpr int kAttnThreads = 128;
 
 template <DType KV, ExpTier T>
 __global__ void attention_kernel(TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a) {
+  pdl_wait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
@@ -97,7 +98,7 @@ cudaError_t launch(TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a, 
   }
   const int64_t pairs = q.ne[1] * q.ne[2];
   const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
-  attention_kernel<KV, T><<<grid, kAttnThreads, smem, s>>>(q, k, v, mask, ranges, y, a);
+  (void)launch_k(attention_kernel<KV, T>, grid, kAttnThreads, smem, s, q, k, v, mask, ranges, y, a);
   return cudaGetLastError();
 }
 
@@ -112,6 +113,8 @@ cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges
   if (q.ne[1] * q.ne[2] == 0 || q.ne[0] == 0) return cudaSuccess;
   if (attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask.data != nullptr))
     return launch_attention_tiled(kv_type, q, k, v, ranges, y, a, s);
+  if (attention_decode_fits(kv_type, q, k, v, mask.data != nullptr))
+    return launch_attention_decode(kv_type, q, k, v, ranges, y, a, s);
   return with_tier(a.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (kv_type) {

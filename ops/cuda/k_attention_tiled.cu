@@ -27,6 +27,7 @@ int tile_for(int64_t D) { return D > 128 ? 16 : 32; }
 // (16-byte aligned, conflict-free for 128-bit loads).
 template <DType KV, ExpTier T, int TILE, bool V4>
 __global__ void attention_tiled(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, int G) {
+  pdl_wait();
   extern __shared__ float4 sm4[];
   float* sm = reinterpret_cast<float*>(sm4);
   const int D = static_cast<int>(q.ne[0]);
@@ -168,7 +169,7 @@ cudaError_t launch_v(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStr
   }
   const int64_t pairs = q.ne[2] * k.ne[1];
   const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
-  attention_tiled<KV, T, TILE, V4><<<grid, kThreads, smem, s>>>(q, k, v, ranges, y, a, G);
+  (void)launch_k(attention_tiled<KV, T, TILE, V4>, grid, kThreads, smem, s, q, k, v, ranges, y, a, G);
   return cudaGetLastError();
 }
 

@@ -37,6 +37,7 @@ dim3 split_grid(int64_t nrows, int64_t ne0, unsigned threads) {
 
 template <Unary OP, ExpTier T>
 __global__ void unary_f32(TV x, TV y, float p0, float p1, int64_t nrows) {
+  pdl_wait();
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const float* xr = reinterpret_cast<const float*>(row_ptr(x, r));
     float* yr = reinterpret_cast<float*>(row_ptr(y, r));
@@ -48,6 +49,7 @@ __global__ void unary_f32(TV x, TV y, float p0, float p1, int64_t nrows) {
 
 template <Binary OP, ExpTier T>
 __global__ void binary_f32(TV a, TV b, TV y, int64_t nrows) {
+  pdl_wait();
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const int64_t i1 = r % a.ne[1], i2 = (r / a.ne[1]) % a.ne[2], i3 = r / (a.ne[1] * a.ne[2]);
     const float* ar = reinterpret_cast<const float*>(a.data + i1 * a.nb[1] + i2 * a.nb[2] + i3 * a.nb[3]);
@@ -134,6 +136,7 @@ __device__ __forceinline__ void store_plain(char* row, int64_t i, float v) {
 
 template <DType XT, DType YT, bool UA>
 __global__ void copy_kernel(TV x, TV y, int64_t nrows) {
+  pdl_wait();
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const char* xr = row_ptr(x, r);
     char* yr = row_ptr(y, r);
@@ -153,9 +156,9 @@ template <DType XT, DType YT>
 void copy_launch(TV x, TV y, int64_t nrows, unsigned threads, cudaStream_t s) {
   const int64_t xa = XT == DType::F32 ? 4 : 2, ya = YT == DType::F32 ? 4 : 2;
   if (is_aligned(x, xa) && is_aligned(y, ya))
-    copy_kernel<XT, YT, false><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows);
+    (void)launch_k(copy_kernel<XT, YT, false>, grid_for(nrows), threads, 0, s, x, y, nrows);
   else
-    copy_kernel<XT, YT, true><<<grid_for(nrows), threads, 0, s>>>(x, y, nrows);
+    (void)launch_k(copy_kernel<XT, YT, true>, grid_for(nrows), threads, 0, s, x, y, nrows);
 }
 
 template <DType XT>
@@ -182,6 +185,7 @@ __global__ void fill_f32(TV y, float value, int64_t nrows) {
 // scan is O(M) per row, so no two blocks race on a destination row).
 template <DType YT>
 __global__ void set_rows_kernel(TV x, const int32_t* ids, TV y, int64_t M) {
+  pdl_wait();
   for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
     const int32_t id = ids[m];
     if (id < 0 || id >= y.ne[1]) continue;
@@ -232,9 +236,9 @@ cudaError_t launch_set_rows(TV x, const int32_t* ids, DType yt, TV y, cudaStream
   if (M == 0 || x.ne[0] == 0) return cudaSuccess;
   const unsigned g = grid_for(M), t = row_threads(x.ne[0]);
   switch (yt) {
-    case DType::F32: set_rows_kernel<DType::F32><<<g, t, 0, s>>>(x, ids, y, M); break;
-    case DType::F16: set_rows_kernel<DType::F16><<<g, t, 0, s>>>(x, ids, y, M); break;
-    case DType::BF16: set_rows_kernel<DType::BF16><<<g, t, 0, s>>>(x, ids, y, M); break;
+    case DType::F32: (void)launch_k(set_rows_kernel<DType::F32>, g, t, 0, s, x, ids, y, M); break;
+    case DType::F16: (void)launch_k(set_rows_kernel<DType::F16>, g, t, 0, s, x, ids, y, M); break;
+    case DType::BF16: (void)launch_k(set_rows_kernel<DType::BF16>, g, t, 0, s, x, ids, y, M); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -258,13 +262,13 @@ cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1,
   with_tier(tier, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (op) {
-      case Unary::scale: unary_f32<Unary::scale, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::silu: unary_f32<Unary::silu, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::sigmoid: unary_f32<Unary::sigmoid, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::gelu_tanh: unary_f32<Unary::gelu_tanh, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::gelu_erf: unary_f32<Unary::gelu_erf, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::gelu_sigmoid: unary_f32<Unary::gelu_sigmoid, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
-      case Unary::softcap: unary_f32<Unary::softcap, T><<<g, t, 0, s>>>(x, y, p0, p1, nrows); break;
+      case Unary::scale: (void)launch_k(unary_f32<Unary::scale, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::silu: (void)launch_k(unary_f32<Unary::silu, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::sigmoid: (void)launch_k(unary_f32<Unary::sigmoid, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::gelu_tanh: (void)launch_k(unary_f32<Unary::gelu_tanh, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::gelu_erf: (void)launch_k(unary_f32<Unary::gelu_erf, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::gelu_sigmoid: (void)launch_k(unary_f32<Unary::gelu_sigmoid, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
+      case Unary::softcap: (void)launch_k(unary_f32<Unary::softcap, T>, g, t, 0, s, x, y, p0, p1, nrows); break;
     }
   });
   return cudaGetLastError();
@@ -278,12 +282,12 @@ cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_
   with_tier(tier, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (op) {
-      case Binary::add: binary_f32<Binary::add, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
-      case Binary::mul: binary_f32<Binary::mul, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
-      case Binary::swiglu: binary_f32<Binary::swiglu, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
-      case Binary::geglu_tanh: binary_f32<Binary::geglu_tanh, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
-      case Binary::geglu_erf: binary_f32<Binary::geglu_erf, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
-      case Binary::geglu_sigmoid: binary_f32<Binary::geglu_sigmoid, T><<<g, t, 0, s>>>(a, b, y, nrows); break;
+      case Binary::add: (void)launch_k(binary_f32<Binary::add, T>, g, t, 0, s, a, b, y, nrows); break;
+      case Binary::mul: (void)launch_k(binary_f32<Binary::mul, T>, g, t, 0, s, a, b, y, nrows); break;
+      case Binary::swiglu: (void)launch_k(binary_f32<Binary::swiglu, T>, g, t, 0, s, a, b, y, nrows); break;
+      case Binary::geglu_tanh: (void)launch_k(binary_f32<Binary::geglu_tanh, T>, g, t, 0, s, a, b, y, nrows); break;
+      case Binary::geglu_erf: (void)launch_k(binary_f32<Binary::geglu_erf, T>, g, t, 0, s, a, b, y, nrows); break;
+      case Binary::geglu_sigmoid: (void)launch_k(binary_f32<Binary::geglu_sigmoid, T>, g, t, 0, s, a, b, y, nrows); break;
     }
   });
   return cudaGetLastError();

@@ -10,6 +10,7 @@ unsigned grid_for(int64_t nrows) { return static_cast<unsigned>(nrows < 65535 * 
 // An id outside [0, N) yields zeros (as the cpu kernel): no out-of-bounds read.
 template <DType T>
 __global__ void get_rows_kernel(TV table, const int32_t* ids, TV y, int64_t n_ids) {
+  pdl_wait();
   for (int64_t m = blockIdx.x; m < n_ids; m += gridDim.x) {
     const int64_t id = ids[m];
     float* dst = reinterpret_cast<float*>(y.data + m * y.nb[1]);
@@ -36,6 +37,7 @@ __device__ __forceinline__ ArgBest better(ArgBest a, ArgBest b) {
 }
 
 __global__ void argmax_kernel(TV x, TV y, int64_t nrows) {
+  pdl_wait();
   __shared__ float sv[32];
   __shared__ int32_t si[32];
   const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp, nw = blockDim.x / kWarp;
@@ -66,6 +68,7 @@ __global__ void argmax_kernel(TV x, TV y, int64_t nrows) {
 
 // x [head_dim, n_head, n_tokens]: one block per (head, token) row.
 __global__ void rope_kernel(TV x, const int32_t* pos, TV y, RopeArgs a, int64_t nrows) {
+  pdl_wait();
   const int64_t half = a.n_dims / 2;
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const int64_t t = r / x.ne[1];  // token index (ne[2]); x is 3-D
@@ -93,15 +96,15 @@ cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaSt
   if (n_ids == 0 || table.ne[0] == 0) return cudaSuccess;
   const unsigned g = grid_for(n_ids), t = row_threads(table.ne[0]);
   switch (tt) {
-    case DType::F32: get_rows_kernel<DType::F32><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::F16: get_rows_kernel<DType::F16><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::BF16: get_rows_kernel<DType::BF16><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q8_0: get_rows_kernel<DType::Q8_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q4_0: get_rows_kernel<DType::Q4_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q5_0: get_rows_kernel<DType::Q5_0><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q4_K: get_rows_kernel<DType::Q4_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q5_K: get_rows_kernel<DType::Q5_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
-    case DType::Q6_K: get_rows_kernel<DType::Q6_K><<<g, t, 0, s>>>(table, ids, y, n_ids); break;
+    case DType::F32: (void)launch_k(get_rows_kernel<DType::F32>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::F16: (void)launch_k(get_rows_kernel<DType::F16>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::BF16: (void)launch_k(get_rows_kernel<DType::BF16>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q8_0: (void)launch_k(get_rows_kernel<DType::Q8_0>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q4_0: (void)launch_k(get_rows_kernel<DType::Q4_0>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q5_0: (void)launch_k(get_rows_kernel<DType::Q5_0>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q4_K: (void)launch_k(get_rows_kernel<DType::Q4_K>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q5_K: (void)launch_k(get_rows_kernel<DType::Q5_K>, g, t, 0, s, table, ids, y, n_ids); break;
+    case DType::Q6_K: (void)launch_k(get_rows_kernel<DType::Q6_K>, g, t, 0, s, table, ids, y, n_ids); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
@@ -110,7 +113,7 @@ cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaSt
 cudaError_t launch_argmax(TV x, TV y, cudaStream_t s) {
   const int64_t nrows = x.ne[1];
   if (nrows == 0) return cudaSuccess;
-  argmax_kernel<<<grid_for(nrows), row_threads(x.ne[0]), 0, s>>>(x, y, nrows);
+  (void)launch_k(argmax_kernel, grid_for(nrows), row_threads(x.ne[0]), 0, s, x, y, nrows);
   return cudaGetLastError();
 }
 
@@ -118,7 +121,7 @@ cudaError_t launch_rope(TV x, const int32_t* pos, TV y, RopeArgs a, cudaStream_t
   const int64_t nrows = x.ne[1] * x.ne[2] * x.ne[3];
   if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
   const int64_t work = x.ne[0] > a.n_dims / 2 ? x.ne[0] : a.n_dims / 2;
-  rope_kernel<<<grid_for(nrows), row_threads(work), 0, s>>>(x, pos, y, a, nrows);
+  (void)launch_k(rope_kernel, grid_for(nrows), row_threads(work), 0, s, x, pos, y, a, nrows);
   return cudaGetLastError();
 }
 

@@ -1,0 +1,185 @@
+// Attention of single queries without an F32 mask (decode): one block per
+// (query head, query), as k_attention.cu, with the work laid out for short
+// latency instead of one warp per key:
+//   scores: one thread per key, the key row read with 16-byte loads against q
+//           in shared memory (a broadcast), so a block scores 128 keys per
+//           step with no shuffle per key;
+//   output: warp w takes keys w, w + 4, ...; lane l dims 2l, 2l + 64, ...
+//           (8-byte loads of a v row), then the four warps' partial sums meet
+//           in shared memory.
+// Same math as the per-pair kernel (float dot products in d order, scale,
+// soft-cap, the exp tier's softmax); the output sums keys in a different
+// order (four interleaved partial sums): ~1e-7 against the double reference.
+#include "ops/cuda/attention_keys.cuh"
+#include "ops/cuda/cuda_common.cuh"
+#include "ops/cuda/cuda_exp.cuh"
+
+namespace kestrel::cuda {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / kWarp;
+constexpr int64_t kMaxD = 256;
+
+template <DType KV>
+__device__ __forceinline__ float key_dot(const char* kr, const float* qs, int64_t D) {
+  float dot = 0.0f;
+  for (int64_t d = 0; d < D; d += 8) {
+    float w[8];
+    if constexpr (KV == DType::F16) {
+      const uint4 u = *reinterpret_cast<const uint4*>(kr + 2 * d);
+      const uint32_t ws[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&ws[i]));
+        w[2 * i] = f.x;
+        w[2 * i + 1] = f.y;
+      }
+    } else {
+      const float4 a = *reinterpret_cast<const float4*>(kr + 4 * d);
+      const float4 b = *reinterpret_cast<const float4*>(kr + 4 * d + 16);
+      w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y, w[6] = b.z, w[7] = b.w;
+    }
+    const float4 q0 = *reinterpret_cast<const float4*>(qs + d);
+    const float4 q1 = *reinterpret_cast<const float4*>(qs + d + 4);
+    dot = fmaf(q0.x, w[0], dot);
+    dot = fmaf(q0.y, w[1], dot);
+    dot = fmaf(q0.z, w[2], dot);
+    dot = fmaf(q0.w, w[3], dot);
+    dot = fmaf(q1.x, w[4], dot);
+    dot = fmaf(q1.y, w[5], dot);
+    dot = fmaf(q1.z, w[6], dot);
+    dot = fmaf(q1.w, w[7], dot);
+  }
+  return dot;
+}
+
+template <DType KV>
+__device__ __forceinline__ float2 value_pair(const char* vr, int64_t d) {
+  if constexpr (KV == DType::F16) {
+    return __half22float2(*reinterpret_cast<const __half2*>(vr + 2 * d));
+  } else {
+    return *reinterpret_cast<const float2*>(vr + 4 * d);
+  }
+}
+
+template <DType KV, ExpTier T>
+__global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a) {
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+  __shared__ float part[kWarps][kMaxD];
+  pdl_wait();
+  const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
+  const int64_t group = Hq / k.ne[1];
+  float* qs = smem;      // [D]
+  float* sc = smem + D;  // [n]
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
+  for (int64_t hm = blockIdx.x; hm < Hq * M; hm += gridDim.x) {
+    const int64_t h = hm % Hq, m = hm / Hq, kvh = h / group;
+    const float* qr = reinterpret_cast<const float*>(q.data + h * q.nb[1] + m * q.nb[2]);
+    float* out = reinterpret_cast<float*>(y.data + h * y.nb[1] + m * y.nb[2]);
+    const QueryKeys keys = query_keys(ranges, m, k, v);
+    const int64_t lo = keys.lo, n = keys.hi > keys.lo ? keys.hi - keys.lo : 0;
+    const char* kb = k.data + keys.k_off + kvh * k.nb[1];
+    const char* vb = v.data + keys.v_off + kvh * v.nb[1];
+    __syncthreads();  // the previous pair's readers of qs / sc / part are done
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) qs[d] = qr[d];
+    __syncthreads();
+    float mx = -INFINITY;
+    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+      float s = key_dot<KV>(kb + (lo + j) * k.nb[2], qs, D) * a.scale;
+      if (a.soft_cap > 0.0f) s = a.soft_cap * tanhf(s / a.soft_cap);
+      sc[j] = s;
+      mx = fmaxf(mx, s);
+    }
+    mx = block_max(mx, red);
+    if (mx == -INFINITY) {  // no keys (or all scores -inf): zeros, as the op contract says
+      for (int64_t d = threadIdx.x; d < D; d += kThreads) out[d] = 0.0f;
+      continue;
+    }
+    float sum = 0.0f;
+    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+      const float p = exp_scaled<T>(sc[j] - mx, 1.0);
+      sc[j] = p;
+      sum += p;
+    }
+    sum = block_sum(sum, red);  // also orders the writes to sc before the reads below
+    float acc[kMaxD / 64][2];
+#pragma unroll
+    for (int t = 0; t < kMaxD / 64; ++t) acc[t][0] = acc[t][1] = 0.0f;
+    for (int64_t j = wid; j < n; j += kWarps) {
+      const float p = sc[j];
+      if (p == 0.0f) continue;
+      const char* vr = vb + (lo + j) * v.nb[2];
+#pragma unroll
+      for (int t = 0; t < kMaxD / 64; ++t) {
+        const int64_t d = 2 * lane + 64 * t;
+        if (d < D) {
+          const float2 vv = value_pair<KV>(vr, d);
+          acc[t][0] = fmaf(p, vv.x, acc[t][0]);
+          acc[t][1] = fmaf(p, vv.y, acc[t][1]);
+        }
+      }
+    }
+#pragma unroll
+    for (int t = 0; t < kMaxD / 64; ++t) {
+      const int64_t d = 2 * lane + 64 * t;
+      if (d < D) {
+        part[wid][d] = acc[t][0];
+        part[wid][d + 1] = acc[t][1];
+      }
+    }
+    __syncthreads();
+    const float inv = 1.0f / sum;
+    for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+      float o = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) o += part[w][d];
+      out[d] = o * inv;
+    }
+  }
+}
+
+template <DType KV, ExpTier T>
+cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStream_t s) {
+  const size_t smem = attention_decode_smem_bytes(q.ne[0], k.ne[2]);
+  if (smem > 48 * 1024) {
+    const cudaError_t err =
+        cudaFuncSetAttribute(attention_decode<KV, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+  }
+  const int64_t pairs = q.ne[1] * q.ne[2];
+  const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
+  return launch_k(attention_decode<KV, T>, grid, kThreads, smem, s, q, k, v, ranges, y, a);
+}
+
+bool rows_aligned(const TV& t, size_t align) {
+  if (reinterpret_cast<uintptr_t>(t.data) % align) return false;
+  for (int i = 1; i < 4; ++i)
+    if (t.ne[i] > 1 && t.nb[i] % align) return false;
+  return true;
+}
+
+}  // namespace
+
+bool attention_decode_fits(DType kv_type, const TV& q, const TV& k, const TV& v, bool has_mask) {
+  const int64_t D = q.ne[0];
+  if (has_mask || D % 8 || D > kMaxD || (kv_type != DType::F16 && kv_type != DType::F32)) return false;
+  if (k.ne[1] == 0 || q.ne[1] % k.ne[1] || k.ne[2] > kAttentionDecodeMaxKeys) return false;
+  return rows_aligned(k, 16) && rows_aligned(v, 8) && rows_aligned(q, 16);
+}
+
+size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv) {
+  return static_cast<size_t>(head_dim + n_kv) * sizeof(float);
+}
+
+cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
+                                    cudaStream_t s) {
+  return with_tier(a.exp, [&](auto tc) {
+    constexpr ExpTier T = decltype(tc)::value;
+    return kv_type == DType::F16 ? launch<DType::F16, T>(q, k, v, ranges, y, a, s)
+                                 : launch<DType::F32, T>(q, k, v, ranges, y, a, s);
+  });
+}
+
+}  // namespace kestrel::cuda
