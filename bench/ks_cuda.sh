@@ -8,7 +8,8 @@
 #   KS_REPS=15 KS_BATCHES=1,16,128,4096,25088 bench/ks_cuda.sh build/cuda/bin out
 #
 # Writes OUT_DIR/ks_cuda_kestrel.csv, ks_torch.csv (if torch), ks_cuda.csv (merged),
-# ks_cuda.md and, with gnuplot, ks_cuda_fp32.png and ks_cuda_bf16.png.
+# ks_cuda.md and, with gnuplot, ks_cuda_fp32.png and ks_cuda_bf16.png. KS_MERGE_ONLY=1
+# skips the two runs and merges the CSVs already in OUT_DIR (measured elsewhere).
 set -eu
 BIN=${1:-build/cuda/bin}
 OUT=${2:-.}
@@ -16,12 +17,14 @@ REPS=${KS_REPS:-15}
 BATCHES=${KS_BATCHES:-1,16,128,4096,25088}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
-"$BIN/bench_ks_cuda" --reps "$REPS" --batches "$BATCHES" > "$OUT/ks_cuda_kestrel.csv" 2> "$OUT/ks_cuda_kestrel.log"
-if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-  python3 "$HERE/ks_torch_baseline.py" --reps "$REPS" --batches "$BATCHES" > "$OUT/ks_torch.csv" 2> "$OUT/ks_torch.log"
-else
-  echo "torch with CUDA not available: no PyTorch baseline" >&2
-  : > "$OUT/ks_torch.csv"
+if [ "${KS_MERGE_ONLY:-0}" != 1 ]; then
+  "$BIN/bench_ks_cuda" --reps "$REPS" --batches "$BATCHES" > "$OUT/ks_cuda_kestrel.csv" 2> "$OUT/ks_cuda_kestrel.log"
+  if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    python3 "$HERE/ks_torch_baseline.py" --reps "$REPS" --batches "$BATCHES" > "$OUT/ks_torch.csv" 2> "$OUT/ks_torch.log"
+  else
+    echo "torch with CUDA not available: no PyTorch baseline" >&2
+    : > "$OUT/ks_torch.csv"
+  fi
 fi
 python3 - "$OUT" <<'PY'
 import csv, statistics, sys

@@ -88,12 +88,26 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) ks_matmul_tiled(KsDev p
   __shared__ __align__(16) float Bs[2][BK][BN];  // x [l][m]
 
   const int tid = threadIdx.x;
-  int64_t t = blockIdx.x;
-  const int64_t kt = t % p.n_kt;
-  t /= p.n_kt;
-  const int64_t mt = t % p.n_mt;
-  const int64_t blk = t / p.n_mt;
-  const int64_t i = blk / p.d, j = blk % p.d;
+  // Block order. batch_last: the output tiles of one token tile run next to each other
+  // (they share its x rows). token_major: the d blocks j of one (i, token tile, output
+  // tile) run next to each other: their x and y elements interleave in the same cache
+  // lines, which are then read from L2 and merged there once, not fetched d times from
+  // memory (d times slower at d >= 8 in the other order).
+  int64_t t = blockIdx.x, kt, mt, i, j;
+  if constexpr (BL) {
+    kt = t % p.n_kt;
+    t /= p.n_kt;
+    mt = t % p.n_mt;
+    t /= p.n_mt;
+    i = t / p.d, j = t % p.d;
+  } else {
+    j = t % p.d;
+    t /= p.d;
+    kt = t % p.n_kt;
+    t /= p.n_kt;
+    mt = t % p.n_mt;
+    i = t / p.n_mt;
+  }
   const int64_t k0 = kt * BM, m0 = mt * BN;
   const char* wb = p.w + j * p.w_nb2 + i * p.w_nb3;
   const int tx = BL ? tid % TXN : tid / TYN;  // token group
@@ -263,12 +277,13 @@ struct Config {
   const char* name;
 };
 
-// The tile table (index = config id). Large tiles for large batches; 48 rows for the
-// b = 48 * 2^n patterns; thin token tiles for decode.
+// The tile table (index = config id). Large tiles for large batches (BK = 16: half the
+// barriers per input); 48 rows for the b = 48 * 2^n patterns; thin token tiles for decode.
 constexpr Config kConfigs[] = {
     {128, 128, 8, 8, 8, "128x128x8/8x8"}, {128, 64, 8, 8, 4, "128x64x8/8x4"}, {64, 128, 8, 4, 8, "64x128x8/4x8"},
     {64, 64, 8, 4, 4, "64x64x8/4x4"},     {48, 128, 8, 4, 8, "48x128x8/4x8"}, {32, 32, 16, 4, 4, "32x32x16/4x4"},
     {64, 16, 16, 4, 2, "64x16x16/4x2"},   {128, 8, 16, 4, 2, "128x8x16/4x2"}, {32, 8, 32, 4, 2, "32x8x32/4x2"},
+    {64, 128, 16, 4, 8, "64x128x16/4x8"}, {128, 128, 16, 8, 8, "128x128x16/8x8"},
 };
 constexpr int kNumConfigs = sizeof(kConfigs) / sizeof(kConfigs[0]);
 
@@ -290,6 +305,8 @@ cudaError_t launch_cfg(int config, const KsDev& p, int64_t n_blocks, cudaStream_
     case 6: return launch_one<WT, BL, 64, 16, 16, 4, 2>(p, n_blocks, s);
     case 7: return launch_one<WT, BL, 128, 8, 16, 4, 2>(p, n_blocks, s);
     case 8: return launch_one<WT, BL, 32, 8, 32, 4, 2>(p, n_blocks, s);
+    case 9: return launch_one<WT, BL, 64, 128, 16, 4, 8>(p, n_blocks, s);
+    case 10: return launch_one<WT, BL, 128, 128, 16, 8, 8>(p, n_blocks, s);
     default: return cudaErrorInvalidValue;
   }
 }
@@ -313,12 +330,13 @@ bool ks_config_candidate(int config, const KsArgs& k) {
   return true;
 }
 
+// The configurations the tuner picked most often on an H100 over the benchmark patterns
+// (bench/bench_ks_cuda.cu): thin token tiles up to a few hundred tokens (more blocks to
+// fill the GPU), 64 x 128 tiles above.
 int ks_heuristic_config(const KsArgs& k) {
-  if (k.M <= 8) return k.b >= 128 && int64_t(k.a) * k.d * ((k.b + 127) / 128) >= 132 ? 7 : 8;
-  if (k.M <= 32) return 6;
-  if (k.M <= 256) return 3;
-  if (k.b % 48 == 0 && k.b % 64 != 0) return 4;
-  return k.b >= 128 ? 0 : 2;
+  if (k.M <= 8) return 8;
+  if (k.M <= 256) return 6;
+  return k.b <= 32 ? 5 : 2;
 }
 
 cudaError_t launch_ks_matmul(const KsArgs& k, int config, cudaStream_t s) {
