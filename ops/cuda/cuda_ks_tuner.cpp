@@ -1,8 +1,9 @@
 // The ks_matmul tile tuner (cuda_ks.h): the first call for a shape on a device times
 // every candidate configuration on the call's own tensors and remembers the fastest.
 //
-// The cache is one table for the process, keyed by the physical device (PCI domain, bus
-// and device ids) and the shape (pattern, tokens, layout, weight type, alignment): the
+// The cache is one table for the process, in memory only (so one build: nothing is read
+// back from an earlier run), keyed by the physical device (PCI domain, bus and device
+// ids) and the shape (pattern, tokens, layout, weight type, alignment): the
 // fastest tile is a property of the GPU, the build and the shape, not of a backend
 // instance, and sharing it spares each new context the tuning pauses. A failed insertion
 // (out of memory) only means the shape is tuned again next time.
