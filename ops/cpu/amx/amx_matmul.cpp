@@ -34,6 +34,8 @@ namespace kestrel::cpu {
 bool amx_supports(const OpCall& c) {
   if (c.op != OpId::matmul || c.n_src < 2 || !c.src[0] || !c.src[1] || !c.dst) return false;
   const Tensor& W = *c.src[0];
+  if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16)
+    return c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0;
   const bool legacy = W.type == DType::Q4_0 || W.type == DType::Q5_0 || W.type == DType::Q8_0;
   const int64_t block = legacy ? kQK : W.type == DType::Q4_K ? kQKK : 0;
   return block > 0 && c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0 &&
@@ -260,14 +262,30 @@ bool amx_available() {
   return kVectorIsa && amx_state().int8_usable();
 }
 
+bool amx_bf16_available() {
+#if defined(__AMX_BF16__)
+  return amx_available() && amx_state().bf16_usable();
+#else
+  return false;
+#endif
+}
+
 namespace {
 
 bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, exec); }
 
 // The crossovers (bench_amx_matmul, 1 and 2 threads, the TinyLlama and Qwen-0.5B shapes):
-// AMX is faster from 4 to 8 activation rows for Q4_0 / Q5_0 / Q8_0 (the weight repack per
-// call is the fixed cost), from 16 for Q4_K.
-constexpr int32_t kMinRowsQ8 = 8, kMinRowsQ4K = 16;
+// AMX is faster from 16 activation rows for Q4_K (the weight repack per call is the fixed
+// cost); for Q4_0 / Q5_0 / Q8_0 from 12 against the avx512 few-rows VNNI tile
+// (bench_matmul_variants, 2 threads, the gemma-3-270m and Qwen-0.5B shapes: the tile is
+// 1.15-1.6x faster at 8 rows, even at 12, 0.8x at 16).
+constexpr int32_t kMinRowsQ8 = 12, kMinRowsQ4K = 16;
+// Float weights (bf16x3 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM: faster from
+// this many rows (bench_amx_matmul --types f16 bf16 f32, 1 and 2 threads).
+constexpr int32_t kMinRowsFloat = 16;
+// Their own bits group: each output summed in one order at any M, not the avx512 float
+// kernels' order.
+constexpr int32_t kBitsFloatAmx = 5;
 
 // Named variants: 16 activation rows x 16 weight rows per tile; bits group 1 is that of
 // the avx512 variants they equal (the Q4_0 / Q5_0 / Q8_0 decode and prompt tiles, the
@@ -278,6 +296,12 @@ constexpr MatmulVariant kAmxVariants[] = {
     {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, kMinRowsQ4K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
+    {"f32_matmul__avx512_amx16x16", DType::F32, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
+     kBitsFloatAmx},
+    {"f16_matmul__avx512_amx16x16", DType::F16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
+     kBitsFloatAmx},
+    {"bf16_matmul__avx512_amx16x16", DType::BF16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available,
+     &amx_variant_run, kBitsFloatAmx},
 };
 
 }  // namespace
@@ -291,6 +315,9 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
   // granted permission would fault.
   if (!state.int8_usable() || !amx_available() || !amx_supports(call)) return false;
   switch (call.src[0]->type) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16: return state.bf16_usable() && amx_bf16_available() && amx::matmul_float(call, exec);
     case DType::Q4_0: return amx::matmul<DType::Q4_0>(call, exec);
     case DType::Q5_0: return amx::matmul<DType::Q5_0>(call, exec);
     case DType::Q8_0: return amx::matmul<DType::Q8_0>(call, exec);
@@ -302,6 +329,7 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
 #else  // built without the AMX flags (another architecture or compiler)
 
 bool amx_available() { return false; }
+bool amx_bf16_available() { return false; }
 MatmulVariantList matmul_variants_amx() { return {}; }
 bool amx_matmul(const OpCall&, Exec&, const AmxState&) { return false; }
 
