@@ -3,6 +3,7 @@
 
 #include "kestrel/kestrel.h"
 #include "ops/backend.h"
+#include "platform/amx.h"
 #include "platform/cpu_features.h"
 
 namespace {
@@ -33,6 +34,16 @@ std::string build_system_info() {
   kestrel::CpuIsa best[8];
   const int n = kestrel::cpu_isa_available(best, 8);
   s += n > 0 ? kestrel::cpu_isa_name(best[0]) : "scalar";
+#if defined(KESTREL_HAVE_AMX)
+  // Whether the AMX matmuls run, and if not why (refused permission, KESTREL_AMX=0, no
+  // tile unit): a refusal is never an error, only a slower kernel.
+  const kestrel::AmxState& amx = kestrel::amx_state();
+  s += " | amx: ";
+  s += amx.int8_usable() ? (amx.bf16_usable() ? "int8 bf16" : "int8") : "not used (";
+  if (!amx.int8_usable()) s += std::string(amx.reason) + ")";
+#elif defined(__x86_64__)
+  s += " | amx: not in this build";
+#endif
 #if defined(KESTREL_HAVE_OPENMP)
   s += " | openmp";
 #endif

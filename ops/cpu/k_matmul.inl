@@ -351,16 +351,17 @@ namespace mm {
 inline bool k_matmul(const OpCall& c, Exec& exec) {
   const DType t = c.src[0]->type;
   const int64_t Mt = c.src[1]->ne[1] * c.src[1]->ne[2] * c.src[1]->ne[3];
+#if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
+  // AMX tiles (ops/cpu/amx; the variant table lists them ahead of this ISA's own, rows
+  // from amx_min_rows()) when this process may use them: for quantized weights the same
+  // bits as the paths below, for float weights bf16x3 tiles (their own bits group).
+  if (amx_min_rows(t) > 0 && Mt >= amx_min_rows(t) && amx_available() && amx_matmul(c, exec)) return true;
+#endif
   if (t == DType::F32 || t == DType::F16 || t == DType::BF16) {
     if (Mt >= kGemmMt) return matmul_run<Path::gemm>(c, exec);
     if (Mt > 1) return matmul_run<Path::ftile>(c, exec);
     return matmul_run<Path::dot4>(c, exec);
   }
-#if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
-  // AMX tiles (ops/cpu/amx; the variant table lists them ahead of this ISA's own, rows
-  // from amx_min_rows()) when this process may use them: the same bits as the paths below.
-  if (amx_min_rows(t) > 0 && Mt >= amx_min_rows(t) && amx_available() && amx_matmul(c, exec)) return true;
-#endif
   if (has_vnni_tiles(t) && Mt >= kVnniMinRows && matmul_vnni(c, exec)) return true;
   if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);
   return matmul_run<Path::dot4>(c, exec);

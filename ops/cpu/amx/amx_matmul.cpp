@@ -34,7 +34,7 @@ namespace kestrel::cpu {
 bool amx_supports(const OpCall& c) {
   if (c.op != OpId::matmul || c.n_src < 2 || !c.src[0] || !c.src[1] || !c.dst) return false;
   const Tensor& W = *c.src[0];
-  if (W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16)
+  if (W.type == DType::F16 || W.type == DType::BF16)
     return c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0;
   const bool legacy = W.type == DType::Q4_0 || W.type == DType::Q5_0 || W.type == DType::Q8_0;
   const int64_t block = legacy ? kQK : W.type == DType::Q4_K ? kQKK : 0;
@@ -280,9 +280,11 @@ bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, e
 // (bench_matmul_variants, 2 threads, the gemma-3-270m and Qwen-0.5B shapes: the tile is
 // 1.15-1.6x faster at 8 rows, even at 12, 0.8x at 16).
 constexpr int32_t kMinRowsQ8 = 12, kMinRowsQ4K = 16;
-// Float weights (bf16x3 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM: faster from
-// this many rows (bench_amx_matmul --types f16 bf16 f32, 1 and 2 threads).
-constexpr int32_t kMinRowsFloat = 16;
+// F16 / BF16 weights (split bf16 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM: faster from
+// this many rows (bench_amx_matmul --types f16, 1 and 2 threads: the crossover is 32
+// to 64 rows on the TinyLlama and Qwen-0.5B shapes; the per-call weight split is the
+// fixed cost).
+constexpr int32_t kMinRowsFloat = 64;
 // Their own bits group: each output summed in one order at any M, not the avx512 float
 // kernels' order.
 constexpr int32_t kBitsFloatAmx = 5;
@@ -296,8 +298,6 @@ constexpr MatmulVariant kAmxVariants[] = {
     {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, kMinRowsQ4K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
-    {"f32_matmul__avx512_amx16x16", DType::F32, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
-     kBitsFloatAmx},
     {"f16_matmul__avx512_amx16x16", DType::F16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
      kBitsFloatAmx},
     {"bf16_matmul__avx512_amx16x16", DType::BF16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available,
@@ -315,7 +315,6 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
   // granted permission would fault.
   if (!state.int8_usable() || !amx_available() || !amx_supports(call)) return false;
   switch (call.src[0]->type) {
-    case DType::F32:
     case DType::F16:
     case DType::BF16: return state.bf16_usable() && amx_bf16_available() && amx::matmul_float(call, exec);
     case DType::Q4_0: return amx::matmul<DType::Q4_0>(call, exec);

@@ -1,6 +1,8 @@
 // Matmul on Intel AMX tiles (x86-64 Xeons from Sapphire Rapids on): the quantized
 // weights Q4_0 / Q5_0 / Q8_0 / Q4_K against 8-bit activations, tdpbssd products of 32
-// elements on 16 x 16 outputs, the scales applied in AVX-512 after each tile product.
+// elements on 16 x 16 outputs, the scales applied in AVX-512 after each tile product;
+// and F16 / BF16 weights on tdpbf16ps in split precision (amx_matmul_bf16.cpp: not the
+// avx512 float kernels' bits, |err| <= ~2^-17 sum|w x|, the same bits at any M).
 //
 // It is a variant beside the avx512 matmul (ops/cpu/k_matmul.inl), for calls with many
 // activation rows (prompts, batched decoding, draft verification); the caller decides
@@ -16,6 +18,7 @@
 // d_w * d_x, acc), corr = fma(d_w, offset * c8, corr), y = acc - corr; Q4_K: the 8
 // partial lanes of dot_q45K, see amx_matmul_q4k.cpp). So results are bitwise equal to the
 // avx512 matmul's and do not depend on M, the tile an output falls in, or the thread count.
+// (Float weights: see amx_matmul_bf16.cpp for their error bound and bits group.)
 //
 // Weights are repacked per call, panel by panel: a thread decodes 16 weight rows (all
 // their blocks) into int8 tiles once and runs every activation row against them, so the
@@ -31,9 +34,11 @@ namespace kestrel::cpu {
 
 // True when this build has the AMX kernels and this process may use AMX-INT8.
 bool amx_available();
+// The same for the float-weight kernels: AMX-INT8 and AMX-BF16.
+bool amx_bf16_available();
 
 // Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0, Q4_K
-// weights, F32 activations, K > 0). Says nothing about the CPU: see amx_available().
+// weights with whole blocks, or F16 / BF16 weights; F32 activations, K > 0). Says nothing about the CPU: see amx_available().
 bool amx_supports(const OpCall& call);
 
 // The default policy's rows for weight type w: the avx512 matmul runs these kernels from

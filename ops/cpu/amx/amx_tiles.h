@@ -116,6 +116,9 @@ inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
 // Q4_K weights (amx_matmul_q4k.cpp); the same contract as amx_matmul().
 bool matmul_q4_K(const OpCall& c, Exec& exec);
+// F16 / BF16 weights on bf16 tiles (amx_matmul_bf16.cpp); false when this build
+// lacks AMX-BF16 code generation.
+bool matmul_float(const OpCall& c, Exec& exec);
 
 }  // namespace kestrel::cpu::amx
 
