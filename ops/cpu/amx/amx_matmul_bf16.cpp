@@ -15,6 +15,7 @@
 // F32 weights are not taken: their own split adds another 2^-17 |w x| per term, past the
 // float kernels' bound, for a weight type no quantized model uses for its matmuls.
 //
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -66,15 +67,16 @@ inline __m512 load_w16(const char* row, int64_t k, int n) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// Weight rows [n, n + rows) -> per K block an A hi tile and (kLo) an A lo tile.
+// Weight rows [n, n + rows), K blocks [kb0, kb0 + nb) -> per block an A hi tile and
+// (kLo) an A lo tile.
 template <DType T, bool kLo>
-void convert_panel(const Tensor& W, int64_t n, int rows, int64_t K, int64_t nkb, uint8_t* wa) {
+void convert_panel(const Tensor& W, int64_t n, int rows, int64_t K, int64_t kb0, int64_t nb, uint8_t* wa) {
   const size_t per_block = (kLo ? 2 : 1) * kBf16Tile;
   for (int r = 0; r < kTile; ++r) {
     const char* row = r < rows ? W.row<const char>(n + r) : nullptr;
-    for (int64_t kb = 0; kb < nkb; ++kb) {
-      uint8_t* a = wa + kb * per_block + r * 64;
-      const int64_t k0 = kb * kKb;
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* a = wa + b * per_block + r * 64;
+      const int64_t k0 = (kb0 + b) * kKb;
       __m256i h0 = _mm256_setzero_si256(), h1 = h0, l0 = h0, l1 = h0;
       if (row) {
         const int64_t left = K - k0;
@@ -109,13 +111,21 @@ void pack_act_row(const float* x, int64_t K, int64_t nkb, int m, uint8_t* xb) {
   }
 }
 
-// C tiles of one weight panel against one or two m-tiles (b1 null: one), stored to c0 / c1.
+// One K chunk (nb blocks) of one weight panel against one or two m-tiles (b1 null: one):
+// the C tiles start from zero (first chunk) or from their partial sums at c0 / c1, and
+// go back there. A round trip through memory is exact, so the chunking changes no bit.
 template <bool kLo>
-void tile_loop(const uint8_t* wa, const uint8_t* b0, const uint8_t* b1, int64_t nkb, float* c0, float* c1) {
+void tile_loop(const uint8_t* wa, const uint8_t* b0, const uint8_t* b1, int64_t nb, bool first, float* c0,
+               float* c1) {
   const size_t wstep = (kLo ? 2 : 1) * kBf16Tile, xstep = 2 * kBf16Tile;
-  _tile_zero(4);
-  _tile_zero(5);
-  for (int64_t kb = 0; kb < nkb; ++kb) {
+  if (first) {
+    _tile_zero(4);
+    _tile_zero(5);
+  } else {
+    _tile_loadd(4, c0, 64);
+    if (b1) _tile_loadd(5, c1, 64);
+  }
+  for (int64_t kb = 0; kb < nb; ++kb) {
     const uint8_t* a = wa + kb * wstep;
     _tile_loadd(0, a, 64);
     if constexpr (kLo) _tile_loadd(1, a + kBf16Tile, 64);
@@ -155,15 +165,26 @@ bool matmul_f(const OpCall& c, Exec& exec) {
   const int64_t K = W.ne[0], N = W.ne[1], Mt = x.ne[1] * x.ne[2] * x.ne[3];
   if (N == 0 || Mt == 0) return true;
   const int64_t nkb = (K + kKb - 1) / kKb, MT = (Mt + kTile - 1) / kTile, NT = (N + kTile - 1) / kTile;
-  // Scratch: the activations' B tiles (hi + lo per block per m-tile), then per thread the
-  // weight panel's A tiles and two C tiles.
-  const size_t unkb = static_cast<size_t>(nkb);
-  if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / (unkb * 2 * kBf16Tile)) return false;
-  const size_t xb_bytes = static_cast<size_t>(MT) * unkb * 2 * kBf16Tile;
-  const size_t wa_bytes = unkb * (kLo ? 2 : 1) * kBf16Tile;
-  const size_t per_thread = wa_bytes + 2 * kCFloats * sizeof(float);
+  // Blocking: the K blocks run in chunks, outermost, so that one chunk of every
+  // activation row's B tiles (<= kChunkBytes) stays in L2 while every weight panel of the
+  // thread passes over it; streaming all of B once per panel made the kernel bound by
+  // L3 / DRAM bandwidth at prompt sizes. The C tiles of each (panel, m-tile) wait in
+  // memory between chunks.
+  constexpr size_t kChunkBytes = size_t(1) << 20;
+  const size_t unkb = static_cast<size_t>(nkb), xblock = 2 * kBf16Tile;  // B bytes per m-tile and block
+  if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / (unkb * xblock)) return false;
+  const int64_t kcb = std::max<int64_t>(1, std::min<int64_t>(nkb, static_cast<int64_t>(kChunkBytes / (MT * xblock))));
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
+  const int64_t max_panels = (NT + n_par - 1) / n_par;
+  // Scratch: the activations' B tiles (hi + lo per block per m-tile), then per thread a
+  // chunk of the weight panel's A tiles and the C tiles of its panels x m-tiles.
+  const size_t xb_bytes = static_cast<size_t>(MT) * unkb * xblock;
+  const size_t wa_bytes = static_cast<size_t>(kcb) * (kLo ? 2 : 1) * kBf16Tile;
+  if (static_cast<uint64_t>(max_panels) > SIZE_MAX / 4 / (static_cast<size_t>(MT) * kCFloats * sizeof(float)))
+    return false;
+  const size_t cp_bytes = static_cast<size_t>(max_panels) * static_cast<size_t>(MT) * kCFloats * sizeof(float);
+  const size_t per_thread = wa_bytes + cp_bytes;
   char* base = static_cast<char*>(exec.scratch(xb_bytes + per_thread * static_cast<size_t>(n_par)));
   if (!base) return false;
   uint8_t* xb = reinterpret_cast<uint8_t*>(base);
@@ -172,36 +193,43 @@ bool matmul_f(const OpCall& c, Exec& exec) {
   exec.parallel(n_par, [&](int ith, int nth) {
     char* mine = base + xb_bytes + per_thread * static_cast<size_t>(ith);
     uint8_t* wa = reinterpret_cast<uint8_t*>(mine);
-    float* c0 = reinterpret_cast<float*>(mine + wa_bytes);
-    float* c1 = c0 + kCFloats;
+    float* cp = reinterpret_cast<float*>(mine + wa_bytes);  // (panel, m-tile) -> 16 x 16 sums
+    auto ctile = [&](int64_t p_local, int64_t t) { return cp + (static_cast<size_t>(p_local) * MT + t) * kCFloats; };
 
     // 1. Whole m-tiles of activation rows per thread, split and regrouped into B tiles.
     int64_t t0, t1;
     ThreadPool::split(MT, ith, nth, &t0, &t1);
     for (int64_t r = t0 * kTile; r < t1 * kTile; ++r)
       pack_act_row(r < Mt ? row_at<const float>(x, r) : nullptr, K, nkb, static_cast<int>(r % kTile),
-                   xb + static_cast<size_t>(r / kTile) * unkb * 2 * kBf16Tile);
+                   xb + static_cast<size_t>(r / kTile) * unkb * xblock);
     if (nth > 1) exec.pool().barrier();
 
-    // 2. This thread's 16-row weight panels, each converted once, against the m-tiles
-    //    two at a time (one A load serves both).
+    // 2. Per K chunk, this thread's 16-row weight panels (each chunk converted once)
+    //    against the m-tiles two at a time (one A load serves both).
     _tile_loadconfig(&cfg);
     int64_t p0, p1;
     ThreadPool::split(NT, ith, nth, &p0, &p1);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t n = p * kTile;
-      const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
-      convert_panel<T, kLo>(W, n, rows, K, nkb, wa);
-      const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
-      for (int64_t t = 0; t < MT; t += 2) {
-        const uint8_t* b0 = xb + static_cast<size_t>(t) * unkb * 2 * kBf16Tile;
-        const uint8_t* b1 = t + 1 < MT ? b0 + unkb * 2 * kBf16Tile : nullptr;
-        tile_loop<kLo>(wa, b0, b1, nkb, c0, c1);
-        store_tile(c0, y, t, Mt, n, row_mask);
-        if (b1) store_tile(c1, y, t + 1, Mt, n, row_mask);
+    for (int64_t kb0 = 0; kb0 < nkb; kb0 += kcb) {
+      const int64_t nb = std::min(kcb, nkb - kb0);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t n = p * kTile;
+        const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
+        convert_panel<T, kLo>(W, n, rows, K, kb0, nb, wa);
+        for (int64_t t = 0; t < MT; t += 2) {
+          const uint8_t* b0 = xb + (static_cast<size_t>(t) * unkb + static_cast<size_t>(kb0)) * xblock;
+          const uint8_t* b1 = t + 1 < MT ? b0 + unkb * xblock : nullptr;
+          tile_loop<kLo>(wa, b0, b1, nb, kb0 == 0, ctile(p - p0, t), b1 ? ctile(p - p0, t + 1) : nullptr);
+        }
       }
     }
     _tile_release();
+    // 3. The sums, transposed back to activation rows.
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n = p * kTile;
+      const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
+      const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
+      for (int64_t t = 0; t < MT; ++t) store_tile(ctile(p - p0, t), y, t, Mt, n, row_mask);
+    }
   });
   return true;
 }
