@@ -311,15 +311,18 @@ TEST_CASE("cuda plan: what a device plan refuses", "[cuda][plan]") {
     p.add_root(SlotRole::activation, act.data(), act.size() * 4, "act");
     p.add_root(SlotRole::output, outb.data(), outb.size() * 4, "out");
     REQUIRE(p.run(OpId::scale, &a, {&a}).ok());
-    Tensor kw = make_tensor(DType::F32, w.data(), 4, 4, 1, 1);  // ks_matmul has no cuda kernel
-    const KsMatmulParams kp{1, 4, 4, 1, KsLayout::token_major};
-    Tensor x4 = make_tensor(DType::F32, act.data(), 4), y4 = make_tensor(DType::F32, outb.data(), 4);
-    REQUIRE(p.run(OpId::ks_matmul, &y4, {&kw, &x4}, &kp).ok());
+    // spec_verify with top-k: the cuda kernel has the greedy / softmax / sigmoid rules only.
+    Tensor tl = make_tensor(DType::F32, act.data(), 8, 2), dl = make_tensor(DType::F32, act.data() + 16, 8, 1);
+    Tensor ids = make_tensor(DType::I32, in.data(), 1);
+    Tensor res = make_tensor(DType::I32, outb.data(), 2);
+    SpecVerifyParams sp;
+    sp.top_k = 3;
+    REQUIRE(p.run(OpId::spec_verify, &res, {&tl, &ids, &dl}, &sp).ok());
     auto e = gpu->prepare(p, nullptr);
     REQUIRE_FALSE(e.ok());
     INFO(e.status().to_string());
     REQUIRE(e.status().code() == StatusCode::unsupported);
-    REQUIRE(e.status().message().find("plan node 1 (ks_matmul)") != std::string::npos);
+    REQUIRE(e.status().message().find("plan node 1 (spec_verify)") != std::string::npos);
   }
   SECTION("a destination outside every root") {
     Plan p;
