@@ -43,6 +43,12 @@ template <int RA> struct KQ5_0 { static void run(int64_t n, const void* w, const
 template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
 template <int RA> struct KQ4_K {
   static void run(int64_t n, const void* w, const void* const* a, float* r) {
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if constexpr (RA > 1) {  // the same bits as the ymm kernels (k_matmul_q_rows.inl)
+      dot_q4K_z<RA>(n, w, a, r);
+      return;
+    }
+#endif
 #if defined(__AVX2__)
     if constexpr (RA == 4) {
       dot_q4K_4(n, w, a, r);
@@ -53,7 +59,17 @@ template <int RA> struct KQ4_K {
   }
 };
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
-template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
+template <int RA> struct KQ6_K {
+  static void run(int64_t n, const void* w, const void* const* a, float* r) {
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if constexpr (RA > 1) {
+      dot_q6K_z<RA>(n, w, a, r);
+      return;
+    }
+#endif
+    dot_q6K<RA>(n, w, a, r);
+  }
+};
 template <int RA> struct KF32 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F32>(n, w, a, r); } };
 template <int RA> struct KF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F16>(n, w, a, r); } };
 template <int RA> struct KBF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::BF16>(n, w, a, r); } };

@@ -94,10 +94,10 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
     if constexpr (T == DType::Q8_0) {
       const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
       const __m512i w01 = _mm512_xor_si512(
-          _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(rows[0] + off + kQs)), loadu256(rows[1] + off + kQs), 1),
+          _mm512_inserti64x4(_mm512_zextsi256_si512(loadu256(rows[0] + off + kQs)), loadu256(rows[1] + off + kQs), 1),
           flip);
       const __m512i w23 = _mm512_xor_si512(
-          _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(rows[2] + off + kQs)), loadu256(rows[3] + off + kQs), 1),
+          _mm512_inserti64x4(_mm512_zextsi256_si512(loadu256(rows[2] + off + kQs)), loadu256(rows[3] + off + kQs), 1),
           flip);
       s = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.sx)));
       for (int j = 0; j < 8; ++j) {
@@ -105,7 +105,7 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
         s = _mm512_dpbusd_epi32(s, wj, _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.qs[j]))));
       }
     } else {
-      __m512i q = _mm512_castsi128_si512(loadu128(rows[0] + off + kQs));
+      __m512i q = _mm512_zextsi128_si512(loadu128(rows[0] + off + kQs));
       q = _mm512_inserti32x4(q, loadu128(rows[1] + off + kQs), 1);
       q = _mm512_inserti32x4(q, loadu128(rows[2] + off + kQs), 2);
       q = _mm512_inserti32x4(q, loadu128(rows[3] + off + kQs), 3);
@@ -135,7 +135,7 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
     dh = _mm_insert_epi16(dh, ld_u16(rows[1] + off), 1);
     dh = _mm_insert_epi16(dh, ld_u16(rows[2] + off), 2);
     dh = _mm_insert_epi16(dh, ld_u16(rows[3] + off), 3);
-    const __m512 dw = _mm512_permutexvar_ps(dw_idx, _mm512_castps128_ps512(_mm_cvtph_ps(dh)));
+    const __m512 dw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(dh)));
     const __m512 dx = _mm512_broadcast_f32x4(_mm_load_ps(a.d));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc);
     if constexpr (T != DType::Q8_0) corr = _mm512_fmadd_ps(dw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
