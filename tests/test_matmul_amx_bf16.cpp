@@ -4,7 +4,10 @@
 // dim, against a double-precision product within the stated bound
 // |y - w.x| <= 2^-16 sum_k |w_k x_k| (the split's 2^-17 plus f32 accumulation); the thread
 // count and the batch change no bit (its own bits group: not the avx512 float kernels'
-// bits); a refused tile permission leaves dst untouched. Skipped without AMX-BF16.
+// bits); a refused tile permission leaves dst untouched. A synthetic f16 model's prompt
+// long enough for these tiles keeps each token's logits at the float paths' property of
+// tests/test_batch_consistency.cpp (NMSE < 1e-8 against decoding it alone), which that
+// test's short prompts never reach. Skipped without AMX-BF16.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -12,11 +15,13 @@
 #include <random>
 #include <vector>
 
+#include "model_test_util.h"
 #include "ops/backend.h"
 #include "ops/cpu/amx/amx_matmul.h"
 #include "ops/ref/quant.h"
 #include "platform/amx.h"
 #include "platform/thread_pool.h"
+#include "runtime/model/synth.h"
 #include "tests/reduced_sweep.h"
 
 using namespace kestrel;
@@ -206,5 +211,50 @@ TEST_CASE("amx bf16 matmul: a row's result does not depend on the batch", "[op][
         diff += std::memcmp(ypart.data(), yall.data() + m0 * N, ypart.size() * 4) != 0;
       }
     CHECK(diff == 0);
+  }
+}
+
+TEST_CASE("amx bf16 matmul: an f16 model's prompt keeps the float batch property", "[model][batch][amx]") {
+  if (!cpu::amx_bf16_available()) {
+    WARN("SKIP: AMX-BF16 not available: " << amx_state().reason);
+    return;
+  }
+  const int32_t n_tok = 80;  // > amx_min_rows(F16): the prompt's matmuls run on the tiles
+  REQUIRE(cpu::amx_min_rows(DType::F16) <= n_tok);
+  SynthSpec s;
+  s.arch = ArchId::llama;
+  s.weights = "f16";
+  s.n_embd = 256;
+  s.n_ff = 512;
+  auto bytes = synth_model_gguf(s);
+  REQUIRE(bytes.status().to_string() == "ok");
+  auto mr = Model::load_from_memory(bytes.value().data(), bytes.value().size(), ModelParams{});
+  REQUIRE(mr.status().to_string() == "ok");
+  const Model& m = *mr.value();
+  const int64_t V = m.hparams().n_vocab;
+  std::vector<int32_t> ids(static_cast<size_t>(n_tok));
+  for (int32_t i = 0; i < n_tok; ++i) ids[static_cast<size_t>(i)] = 1 + (i * 37) % static_cast<int32_t>(V - 1);
+  auto make = [&](int threads) {
+    ContextParams cp;
+    cp.n_ctx = 128;
+    cp.n_batch = 128;
+    cp.n_threads = threads;
+    auto c = Context::create(m, cp);
+    REQUIRE(c.status().to_string() == "ok");
+    return std::move(c).value();
+  };
+  for (int threads : {1, 2}) {
+    INFO("threads " << threads);
+    auto a = make(threads), b = make(threads);
+    std::vector<float> batched;
+    REQUIRE(testutil::decode_all(*a, ids, 0, 0, &batched).to_string() == "ok");
+    double worst = 0;
+    for (int32_t i = 0; i < n_tok; ++i) {
+      std::vector<float> one;
+      REQUIRE(testutil::decode_all(*b, {ids[static_cast<size_t>(i)]}, i, 0, &one).to_string() == "ok");
+      worst = std::max(worst, testutil::nmse(batched.data() + static_cast<size_t>(i) * V, one.data(), static_cast<size_t>(V)));
+    }
+    CHECK(worst < 1e-8);
+    WARN("threads " << threads << ": worst logits NMSE, " << n_tok << "-token batch vs one at a time: " << worst);
   }
 }
