@@ -106,3 +106,30 @@ TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matm
   }
   if (!ran) WARN("SKIP: no AVX-512 VNNI few-rows tile on this CPU or build");
 }
+
+TEST_CASE("K-quant row kernels for a few rows: ref and bitwise the token alone", "[op][matmul][cpu][rows]") {
+  // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows; on AVX-512 the
+  // kernels for 2..4 rows run on 512-bit vectors (k_matmul_q_rows.inl) and must give each
+  // row the bits the one-row kernel gives it.
+  const bool reduced = kestrel::test::reduced_sweep();
+  for (CpuIsa isa : isas_to_test()) {
+    auto cpu = make_cpu(isa, 2);
+    for (DType w : {DType::Q4_K, DType::Q6_K}) {
+      for (int64_t nb : reduced ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1, 3, 7}) {
+        const int64_t K = nb * kQKK, N = reduced ? 9 : 17, Mmax = 9;
+        INFO(cpu->name() << " " << dtype_name(w) << " super-blocks " << nb);
+        std::vector<float> batch;
+        check_matmul(*cpu, w, Shape{K, N, Mmax}, 5, &batch);
+        for (int64_t M = 1; M < Mmax; ++M) {
+          INFO("M " << M);
+          std::vector<float> part;
+          Shape s{K, N, M};
+          s.x_pad = M % 2 ? 3 : 0;
+          check_matmul(*cpu, w, s, 5, &part);
+          REQUIRE(part.size() == static_cast<size_t>(M * N));
+          CHECK(std::memcmp(part.data(), batch.data(), part.size() * sizeof(float)) == 0);
+        }
+      }
+    }
+  }
+}
