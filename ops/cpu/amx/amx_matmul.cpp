@@ -280,11 +280,11 @@ bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, e
 // (bench_matmul_variants, 2 threads, the gemma-3-270m and Qwen-0.5B shapes: the tile is
 // 1.15-1.6x faster at 8 rows, even at 12, 0.8x at 16).
 constexpr int32_t kMinRowsQ8 = 12, kMinRowsQ4K = 16;
-// F16 / BF16 weights (split bf16 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM: faster from
-// this many rows (bench_amx_matmul --types f16, 1 and 2 threads: the crossover is 32
-// to 64 rows on the TinyLlama and Qwen-0.5B shapes; the per-call weight split is the
-// fixed cost).
-constexpr int32_t kMinRowsFloat = 64;
+// F16 / BF16 weights (split bf16 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM:
+// bench_amx_matmul --types f16 bf16 at 1 and 2 threads on the TinyLlama and Qwen-0.5B
+// shapes; F16 (four tile products per block) wins from 8-32 rows by shape, BF16 (two)
+// from 8-16.
+constexpr int32_t kMinRowsF16 = 32, kMinRowsBF16 = 16;
 // Their own bits group: each output summed in one order at any M, not the avx512 float
 // kernels' order.
 constexpr int32_t kBitsFloatAmx = 5;
@@ -298,9 +298,9 @@ constexpr MatmulVariant kAmxVariants[] = {
     {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, kMinRowsQ4K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
-    {"f16_matmul__avx512_amx16x16", DType::F16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
+    {"f16_matmul__avx512_amx16x16", DType::F16, kMinRowsF16, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
      kBitsFloatAmx},
-    {"bf16_matmul__avx512_amx16x16", DType::BF16, kMinRowsFloat, kRowsUnbounded, &amx_bf16_available,
+    {"bf16_matmul__avx512_amx16x16", DType::BF16, kMinRowsBF16, kRowsUnbounded, &amx_bf16_available,
      &amx_variant_run, kBitsFloatAmx},
 };
 

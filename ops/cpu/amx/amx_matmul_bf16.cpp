@@ -79,6 +79,9 @@ void convert_panel(const Tensor& W, int64_t n, int rows, int64_t K, int64_t kb0,
       const int64_t k0 = (kb0 + b) * kKb;
       __m256i h0 = _mm256_setzero_si256(), h1 = h0, l0 = h0, l1 = h0;
       if (row) {
+        // The weights come from DRAM once per call: the conversion stalled on these
+        // loads without a prefetch 16 lines ahead (past the row's end it is harmless).
+        _mm_prefetch(row + (k0 + 16 * kKb) * 2, _MM_HINT_T0);
         const int64_t left = K - k0;
         const int n0 = static_cast<int>(left < 16 ? left : 16), n1 = static_cast<int>(left - 16 < 16 ? left - 16 : 16);
         split16(load_w16<T>(row, k0, n0), &h0, &l0);
