@@ -119,6 +119,8 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
       stats->n_pmin_stops = st.n_pmin_stops;
       stats->n_draft_passes = st.n_draft_passes;
       stats->mask_token = dec->mask_token();
+      stats->n_plain_steps = st.n_plain_steps;
+      for (int g = 0; g <= 32; ++g) stats->n_rounds_by_g[g] = st.rounds_by_g[g];
     }
     KESTREL_TRY(gs);
     KESTREL_TRY(push_error);

@@ -152,6 +152,14 @@ float SpecDecoder::draft_prob(const float* row, int32_t id) const {
 
 Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* rows, int32_t n_rows) {
   Context& dc = draft_ ? *draft_ : target_;
+  // A draft model catching up after plain steps feeds all of them at once.
+  if (batch_seq_.size() < static_cast<size_t>(n)) {
+    try {
+      batch_seq_.resize(static_cast<size_t>(n), p_.seq_id);
+    } catch (const std::bad_alloc&) {
+      return Status::out_of_memory("draft batch of %d tokens", n);
+    }
+  }
   batch_pos_.resize(static_cast<size_t>(n));
   for (int32_t i = 0; i < n; ++i) batch_pos_[static_cast<size_t>(i)] = pos0 + i;
   draft_flags_.assign(static_cast<size_t>(n), 0);
@@ -275,7 +283,11 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   }
   int32_t pending = pick(target_.logits(0));
   emit(pending, target_.logits(0));
-  int32_t g_cur = std::clamp(p_.adaptive ? p_.draft_init : p_.draft_max, 1, p_.draft_max);
+  SpecPolicy::Config pc;
+  pc.g_max = p_.draft_max;
+  pc.g_init = p_.draft_init;
+  pc.one_pass_draft = mask_id_ >= 0;
+  policy_ = SpecPolicy(pc);
   std::vector<int32_t> drafts(static_cast<size_t>(p_.draft_max));
   SpecVerifyParams vp;
   vp.greedy = p_.temperature <= 0.0f;
@@ -286,7 +298,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   Status result;
   while (!stop) {
     if (n_past_ >= n_ctx) break;  // no room for the pending token
-    int64_t g = std::min<int64_t>(g_cur, n_ctx - n_past_ - 1);
+    int64_t g = std::min<int64_t>(p_.adaptive ? policy_.choose() : p_.draft_max, n_ctx - n_past_ - 1);
     // The round's last emitted token is the op's own (never fed), as in plain
     // decoding, so the cache ends as plain decoding's does.
     if (n_predict >= 0) g = std::min<int64_t>(g, n_predict - stats_.n_generated - 1);
@@ -297,7 +309,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       one.tokens = &pending;
       one.pos = &n_past_;
       one.seq_id = &seq;
+      const int64_t tp = now_ns();
       KESTREL_TRY(target_.decode(one));
+      policy_.plain_step(now_ns() - tp);
+      ++stats_.n_plain_steps;
       hist.push_back(pending);
       ++n_past_;
       pending = pick(target_.logits(0));
@@ -306,6 +321,9 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     }
     // Draft g tokens: first catch the draft up to the pending token.
     const int64_t t0 = now_ns();
+    const int64_t passes0 = stats_.n_draft_passes;
+    // A draft model behind by plain steps feeds them first: that round's time is no draft pass's.
+    const bool catching_up = !self && static_cast<int64_t>(hist.size()) - n_past_draft_ > 2;
     int32_t valid_end = 0;
     Expected<int64_t> drafted = draft_round(hist, pending, g, drafts, &valid_end);
     // Self: drafted positions leave the cache: verify rewrites them with every layer.
@@ -314,6 +332,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     g = *drafted;
     const int64_t t1 = now_ns();
     stats_.t_draft_ns += t1 - t0;
+    if (!catching_up) policy_.drafted(static_cast<int>(stats_.n_draft_passes - passes0), t1 - t0);
 
     // Verify: [pending, d_0 .. d_(g-1)] at n_past .. n_past + g, every row scored.
     batch_tok_.assign(1, pending);
@@ -336,7 +355,11 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     KESTREL_TRY(target_.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
     if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
     const int32_t a = out[0];
-    stats_.t_verify_ns += now_ns() - t1;
+    const int64_t t_verify = now_ns() - t1;
+    stats_.t_verify_ns += t_verify;
+    policy_.verified(static_cast<int>(g + 1), t_verify);
+    policy_.accepted(static_cast<int>(g), a);
+    ++stats_.rounds_by_g[std::min<int64_t>(g, 32)];
     ++stats_.n_rounds;
     stats_.n_drafted += g;
     stats_.n_accepted += a;
@@ -369,7 +392,6 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     }
     pending = out[1];
     if (!stop) emit(pending, target_.logits(a));
-    if (p_.adaptive) g_cur = a == g ? std::min(p_.draft_max, g_cur + 2) : std::max(1, g_cur - 1);
   }
   stats_.t_generate_ns = sw.elapsed_ns();
   return result;

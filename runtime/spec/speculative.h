@@ -9,8 +9,10 @@
 //   draft  a second, smaller model with a compatible vocabulary (its own
 //          context and KV cache, kept in step with the target's).
 // Drafting is autoregressive: one forward per drafted token. The draft length
-// adapts: +2 after a round where every draft was accepted, -1 otherwise,
-// within [1, draft_max]. With p_min > 0 a round also stops drafting at the
+// of each round (adaptive) comes from SpecPolicy (spec_policy.h): the g in
+// [0, draft_max] with the most expected tokens per measured time, 0 being a
+// plain decoding step when drafting does not pay (probed again now and then).
+// With p_min > 0 a round also stops drafting at the
 // first token whose draft probability (top-1 for greedy) is below p_min (the
 // token is not proposed; at least one draft is), as llama.cpp's --draft-p-min:
 // a verify row costs about half a decode step on a compute-bound host, so
@@ -72,6 +74,7 @@
 #include "platform/status.h"
 #include "runtime/engine/context.h"
 #include "runtime/model/model.h"
+#include "runtime/spec/spec_policy.h"
 
 namespace kestrel {
 
@@ -81,7 +84,7 @@ struct SpecParams {
   SpecMode mode = SpecMode::self;
   int32_t draft_max = 8;      // upper bound of the adaptive draft length, [1, 32]
   int32_t draft_init = 4;     // first draft length, clamped to [1, draft_max]
-  bool adaptive = true;       // false: always draft_max
+  bool adaptive = true;       // the draft-length policy (spec_policy.h); false: always draft_max
   // self: skipped layers [skip_begin, skip_end] (inclusive), or auto.
   bool skip_auto = true;
   int32_t skip_begin = -1, skip_end = -1;
@@ -108,6 +111,8 @@ struct SpecStats {
   int64_t n_logprob = 0;
   int64_t n_pmin_stops = 0;  // rounds whose drafting p_min cut short
   int64_t n_draft_passes = 0;  // forward passes of the draft (one per round with mask tokens)
+  int64_t n_plain_steps = 0;   // plain decoding steps (the policy found drafting not worth it, or no room)
+  int64_t rounds_by_g[33] = {};  // verify rounds by the number of drafts they scored
   // Tokens emitted per verify step (accepted drafts + the op's own token).
   double mean_accepted() const { return n_rounds ? double(n_accepted + n_rounds) / double(n_rounds) : 0.0; }
   double acceptance() const { return n_drafted ? double(n_accepted) / double(n_drafted) : 0.0; }
@@ -163,7 +168,7 @@ class SpecDecoder {
   int32_t mask_token() const { return mask_id_; }
 
  private:
-  SpecDecoder(Context& t, Context* d, const SpecParams& p) : target_(t), draft_(d), p_(p) {}
+  SpecDecoder(Context& t, Context* d, const SpecParams& p) : target_(t), draft_(d), p_(p), policy_(SpecPolicy::Config{}) {}
   Status prepare_self(const std::vector<int32_t>& prompt);
   // Feeds `n` tokens at positions pos0.. into the draft context (or the target
   // with layers skipped); copies the logits of the last n_rows rows into
@@ -183,6 +188,7 @@ class SpecDecoder {
   Context* draft_;
   SpecParams p_;
   SpecStats stats_;
+  SpecPolicy policy_;
   PassVariant draft_variant_;  // the drafting pass: skipped layers (self), vocabulary subset
   int32_t skip_begin_ = -1, skip_end_ = -1;
   int32_t n_past_ = 0, n_past_draft_ = 0;

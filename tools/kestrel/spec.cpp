@@ -108,6 +108,11 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
     if (st.mask_token >= 0)
       std::fprintf(stderr, "kestrel: spec      simultaneous drafting (mask token %d): %lld draft passes\n",
                    st.mask_token, (long long)st.n_draft_passes);
+    std::string by_g;
+    for (int g = 1; g <= 32; ++g)
+      if (st.n_rounds_by_g[g]) by_g += " g" + std::to_string(g) + ":" + std::to_string(st.n_rounds_by_g[g]);
+    std::fprintf(stderr, "kestrel: spec      %lld plain steps; rounds by draft length:%s\n",
+                 (long long)st.n_plain_steps, by_g.empty() ? " none" : by_g.c_str());
     std::fprintf(stderr, "kestrel: spec      draft %.2f ms, verify %.2f ms, %.2f tokens/s\n", st.t_draft_ms,
                  st.t_verify_ms, tps);
     if (f.logprob) std::fprintf(stderr, "kestrel: spec      mean target log-probability %.4f per token\n", st.mean_logprob);

@@ -340,6 +340,8 @@ typedef struct kestrel_spec_stats {
   int64_t n_pmin_stops;          /* rounds whose drafting p_min cut short */
   int64_t n_draft_passes;        /* forward passes of the draft */
   int32_t mask_token;            /* the mask token of simultaneous drafting, -1: autoregressive */
+  int64_t n_plain_steps;         /* plain decoding steps (drafting did not pay, or no room left) */
+  int64_t n_rounds_by_g[33];     /* verify rounds by the number of drafts they scored */
 } kestrel_spec_stats;
 
 kestrel_spec_params kestrel_spec_default_params(void);

@@ -1,0 +1,167 @@
+// Draft length per round from measured costs and acceptance (spec_policy.h).
+#include "runtime/spec/spec_policy.h"
+
+#include <algorithm>
+
+namespace kestrel {
+namespace {
+
+constexpr double kCostWeight = 0.2;   // weight of a new time in the cost estimates
+constexpr double kExtraRow = 0.25;    // prior: a verify row past the first costs a quarter plain step
+
+double ema(double old, double x, double w) { return old <= 0.0 ? x : old + w * (x - old); }
+
+}  // namespace
+
+SpecPolicy::SpecPolicy(const Config& c) : c_(c) {
+  c_.g_max = std::clamp(c_.g_max, 1, kMaxDraft);
+  c_.g_init = std::clamp(c_.g_init, 1, c_.g_max);
+  c_.probe_every = std::max(1, c_.probe_every);
+  c_.probe_first = std::clamp(c_.probe_first, 1, c_.probe_every);
+  probe_gap_ = c_.probe_first;
+  c_.forget = std::clamp(c_.forget, 0.0, 1.0);
+  c_.prior_accept = std::clamp(c_.prior_accept, 0.0, 1.0);
+  c_.prior_weight = std::max(1e-3, c_.prior_weight);
+  c_.margin = std::clamp(c_.margin, 0.0, 0.9);
+}
+
+// Position j's estimate leans on position j - 1's (the first on the
+// configured prior): a position the rounds rarely reach is assumed to accept
+// as the one before it does, so longer drafts get tried when acceptance is
+// high, and a position that stops being reached drifts back to its neighbour.
+double SpecPolicy::accept_at(int j) const {
+  if (j < 1 || j > c_.g_max) return 0.0;
+  double a = c_.prior_accept;
+  for (int i = 1; i <= j; ++i)
+    a = (pass_[static_cast<size_t>(i)] + a * c_.prior_weight) / (reach_[static_cast<size_t>(i)] + c_.prior_weight);
+  return a;
+}
+
+double SpecPolicy::expected_tokens(int g) const {
+  double e = 1.0, p = 1.0, a = c_.prior_accept;
+  for (int j = 1; j <= std::min(g, c_.g_max); ++j) {
+    const size_t i = static_cast<size_t>(j);
+    a = (pass_[i] + a * c_.prior_weight) / (reach_[i] + c_.prior_weight);
+    p *= a;
+    e += p;
+  }
+  return e;
+}
+
+double SpecPolicy::plain_ns() const { return plain_ns_; }
+
+// Measured rows as they are; others from a least-squares line through the
+// measured ones (two or more), else the prior shape scaled to what is known.
+double SpecPolicy::verify_ns(int rows) const {
+  if (rows < 1 || rows > kMaxDraft + 1) return 0.0;
+  if (verify_ns_[static_cast<size_t>(rows)] > 0.0) return verify_ns_[static_cast<size_t>(rows)];
+  double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (int r = 1; r <= kMaxDraft + 1; ++r) {
+    const double t = verify_ns_[static_cast<size_t>(r)];
+    if (t <= 0.0) continue;
+    n += 1;
+    sx += r;
+    sy += t;
+    sxx += double(r) * r;
+    sxy += r * t;
+  }
+  if (n >= 2) {
+    const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
+    const double icpt = (sy - slope * sx) / n;
+    const double lo = sy / n * 0.1;  // a line through noisy points never goes near zero
+    return std::max(lo, icpt + slope * rows);
+  }
+  double base = plain_ns_;  // the time of one row
+  if (n == 1) base = sy / (1.0 + kExtraRow * (sx - 1.0));
+  return base > 0.0 ? base * (1.0 + kExtraRow * (rows - 1)) : 0.0;
+}
+
+double SpecPolicy::round_ns(int g) const {
+  const double v = verify_ns(g + 1);
+  if (v <= 0.0 || pass_ns_ <= 0.0) return 0.0;
+  return v + pass_ns_ * (c_.one_pass_draft ? 1.0 : double(g));
+}
+
+int SpecPolicy::best_g(double* rate) const {
+  int best = 0;
+  double br = 0.0;
+  for (int g = 1; g <= c_.g_max; ++g) {
+    const double t = round_ns(g);
+    if (t <= 0.0) continue;
+    const double r = expected_tokens(g) / t;
+    if (r > br) {
+      br = r;
+      best = g;
+    }
+  }
+  *rate = br;
+  return best;
+}
+
+int SpecPolicy::choose() {
+  double r = 0.0;
+  const int g = best_g(&r);
+  int pick;
+  if (g == 0) {
+    pick = c_.g_init;  // no draft or verify time yet: draft to measure them
+  } else if (plain_ns_ <= 0.0) {
+    pick = 0;  // one plain step measures what drafting competes with
+  } else {
+    const double plain_rate = 1.0 / plain_ns_;
+    // A few rounds of evidence before giving up on drafting: the prior alone
+    // must not switch it off.
+    const bool evidence = reach_[1] >= c_.min_evidence;
+    if (on_ && evidence && r < plain_rate * (1.0 - c_.margin)) {
+      on_ = false;
+      since_probe_ = 0;
+      probe_gap_ = std::min(c_.probe_first, c_.probe_every);
+    } else if (!on_ && r > plain_rate * (1.0 + c_.margin)) {
+      on_ = true;
+    }
+    pick = g;
+    if (!on_) {
+      // Off: plain steps, and now and then a probe round to see whether
+      // acceptance came back; the gap doubles while probes fail.
+      pick = 0;
+      if (++since_probe_ >= probe_gap_) {
+        since_probe_ = 0;
+        probe_gap_ = std::min(2 * probe_gap_, c_.probe_every);
+        pick = g;
+      }
+    }
+  }
+  ++hist_[static_cast<size_t>(pick)];
+  return pick;
+}
+
+// The first time of each kind is dropped: it includes building the plan of
+// that shape (and a cold cache), which later steps never pay.
+void SpecPolicy::plain_step(int64_t ns) {
+  if (ns > 0 && seen_plain_++ > 0) plain_ns_ = ema(plain_ns_, double(ns), kCostWeight);
+}
+
+void SpecPolicy::drafted(int passes, int64_t ns) {
+  if (passes > 0 && ns > 0 && seen_pass_++ > 0) pass_ns_ = ema(pass_ns_, double(ns) / passes, kCostWeight);
+}
+
+void SpecPolicy::verified(int rows, int64_t ns) {
+  if (rows < 1 || rows > kMaxDraft + 1 || ns <= 0) return;
+  if (seen_verify_[static_cast<size_t>(rows)]++ == 0) return;
+  double& v = verify_ns_[static_cast<size_t>(rows)];
+  v = ema(v, double(ns), kCostWeight);
+}
+
+void SpecPolicy::accepted(int g, int a) {
+  g = std::clamp(g, 0, c_.g_max);
+  a = std::clamp(a, 0, g);
+  const double keep = 1.0 - c_.forget;
+  for (int j = 1; j <= c_.g_max; ++j) {
+    reach_[static_cast<size_t>(j)] *= keep;
+    pass_[static_cast<size_t>(j)] *= keep;
+  }
+  // Drafts 1..a accepted; draft a + 1 (if proposed) reached and rejected.
+  for (int j = 1; j <= std::min(a + 1, g); ++j) reach_[static_cast<size_t>(j)] += 1.0;
+  for (int j = 1; j <= a; ++j) pass_[static_cast<size_t>(j)] += 1.0;
+}
+
+}  // namespace kestrel

@@ -1,0 +1,87 @@
+// The draft length of each speculative round, from measured costs and
+// acceptance (DESIGN.md 4.2-4.5): speculation that pays, or stays off.
+//
+// A round that drafts g tokens and verifies g + 1 rows emits E(g) tokens on
+// average, E(g) = 1 + sum_{j=1..g} prod_{i<=j} alpha_i, where alpha_i is the
+// probability that draft i is accepted once drafts 1..i-1 were (estimated per
+// position from the rounds seen with exponential forgetting, each position
+// shrunk toward the estimate of the one before it, the first toward a prior).
+// It costs T(g) = draft(g) + verify(g + 1): a draft pass's measured time (one
+// pass per draft token, or one per round with mask-token drafting) and the
+// measured time of verifying that many rows (rows not yet seen: a line
+// through the ones that were, or a prior of one plain step plus a quarter
+// step per extra row; the first time of each shape is dropped, as it pays
+// for building that shape's plan). Plain decoding emits one token per plain step. The
+// policy picks the g in [1, g_max] with the best tokens per time and drafts
+// when that beats plain decoding by a margin (hysteresis: it stops drafting
+// only when drafting falls below plain by the same margin, and not before a
+// few rounds were seen). While off, probe rounds keep the acceptance current:
+// the first after `probe_first` plain steps, the gap doubling while they fail
+// up to `probe_every`.
+//
+//   SpecPolicy pol(SpecPolicy::Config{8});
+//   int g = pol.choose();                  // 0: a plain step this round
+//   ... pol.plain_step(ns) | pol.drafted(passes, ns); pol.verified(g + 1, ns); pol.accepted(g, a);
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace kestrel {
+
+class SpecPolicy {
+ public:
+  static constexpr int kMaxDraft = 32;
+  struct Config {
+    int g_max = 8;             // [1, kMaxDraft]
+    int g_init = 4;            // the first round's g (nothing measured yet)
+    bool one_pass_draft = false;  // mask-token drafting: a round drafts in one pass
+    double margin = 0.05;      // hysteresis: on above (1 + margin) x plain, off below (1 - margin) x
+    int probe_first = 4;       // plain steps before the first probe round once off,
+    int probe_every = 32;      // doubling per failed probe up to this
+    double min_evidence = 4;   // rounds (decayed) seen before drafting may switch off
+    double forget = 0.05;      // weight of a new observation in the running estimates
+    double prior_accept = 0.6; // acceptance of the first draft before any round
+    double prior_weight = 2.0; // pseudo-rounds of each position's prior
+  };
+
+  explicit SpecPolicy(const Config& c);
+
+  // The draft length of the next round, 0 for a plain decoding step.
+  int choose();
+
+  // Measurements of the round just run.
+  void plain_step(int64_t ns);
+  void drafted(int passes, int64_t ns);  // the round's draft passes and their time
+  void verified(int rows, int64_t ns);   // a verify of `rows` rows (drafts + 1)
+  void accepted(int g, int a);           // g drafts proposed, the first a accepted
+
+  // The model behind choose(), for tests and summaries.
+  double expected_tokens(int g) const;  // E(g)
+  double round_ns(int g) const;         // T(g); 0 when nothing is measured
+  double plain_ns() const;              // one plain step; 0 when unknown
+  double accept_at(int j) const;        // alpha_j, j in [1, g_max]
+  bool drafting() const { return on_; }
+
+  // Rounds by chosen g (index 0: plain steps), for the stderr summary.
+  const std::array<int64_t, kMaxDraft + 1>& histogram() const { return hist_; }
+
+ private:
+  double verify_ns(int rows) const;
+  int best_g(double* rate) const;
+
+  Config c_;
+  bool on_ = true;
+  int since_probe_ = 0;
+  int probe_gap_ = 4;
+  double plain_ns_ = 0.0;                           // EMA, 0 = unseen
+  double pass_ns_ = 0.0;                            // EMA per draft pass, 0 = unseen
+  std::array<double, kMaxDraft + 2> verify_ns_{};   // EMA by rows, 0 = unseen
+  std::array<double, kMaxDraft + 1> reach_{};       // decayed rounds that reached position j
+  std::array<double, kMaxDraft + 1> pass_{};        // ... and accepted draft j
+  std::array<int64_t, kMaxDraft + 1> hist_{};
+  int64_t seen_plain_ = 0, seen_pass_ = 0;          // samples offered (the first is dropped)
+  std::array<int64_t, kMaxDraft + 2> seen_verify_{};
+};
+
+}  // namespace kestrel

@@ -1,0 +1,165 @@
+// The speculative draft-length policy (runtime/spec/spec_policy.h) on
+// synthetic costs and acceptance: no timing, only its decisions.
+#include <catch2/catch.hpp>
+
+#include "runtime/spec/spec_policy.h"
+
+using kestrel::SpecPolicy;
+
+namespace {
+
+constexpr int64_t kMs = 1000000;
+
+// Costs of a machine: a plain step, a draft pass, verify(rows) = plain * (1 + per_row * (rows - 1)).
+struct Costs {
+  int64_t plain = 10 * kMs;
+  int64_t pass = 3 * kMs;
+  double per_row = 0.3;
+  int64_t verify(int rows) const { return static_cast<int64_t>(plain * (1.0 + per_row * (rows - 1))); }
+};
+
+// Runs n rounds of the policy on a synthetic model: a draft at position j is
+// accepted while j <= accept_len. Returns the rounds' g (0: plain).
+std::vector<int> simulate(SpecPolicy& pol, const Costs& c, int n, int accept_len) {
+  std::vector<int> gs;
+  for (int r = 0; r < n; ++r) {
+    const int g = pol.choose();
+    gs.push_back(g);
+    if (g == 0) {
+      pol.plain_step(c.plain);
+      continue;
+    }
+    pol.drafted(g, g * c.pass);
+    pol.verified(g + 1, c.verify(g + 1));
+    pol.accepted(g, std::min(g, accept_len));
+  }
+  return gs;
+}
+
+int count(const std::vector<int>& v, int from, int x) {
+  int n = 0;
+  for (size_t i = static_cast<size_t>(from); i < v.size(); ++i) n += v[i] == x;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("spec policy: the first rounds draft g_init and one plain step measures plain decoding", "[spec][policy]") {
+  SpecPolicy pol(SpecPolicy::Config{8, 4});
+  Costs c;
+  REQUIRE(pol.choose() == 4);  // nothing measured
+  pol.drafted(4, 4 * c.pass);  // dropped: the first of its kind builds plans
+  pol.verified(5, c.verify(5));
+  pol.accepted(4, 4);
+  REQUIRE(pol.round_ns(4) == 0.0);
+  REQUIRE(pol.choose() == 4);  // still nothing kept
+  pol.drafted(4, 4 * c.pass);
+  pol.verified(5, c.verify(5));
+  pol.accepted(4, 4);
+  REQUIRE(pol.round_ns(4) > 0.0);
+  REQUIRE(pol.choose() == 0);  // plain time unknown: one plain step (dropped), then another
+  pol.plain_step(c.plain);
+  REQUIRE(pol.choose() == 0);
+  pol.plain_step(c.plain);
+  CHECK(pol.plain_ns() == Approx(double(c.plain)));
+  CHECK(pol.choose() > 0);
+}
+
+TEST_CASE("spec policy: no drafting when drafts are rejected, probes now and then", "[spec][policy]") {
+  SpecPolicy::Config cfg{8, 4};
+  cfg.probe_first = 2;
+  cfg.probe_every = 10;
+  SpecPolicy pol(cfg);
+  const std::vector<int> gs = simulate(pol, Costs{}, 400, 0);
+  // After the warm-up the policy settles on plain steps with a probe round every 10
+  // (the gaps 2, 4, 8 first).
+  const int plain = count(gs, 100, 0);
+  CHECK(plain >= 260);
+  CHECK(plain <= 280);
+  CHECK_FALSE(pol.drafting());
+  CHECK(pol.accept_at(1) < 0.1);
+  CHECK(pol.histogram()[0] == count(gs, 0, 0));
+}
+
+TEST_CASE("spec policy: long drafts when every draft is accepted and verify rows are cheap", "[spec][policy]") {
+  SpecPolicy pol(SpecPolicy::Config{8, 2});
+  Costs c;
+  c.pass = 1 * kMs;
+  c.per_row = 0.1;
+  const std::vector<int> gs = simulate(pol, c, 200, 100);
+  CHECK(count(gs, 100, 8) == 100);
+  CHECK(pol.drafting());
+  CHECK(pol.accept_at(8) > 0.9);
+  CHECK(pol.expected_tokens(8) > 7.5);  // alpha ~0.96 per position at a forget rate of 0.05
+}
+
+TEST_CASE("spec policy: a draft length near the acceptance edge, not past it", "[spec][policy]") {
+  // Drafts 1..3 always pass, draft 4 never: g = 3 gets 4 tokens per round, more drafts only cost.
+  // Position 4's estimate drifts back toward position 3's while unreached, so g = 4 is re-tried
+  // now and then (about one round in eight at a forget rate of 0.05).
+  SpecPolicy pol(SpecPolicy::Config{8, 4});
+  const std::vector<int> gs = simulate(pol, Costs{}, 300, 3);
+  CHECK(count(gs, 200, 3) >= 75);
+  CHECK(count(gs, 200, 3) + count(gs, 200, 4) == 100);
+  CHECK(pol.accept_at(3) > 0.9);
+}
+
+TEST_CASE("spec policy: hysteresis keeps the state inside the margin", "[spec][policy]") {
+  SpecPolicy::Config cfg{1, 1};
+  cfg.margin = 0.2;
+  cfg.prior_weight = 1e-3;
+  cfg.forget = 0.0;
+  // g is 1: a round emits 1 + alpha tokens in pass + verify(2). With pass 2 ms and
+  // verify(2) 12 ms a round costs 1.4 plain steps: drafting pays above alpha 0.4.
+  Costs c;
+  c.pass = 2 * kMs;
+  c.per_row = 0.2;
+  auto feed = [&](SpecPolicy& p, int rounds, int accept_every) {
+    for (int r = 0; r < rounds; ++r) {
+      p.drafted(1, c.pass);
+      p.verified(2, c.verify(2));
+      p.accepted(1, r % accept_every == 0 ? 1 : 0);
+    }
+    p.plain_step(c.plain);
+    p.plain_step(c.plain);
+  };
+  // alpha 0.5: 1.5 tokens per 1.4 steps = 1.07x plain, inside (0.8, 1.2).
+  SpecPolicy on(cfg);
+  feed(on, 40, 2);
+  CHECK(on.drafting());
+  CHECK(on.choose() == 1);  // stays on
+  SpecPolicy off(cfg);
+  feed(off, 40, 40);        // alpha 0.025: off
+  CHECK(off.choose() == 0);
+  CHECK_FALSE(off.drafting());
+  for (int r = 0; r < 40; ++r) off.accepted(1, r % 2 == 0 ? 1 : 0);  // alpha 21 of 80: 0.9x plain
+  CHECK(off.choose() == 0);  // inside the margin: still off
+  CHECK_FALSE(off.drafting());
+  for (int r = 0; r < 400; ++r) off.accepted(1, 1);  // alpha 421 of 480: 1.88 / 1.4 = 1.34x
+  CHECK(off.choose() == 1);
+  CHECK(off.drafting());
+}
+
+TEST_CASE("spec policy: unmeasured verify sizes come from the measured ones", "[spec][policy]") {
+  SpecPolicy pol(SpecPolicy::Config{8, 4});
+  Costs c;
+  for (int rows : {3, 5})
+    for (int k = 0; k < 2; ++k) pol.verified(rows, c.verify(rows));  // the first of each dropped
+  pol.drafted(1, c.pass);
+  pol.drafted(1, c.pass);
+  // A line through (3, 16 ms) and (5, 22 ms): 9 rows -> 34 ms.
+  CHECK(pol.round_ns(8) == Approx(c.verify(9) + 8.0 * c.pass).epsilon(1e-9));
+  CHECK(pol.round_ns(2) == Approx(c.verify(3) + 2.0 * c.pass).epsilon(1e-9));
+}
+
+TEST_CASE("spec policy: one-pass drafting costs one pass per round", "[spec][policy]") {
+  SpecPolicy::Config cfg{8, 4};
+  cfg.one_pass_draft = true;
+  SpecPolicy pol(cfg);
+  Costs c;
+  for (int k = 0; k < 2; ++k) {
+    pol.drafted(1, c.pass);
+    pol.verified(5, c.verify(5));
+  }
+  CHECK(pol.round_ns(4) == Approx(double(c.verify(5) + c.pass)));
+}
