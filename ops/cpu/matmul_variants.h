@@ -14,6 +14,8 @@
 //          tile: a register tile sharing each decoded weight block and each activation
 //                block over MR activation rows x NR weight rows
 //          gemm: packed weight panels, outer-product micro-tiles of MR x NR
+//          vnni: a tile whose lanes are (weight row, activation row) pairs, each block's
+//                integer dot products summed by AVX-512 VNNI with no horizontal reduction
 //   MR x NR  activation rows x weight rows (outputs) of the kernel's micro-tile.
 // E.g. q4_0_matmul__avx2_tile1x8 (decode: one activation row, 8 weight rows per step),
 // q4_0_matmul__avx2_tile4x2 (prompt), f16_matmul__avx512_gemm6x32, q4_K_matmul__avx2_dot4x1.
