@@ -173,7 +173,7 @@ bool matmul_f(const OpCall& c, Exec& exec) {
   // thread passes over it; streaming all of B once per panel made the kernel bound by
   // L3 / DRAM bandwidth at prompt sizes. The C tiles of each (panel, m-tile) wait in
   // memory between chunks.
-  constexpr size_t kChunkBytes = size_t(1) << 20;
+  constexpr size_t kChunkBytes = size_t(1) << 19;
   const size_t unkb = static_cast<size_t>(nkb), xblock = 2 * kBf16Tile;  // B bytes per m-tile and block
   if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / (unkb * xblock)) return false;
   const int64_t kcb = std::max<int64_t>(1, std::min<int64_t>(nkb, static_cast<int64_t>(kChunkBytes / (MT * xblock))));
