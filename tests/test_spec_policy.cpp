@@ -163,3 +163,27 @@ TEST_CASE("spec policy: one-pass drafting costs one pass per round", "[spec][pol
   }
   CHECK(pol.round_ns(4) == Approx(double(c.verify(5) + c.pass)));
 }
+
+TEST_CASE("spec policy: fixed costs ignore the clock, so equal acceptance gives equal choices", "[spec][policy]") {
+  auto run = [](int64_t noise) {
+    SpecPolicy pol(SpecPolicy::Config{8, 4});
+    pol.fix_costs(0.35, 0.25);
+    std::vector<int> gs;
+    for (int r = 0; r < 60; ++r) {
+      const int g = pol.choose();
+      gs.push_back(g);
+      if (g == 0) {
+        pol.plain_step(noise * (r + 1));
+        continue;
+      }
+      pol.drafted(g, noise * 3 * (r % 7 + 1));
+      pol.verified(g + 1, noise * (r % 5 + 1));
+      pol.accepted(g, r < 30 ? g : 0);  // all accepted, then none
+    }
+    return gs;
+  };
+  const std::vector<int> a = run(1000), b = run(7919000);
+  CHECK(a == b);
+  CHECK(a[0] > 0);     // drafting pays at these costs with the prior
+  CHECK(a.back() == 0);  // and stops once nothing is accepted
+}

@@ -134,18 +134,26 @@ int SpecPolicy::choose() {
   return pick;
 }
 
+void SpecPolicy::fix_costs(double pass_ratio, double extra_row_ratio) {
+  fixed_ = true;
+  plain_ns_ = 1e6;  // the unit: any scale gives the same choices
+  pass_ns_ = std::max(1e-6, pass_ratio) * plain_ns_;
+  for (int r = 1; r <= kMaxDraft + 1; ++r)
+    verify_ns_[static_cast<size_t>(r)] = plain_ns_ * (1.0 + std::max(0.0, extra_row_ratio) * (r - 1));
+}
+
 // The first time of each kind is dropped: it includes building the plan of
 // that shape (and a cold cache), which later steps never pay.
 void SpecPolicy::plain_step(int64_t ns) {
-  if (ns > 0 && seen_plain_++ > 0) plain_ns_ = ema(plain_ns_, double(ns), kCostWeight);
+  if (!fixed_ && ns > 0 && seen_plain_++ > 0) plain_ns_ = ema(plain_ns_, double(ns), kCostWeight);
 }
 
 void SpecPolicy::drafted(int passes, int64_t ns) {
-  if (passes > 0 && ns > 0 && seen_pass_++ > 0) pass_ns_ = ema(pass_ns_, double(ns) / passes, kCostWeight);
+  if (!fixed_ && passes > 0 && ns > 0 && seen_pass_++ > 0) pass_ns_ = ema(pass_ns_, double(ns) / passes, kCostWeight);
 }
 
 void SpecPolicy::verified(int rows, int64_t ns) {
-  if (rows < 1 || rows > kMaxDraft + 1 || ns <= 0) return;
+  if (fixed_ || rows < 1 || rows > kMaxDraft + 1 || ns <= 0) return;
   if (seen_verify_[static_cast<size_t>(rows)]++ == 0) return;
   double& v = verify_ns_[static_cast<size_t>(rows)];
   v = ema(v, double(ns), kCostWeight);

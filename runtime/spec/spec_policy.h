@@ -50,6 +50,12 @@ class SpecPolicy {
   // The draft length of the next round, 0 for a plain decoding step.
   int choose();
 
+  // Costs from a model instead of clocks (relative to a plain step: a draft
+  // pass, and each verify row past the first): the choices then depend only on
+  // the acceptance seen, so a seeded stochastic run repeats its rounds and its
+  // tokens. The measurements below are then ignored.
+  void fix_costs(double pass_ratio, double extra_row_ratio);
+
   // Measurements of the round just run.
   void plain_step(int64_t ns);
   void drafted(int passes, int64_t ns);  // the round's draft passes and their time
@@ -72,6 +78,7 @@ class SpecPolicy {
 
   Config c_;
   bool on_ = true;
+  bool fixed_ = false;
   int since_probe_ = 0;
   int probe_gap_ = 4;
   double plain_ns_ = 0.0;                           // EMA, 0 = unseen

@@ -12,6 +12,8 @@
 // of each round (adaptive) comes from SpecPolicy (spec_policy.h): the g in
 // [0, draft_max] with the most expected tokens per measured time, 0 being a
 // plain decoding step when drafting does not pay (probed again now and then).
+// Greedy rounds use measured times; stochastic ones (whose round lengths steer
+// which uniforms are drawn) use costs from the model sizes, so a seed repeats.
 // With p_min > 0 a round also stops drafting at the
 // first token whose draft probability (top-1 for greedy) is below p_min (the
 // token is not proposed; at least one draft is), as llama.cpp's --draft-p-min:
