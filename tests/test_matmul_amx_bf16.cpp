@@ -22,54 +22,25 @@
 #include "platform/amx.h"
 #include "platform/thread_pool.h"
 #include "runtime/model/synth.h"
+#include "tests/matmul_check.h"
 #include "tests/reduced_sweep.h"
 
 using namespace kestrel;
 
 namespace {
 
-constexpr uint32_t kGuard = 0x7FC0DEADu;  // a NaN pattern no kernel writes
-
-std::vector<float> gaussian(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
-
-struct Weights {
-  std::vector<uint8_t> bytes;
-  std::vector<float> deq;  // N x K
-  Tensor t;
-};
+using matmul_test::gaussian;
+using matmul_test::kGuard;
+using matmul_test::Weights;
 
 // [K, N] of `type`, each row padded by 6 bytes (row starts unaligned).
 Weights make_weights(DType type, int64_t K, int64_t N, uint32_t seed) {
-  Weights w;
-  const size_t stride = dtype_row_size(type, K) + 6;
-  w.bytes.assign(stride * static_cast<size_t>(N) + 1, 0xAB);
-  w.deq.resize(static_cast<size_t>(K * N));
-  const auto src = gaussian(static_cast<size_t>(K * N), seed);
-  for (int64_t n = 0; n < N; ++n) {
-    ref::quantize_row(type, src.data() + n * K, w.bytes.data() + n * stride, K);
-    ref::dequantize_row(type, w.bytes.data() + n * stride, w.deq.data() + n * K, K);
-  }
-  w.t = make_tensor(type, w.bytes.data(), K, N);
-  w.t.nb[1] = stride;
-  w.t.nb[2] = w.t.nb[3] = stride * static_cast<size_t>(N);
-  return w;
+  return matmul_test::make_weights(type, K, N, 6, seed);
 }
 
 // A strided F32 view [K, M, B2] in `buf`: rows padded by `pad` elements, a gap between batches.
 Tensor strided_view(std::vector<float>& buf, int64_t K, int64_t M, int64_t B2, int64_t pad) {
-  Tensor t = make_tensor(DType::F32, nullptr, K, M, B2);
-  t.nb[1] = static_cast<size_t>(K + pad) * 4;
-  t.nb[2] = t.nb[1] * static_cast<size_t>(M) + 4 * static_cast<size_t>(pad);
-  t.nb[3] = t.nb[2] * static_cast<size_t>(B2);
-  buf.assign(t.nb[3] / 4 + 16, 0.0f);
-  t.data = buf.data() + 3;
-  return t;
+  return matmul_test::strided_view(buf, K, M, B2, 1, pad, 3);
 }
 
 float* row(const Tensor& t, int64_t r) { return t.row<float>(r % t.ne[1], r / t.ne[1]); }

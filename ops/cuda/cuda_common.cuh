@@ -190,9 +190,7 @@ inline unsigned row_threads(int64_t n) {
 // one is resident. Launched plainly, both instructions are no-ops.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-#ifndef KESTREL_PDL_WAIT_ONLY
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }

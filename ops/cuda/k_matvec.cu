@@ -45,6 +45,21 @@ __device__ __forceinline__ float i8x4(uint32_t q, float4 x, float acc) {
   return fmaf(static_cast<float>(static_cast<int8_t>(q >> 24)), x.w, acc);
 }
 
+// A block of an f16 scale then NQ words of quants at a 2-byte aligned p (Q4_0 /
+// Q8_0): the NQ + 1 aligned 32-bit words holding it, each word of quants a
+// funnel shift of two of them when p sits 2 bytes past a word boundary.
+template <int NQ>
+__device__ __forceinline__ float scaled_block(const uint8_t* p, uint32_t (&q)[NQ]) {
+  const bool odd = reinterpret_cast<uintptr_t>(p) & 2;
+  const uint8_t* b = p - (odd ? 2 : 0);
+  uint32_t w[NQ + 1];
+#pragma unroll
+  for (int i = 0; i < NQ + 1; ++i) w[i] = ldg32(b + 4 * i);
+#pragma unroll
+  for (int i = 0; i < NQ; ++i) q[i] = odd ? w[i + 1] : __funnelshift_r(w[i], w[i + 1], 16);
+  return half_bits_to_float(static_cast<uint16_t>(odd ? w[0] >> 16 : w[0]));
+}
+
 template <DType T>
 struct Unit;
 
@@ -103,16 +118,8 @@ struct Unit<DType::Q4_0> {
     uint32_t q[4];  // byte j: element j (low nibble), j + 16 (high)
   };
   __device__ static Raw load(const char* row, int64_t u) {
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ4_0));
-    const bool odd = reinterpret_cast<uintptr_t>(p) & 2;
-    const uint8_t* b = p - (odd ? 2 : 0);
-    uint32_t w[5];
-#pragma unroll
-    for (int i = 0; i < 5; ++i) w[i] = ldg32(b + 4 * i);
     Raw r;
-    r.d = half_bits_to_float(static_cast<uint16_t>(odd ? w[0] >> 16 : w[0]));
-#pragma unroll
-    for (int i = 0; i < 4; ++i) r.q[i] = odd ? w[i + 1] : __funnelshift_r(w[i], w[i + 1], 16);
+    r.d = scaled_block(reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ4_0)), r.q);
     return r;
   }
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
@@ -135,16 +142,8 @@ struct Unit<DType::Q8_0> {
     uint32_t q[8];
   };
   __device__ static Raw load(const char* row, int64_t u) {
-    const uint8_t* p = reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ8_0));
-    const bool odd = reinterpret_cast<uintptr_t>(p) & 2;
-    const uint8_t* b = p - (odd ? 2 : 0);
-    uint32_t w[9];
-#pragma unroll
-    for (int i = 0; i < 9; ++i) w[i] = ldg32(b + 4 * i);
     Raw r;
-    r.d = half_bits_to_float(static_cast<uint16_t>(odd ? w[0] >> 16 : w[0]));
-#pragma unroll
-    for (int i = 0; i < 8; ++i) r.q[i] = odd ? w[i + 1] : __funnelshift_r(w[i], w[i + 1], 16);
+    r.d = scaled_block(reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ8_0)), r.q);
     return r;
   }
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
