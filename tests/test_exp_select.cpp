@@ -318,7 +318,7 @@ TEST_CASE("kestrel CLI: --exp flags and perplexity", "[exp][select][cli]") {
   }
   SECTION("perplexity on the shipped text: quake1 stays close to exact") {
     const std::string out =
-        shell(bin + " perplexity -m " + kStories + " -f " + text + " -c 128 --chunks 4 -t 1 --exp quake1", &st);
+        shell(bin + " perplexity -m " + kStories + " -f " + text + " -c 128 --chunks 4 -t 1 --exp quake1 --score-all", &st);
     INFO(out);
     REQUIRE(st == 0);
     double ppl = 0, se = 0, top1 = 0, exact_ppl = 0;
