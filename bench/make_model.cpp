@@ -3,6 +3,7 @@
 // files (the weights are random, so only speed means anything).
 //
 //   make_model --arch llama --shape tinyllama --weights q4_k_m -o tinyllama-q4_k_m.gguf
+//   make_model --arch phi3 --shape tiny -o phi3-tiny.gguf      (loads in llama.cpp too)
 #include <cstdio>
 #include <string>
 
@@ -15,7 +16,10 @@ int main(int argc, char** argv) {
   std::string arch = "llama", shape = "tinyllama", weights = "f16", out;
   uint64_t seed = 1;
   int threads = 2;
-  app.add_option("--arch", arch, "llama | qwen2 | gemma3")->check(CLI::IsMember({"llama", "qwen2", "gemma3"}));
+  app.add_option("--arch", arch,
+                 "llama | llama3 (llama + Llama 3.1 rope_freqs, theta 500000) | qwen2 | qwen3 | "
+                 "phi3 (fused qkv and gate-up, LongRoPE factors, rotary on 3/4 of each head) | gemma2 | gemma3")
+      ->check(CLI::IsMember({"llama", "llama3", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"}));
   app.add_option("--shape", shape, "tinyllama (dim 2048, ffn 5632, 22 layers, 32/4 heads, vocab 32000) | tiny")
       ->check(CLI::IsMember({"tinyllama", "tiny"}));
   app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m");
@@ -25,7 +29,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   kestrel::SynthSpec s;
-  s.arch = arch == "qwen2" ? kestrel::ArchId::qwen2 : arch == "gemma3" ? kestrel::ArchId::gemma3 : kestrel::ArchId::llama;
+  using kestrel::ArchId;
+  s.arch = arch == "qwen2"    ? ArchId::qwen2
+           : arch == "qwen3"  ? ArchId::qwen3
+           : arch == "phi3"   ? ArchId::phi3
+           : arch == "gemma2" ? ArchId::gemma2
+           : arch == "gemma3" ? ArchId::gemma3
+                              : ArchId::llama;
   if (shape == "tinyllama") {
     s.n_vocab = 32000;
     s.n_embd = 2048;
@@ -34,6 +44,14 @@ int main(int argc, char** argv) {
     s.n_head_kv = 4;
     s.n_ff = 5632;
     s.n_ctx = 2048;
+  }
+  if (arch == "llama3") {
+    s.rope_freqs = true;
+    s.rope_theta = 500000.0f;
+  }
+  if (arch == "phi3") {
+    s.rope_long_short = true;
+    s.n_rot = (s.n_embd / s.n_head) * 3 / 4 / 2 * 2;
   }
   s.weights = weights;
   s.seed = seed;

@@ -45,15 +45,21 @@ enum class RopeMode : int32_t {
   neox = 2,      // pairs (x[i], x[i + n_dims/2]): qwen2, gemma3
 };
 
-// rope: src0 x [head_dim, n_head, n_tokens] F32, src1 pos [n_tokens] I32.
-// For each token t and head, rotate the first n_dims elements by angles
-// pos[t] * freq_scale * theta_base^(-2i/n_dims), i in [0, n_dims/2).
-// Elements past n_dims are copied. In place allowed.
+// rope: src0 x [head_dim, n_head, n_tokens] F32, src1 pos [n_tokens] I32,
+// src2 (optional) freq factors F32 [n_dims/2].
+// For each token t and head, rotate the first n_dims elements, pair i in
+// [0, n_dims/2) by the angle pos[t] * freq_scale * theta_base^(-2i/n_dims) / ff[i]
+// (ff = 1 without src2; Llama 3's rope_freqs and Phi-3's long/short factors,
+// llama.cpp's "freq_factors"), the rotated pair then multiplied by attn_factor
+// (LongRoPE's magnitude correction; llama.cpp's attn_factor). n_dims <
+// head_dim is partial rotary: elements past n_dims are copied unscaled.
+// In place allowed.
 struct RopeParams {
   RopeMode mode = RopeMode::adjacent;
   int32_t n_dims = 0;  // rotated dims per head; even, <= head_dim
   float theta_base = 10000.0f;
   float freq_scale = 1.0f;
+  float attn_factor = 1.0f;  // > 0 and finite; 1 = plain rotation
 };
 
 // matmul: src0 W [K, N] (any weight type), src1 x [K, M] F32, dst y [N, M] F32:
@@ -228,7 +234,7 @@ float spec_keep_threshold(const float* logits, int64_t n, float temperature, int
   X(mul, NoParams, 2, 2)                   \
   X(scale, ScaleParams, 1, 1)              \
   X(rms_norm, RmsNormParams, 1, 2)         \
-  X(rope, RopeParams, 2, 2)                \
+  X(rope, RopeParams, 2, 3)                \
   X(matmul, NoParams, 2, 2)                \
   X(softmax, SoftmaxParams, 1, 2)          \
   X(attention, AttentionParams, 3, 4)      \

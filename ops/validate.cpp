@@ -120,7 +120,13 @@ Status validate_op(const OpCall& c) {
                        "n_dims must be even and within head_dim"));
       KESTREL_TRY(need(p.mode == RopeMode::adjacent || p.mode == RopeMode::neox, c, "unknown mode"));
       KESTREL_TRY(need(p.theta_base > 0.0f && p.freq_scale > 0.0f, c, "theta and freq_scale must be > 0"));
+      KESTREL_TRY(need(p.attn_factor > 0.0f && p.attn_factor < 1e30f, c, "attn_factor must be > 0 and finite"));
       KESTREL_TRY(need(a.ne[3] == 1, c, "x must be 3-D"));
+      if (c.n_src > 2) {
+        const Tensor& ff = *c.src[2];
+        KESTREL_TRY(need(ff.type == DType::F32 && ff.ne[0] == p.n_dims / 2 && ff.nrows() == 1, c,
+                         "freq factors must be F32 [n_dims/2]"));
+      }
       break;
     }
     case OpId::matmul: {

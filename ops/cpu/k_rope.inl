@@ -3,7 +3,8 @@
 // rope: threads take fixed chunks of the (token, head) rows. Each thread keeps
 // the cos/sin table of its current token (n_dims/2 pairs) and rebuilds it when
 // the token changes: angles pos * freq_scale * base^(-2i/n_dims) in double
-// (a float angle is off by ~pos * 6e-8 rad), then rounded to float. The rotation
+// (a float angle is off by ~pos * 6e-8 rad; the optional freq factors divide
+// each pair's inverse frequency there), times attn_factor, then rounded to float. The rotation
 // is float: neox pairs (x[i], x[i+n_dims/2]) with SIMD, adjacent pairs
 // (x[2i], x[2i+1]) as a plain loop the compiler vectorizes.
 // Measured max abs error vs ops/ref 2.4e-7 for |x| <= 2, positions up to ~4000.
@@ -15,6 +16,7 @@ inline bool k_rope(const OpCall& c, Exec& exec) {
   const RopeParams& p = c.p<RopeParams>();
   const Tensor& x = *c.src[0];
   const int32_t* pos = static_cast<const int32_t*>(c.src[1]->data);
+  const float* ff = c.n_src > 2 ? c.src[2]->row<const float>(0) : nullptr;
   const Tensor& d = *c.dst;
   const int64_t head_dim = x.ne[0], n_head = x.ne[1], n_tokens = x.ne[2];
   const int64_t half = p.n_dims / 2;
@@ -26,7 +28,9 @@ inline bool k_rope(const OpCall& c, Exec& exec) {
   if (!scratch) return false;
   double* inv_freq = reinterpret_cast<double*>(scratch);
   for (int64_t i = 0; i < half; ++i)
-    inv_freq[i] = (double)p.freq_scale * std::pow((double)p.theta_base, -2.0 * (double)i / p.n_dims);
+    inv_freq[i] = (double)p.freq_scale * std::pow((double)p.theta_base, -2.0 * (double)i / p.n_dims) /
+                  (ff ? (double)ff[i] : 1.0);
+  const double mscale = p.attn_factor;
 
   ew::par_rows(exec, n_head * n_tokens, head_dim, [&](int ith, int64_t r0, int64_t r1) {
     float* cs = reinterpret_cast<float*>(scratch + freq_bytes + slot_bytes * (size_t)ith);
@@ -38,8 +42,8 @@ inline bool k_rope(const OpCall& c, Exec& exec) {
         cur_t = t;
         for (int64_t i = 0; i < half; ++i) {
           const double theta = (double)pos[t] * inv_freq[i];
-          cs[i] = (float)std::cos(theta);
-          sn[i] = (float)std::sin(theta);
+          cs[i] = (float)(std::cos(theta) * mscale);
+          sn[i] = (float)(std::sin(theta) * mscale);
         }
       }
       const float* in = x.row<float>(h, t);

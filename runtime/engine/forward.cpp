@@ -143,6 +143,9 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     KESTREL_TRY(ops.run(OpId::scale, &x, {&x}, &sp));
   }
   const RmsNormParams norm{hp.rms_eps, a.norm_one_plus_weight};
+  // Rope frequency factors (Llama 3, LongRoPE) are chosen by the context's
+  // cells per sequence, as llama.cpp chooses them by its n_ctx_seq.
+  const Tensor* rope_ff = m.rope_factors(kv.n_ctx());
   const GeluParams gelu{GeluForm::tanh, exp_.gelu};
   const SiluParams silu{exp_.silu};
 
@@ -166,9 +169,15 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     rope.mode = a.rope_mode;
     rope.n_dims = static_cast<int32_t>(hp.n_rot);
     rope.theta_base = swa ? hp.rope_theta_swa : hp.rope_theta;
-    rope.freq_scale = swa ? 1.0f : hp.rope_freq_scale;
-    KESTREL_TRY(ops.run(OpId::rope, &q3, {&q3, &pos}, &rope));
-    KESTREL_TRY(ops.run(OpId::rope, &k3, {&k3, &pos}, &rope));
+    rope.freq_scale = swa ? hp.rope_freq_scale_swa : hp.rope_freq_scale;
+    rope.attn_factor = hp.rope_attn_factor;
+    if (rope_ff) {
+      KESTREL_TRY(ops.run(OpId::rope, &q3, {&q3, &pos, rope_ff}, &rope));
+      KESTREL_TRY(ops.run(OpId::rope, &k3, {&k3, &pos, rope_ff}, &rope));
+    } else {
+      KESTREL_TRY(ops.run(OpId::rope, &q3, {&q3, &pos}, &rope));
+      KESTREL_TRY(ops.run(OpId::rope, &k3, {&k3, &pos}, &rope));
+    }
 
     // This step's K and V into their cells, then attention over each token's own cells.
     Tensor kc = kv.k_rows(il), vc = kv.v_rows(il);

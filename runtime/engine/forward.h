@@ -4,9 +4,10 @@
 // the largest micro-batch; nothing is allocated per step.
 //
 // Per layer (norm placement etc. switched by the ArchDesc):
-//   h = rms_norm(x) ; q,k,v = W h (+b) ; [q,k = rms_norm per head] ; rope(q,k)
+//   h = rms_norm(x) ; q,k,v = W h (+b) ; [q,k = rms_norm per head] ;
+//   rope(q,k) [with per-pair frequency factors, partial rotary]
 //   K/V rows <- k,v (set_rows at the step's cells) ;
-//   a = attention(q, K, V, ranges) ; o = Wo a ; [o = rms_norm(o)]
+//   a = attention(q, K, V, ranges) [scores soft-capped] ; o = Wo a ; [o = rms_norm(o)]
 //   x += o ; h = rms_norm(x) ; f = Wdown act(Wgate h) * (Wup h) ; [f = rms_norm(f)]
 //   x += f
 // then logits = Wout rms_norm(x) for the rows that asked for them

@@ -38,6 +38,8 @@ Expected<HParams> read_hparams(const gguf::File& f, const ArchDesc& a) {
   hp.rms_eps = a.default_rms_eps;
   hp.rope_theta = a.default_rope_theta;
   hp.rope_theta_swa = a.default_rope_theta_swa;
+  hp.attn_softcap = a.default_attn_softcap;
+  hp.final_softcap = a.default_final_softcap;
   KESTREL_TRY(get_i64(f, key(a, "embedding_length"), &hp.n_embd, true));
   KESTREL_TRY(get_i64(f, key(a, "block_count"), &hp.n_layer, true));
   KESTREL_TRY(get_i64(f, key(a, "feed_forward_length"), &hp.n_ff, true));
@@ -56,23 +58,36 @@ Expected<HParams> read_hparams(const gguf::File& f, const ArchDesc& a) {
   KESTREL_TRY(get_i64(f, key(a, "rope.dimension_count"), &hp.n_rot, false));
   KESTREL_TRY(get_f32(f, key(a, "attention.layer_norm_rms_epsilon"), &hp.rms_eps));
   KESTREL_TRY(get_f32(f, key(a, "rope.freq_base"), &hp.rope_theta));
+  if (a.default_rope_theta_swa == 0.0f) hp.rope_theta_swa = hp.rope_theta;
   KESTREL_TRY(get_f32(f, key(a, "rope.freq_base_swa"), &hp.rope_theta_swa));
+  // As llama.cpp: rope.scaling.factor scales every scaling type but "none".
   float factor = 1.0f;
   KESTREL_TRY(get_f32(f, key(a, "rope.scaling.factor"), &factor));
   if (f.has(key(a, "rope.scaling.type"))) {
     KESTREL_TRY_ASSIGN(std::string_view type, f.get_string(key(a, "rope.scaling.type")));
-    if (type != "linear" && type != "none")
-      return Status::unsupported("rope scaling type '%.*s'", (int)type.size(), type.data());
-    if (type == "none") factor = 1.0f;
+    if (type == "none") {
+      hp.rope_scaling = RopeScaling::none;
+      factor = 1.0f;
+    } else if (type == "longrope") {
+      hp.rope_scaling = RopeScaling::longrope;
+    } else if (type != "linear") {
+      return Status::unsupported("rope scaling type '%.*s' (none, linear and longrope are)", (int)type.size(),
+                                 type.data());
+    }
   }
   if (!(factor > 0.0f)) return Status::bad_file("rope scaling factor must be > 0");
   hp.rope_freq_scale = 1.0f / factor;
+  hp.rope_freq_scale_swa = a.swa_rope_scaled ? hp.rope_freq_scale : 1.0f;
+  KESTREL_TRY(get_f32(f, key(a, "rope.scaling.attn_factor"), &hp.rope_attn_factor));
+  hp.n_ctx_orig = hp.n_ctx_train;
+  KESTREL_TRY(get_i64(f, key(a, "rope.scaling.original_context_length"), &hp.n_ctx_orig, false));
   KESTREL_TRY(get_f32(f, key(a, "attn_logit_softcapping"), &hp.attn_softcap));
   KESTREL_TRY(get_f32(f, key(a, "final_logit_softcapping"), &hp.final_softcap));
 
   hp.layer_is_swa.assign(hp.n_layer > 0 && hp.n_layer <= kMaxLayers ? static_cast<size_t>(hp.n_layer) : 0,
                          false);
   if (a.sliding_window) {
+    hp.n_swa = a.default_n_swa;
     KESTREL_TRY(get_i64(f, key(a, "attention.sliding_window"), &hp.n_swa, false));
     int64_t pattern = a.default_swa_pattern;
     const std::string pk = key(a, "attention.sliding_window_pattern");
@@ -97,6 +112,11 @@ Expected<HParams> read_hparams(const gguf::File& f, const ArchDesc& a) {
     if (hp.n_swa <= 0) hp.layer_is_swa.assign(hp.layer_is_swa.size(), false);
   }
   hp.attn_scale = hp.head_dim > 0 ? 1.0f / std::sqrt(static_cast<float>(hp.head_dim)) : 0.0f;
+  // llama.cpp's gemma2 rule (after gemma_pytorch's config): the 46-layer 27B
+  // scales queries by 1/sqrt(n_embd / n_head) (its query_pre_attn_scalar),
+  // the other sizes by 1/sqrt(head_dim).
+  if (a.id == ArchId::gemma2 && hp.n_layer == 46 && hp.n_head > 0 && hp.n_embd / hp.n_head > 0)
+    hp.attn_scale = 1.0f / std::sqrt(static_cast<float>(hp.n_embd / hp.n_head));
   return hp;
 }
 
@@ -124,6 +144,17 @@ Status validate_hparams(const HParams& hp) {
   if (!(hp.rope_theta > 0.0f) || !(hp.rope_theta_swa > 0.0f)) return Status::bad_file("rope theta must be > 0");
   if (hp.n_swa < 0 || hp.n_swa > kMaxContext) return Status::bad_file("sliding window out of range");
   if (hp.attn_softcap < 0.0f || hp.final_softcap < 0.0f) return Status::bad_file("negative soft-cap");
+  const ArchDesc& a = *hp.arch;
+  if (a.default_attn_softcap > 0.0f && !(hp.attn_softcap > 0.0f))
+    return Status::bad_file("%s.attn_logit_softcapping must be > 0 (is %g)", a.name, hp.attn_softcap);
+  if (a.default_final_softcap > 0.0f && !(hp.final_softcap > 0.0f))
+    return Status::bad_file("%s.final_logit_softcapping must be > 0 (is %g)", a.name, hp.final_softcap);
+  if (a.full_rotary && hp.n_rot != hp.head_dim)
+    return Status::bad_file("rope dimension count %lld must equal head dim %lld for %s", (long long)hp.n_rot,
+                            (long long)hp.head_dim, a.name);
+  if (!(hp.rope_attn_factor > 0.0f)) return Status::bad_file("rope scaling attn_factor %g must be > 0", hp.rope_attn_factor);
+  if (!in(hp.n_ctx_orig, 1, kMaxContext))
+    return Status::bad_file("rope scaling original_context_length %lld out of range", (long long)hp.n_ctx_orig);
   return {};
 }
 

@@ -23,6 +23,9 @@ constexpr int64_t kMaxFfn = 1 << 20;
 constexpr int64_t kMaxVocab = 1 << 22;
 constexpr int64_t kMaxContext = 1 << 24;
 
+// rope.scaling.type values kestrel runs (llama.cpp's names); "yarn" is refused.
+enum class RopeScaling { none, linear, longrope };
+
 struct HParams {
   const ArchDesc* arch = nullptr;
   int64_t n_vocab = 0;
@@ -38,11 +41,15 @@ struct HParams {
   float rope_theta = 10000.0f;
   float rope_theta_swa = 10000.0f;
   float rope_freq_scale = 1.0f;      // 1 / linear scaling factor (global layers)
+  float rope_freq_scale_swa = 1.0f;  // the same on sliding layers
+  RopeScaling rope_scaling = RopeScaling::linear;  // rope.scaling.type
+  float rope_attn_factor = 1.0f;     // rope.scaling.attn_factor: rotated pairs * this (LongRoPE)
+  int64_t n_ctx_orig = 0;            // rope.scaling.original_context_length (default n_ctx_train)
   int64_t n_swa = 0;                 // sliding window (0 = none)
   std::vector<bool> layer_is_swa;    // per layer
   float attn_scale = 0.0f;           // q scale; 1/sqrt(head_dim) by default
-  float attn_softcap = 0.0f;
-  float final_softcap = 0.0f;
+  float attn_softcap = 0.0f;         // attention logits cap * tanh(s / cap); 0 = off
+  float final_softcap = 0.0f;        // output logits, the same; 0 = off
 
   int64_t n_embd_q() const { return n_head * head_dim; }
   int64_t n_embd_kv() const { return n_head_kv * head_dim; }

@@ -1,6 +1,8 @@
 #include "runtime/model/model.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -56,6 +58,25 @@ Expected<std::vector<uint8_t>> llama2c_as_gguf(const std::string& model_path, co
 
 std::string blk(int il, const char* what) { return "blk." + std::to_string(il) + "." + what; }
 
+// Rows [r0, r0 + n) of a bound matrix, as a matrix of its own (rows of any
+// weight type are whole blocks, so a row range is a plain pointer offset).
+Tensor row_view(const Tensor& w, int64_t r0, int64_t n) {
+  return make_tensor(w.type, static_cast<char*>(w.data) + static_cast<size_t>(r0) * w.nb[1], w.ne[0], n);
+}
+
+// Rope frequency factors divide an angle: each must be finite and > 0.
+Status check_factors(const Tensor& t, const char* name) {
+  if (!t.data) return {};
+  for (int64_t i = 0; i < t.ne[0]; ++i) {
+    float v;
+    std::memcpy(&v, static_cast<const char*>(t.data) + static_cast<size_t>(i) * sizeof(float), sizeof v);
+    if (!(v > 0.0f) || !std::isfinite(v))
+      return Status::bad_file("tensor '%s' element %lld is %g; rope frequency factors must be finite and > 0", name,
+                              (long long)i, v);
+  }
+  return {};
+}
+
 }  // namespace
 
 Model::~Model() = default;
@@ -103,7 +124,8 @@ Status Model::finish_load(const ModelParams& params) {
   KESTREL_TRY_ASSIGN(std::string_view arch_name, f.get_string("general.architecture"));
   const ArchDesc* arch = find_arch(arch_name);
   if (!arch)
-    return Status::unsupported("architecture '%.*s' is not supported (llama, qwen2, gemma3 are)",
+    return Status::unsupported(
+        "architecture '%.*s' is not supported (llama, qwen2, qwen3, phi3, gemma2, gemma3 are)",
                                (int)arch_name.size(), arch_name.data());
   KESTREL_TRY_ASSIGN(hp_, read_hparams(f, *arch));
   const gguf::TensorInfo* emb = f.find_tensor("token_embd.weight");
@@ -126,9 +148,24 @@ Status Model::bind_tensors() {
   uint64_t bytes = 0;
   KESTREL_TRY(bind(f, "token_embd.weight", {E, V, false, true}, &tok_embd, &bytes));
   KESTREL_TRY(bind(f, "output_norm.weight", {E, 1, true, true}, &output_norm, &bytes));
-  KESTREL_TRY(bind(f, "output.weight", {E, V, false, false}, &output, &bytes));
+  if (!a.tied_only) KESTREL_TRY(bind(f, "output.weight", {E, V, false, false}, &output, &bytes));
   tied_output = output.data == nullptr;
   if (tied_output) output = tok_embd;
+
+  const int64_t n_pairs = hp.n_rot / 2;
+  const bool long_short = a.rope_factors == RopeFactors::long_short ||
+                          (a.rope_factors == RopeFactors::freqs && hp.rope_scaling == RopeScaling::longrope);
+  if (a.rope_factors != RopeFactors::none && !long_short)
+    KESTREL_TRY(bind(f, "rope_freqs.weight", {n_pairs, 1, true, false}, &rope_freqs, &bytes));
+  if (long_short) {
+    KESTREL_TRY(bind(f, "rope_factors_long.weight", {n_pairs, 1, true, false}, &rope_long, &bytes));
+    KESTREL_TRY(bind(f, "rope_factors_short.weight", {n_pairs, 1, true, false}, &rope_short, &bytes));
+    if ((rope_long.data == nullptr) != (rope_short.data == nullptr))
+      return Status::bad_file("rope_factors_long.weight and rope_factors_short.weight must come together");
+  }
+  KESTREL_TRY(check_factors(rope_freqs, "rope_freqs.weight"));
+  KESTREL_TRY(check_factors(rope_long, "rope_factors_long.weight"));
+  KESTREL_TRY(check_factors(rope_short, "rope_factors_short.weight"));
 
   layers.assign(static_cast<size_t>(hp.n_layer), LayerWeights{});
   // A projection: its KS factors (docs/ks-gguf.md) when the file has them, else dense.
@@ -140,9 +177,18 @@ Status Model::bind_tensors() {
   for (int il = 0; il < hp.n_layer; ++il) {
     LayerWeights& L = layers[static_cast<size_t>(il)];
     KESTREL_TRY(bind(f, blk(il, "attn_norm.weight"), {E, 1, true, true}, &L.attn_norm, &bytes));
-    KESTREL_TRY(linear(il, "attn_q", E, Q, &L.wq, &L.ks_q));
-    KESTREL_TRY(linear(il, "attn_k", E, KV, &L.wk, &L.ks_k));
-    KESTREL_TRY(linear(il, "attn_v", E, KV, &L.wv, &L.ks_v));
+    const std::string qkv_name = blk(il, "attn_qkv.weight");
+    if (a.fused_qkv && f.find_tensor(qkv_name)) {
+      Tensor qkv;
+      KESTREL_TRY(bind(f, qkv_name, {E, Q + 2 * KV, false, true}, &qkv, &bytes));
+      L.wq = row_view(qkv, 0, Q);
+      L.wk = row_view(qkv, Q, KV);
+      L.wv = row_view(qkv, Q + KV, KV);
+    } else {
+      KESTREL_TRY(linear(il, "attn_q", E, Q, &L.wq, &L.ks_q));
+      KESTREL_TRY(linear(il, "attn_k", E, KV, &L.wk, &L.ks_k));
+      KESTREL_TRY(linear(il, "attn_v", E, KV, &L.wv, &L.ks_v));
+    }
     KESTREL_TRY(linear(il, "attn_output", Q, E, &L.wo, &L.ks_o));
     if (a.qkv_bias) {
       KESTREL_TRY(bind(f, blk(il, "attn_q.bias"), {Q, 1, true, false}, &L.bq, &bytes));
@@ -156,14 +202,27 @@ Status Model::bind_tensors() {
     if (a.post_attn_norm)
       KESTREL_TRY(bind(f, blk(il, "post_attention_norm.weight"), {E, 1, true, true}, &L.post_attn_norm, &bytes));
     KESTREL_TRY(bind(f, blk(il, "ffn_norm.weight"), {E, 1, true, true}, &L.ffn_norm, &bytes));
-    KESTREL_TRY(linear(il, "ffn_gate", E, F, &L.w_gate, &L.ks_gate));
-    KESTREL_TRY(linear(il, "ffn_up", E, F, &L.w_up, &L.ks_up));
+    if (a.fused_gate_up) {
+      Tensor gate_up;
+      KESTREL_TRY(bind(f, blk(il, "ffn_up.weight"), {E, 2 * F, false, true}, &gate_up, &bytes));
+      L.w_gate = row_view(gate_up, 0, F);
+      L.w_up = row_view(gate_up, F, F);
+    } else {
+      KESTREL_TRY(linear(il, "ffn_gate", E, F, &L.w_gate, &L.ks_gate));
+      KESTREL_TRY(linear(il, "ffn_up", E, F, &L.w_up, &L.ks_up));
+    }
     KESTREL_TRY(linear(il, "ffn_down", F, E, &L.w_down, &L.ks_down));
     if (a.post_ffn_norm)
       KESTREL_TRY(bind(f, blk(il, "post_ffw_norm.weight"), {E, 1, true, true}, &L.post_ffn_norm, &bytes));
   }
   weight_bytes_ = bytes;
   return {};
+}
+
+const Tensor* Model::rope_factors(int64_t n_ctx_seq) const {
+  if (rope_freqs.data) return &rope_freqs;
+  if (!rope_long.data) return nullptr;
+  return n_ctx_seq > hp_.n_ctx_orig ? &rope_long : &rope_short;
 }
 
 Status Model::page_in(const ModelParams& params) {

@@ -25,7 +25,9 @@ class File;
 }
 class Tokenizer;
 
-// A weight that is absent has data == nullptr.
+// A weight that is absent has data == nullptr. Fused files (phi3's attn_qkv,
+// gate-and-up ffn_up) are bound as row views: wq/wk/wv and w_gate/w_up then
+// point into one tensor.
 struct LayerWeights {
   Tensor attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm;
   Tensor ffn_norm, w_gate, w_up, w_down, post_ffn_norm;
@@ -70,6 +72,14 @@ class Model {
   Tensor output;       // [n_embd, n_vocab]; tok_embd when tied
   bool tied_output = false;
   std::vector<LayerWeights> layers;
+  // Per-pair rope frequency factors (absent: data == nullptr), F32 [n_rot/2],
+  // every value finite and > 0: Llama 3's rope_freqs, or LongRoPE's pair.
+  Tensor rope_freqs, rope_long, rope_short;
+
+  // The factors a context of n_ctx_seq cells per sequence rotates with, as
+  // llama.cpp chooses them (rope_freqs; else the long ones past the original
+  // context length, the short ones within it); nullptr when the model has none.
+  const Tensor* rope_factors(int64_t n_ctx_seq) const;
 
  private:
   Model() = default;

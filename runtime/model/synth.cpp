@@ -86,6 +86,14 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
       s.n_head % s.n_head_kv != 0 || s.n_ff < 1)
     return Status::invalid_argument("synthetic model shape is invalid");
   const int64_t hd = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  const int64_t n_rot = s.n_rot > 0 ? s.n_rot : hd;
+  const float theta = s.rope_theta > 0.0f ? s.rope_theta : a.default_rope_theta;
+  if (n_rot > hd || n_rot % 2 != 0) return Status::invalid_argument("synthetic rope dims %lld for head dim %lld",
+                                                                    (long long)n_rot, (long long)hd);
+  if ((s.rope_freqs && a.rope_factors != RopeFactors::freqs) ||
+      (s.rope_long_short && a.rope_factors == RopeFactors::none))
+    return Status::invalid_argument("%s has no rope frequency factors", a.name);
+  if (s.rope_long_short && s.n_ctx < 8) return Status::invalid_argument("LongRoPE needs n_ctx >= 8");
   const int64_t E = s.n_embd, Q = s.n_head * hd, KV = s.n_head_kv * hd, F = s.n_ff, V = s.n_vocab;
   const int nt = s.n_threads < 1 ? 1 : s.n_threads;
 
@@ -101,10 +109,22 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
   w.set_u32(key("attention.head_count_kv"), static_cast<uint32_t>(s.n_head_kv));
   w.set_u32(key("attention.key_length"), static_cast<uint32_t>(hd));
   w.set_u32(key("attention.value_length"), static_cast<uint32_t>(hd));
-  w.set_u32(key("rope.dimension_count"), static_cast<uint32_t>(hd));
+  w.set_u32(key("rope.dimension_count"), static_cast<uint32_t>(n_rot));
   w.set_f32(key("attention.layer_norm_rms_epsilon"), a.default_rms_eps);
-  w.set_f32(key("rope.freq_base"), a.default_rope_theta);
+  w.set_f32(key("rope.freq_base"), theta);
   if (a.sliding_window && s.n_swa > 0) w.set_u32(key("attention.sliding_window"), static_cast<uint32_t>(s.n_swa));
+  if (a.default_attn_softcap > 0.0f)
+    w.set_f32(key("attn_logit_softcapping"), s.attn_softcap > 0.0f ? s.attn_softcap : a.default_attn_softcap);
+  if (a.default_final_softcap > 0.0f)
+    w.set_f32(key("final_logit_softcapping"), s.final_softcap > 0.0f ? s.final_softcap : a.default_final_softcap);
+  const int64_t n_ctx_orig = s.n_ctx / 4;
+  if (s.rope_long_short) {
+    if (a.rope_factors == RopeFactors::freqs) w.set_string(key("rope.scaling.type"), "longrope");
+    w.set_u32(key("rope.scaling.original_context_length"), static_cast<uint32_t>(n_ctx_orig));
+    const double scale = static_cast<double>(s.n_ctx) / static_cast<double>(n_ctx_orig);
+    w.set_f32(key("rope.scaling.attn_factor"),
+              static_cast<float>(std::sqrt(1.0 + std::log(scale) / std::log(static_cast<double>(n_ctx_orig)))));
+  }
   if (s.spec_mask_token >= 0) {
     w.set_u32("kestrel.spec.mask_token_id", static_cast<uint32_t>(s.spec_mask_token));
     if (s.spec_mask_n_predict > 0) w.set_u32("kestrel.spec.mask_n_predict", static_cast<uint32_t>(s.spec_mask_n_predict));
@@ -129,6 +149,13 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
     tokens.push_back("\xe2\x96\x81w" + std::to_string(i));
     scores.push_back(-static_cast<float>(i));
     types.push_back(1);
+  }
+  // Phi-3's vocabulary ends in added control tokens, and llama.cpp looks up
+  // <|endoftext|> for a model named phi3.
+  if (s.arch == ArchId::phi3) {
+    tokens.back() = "<|endoftext|>";
+    scores.back() = 0;
+    types.back() = 3;
   }
   w.set_string("tokenizer.ggml.model", "llama");
   w.set_string("tokenizer.ggml.pre", "default");
@@ -158,14 +185,18 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
 
   KESTREL_TRY(add_matrix("token_embd.weight", wt, E, V));
   add_vector("output_norm.weight", E, 1.0f, 0.1f);
-  if (!s.tied_output) KESTREL_TRY(add_matrix("output.weight", km ? DType::Q6_K : wt, E, V));
+  if (!s.tied_output && !a.tied_only) KESTREL_TRY(add_matrix("output.weight", km ? DType::Q6_K : wt, E, V));
   for (int64_t il = 0; il < s.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
     const DType hi = km && more_bits(il, s.n_layer) ? DType::Q6_K : wt;
     add_vector(p + "attn_norm.weight", E, 1.0f, 0.1f);
-    KESTREL_TRY(add_matrix(p + "attn_q.weight", wt, E, Q));
-    KESTREL_TRY(add_matrix(p + "attn_k.weight", wt, E, KV));
-    KESTREL_TRY(add_matrix(p + "attn_v.weight", hi, E, KV));
+    if (a.fused_qkv) {  // q rows, then k, then v (what llama.cpp's phi3 reads)
+      KESTREL_TRY(add_matrix(p + "attn_qkv.weight", wt, E, Q + 2 * KV));
+    } else {
+      KESTREL_TRY(add_matrix(p + "attn_q.weight", wt, E, Q));
+      KESTREL_TRY(add_matrix(p + "attn_k.weight", wt, E, KV));
+      KESTREL_TRY(add_matrix(p + "attn_v.weight", hi, E, KV));
+    }
     KESTREL_TRY(add_matrix(p + "attn_output.weight", wt, Q, E));
     if (s.arch == ArchId::qwen2) {
       add_vector(p + "attn_q.bias", Q, 0.0f, 0.1f);
@@ -178,10 +209,43 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
     }
     if (a.post_attn_norm) add_vector(p + "post_attention_norm.weight", E, 1.0f, 0.1f);
     add_vector(p + "ffn_norm.weight", E, 1.0f, 0.1f);
-    KESTREL_TRY(add_matrix(p + "ffn_gate.weight", wt, E, F));
-    KESTREL_TRY(add_matrix(p + "ffn_up.weight", wt, E, F));
+    if (a.fused_gate_up) {  // gate rows, then up rows
+      KESTREL_TRY(add_matrix(p + "ffn_up.weight", wt, E, 2 * F));
+    } else {
+      KESTREL_TRY(add_matrix(p + "ffn_gate.weight", wt, E, F));
+      KESTREL_TRY(add_matrix(p + "ffn_up.weight", wt, E, F));
+    }
     KESTREL_TRY(add_matrix(p + "ffn_down.weight", hi, F, E));
     if (a.post_ffn_norm) add_vector(p + "post_ffw_norm.weight", E, 1.0f, 0.1f);
+  }
+  // Rope factors last, so the other tensors' seeds do not depend on them (a
+  // test compares a model with factors against the same weights without).
+  const int64_t n_pairs = n_rot / 2;
+  if (s.rope_freqs) {
+    // Llama 3.1's rule (as the HF -> GGUF converter computes rope_freqs).
+    auto b = std::make_unique<Blob>();
+    b->name = "rope_freqs.weight";
+    make_vector(*b, n_pairs, 1.0f, 0.0f, 0);
+    float* ff = reinterpret_cast<float*>(b->data.data());
+    const double factor = 8.0, low = 1.0, high = 4.0, old_ctx = static_cast<double>(s.n_ctx);
+    const double kPi = 3.14159265358979323846;
+    for (int64_t i = 0; i < n_pairs; ++i) {
+      const double freq = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / static_cast<double>(n_rot));
+      const double wavelen = 2.0 * kPi / freq;
+      double f = 1.0;
+      if (wavelen > old_ctx / low) {
+        f = factor;
+      } else if (wavelen >= old_ctx / high) {
+        const double smooth = (old_ctx / wavelen - low) / (high - low);
+        f = 1.0 / ((1.0 - smooth) / factor + smooth);
+      }
+      ff[i] = static_cast<float>(f);
+    }
+    blobs.push_back(std::move(b));
+  }
+  if (s.rope_long_short) {
+    add_vector("rope_factors_long.weight", n_pairs, 8.5f, 7.5f);
+    add_vector("rope_factors_short.weight", n_pairs, 1.5f, 0.5f);
   }
   for (const auto& b : blobs)
     KESTREL_TRY(w.add_tensor(b->name, b->type, std::span<const int64_t>(b->ne), b->data.data(), b->data.size()));

@@ -189,6 +189,32 @@ inline void cases_rope(std::vector<Case>& out) {
     add_case(out, OpId::rope, {strided(spec(DType::F32, 64, 4, 3), 16), pos}, sw, tol, row).with(p);
     add_case(out, OpId::rope, {sw, pos}, sw, tol, row, "in place").with(p).in_place = true;
   }
+  // Per-pair frequency factors (Llama 3 rope_freqs, Phi-3 long/short factors),
+  // LongRoPE's attn_factor, partial rotary (n_dims < head_dim, the tail copied
+  // unscaled), odd head counts; factors in [1, 40] as in real files.
+  const Shape ff_shapes[] = {{2, 2, 1, 1}, {6, 6, 3, 2},   {18, 10, 3, 3}, {34, 34, 1, 5},
+                             {64, 48, 3, 2}, {96, 64, 5, 3}, {128, 128, 2, 2}, {130, 66, 1, 4}};
+  for (RopeMode mode : {RopeMode::adjacent, RopeMode::neox}) {
+    const std::string row = mode == RopeMode::neox ? "neox freq factors" : "adjacent freq factors";
+    for (const Shape& s : ff_shapes)
+      for (float attn_factor : {1.0f, 1.19f}) {
+        RopeParams p{mode, (int32_t)s.n_dims, 500000.0f, 1.0f, attn_factor};
+        TSpec x = ranged(spec(DType::F32, s.head_dim, s.n_head, s.n_tokens), -2.0f, 2.0f);
+        TSpec pos = filled(spec(DType::I32, s.n_tokens), Fill::positions, 0);
+        TSpec ff = ranged(spec(DType::F32, s.n_dims / 2), 1.0f, 40.0f);
+        add_case(out, OpId::rope, {x, pos, ff}, spec(DType::F32, s.head_dim, s.n_head, s.n_tokens), tol, row,
+                 attn_factor != 1.0f ? "attn_factor" : "")
+            .with(p);
+      }
+    RopeParams p{mode, 48, 10000.0f, 0.5f, 1.05f};
+    TSpec pos = filled(spec(DType::I32, 3), Fill::positions, 3000);
+    TSpec sw = spec(DType::F32, 64, 4, 3);
+    sw.swap12 = true;
+    TSpec ff = ranged(spec(DType::F32, 24), 0.5f, 8.0f);
+    add_case(out, OpId::rope, {strided(spec(DType::F32, 64, 4, 3), 16), pos, ff}, sw, tol, (mode == RopeMode::neox ? "neox freq factors" : "adjacent freq factors"), "pos 3000")
+        .with(p);
+    add_case(out, OpId::rope, {sw, pos, ff}, sw, tol, (mode == RopeMode::neox ? "neox freq factors" : "adjacent freq factors"), "in place").with(p).in_place = true;
+  }
 }
 
 // ---- softmax ----------------------------------------------------------------
