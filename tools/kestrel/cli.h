@@ -29,6 +29,7 @@ Command add_tokenize(CLI::App& app);
 Command add_inspect(CLI::App& app);
 Command add_convert(CLI::App& app);
 Command add_perplexity(CLI::App& app);
+Command add_quantize(CLI::App& app);
 Command add_ks_factorize(CLI::App& app);
 Command add_chat(CLI::App& app);
 Command add_template(CLI::App& app);

@@ -138,7 +138,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("kestrel ") + kestrel_version());
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
-                                         kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app),
+                                         kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app), kcli::add_quantize(app),
                                          kcli::add_ks_factorize(app), kcli::add_chat(app), kcli::add_template(app)};
 #ifdef KESTREL_CLI_SERVE
   commands.push_back(kcli::add_serve(app));
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const auto& c : commands) known = known || c.app->get_name() == args[1];
     if (!known)
-      return kcli::usage_error("unknown command '" + args[1] + "' (run, chat, template, serve, bench, tokenize, inspect, convert, perplexity, ks-factorize)");
+      return kcli::usage_error("unknown command '" + args[1] + "' (run, chat, template, serve, bench, tokenize, inspect, convert, perplexity, quantize, ks-factorize)");
   }
   try {
     app.parse(static_cast<int>(cargs.size()), cargs.data());

@@ -1,13 +1,15 @@
-/* kestrel/eval.h: measuring models the way llama.cpp does.
+/* kestrel/eval.h: measuring models the way llama.cpp does, and quantizing them.
  *
  * Perplexity by llama-perplexity's rule (the whole text tokenized once, chunks
  * of n_ctx tokens each starting with BOS where the model adds one, only the
  * second half of each chunk scored) or kestrel's older all-positions rule;
  * llama.cpp's logits file (--kl-divergence-base) written and read, with the
- * KL-divergence statistics llama-perplexity --kl-divergence prints.
+ * KL-divergence statistics llama-perplexity --kl-divergence prints; and
+ * `kestrel quantize`: a GGUF model rewritten in another weight type with
+ * llama-quantize's per-tensor choices.
  *
- * Errors of a call on a context: kestrel_last_error(ctx); of
- * kestrel_logits_file_info: kestrel_last_error(NULL) on the calling thread.
+ * Errors of a call on a context: kestrel_last_error(ctx); of kestrel_quantize
+ * and kestrel_logits_file_info: kestrel_last_error(NULL) on the calling thread.
  *
  * Usage:
  *   kestrel_context_params cp = kestrel_context_default_params();
@@ -19,6 +21,10 @@
  *   kestrel_ppl_result res;
  *   kestrel_perplexity(ctx, NULL, text, text_len, &pp, on_chunk, user, &res);
  *   printf("PPL = %.4f +/- %.5f\n", res.ppl, res.ppl_error);
+ *
+ *   kestrel_quantize_params qp = kestrel_quantize_default_params();
+ *   qp.type = "Q4_K_M";
+ *   kestrel_quantize("model-f16.gguf", "model-q4_k_m.gguf", &qp, NULL, NULL);
  */
 #ifndef KESTREL_EVAL_H
 #define KESTREL_EVAL_H
@@ -99,6 +105,31 @@ kestrel_status kestrel_perplexity(kestrel_context* ctx, kestrel_context* ref_ctx
                                   kestrel_ppl_result* out);
 /* n_ctx, n_vocab and n_chunk of a logits file's header (any may be NULL). */
 kestrel_status kestrel_logits_file_info(const char* path, int32_t* n_ctx, int32_t* n_vocab, int32_t* n_chunk);
+
+/* ---- quantization ---- */
+
+typedef struct kestrel_quantize_params {
+  const char* type;          /* F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K_M, Q5_K_M or Q6_K, any case (default "Q8_0") */
+  int32_t n_threads;         /* <= 0: the hardware's threads (default 0) */
+  int32_t allow_requantize;  /* 1: quantized input tensors are dequantized and quantized again (quality
+                                suffers); 0: they are refused, as llama-quantize does (default 0) */
+} kestrel_quantize_params;
+
+/* Called per tensor as it is written: name, types and bytes before and after;
+ * note is "" or why the type differs from the mix (a row length not a
+ * multiple of the block). */
+typedef void (*kestrel_quantize_tensor_fn)(const char* name, const char* from_type, const char* to_type,
+                                           uint64_t from_bytes, uint64_t to_bytes, const char* note, void* user_data);
+
+kestrel_quantize_params kestrel_quantize_default_params(void);
+/* Writes out_path: in_path (F32, F16, BF16 or quantized weights) with its
+ * weights in the chosen type, per tensor as llama-quantize chooses (norms and
+ * other 1-D tensors as they are; the _M mixes' output / attn_v / ffn_down
+ * upgrades; fallbacks for row lengths the block does not divide), every
+ * metadata key copied, general.file_type and general.quantization_version
+ * set. */
+kestrel_status kestrel_quantize(const char* in_path, const char* out_path, const kestrel_quantize_params* params,
+                                kestrel_quantize_tensor_fn on_tensor, void* user_data);
 
 #ifdef __cplusplus
 }
