@@ -24,6 +24,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"tinyllama", "tiny"}));
   app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m");
   app.add_option("--seed", seed, "random seed");
+  int64_t swa = 0, ctx = 0;
+  app.add_option("--ctx", ctx, "context_length written (0: the shape's; phi3's original context is a quarter of it)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
+  app.add_option("--swa", swa, "gemma2 / gemma3: sliding window written to the file (0: the arch default)")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
   app.add_option("-t,--threads", threads, "quantization threads")->check(CLI::Range(1, 256));
   app.add_option("-o,--output", out, "output .gguf path")->required();
   CLI11_PARSE(app, argc, argv);
@@ -53,6 +58,8 @@ int main(int argc, char** argv) {
     s.rope_long_short = true;
     s.n_rot = (s.n_embd / s.n_head) * 3 / 4 / 2 * 2;
   }
+  s.n_swa = swa;
+  if (ctx > 0) s.n_ctx = ctx;
   s.weights = weights;
   s.seed = seed;
   s.n_threads = threads;

@@ -210,13 +210,16 @@ TEST_CASE("rope frequency factors are read, used, and chosen by the context leng
     CHECK(nmse(la.data() + V, lb.data() + V, la.size() - static_cast<size_t>(V)) > 1e-6);
   }
   SECTION("LongRoPE (phi3): long factors past the original context, short within it") {
-    const SynthSpec s = variants()[3].spec;  // n_ctx 256: original context 64
+    SynthSpec s = variants()[3].spec;
+    s.n_ctx = 1024;  // original context 256
     auto m = build(s);
-    REQUIRE(m->hparams().n_ctx_orig == 64);
+    REQUIRE(m->hparams().n_ctx_orig == 256);
     CHECK(m->hparams().rope_attn_factor > 1.0f);
+    // llama.cpp's rule: the context rounded up to a multiple of 256 against the original one.
     CHECK(m->rope_factors(64) == &m->rope_short);
-    CHECK(m->rope_factors(65) == &m->rope_long);
-    auto shrt = ctx_for(*m, BackendChoice::cpu, 2, 64), lng = ctx_for(*m, BackendChoice::cpu, 2, 128);
+    CHECK(m->rope_factors(256) == &m->rope_short);
+    CHECK(m->rope_factors(257) == &m->rope_long);
+    auto shrt = ctx_for(*m, BackendChoice::cpu, 2, 64), lng = ctx_for(*m, BackendChoice::cpu, 2, 300);
     auto shrt_ref = ctx_for(*m, BackendChoice::ref, 1, 64);
     std::vector<float> ls, ll, lr;
     REQUIRE(decode_all(*shrt, kIds, 0, 0, &ls).to_string() == "ok");

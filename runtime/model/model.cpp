@@ -222,7 +222,10 @@ Status Model::bind_tensors() {
 const Tensor* Model::rope_factors(int64_t n_ctx_seq) const {
   if (rope_freqs.data) return &rope_freqs;
   if (!rope_long.data) return nullptr;
-  return n_ctx_seq > hp_.n_ctx_orig ? &rope_long : &rope_short;
+  // llama.cpp pads its per-sequence context to a multiple of 256 before this
+  // choice; the same padding here makes both choose alike at any -c.
+  const int64_t padded = (n_ctx_seq + 255) / 256 * 256;
+  return padded > hp_.n_ctx_orig ? &rope_long : &rope_short;
 }
 
 Status Model::page_in(const ModelParams& params) {

@@ -77,8 +77,9 @@ class Model {
   Tensor rope_freqs, rope_long, rope_short;
 
   // The factors a context of n_ctx_seq cells per sequence rotates with, as
-  // llama.cpp chooses them (rope_freqs; else the long ones past the original
-  // context length, the short ones within it); nullptr when the model has none.
+  // llama.cpp chooses them (rope_freqs; else the long ones when n_ctx_seq,
+  // rounded up to a multiple of 256, exceeds the original context length, the
+  // short ones otherwise); nullptr when the model has none.
   const Tensor* rope_factors(int64_t n_ctx_seq) const;
 
  private:
