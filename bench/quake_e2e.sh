@@ -69,7 +69,7 @@ for entry in $MODELS; do
       > "$OUT/$tag.bench.json" 2> "$OUT/$tag.bench.err"
     pp=$(samples "$OUT/$tag.bench.json" pp | median)
     tg=$(samples "$OUT/$tag.bench.json" tg | median)
-    "$BIN" perplexity -m "$path" -f "$TEXT" -c "$CTX" -t "$THREADS" --chunks "$chunks" --exp "$tier" \
+    "$BIN" perplexity -m "$path" -f "$TEXT" -c "$CTX" -t "$THREADS" --chunks "$chunks" --exp "$tier" --score-all \
       > "$OUT/$tag.ppl.txt" 2> "$OUT/$tag.ppl.err"
     line=$(tail -1 "$OUT/$tag.ppl.txt")
     ppl=$(sed -E 's/^ppl ([0-9.]+) \+- ([0-9.]+).*/\1 ± \2/' <<< "$line")

@@ -68,11 +68,6 @@ bool allows_quantization(const MixTensor& t) {
   return n != "position_embd.weight" && n != "token_types.weight";
 }
 
-// More bits for the first and last eighth of the layers and every third between.
-bool use_more_bits(int64_t i_layer, int64_t n_layers) {
-  return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
-}
-
 bool is_quantized(DType t) { return dtype_traits(t)->is_quantized; }
 
 int layer_of(const std::string& name) {
@@ -102,6 +97,10 @@ DType quant_ftype_default_type(QuantFtype f) {
   for (const FtypeEntry& e : kFtypes)
     if (e.ftype == f) return e.type;
   return DType::F32;
+}
+
+bool quant_use_more_bits(int64_t i_layer, int64_t n_layers) {
+  return i_layer < n_layers / 8 || i_layer >= 7 * n_layers / 8 || (i_layer - n_layers / 8) % 3 == 2;
 }
 
 bool quant_order_less(const std::string& a, const std::string& b) {
@@ -140,10 +139,10 @@ Expected<std::vector<MixChoice>> choose_quant_types(QuantFtype ftype, int64_t n_
       if (t.ne0 % dtype_block_size(ch.type) != 0) ch.type = DType::Q8_0;
       else if (ch.type != DType::Q8_0) ch.type = DType::Q6_K;
     } else if (c == Category::attn_v) {
-      if (mix_m && use_more_bits(i_attn_v, n_attn_v)) ch.type = DType::Q6_K;
+      if (mix_m && quant_use_more_bits(i_attn_v, n_attn_v)) ch.type = DType::Q6_K;
       ++i_attn_v;
     } else if (c == Category::ffn_down) {
-      if (mix_m && use_more_bits(i_ffn_down, n_layer)) ch.type = DType::Q6_K;
+      if (mix_m && quant_use_more_bits(i_ffn_down, n_layer)) ch.type = DType::Q6_K;
       ++i_ffn_down;
     }
     // Rows the block does not divide: llama.cpp's fallbacks.

@@ -53,6 +53,10 @@ const char* quant_ftype_name(QuantFtype f);  // "Q4_K_M"
 // The type most tensors get (Q4_K for Q4_K_M).
 DType quant_ftype_default_type(QuantFtype f);
 
+// The _M mixes' layers with more bits: the first and last eighth of n_layers and
+// every third layer between (llama.cpp's use_more_bits).
+bool quant_use_more_bits(int64_t i_layer, int64_t n_layers);
+
 // One tensor as the mix sees it.
 struct MixTensor {
   std::string name;

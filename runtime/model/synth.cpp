@@ -7,6 +7,7 @@
 
 #include "ops/ref/quant.h"
 #include "runtime/model/gguf_writer.h"
+#include "runtime/model/quantize.h"
 
 namespace kestrel {
 
@@ -30,12 +31,6 @@ Expected<DType> parse_type(const std::string& s) {
   if (s == "q5_k") return DType::Q5_K;
   if (s == "q6_k") return DType::Q6_K;
   return Status::invalid_argument("unknown weight type '%s'", s.c_str());
-}
-
-// Q4_K_M's choice: more bits for the first and last eighth of the layers and
-// every third layer between.
-bool more_bits(int64_t il, int64_t n_layer) {
-  return il < n_layer / 8 || il >= 7 * n_layer / 8 || (il - n_layer / 8) % 3 == 2;
 }
 
 // Random matrix [ne0, ne1] quantized row by row; a type whose block does not
@@ -188,7 +183,7 @@ Expected<std::vector<uint8_t>> synth_model_gguf(const SynthSpec& s) {
   if (!s.tied_output && !a.tied_only) KESTREL_TRY(add_matrix("output.weight", km ? DType::Q6_K : wt, E, V));
   for (int64_t il = 0; il < s.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
-    const DType hi = km && more_bits(il, s.n_layer) ? DType::Q6_K : wt;
+    const DType hi = km && quant_use_more_bits(il, s.n_layer) ? DType::Q6_K : wt;
     add_vector(p + "attn_norm.weight", E, 1.0f, 0.1f);
     if (a.fused_qkv) {  // q rows, then k, then v (what llama.cpp's phi3 reads)
       KESTREL_TRY(add_matrix(p + "attn_qkv.weight", wt, E, Q + 2 * KV));
