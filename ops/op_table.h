@@ -42,7 +42,7 @@ struct RmsNormParams {
 
 enum class RopeMode : int32_t {
   adjacent = 0,  // pairs (x[2i], x[2i+1]): llama / llama2.c ("normal" rope)
-  neox = 2,      // pairs (x[i], x[i + n_dims/2]): qwen2, gemma3
+  neox = 2,      // pairs (x[i], x[i + n_dims/2]): qwen2/3, phi3, gemma2/3
 };
 
 // rope: src0 x [head_dim, n_head, n_tokens] F32, src1 pos [n_tokens] I32,

@@ -232,7 +232,8 @@ TEST_CASE("rope frequency factors are read, used, and chosen by the context leng
 
 namespace {
 
-// A copy of a GGUF file with its keys edited and tensors replaced or dropped.
+// A copy of a GGUF file with its keys edited and tensors replaced, dropped or
+// (a name the file lacks) added.
 struct TensorEdit {
   std::string name;
   bool drop = false;
@@ -251,26 +252,33 @@ std::vector<uint8_t> rebuild(const std::vector<uint8_t>& good, const std::functi
     const gguf::KeyInfo k = f.key_info(i);
     w.set_raw(k.key, static_cast<uint32_t>(k.type), f.raw_value(i));
   }
+  auto add = [&](const TensorEdit& e) {
+    std::vector<uint8_t> data;
+    if (e.type == DType::F16) {
+      data.assign(e.values.size() * 2, 0x3c);  // f16 1.0 in every element: 0x3c00
+      for (size_t i = 0; i < e.values.size(); ++i) data[2 * i] = 0;
+    } else {
+      data.resize(e.values.size() * 4);
+      std::memcpy(data.data(), e.values.data(), data.size());
+    }
+    REQUIRE(w.add_tensor(e.name, e.type, std::span<const int64_t>(e.ne), data.data(), data.size()).ok());
+  };
+  std::vector<bool> used(edits.size(), false);
   for (const auto& t : f.tensors()) {
-    const TensorEdit* e = nullptr;
-    for (const TensorEdit& x : edits)
-      if (x.name == t.name) e = &x;
-    if (!e) {
+    size_t hit = edits.size();
+    for (size_t i = 0; i < edits.size(); ++i)
+      if (edits[i].name == t.name) hit = i;
+    if (hit == edits.size()) {
       REQUIRE(w.add_tensor(t.name, t.type, std::span<const int64_t>(t.ne, static_cast<size_t>(t.n_dims)), t.data,
                            t.nbytes)
                   .ok());
-    } else if (!e->drop) {
-      std::vector<uint8_t> data;
-      if (e->type == DType::F16) {
-        data.assign(e->values.size() * 2, 0x3c);  // f16 1.0 in every element: 0x3c00
-        for (size_t i = 0; i < e->values.size(); ++i) data[2 * i] = 0;
-      } else {
-        data.resize(e->values.size() * 4);
-        std::memcpy(data.data(), e->values.data(), data.size());
-      }
-      REQUIRE(w.add_tensor(t.name, e->type, std::span<const int64_t>(e->ne), data.data(), data.size()).ok());
+      continue;
     }
+    used[hit] = true;
+    if (!edits[hit].drop) add(edits[hit]);
   }
+  for (size_t i = 0; i < edits.size(); ++i)
+    if (!used[i] && !edits[i].drop) add(edits[i]);
   if (edit_keys) edit_keys(w);
   auto bytes = w.to_bytes();
   REQUIRE(bytes.ok());
@@ -334,6 +342,7 @@ TEST_CASE("new architectures: contradictory files are refused with a clear statu
       {"phi3 ffn_up with n_ff rows, not 2 n_ff", "phi3", nullptr, {f32_tensor("blk.1.ffn_up.weight", {E, F})},
        "ffn_up"},
       {"phi3 without its fused qkv", "phi3", nullptr, {{"blk.1.attn_qkv.weight", true}}, "attn_q"},
+      {"phi3 fused qkv bias", "phi3", nullptr, {f32_tensor("blk.0.attn_qkv.bias", {3 * E})}, "attn_qkv.bias"},
       {"phi3 long factors without short", "phi3", nullptr, {{"rope_factors_short.weight", true}}, "come together"},
       {"phi3 long factors of the wrong length", "phi3", nullptr,
        {f32_tensor("rope_factors_long.weight", {23}, 2.0f)}, "rope_factors_long"},

@@ -179,6 +179,10 @@ Status Model::bind_tensors() {
     KESTREL_TRY(bind(f, blk(il, "attn_norm.weight"), {E, 1, true, true}, &L.attn_norm, &bytes));
     const std::string qkv_name = blk(il, "attn_qkv.weight");
     if (a.fused_qkv && f.find_tensor(qkv_name)) {
+      // llama.cpp would add a fused bias; no phi3 checkpoint has one, so refuse
+      // it rather than run without it.
+      if (f.find_tensor(blk(il, "attn_qkv.bias")))
+        return Status::unsupported("tensor '%s' (a fused q/k/v bias) is not supported", blk(il, "attn_qkv.bias").c_str());
       Tensor qkv;
       KESTREL_TRY(bind(f, qkv_name, {E, Q + 2 * KV, false, true}, &qkv, &bytes));
       L.wq = row_view(qkv, 0, Q);
