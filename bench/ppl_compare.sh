@@ -11,15 +11,18 @@
 #     each writing its logits file (--kl-divergence-base);
 #   - kestrel --kl-divergence against llama.cpp's file, and llama-perplexity
 #     --kl-divergence against kestrel's: mean KLD and same-top share each way.
-# Then `kestrel quantize` and `llama-quantize` of the same F32 inputs (the
-# synthetic llama and stories260K) to each type: whether every tensor got the
-# same type, and the perplexity of both outputs (kestrel's perplexity on both).
+# Then `kestrel quantize` and `llama-quantize` of the same F32 / F16 inputs (the
+# synthetic llama, stories260K and QUANT_INPUTS) to each type: whether every
+# tensor got the same type, and the perplexity of both outputs measured by
+# kestrel and by llama-perplexity (which so also reads kestrel's files).
 # Prints markdown tables; raw outputs stay in OUT.
 #
 # Environment: KESTREL (build/release/bin/kestrel), MAKE_MODEL (beside it),
 # TEXT (tests/data/ppl_text.txt), CTX (128), CHUNKS (4), BIG_CTX / BIG_CHUNKS
 # for the GGUFs given (512 / 4), THREADS (2), ARCHS (every --arch of make_model),
-# QTYPES (Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16), OUT (a temporary folder).
+# QTYPES (Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16), QUANT_INPUTS (more
+# "name=path=ctx=chunks" inputs to quantize, e.g. an F16 GGUF), PPL_TABLE (0:
+# skip the perplexity / KL table), OUT (a temporary folder).
 set -u
 LLAMA=${1:?usage: bench/ppl_compare.sh LLAMA_BIN_DIR [MODEL.gguf ...]}
 shift
@@ -34,6 +37,8 @@ BIG_CHUNKS=${BIG_CHUNKS:-4}
 THREADS=${THREADS:-2}
 ARCHS=${ARCHS:-llama llama3 qwen2 qwen3 phi3 gemma2 gemma3}
 QTYPES=${QTYPES:-Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16}
+QUANT_INPUTS=${QUANT_INPUTS:-}
+PPL_TABLE=${PPL_TABLE:-1}
 OUT=${OUT:-$(mktemp -d /tmp/ppl_compare.XXXXXX)}
 STORIES=$ROOT/../shared/models/stories260K/stories260K.gguf
 mkdir -p "$OUT"
@@ -83,13 +88,14 @@ fi
 for m in "$@"; do models+=("$(basename "$m")=$m=$BIG_CTX=$BIG_CHUNKS"); done
 
 rows=()
+[ "$PPL_TABLE" = 1 ] || models=()
 for entry in "${models[@]}"; do
   IFS='=' read -r name path ctx chunks <<< "$entry"
   tag=$(echo "$name" | tr ' /' '__')
   lk=$OUT/$tag.llama.kld kk=$OUT/$tag.kestrel.kld
   # llama.cpp's logger writes from a thread of its own; a run whose log lost its
-  # last lines is run again once.
-  for try in 1 2; do
+  # last lines (it happens, exit status 0) is run again, up to four times.
+  for try in 1 2 3 4; do
     "$LLAMA/llama-perplexity" -m "$path" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" \
       --kl-divergence-base "$lk" > "$OUT/$tag.llama.ppl" 2>&1
     grep -q "Final estimate" "$OUT/$tag.llama.ppl" && break
@@ -112,16 +118,16 @@ for entry in "${models[@]}"; do
   echo "# done: $name" >&2
 done
 
-echo "| model | -c x chunks | llama.cpp PPL | kestrel PPL | kestrel / llama.cpp | KLD kestrel vs llama.cpp base | same top | KLD llama.cpp vs kestrel base | same top |"
-echo "|---|---|---|---|---|---|---|---|---|"
-printf '%s\n' "${rows[@]}"
+[ "$PPL_TABLE" = 1 ] && echo "| model | -c x chunks | llama.cpp PPL | kestrel PPL | kestrel / llama.cpp | KLD kestrel vs llama.cpp base | same top | KLD llama.cpp vs kestrel base | same top |"
+[ "$PPL_TABLE" = 1 ] && echo "|---|---|---|---|---|---|---|---|---|" && printf '%s\n' "${rows[@]}"
 
 qrows=()
 qinputs=()
-[ -f "$OUT/synth-llama-f32.gguf" ] && qinputs+=("synthetic llama f32=$OUT/synth-llama-f32.gguf")
-[ -f "$STORIES" ] && qinputs+=("stories260K=$STORIES")
+[ -f "$OUT/synth-llama-f32.gguf" ] && qinputs+=("synthetic llama f32=$OUT/synth-llama-f32.gguf=$CTX=$CHUNKS")
+[ -f "$STORIES" ] && qinputs+=("stories260K=$STORIES=$CTX=$CHUNKS")
+for q in $QUANT_INPUTS; do qinputs+=("$q"); done
 for entry in "${qinputs[@]}"; do
-  IFS='=' read -r name path <<< "$entry"
+  IFS='=' read -r name path ctx chunks <<< "$entry"
   tag=$(echo "$name" | tr ' /' '__')
   for q in $QTYPES; do
     ko=$OUT/$tag.$q.kestrel.gguf lo=$OUT/$tag.$q.llama.gguf
@@ -129,21 +135,26 @@ for entry in "${qinputs[@]}"; do
     "$LLAMA/llama-quantize" "$path" "$lo" "$q" "$THREADS" > "$OUT/$tag.$q.lq.log" 2>&1 || lo=
     if [ -z "$ko" ] || [ -z "$lo" ]; then
       why=$( [ -z "$ko" ] && [ -z "$lo" ] && echo "both refuse" || echo "kestrel ${ko:+ok}${ko:-refuses}, llama.cpp ${lo:+ok}${lo:-refuses}")
-      qrows+=("| $name | $q | $why | - | - | - |")
+      qrows+=("| $name | $q | $why | - | - | - | - | - | - |")
       continue
     fi
     same=$(diff <(gguf_types "$ko") <(gguf_types "$lo") > "$OUT/$tag.$q.types.diff" && echo "all" ||
            echo "$(grep -c '^<' "$OUT/$tag.$q.types.diff") differ")
-    ppl() { "$KESTREL" perplexity -m "$1" -f "$TEXT" -c "$CTX" --chunks "$CHUNKS" -t "$THREADS" 2>/dev/null |
-            sed -nE 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p'; }
-    a=$(ppl "$ko") b=$(ppl "$lo")
-    d=$(awk -v a="$a" -v b="$b" 'BEGIN{ if (b > 0) printf "%+.3f%%", 100*(a/b-1); else print "-" }')
-    qrows+=("| $name | $q | $same | ${a:-fail} | ${b:-fail} | $d |")
+    kppl() { "$KESTREL" perplexity -m "$1" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" 2>/dev/null |
+             sed -nE 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p'; }
+    lppl() { for try in 1 2 3 4; do
+               "$LLAMA/llama-perplexity" -m "$1" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" > "$1.lppl" 2>&1
+               grep -q "Final estimate" "$1.lppl" && break
+             done
+             sed -nE 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p' "$1.lppl"; }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a > 0 && b > 0) printf "%+.3f%%", 100*(a/b-1); else print "-" }'; }
+    a=$(kppl "$ko") b=$(kppl "$lo") la=$(lppl "$ko") lb=$(lppl "$lo")
+    qrows+=("| $name | $q | $same | ${a:-fail} | ${b:-fail} | $(ratio "$a" "$b") | ${la:-fail} | ${lb:-fail} | $(ratio "$la" "$lb") |")
   done
 done
 echo
-echo "| input | type | same tensor types | PPL of kestrel quantize | PPL of llama-quantize | difference |"
-echo "|---|---|---|---|---|---|"
+echo "| input | type | same tensor types | kestrel PPL of kestrel quantize | of llama-quantize | difference | llama.cpp PPL of kestrel quantize | of llama-quantize | difference |"
+echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${qrows[@]}"
 echo
 echo "# raw outputs: $OUT"
