@@ -333,6 +333,8 @@ TEST_CASE("new architectures: contradictory files are refused with a clear statu
        {}, "final_logit_softcapping"},
       {"gemma2 negative soft-cap", "gemma2",
        [](gguf::Writer& w) { w.set_f32("gemma2.attn_logit_softcapping", -50); }, {}, "soft-cap"},
+      {"gemma2 absurd soft-cap", "gemma2",
+       [](gguf::Writer& w) { w.set_f32("gemma2.final_logit_softcapping", 3e38f); }, {}, "soft-cap"},
       {"gemma2 NaN soft-cap", "gemma2",
        [nan](gguf::Writer& w) { w.set_f32("gemma2.final_logit_softcapping", nan); }, {}, "not finite"},
       {"gemma2 soft-cap as a string", "gemma2",

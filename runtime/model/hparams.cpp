@@ -144,6 +144,8 @@ Status validate_hparams(const HParams& hp) {
   if (!(hp.rope_theta > 0.0f) || !(hp.rope_theta_swa > 0.0f)) return Status::bad_file("rope theta must be > 0");
   if (hp.n_swa < 0 || hp.n_swa > kMaxContext) return Status::bad_file("sliding window out of range");
   if (hp.attn_softcap < 0.0f || hp.final_softcap < 0.0f) return Status::bad_file("negative soft-cap");
+  // The ops take caps below 1e30 (ops/validate.cpp); a larger one is no cap a model was trained with.
+  if (hp.attn_softcap > 1e30f || hp.final_softcap > 1e30f) return Status::bad_file("soft-cap above 1e30");
   const ArchDesc& a = *hp.arch;
   if (a.default_attn_softcap > 0.0f && !(hp.attn_softcap > 0.0f))
     return Status::bad_file("%s.attn_logit_softcapping must be > 0 (is %g)", a.name, hp.attn_softcap);
