@@ -144,6 +144,23 @@ TEST_CASE("quantize: the _M mixes pick llama-quantize's types for 16 layers", "[
     CHECK(type_of(t, *c, "blk.0.ffn_down.weight") == DType::Q6_K);
     CHECK(type_of(t, *c, "blk.3.ffn_down.weight") == DType::Q4_K);
   }
+  SECTION("phi3's fused attn_qkv counts as attn_v") {
+    std::vector<MixTensor> t;
+    for (int il = 0; il < 8; ++il) {
+      const std::string p = "blk." + std::to_string(il) + ".";
+      t.push_back({p + "attn_qkv.weight", DType::F32, 2, 3072});
+      t.push_back({p + "ffn_up.weight", DType::F32, 2, 3072});
+    }
+    std::sort(t.begin(), t.end(), [](const MixTensor& a, const MixTensor& b) { return quant_order_less(a.name, b.name); });
+    auto c = choose_quant_types(QuantFtype::q5_k_m, 8, t);
+    REQUIRE(c.ok());
+    // 8 layers: 0 (first eighth), 7 (last eighth), 3 and 6 (every third from 1).
+    for (int il = 0; il < 8; ++il) {
+      const bool hi = il == 0 || il == 3 || il == 6 || il == 7;
+      CHECK(type_of(t, *c, "blk." + std::to_string(il) + ".attn_qkv.weight") == (hi ? DType::Q6_K : DType::Q5_K));
+      CHECK(type_of(t, *c, "blk." + std::to_string(il) + ".ffn_up.weight") == DType::Q5_K);
+    }
+  }
   SECTION("Q4_0 / Q8_0 / F16") {
     const auto t = llama_tensors(2, 256, 512, false);
     auto q4 = choose_quant_types(QuantFtype::q4_0, 2, t);
