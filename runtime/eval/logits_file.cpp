@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <system_error>
 
 #include "platform/checked_math.h"
 
@@ -54,11 +56,11 @@ Expected<LogitsHeader> read_header(std::FILE* f, const std::string& path, uint64
   return h;
 }
 
-uint64_t size_of(std::FILE* f) {
-  if (std::fseek(f, 0, SEEK_END) != 0) return 0;
-  const long n = std::ftell(f);
-  std::rewind(f);
-  return n < 0 ? 0 : static_cast<uint64_t>(n);
+// 64-bit on every host (ftell's long is 32 bits on armhf); 0 when unknown.
+uint64_t size_of(const std::string& path) {
+  std::error_code ec;
+  const std::uintmax_t n = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<uint64_t>(n);
 }
 
 }  // namespace
@@ -151,7 +153,7 @@ LogitsReader::~LogitsReader() {
 Expected<LogitsHeader> LogitsReader::peek(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return Status::io_error("cannot open logits file '%s': %s", path.c_str(), std::strerror(errno));
-  Expected<LogitsHeader> h = read_header(f, path, size_of(f));
+  Expected<LogitsHeader> h = read_header(f, path, size_of(path));
   std::fclose(f);
   return h;
 }
@@ -161,7 +163,7 @@ Expected<std::unique_ptr<LogitsReader>> LogitsReader::open(const std::string& pa
   r->path_ = path;
   r->f_ = std::fopen(path.c_str(), "rb");
   if (!r->f_) return Status::io_error("cannot open logits file '%s': %s", path.c_str(), std::strerror(errno));
-  const uint64_t file_size = size_of(r->f_);
+  const uint64_t file_size = size_of(path);
   KESTREL_TRY_ASSIGN(r->header_, read_header(r->f_, path, file_size));
   LogitsHeader& h = r->header_;
   if (h.n_vocab != model_n_vocab)
