@@ -357,3 +357,40 @@ TEST_CASE("run_perplexity: a reference context on the same weights agrees", "[pe
   auto stopped = run_perplexity(*t.ctx, nullptr, make_text(100, 2), p, [](const PplRunResult&) { return false; });
   CHECK(stopped.status().code() == StatusCode::cancelled);
 }
+
+TEST_CASE("KL divergence file: random damage is refused or read, never a crash", "[perplexity][kl][bad_inputs]") {
+  Tiny t = make_tiny(32);
+  const std::string text = make_text(150, 9);
+  const std::string good = tmp_path("fuzz_good.kld"), bad = tmp_path("fuzz_bad.kld");
+  PplRunParams w;
+  w.n_ctx = 32;
+  w.max_chunks = 2;
+  w.kl_base_out = good;
+  REQUIRE(run_perplexity(*t.ctx, nullptr, text, w, always).ok());
+  const std::vector<char> bytes = read_all(good);
+  PplRunParams r;
+  r.kl_base_in = bad;
+  std::mt19937 rng(17);
+  int refused = 0, read = 0;
+  for (int i = 0; i < 150; ++i) {
+    std::vector<char> b = bytes;
+    // Damage the header and token list more often than the rows.
+    const size_t span = i % 2 ? b.size() : std::min<size_t>(b.size(), 20 + 64 * 4 * 2);
+    for (int k = 0; k < 1 + i % 4; ++k) b[rng() % span] = static_cast<char>(rng());
+    if (i % 5 == 0) b.resize(rng() % b.size());
+    write_all(bad, b);
+    auto res = run_perplexity(*t.ctx, nullptr, "", r, always);
+    if (res.ok()) {
+      ++read;
+      CHECK(std::isfinite(res->kl.summary().kld));
+    } else {
+      ++refused;
+      INFO(res.status().to_string());
+      CHECK(res.status().code() == StatusCode::bad_file);
+    }
+  }
+  CHECK(refused > 0);
+  CHECK(read > 0);  // codes flipped inside rows still make a file
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
