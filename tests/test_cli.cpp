@@ -162,7 +162,7 @@ TEST_CASE("kestrel run: bad usage and bad files exit 2 naming the problem", "[cl
       {{"run", "-m", "/nonexistent/model.gguf"}, "/nonexistent/model.gguf"},
       {{"run", "-m", kModels}, "directory"},
       {{"run", "-m", kModels + "/llama.cpp-vocab/ggml-vocab-gpt-2.gguf.inp"}, "bad_file"},
-      {{"run", "-m", kModels + "/llama.cpp-vocab/ggml-vocab-phi-3.gguf"}, "phi3"},
+      {{"run", "-m", kModels + "/llama.cpp-vocab/ggml-vocab-phi-3.gguf"}, "missing tensor"},  // vocabulary only
       {{"frobnicate"}, "frobnicate"},
       {{}, "subcommand"},
       {{"bench", "-m", kStories, "-t", "1,x"}, "threads"},
