@@ -7,6 +7,7 @@
 // (../shared/BAD-INPUTS.md row 10).
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <limits>
 #include <string>
@@ -259,8 +260,10 @@ std::vector<uint8_t> rebuild(const std::vector<uint8_t>& good, const std::functi
     const gguf::KeyInfo k = f.key_info(i);
     w.set_raw(k.key, static_cast<uint32_t>(k.type), f.raw_value(i));
   }
+  // The writer keeps pointers to tensor data until to_bytes(): replacements live here.
+  std::deque<std::vector<uint8_t>> keep;
   auto add = [&](const TensorEdit& e) {
-    std::vector<uint8_t> data;
+    std::vector<uint8_t>& data = keep.emplace_back();
     if (e.type == DType::F16) {
       data.assign(e.values.size() * 2, 0x3c);  // f16 1.0 in every element: 0x3c00
       for (size_t i = 0; i < e.values.size(); ++i) data[2 * i] = 0;
