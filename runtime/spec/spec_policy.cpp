@@ -22,9 +22,7 @@ SpecPolicy::SpecPolicy(const Config& c) : c_(c) {
   c_.forget = std::clamp(c_.forget, 0.0, 1.0);
   c_.prior_accept = std::clamp(c_.prior_accept, 0.0, 1.0);
   c_.prior_weight = std::max(1e-3, c_.prior_weight);
-  c_.g_step = std::max(1, c_.g_step);
-  c_.on_above = std::clamp(c_.on_above, -0.9, 10.0);
-  c_.off_below = std::clamp(c_.off_below, -0.9, c_.on_above);
+  c_.margin = std::clamp(c_.margin, 0.0, 0.9);
 }
 
 // Position j's estimate leans on position j - 1's (the first on the
@@ -87,8 +85,7 @@ double SpecPolicy::round_ns(int g) const {
 int SpecPolicy::best_g(double* rate) const {
   int best = 0;
   double br = 0.0;
-  const int cap = last_accepted_ < 0 ? c_.g_max : std::min(c_.g_max, last_accepted_ + c_.g_step);
-  for (int g = 1; g <= cap; ++g) {
+  for (int g = 1; g <= c_.g_max; ++g) {
     const double t = round_ns(g);
     if (t <= 0.0) continue;
     const double r = expected_tokens(g) / t;
@@ -114,11 +111,11 @@ int SpecPolicy::choose() {
     // A few rounds of evidence before giving up on drafting: the prior alone
     // must not switch it off.
     const bool evidence = reach_[1] >= c_.min_evidence;
-    if (on_ && evidence && r < plain_rate * (1.0 + c_.off_below)) {
+    if (on_ && evidence && r < plain_rate * (1.0 - c_.margin)) {
       on_ = false;
       since_probe_ = 0;
       probe_gap_ = std::min(c_.probe_first, c_.probe_every);
-    } else if (!on_ && r > plain_rate * (1.0 + c_.on_above)) {
+    } else if (!on_ && r > plain_rate * (1.0 + c_.margin)) {
       on_ = true;
     }
     pick = g;
@@ -173,7 +170,6 @@ void SpecPolicy::accepted(int g, int a) {
   // Drafts 1..a accepted; draft a + 1 (if proposed) reached and rejected.
   for (int j = 1; j <= std::min(a + 1, g); ++j) reach_[static_cast<size_t>(j)] += 1.0;
   for (int j = 1; j <= a; ++j) pass_[static_cast<size_t>(j)] += 1.0;
-  if (g > 0) last_accepted_ = a;
 }
 
 }  // namespace kestrel

@@ -12,17 +12,12 @@
 // through the ones that were, or a prior of one plain step plus a quarter
 // step per extra row; the first time of each shape is dropped, as it pays
 // for building that shape's plan). Plain decoding emits one token per plain step. The
-// policy picks the g in [1, g_max] with the best tokens per time, at most
-// `g_step` past the drafts the last round had accepted (a trust region: the
-// prior alone never buys a long draft), and drafts when that beats plain
-// decoding by `on_above`; it stops drafting when the best rate falls below
-// plain times (1 + off_below), once a few rounds were seen (hysteresis between
-// the two). Stopping at break-even, not below it, is deliberate: the model
-// leaves out what a round costs beyond its draft passes and verify (the draft
-// catching up after plain steps, cache trims), so a predicted tie is a loss.
-// While off, probe rounds keep the acceptance current: the first after
-// `probe_first` plain steps, the gap doubling while they fail up to
-// `probe_every`.
+// policy picks the g in [1, g_max] with the best tokens per time and drafts
+// when that beats plain decoding by a margin (hysteresis: it stops drafting
+// only when drafting falls below plain by the same margin, and not before a
+// few rounds were seen). While off, probe rounds keep the acceptance current:
+// the first after `probe_first` plain steps, the gap doubling while they fail
+// up to `probe_every`.
 //
 //   SpecPolicy pol(SpecPolicy::Config{8});
 //   int g = pol.choose();                  // 0: a plain step this round
@@ -39,16 +34,14 @@ class SpecPolicy {
   static constexpr int kMaxDraft = 32;
   struct Config {
     int g_max = 8;             // [1, kMaxDraft]
-    int g_init = 2;            // the first round's g (nothing measured yet)
+    int g_init = 4;            // the first round's g (nothing measured yet)
     bool one_pass_draft = false;  // mask-token drafting: a round drafts in one pass
-    int g_step = 2;            // g at most the last round's accepted drafts + this
-    double on_above = 0.10;    // on when the best rate > (1 + on_above) x plain
-    double off_below = 0.0;    // off when it is < (1 + off_below) x plain (<= on_above)
-    int probe_first = 8;       // plain steps before the first probe round once off,
-    int probe_every = 64;      // doubling per failed probe up to this
-    double min_evidence = 3;   // rounds (decayed) seen before drafting may switch off
+    double margin = 0.05;      // hysteresis: on above (1 + margin) x plain, off below (1 - margin) x
+    int probe_first = 4;       // plain steps before the first probe round once off,
+    int probe_every = 32;      // doubling per failed probe up to this
+    double min_evidence = 4;   // rounds (decayed) seen before drafting may switch off
     double forget = 0.05;      // weight of a new observation in the running estimates
-    double prior_accept = 0.5; // acceptance of the first draft before any round
+    double prior_accept = 0.6; // acceptance of the first draft before any round
     double prior_weight = 2.0; // pseudo-rounds of each position's prior
   };
 
@@ -87,8 +80,7 @@ class SpecPolicy {
   bool on_ = true;
   bool fixed_ = false;
   int since_probe_ = 0;
-  int probe_gap_ = 8;
-  int last_accepted_ = -1;                          // the last round's accepted drafts, -1 = none yet
+  int probe_gap_ = 4;
   double plain_ns_ = 0.0;                           // EMA, 0 = unseen
   double pass_ns_ = 0.0;                            // EMA per draft pass, 0 = unseen
   std::array<double, kMaxDraft + 2> verify_ns_{};   // EMA by rows, 0 = unseen
