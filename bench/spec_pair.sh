@@ -80,6 +80,7 @@ fi
 # name|kind|arguments
 all_configs=(
   "plain|kestrel|"
+  "draft|kestrel|--spec draft -md $draft"
   "draft-g4|kestrel|--spec draft -md $draft --draft-max 4"
   "draft-g8|kestrel|--spec draft -md $draft --draft-max 8"
   "draft-g8-pmin0.5|kestrel|--spec draft -md $draft --draft-max 8 --draft-p-min 0.5"
@@ -122,6 +123,7 @@ run_one() {
       sed -n 's/.*generate.*(\s*\([0-9.]*\) tokens\/s).*/\1/p' "$d/err" >"$d/tps"
       sed -n 's/.*accepted [0-9]* (\([0-9.]*%\)).*/\1/p' "$d/err" >"$d/acc"
       sed -n 's/.*mean accepted length \([0-9.]*\).*/\1/p' "$d/err" >"$d/len"
+      sed -n 's/.*spec *\([0-9]*\) plain steps; rounds by draft length: \(.*\)/plain:\1 \2/p' "$d/err" >"$d/rounds"
       python3 - "$d" <<'PY'
 import re, sys
 e = open(sys.argv[1] + "/err").read()
@@ -188,8 +190,8 @@ for pi in "${!prompts[@]}"; do
   echo
   echo "prompt: $(printf '%q' "$prompt")   (load before: $load_before, after: $(cut -d' ' -f1-3 /proc/loadavg))"
   echo
-  echo "| configuration | tokens/s | vs kestrel plain | accepted | tokens/verify | draft ms/token | verify ms | same as plain |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| configuration | tokens/s | vs kestrel plain | accepted | tokens/verify | draft ms/token | verify ms | same as plain | steps by g (rep 1) |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   plain=$(cells "$tmp/p$pi"/plain/r*/tps)
   for c in "${configs[@]}"; do
     name=${c%%|*}
@@ -202,6 +204,6 @@ for pi in "${!prompts[@]}"; do
       for r in $(seq "$reps"); do cmp -s "$d/r$r/out" "$tmp/p$pi/plain/r$r/out" && k=$((k + 1)); done
       same="$k/$reps"
     fi
-    echo "| $name | $tps | $ratio | $(cells "$d"/r*/acc) | $(cells "$d"/r*/len) | $(cells "$d"/r*/dms) | $(cells "$d"/r*/vms) | $same |"
+    echo "| $name | $tps | $ratio | $(cells "$d"/r*/acc) | $(cells "$d"/r*/len) | $(cells "$d"/r*/dms) | $(cells "$d"/r*/vms) | $same | $(cat "$d"/r1/rounds 2>/dev/null || echo -) |"
   done
 done
