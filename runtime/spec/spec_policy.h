@@ -37,9 +37,9 @@ class SpecPolicy {
     int g_init = 4;            // the first round's g (nothing measured yet)
     bool one_pass_draft = false;  // mask-token drafting: a round drafts in one pass
     double margin = 0.05;      // hysteresis: on above (1 + margin) x plain, off below (1 - margin) x
-    int probe_first = 4;       // plain steps before the first probe round once off,
-    int probe_every = 32;      // doubling per failed probe up to this
-    double min_evidence = 4;   // rounds (decayed) seen before drafting may switch off
+    int probe_first = 32;      // plain steps before the first probe round once off,
+    int probe_every = 128;     // doubling per failed probe up to this
+    double min_evidence = 1;   // rounds (decayed) seen before drafting may switch off
     double forget = 0.05;      // weight of a new observation in the running estimates
     double prior_accept = 0.6; // acceptance of the first draft before any round
     double prior_weight = 2.0; // pseudo-rounds of each position's prior
@@ -80,7 +80,7 @@ class SpecPolicy {
   bool on_ = true;
   bool fixed_ = false;
   int since_probe_ = 0;
-  int probe_gap_ = 4;
+  int probe_gap_ = 32;
   double plain_ns_ = 0.0;                           // EMA, 0 = unseen
   double pass_ns_ = 0.0;                            // EMA per draft pass, 0 = unseen
   std::array<double, kMaxDraft + 2> verify_ns_{};   // EMA by rows, 0 = unseen
