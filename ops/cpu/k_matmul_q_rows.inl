@@ -145,6 +145,7 @@ inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* 
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ4_K)>(w);
     alignas(16) uint8_t sc[16];
     k_scales(w->scales, sc);
     const __m512i sc16 =
@@ -198,6 +199,7 @@ inline void dot_q6K_z(int64_t nb, const void* wv, const void* const* av, float* 
   const __m512i shr23 = _mm512_mask_blend_epi64(0xF0, _mm512_setzero_si512(), _mm512_set1_epi16(2));
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ6_K)>(w);
     const __m128i sc8 = loadu128(w->scales);
     const float d = f16_scalar(w->d);
     const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
