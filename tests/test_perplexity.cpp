@@ -76,6 +76,16 @@ void write_all(const std::string& path, const std::vector<char>& b) {
 
 const auto always = [](const PplRunResult&) { return true; };
 
+// A good logits file of two 32-token chunks of text, written to path; its bytes.
+std::vector<char> write_base_file(Context& ctx, const std::string& text, const std::string& path) {
+  PplRunParams w;
+  w.n_ctx = 32;
+  w.max_chunks = 2;
+  w.kl_base_out = path;
+  REQUIRE(run_perplexity(ctx, nullptr, text, w, always).ok());
+  return read_all(path);
+}
+
 }  // namespace
 
 TEST_CASE("llama rule: chunk count, first scored position, BOS per chunk", "[perplexity]") {
@@ -257,12 +267,7 @@ TEST_CASE("KL divergence file: bad files are refused with a clear error", "[perp
   Tiny t = make_tiny(32);
   const std::string text = make_text(150, 5);
   const std::string good = tmp_path("good.kld"), bad = tmp_path("bad.kld");
-  PplRunParams w;
-  w.n_ctx = 32;
-  w.max_chunks = 2;
-  w.kl_base_out = good;
-  REQUIRE(run_perplexity(*t.ctx, nullptr, text, w, always).ok());
-  const std::vector<char> bytes = read_all(good);
+  const std::vector<char> bytes = write_base_file(*t.ctx, text, good);
   PplRunParams r;
   r.kl_base_in = bad;
   auto expect = [&](const std::vector<char>& b, const std::string& text_in, StatusCode code, const char* words) {
@@ -328,7 +333,10 @@ TEST_CASE("KL divergence file: bad files are refused with a clear error", "[perp
     CHECK(res.status().code() == StatusCode::io_error);
   }
   SECTION("score-all and a logits file do not mix") {
-    PplRunParams m = w;
+    PplRunParams m;
+    m.n_ctx = 32;
+    m.max_chunks = 2;
+    m.kl_base_out = good;
     m.rule = PplRule::score_all;
     CHECK(run_perplexity(*t.ctx, nullptr, text, m, always).status().code() == StatusCode::invalid_argument);
   }
@@ -362,12 +370,7 @@ TEST_CASE("KL divergence file: random damage is refused or read, never a crash",
   Tiny t = make_tiny(32);
   const std::string text = make_text(150, 9);
   const std::string good = tmp_path("fuzz_good.kld"), bad = tmp_path("fuzz_bad.kld");
-  PplRunParams w;
-  w.n_ctx = 32;
-  w.max_chunks = 2;
-  w.kl_base_out = good;
-  REQUIRE(run_perplexity(*t.ctx, nullptr, text, w, always).ok());
-  const std::vector<char> bytes = read_all(good);
+  const std::vector<char> bytes = write_base_file(*t.ctx, text, good);
   PplRunParams r;
   r.kl_base_in = bad;
   std::mt19937 rng(17);
