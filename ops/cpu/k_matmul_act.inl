@@ -1,12 +1,19 @@
 // CPU matmul, part 1: activation rows quantized to 8 bits once per call (included by
 // k_matmul.inl). Two scratch formats:
-//   ActQ8   32 values, float d, |q| <= 127 (never -128, so kernels may use |q| as an
-//           unsigned byte), and c8 = 8 * d * sum(q), which folds Q4_0's -8 (Q5_0's -16)
-//           offset into one multiply-add per block. Paired with Q4_0, Q5_0, Q8_0 weights.
-//   BlockQ8_K (ops/dtype.h): 256 values, float d, q in [-128, 127], 16-element sums.
-//           Paired with Q4_K, Q5_K, Q6_K weights.
+//   ActQ8   32 values, d = amax / 127 rounded to F16 (as ggml's block_q8_0 stores it;
+//           the codes come from the unrounded 127 / amax), |q| <= 127 (never -128, so
+//           kernels may use |q| as an unsigned byte), and c8 = 8 * d * sum(q), which folds
+//           Q4_0's -8 (Q5_0's -16) offset into one multiply-add per block. Paired with
+//           Q4_0, Q5_0, Q8_0 weights.
+//   BlockQ8_K (ops/dtype.h): 256 values, float d, q in [-127, 127] (ggml's convention: the
+//           first value of largest magnitude maps to -127), 16-element sums. Paired with
+//           Q4_K, Q5_K, Q6_K weights.
+// Both follow ggml's activation quantizers value for value, so kestrel's quantized products
+// are llama.cpp's up to the order of float sums (top-1 agreement of the two runtimes' logits
+// on quantized models hangs on it: bench/ppl_compare.sh).
 // Rounding is to nearest even in both the SIMD and the portable path. The quantization
-// error per value is at most d/2, i.e. amax/254 of each 32- or 256-block.
+// error per value is at most d/2 (plus the F16 rounding of d, 2^-11 relative), i.e. about
+// amax/254 of each 32- or 256-block.
 #include <cmath>
 #include <cstring>
 #if defined(__AVX2__) || defined(__F16C__)
@@ -34,6 +41,15 @@ inline float f16_scalar(uint16_t h) {
   return _cvtsh_ss(h);
 #else
   return f16_to_f32(h);
+#endif
+}
+
+// x rounded to the nearest F16 value (ties to even), back as a float.
+inline float round_f16(float x) {
+#if defined(__F16C__)
+  return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT));
+#else
+  return f16_to_f32(f32_to_f16(x));
 #endif
 }
 
@@ -78,7 +94,7 @@ inline void quantize_act_q8(const float* x, ActQ8* out, int64_t K) {
     }
     const float am = hmax_ps(amax);
     const float id = am > 0 ? 127.0f / am : 0.0f;
-    out[b].d = am / 127.0f;
+    out[b].d = round_f16(am / 127.0f);
     const __m256 vid = _mm256_set1_ps(id);
     __m256i q[4];
     for (int i = 0; i < 4; ++i)
@@ -90,7 +106,7 @@ inline void quantize_act_q8(const float* x, ActQ8* out, int64_t K) {
     float am = 0;
     for (int j = 0; j < kQK; ++j) am = std::fmax(am, std::fabs(x[j]));
     const float id = am > 0 ? 127.0f / am : 0.0f;
-    out[b].d = am / 127.0f;
+    out[b].d = round_f16(am / 127.0f);
     for (int j = 0; j < kQK; ++j) {
       const float v = std::nearbyint(x[j] * id);
       out[b].qs[j] = static_cast<int8_t>(v > 127.0f ? 127 : v < -127.0f ? -127 : v);
@@ -102,8 +118,8 @@ inline void quantize_act_q8(const float* x, ActQ8* out, int64_t K) {
   }
 }
 
-// One row of K floats (K % 256 == 0) -> K/256 BlockQ8_K, ggml's convention (the value of
-// largest magnitude maps to -128).
+// One row of K floats (K % 256 == 0) -> K/256 BlockQ8_K, ggml's convention (the first
+// value of largest magnitude maps to -127).
 inline void quantize_act_q8K(const float* x, BlockQ8_K* out, int64_t K) {
 #if defined(__AVX2__)
   for (int64_t b = 0; b < K / kQKK; ++b, x += kQKK) {
@@ -114,19 +130,25 @@ inline void quantize_act_q8K(const float* x, BlockQ8_K* out, int64_t K) {
       vmin = _mm256_min_ps(vmin, v);
     }
     const float mx = hmax_ps(vmax), mn = hmin_ps(vmin);
-    const float max = -mn > mx ? mn : mx;
+    float max = -mn > mx ? mn : mx;
+    if (-mn == mx) {  // a tie of magnitudes: the first of them, as ggml scans
+      for (int i = 0; i < kQKK; ++i)
+        if (x[i] == mx || x[i] == mn) {
+          max = x[i];
+          break;
+        }
+    }
     if (!(max != 0.0f) || !std::isfinite(max)) {
       std::memset(&out[b], 0, sizeof(BlockQ8_K));
       continue;
     }
-    const float iscale = -128.0f / max;
+    const float iscale = -127.0f / max;
     const __m256 vis = _mm256_set1_ps(iscale);
     for (int g = 0; g < kQKK; g += 32) {
       __m256i q[4];
       for (int i = 0; i < 4; ++i)
         q[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + g + 8 * i), vis),
                                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      // +128 saturates to 127 in the pack, as the reference clamps.
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs + g), pack_i32x32_i8(q[0], q[1], q[2], q[3]));
       // Sums of the stored (saturated) codes, 16 at a time.
       const __m256i s = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(out[b].qs + g)));

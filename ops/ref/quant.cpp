@@ -376,8 +376,8 @@ void quant_q6_K(const float* x, BlockQ6_K* b, int64_t nb) {
   }
 }
 
-// ggml's Q8_K convention: the value of largest magnitude maps to -128, so the code range
-// is [-128, 127] and d may be negative.
+// ggml's Q8_K convention: the first value of largest magnitude maps to -127, so the code
+// range is [-127, 127] and d may be negative.
 void quant_q8_K(const float* x, BlockQ8_K* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     float amax = 0, max = 0;
@@ -390,8 +390,8 @@ void quant_q8_K(const float* x, BlockQ8_K* b, int64_t nb) {
       std::memset(&b[i], 0, sizeof(b[i]));
       continue;
     }
-    const float iscale = -128.0f / max;
-    for (int j = 0; j < kQKK; ++j) b[i].qs[j] = static_cast<int8_t>(clamp_round(iscale * x[j], -128, 127));
+    const float iscale = -127.0f / max;
+    for (int j = 0; j < kQKK; ++j) b[i].qs[j] = static_cast<int8_t>(clamp_round(iscale * x[j], -127, 127));
     for (int g = 0; g < kQKK / 16; ++g) {
       int s = 0;
       for (int l = 0; l < 16; ++l) s += b[i].qs[16 * g + l];
