@@ -105,6 +105,10 @@ kestrel_scheduler_params kestrel_scheduler_default_params(void) {
   p.n_batch = d.n_batch;
   p.n_chunk = d.n_chunk;
   p.max_queue = d.max_queue;
+  p.draft = nullptr;
+  p.draft_max = d.spec.draft_max;
+  p.draft_p_min = d.spec.p_min;
+  p.draft_vocab = d.spec.draft_vocab;
   return p;
 }
 
@@ -128,6 +132,14 @@ kestrel_status kestrel_scheduler_create(kestrel_context* ctx, const kestrel_sche
     sp.n_batch = p.n_batch;
     sp.n_chunk = p.n_chunk;
     sp.max_queue = p.max_queue;
+    if (p.draft) {
+      if (!live(p.draft)) return Status::invalid_argument("kestrel_scheduler_create: draft context is not live");
+      if (p.draft == ctx) return Status::invalid_argument("kestrel_scheduler_create: the draft context is the target's");
+      sp.draft = p.draft->ctx.get();
+    }
+    sp.spec.draft_max = p.draft_max;
+    sp.spec.p_min = p.draft_p_min;
+    sp.spec.draft_vocab = p.draft_vocab;
     std::unique_ptr<kestrel_scheduler> h(new (std::nothrow) kestrel_scheduler());
     if (!h) return Status::out_of_memory("scheduler handle");
     KESTREL_TRY_ASSIGN(h->sched, serve::Scheduler::create(*ctx->ctx, sp));
@@ -199,6 +211,13 @@ void kestrel_scheduler_get_stats(const kestrel_scheduler* scheduler, kestrel_sch
   out->n_steps = s.n_steps;
   out->t_prompt_ms = static_cast<double>(s.t_prompt_ns) * 1e-6;
   out->t_generate_ms = static_cast<double>(s.t_generate_ns) * 1e-6;
+  out->n_spec_requests = s.n_spec_requests;
+  out->n_spec_rounds = s.n_spec_rounds;
+  out->n_spec_drafted = s.n_spec_drafted;
+  out->n_spec_accepted = s.n_spec_accepted;
+  out->n_spec_plain_steps = s.n_spec_plain_steps;
+  static_assert(sizeof out->spec_rounds_by_g == sizeof s.spec_rounds_by_g);
+  std::memcpy(out->spec_rounds_by_g, s.spec_rounds_by_g, sizeof out->spec_rounds_by_g);
   out->n_queued = s.n_queued;
   out->n_slots_busy = s.n_slots_busy;
   out->n_slots = s.n_slots;

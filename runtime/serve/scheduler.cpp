@@ -59,6 +59,8 @@ struct Scheduler::Slot {
   Request req;
   size_t n_read = 0;           // prompt tokens in the cache
   int32_t pending = -1;        // sampled, not yet decoded
+  int32_t g = 0;               // drafts in this step's batch after the pending token
+  std::vector<int32_t> drafts;  // [draft_max] the step's drafts
   bool cancel = false;
   Sampler sampler;
   StreamDecoder decoder;
@@ -89,12 +91,17 @@ Expected<std::unique_ptr<Scheduler>> Scheduler::create(Context& ctx, const Sched
   if (s->n_batch_ < s->n_slots_)
     return Status::invalid_argument("scheduler n_batch %d is below the %d slots (one token each per step)", s->n_batch_,
                                     s->n_slots_);
+  if (params.draft) {
+    KESTREL_TRY_ASSIGN(s->spec_, SpecSlots::create(ctx, *params.draft, params.spec));
+  }
   ctx.kv().clear();
   const Tokenizer& tok = ctx.model().tokenizer();
   for (int32_t i = 0; i < s->n_slots_; ++i) {
     s->slots_.push_back(std::make_unique<Slot>(tok));
     s->slots_.back()->seq = i;
+    if (s->spec_) s->slots_.back()->drafts.resize(static_cast<size_t>(s->spec_->draft_max()));
   }
+  s->b_jobs_.reserve(static_cast<size_t>(s->n_slots_));
   const size_t cap = static_cast<size_t>(s->n_batch_);
   s->b_tokens_.reserve(cap);
   s->b_pos_.reserve(cap);
@@ -249,6 +256,11 @@ void Scheduler::start(Slot& s, Queued&& q) {
   while (keep < n && s.cache[keep] == prompt[keep]) ++keep;
   ctx_.kv().seq_rm(s.seq, static_cast<int32_t>(keep), -1);
   s.cache.resize(keep);
+  if (spec_) {
+    const bool on = SpecSlots::supports(s.req.sampling);
+    spec_->start(s.seq, keep, on);
+    if (on) ++stats_.n_spec_requests;
+  }
   s.n_read = keep;
   s.pending = -1;
   s.usage = Usage{};
@@ -285,14 +297,20 @@ void Scheduler::step() {
     b_seq_.push_back(seq);
     b_logits_.push_back(logits ? 1 : 0);
   };
-  // One token per generating slot ...
+  // One token per generating slot and its drafts (logits on every row) ...
   int64_t n_gen = 0;
+  for (auto& sp : slots_)
+    if (sp->busy && sp->pending >= 0) ++n_gen;
+  n_gen += draft_step(n_batch_ - n_gen);
   for (auto& sp : slots_) {
     Slot& s = *sp;
     if (!s.busy || s.pending < 0) continue;
     add(s.pending, s.cache.size(), s.seq, true);
     b_out_slot_.push_back(&s);
-    ++n_gen;
+    for (int32_t i = 0; i < s.g; ++i) {
+      add(s.drafts[static_cast<size_t>(i)], s.cache.size() + 1 + static_cast<size_t>(i), s.seq, true);
+      b_out_slot_.push_back(&s);
+    }
   }
   // ... then prompt chunks, oldest request first, within the step's budget.
   std::vector<Slot*>& reading = b_reading_;
@@ -354,8 +372,21 @@ void Scheduler::step() {
     stats_.t_generate_ns += dt * n_gen / total;
   }
   for (size_t i = 0; i < b_out_slot_.size(); ++i) {
-    const float* logits = ctx_.logits(static_cast<int32_t>(i));
     Slot& s = *b_out_slot_[i];
+    if (s.g > 0) {
+      spec_round(s, static_cast<int32_t>(i), dt);
+      i += static_cast<size_t>(s.g);
+      s.g = 0;
+      continue;
+    }
+    if (spec_ && s.busy && s.usage.n_generated > 0) {
+      spec_->plain_step(s.seq, dt);
+      if (spec_->speculating(s.seq)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++stats_.n_spec_plain_steps;
+      }
+    }
+    const float* logits = ctx_.logits(static_cast<int32_t>(i));
     if (!logits) {
       finish(s, FinishReason::error, Status::internal("no logits for output %zu", i));
       continue;
@@ -364,12 +395,79 @@ void Scheduler::step() {
   }
 }
 
+int64_t Scheduler::draft_step(int64_t budget) {
+  for (auto& sp : slots_) sp->g = 0;
+  if (!spec_) return 0;
+  b_jobs_.clear();
+  for (auto& sp : slots_) {
+    Slot& s = *sp;
+    if (!s.busy || s.pending < 0 || !spec_->speculating(s.seq)) continue;
+    // Room: the step's rows, the slot's cells (drafts at positions after the
+    // pending token's) and its token budget (a round also emits its own token).
+    int64_t room = std::min<int64_t>(budget, n_ctx_ - static_cast<int64_t>(s.cache.size()) - 1);
+    if (s.req.max_tokens > 0) room = std::min<int64_t>(room, s.req.max_tokens - s.usage.n_generated - 1);
+    const int32_t g = spec_->choose(s.seq, static_cast<int32_t>(std::max<int64_t>(room, 0)));
+    if (g <= 0) continue;
+    SpecSlots::Job j;
+    j.seq = s.seq;
+    j.cache = s.cache;
+    j.pending = s.pending;
+    j.g = g;
+    j.drafts = s.drafts.data();
+    b_jobs_.push_back(j);
+    budget -= g;
+  }
+  // A failed draft leaves those requests to plain decoding (SpecSlots::draft).
+  if (b_jobs_.empty() || !spec_->draft(b_jobs_).ok()) return 0;
+  int64_t rows = 0;
+  for (const SpecSlots::Job& j : b_jobs_) {
+    slots_[static_cast<size_t>(j.seq)]->g = j.n;
+    rows += j.n;
+  }
+  return rows;
+}
+
+void Scheduler::spec_round(Slot& s, int32_t row, int64_t batch_ns) {
+  int32_t next = -1;
+  auto accepted = spec_->verify(ctx_, s.seq, row, s.drafts.data(), s.g, &next, batch_ns);
+  if (!accepted.ok()) {
+    ctx_.kv().seq_rm(s.seq, static_cast<int32_t>(s.cache.size()), -1);
+    return finish(s, FinishReason::error, std::move(accepted).take_status());
+  }
+  const int32_t a = *accepted;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.n_spec_rounds;
+    stats_.n_spec_drafted += s.g;
+    stats_.n_spec_accepted += a;
+    ++stats_.spec_rounds_by_g[s.g];
+  }
+  // The accepted drafts go out one by one as plain decoding would emit them
+  // (each may end the request); the cache keeps the tokens before the one that
+  // ended it, as a plain step would have decoded only those.
+  for (int32_t i = 0; i < a && s.busy; ++i) {
+    const int32_t t = s.drafts[static_cast<size_t>(i)];
+    on_token(s, t, ctx_.logits(row + i));
+    if (!s.busy) break;
+    s.cache.push_back(t);
+    s.pending = -1;
+  }
+  if (s.busy) on_token(s, next, ctx_.logits(row + a));
+  ctx_.kv().seq_rm(s.seq, static_cast<int32_t>(s.cache.size()), -1);
+  spec_->trim(s.seq, s.cache.size());
+}
+
 void Scheduler::on_logits(Slot& s, const float* logits) {
   if (s.cancel) return finish(s, FinishReason::cancelled, Status::cancelled("request cancelled"));
   if (s.req.max_tokens == 0) return finish(s, FinishReason::length);
   auto next = s.sampler.sample(logits);
   if (!next.ok()) return finish(s, FinishReason::error, std::move(next).take_status());
-  const int32_t t = *next;
+  on_token(s, *next, logits);
+}
+
+void Scheduler::on_token(Slot& s, int32_t t, const float* logits) {
+  if (s.cancel) return finish(s, FinishReason::cancelled, Status::cancelled("request cancelled"));
+  if (!logits) return finish(s, FinishReason::error, Status::internal("no logits for a verified token"));
   s.sampler.accept(t);
   const int64_t now = now_ns();
   if (s.usage.n_generated == 0) {
@@ -447,6 +545,7 @@ void Scheduler::finish(Slot& s, FinishReason reason, Status status) {
     // The cached tokens are no longer known to match the cells: start clean.
     ctx_.kv().seq_rm(s.seq, 0, -1);
     s.cache.clear();
+    if (spec_) spec_->trim(s.seq, 0);
   }
   Event e;
   e.id = s.id;

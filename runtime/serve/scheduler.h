@@ -14,6 +14,10 @@
 // prompt, when that prefix covers at least half of the prompt (else to the
 // least recently used idle slot), and only the rest of the prompt is decoded.
 //
+// With a draft model (SchedulerParams::draft) greedy requests are decoded
+// speculatively (spec_slots.h): the slots' drafts share the step's one target
+// batch, and the tokens stay those of plain decoding.
+//
 // Events are delivered on the inference thread, so a callback must not block
 // (hand the event to another thread) and must not call into the scheduler
 // except cancel().
@@ -42,6 +46,7 @@
 #include "platform/status.h"
 #include "runtime/engine/context.h"
 #include "runtime/sampling/sampler.h"
+#include "runtime/serve/spec_slots.h"
 
 namespace kestrel::serve {
 
@@ -108,6 +113,11 @@ struct SchedulerParams {
   int32_t n_batch = 0;      // tokens per step, all slots together; 0 = the context's n_batch
   int32_t n_chunk = 0;      // prompt tokens per slot per step; 0 = n_batch
   int32_t max_queue = 64;   // requests waiting for a slot; submit() beyond is too_long
+  // Speculative decoding: the draft model's context (one sequence per slot, at
+  // least the target's cells per sequence; taken over like the target's), or
+  // nullptr (default) for none.
+  Context* draft = nullptr;
+  SpecSlotParams spec;
 };
 
 // Counters since create(); a consistent snapshot under the scheduler's lock.
@@ -121,6 +131,13 @@ struct SchedulerStats {
   int64_t n_steps = 0;              // decode calls
   int64_t t_prompt_ns = 0;          // decode time attributed to prompt tokens
   int64_t t_generate_ns = 0;        // decode time attributed to generated tokens
+  // Speculative decoding (all slots together; zero without a draft model).
+  int64_t n_spec_requests = 0;      // requests decoded speculatively (the others plainly)
+  int64_t n_spec_rounds = 0;        // slot rounds that verified drafts
+  int64_t n_spec_drafted = 0;       // draft tokens proposed
+  int64_t n_spec_accepted = 0;      // of those, accepted
+  int64_t n_spec_plain_steps = 0;   // steps of speculated requests that drafted nothing (policy or room)
+  int64_t spec_rounds_by_g[SpecPolicy::kMaxDraft + 1] = {};  // rounds by drafts verified (index 0 unused)
   int32_t n_queued = 0;             // waiting now
   int32_t n_slots_busy = 0;         // running now
   int32_t n_slots = 0;
@@ -163,6 +180,12 @@ class Scheduler {
   void start(Slot& slot, Queued&& q);
   void step();
   void on_logits(Slot& slot, const float* logits);
+  // Emits token t (logits: the row it came from) through the per-token path.
+  void on_token(Slot& slot, int32_t t, const float* logits);
+  // Draft lengths for the generating slots and their drafts; returns the rows they add.
+  int64_t draft_step(int64_t budget);
+  // Verifies a slot's drafts at output rows [row, row + g] and emits the tokens.
+  void spec_round(Slot& slot, int32_t row, int64_t batch_ns);
   void release_text(Slot& slot, size_t end, bool final);
   void finish(Slot& slot, FinishReason reason, Status status = {});
   // A text event; false when the callback asked to cancel.
@@ -170,6 +193,7 @@ class Scheduler {
   static void finish_unstarted(Queued& q, FinishReason reason, const Status& status);
 
   Context& ctx_;
+  std::unique_ptr<SpecSlots> spec_;  // with a draft model
   int32_t n_slots_ = 0;
   int64_t n_ctx_ = 0;
   int32_t n_batch_ = 0, n_chunk_ = 0, max_queue_ = 0;
@@ -191,6 +215,7 @@ class Scheduler {
   std::vector<Slot*> b_out_slot_;  // [outputs] which slot each logits row belongs to
   std::vector<Slot*> b_reading_;   // slots reading their prompt, oldest request first
   std::vector<std::pair<Slot*, size_t>> b_chunks_;  // prompt tokens each of those adds to the step
+  std::vector<SpecSlots::Job> b_jobs_;              // the step's drafting slots
   uint64_t use_clock_ = 0;
 };
 

@@ -20,6 +20,7 @@
  *   cp.n_seq_max = 4;                                   // four slots
  *   kestrel_context_create(model, &cp, &ctx);
  *   kestrel_scheduler_params sp = kestrel_scheduler_default_params();
+ *   sp.draft = draft_ctx;   // optional: a draft model's context (n_seq_max as ctx) speculates greedy requests
  *   kestrel_scheduler* sched = NULL;
  *   kestrel_scheduler_create(ctx, &sp, &sched);
  *   kestrel_request_params rp = kestrel_request_default_params();
@@ -49,6 +50,15 @@ typedef struct kestrel_scheduler_params {
   int32_t n_batch;   /* tokens per step, all slots together, >= the slots; 0 = the context's n_batch (default 0) */
   int32_t n_chunk;   /* prompt tokens per slot per step; 0 = n_batch (default 0) */
   int32_t max_queue; /* requests that may wait when every slot is busy (default 64) */
+  /* Speculative decoding with a draft model: its context (at least as many
+   * sequences and cells per sequence as ctx; a compatible vocabulary, else
+   * KESTREL_ERR_INVALID_ARGUMENT), taken over like ctx; NULL: none (default).
+   * Greedy requests without a repetition penalty are speculated, with the tokens
+   * of plain decoding; the others decode plainly. */
+  kestrel_context* draft;
+  int32_t draft_max;   /* longest draft of a round, [1, 32] (default 8) */
+  float draft_p_min;   /* stop drafting below this draft probability (default 0: off) */
+  int32_t draft_vocab; /* > 0: the draft scores only ids [0, draft_vocab) (default 0: all) */
 } kestrel_scheduler_params;
 
 typedef enum kestrel_finish_reason {
@@ -121,6 +131,13 @@ typedef struct kestrel_scheduler_stats {
   int64_t n_steps;              /* batches decoded */
   double t_prompt_ms;           /* decode time attributed to prompt tokens (by their share of each batch) */
   double t_generate_ms;         /* decode time attributed to generated tokens */
+  /* Speculative decoding (all slots together; 0 without a draft model). */
+  int64_t n_spec_requests;      /* requests decoded speculatively */
+  int64_t n_spec_rounds;        /* slot rounds that verified drafts */
+  int64_t n_spec_drafted;       /* draft tokens proposed */
+  int64_t n_spec_accepted;      /* of those, accepted */
+  int64_t n_spec_plain_steps;   /* steps of speculated requests that drafted nothing */
+  int64_t spec_rounds_by_g[33]; /* rounds by the number of drafts verified (index 0 unused) */
   int32_t n_queued;             /* waiting for a slot now */
   int32_t n_slots_busy;         /* running now */
   int32_t n_slots;

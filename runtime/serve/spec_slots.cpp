@@ -1,0 +1,233 @@
+// Speculative decoding for the scheduler's slots (see spec_slots.h).
+#include "runtime/serve/spec_slots.h"
+
+#include <algorithm>
+#include <cmath>
+#include <new>
+
+#include "ops/op_table.h"
+#include "platform/timer.h"
+#include "runtime/spec/speculative.h"
+
+namespace kestrel::serve {
+
+namespace {
+
+// A draft behind the target by more than this many tokens when its round
+// starts spends the round's draft time catching up, which says nothing about a
+// draft pass's cost (the single-sequence decoder uses the same bound).
+constexpr size_t kCatchUpTimed = 2;
+
+int32_t argmax(const float* l, int64_t n) {
+  int32_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (l[i] > l[best]) best = static_cast<int32_t>(i);
+  return best;
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context& draft, const SpecSlotParams& p) {
+  if (p.draft_max < 1 || p.draft_max > SpecPolicy::kMaxDraft)
+    return Status::invalid_argument("draft_max %d outside [1, %d]", p.draft_max, SpecPolicy::kMaxDraft);
+  if (p.draft_vocab < 0) return Status::invalid_argument("draft_vocab %d must be >= 0", p.draft_vocab);
+  if (!(p.p_min >= 0.0f && p.p_min <= 1.0f)) return Status::invalid_argument("draft p_min must be in [0, 1]");
+  if (&draft == &target) return Status::invalid_argument("the draft context must be a second context");
+  KESTREL_TRY(check_vocab_compat(target.model(), draft.model()));
+  const int32_t n_slots = target.params().n_seq_max;
+  if (draft.params().n_seq_max < n_slots)
+    return Status::invalid_argument("the draft context has %d sequences, the target's %d slots need one each",
+                                    draft.params().n_seq_max, n_slots);
+  if (draft.n_ctx() < target.n_ctx())
+    return Status::invalid_argument("the draft context holds %lld tokens per sequence, below the target's %lld",
+                                    static_cast<long long>(draft.n_ctx()), static_cast<long long>(target.n_ctx()));
+  std::unique_ptr<SpecSlots> s(new (std::nothrow) SpecSlots(draft, p));
+  if (!s) return Status::out_of_memory("speculative slots");
+  s->dv_ = std::min<int64_t>(target.model().hparams().n_vocab, draft.model().hparams().n_vocab);
+  if (p.draft_vocab > 0) {
+    s->dv_ = std::min<int64_t>(s->dv_, p.draft_vocab);
+    s->variant_.out_vocab = s->dv_;
+  }
+  try {
+    s->slots_.resize(static_cast<size_t>(n_slots));
+    const size_t cap = static_cast<size_t>(std::max<int64_t>(draft.params().n_batch, n_slots));
+    s->b_tok_.reserve(cap);
+    s->b_pos_.reserve(cap);
+    s->b_seq_.reserve(cap);
+    s->b_logits_.reserve(cap);
+    s->b_job_.reserve(static_cast<size_t>(n_slots));
+    s->passes_.reserve(static_cast<size_t>(n_slots));
+    s->open_.reserve(static_cast<size_t>(n_slots));
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("speculative slots scratch");
+  }
+  draft.kv().clear();
+  return s;
+}
+
+bool SpecSlots::supports(const SamplerParams& p) {
+  // Greedy only: top-k, top-p and min-p keep the argmax, so they change nothing;
+  // a repetition penalty moves the argmax, which spec_verify does not model.
+  return p.temperature <= 0.0f && p.repeat_penalty == 1.0f;
+}
+
+void SpecSlots::start(int32_t seq, size_t n_keep, bool speculate) {
+  Slot& s = slots_[static_cast<size_t>(seq)];
+  s.on = speculate;
+  SpecPolicy::Config c;
+  c.g_max = p_.draft_max;
+  c.g_init = std::min(c.g_init, p_.draft_max);
+  // A new policy per request: acceptance is a property of the text being written.
+  s.policy = SpecPolicy(c);
+  trim(seq, n_keep);
+}
+
+void SpecSlots::trim(int32_t seq, size_t n) {
+  Slot& s = slots_[static_cast<size_t>(seq)];
+  if (s.n_draft <= n) return;
+  s.n_draft = n;
+  draft_.kv().seq_rm(seq, static_cast<int32_t>(n), -1);
+}
+
+int32_t SpecSlots::choose(int32_t seq, int32_t room) {
+  Slot& s = slots_[static_cast<size_t>(seq)];
+  if (!s.on) return 0;
+  return std::max(0, std::min(s.policy.choose(), room));
+}
+
+float SpecSlots::top_prob(const float* row, int32_t id) const {
+  // Entries more than 20 below the id's logit weigh under e^-20 each: left out
+  // (a length heuristic; exactness does not depend on it).
+  const float ref = row[id];
+  double z = 0.0;
+  for (int64_t i = 0; i < dv_; ++i)
+    if (row[i] > ref - 20.0f) z += std::exp(static_cast<double>(row[i] - ref));
+  return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
+}
+
+Status SpecSlots::draft(std::span<Job> jobs) {
+  if (jobs.empty()) return {};
+  const int64_t t0 = now_ns();
+  bool timed = true;
+  passes_.assign(jobs.size(), 1);
+  open_.assign(jobs.size(), 1);
+  auto fail = [&](Status st) {
+    // The draft's cells of these sequences are no longer known: start them again.
+    for (const Job& j : jobs) {
+      slots_[static_cast<size_t>(j.seq)].n_draft = 0;
+      slots_[static_cast<size_t>(j.seq)].on = false;
+      draft_.kv().seq_rm(j.seq, 0, -1);
+    }
+    return st;
+  };
+  auto run = [&]() -> Status {
+    BatchView b;
+    b.n_tokens = static_cast<int32_t>(b_tok_.size());
+    b.tokens = b_tok_.data();
+    b.pos = b_pos_.data();
+    b.seq_id = b_seq_.data();
+    b.logits = b_logits_.data();
+    return draft_.decode(b, variant_);
+  };
+  b_tok_.clear();
+  b_pos_.clear();
+  b_seq_.clear();
+  b_logits_.clear();
+  // First pass: each job's missing tokens and its pending token; the pending
+  // token's row gives the first draft.
+  try {
+    for (const Job& j : jobs) {
+      Slot& s = slots_[static_cast<size_t>(j.seq)];
+      if (j.cache.size() - s.n_draft > kCatchUpTimed) timed = false;
+      for (size_t i = s.n_draft; i <= j.cache.size(); ++i) {
+        b_tok_.push_back(i < j.cache.size() ? j.cache[i] : j.pending);
+        b_pos_.push_back(static_cast<int32_t>(i));
+        b_seq_.push_back(j.seq);
+        b_logits_.push_back(i == j.cache.size() ? 1 : 0);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return fail(Status::out_of_memory("draft catch-up batch of %zu tokens", b_tok_.size()));
+  }
+  if (Status st = run(); !st.ok()) return fail(st);
+  for (size_t k = 0; k < jobs.size(); ++k) {
+    Job& j = jobs[k];
+    Slot& s = slots_[static_cast<size_t>(j.seq)];
+    s.n_draft = j.cache.size() + 1;
+    const float* row = draft_.logits(static_cast<int32_t>(k));
+    if (!row) return fail(Status::internal("draft decode produced no logits"));
+    j.drafts[0] = argmax(row, dv_);
+    j.n = 1;
+    // p_min: the first draft is always proposed (a two-row verify costs about one step).
+    if (j.g == 1 || (p_.p_min > 0.0f && top_prob(row, j.drafts[0]) < p_.p_min)) open_[k] = 0;
+  }
+  // Then one pass per further draft, one token per job still drafting.
+  for (int32_t d = 1;; ++d) {
+    b_tok_.clear();
+    b_pos_.clear();
+    b_seq_.clear();
+    b_logits_.clear();
+    b_job_.clear();
+    for (size_t k = 0; k < jobs.size(); ++k) {
+      if (!open_[k]) continue;
+      const Job& j = jobs[k];
+      b_tok_.push_back(j.drafts[d - 1]);
+      b_pos_.push_back(static_cast<int32_t>(j.cache.size()) + d);
+      b_seq_.push_back(j.seq);
+      b_logits_.push_back(1);
+      b_job_.push_back(k);
+    }
+    if (b_tok_.empty()) break;
+    if (Status st = run(); !st.ok()) return fail(st);
+    for (size_t r = 0; r < b_job_.size(); ++r) {
+      const size_t k = b_job_[r];
+      Job& j = jobs[k];
+      slots_[static_cast<size_t>(j.seq)].n_draft = j.cache.size() + 1 + static_cast<size_t>(d);
+      ++passes_[k];
+      const float* row = draft_.logits(static_cast<int32_t>(r));
+      if (!row) return fail(Status::internal("draft decode produced no logits"));
+      const int32_t t = argmax(row, dv_);
+      if (p_.p_min > 0.0f && top_prob(row, t) < p_.p_min) {
+        open_[k] = 0;  // not proposed
+        continue;
+      }
+      j.drafts[d] = t;
+      j.n = d + 1;
+      if (j.n == j.g) open_[k] = 0;
+    }
+  }
+  // Every drafting slot waited for all of the passes: each policy gets the
+  // call's whole time over the passes it took part in.
+  const int64_t dt = now_ns() - t0;
+  if (timed)
+    for (size_t k = 0; k < jobs.size(); ++k) slots_[static_cast<size_t>(jobs[k].seq)].policy.drafted(passes_[k], dt);
+  return {};
+}
+
+Expected<int32_t> SpecSlots::verify(Context& target, int32_t seq, int32_t first_row, const int32_t* drafts, int32_t n,
+                                    int32_t* next, int64_t batch_ns) {
+  const int64_t t0 = now_ns();
+  Tensor tl = target.logits_tensor(first_row, n + 1);
+  Tensor ids = make_tensor(DType::I32, const_cast<int32_t*>(drafts), n);
+  int32_t out[2] = {-1, -1};
+  Tensor ot = make_tensor(DType::I32, out, 2);
+  SpecVerifyParams vp;
+  vp.greedy = true;
+  KESTREL_TRY(target.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids}, 2, &vp}));
+  if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
+  // The slot's rows shared the batch with the other slots' rows and prompt
+  // chunks: its policy is given the whole batch's time, which is what the slot
+  // waited for its tokens (a plain step of the slot is timed the same way).
+  SpecPolicy& pol = slots_[static_cast<size_t>(seq)].policy;
+  pol.verified(n + 1, batch_ns + (now_ns() - t0));
+  pol.accepted(n, out[0]);
+  *next = out[1];
+  return out[0];
+}
+
+void SpecSlots::plain_step(int32_t seq, int64_t batch_ns) {
+  Slot& s = slots_[static_cast<size_t>(seq)];
+  if (s.on) s.policy.plain_step(batch_ns);
+}
+
+}  // namespace kestrel::serve

@@ -1,0 +1,119 @@
+// SpecSlots: speculative decoding with a draft model for the scheduler's
+// slots (scheduler.h). The draft model has its own context with one sequence
+// per slot; each speculating slot owns a draft-length policy (SpecPolicy,
+// runtime/spec/spec_policy.h). Every step the scheduler asks each generating
+// slot's policy for a draft length g; the slots with g > 0 are drafted here
+// together (the draft context decodes one token per drafting slot per pass),
+// then the scheduler puts every slot's [pending, drafts...] rows into its one
+// target batch and verify() runs the spec_verify op on each slot's rows.
+//
+// What is speculated: greedy requests (temperature <= 0) without a repetition
+// penalty. The rule is spec_verify's greedy one, the target's argmax with the
+// lowest id on ties, which is what the request's own greedy sampler picks, so
+// the tokens are those of plain serving. Anything else (temperature > 0,
+// penalties) decodes plainly beside the speculating slots: the scheduler's
+// sampler draws from a stream that the exact stochastic rule would not repeat.
+//
+// Draft cache. The draft sequence of a slot holds a prefix of the slot's target
+// tokens (n_draft of them). Before drafting, the tokens it lacks (after plain
+// steps or a new prompt) and the pending token are fed in one batch; drafting
+// then appends the drafts. After the target's verify the scheduler calls
+// trim() with the slot's new token count, which drops the rejected drafts.
+//
+//   KESTREL_TRY_ASSIGN(auto spec, SpecSlots::create(target_ctx, draft_ctx, SpecSlotParams{}));
+//   spec->start(seq, n_cached, SpecSlots::supports(request.sampling));
+//   int32_t g = spec->choose(seq, room);         // 0: a plain step
+//   SpecSlots::Job job{seq, cache, pending, g, drafts};
+//   KESTREL_TRY(spec->draft(std::span(&job, 1)));  // job.n drafts in drafts[]
+//   ... target decode of [pending, drafts[0..n)] with logits on every row ...
+//   KESTREL_TRY_ASSIGN(int32_t a, spec->verify(seq, first_row, drafts, job.n, &next, ns));
+//   spec->trim(seq, new_cache_size);
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "platform/status.h"
+#include "runtime/engine/context.h"
+#include "runtime/sampling/sampler.h"
+#include "runtime/spec/spec_policy.h"
+
+namespace kestrel::serve {
+
+struct SpecSlotParams {
+  int32_t draft_max = 8;    // longest draft of a round, [1, 32] (default 8)
+  float p_min = 0.0f;       // stop a round's drafting at a draft top-1 probability below this (0: off)
+  int32_t draft_vocab = 0;  // > 0: the draft scores only ids [0, draft_vocab) (default 0: all)
+};
+
+class SpecSlots {
+ public:
+  // Checks the draft's vocabulary against the target's (check_vocab_compat),
+  // its sequences (>= the target's) and cells per sequence (>= the target's).
+  // Both contexts must outlive the object; the draft's cache is cleared.
+  static Expected<std::unique_ptr<SpecSlots>> create(Context& target, Context& draft, const SpecSlotParams& p);
+
+  // Whether a request sampling with p can be speculated with output identical
+  // to plain decoding (see the top of this file).
+  static bool supports(const SamplerParams& p);
+
+  // A request starts in slot seq, whose target cache keeps its first n_keep
+  // tokens; speculate = supports() of its parameters (else it decodes plainly).
+  void start(int32_t seq, size_t n_keep, bool speculate);
+  // The slot's target cache now holds only its first n tokens.
+  void trim(int32_t seq, size_t n);
+  bool speculating(int32_t seq) const { return slots_[static_cast<size_t>(seq)].on; }
+  int32_t draft_max() const { return p_.draft_max; }
+
+  // The draft length of the slot's next step (0: a plain step), at most room.
+  int32_t choose(int32_t seq, int32_t room);
+
+  struct Job {
+    int32_t seq = 0;
+    std::span<const int32_t> cache;  // the slot's tokens in the target cache
+    int32_t pending = -1;            // sampled, decoded next at position cache.size()
+    int32_t g = 0;                   // drafts wanted, >= 1
+    int32_t* drafts = nullptr;       // [g] out
+    int32_t n = 0;                   // out: drafts made, [1, g] (p_min may stop early)
+  };
+  // Drafts every job, batched across slots; each job's policy gets the time
+  // of the whole call. On error the jobs' draft sequences are emptied and
+  // their requests decode plainly from then on.
+  Status draft(std::span<Job> jobs);
+
+  // After the target decoded [pending, drafts[0..n)] of the slot with logits on
+  // rows first_row .. first_row + n: the number of drafts accepted, and *next
+  // the target's own token after them. batch_ns: the target batch's time (fed
+  // to the policy with the verify's own time).
+  Expected<int32_t> verify(Context& target, int32_t seq, int32_t first_row, const int32_t* drafts, int32_t n,
+                           int32_t* next, int64_t batch_ns);
+  // A speculating slot took a plain step that lasted batch_ns.
+  void plain_step(int32_t seq, int64_t batch_ns);
+
+ private:
+  struct Slot {
+    bool on = false;           // the current request is speculated
+    SpecPolicy policy{SpecPolicy::Config{}};
+    size_t n_draft = 0;        // tokens in the draft sequence, a prefix of the slot's target tokens
+  };
+  SpecSlots(Context& draft, const SpecSlotParams& p) : draft_(draft), p_(p) {}
+  // Top-1 draft probability of a row over the ids the draft scores.
+  float top_prob(const float* row, int32_t id) const;
+
+  Context& draft_;
+  SpecSlotParams p_;
+  int64_t dv_ = 0;  // ids the draft scores: [0, dv_)
+  PassVariant variant_;
+  std::vector<Slot> slots_;
+  // Scratch of draft(): the pass's batch, and which job each output row is.
+  std::vector<int32_t> b_tok_, b_pos_, b_seq_;
+  std::vector<int8_t> b_logits_;
+  std::vector<size_t> b_job_;
+  std::vector<int32_t> passes_;  // [jobs] draft passes each job took part in
+  std::vector<uint8_t> open_;    // [jobs] still drafting
+};
+
+}  // namespace kestrel::serve

@@ -1,0 +1,319 @@
+// The scheduler with a draft model (runtime/serve/spec_slots.h): several
+// slots' drafts verified in one target batch give the tokens of plain serving,
+// whatever ends a request inside a round (cancel, stop string, max_tokens, a
+// full context), and the caches stay right for the slot's next request.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/model/synth.h"
+#include "runtime/serve/scheduler.h"
+
+using namespace kestrel;
+using namespace kestrel::serve;
+
+namespace {
+
+// One request's events (called on the inference thread).
+struct Collector {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string text;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  int32_t n_events = 0;
+  bool done = false;
+  FinishReason finish = FinishReason::none;
+  Usage usage;
+  int32_t cancel_after = -1;  // > 0: the callback returns false at this many text events
+
+  static bool on_event(const Event& e, void* user) {
+    auto* c = static_cast<Collector*>(user);
+    std::lock_guard<std::mutex> lock(c->mu);
+    c->text.append(e.text);
+    if (!e.text.empty()) ++c->n_events;
+    for (const TokenLogprob& l : e.logprobs) {
+      c->tokens.push_back(l.token);
+      c->logprobs.push_back(l.logprob);
+    }
+    if (e.done) {
+      c->done = true;
+      c->finish = e.finish;
+      c->usage = e.usage;
+      c->cv.notify_all();
+    }
+    return c->cancel_after < 0 || c->n_events < c->cancel_after;
+  }
+  bool wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(120), [&] { return done; });
+  }
+};
+
+std::unique_ptr<Model> synth_model(const std::string& weights, int64_t n_vocab = 320) {
+  SynthSpec s;
+  s.weights = weights;
+  s.n_ctx = 512;
+  s.n_vocab = n_vocab;
+  auto bytes = synth_model_gguf(s);
+  REQUIRE(bytes.status().to_string() == "ok");
+  auto m = Model::load_from_memory(bytes->data(), bytes->size(), ModelParams{});
+  REQUIRE(m.status().to_string() == "ok");
+  return std::move(m).value();
+}
+
+std::unique_ptr<Context> slots_ctx(const Model& m, int32_t n_slots, int64_t n_ctx) {
+  ContextParams cp;
+  cp.n_ctx = n_ctx;
+  cp.n_seq_max = n_slots;
+  cp.n_batch = 64;
+  cp.n_threads = 2;
+  auto c = Context::create(m, cp);
+  REQUIRE(c.status().to_string() == "ok");
+  return std::move(c).value();
+}
+
+Request greedy(const std::vector<int32_t>& prompt, int32_t max_tokens, Collector& c) {
+  Request r;
+  r.prompt = prompt;
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0.0f;
+  r.ignore_eos = true;  // random weights: run to max_tokens
+  r.n_top_logprobs = 1;
+  r.on_event = Collector::on_event;
+  r.user = &c;
+  return r;
+}
+
+std::vector<int32_t> prompt_of(int n, int salt) {
+  std::vector<int32_t> p = {1};
+  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 37 + salt * 101) % 300);
+  return p;
+}
+
+// A scheduler over its own contexts: plain (draft == nullptr) or speculative.
+struct Served {
+  std::unique_ptr<Context> ctx, dctx;
+  std::unique_ptr<Scheduler> sched;
+  Served(const Model& target, const Model* draft, int32_t n_slots, int64_t n_ctx, int32_t draft_max = 6) {
+    ctx = slots_ctx(target, n_slots, n_ctx);
+    SchedulerParams sp;
+    sp.n_chunk = 7;  // prompts read in pieces beside the other slots' rounds
+    if (draft) {
+      dctx = slots_ctx(*draft, n_slots, n_ctx);
+      sp.draft = dctx.get();
+      sp.spec.draft_max = draft_max;
+    }
+    auto s = Scheduler::create(*ctx, sp);
+    REQUIRE(s.status().to_string() == "ok");
+    sched = std::move(s).value();
+  }
+  // Runs the requests together; each collector gets its events.
+  void run(std::vector<Request> reqs) {
+    std::vector<Collector*> cs;
+    for (Request& r : reqs) {
+      cs.push_back(static_cast<Collector*>(r.user));
+      REQUIRE(sched->submit(std::move(r)).ok());
+    }
+    for (Collector* c : cs) REQUIRE(c->wait());
+  }
+};
+
+void check_same(const Collector& spec, const Collector& plain) {
+  CHECK(spec.finish == plain.finish);
+  CHECK(spec.tokens == plain.tokens);
+  CHECK(spec.text == plain.text);
+  CHECK(spec.usage.n_generated == plain.usage.n_generated);
+  REQUIRE(spec.logprobs.size() == plain.logprobs.size());
+  // Quantized weights: a row's logits do not depend on the batch it was decoded in.
+  CHECK(std::memcmp(spec.logprobs.data(), plain.logprobs.data(), plain.logprobs.size() * sizeof(float)) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("speculative slots give the tokens of plain serving", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto other = synth_model("q4_0");  // the same weights quantized coarser: a draft that agrees often, not always
+  const int n_req = 4, n_gen = 24;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < n_req; ++i) prompts.push_back(prompt_of(5 + 11 * i, i));
+
+  Served plain(*target, nullptr, n_req, 128);
+  std::vector<Collector> want(n_req);
+  std::vector<Request> reqs;
+  for (int i = 0; i < n_req; ++i) reqs.push_back(greedy(prompts[i], n_gen, want[i]));
+  plain.run(std::move(reqs));
+  CHECK(plain.sched->stats().n_spec_rounds == 0);
+
+  for (const Model* draft : {target.get(), other.get()}) {
+    const bool self = draft == target.get();
+    INFO((self ? "the target as its own draft" : "a q4_0 draft"));
+    Served spec(*target, draft, n_req, 128);
+    std::vector<Collector> got(n_req);
+    reqs.clear();
+    for (int i = 0; i < n_req; ++i) reqs.push_back(greedy(prompts[i], n_gen, got[i]));
+    spec.run(std::move(reqs));
+    for (int i = 0; i < n_req; ++i) {
+      INFO("request " << i);
+      check_same(got[i], want[i]);
+      CHECK(got[i].usage.n_generated == n_gen);
+    }
+    const SchedulerStats st = spec.sched->stats();
+    CHECK(st.n_spec_requests == n_req);
+    CHECK(st.n_generated_tokens == n_req * n_gen);
+    REQUIRE(st.n_spec_rounds > 0);
+    int64_t rounds = 0, drafts = 0;
+    for (int g = 1; g <= SpecPolicy::kMaxDraft; ++g) {
+      rounds += st.spec_rounds_by_g[g];
+      drafts += g * st.spec_rounds_by_g[g];
+    }
+    CHECK(rounds == st.n_spec_rounds);
+    CHECK(drafts == st.n_spec_drafted);
+    if (self) {
+      CHECK(st.n_spec_accepted == st.n_spec_drafted);
+      // Several tokens per round: fewer target batches than plain serving decoded.
+      CHECK(st.n_steps < plain.sched->stats().n_steps);
+    } else {
+      CHECK(st.n_spec_accepted > 0);
+      CHECK(st.n_spec_accepted < st.n_spec_drafted);
+    }
+  }
+}
+
+TEST_CASE("requests the verify rule does not cover decode plainly beside speculating slots", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto run = [&](const Model* draft, std::vector<Collector>& cs) {
+    Served s(*target, draft, 4, 128);
+    std::vector<Request> reqs;
+    reqs.push_back(greedy(prompt_of(9, 1), 20, cs[0]));
+    reqs.push_back(greedy(prompt_of(14, 2), 20, cs[1]));
+    reqs.push_back(greedy(prompt_of(12, 3), 20, cs[2]));
+    reqs.back().sampling.repeat_penalty = 1.3f;  // moves the argmax
+    reqs.push_back(greedy(prompt_of(10, 4), 20, cs[3]));
+    reqs.back().sampling.temperature = 0.9f;
+    reqs.back().sampling.seed = 77;
+    s.run(std::move(reqs));
+    return s.sched->stats();
+  };
+  std::vector<Collector> want(4), got(4);
+  run(nullptr, want);
+  const SchedulerStats st = run(target.get(), got);
+  CHECK(st.n_spec_requests == 2);
+  CHECK(st.n_spec_rounds > 0);
+  for (int i = 0; i < 4; ++i) {
+    INFO("request " << i);
+    check_same(got[i], want[i]);
+  }
+}
+
+TEST_CASE("cancel, stop strings and max_tokens inside a speculative round", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  const std::vector<int32_t> p = prompt_of(12, 5);
+  // The target drafts for itself: every round accepts all of its drafts, so a
+  // request that ends after a few tokens ends inside a round.
+  Served plain(*target, nullptr, 1, 128);
+  Served spec(*target, target.get(), 1, 128, 8);
+  Collector full;
+  plain.run({greedy(p, 32, full)});
+  REQUIRE(full.text.size() >= 12);
+
+  // After each ending, the slot's next request (the same prompt, from its
+  // cache) must give the full greedy text: the caches kept only what a plain
+  // run would have decoded.
+  auto again = [&] {
+    Collector c;
+    spec.run({greedy(p, 32, c)});
+    CHECK(c.usage.n_cached > 0);
+    check_same(c, full);
+  };
+
+  SECTION("the callback cancels") {
+    for (int k : {2, 5, 9}) {
+      INFO("cancel at text event " << k);
+      Collector a, b;
+      a.cancel_after = b.cancel_after = k;
+      plain.run({greedy(p, 32, a)});
+      spec.run({greedy(p, 32, b)});
+      CHECK(b.finish == FinishReason::cancelled);
+      check_same(b, a);
+      again();
+    }
+  }
+  SECTION("a stop string") {
+    for (size_t at : {full.text.size() / 3, full.text.size() / 2}) {
+      const std::string stop = full.text.substr(at, 2);
+      INFO("stop '" << stop << "'");
+      Collector a, b;
+      Request ra = greedy(p, 32, a), rb = greedy(p, 32, b);
+      ra.stop = rb.stop = {stop};
+      plain.run({std::move(ra)});
+      spec.run({std::move(rb)});
+      CHECK(b.finish == FinishReason::stop);
+      CHECK(b.text == full.text.substr(0, full.text.find(stop)));
+      check_same(b, a);
+      again();
+    }
+  }
+  SECTION("max_tokens") {
+    for (int n : {1, 2, 3, 7, 10}) {
+      INFO("max_tokens " << n);
+      Collector b;
+      spec.run({greedy(p, n, b)});
+      CHECK(b.finish == FinishReason::length);
+      REQUIRE(b.tokens.size() == static_cast<size_t>(n));
+      CHECK(std::vector<int32_t>(full.tokens.begin(), full.tokens.begin() + n) == b.tokens);
+      again();
+    }
+  }
+  CHECK(spec.sched->stats().n_spec_rounds > 0);
+}
+
+TEST_CASE("a speculating slot stops where its context is full", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto other = synth_model("q4_0");
+  const int64_t n_ctx = 48;
+  for (const Model* draft : {target.get(), other.get()}) {
+    Served plain(*target, nullptr, 2, n_ctx);
+    Served spec(*target, draft, 2, n_ctx, 8);
+    std::vector<Collector> want(2), got(2);
+    plain.run({greedy(prompt_of(30, 1), -1, want[0]), greedy(prompt_of(20, 2), -1, want[1])});
+    spec.run({greedy(prompt_of(30, 1), -1, got[0]), greedy(prompt_of(20, 2), -1, got[1])});
+    for (int i = 0; i < 2; ++i) {
+      INFO("request " << i);
+      CHECK(got[i].finish == FinishReason::length);
+      check_same(got[i], want[i]);
+    }
+    CHECK(spec.sched->stats().n_spec_rounds > 0);
+  }
+}
+
+TEST_CASE("a draft the target cannot use is refused at create", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto wide = synth_model("q8_0", 600);  // another vocabulary
+  auto ctx = slots_ctx(*target, 2, 64);
+  auto dctx = slots_ctx(*wide, 2, 64);
+  SchedulerParams sp;
+  sp.draft = dctx.get();
+  auto s = Scheduler::create(*ctx, sp);
+  REQUIRE(!s.ok());
+  CHECK(s.status().code() == StatusCode::invalid_argument);
+  CHECK(s.status().message().find("draft model is incompatible") != std::string::npos);
+
+  auto one = slots_ctx(*target, 1, 64);  // fewer sequences than slots
+  sp.draft = one.get();
+  s = Scheduler::create(*ctx, sp);
+  REQUIRE(!s.ok());
+  CHECK(s.status().message().find("sequences") != std::string::npos);
+
+  auto dctx2 = slots_ctx(*target, 2, 64);
+  sp.draft = dctx2.get();
+  sp.spec.draft_max = 0;
+  s = Scheduler::create(*ctx, sp);
+  REQUIRE(!s.ok());
+  CHECK(s.status().code() == StatusCode::invalid_argument);
+}
