@@ -27,6 +27,7 @@ struct Collector {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   int32_t n_events = 0;
+  bool in_top = true;  // every token among its listed alternatives
   bool done = false;
   FinishReason finish = FinishReason::none;
   Usage usage;
@@ -40,6 +41,9 @@ struct Collector {
     for (const TokenLogprob& l : e.logprobs) {
       c->tokens.push_back(l.token);
       c->logprobs.push_back(l.logprob);
+      bool found = false;
+      for (const TopLogprob& t : l.top) found = found || t.token == l.token;
+      c->in_top = c->in_top && found;
     }
     if (e.done) {
       c->done = true;
@@ -195,7 +199,7 @@ TEST_CASE("requests the verify rule does not cover decode plainly beside specula
     reqs.push_back(greedy(prompt_of(12, 3), 20, cs[2]));
     reqs.back().sampling.repeat_penalty = 1.3f;  // moves the argmax
     reqs.push_back(greedy(prompt_of(10, 4), 20, cs[3]));
-    reqs.back().sampling.temperature = 0.9f;
+    reqs.back().sampling.temperature = 0.9f;  // with min-p (0.05 by default), outside the exact rule
     reqs.back().sampling.seed = 77;
     s.run(std::move(reqs));
     return s.sched->stats();
@@ -208,6 +212,50 @@ TEST_CASE("requests the verify rule does not cover decode plainly beside specula
   for (int i = 0; i < 4; ++i) {
     INFO("request " << i);
     check_same(got[i], want[i]);
+  }
+}
+
+TEST_CASE("sampled requests speculate with the exact rule: top-k kept, a seed repeats", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto other = synth_model("q4_0");
+  auto sampled = [](const std::vector<int32_t>& p, uint64_t seed, Collector& c) {
+    Request r = greedy(p, 32, c);
+    r.sampling.temperature = 0.8f;
+    r.sampling.top_k = 12;
+    r.sampling.top_p = 0.9f;
+    r.sampling.min_p = 0.0f;
+    r.sampling.seed = seed;
+    r.n_top_logprobs = 12;
+    return r;
+  };
+  for (const Model* draft : {target.get(), other.get()}) {
+    const bool self = draft == target.get();
+    INFO((self ? "the target as its own draft" : "a q4_0 draft"));
+    std::vector<Collector> a(3), b(3);
+    for (std::vector<Collector>* cs : {&a, &b}) {
+      Served spec(*target, draft, 3, 128);
+      spec.run({sampled(prompt_of(9, 1), 11, (*cs)[0]), sampled(prompt_of(15, 2), 12, (*cs)[1]),
+                greedy(prompt_of(7, 3), 32, (*cs)[2])});
+      const SchedulerStats st = spec.sched->stats();
+      CHECK(st.n_spec_requests == 3);
+      REQUIRE(st.n_spec_rounds > 0);
+      // Identical target and draft rows: p == q, so every draft is accepted.
+      if (self) CHECK(st.n_spec_accepted == st.n_spec_drafted);
+      else CHECK(st.n_spec_accepted < st.n_spec_drafted);
+    }
+    for (int i = 0; i < 3; ++i) {
+      INFO("request " << i);
+      CHECK(a[i].finish == FinishReason::length);
+      CHECK(a[i].usage.n_generated == 32);
+      CHECK(a[i].tokens == b[i].tokens);  // the same seeds, the same tokens
+    }
+    // Each sampled token is among the target's 12 most probable at its position (top-k).
+    for (int i = 0; i < 3; ++i) CHECK(a[i].in_top);
+    // Alone in a scheduler of one slot: the same tokens again.
+    Served again(*target, draft, 1, 128);
+    Collector c;
+    again.run({sampled(prompt_of(9, 1), 11, c)});
+    CHECK(c.tokens == a[0].tokens);
   }
 }
 

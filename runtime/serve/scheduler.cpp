@@ -256,11 +256,7 @@ void Scheduler::start(Slot& s, Queued&& q) {
   while (keep < n && s.cache[keep] == prompt[keep]) ++keep;
   ctx_.kv().seq_rm(s.seq, static_cast<int32_t>(keep), -1);
   s.cache.resize(keep);
-  if (spec_) {
-    const bool on = SpecSlots::supports(s.req.sampling);
-    spec_->start(s.seq, keep, on);
-    if (on) ++stats_.n_spec_requests;
-  }
+  if (spec_ && spec_->start(s.seq, keep, s.req.sampling)) ++stats_.n_spec_requests;
   s.n_read = keep;
   s.pending = -1;
   s.usage = Usage{};

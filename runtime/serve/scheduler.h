@@ -14,9 +14,10 @@
 // prompt, when that prefix covers at least half of the prompt (else to the
 // least recently used idle slot), and only the rest of the prompt is decoded.
 //
-// With a draft model (SchedulerParams::draft) greedy requests are decoded
+// With a draft model (SchedulerParams::draft) greedy requests, and sampled
+// ones within the exact rule (temperature, top-k, top-p), are decoded
 // speculatively (spec_slots.h): the slots' drafts share the step's one target
-// batch, and the tokens stay those of plain decoding.
+// batch; greedy tokens stay those of plain decoding.
 //
 // Events are delivered on the inference thread, so a callback must not block
 // (hand the event to another thread) and must not call into the scheduler

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <new>
 
 #include "ops/op_table.h"
@@ -17,6 +18,18 @@ namespace {
 // starts spends the round's draft time catching up, which says nothing about a
 // draft pass's cost (the single-sequence decoder uses the same bound).
 constexpr size_t kCatchUpTimed = 2;
+
+// Logit of the ids a draft row does not score (beyond the draft's vocabulary or
+// --draft-vocab): finite, so the verify does not take it for bad data, yet its
+// exp() is 0.
+constexpr float kAbsent = -1e30f;
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 int32_t argmax(const float* l, int64_t n) {
   int32_t best = 0;
@@ -43,13 +56,17 @@ Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context&
                                     static_cast<long long>(draft.n_ctx()), static_cast<long long>(target.n_ctx()));
   std::unique_ptr<SpecSlots> s(new (std::nothrow) SpecSlots(draft, p));
   if (!s) return Status::out_of_memory("speculative slots");
-  s->dv_ = std::min<int64_t>(target.model().hparams().n_vocab, draft.model().hparams().n_vocab);
+  s->V_ = target.model().hparams().n_vocab;
+  s->dv_ = std::min<int64_t>(s->V_, draft.model().hparams().n_vocab);
+  const double tw = static_cast<double>(target.model().weight_bytes());
+  if (tw > 0) s->pass_ratio_ = static_cast<double>(draft.model().weight_bytes()) / tw;
   if (p.draft_vocab > 0) {
     s->dv_ = std::min<int64_t>(s->dv_, p.draft_vocab);
     s->variant_.out_vocab = s->dv_;
   }
   try {
     s->slots_.resize(static_cast<size_t>(n_slots));
+    s->work_.resize(static_cast<size_t>(s->V_));
     const size_t cap = static_cast<size_t>(std::max<int64_t>(draft.params().n_batch, n_slots));
     s->b_tok_.reserve(cap);
     s->b_pos_.reserve(cap);
@@ -65,21 +82,39 @@ Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context&
   return s;
 }
 
-bool SpecSlots::supports(const SamplerParams& p) {
-  // Greedy only: top-k, top-p and min-p keep the argmax, so they change nothing;
-  // a repetition penalty moves the argmax, which spec_verify does not model.
-  return p.temperature <= 0.0f && p.repeat_penalty == 1.0f;
+SpecSlots::Mode SpecSlots::mode_for(const SamplerParams& p) {
+  // A repetition penalty moves the target's distribution in a way spec_verify
+  // does not model. Greedy: top-k, top-p and min-p keep the argmax, so they
+  // change nothing; sampled: min-p is not part of the exact rule.
+  if (p.repeat_penalty != 1.0f) return Mode::plain;
+  if (p.temperature <= 0.0f) return Mode::greedy;
+  return p.min_p > 0.0f ? Mode::plain : Mode::sampled;
 }
 
-void SpecSlots::start(int32_t seq, size_t n_keep, bool speculate) {
+bool SpecSlots::start(int32_t seq, size_t n_keep, const SamplerParams& p) {
   Slot& s = slots_[static_cast<size_t>(seq)];
-  s.on = speculate;
+  s.mode = mode_for(p);
+  s.sampling = p;
   SpecPolicy::Config c;
   c.g_max = p_.draft_max;
   c.g_init = std::min(c.g_init, p_.draft_max);
   // A new policy per request: acceptance is a property of the text being written.
   s.policy = SpecPolicy(c);
+  if (s.mode == Mode::sampled) {
+    try {
+      s.q.resize(static_cast<size_t>(p_.draft_max) * static_cast<size_t>(V_));
+    } catch (const std::bad_alloc&) {
+      s.mode = Mode::plain;
+    }
+    s.rng = p.seed;
+    s.n_rounds = 0;
+    // The round lengths steer which uniforms are drawn: from model sizes, so a
+    // seed repeats (a verify row past the first costs a quarter of a step, as
+    // the single-sequence decoder assumes).
+    s.policy.fix_costs(pass_ratio_, 0.25);
+  }
   trim(seq, n_keep);
+  return s.mode != Mode::plain;
 }
 
 void SpecSlots::trim(int32_t seq, size_t n) {
@@ -91,17 +126,48 @@ void SpecSlots::trim(int32_t seq, size_t n) {
 
 int32_t SpecSlots::choose(int32_t seq, int32_t room) {
   Slot& s = slots_[static_cast<size_t>(seq)];
-  if (!s.on) return 0;
+  if (s.mode == Mode::plain) return 0;
   return std::max(0, std::min(s.policy.choose(), room));
 }
 
-float SpecSlots::top_prob(const float* row, int32_t id) const {
-  // Entries more than 20 below the id's logit weigh under e^-20 each: left out
-  // (a length heuristic; exactness does not depend on it).
-  const float ref = row[id];
+int32_t SpecSlots::pick(Slot& s, const float* row, int32_t j) {
+  if (s.mode != Mode::sampled) return argmax(row, dv_);
+  // The draft's softmax at the request's temperature over its top-k / top-p
+  // set: the distribution spec_verify computes from this very row.
+  float* q = s.q.data() + static_cast<size_t>(j) * static_cast<size_t>(V_);
+  std::copy(row, row + dv_, q);
+  std::fill(q + dv_, q + V_, kAbsent);
+  const SamplerParams& p = s.sampling;
+  const float thr = spec_keep_threshold(q, V_, p.temperature, p.top_k, p.top_p, work_.data());
+  double m = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < dv_; ++i)
+    if (q[i] >= thr) m = std::max(m, static_cast<double>(q[i]));
   double z = 0.0;
   for (int64_t i = 0; i < dv_; ++i)
-    if (row[i] > ref - 20.0f) z += std::exp(static_cast<double>(row[i] - ref));
+    if (q[i] >= thr) z += std::exp((static_cast<double>(q[i]) - m) / p.temperature);
+  const double u = static_cast<double>(splitmix64(s.rng) >> 11) * 0x1.0p-53;
+  const double target = u * z;
+  double cum = 0.0;
+  int32_t last = argmax(q, dv_);
+  for (int64_t i = 0; i < dv_; ++i) {
+    if (q[i] < thr) continue;
+    cum += std::exp((static_cast<double>(q[i]) - m) / p.temperature);
+    last = static_cast<int32_t>(i);
+    if (cum > target) break;
+  }
+  return last;
+}
+
+float SpecSlots::draft_prob(const Slot& s, const float* row, int32_t id) const {
+  // Entries more than 20 (in units of the temperature) below the id's logit
+  // weigh under e^-20 each: left out (p_min is a length heuristic; exactness
+  // does not depend on it).
+  const float inv_t = s.mode == Mode::sampled ? 1.0f / s.sampling.temperature : 1.0f;
+  const float ref = row[id];
+  const float cut = ref - 20.0f / inv_t;
+  double z = 0.0;
+  for (int64_t i = 0; i < dv_; ++i)
+    if (row[i] > cut) z += std::exp(static_cast<double>((row[i] - ref) * inv_t));
   return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
 }
 
@@ -115,7 +181,7 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     // The draft's cells of these sequences are no longer known: start them again.
     for (const Job& j : jobs) {
       slots_[static_cast<size_t>(j.seq)].n_draft = 0;
-      slots_[static_cast<size_t>(j.seq)].on = false;
+      slots_[static_cast<size_t>(j.seq)].mode = Mode::plain;
       draft_.kv().seq_rm(j.seq, 0, -1);
     }
     return st;
@@ -156,10 +222,10 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     s.n_draft = j.cache.size() + 1;
     const float* row = draft_.logits(static_cast<int32_t>(k));
     if (!row) return fail(Status::internal("draft decode produced no logits"));
-    j.drafts[0] = argmax(row, dv_);
+    j.drafts[0] = pick(s, row, 0);
     j.n = 1;
     // p_min: the first draft is always proposed (a two-row verify costs about one step).
-    if (j.g == 1 || (p_.p_min > 0.0f && top_prob(row, j.drafts[0]) < p_.p_min)) open_[k] = 0;
+    if (j.g == 1 || (p_.p_min > 0.0f && draft_prob(s, row, j.drafts[0]) < p_.p_min)) open_[k] = 0;
   }
   // Then one pass per further draft, one token per job still drafting.
   for (int32_t d = 1;; ++d) {
@@ -182,12 +248,13 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     for (size_t r = 0; r < b_job_.size(); ++r) {
       const size_t k = b_job_[r];
       Job& j = jobs[k];
-      slots_[static_cast<size_t>(j.seq)].n_draft = j.cache.size() + 1 + static_cast<size_t>(d);
+      Slot& s = slots_[static_cast<size_t>(j.seq)];
+      s.n_draft = j.cache.size() + 1 + static_cast<size_t>(d);
       ++passes_[k];
       const float* row = draft_.logits(static_cast<int32_t>(r));
       if (!row) return fail(Status::internal("draft decode produced no logits"));
-      const int32_t t = argmax(row, dv_);
-      if (p_.p_min > 0.0f && top_prob(row, t) < p_.p_min) {
+      const int32_t t = pick(s, row, d);
+      if (p_.p_min > 0.0f && draft_prob(s, row, t) < p_.p_min) {
         open_[k] = 0;  // not proposed
         continue;
       }
@@ -207,18 +274,28 @@ Status SpecSlots::draft(std::span<Job> jobs) {
 Expected<int32_t> SpecSlots::verify(Context& target, int32_t seq, int32_t first_row, const int32_t* drafts, int32_t n,
                                     int32_t* next, int64_t batch_ns) {
   const int64_t t0 = now_ns();
+  Slot& s = slots_[static_cast<size_t>(seq)];
   Tensor tl = target.logits_tensor(first_row, n + 1);
   Tensor ids = make_tensor(DType::I32, const_cast<int32_t*>(drafts), n);
   int32_t out[2] = {-1, -1};
   Tensor ot = make_tensor(DType::I32, out, 2);
   SpecVerifyParams vp;
-  vp.greedy = true;
-  KESTREL_TRY(target.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids}, 2, &vp}));
+  vp.greedy = s.mode != Mode::sampled;
+  Tensor ql;
+  if (!vp.greedy) {
+    vp.temperature = s.sampling.temperature;
+    vp.top_k = s.sampling.top_k;
+    vp.top_p = s.sampling.top_p;
+    // Each round its own uniforms, from the request's seed.
+    vp.seed = (s.sampling.seed ^ 0x9E3779B97F4A7C15ull) + s.n_rounds++ * 0xD1B54A32D192ED03ull;
+    ql = make_tensor(DType::F32, s.q.data(), V_, n);
+  }
+  KESTREL_TRY(target.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
   if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
   // The slot's rows shared the batch with the other slots' rows and prompt
   // chunks: its policy is given the whole batch's time, which is what the slot
   // waited for its tokens (a plain step of the slot is timed the same way).
-  SpecPolicy& pol = slots_[static_cast<size_t>(seq)].policy;
+  SpecPolicy& pol = s.policy;
   pol.verified(n + 1, batch_ns + (now_ns() - t0));
   pol.accepted(n, out[0]);
   *next = out[1];
@@ -227,7 +304,7 @@ Expected<int32_t> SpecSlots::verify(Context& target, int32_t seq, int32_t first_
 
 void SpecSlots::plain_step(int32_t seq, int64_t batch_ns) {
   Slot& s = slots_[static_cast<size_t>(seq)];
-  if (s.on) s.policy.plain_step(batch_ns);
+  if (s.mode != Mode::plain) s.policy.plain_step(batch_ns);
 }
 
 }  // namespace kestrel::serve

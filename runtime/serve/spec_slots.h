@@ -7,12 +7,19 @@
 // then the scheduler puts every slot's [pending, drafts...] rows into its one
 // target batch and verify() runs the spec_verify op on each slot's rows.
 //
-// What is speculated: greedy requests (temperature <= 0) without a repetition
-// penalty. The rule is spec_verify's greedy one, the target's argmax with the
-// lowest id on ties, which is what the request's own greedy sampler picks, so
-// the tokens are those of plain serving. Anything else (temperature > 0,
-// penalties) decodes plainly beside the speculating slots: the scheduler's
-// sampler draws from a stream that the exact stochastic rule would not repeat.
+// What is speculated:
+//   greedy   temperature <= 0, no repetition penalty: spec_verify's greedy rule,
+//            the target's argmax with the lowest id on ties, which is what the
+//            request's own greedy sampler picks: the tokens of plain serving.
+//   sampled  temperature > 0 with top-k / top-p only (min-p 0, no repetition
+//            penalty): spec_verify's exact rule, drafts drawn from the draft's
+//            softmax at the request's temperature over its top-k / top-p set.
+//            The output follows the target's distribution, but it is another
+//            draw than plain serving's for the same seed (the uniforms come
+//            from the request's seed and the round, not from its sampler).
+//            Round lengths come from model sizes (SpecPolicy::fix_costs), not
+//            clocks, so that a seed repeats its tokens.
+// Anything else decodes plainly beside the speculating slots.
 //
 // Draft cache. The draft sequence of a slot holds a prefix of the slot's target
 // tokens (n_draft of them). Before drafting, the tokens it lacks (after plain
@@ -21,7 +28,7 @@
 // trim() with the slot's new token count, which drops the rejected drafts.
 //
 //   KESTREL_TRY_ASSIGN(auto spec, SpecSlots::create(target_ctx, draft_ctx, SpecSlotParams{}));
-//   spec->start(seq, n_cached, SpecSlots::supports(request.sampling));
+//   spec->start(seq, n_cached, request.sampling);
 //   int32_t g = spec->choose(seq, room);         // 0: a plain step
 //   SpecSlots::Job job{seq, cache, pending, g, drafts};
 //   KESTREL_TRY(spec->draft(std::span(&job, 1)));  // job.n drafts in drafts[]
@@ -56,16 +63,17 @@ class SpecSlots {
   // Both contexts must outlive the object; the draft's cache is cleared.
   static Expected<std::unique_ptr<SpecSlots>> create(Context& target, Context& draft, const SpecSlotParams& p);
 
-  // Whether a request sampling with p can be speculated with output identical
-  // to plain decoding (see the top of this file).
-  static bool supports(const SamplerParams& p);
+  enum class Mode { plain, greedy, sampled };
+  // How a request sampling with p is decoded (see the top of this file).
+  static Mode mode_for(const SamplerParams& p);
 
-  // A request starts in slot seq, whose target cache keeps its first n_keep
-  // tokens; speculate = supports() of its parameters (else it decodes plainly).
-  void start(int32_t seq, size_t n_keep, bool speculate);
+  // A request sampling with p starts in slot seq, whose target cache keeps its
+  // first n_keep tokens. Returns whether it is speculated (a sampled request
+  // whose draft rows cannot be allocated decodes plainly).
+  bool start(int32_t seq, size_t n_keep, const SamplerParams& p);
   // The slot's target cache now holds only its first n tokens.
   void trim(int32_t seq, size_t n);
-  bool speculating(int32_t seq) const { return slots_[static_cast<size_t>(seq)].on; }
+  bool speculating(int32_t seq) const { return slots_[static_cast<size_t>(seq)].mode != Mode::plain; }
   int32_t draft_max() const { return p_.draft_max; }
 
   // The draft length of the slot's next step (0: a plain step), at most room.
@@ -95,17 +103,28 @@ class SpecSlots {
 
  private:
   struct Slot {
-    bool on = false;           // the current request is speculated
+    Mode mode = Mode::plain;   // the current request's
+    SamplerParams sampling;    // the current request's
     SpecPolicy policy{SpecPolicy::Config{}};
     size_t n_draft = 0;        // tokens in the draft sequence, a prefix of the slot's target tokens
+    uint64_t rng = 0;          // sampled: splitmix64 state of the draft draws
+    uint64_t n_rounds = 0;     // sampled: rounds verified (each has its own uniforms)
+    std::vector<float> q;      // sampled: [draft_max][n_vocab] the rows the drafts were drawn from
   };
   SpecSlots(Context& draft, const SpecSlotParams& p) : draft_(draft), p_(p) {}
-  // Top-1 draft probability of a row over the ids the draft scores.
-  float top_prob(const float* row, int32_t id) const;
+  // The draft token of a row (argmax, or a draw for a sampled slot, whose row
+  // is kept in its q for the verify as draft j).
+  int32_t pick(Slot& s, const float* row, int32_t j);
+  // Draft probability of id in the row (softmax at the slot's temperature, 1
+  // for greedy) over the ids the draft scores.
+  float draft_prob(const Slot& s, const float* row, int32_t id) const;
 
   Context& draft_;
   SpecSlotParams p_;
+  int64_t V_ = 0;   // the target's vocabulary (rows of its logits)
   int64_t dv_ = 0;  // ids the draft scores: [0, dv_)
+  double pass_ratio_ = 1.0;  // a draft pass's cost in target steps, from the weights' sizes
+  std::vector<float> work_;  // [V_] spec_keep_threshold's scratch
   PassVariant variant_;
   std::vector<Slot> slots_;
   // Scratch of draft(): the pass's batch, and which job each output row is.

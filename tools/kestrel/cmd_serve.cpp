@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "cmd_serve.h"
 #include "cmd_serve_conn.h"
+#include "cmd_serve_spec.h"
 #include "device_flags.h"
 
 namespace kcli {
@@ -37,6 +38,7 @@ struct ServeOptions {
   int threads = 0, threads_batch = 0;
   bool metrics = false;
   DeviceFlags device;
+  serve::ServeSpecOptions spec;
 };
 
 std::atomic<int> g_sigterm{0};
@@ -49,6 +51,7 @@ struct Server {
   kestrel_model* model = nullptr;
   kestrel_context* ctx = nullptr;
   kestrel_scheduler* sched = nullptr;
+  serve::DraftHandles draft;  // --spec draft
   int32_t n_ctx = 0;
   std::string load_error;
   std::string template_origin;  // which chat template chat requests use
@@ -311,6 +314,7 @@ std::string metrics_text(Server& s) {
   metric("response_disconnects_total", "counter",
          "Non-streaming requests whose client went away before the response.",
          static_cast<double>(s.n_response_disconnects.load()));
+  if (s.draft.ctx) serve::spec_metrics(st, metric);
   return out;
 }
 
@@ -460,6 +464,7 @@ bool load(Server& s) {
   }
   kestrel_scheduler_params sp = kestrel_scheduler_default_params();
   sp.max_queue = o.max_queue;
+  if (!serve::load_draft(o.spec, cp, &s.draft, &sp, &s.load_error)) return false;
   if (kestrel_scheduler_create(s.ctx, &sp, &s.sched) != KESTREL_OK) {
     s.load_error = std::string("cannot start the scheduler: ") + kestrel_last_error(nullptr);
     return false;
@@ -519,6 +524,9 @@ int run_serve(const ServeOptions& o) {
       kestrel_model_desc(s.model, desc, sizeof desc);
       std::fprintf(stderr, "kestrel serve: ready: %s as '%s', %d slots of %d tokens; chat template: %s\n", desc,
                    o.alias.c_str(), o.n_parallel, s.n_ctx, s.template_origin.c_str());
+      if (s.draft.ctx)
+        std::fprintf(stderr, "kestrel serve: speculative decoding, draft %s, up to %d tokens a round\n",
+                     o.spec.draft_model.c_str(), o.spec.draft_max);
       std::fflush(stderr);
       s.ready = true;
     } else {
@@ -540,7 +548,13 @@ int run_serve(const ServeOptions& o) {
   s.stopping = true;
   watcher.join();
   loader.join();
+  if (s.draft.ctx && s.sched) {
+    kestrel_scheduler_stats st;
+    kestrel_scheduler_get_stats(s.sched, &st);
+    std::fputs(serve::spec_summary(st).c_str(), stderr);
+  }
   kestrel_scheduler_free(s.sched);
+  serve::free_draft(&s.draft);
   kestrel_context_free(s.ctx);
   kestrel_model_free(s.model);
   std::fprintf(stderr, "kestrel serve: stopped\n");
@@ -570,6 +584,7 @@ Command add_serve(CLI::App& app) {
                   "chat template: a built-in name (chatml, gemma, llama3, llama2, phi3) or a Jinja file (default: the model's)");
   sub->add_flag("--metrics", o->metrics, "serve Prometheus metrics on GET /metrics");
   add_device_flags(sub, o->device);
+  serve::add_serve_spec_flags(sub, o->spec);
   sub->add_option("--max-queue", o->max_queue, "requests that may wait for a slot; beyond: 503 (default 64)")
       ->check(CLI::Range(0, 1 << 20));
   return {sub, [o]() {

@@ -20,7 +20,7 @@
  *   cp.n_seq_max = 4;                                   // four slots
  *   kestrel_context_create(model, &cp, &ctx);
  *   kestrel_scheduler_params sp = kestrel_scheduler_default_params();
- *   sp.draft = draft_ctx;   // optional: a draft model's context (n_seq_max as ctx) speculates greedy requests
+ *   sp.draft = draft_ctx;   // optional: a draft model's context (n_seq_max as ctx) speculates
  *   kestrel_scheduler* sched = NULL;
  *   kestrel_scheduler_create(ctx, &sp, &sched);
  *   kestrel_request_params rp = kestrel_request_default_params();
@@ -53,8 +53,10 @@ typedef struct kestrel_scheduler_params {
   /* Speculative decoding with a draft model: its context (at least as many
    * sequences and cells per sequence as ctx; a compatible vocabulary, else
    * KESTREL_ERR_INVALID_ARGUMENT), taken over like ctx; NULL: none (default).
-   * Greedy requests without a repetition penalty are speculated, with the tokens
-   * of plain decoding; the others decode plainly. */
+   * Speculated: greedy requests without a repetition penalty (the tokens of
+   * plain decoding) and sampled ones with min_p 0 and no repetition penalty
+   * (the exact rule: the target's distribution, another draw than plain
+   * decoding's for the same seed); the others decode plainly. */
   kestrel_context* draft;
   int32_t draft_max;   /* longest draft of a round, [1, 32] (default 8) */
   float draft_p_min;   /* stop drafting below this draft probability (default 0: off) */
