@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"llama", "llama3", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"}));
   app.add_option("--shape", shape, "tinyllama (dim 2048, ffn 5632, 22 layers, 32/4 heads, vocab 32000) | tiny")
       ->check(CLI::IsMember({"tinyllama", "tiny"}));
-  app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q5_0 q4_k q5_k q6_k q4_k_m");
+  app.add_option("--weights", weights, "f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k q4_k_m");
   app.add_option("--seed", seed, "random seed");
   int64_t swa = 0, ctx = 0;
   app.add_option("--ctx", ctx, "context_length written (0: the shape's; phi3's original context is a quarter of it)")

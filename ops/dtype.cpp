@@ -7,6 +7,8 @@ constexpr DTypeTraits kF32{"f32", 1, 4, false, true};
 constexpr DTypeTraits kF16{"f16", 1, 2, false, true};
 constexpr DTypeTraits kBF16{"bf16", 1, 2, false, true};
 constexpr DTypeTraits kQ4_0{"q4_0", kQK, sizeof(BlockQ4_0), true, true};
+constexpr DTypeTraits kQ4_1{"q4_1", kQK, sizeof(BlockQ4_1), true, true};
+constexpr DTypeTraits kQ5_1{"q5_1", kQK, sizeof(BlockQ5_1), true, true};
 constexpr DTypeTraits kQ5_0{"q5_0", kQK, sizeof(BlockQ5_0), true, true};
 constexpr DTypeTraits kQ8_0{"q8_0", kQK, sizeof(BlockQ8_0), true, true};
 constexpr DTypeTraits kQ4_K{"q4_K", kQKK, sizeof(BlockQ4_K), true, true};
@@ -23,7 +25,9 @@ const DTypeTraits* dtype_traits_from_id(uint32_t id) {
     case 0: return &kF32;
     case 1: return &kF16;
     case 2: return &kQ4_0;
+    case 3: return &kQ4_1;
     case 6: return &kQ5_0;
+    case 7: return &kQ5_1;
     case 8: return &kQ8_0;
     case 12: return &kQ4_K;
     case 13: return &kQ5_K;

@@ -14,7 +14,9 @@ enum class DType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q4_1 = 3,
   Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
   Q4_K = 12,
   Q5_K = 13,
@@ -26,7 +28,7 @@ enum class DType : uint32_t {
   BF16 = 30,
 };
 
-constexpr int kQK = 32;    // elements per Q4_0 / Q8_0 block
+constexpr int kQK = 32;    // elements per Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 block
 constexpr int kQKK = 256;  // elements per K-quant super-block
 constexpr int kKScaleBytes = 12;
 
@@ -48,6 +50,25 @@ struct BlockQ5_0 {
   uint8_t qs[kQK / 2];
 };
 static_assert(sizeof(BlockQ5_0) == 22);
+
+// x = d * q + m, q a nibble laid out as in Q4_0 (element j low, j+16 high); d and m as
+// ggml's block_q4_1 stores them (d first).
+struct BlockQ4_1 {
+  f16_bits d;
+  f16_bits m;
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ4_1) == 20);
+
+// x = d * q + m, q 5 bits: low nibble from qs as in Q4_1, the fifth bit of element j from
+// bit j of the little-endian 32-bit qh (as Q5_0).
+struct BlockQ5_1 {
+  f16_bits d;
+  f16_bits m;
+  uint8_t qh[4];
+  uint8_t qs[kQK / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24);
 
 // x = d * q.
 struct BlockQ8_0 {
@@ -120,7 +141,7 @@ inline size_t dtype_row_size(DType t, int64_t n) {
 }
 
 // Weight types a model may carry (the matmul / get_rows src0 set).
-constexpr DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
-                                  DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+constexpr DType kWeightTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                                  DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 }  // namespace kestrel

@@ -41,7 +41,7 @@ inline std::vector<float> gaussian(size_t n, uint32_t seed) {
 }
 
 inline int act_block(DType t) {
-  if (t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0) return kQK;
+  if (t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q5_0 || t == DType::Q5_1 || t == DType::Q8_0) return kQK;
   if (t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K) return kQKK;
   return 0;
 }

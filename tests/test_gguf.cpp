@@ -651,7 +651,14 @@ TEST_CASE("bad input row 9: tensor types, block multiples, dims", "[gguf][bad]")
   };
   expect_error(one(200, {32}), StatusCode::bad_file, "unknown type id 200");
   expect_error(one(0xFFFFFFFFu, {32}), StatusCode::bad_file, "unknown type id");
-  expect_error(one(3, {32}), StatusCode::unsupported, "q4_1");
+  expect_error(one(10, {256}), StatusCode::unsupported, "q2_K");
+  expect_error(one(9, {32}), StatusCode::unsupported, "q8_1");
+  expect_error(one(3, {48, 2}), StatusCode::bad_file, "dim 0 (48) is not a multiple of the q4_1 block size 32");
+  expect_error(one(7, {16}), StatusCode::bad_file, "dim 0 (16) is not a multiple of the q5_1 block size 32");
+  // Row sizes of the 20- and 24-byte blocks: 2 rows of 2 blocks need 80 / 96 bytes (the
+  // writer pads the data to 64).
+  expect_error(one(3, {64, 2}, 40), StatusCode::bad_file, "runs past the end");
+  expect_error(one(7, {64, 2}, 48), StatusCode::bad_file, "runs past the end");
   expect_error(one(15, {256}), StatusCode::unsupported, "q8_K");
   expect_error(one(2, {33, 2}), StatusCode::bad_file, "dim 0 (33) is not a multiple of the q4_0 block size 32");
   expect_error(one(12, {128}), StatusCode::bad_file, "block size 256");

@@ -140,6 +140,31 @@ TEST_CASE("matmul variants: each against ref at tile edges", "[op][matmul][cpu][
   }
 }
 
+TEST_CASE("matmul variants: Q4_1 / Q5_1 at awkward shapes", "[op][matmul][cpu][variants]") {
+  // The min term (m_w * d_x * sum(q_x)) is the new part of these kernels: one block, three
+  // blocks, and a long row (129 blocks, past the 4-block unroll and the prefetch distance),
+  // activation rows around the 4-row groups and odd weight rows around the 8-row tile.
+  const bool reduced = kestrel::test::reduced_sweep();
+  for (CpuIsa isa : isas_to_test()) {
+    auto cpu = make_cpu(isa, 2);
+    for (DType w : {DType::Q4_1, DType::Q5_1})
+      for (const MatmulVariant* v : variants_of(isa, w)) {
+        double worst = 0;
+        uint32_t seed = 3;
+        for (int64_t K : {int64_t{32}, int64_t{96}, int64_t{4096 + 32}})
+          for (int64_t N : reduced ? std::vector<int64_t>{1, 9} : std::vector<int64_t>{1, 9, 33})
+            for (int64_t M : reduced ? std::vector<int64_t>{1, 7} : std::vector<int64_t>{1, 3, 7, 17}) {
+              INFO(v->name << " K " << K << " N " << N << " M " << M);
+              Shape s{K, N, M};
+              s.x_pad = M % 2;
+              s.w_pad = N % 3;
+              worst = std::max(worst, check_matmul(variant_runner(*cpu, *v), w, s, seed++));
+            }
+        WARN(v->name << ": worst relative RMS error vs ref " << worst);
+      }
+  }
+}
+
 TEST_CASE("matmul variants: batch dims and strided views", "[op][matmul][cpu][variants]") {
   for (CpuIsa isa : isas_to_test()) {
     auto cpu = make_cpu(isa, 2);

@@ -197,6 +197,113 @@ TEST_CASE("q8_K hand-built block", "[quant]") {
   for (int j = 0; j < 256; ++j) CHECK(y[j] == 0.125f * ((j % 200) - 100));
 }
 
+TEST_CASE("q4_1 hand-built block", "[quant]") {
+  BlockQ4_1 b;
+  b.d = kHalfHalf;   // 0.5
+  b.m = kHalfOne;    // 1.0
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const auto y = deq(DType::Q4_1, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    CHECK(y[j] == 0.5f * j + 1.0f);              // low nibble of byte j: element j
+    CHECK(y[j + 16] == 0.5f * (15 - j) + 1.0f);  // high nibble: element j + 16
+  }
+  // The layout is d, m, qs (20 bytes): swapping d and m shows in the values.
+  const uint8_t raw[20] = {0x00, 0x3C, 0x00, 0x38, 0x21};  // d = 1, m = 0.5, element 0 = 1, 16 = 2
+  const auto z = deq(DType::Q4_1, raw, 32);
+  CHECK(z[0] == 1.5f);
+  CHECK(z[16] == 2.5f);
+  CHECK(z[1] == 0.5f);
+}
+
+TEST_CASE("q5_1 hand-built block", "[quant]") {
+  BlockQ5_1 b;
+  b.d = kHalfQuarter;  // 0.25
+  b.m = 0xBC00;        // -1.0
+  // Element j = j for j < 16 (fifth bit clear), element j + 16 = 31 - j (fifth bit set).
+  for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const uint32_t qh = 0xFFFF0000u;
+  std::memcpy(b.qh, &qh, 4);
+  const auto y = deq(DType::Q5_1, &b, 32);
+  for (int j = 0; j < 16; ++j) {
+    CHECK(y[j] == 0.25f * j - 1.0f);
+    CHECK(y[j + 16] == 0.25f * (31 - j) - 1.0f);
+  }
+  // Byte offsets as ggml's block_q5_1: d 0, m 2, qh 4..7, qs 8..23. Only element 9's fifth
+  // bit (qh byte 1, bit 1) and element 20's nibble (high nibble of qs[4], byte 12).
+  uint8_t raw[24] = {0x00, 0x3C, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00};  // d = 1, m = 0
+  raw[12] = 0x70;
+  const auto z = deq(DType::Q5_1, raw, 32);
+  for (int j = 0; j < 32; ++j) CHECK(z[j] == (j == 9 ? 16.0f : j == 20 ? 7.0f : 0.0f));
+}
+
+// llama.cpp's reference Q4_1 / Q5_1 quantizer, worked by hand on fixed blocks: d = (max -
+// min) / nmax and m = min in F16; codes from the unrounded min and 1 / d, rounded half up
+// (where nearest-even would differ).
+TEST_CASE("q4_1 / q5_1 quantizers match llama.cpp's reference rounding", "[quant]") {
+  SECTION("q5_1: d = 1, half-way codes round up") {
+    std::vector<float> x(32);
+    for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j);  // min 0, max 31: d = 1
+    x[3] = 2.5f;    // half-up 3 (nearest-even: 2)
+    x[17] = 0.5f;   // 1 (nearest-even: 0)
+    x[20] = 19.5f;  // 20 (fifth bit set)
+    BlockQ5_1 b;
+    ref::quantize_row(DType::Q5_1, x.data(), &b, 32);
+    CHECK(b.d == kHalfOne);
+    CHECK(b.m == 0);
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, 4);
+    int code[32];
+    for (int j = 0; j < 16; ++j) {
+      code[j] = (b.qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      code[j + 16] = (b.qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    }
+    for (int j = 0; j < 32; ++j) {
+      const int want = j == 3 ? 3 : j == 17 ? 1 : j == 20 ? 20 : j;
+      INFO("element " << j);
+      CHECK(code[j] == want);
+    }
+  }
+  SECTION("q4_1: the codes use the unrounded 1 / d") {
+    std::vector<float> x(32, 0.0f);
+    x[1] = 1.0f;    // max: d = 1/15, stored as F16 0.066650390625 (0x2C44)
+    x[2] = 0.5f;    // 0.5 * 14.999999 (the float 1 / d) = 7.4999995: code 7 (from the F16 d: 8)
+    x[18] = 0.2f;   // 2.9999998: code 3
+    BlockQ4_1 b;
+    ref::quantize_row(DType::Q4_1, x.data(), &b, 32);
+    CHECK(b.d == f32_to_f16(1.0f / 15.0f));
+    CHECK(b.m == 0);
+    CHECK((b.qs[1] & 0xF) == 15);
+    CHECK((b.qs[2] & 0xF) == 7);
+    CHECK((b.qs[2] >> 4) == 3);
+    CHECK((b.qs[0] & 0xF) == 0);
+  }
+  SECTION("all values equal: d = 0, m = the value, every code 0") {
+    for (DType t : {DType::Q4_1, DType::Q5_1}) {
+      std::vector<float> x(64, -2.75f);
+      std::vector<uint8_t> q(dtype_row_size(t, 64), 0xFF);
+      ref::quantize_row(t, x.data(), q.data(), 64);
+      for (float v : deq(t, q.data(), 64)) CHECK(v == -2.75f);
+      for (int blk = 0; blk < 2; ++blk) {
+        const uint8_t* p = q.data() + blk * dtype_type_size(t);
+        uint16_t d, m;
+        std::memcpy(&d, p, 2);
+        std::memcpy(&m, p + 2, 2);
+        CHECK(d == 0);
+        CHECK(m == f32_to_f16(-2.75f));
+        for (size_t i = 4; i < dtype_type_size(t); ++i) CHECK(p[i] == 0);
+      }
+    }
+  }
+  SECTION("max - min: both ends are exact when d and min are F16 values") {
+    std::vector<float> x(32);
+    for (int j = 0; j < 32; ++j) x[j] = -4.0f + 0.25f * ((j * 7) % 32);  // -4 .. 3.75, step 0.25
+    BlockQ5_1 b;
+    ref::quantize_row(DType::Q5_1, x.data(), &b, 32);
+    const auto r = deq(DType::Q5_1, &b, 32);
+    for (int j = 0; j < 32; ++j) CHECK(r[j] == x[j]);  // d = 7.75 / 31 = 0.25 exactly
+  }
+}
+
 TEST_CASE("round trip error bounds per type", "[quant]") {
   // One Gaussian row of 2048 (8 super-blocks), sigma 1.
   struct Case {
@@ -209,6 +316,8 @@ TEST_CASE("round trip error bounds per type", "[quant]") {
       {DType::Q8_0, 0.0075}, // measured 0.0055
       {DType::Q4_0, 0.11},   // measured 0.0895
       {DType::Q5_0, 0.055},  // measured 0.0442
+      {DType::Q4_1, 0.095},  // measured 0.0773
+      {DType::Q5_1, 0.047},  // measured 0.0383
       {DType::Q6_K, 0.022},  // measured 0.0176
       {DType::Q5_K, 0.045},  // measured 0.0366
       {DType::Q4_K, 0.085},  // measured 0.0722

@@ -143,6 +143,13 @@ TEST_CASE("quantize: the _M mixes pick llama-quantize's types for 16 layers", "[
     // ffn_down's rows are n_ff = 4864 = 19 * 256: no fallback.
     CHECK(type_of(t, *c, "blk.0.ffn_down.weight") == DType::Q6_K);
     CHECK(type_of(t, *c, "blk.3.ffn_down.weight") == DType::Q4_K);
+    // Q5_K_M falls back as llama-quantize does: Q5_K -> Q5_1, Q6_K -> Q8_0.
+    auto c5 = choose_quant_types(QuantFtype::q5_k_m, 24, t);
+    REQUIRE(c5.ok());
+    CHECK(type_of(t, *c5, "blk.0.attn_q.weight") == DType::Q5_1);
+    CHECK(type_of(t, *c5, "blk.3.attn_v.weight") == DType::Q5_1);
+    CHECK(type_of(t, *c5, "blk.0.attn_v.weight") == DType::Q8_0);
+    CHECK(type_of(t, *c5, "blk.3.ffn_down.weight") == DType::Q5_K);
   }
   SECTION("phi3's fused attn_qkv counts as attn_v") {
     std::vector<MixTensor> t;
@@ -171,6 +178,18 @@ TEST_CASE("quantize: the _M mixes pick llama-quantize's types for 16 layers", "[
     auto q8 = choose_quant_types(QuantFtype::q8_0, 2, t);
     REQUIRE(q8.ok());
     CHECK(type_of(t, *q8, "output.weight") == DType::Q8_0);
+    for (const auto& [f, d] : {std::pair{QuantFtype::q4_1, DType::Q4_1}, std::pair{QuantFtype::q5_1, DType::Q5_1}}) {
+      auto q1 = choose_quant_types(f, 2, t);
+      REQUIRE(q1.ok());
+      CHECK(type_of(t, *q1, "output.weight") == DType::Q6_K);
+      CHECK(type_of(t, *q1, "token_embd.weight") == d);
+      CHECK(type_of(t, *q1, "blk.1.attn_v.weight") == d);
+      CHECK(type_of(t, *q1, "blk.0.ffn_down.weight") == d);
+      CHECK(type_of(t, *q1, "blk.0.ffn_norm.weight") == DType::F32);
+    }
+    CHECK(parse_quant_ftype("q4_1").value() == QuantFtype::q4_1);
+    CHECK(parse_quant_ftype("Q5_1").value() == QuantFtype::q5_1);
+    CHECK(std::string(quant_ftype_name(QuantFtype::q5_1)) == "Q5_1");
     auto f16 = choose_quant_types(QuantFtype::f16, 2, t);
     REQUIRE(f16.ok());
     CHECK(type_of(t, *f16, "output.weight") == DType::F16);
@@ -199,7 +218,8 @@ TEST_CASE("quantize: weights dequantize within each type's bound; metadata copie
   // Uniform weights: the step is about amax / 2^(bits-1), the RMS error step / sqrt(12).
   // Bounds about 1.5x the worst tensor measured with seed 1.
   const Case cases[] = {{"F16", 3.5e-4}, {"BF16", 2.6e-3}, {"Q8_0", 5.5e-3}, {"Q6_K", 0.02},
-                        {"Q5_0", 0.045}, {"Q5_K_M", 0.04}, {"Q4_0", 0.09}, {"Q4_K_M", 0.08}};
+                        {"Q5_0", 0.045}, {"Q5_1", 0.045}, {"Q5_K_M", 0.04}, {"Q4_0", 0.09},
+                        {"Q4_1", 0.09}, {"Q4_K_M", 0.08}};
   for (const Case& c : cases) {
     INFO(c.type);
     const std::string out = tmp_path(std::string("out_") + c.type + ".gguf");
@@ -261,7 +281,8 @@ TEST_CASE("quantize: a quantized synthetic model's logits stay near the F32 mode
     double max_nmse;
   };
   // Bounds about 1.5-2x the NMSE measured with seed 1.
-  const Case cases[] = {{"F16", 1e-6}, {"Q8_0", 5e-4}, {"Q6_K", 3e-3}, {"Q5_K_M", 1e-2}, {"Q4_K_M", 2.5e-2}, {"Q4_0", 4e-2}};
+  const Case cases[] = {{"F16", 1e-6}, {"Q8_0", 5e-4}, {"Q6_K", 3e-3}, {"Q5_K_M", 1e-2}, {"Q4_K_M", 2.5e-2}, {"Q4_0", 4e-2},
+                        {"Q5_1", 1e-2}, {"Q4_1", 4e-2}};
   for (const Case& c : cases) {
     INFO(c.type);
     const std::string out = tmp_path(std::string("logits_") + c.type + ".gguf");

@@ -2,7 +2,7 @@
 //
 // matmul y[m][n] = sum_k W[n][k] * x[m][k] for every weight type:
 //   1. Quantized W: the activation rows are quantized once per call into Exec scratch
-//      (ActQ8 for Q4_0/Q5_0/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
+//      (ActQ8 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
 //      barrier.
 //   2. Threads split the N output rows into fixed contiguous ranges (ThreadPool::split),
 //      so each y value is computed by one thread in one order: results do not depend on
@@ -18,6 +18,7 @@
 #include "ops/cpu/k_matmul_q.inl"
 #include "ops/cpu/k_matmul_f.inl"
 #include "ops/cpu/k_matmul_q_rows.inl"
+#include "ops/cpu/k_matmul_q1.inl"
 #include "ops/cpu/k_matmul_gemm.inl"
 #if defined(KESTREL_HAVE_AMX) && defined(__AVX512F__)
 #include "ops/cpu/amx/amx_matmul.h"
@@ -40,6 +41,8 @@ constexpr Kernels make_kernels() {
 }
 template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q4_0>(n, w, a, r); } };
 template <int RA> struct KQ5_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q5_0>(n, w, a, r); } };
+template <int RA> struct KQ4_1 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q1w<RA, DType::Q4_1>(n, w, a, r); } };
+template <int RA> struct KQ5_1 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q1w<RA, DType::Q5_1>(n, w, a, r); } };
 template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
 template <int RA> struct KQ4_K {
   static void run(int64_t n, const void* w, const void* const* a, float* r) {
@@ -81,7 +84,7 @@ enum class Act { f32, q8, q8k };
 using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const float* hdr, float* res);
 
 // Decode tile: one activation row x rows_n consecutive weight rows (dot_rows8 for
-// Q4_0 / Q5_0, dot_rows4_q8 for Q8_0), or nullptr. next: where the next tile starts.
+// Q4_0 / Q5_0, dot_rows8_q1 for Q4_1 / Q5_1, dot_rows4_q8 for Q8_0), or nullptr. next: where the next tile starts.
 using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
 struct TypeKernel {
@@ -95,8 +98,16 @@ struct TypeKernel {
 template <DType T>
 inline void set_x4(TypeKernel* tk) {
 #if defined(__AVX2__)
-  tk->x4[0] = &dot_q8w_x4<1, T>;
-  tk->x4[1] = &dot_q8w_x4<2, T>;
+  if constexpr (kIsQ1<T>) {
+    tk->x4[0] = &dot_q1w_x4<1, T>;
+    tk->x4[1] = &dot_q1w_x4<2, T>;
+    tk->rows = &dot_rows8_q1<T>;
+    tk->rows_n = 8;
+    return;
+  } else {
+    tk->x4[0] = &dot_q8w_x4<1, T>;
+    tk->x4[1] = &dot_q8w_x4<2, T>;
+  }
   if constexpr (kHasRows8<T>) {
     tk->rows = &dot_rows8<T>;
     tk->rows_n = 8;
@@ -114,6 +125,8 @@ inline bool type_kernel(DType t, TypeKernel* out) {
     case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; set_x4<DType::Q4_0>(out); return true;
     case DType::Q5_0: *out = {Act::q8, make_kernels<KQ5_0>()}; set_x4<DType::Q5_0>(out); return true;
     case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; set_x4<DType::Q8_0>(out); return true;
+    case DType::Q4_1: *out = {Act::q8, make_kernels<KQ4_1>()}; set_x4<DType::Q4_1>(out); return true;
+    case DType::Q5_1: *out = {Act::q8, make_kernels<KQ5_1>()}; set_x4<DType::Q5_1>(out); return true;
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
     case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
     case DType::Q6_K: *out = {Act::q8k, make_kernels<KQ6_K>()}; return true;
@@ -187,7 +200,7 @@ inline void matmul_float_rows(const Tensor& W, const Tensor& x, const Tensor& y,
 enum class Path {
   dot1,   // row kernel, one activation row at a time
   dot4,   // row kernel, groups of up to 4 activation rows (every type; the only path off x86)
-  rows,   // decode tile for every activation row (Q4_0 / Q5_0 / Q8_0 on AVX2+)
+  rows,   // decode tile for every activation row (Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 on AVX2+)
   x4,     // prompt tile per group of 4 rows, the decode tile for the rest (same types)
   ftile,  // float weights: K-chunked 4 x 3 dot-product tiles
   gemm,   // float weights: packed-panel GEMM
@@ -200,7 +213,7 @@ constexpr int64_t kX4MinRows = 4;
 // Whether this ISA's table has the decode and prompt tiles for weight type t.
 constexpr bool has_q8_tiles(DType t) {
 #if defined(__AVX2__)
-  return t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0;
+  return t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0 || t == DType::Q4_1 || t == DType::Q5_1;
 #else
   (void)t;
   return false;

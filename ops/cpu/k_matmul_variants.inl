@@ -25,6 +25,8 @@ constexpr const char* wtype_tag(DType t) {
     case DType::Q8_0: return "q8_0";
     case DType::Q4_0: return "q4_0";
     case DType::Q5_0: return "q5_0";
+    case DType::Q4_1: return "q4_1";
+    case DType::Q5_1: return "q5_1";
     case DType::Q4_K: return "q4_K";
     case DType::Q5_K: return "q5_K";
     case DType::Q6_K: return "q6_K";
@@ -39,7 +41,7 @@ struct VariantSpec {
   int32_t bits = 0;  // bits_group
 };
 
-constexpr int kMaxVariants = 40;
+constexpr int kMaxVariants = 48;
 
 struct VariantSpecs {
   VariantSpec v[kMaxVariants];
@@ -52,7 +54,7 @@ struct VariantSpecs {
 constexpr VariantSpecs make_specs() {
   VariantSpecs s;
   constexpr int32_t kInf = kRowsUnbounded;
-  for (DType t : {DType::Q4_0, DType::Q5_0, DType::Q8_0}) {
+  for (DType t : {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0}) {
     if (has_vnni_tiles(t)) {
       // The few-rows tile does the decode tile's float operations per output too.
       s.add(t, Path::rows, 1, static_cast<int32_t>(kVnniMinRows - 1), 1);

@@ -146,6 +146,10 @@ class CudaBackend final : public Backend {
 
   Status run(const OpCall& call) override {
     KESTREL_TRY(validate_op(call));
+    if ((call.op == OpId::matmul || call.op == OpId::get_rows) && call.n_src > 0 && call.src[0] &&
+        !cuda::weight_type_supported(call.src[0]->type))
+      return Status::unsupported("%s: the cuda backend has no kernel for %s weights", op_name(call.op),
+                                 dtype_name(call.src[0]->type));
     if (!supports(call))
       return Status::unsupported("%s: the cuda backend has no kernel for these types or this alignment",
                                  op_name(call.op));

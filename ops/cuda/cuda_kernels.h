@@ -148,7 +148,8 @@ cudaError_t launch_spec_verify(TV tl, TV dl, const int32_t* ids, int64_t g, Spec
                                int32_t* out, cudaStream_t s);
 size_t spec_verify_scratch_bytes(int64_t g, int64_t V);
 
-// Weight types the kernels above can read (get_rows, matmul).
+// Weight types the kernels above can read (get_rows, matmul). Q4_1 / Q5_1 have no kernel
+// yet: a plan with them fails its prepare with a message naming the type.
 constexpr bool weight_type_supported(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 ||
          t == DType::Q5_0 || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "ops/cuda/cuda_buffer.h"
+#include "ops/cuda/cuda_kernels.h"
 #include "ops/cuda/cuda_residency.h"
 #include "ops/cuda/matvec.h"
 #include "ops/cuda/rope_store.h"
@@ -73,6 +74,10 @@ class CudaExecutable final : public Executable {
       calls_[i] = n.call();
       Status v = validate_op(calls_[i]);
       if (!v.ok()) return std::move(v.with_context("plan node " + std::to_string(i) + ": "));
+      if ((n.op == OpId::matmul || n.op == OpId::get_rows) && !weight_type_supported(calls_[i].src[0]->type))
+        return Status::unsupported("plan node %zu (%s): the cuda backend has no kernel for %s weights, "
+                                   "and a device plan has no host fallback",
+                                   i, op_name(n.op), dtype_name(calls_[i].src[0]->type));
       if (!backend.supports(calls_[i]))
         return Status::unsupported("plan node %zu (%s): the cuda backend cannot run it (types, alignment or size), "
                                    "and a device plan has no host fallback",

@@ -4,6 +4,8 @@
 //   Q4_0  x = d * (q - 8);    qs[j] low nibble = element j, high nibble = element j + 16.
 //   Q5_0  x = d * (q - 16); q's low 4 bits as Q4_0, bit 4 of element j is bit j of the
 //         little-endian 32-bit qh.
+//   Q4_1  x = d * q + m; nibbles as Q4_0.
+//   Q5_1  x = d * q + m; 5-bit codes laid out as Q5_0's.
 //   Q8_0  x = d * q.
 //   Q4_K  256 = 8 sub-blocks of 32; x = d*sc[j]*q - dmin*m[j]; 6-bit sc/m packed in 12 bytes
 //         (sub-blocks 0..3: low 6 bits of bytes 0..3 / 4..7; 4..7: a nibble of bytes 8..11
@@ -21,6 +23,7 @@
 // super-block scale and re-pick every code with the final, rounded scales.
 #include "ops/ref/quant.h"
 
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -170,6 +173,29 @@ void deq_q5_0(const BlockQ5_0* b, float* y, int64_t nb) {
   }
 }
 
+void deq_q4_1(const BlockQ4_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = f16_to_f32(b[i].d), m = f16_to_f32(b[i].m);
+    for (int j = 0; j < kQK / 2; ++j) {
+      y[j] = d * (b[i].qs[j] & 0xF) + m;
+      y[j + kQK / 2] = d * (b[i].qs[j] >> 4) + m;
+    }
+  }
+}
+
+void deq_q5_1(const BlockQ5_1* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += kQK) {
+    const float d = f16_to_f32(b[i].d), m = f16_to_f32(b[i].m);
+    uint32_t qh;
+    std::memcpy(&qh, b[i].qh, 4);
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int h0 = (qh >> j) & 1, h1 = (qh >> (j + kQK / 2)) & 1;
+      y[j] = d * ((b[i].qs[j] & 0xF) | (h0 << 4)) + m;
+      y[j + kQK / 2] = d * ((b[i].qs[j] >> 4) | (h1 << 4)) + m;
+    }
+  }
+}
+
 void deq_q8_0(const BlockQ8_0* b, float* y, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, y += kQK) {
     const float d = f16_to_f32(b[i].d);
@@ -276,6 +302,65 @@ void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
     for (int j = 0; j < kQK / 2; ++j) {
       const int q0 = clamp_round(x[j] * id + 16.0f, 0, 31);
       const int q1 = clamp_round(x[j + kQK / 2] * id + 16.0f, 0, 31);
+      b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>(q0 >> 4) << j;
+      qh |= static_cast<uint32_t>(q1 >> 4) << (j + kQK / 2);
+    }
+    std::memcpy(b[i].qh, &qh, 4);
+  }
+}
+
+// Q4_1 / Q5_1 (nmax 15 / 31), as llama.cpp's reference quantizer (the one llama-quantize
+// runs without an importance matrix), so both write the same bytes from the same floats:
+// d = (max - min) / nmax and min are stored as F16, but the codes come from the unrounded
+// min and 1 / d, rounded half up by truncating v + 0.5. Non-finite input must not reach
+// an out-of-range cast: a block with no ordered min/max (all NaN) is treated as zeros and
+// every code is clamped to [0, nmax] (for finite input the clamp never binds below; above,
+// Q4_1's cap of 15 is llama.cpp's own).
+inline int code_half_up(float v, int nmax) {
+  const float r = v + 0.5f;
+  if (!(r >= 0.0f)) return 0;
+  if (r >= static_cast<float>(nmax)) return nmax;
+  return static_cast<int>(r);
+}
+
+void minmax_scale(const float* x, int nmax, float* min_out, float* d_out, float* id_out) {
+  float min = FLT_MAX, max = -FLT_MAX;
+  for (int j = 0; j < kQK; ++j) {
+    if (x[j] < min) min = x[j];
+    if (x[j] > max) max = x[j];
+  }
+  if (!(max >= min)) min = max = 0.0f;
+  const float d = (max - min) / static_cast<float>(nmax);
+  *min_out = min;
+  *d_out = d;
+  *id_out = d != 0.0f ? 1.0f / d : 0.0f;
+}
+
+void quant_q4_1(const float* x, BlockQ4_1* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    float min, d, id;
+    minmax_scale(x, 15, &min, &d, &id);
+    b[i].d = f32_to_f16(d);
+    b[i].m = f32_to_f16(min);
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int q0 = code_half_up((x[j] - min) * id, 15);
+      const int q1 = code_half_up((x[j + kQK / 2] - min) * id, 15);
+      b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+  }
+}
+
+void quant_q5_1(const float* x, BlockQ5_1* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += kQK) {
+    float min, d, id;
+    minmax_scale(x, 31, &min, &d, &id);
+    b[i].d = f32_to_f16(d);
+    b[i].m = f32_to_f16(min);
+    uint32_t qh = 0;
+    for (int j = 0; j < kQK / 2; ++j) {
+      const int q0 = code_half_up((x[j] - min) * id, 31);
+      const int q1 = code_half_up((x[j + kQK / 2] - min) * id, 31);
       b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
       qh |= static_cast<uint32_t>(q0 >> 4) << j;
       qh |= static_cast<uint32_t>(q1 >> 4) << (j + kQK / 2);
@@ -418,6 +503,8 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
     }
     case DType::Q4_0: deq_q4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQK); break;
     case DType::Q5_0: deq_q5_0(static_cast<const BlockQ5_0*>(src), dst, n / kQK); break;
+    case DType::Q4_1: deq_q4_1(static_cast<const BlockQ4_1*>(src), dst, n / kQK); break;
+    case DType::Q5_1: deq_q5_1(static_cast<const BlockQ5_1*>(src), dst, n / kQK); break;
     case DType::Q8_0: deq_q8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQK); break;
     case DType::Q4_K: deq_q4_K(static_cast<const BlockQ4_K*>(src), dst, n / kQKK); break;
     case DType::Q5_K: deq_q5_K(static_cast<const BlockQ5_K*>(src), dst, n / kQKK); break;
@@ -442,6 +529,8 @@ void quantize_row(DType type, const float* src, void* dst, int64_t n) {
     }
     case DType::Q4_0: quant_q4_0(src, static_cast<BlockQ4_0*>(dst), n / kQK); break;
     case DType::Q5_0: quant_q5_0(src, static_cast<BlockQ5_0*>(dst), n / kQK); break;
+    case DType::Q4_1: quant_q4_1(src, static_cast<BlockQ4_1*>(dst), n / kQK); break;
+    case DType::Q5_1: quant_q5_1(src, static_cast<BlockQ5_1*>(dst), n / kQK); break;
     case DType::Q8_0: quant_q8_0(src, static_cast<BlockQ8_0*>(dst), n / kQK); break;
     case DType::Q4_K: quant_q4_K(src, static_cast<BlockQ4_K*>(dst), n / kQKK); break;
     case DType::Q5_K: quant_q5_K(src, static_cast<BlockQ5_K*>(dst), n / kQKK); break;

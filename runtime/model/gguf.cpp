@@ -146,7 +146,7 @@ Status check_value_type(uint32_t raw, uint64_t at, std::string_view key) {
 const char* ggml_type_name_or_null(uint32_t id) {
   // Names of ggml types kestrel does not load, for clearer "unsupported" messages.
   switch (id) {
-    case 3: return "q4_1"; case 7: return "q5_1"; case 9: return "q8_1";
+    case 9: return "q8_1";
     case 10: return "q2_K"; case 11: return "q3_K"; case 16: return "iq2_xxs"; case 17: return "iq2_xs";
     case 18: return "iq3_xxs"; case 19: return "iq1_s"; case 20: return "iq4_nl"; case 21: return "iq3_s";
     case 22: return "iq2_s"; case 23: return "iq4_xs"; case 27: return "i64"; case 28: return "f64";

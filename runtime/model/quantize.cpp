@@ -24,7 +24,8 @@ struct FtypeEntry {
 constexpr FtypeEntry kFtypes[] = {
     {QuantFtype::f16, "F16", DType::F16},        {QuantFtype::bf16, "BF16", DType::BF16},
     {QuantFtype::q8_0, "Q8_0", DType::Q8_0},     {QuantFtype::q4_0, "Q4_0", DType::Q4_0},
-    {QuantFtype::q5_0, "Q5_0", DType::Q5_0},     {QuantFtype::q4_k_m, "Q4_K_M", DType::Q4_K},
+    {QuantFtype::q5_0, "Q5_0", DType::Q5_0},     {QuantFtype::q4_1, "Q4_1", DType::Q4_1},
+    {QuantFtype::q5_1, "Q5_1", DType::Q5_1},     {QuantFtype::q4_k_m, "Q4_K_M", DType::Q4_K},
     {QuantFtype::q5_k_m, "Q5_K_M", DType::Q5_K}, {QuantFtype::q6_k, "Q6_K", DType::Q6_K},
 };
 
@@ -83,7 +84,7 @@ Expected<QuantFtype> parse_quant_ftype(std::string_view name) {
   for (char& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   for (const FtypeEntry& e : kFtypes)
     if (up == e.name) return e.ftype;
-  return Status::invalid_argument("unknown quantization type '%.*s' (F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K_M, Q5_K_M, Q6_K)",
+  return Status::invalid_argument("unknown quantization type '%.*s' (F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M, Q6_K)",
                                   static_cast<int>(name.size()), name.data());
 }
 
@@ -150,7 +151,7 @@ Expected<std::vector<MixChoice>> choose_quant_types(QuantFtype ftype, int64_t n_
       const DType want = ch.type;
       switch (want) {
         case DType::Q4_K: ch.type = DType::Q5_0; break;
-        case DType::Q5_K: ch.type = DType::Q5_0; break;  // llama.cpp: Q5_1, which kestrel lacks
+        case DType::Q5_K: ch.type = DType::Q5_1; break;
         case DType::Q6_K: ch.type = DType::Q8_0; break;
         default:
           return Status::invalid_argument("tensor '%s': rows of %lld are not a multiple of %s's block of %d",
@@ -159,9 +160,8 @@ Expected<std::vector<MixChoice>> choose_quant_types(QuantFtype ftype, int64_t n_
       }
       if (t.ne0 % dtype_block_size(ch.type) != 0) ch.type = DType::F16;
       char note[160];
-      std::snprintf(note, sizeof note, "rows of %lld are not a multiple of %d (%s): %s%s",
-                    static_cast<long long>(t.ne0), dtype_block_size(want), dtype_name(want), dtype_name(ch.type),
-                    want == DType::Q5_K && ch.type == DType::Q5_0 ? " (llama.cpp writes q5_1)" : "");
+      std::snprintf(note, sizeof note, "rows of %lld are not a multiple of %d (%s): %s",
+                    static_cast<long long>(t.ne0), dtype_block_size(want), dtype_name(want), dtype_name(ch.type));
       ch.note = note;
     }
     out.push_back(ch);

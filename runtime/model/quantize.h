@@ -13,9 +13,9 @@
 //     type's block; Q4_K_M / Q5_K_M: Q6_K for attn_v and ffn_down of the first
 //     and last eighth of the layers and every third layer between
 //     (use_more_bits), Q4_K / Q5_K elsewhere;
-//   - then a row length the block does not divide falls back: Q4_K -> Q5_0,
-//     Q6_K -> Q8_0, Q5_K -> Q5_0 (llama.cpp uses Q5_1, a type kestrel does not
-//     have), and to F16 when that block does not divide it either.
+//   - then a row length the block does not divide falls back as llama.cpp's
+//     does: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, and to F16 when that block
+//     does not divide it either.
 // Quantized input tensors are refused unless allow_requantize (as
 // llama-quantize does): they are dequantized and quantized again.
 //
@@ -39,8 +39,10 @@ namespace kestrel {
 enum class QuantFtype : uint32_t {
   f16 = 1,
   q4_0 = 2,
+  q4_1 = 3,
   q8_0 = 7,
   q5_0 = 8,
+  q5_1 = 9,
   q4_k_m = 15,
   q5_k_m = 17,
   q6_k = 18,

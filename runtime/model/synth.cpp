@@ -27,6 +27,8 @@ Expected<DType> parse_type(const std::string& s) {
   if (s == "q8_0") return DType::Q8_0;
   if (s == "q4_0") return DType::Q4_0;
   if (s == "q5_0") return DType::Q5_0;
+  if (s == "q4_1") return DType::Q4_1;
+  if (s == "q5_1") return DType::Q5_1;
   if (s == "q4_k" || s == "q4_k_m") return DType::Q4_K;
   if (s == "q5_k") return DType::Q5_K;
   if (s == "q6_k") return DType::Q6_K;

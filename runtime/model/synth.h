@@ -43,7 +43,7 @@ struct SynthSpec {
   // gemma2: the soft-caps written (0: llama.cpp's defaults 50 and 30).
   float attn_softcap = 0.0f;
   float final_softcap = 0.0f;
-  // f32, f16, bf16, q8_0, q4_0, q5_0, q4_k, q5_k, q6_k, or q4_k_m (q4_k with q6_k for
+  // f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, or q4_k_m (q4_k with q6_k for
   // output, and for attn_v / ffn_down of the layers llama.cpp's Q4_K_M favours).
   std::string weights = "f32";
   uint64_t seed = 1;

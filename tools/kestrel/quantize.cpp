@@ -55,7 +55,7 @@ Command add_quantize(CLI::App& app) {
   CLI::App* sub = app.add_subcommand("quantize", "rewrite a GGUF model in another weight type (llama-quantize's mixes)");
   sub->add_option("in", o->in, "input GGUF (F32, F16, BF16 or quantized weights)")->required();
   sub->add_option("out", o->out, "GGUF file to write")->required();
-  sub->add_option("type", o->type, "F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K_M, Q5_K_M or Q6_K")->required();
+  sub->add_option("type", o->type, "F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M or Q6_K")->required();
   sub->add_option("-t,--threads", o->threads, "threads (default: all)")->check(CLI::Range(1, 1024));
   sub->add_flag("--allow-requantize", o->allow_requantize,
                 "dequantize quantized input tensors and quantize them again (quality suffers)");

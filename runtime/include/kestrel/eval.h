@@ -109,7 +109,7 @@ kestrel_status kestrel_logits_file_info(const char* path, int32_t* n_ctx, int32_
 /* ---- quantization ---- */
 
 typedef struct kestrel_quantize_params {
-  const char* type;          /* F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K_M, Q5_K_M or Q6_K, any case (default "Q8_0") */
+  const char* type;          /* F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K_M, Q5_K_M or Q6_K, any case (default "Q8_0") */
   int32_t n_threads;         /* <= 0: the hardware's threads (default 0) */
   int32_t allow_requantize;  /* 1: quantized input tensors are dequantized and quantized again (quality
                                 suffers); 0: they are refused, as llama-quantize does (default 0) */
