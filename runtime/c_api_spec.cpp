@@ -61,7 +61,6 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
     SpecParams p;
     p.mode = sp.mode == KESTREL_SPEC_DRAFT ? SpecMode::draft : SpecMode::self;
     p.draft_max = sp.draft_max;
-    p.draft_init = sp.draft_max < 4 ? sp.draft_max : 4;
     p.adaptive = sp.adaptive != 0;
     p.skip_auto = sp.skip_begin < 0;
     p.skip_begin = sp.skip_begin;

@@ -76,6 +76,7 @@ TEST_CASE("spec mask: greedy simultaneous drafting equals plain greedy, one pass
         sp.skip_begin = 1;
         sp.skip_end = 2;
         sp.draft_max = 6;
+        sp.adaptive = false;  // every round drafts 6: the mechanism under test, not the policy
         sp.mask_drafting = masks;
         auto dec = SpecDecoder::create(*tctx, mode == SpecMode::draft ? dctx.get() : nullptr, sp);
         REQUIRE(dec.ok());

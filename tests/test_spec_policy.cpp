@@ -65,6 +65,47 @@ TEST_CASE("spec policy: the first rounds draft g_init and one plain step measure
   CHECK(pol.choose() > 0);
 }
 
+TEST_CASE("spec policy: with a cost prior, one rejected first round ends drafting", "[spec][policy]") {
+  Costs c;
+  SpecPolicy::Config cfg{8, 1};
+  cfg.prior_pass = 0.4;  // a draft pass at 0.4 plain steps until one is measured
+  cfg.probe_first = 16;
+  SpecPolicy pol(cfg);
+  REQUIRE(pol.choose() == 1);  // nothing seen: the first round explores with g_init
+  pol.drafted(1, c.pass);      // dropped (cold), the prior stands in
+  pol.verified(2, c.verify(2));
+  pol.accepted(1, 0);
+  CHECK(pol.round_ns(1) == Approx(0.4 + 1.25));  // in plain steps: nothing measured
+  // Rejected: (1 + alpha) / (0.4 + 1.25) with alpha shrunk to 0.4 is ~0.85 of plain.
+  for (int i = 0; i < 15; ++i) {
+    REQUIRE(pol.choose() == 0);
+    pol.plain_step(c.plain);
+  }
+  CHECK_FALSE(pol.drafting());
+  CHECK(pol.choose() > 0);  // the first probe, after probe_first plain steps
+
+  // Accepted instead: drafting stays on; two plain steps measure plain decoding
+  // (the first is dropped), then the rounds draft again.
+  SpecPolicy on(cfg);
+  REQUIRE(on.choose() == 1);
+  on.drafted(1, c.pass);
+  on.verified(2, c.verify(2));
+  on.accepted(1, 1);
+  REQUIRE(on.choose() == 0);
+  on.plain_step(c.plain);
+  REQUIRE(on.choose() == 0);
+  on.plain_step(c.plain);
+  CHECK(on.drafting());
+  CHECK(on.choose() >= 1);
+  // Without a prior the costs must be measured first: a second g_init round.
+  SpecPolicy none(SpecPolicy::Config{8, 1});
+  REQUIRE(none.choose() == 1);
+  none.drafted(1, c.pass);
+  none.verified(2, c.verify(2));
+  none.accepted(1, 0);
+  CHECK(none.choose() == 1);
+}
+
 TEST_CASE("spec policy: no drafting when drafts are rejected, probes now and then", "[spec][policy]") {
   SpecPolicy::Config cfg{8, 4};
   cfg.probe_first = 2;

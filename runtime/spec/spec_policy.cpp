@@ -23,6 +23,7 @@ SpecPolicy::SpecPolicy(const Config& c) : c_(c) {
   c_.prior_accept = std::clamp(c_.prior_accept, 0.0, 1.0);
   c_.prior_weight = std::max(1e-3, c_.prior_weight);
   c_.margin = std::clamp(c_.margin, 0.0, 0.9);
+  c_.prior_pass = std::max(0.0, c_.prior_pass);
 }
 
 // Position j's estimate leans on position j - 1's (the first on the
@@ -73,13 +74,29 @@ double SpecPolicy::verify_ns(int rows) const {
   }
   double base = plain_ns_;  // the time of one row
   if (n == 1) base = sy / (1.0 + kExtraRow * (sx - 1.0));
+  if (base <= 0.0 && c_.prior_pass > 0.0) base = 1.0;  // nothing measured: costs in plain steps
   return base > 0.0 ? base * (1.0 + kExtraRow * (rows - 1)) : 0.0;
+}
+
+// A plain step's time: measured, else the one-row time the verify rows imply
+// (the prior's shape through the measured ones), else 1: every cost is then a
+// prior in plain steps, and only their ratios matter.
+double SpecPolicy::unit_ns() const {
+  if (plain_ns_ > 0.0) return plain_ns_;
+  const double v2 = verify_ns(2);
+  return v2 > 0.0 ? v2 / (1.0 + kExtraRow) : 1.0;
+}
+
+double SpecPolicy::pass_ns() const {
+  if (pass_ns_ > 0.0) return pass_ns_;
+  return c_.prior_pass > 0.0 ? c_.prior_pass * unit_ns() : 0.0;
 }
 
 double SpecPolicy::round_ns(int g) const {
   const double v = verify_ns(g + 1);
-  if (v <= 0.0 || pass_ns_ <= 0.0) return 0.0;
-  return v + pass_ns_ * (c_.one_pass_draft ? 1.0 : double(g));
+  const double p = pass_ns();
+  if (v <= 0.0 || p <= 0.0) return 0.0;
+  return v + p * (c_.one_pass_draft ? 1.0 : double(g));
 }
 
 int SpecPolicy::best_g(double* rate) const {
@@ -102,12 +119,10 @@ int SpecPolicy::choose() {
   double r = 0.0;
   const int g = best_g(&r);
   int pick;
-  if (g == 0) {
-    pick = c_.g_init;  // no draft or verify time yet: draft to measure them
-  } else if (plain_ns_ <= 0.0) {
-    pick = 0;  // one plain step measures what drafting competes with
+  if (g == 0 || rounds_ == 0) {
+    pick = c_.g_init;  // no round seen (or no cost known yet): draft to see and measure one
   } else {
-    const double plain_rate = 1.0 / plain_ns_;
+    const double plain_rate = 1.0 / unit_ns();
     // A few rounds of evidence before giving up on drafting: the prior alone
     // must not switch it off.
     const bool evidence = reach_[1] >= c_.min_evidence;
@@ -119,7 +134,9 @@ int SpecPolicy::choose() {
       on_ = true;
     }
     pick = g;
-    if (!on_) {
+    if (on_ && plain_ns_ <= 0.0) {
+      pick = 0;  // drafting looks worth it: a plain step measures what it competes with
+    } else if (!on_) {
       // Off: plain steps, and now and then a probe round to see whether
       // acceptance came back; the gap doubles while probes fail.
       pick = 0;
@@ -160,6 +177,7 @@ void SpecPolicy::verified(int rows, int64_t ns) {
 }
 
 void SpecPolicy::accepted(int g, int a) {
+  ++rounds_;
   g = std::clamp(g, 0, c_.g_max);
   a = std::clamp(a, 0, g);
   const double keep = 1.0 - c_.forget;

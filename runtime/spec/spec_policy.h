@@ -11,7 +11,11 @@
 // measured time of verifying that many rows (rows not yet seen: a line
 // through the ones that were, or a prior of one plain step plus a quarter
 // step per extra row; the first time of each shape is dropped, as it pays
-// for building that shape's plan). Plain decoding emits one token per plain step. The
+// for building that shape's plan). Until a cost is measured it comes from a
+// prior: a draft pass `prior_pass` plain steps (the draft's share of the
+// target's weights), a verify row past the first a quarter step, so a first
+// round whose draft was rejected can end drafting at once, without a second
+// round to measure the costs. Plain decoding emits one token per plain step. The
 // policy picks the g in [1, g_max] with the best tokens per time and drafts
 // when that beats plain decoding by a margin (hysteresis: it stops drafting
 // only when drafting falls below plain by the same margin, and not before a
@@ -34,7 +38,9 @@ class SpecPolicy {
   static constexpr int kMaxDraft = 32;
   struct Config {
     int g_max = 8;             // [1, kMaxDraft]
-    int g_init = 4;            // the first round's g (nothing measured yet)
+    int g_init = 1;            // the first round's g (nothing measured or seen yet)
+    double prior_pass = 0.0;   // a draft pass in plain steps until one is measured (0: none;
+                               // the rounds then draft g_init until the costs are measured)
     bool one_pass_draft = false;  // mask-token drafting: a round drafts in one pass
     double margin = 0.05;      // hysteresis: on above (1 + margin) x plain, off below (1 - margin) x
     int probe_first = 32;      // plain steps before the first probe round once off,
@@ -74,12 +80,15 @@ class SpecPolicy {
 
  private:
   double verify_ns(int rows) const;
+  double pass_ns() const;  // measured, else the prior
+  double unit_ns() const;  // a plain step: measured, else from the verify times, else 1 (costs in steps)
   int best_g(double* rate) const;
 
   Config c_;
   bool on_ = true;
   bool fixed_ = false;
   int since_probe_ = 0;
+  int64_t rounds_ = 0;  // rounds whose acceptance was seen
   int probe_gap_ = 32;
   double plain_ns_ = 0.0;                           // EMA, 0 = unseen
   double pass_ns_ = 0.0;                            // EMA per draft pass, 0 = unseen

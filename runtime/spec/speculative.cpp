@@ -283,26 +283,28 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   }
   int32_t pending = pick(target_.logits(0));
   emit(pending, target_.logits(0));
+  // A draft pass's share of a target step, from the model sizes: the draft's
+  // share of the target's weights (self: of its layers). Greedy rounds use it
+  // only until a pass is measured; stochastic rounds keep it (below).
+  const double tw = static_cast<double>(target_.model().weight_bytes());
+  double pass_ratio = 1.0;
+  if (draft_) {
+    pass_ratio = tw > 0 ? static_cast<double>(draft_->model().weight_bytes()) / tw : 1.0;
+  } else {
+    const double n = static_cast<double>(target_.model().hparams().n_layer);
+    pass_ratio = n > 0 ? (n - (skip_end_ - skip_begin_ + 1)) / n : 1.0;
+  }
   SpecPolicy::Config pc;
   pc.g_max = p_.draft_max;
   pc.g_init = p_.draft_init;
+  pc.prior_pass = pass_ratio;
   pc.one_pass_draft = mask_id_ >= 0;
   policy_ = SpecPolicy(pc);
-  if (p_.temperature > 0.0f) {
-    // Stochastic: the rounds' lengths steer which uniforms are drawn, so they
-    // come from model sizes, not clocks (the same seed gives the same tokens):
-    // a draft pass costs its share of the target's weights (self: the layers
-    // it runs), a verify row past the first a quarter of a plain step.
-    const double tw = static_cast<double>(target_.model().weight_bytes());
-    double ratio = 1.0;
-    if (draft_) {
-      ratio = tw > 0 ? static_cast<double>(draft_->model().weight_bytes()) / tw : 1.0;
-    } else {
-      const double n = static_cast<double>(target_.model().hparams().n_layer);
-      ratio = n > 0 ? (n - (skip_end_ - skip_begin_ + 1)) / n : 1.0;
-    }
-    policy_.fix_costs(ratio, 0.25);
-  }
+  // Stochastic: the rounds' lengths steer which uniforms are drawn, so they
+  // come from model sizes, not clocks (the same seed gives the same tokens):
+  // a draft pass costs pass_ratio, a verify row past the first a quarter of a
+  // plain step.
+  if (p_.temperature > 0.0f) policy_.fix_costs(pass_ratio, 0.25);
   std::vector<int32_t> drafts(static_cast<size_t>(p_.draft_max));
   SpecVerifyParams vp;
   vp.greedy = p_.temperature <= 0.0f;

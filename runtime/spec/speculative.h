@@ -85,7 +85,7 @@ enum class SpecMode { self, draft };
 struct SpecParams {
   SpecMode mode = SpecMode::self;
   int32_t draft_max = 8;      // upper bound of the adaptive draft length, [1, 32]
-  int32_t draft_init = 4;     // first draft length, clamped to [1, draft_max]
+  int32_t draft_init = 1;     // first draft length, clamped to [1, draft_max]
   bool adaptive = true;       // the draft-length policy (spec_policy.h); false: always draft_max
   // self: skipped layers [skip_begin, skip_end] (inclusive), or auto.
   bool skip_auto = true;
