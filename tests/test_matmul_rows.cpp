@@ -21,7 +21,7 @@ using namespace kestrel::matmul_test;
 
 namespace {
 
-constexpr DType kTypes[] = {DType::Q4_0, DType::Q5_0, DType::Q8_0};
+constexpr DType kTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0};
 
 bool have_avx512() {
   for (CpuIsa isa : isas_to_test())

@@ -1,4 +1,4 @@
-// CPU matmul, part 5: the few-rows tile for Q4_0 / Q5_0 / Q8_0 on AVX-512 VNNI (included by
+// CPU matmul, part 5: the few-rows tile for Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 on AVX-512 VNNI (included by
 // k_matmul.inl after matmul_run). Batched decoding (a few sequences, one token each) and
 // short draft verifications multiply every weight row by 2..7 activation rows; the decode
 // tile (k_matmul_q_rows.inl) then reads and unpacks each weight block once per activation
@@ -17,7 +17,9 @@
 //     -128 * sum(x) (stored per activation row and block).
 //   - Then per lane the float operations of the decode tile dot_rows8 / dot_rows4_q8:
 //     acc = fma(float(s), d_w * d_x, acc); corr = fma(d_w, offset * c8, corr) for the
-//     offset types; y = acc - corr (Q8_0: y = acc). The integer sums are exact, so every
+//     offset types; y = acc - corr (Q8_0: y = acc). Q4_1 / Q5_1 (k_matmul_q1.inl) have no
+//     offset but a min: mins = fma(m_w, c8 / 8, mins), y = acc + mins, as dot_rows8_q1.
+//     The integer sums are exact, so every
 //     output is bitwise the decode tile's, whatever M and the tile or lanes it falls in;
 //     tests/test_matmul_rows.cpp checks this and the error against ops/ref.
 // Activation rows past the end of a group of 4 repeat its last row; weight rows past the
@@ -28,7 +30,7 @@ namespace mm {
 // Whether this ISA's table has the few-rows tile for weight type t.
 constexpr bool has_vnni_tiles(DType t) {
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
-  return t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0;
+  return t == DType::Q4_0 || t == DType::Q5_0 || t == DType::Q8_0 || t == DType::Q4_1 || t == DType::Q5_1;
 #else
   (void)t;
   return false;
@@ -43,21 +45,22 @@ constexpr int64_t kVnniMinRows = 2;
 struct alignas(16) VnniAct4 {
   int8_t qs[8][16];  // qs[j]: dword j (elements 4j..4j+3) of rows 0..3, in row order
   float d[4];        // d_x of rows 0..3
-  float c8[4];       // offset * c8 of rows 0..3 (Q4_0: 1 x c8, Q5_0: 2 x c8; Q8_0: unused)
+  float c8[4];       // offset * c8 of rows 0..3 (Q4_0: 1 x c8, Q5_0: 2 x c8, Q4_1 / Q5_1: c8 / 8;
+                     // Q8_0: unused)
   int32_t sx[4];     // -128 * sum(x) of rows 0..3 (Q8_0's start value; others: unused)
 };
 static_assert(sizeof(VnniAct4) == 176);
 
 template <DType T>
 inline void pack_vnni_act4(const ActQ8* const* rows, int64_t nb, VnniAct4* out) {
-  constexpr float kOffset = T == DType::Q4_0 ? 1.0f : 2.0f;
+  constexpr float kOffset = T == DType::Q4_0 ? 1.0f : kIsQ1<T> ? 0.125f : 2.0f;
   for (int64_t b = 0; b < nb; ++b) {
     VnniAct4& o = out[b];
     for (int r = 0; r < 4; ++r) {
       const ActQ8& a = rows[r][b];
       for (int j = 0; j < 8; ++j) std::memcpy(&o.qs[j][4 * r], a.qs + 4 * j, 4);
       o.d[r] = a.d;
-      o.c8[r] = kOffset * a.c8;  // the decode tile's set1(kOffset * c8), the same product
+      o.c8[r] = kOffset * a.c8;  // the decode tile's set1(kOffset * c8) (or 0.125f * c8), the same product
       int s = 0;
       for (int l = 0; l < kQK; ++l) s += a.qs[l];
       o.sx[r] = -128 * s;
@@ -71,8 +74,13 @@ inline void pack_vnni_act4(const ActQ8* const* rows, int64_t nb, VnniAct4* out) 
 // next: where the next tile starts (only prefetched, never read).
 template <DType T>
 inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, const char* next, float* res) {
-  constexpr size_t kBytes = T == DType::Q4_0 ? sizeof(BlockQ4_0) : T == DType::Q5_0 ? sizeof(BlockQ5_0) : sizeof(BlockQ8_0);
-  constexpr int kQs = T == DType::Q4_0 ? 2 : T == DType::Q5_0 ? 6 : 2;
+  constexpr size_t kBytes = T == DType::Q4_0   ? sizeof(BlockQ4_0)
+                            : T == DType::Q5_0 ? sizeof(BlockQ5_0)
+                            : T == DType::Q4_1 ? sizeof(BlockQ4_1)
+                            : T == DType::Q5_1 ? sizeof(BlockQ5_1)
+                                               : sizeof(BlockQ8_0);
+  constexpr int kQs = T == DType::Q5_0 ? 6 : T == DType::Q4_1 ? 4 : T == DType::Q5_1 ? 8 : 2;
+  constexpr int kQh = T == DType::Q5_1 ? 4 : 2;  // offset of the fifth bits (Q5_0 / Q5_1)
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   // d_w of row n to lanes 4n..4n+3.
   const __m512i dw_idx = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
@@ -88,7 +96,7 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
     const char* pf = next + 4 * off;
     _mm_prefetch(pf, _MM_HINT_T0);
     _mm_prefetch(pf + 64, _MM_HINT_T0);
-    if constexpr (T == DType::Q8_0) _mm_prefetch(pf + 128, _MM_HINT_T0);
+    if constexpr (4 * kBytes > 128) _mm_prefetch(pf + 128, _MM_HINT_T0);
     const VnniAct4& a = x[b];
     __m512i s;
     if constexpr (T == DType::Q8_0) {
@@ -111,13 +119,13 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
       q = _mm512_inserti32x4(q, loadu128(rows[3] + off + kQs), 3);
       __m512i lo = _mm512_and_si512(q, m4);
       __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-      if constexpr (T == DType::Q5_0) {
+      if constexpr (T == DType::Q5_0 || T == DType::Q5_1) {
         // Fifth bits: bit i of row n's qh is element i, at byte 16n + i of lo (i < 16) or
         // of hi (i >= 16).
         uint64_t mlo = 0, mhi = 0;
         for (int n = 0; n < 4; ++n) {
           uint32_t h;
-          std::memcpy(&h, rows[n] + off + 2, 4);
+          std::memcpy(&h, rows[n] + off + kQh, 4);
           mlo |= static_cast<uint64_t>(h & 0xFFFFu) << (16 * n);
           mhi |= static_cast<uint64_t>(h >> 16) << (16 * n);
         }
@@ -138,9 +146,19 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
     const __m512 dw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(dh)));
     const __m512 dx = _mm512_broadcast_f32x4(_mm_load_ps(a.d));
     acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc);
-    if constexpr (T != DType::Q8_0) corr = _mm512_fmadd_ps(dw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
+    if constexpr (kIsQ1<T>) {
+      // corr holds the mins here: fma(m_w, c8 / 8, mins), added at the end.
+      __m128i mh = _mm_cvtsi32_si128(ld_u16(rows[0] + off + 2));
+      mh = _mm_insert_epi16(mh, ld_u16(rows[1] + off + 2), 1);
+      mh = _mm_insert_epi16(mh, ld_u16(rows[2] + off + 2), 2);
+      mh = _mm_insert_epi16(mh, ld_u16(rows[3] + off + 2), 3);
+      const __m512 mw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(mh)));
+      corr = _mm512_fmadd_ps(mw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
+    } else if constexpr (T != DType::Q8_0) {
+      corr = _mm512_fmadd_ps(dw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
+    }
   }
-  _mm512_storeu_ps(res, T == DType::Q8_0 ? acc : _mm512_sub_ps(acc, corr));
+  _mm512_storeu_ps(res, T == DType::Q8_0 ? acc : kIsQ1<T> ? _mm512_add_ps(acc, corr) : _mm512_sub_ps(acc, corr));
 }
 
 // The whole matmul through the tile: activation rows quantized (ActQ8) and repacked per
@@ -199,6 +217,7 @@ inline bool matmul_vnni_t(const OpCall& c, Exec& exec) {
             float res[8];
             const char* next = static_cast<const char*>(W.data) + (nt + tn) * W.nb[1];
             if constexpr (T == DType::Q8_0) dot_rows4_q8(nb, wr, a, next, res);
+            else if constexpr (kIsQ1<T>) dot_rows8_q1<T>(nb, wr, a, next, res);
             else dot_rows8<T>(nb, wr, a, next, res);
             for (int64_t j = 0; j < rb; ++j) yr[0][nt + j] = res[j];
           }
@@ -226,6 +245,8 @@ inline bool matmul_vnni(const OpCall& c, Exec& exec) {
     case DType::Q4_0: return matmul_vnni_t<DType::Q4_0>(c, exec);
     case DType::Q5_0: return matmul_vnni_t<DType::Q5_0>(c, exec);
     case DType::Q8_0: return matmul_vnni_t<DType::Q8_0>(c, exec);
+    case DType::Q4_1: return matmul_vnni_t<DType::Q4_1>(c, exec);
+    case DType::Q5_1: return matmul_vnni_t<DType::Q5_1>(c, exec);
     default: return false;
   }
 }
