@@ -206,6 +206,15 @@ TEST_CASE("amx matmul: a refused permission leaves dst untouched", "[op][matmul]
   OpCall kq{OpId::matmul, &y2, {&F.t, &x2}, 2, nullptr};
   CHECK_FALSE(cpu::amx_supports(kq));
   CHECK_FALSE(cpu::amx_matmul(kq, exec));
+  // Q4_1 / Q5_1 have no AMX tile: the avx512 path runs them (and no row range is listed).
+  for (DType t : {DType::Q4_1, DType::Q5_1}) {
+    INFO(dtype_name(t));
+    Weights Q = make_weights(t, 64, 17, 9);
+    OpCall q1{OpId::matmul, &y, {&Q.t, &x}, 2, nullptr};
+    CHECK_FALSE(cpu::amx_supports(q1));
+    CHECK_FALSE(cpu::amx_matmul(q1, exec));
+    CHECK(cpu::amx_min_rows(t) == 0);
+  }
 }
 
 TEST_CASE("amx matmul vs ref and avx512 at tile edges", "[op][matmul][amx]") {

@@ -204,7 +204,7 @@ enum class Path {
   x4,     // prompt tile per group of 4 rows, the decode tile for the rest (same types)
   ftile,  // float weights: K-chunked 4 x 3 dot-product tiles
   gemm,   // float weights: packed-panel GEMM
-  vnni,   // few-rows tile, 4 weight x 4 activation rows (Q4_0 / Q5_0 / Q8_0 on AVX-512 VNNI)
+  vnni,   // few-rows tile, 4 weight x 4 activation rows (the same types on AVX-512 VNNI)
 };
 
 // The x4 prompt tile from this many activation rows (below: the decode tile only).
@@ -374,7 +374,7 @@ namespace mm {
 
 // The default policy (the thresholds the variant table's row ranges repeat): float weights
 // take the row kernel for one activation row, the 4 x 3 tiles below kGemmMt rows and the
-// GEMM from there; Q4_0 / Q5_0 / Q8_0 with tiles take the decode tile below kX4MinRows
+// GEMM from there; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 with tiles take the decode tile below kX4MinRows
 // rows and the prompt tile from there (with AVX-512 VNNI: the few-rows tile from
 // kVnniMinRows, AMX where it starts); every other case the row kernel in groups of 4.
 inline bool k_matmul(const OpCall& c, Exec& exec) {

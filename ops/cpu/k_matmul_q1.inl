@@ -11,9 +11,10 @@
 // (Q4_1 / Q5_1 with Q8_1), without a separate activation format.
 //
 // On AVX2 the types also have dot_q8w's two tiles (the decode tile, 8 weight rows x 1
-// activation row, and the prompt tile, 2 x 4), which do the same float operations per
-// output as each other, so batched and one-token results agree bit for bit. The row kernel
-// (dot_q1w, the only path off x86) keeps two accumulator chains whatever RA is.
+// activation row, and the prompt tile, 2 x 4), and on AVX-512 VNNI the few-rows tile
+// (k_matmul_q_vnni.inl), which all do the same float operations per output, so batched and
+// one-token results agree bit for bit. The row kernel (dot_q1w, the only path off x86)
+// keeps two accumulator chains whatever RA is. No AMX tile: amx_supports() refuses them.
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
 
