@@ -522,13 +522,14 @@ int run_serve(const ServeOptions& o) {
     if (load(s)) {
       char desc[256];
       kestrel_model_desc(s.model, desc, sizeof desc);
-      std::fprintf(stderr, "kestrel serve: ready: %s as '%s', %d slots of %d tokens; chat template: %s\n", desc,
-                   o.alias.c_str(), o.n_parallel, s.n_ctx, s.template_origin.c_str());
       if (s.draft.ctx)
         std::fprintf(stderr, "kestrel serve: speculative decoding, draft %s, up to %d tokens a round\n",
                      o.spec.draft_model.c_str(), o.spec.draft_max);
-      std::fflush(stderr);
+      // Ready before the line says so: a client that waits for the line is served.
       s.ready = true;
+      std::fprintf(stderr, "kestrel serve: ready: %s as '%s', %d slots of %d tokens; chat template: %s\n", desc,
+                   o.alias.c_str(), o.n_parallel, s.n_ctx, s.template_origin.c_str());
+      std::fflush(stderr);
     } else {
       std::fprintf(stderr, "kestrel: %s\n", s.load_error.c_str());
       exit_code = kExitUsage;
