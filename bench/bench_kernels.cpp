@@ -264,8 +264,8 @@ int main(int argc, char** argv) {
   }
   for (size_t i = 0; i < words; ++i) buf[i] = i;
 
-  const DType types[] = {DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q5_K, DType::Q6_K,
-                         DType::Q8_0, DType::F16,  DType::BF16, DType::F32};
+  const DType types[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K,
+                         DType::Q6_K, DType::Q8_0, DType::F16,  DType::BF16, DType::F32};
   struct MK {
     int64_t K, N;
   };
