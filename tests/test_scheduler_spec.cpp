@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "kestrel/server.h"
+#include "model_test_util.h"
 #include "runtime/model/synth.h"
 #include "runtime/serve/scheduler.h"
 
@@ -364,4 +366,98 @@ TEST_CASE("a draft the target cannot use is refused at create", "[serve][schedul
   s = Scheduler::create(*ctx, sp);
   REQUIRE(!s.ok());
   CHECK(s.status().code() == StatusCode::invalid_argument);
+}
+
+namespace {
+struct CState {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string text;
+  bool done = false;
+  int32_t finish = -1;
+};
+int c_on_event(const kestrel_request_event* e, void* user) {
+  auto* s = static_cast<CState*>(user);
+  std::lock_guard<std::mutex> lock(s->mu);
+  s->text.append(e->text, e->text_len);
+  if (e->done) {
+    s->done = true;
+    s->finish = e->finish_reason;
+    s->cv.notify_all();
+  }
+  return 1;
+}
+}  // namespace
+
+TEST_CASE("speculative serving through the C API", "[serve][spec][c_api]") {
+  const std::string path = testutil::shared_path("models/stories260K/stories260K.gguf");
+  if (!testutil::file_exists(path)) {
+    WARN("SKIP: " << path << " not found");
+    return;
+  }
+  kestrel_model_params mp = kestrel_model_default_params();
+  kestrel_model* model = nullptr;
+  REQUIRE(kestrel_model_load(path.c_str(), &mp, &model) == KESTREL_OK);
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 128;
+  cp.n_seq_max = 2;
+  cp.n_threads = 2;
+  kestrel_context *ctx = nullptr, *dctx = nullptr, *small = nullptr;
+  REQUIRE(kestrel_context_create(model, &cp, &ctx) == KESTREL_OK);
+  REQUIRE(kestrel_context_create(model, &cp, &dctx) == KESTREL_OK);
+  cp.n_seq_max = 1;
+  REQUIRE(kestrel_context_create(model, &cp, &small) == KESTREL_OK);
+
+  kestrel_scheduler_params sp = kestrel_scheduler_default_params();
+  CHECK(sp.draft == nullptr);
+  CHECK(sp.draft_max == 8);
+  kestrel_scheduler* sched = nullptr;
+  sp.draft = ctx;  // the target's own context
+  CHECK(kestrel_scheduler_create(ctx, &sp, &sched) == KESTREL_ERR_INVALID_ARGUMENT);
+  sp.draft = small;  // one sequence for two slots
+  CHECK(kestrel_scheduler_create(ctx, &sp, &sched) == KESTREL_ERR_INVALID_ARGUMENT);
+  CHECK(std::string(kestrel_last_error(nullptr)).find("sequences") != std::string::npos);
+  CHECK(sched == nullptr);
+
+  kestrel_token ids[64];
+  int32_t n = 0;
+  REQUIRE(kestrel_tokenize(model, "Once upon a time", 16, 1, 0, ids, 64, &n) == KESTREL_OK);
+  auto complete = [&](kestrel_scheduler* s) {
+    kestrel_request_params rp = kestrel_request_default_params();
+    rp.prompt = ids;
+    rp.n_prompt = n;
+    rp.max_tokens = 40;
+    rp.sampling.temperature = 0.0f;
+    CState st;
+    rp.on_event = c_on_event;
+    rp.user_data = &st;
+    uint64_t id = 0;
+    REQUIRE(kestrel_scheduler_submit(s, &rp, &id) == KESTREL_OK);
+    std::unique_lock<std::mutex> lock(st.mu);
+    REQUIRE(st.cv.wait_for(lock, std::chrono::seconds(60), [&] { return st.done; }));
+    return st.text;
+  };
+  REQUIRE(kestrel_scheduler_create(ctx, nullptr, &sched) == KESTREL_OK);
+  const std::string plain = complete(sched);
+  kestrel_scheduler_free(sched);
+
+  sp.draft = dctx;
+  sp.draft_max = 4;
+  REQUIRE(kestrel_scheduler_create(ctx, &sp, &sched) == KESTREL_OK);
+  CHECK(complete(sched) == plain);
+  kestrel_scheduler_stats st;
+  kestrel_scheduler_get_stats(sched, &st);
+  CHECK(st.n_spec_requests == 1);
+  CHECK(st.n_spec_rounds > 0);
+  // The model drafts for itself; F32 rows of other batch shapes may part on a near-tie.
+  CHECK(st.n_spec_accepted > 0);
+  int64_t rounds = 0;
+  for (int g = 1; g <= 4; ++g) rounds += st.spec_rounds_by_g[g];
+  CHECK(rounds == st.n_spec_rounds);
+  for (int g = 5; g <= 32; ++g) CHECK(st.spec_rounds_by_g[g] == 0);  // draft_max 4
+  kestrel_scheduler_free(sched);
+  kestrel_context_free(small);
+  kestrel_context_free(dctx);
+  kestrel_context_free(ctx);
+  kestrel_model_free(model);
 }
