@@ -191,6 +191,38 @@ TEST_CASE("speculative slots give the tokens of plain serving", "[serve][schedul
   }
 }
 
+TEST_CASE("p_min and a draft vocabulary subset shorten drafts, not change tokens", "[serve][scheduler][spec]") {
+  auto target = synth_model("q8_0");
+  auto other = synth_model("q4_0");
+  const std::vector<int32_t> p0 = prompt_of(9, 1), p1 = prompt_of(17, 2);
+  Served plain(*target, nullptr, 2, 128);
+  std::vector<Collector> want(2);
+  plain.run({greedy(p0, 24, want[0]), greedy(p1, 24, want[1])});
+  struct Case {
+    float p_min;
+    int32_t draft_vocab;
+  };
+  for (const Case& c : {Case{0.6f, 0}, Case{0.0f, 200}, Case{0.3f, 280}}) {
+    INFO("p_min " << c.p_min << ", draft_vocab " << c.draft_vocab);
+    auto ctx = slots_ctx(*target, 2, 128);
+    auto dctx = slots_ctx(*other, 2, 128);
+    SchedulerParams sp;
+    sp.draft = dctx.get();
+    sp.spec.p_min = c.p_min;
+    sp.spec.draft_vocab = c.draft_vocab;
+    auto sched = Scheduler::create(*ctx, sp);
+    REQUIRE(sched.ok());
+    std::vector<Collector> got(2);
+    REQUIRE((*sched)->submit(greedy(p0, 24, got[0])).ok());
+    REQUIRE((*sched)->submit(greedy(p1, 24, got[1])).ok());
+    for (int i = 0; i < 2; ++i) {
+      REQUIRE(got[i].wait());
+      check_same(got[i], want[i]);
+    }
+    CHECK((*sched)->stats().n_spec_rounds > 0);
+  }
+}
+
 TEST_CASE("requests the verify rule does not cover decode plainly beside speculating slots", "[serve][scheduler][spec]") {
   auto target = synth_model("q8_0");
   auto run = [&](const Model* draft, std::vector<Collector>& cs) {
