@@ -420,11 +420,11 @@ namespace {
 
 // matmul y[m][n] = sum_k W[n][k] x[m][k] for W of `type`, x/y with padded rows.
 void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int64_t B2, size_t xpad,
-                  size_t wpad = 0) {
+                  size_t wpad = 0, float xscale = 1.0f) {
   INFO(dtype_name(type) << " K=" << K << " N=" << N << " M=" << M << " B2=" << B2 << " xpad=" << xpad
-                        << " wpad=" << wpad);
+                        << " wpad=" << wpad << " xscale=" << xscale);
   auto wf = randn(K * N, uint32_t(K * 7 + N), 0.5f);
-  auto xv = randn(K * M * B2, uint32_t(M * 13 + K));
+  auto xv = randn(K * M * B2, uint32_t(M * 13 + K), xscale);
   std::vector<uint8_t> wbytes;
   std::vector<double> wd;
   for (int64_t n = 0; n < N; ++n) {
@@ -476,6 +476,17 @@ TEST_CASE("cuda: matmul F32/F16/BF16 (direct and cuBLAS paths)", "[cuda][op][mat
     check_matmul(*gpu, t, 129, 65, 8, 1, 0);     // cuBLAS
     check_matmul(*gpu, t, 257, 33, 17, 2, 12);   // cuBLAS, padded rows, batch dim
     check_matmul(*gpu, t, 4097, 3, 9, 1, 0);
+  }
+}
+
+// F16 weights from 8 rows on: tensor cores on x split into F16 hi + lo, scaled per row
+// by a power of two, so neither F16's range nor its precision shows in the result.
+TEST_CASE("cuda: matmul F16 on tensor cores keeps FP32-level error at any activation scale", "[cuda][op][matmul]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  for (float xscale : {1e-6f, 3e-3f, 1.0f, 7e4f, 1e9f}) {
+    check_matmul(*gpu, DType::F16, 96, 40, 8, 1, 0, 0, xscale);
+    check_matmul(*gpu, DType::F16, 1000, 7, 33, 1, 4, 2, xscale);  // strided x, padded W rows
   }
 }
 

@@ -53,6 +53,11 @@ cudaError_t launch_unary(Unary op, ExpTier tier, TV x, TV y, float p0, float p1,
 cudaError_t launch_binary(Binary op, ExpTier tier, TV a, TV b, TV y, cudaStream_t s);
 // y = x converted between F32 / F16 / BF16, any strides.
 cudaError_t launch_copy(DType xt, TV x, DType yt, TV y, cudaStream_t s);
+// x (F32 rows) scaled per row by a power of two (inv[r] undoes it) as
+// hi = f16(x') and lo = f16(x' - hi), each [rows][ne0] contiguous.
+cudaError_t launch_split_f16(TV x, void* hi, void* lo, float* inv, cudaStream_t s);
+// y[m * ldy + i] *= inv[m] for i < n, m < m_rows.
+cudaError_t launch_scale_rows(float* y, int64_t ldy, const float* inv, int64_t n, int64_t m_rows, cudaStream_t s);
 
 // y row ids[m] = x row m converted to yt (F32 | F16 | BF16); ids outside
 // [0, y.ne[1]) are skipped; of two rows naming the same y row the later wins.

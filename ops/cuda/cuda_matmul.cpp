@@ -5,8 +5,13 @@
 //     Q4_0 / Q8_0 on 8-bit activations with dp4a (k_matvec_q8.cu, the cpu
 //     kernels' scheme), other types matmul_direct, which reads W in its
 //     stored type (decode path).
-//   - float weights (F32, F16, BF16): cuBLAS SGEMM in plain FP32 (default
-//     math mode, no TF32): W F32 in place, F16 / BF16 dequantized in row
+//   - F16 weights: tensor cores on W as stored. x is split per row into
+//     hi + lo F16 halves (scaled by a power of two into F16's range), and two
+//     cublasGemmEx with FP32 accumulation add W hi + W lo: the products keep
+//     ~22 bits of x, so the error stays at the FP32 paths' level at a fraction
+//     of SGEMM's time;
+//   - other float weights (F32, BF16): cuBLAS SGEMM in plain FP32 (default
+//     math mode, no TF32): W F32 in place, BF16 dequantized in row
 //     chunks of at most kScratchBytes into scratch, one SGEMM per chunk;
 //   - quantized weights: tensor cores. The chunk is dequantized to F16, x is
 //     rounded to F16 once, and cublasGemmEx multiplies with FP32 accumulation
@@ -58,6 +63,7 @@ struct MatmulPath {
   bool gemm = false;        // cuBLAS (else the direct kernel)
   bool w_in_place = false;  // gemm on W as stored (F32)
   bool f16 = false;         // tensor-core GEMM on F16 copies (quantized W)
+  bool f16_split = false;   // tensor-core GEMMs on F16 W as stored, x as hi + lo
   int64_t xs = 0, ys = 0;   // row strides of x and y in bytes (gemm)
   int64_t chunk = 0;        // W rows dequantized per SGEMM (gemm, not in place)
 };
@@ -76,8 +82,10 @@ MatmulPath matmul_path(const OpCall& call) {
   if (!p.gemm) return p;  // K == 0 included: the direct kernel writes zeros
   p.w_in_place = w.type == DType::F32 && w.nb[1] % 4 == 0 && (N == 1 || w.nb[1] / 4 >= static_cast<size_t>(K)) &&
                  fits_int(static_cast<int64_t>(w.nb[1] / 4));
-  p.f16 = !p.w_in_place && dtype_block_size(w.type) > 1;  // quantized weights
-  if (!p.w_in_place) {
+  p.f16_split = w.type == DType::F16 && w.nb[1] % 2 == 0 && (N == 1 || w.nb[1] / 2 >= static_cast<size_t>(K)) &&
+                fits_int(static_cast<int64_t>(w.nb[1] / 2));
+  p.f16 = !p.w_in_place && !p.f16_split && dtype_block_size(w.type) > 1;  // quantized weights
+  if (!p.w_in_place && !p.f16_split) {
     const size_t row_bytes = static_cast<size_t>(K) * (p.f16 ? 2 : sizeof(float));
     p.chunk = static_cast<int64_t>(kScratchBytes / row_bytes);
     if (p.chunk < 1) p.chunk = 1;
@@ -93,6 +101,11 @@ size_t f16_x_offset(const MatmulPath& p, int64_t K) {
   return (static_cast<size_t>(p.chunk) * static_cast<size_t>(K) * 2 + 255) / 256 * 256;
 }
 
+// Scratch of the split path: x hi, x lo (F16 [M][K] each), the rows' scales.
+size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+size_t split_lo_offset(int64_t K, int64_t M) { return align256(static_cast<size_t>(K) * static_cast<size_t>(M) * 2); }
+size_t split_inv_offset(int64_t K, int64_t M) { return 2 * split_lo_offset(K, M); }
+
 size_t matmul_scratch_bytes(const OpCall& call) {
   const MatmulPath p = matmul_path(call);
   const int64_t K = call.src[0]->ne[0];
@@ -100,6 +113,8 @@ size_t matmul_scratch_bytes(const OpCall& call) {
   if (!p.gemm && matvec_fits(call.src[0]->type, view(*call.src[0]), view(x))) return 0;
   if (!p.gemm && matvec_q8_fits(call.src[0]->type, view(*call.src[0])))
     return matvec_q8_scratch_bytes(K, x.ne[1] * x.ne[2] * x.ne[3]);
+  const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
+  if (p.f16_split) return split_inv_offset(K, M) + static_cast<size_t>(M) * sizeof(float);
   if (p.f16) {
     return f16_x_offset(p, K) + static_cast<size_t>(K) * static_cast<size_t>(x.ne[1] * x.ne[2] * x.ne[3]) * 2;
   }
@@ -161,8 +176,32 @@ Status run_matmul(Context& ctx, const OpCall& call) {
                         "matmul: cublasSgemm");
   }
 
-  const int64_t chunk = path.chunk;
   KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matmul_scratch_bytes(call)));
+  if (path.f16_split) {
+    char* sb = static_cast<char*>(scratch);
+    void* hi = sb;
+    void* lo = sb + split_lo_offset(K, M);
+    float* inv = reinterpret_cast<float*>(sb + split_inv_offset(K, M));
+    TV xv{};
+    xv.data = static_cast<char*>(x.data);
+    xv.ne[0] = K;
+    xv.ne[1] = M;
+    xv.ne[2] = xv.ne[3] = 1;
+    xv.nb[0] = 4;
+    xv.nb[1] = path.xs;
+    xv.nb[2] = xv.nb[3] = path.xs * M;
+    KESTREL_TRY(cuda_check(launch_split_f16(xv, hi, lo, inv, ctx.stream), "matmul: x to f16 hi + lo"));
+    const int lda = N == 1 ? static_cast<int>(K) : static_cast<int>(w.nb[1] / 2);
+    for (int part = 0; part < 2; ++part) {
+      KESTREL_TRY(cublas_check(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
+                                            static_cast<int>(M), static_cast<int>(K), &one, w.data, CUDA_R_16F, lda,
+                                            part ? lo : hi, CUDA_R_16F, static_cast<int>(K), part ? &one : &zero, yp,
+                                            CUDA_R_32F, ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                               "matmul: cublasGemmEx (f16 split)"));
+    }
+    return cuda_check(launch_scale_rows(yp, ldy, inv, N, M, ctx.stream), "matmul: row scales");
+  }
+  const int64_t chunk = path.chunk;
   if (path.f16) {
     // x [K, M] (rows path.xs apart) -> F16 [K, M] contiguous, once.
     void* xh = static_cast<char*>(scratch) + f16_x_offset(path, K);

@@ -222,7 +222,61 @@ __global__ void transpose_kernel(TV x, TV y, int64_t tiles_m) {
   }
 }
 
+// x * 2^e = hi + lo to ~22 significant bits: hi = f16(x 2^e), lo = f16(x 2^e - hi),
+// with 2^e per row putting the row's largest |x| near 2^14 (inside F16's range
+// whatever the activations' scale; exact, being a power of two). Two
+// tensor-core products on the pair keep an F16 weight's GEMM at FP32-level
+// error (the weight itself is exact in F16). hi, lo: [rows][ne0] contiguous;
+// inv[r] = 2^-e multiplies the product's row r back.
+__global__ void split_f16_kernel(TV x, __half* hi, __half* lo, float* inv, int64_t nrows) {
+  __shared__ float red[32];
+  const int64_t K = x.ne[0];
+  for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
+    const float* xr = reinterpret_cast<const float*>(row_ptr(x, r));
+    float mx = 0.0f;
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) mx = fmaxf(mx, fabsf(xr[k]));
+    mx = block_max(mx, red);
+    int e = 0;
+    if (mx > 0.0f && isfinite(mx)) {
+      (void)frexpf(mx, &e);  // mx in [2^(e-1), 2^e)
+      e = min(max(14 - e, -100), 100);
+    }
+    const float sc = ldexpf(1.0f, e);
+    for (int64_t k = threadIdx.x; k < K; k += blockDim.x) {
+      const float v = xr[k] * sc;
+      const __half h = __float2half_rn(v);
+      hi[r * K + k] = h;
+      lo[r * K + k] = __float2half_rn(v - __half2float(h));
+    }
+    if (threadIdx.x == 0) inv[r] = ldexpf(1.0f, -e);
+    __syncthreads();  // red is reused by the next row
+  }
+}
+
+// y row m (n floats) *= inv[m].
+__global__ void scale_rows_kernel(float* y, int64_t ldy, const float* inv, int64_t n, int64_t m_rows) {
+  for (int64_t m = blockIdx.x; m < m_rows; m += gridDim.x) {
+    const float f = inv[m];
+    if (f == 1.0f) continue;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) y[m * ldy + i] *= f;
+  }
+}
+
 }  // namespace
+
+cudaError_t launch_split_f16(TV x, void* hi, void* lo, float* inv, cudaStream_t s) {
+  const int64_t nrows = nrows_of(x);
+  if (nrows == 0 || x.ne[0] == 0) return cudaSuccess;
+  split_f16_kernel<<<grid_for(nrows), row_threads(x.ne[0]), 0, s>>>(x, static_cast<__half*>(hi),
+                                                                    static_cast<__half*>(lo), inv, nrows);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_scale_rows(float* y, int64_t ldy, const float* inv, int64_t n, int64_t m, cudaStream_t s) {
+  if (n == 0 || m == 0) return cudaSuccess;
+  scale_rows_kernel<<<grid_for(m), row_threads(n), 0, s>>>(y, ldy, inv, n, m);
+  return cudaGetLastError();
+}
 
 cudaError_t launch_fill(TV y, float value, cudaStream_t s) {
   const int64_t nrows = nrows_of(y);
