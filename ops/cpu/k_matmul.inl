@@ -2,8 +2,8 @@
 //
 // matmul y[m][n] = sum_k W[n][k] * x[m][k] for every weight type:
 //   1. Quantized W: the activation rows are quantized once per call into Exec scratch
-//      (ActQ8 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K for the K-quants; rows split over the threads), then a
-//      barrier.
+//      (ActQ8 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, Q8_K for the K-quants; rows split over the
+//      threads), then a barrier.
 //   2. Threads split the N output rows into fixed contiguous ranges (ThreadPool::split),
 //      so each y value is computed by one thread in one order: results do not depend on
 //      the thread count or timing.
@@ -84,7 +84,8 @@ enum class Act { f32, q8, q8k };
 using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const float* hdr, float* res);
 
 // Decode tile: one activation row x rows_n consecutive weight rows (dot_rows8 for
-// Q4_0 / Q5_0, dot_rows8_q1 for Q4_1 / Q5_1, dot_rows4_q8 for Q8_0), or nullptr. next: where the next tile starts.
+// Q4_0 / Q5_0, dot_rows8_q1 for Q4_1 / Q5_1, dot_rows4_q8 for Q8_0), or nullptr. next:
+// where the next tile starts.
 using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
 struct TypeKernel {
@@ -374,8 +375,8 @@ namespace mm {
 
 // The default policy (the thresholds the variant table's row ranges repeat): float weights
 // take the row kernel for one activation row, the 4 x 3 tiles below kGemmMt rows and the
-// GEMM from there; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 with tiles take the decode tile below kX4MinRows
-// rows and the prompt tile from there (with AVX-512 VNNI: the few-rows tile from
+// GEMM from there; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 with tiles take the decode tile below
+// kX4MinRows rows and the prompt tile from there (with AVX-512 VNNI: the few-rows tile from
 // kVnniMinRows, AMX where it starts); every other case the row kernel in groups of 4.
 inline bool k_matmul(const OpCall& c, Exec& exec) {
   const DType t = c.src[0]->type;

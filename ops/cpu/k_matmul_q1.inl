@@ -111,8 +111,10 @@ inline void dot_rows8_q1(int64_t nb, const char* const* rows, const ActQ8* a, co
     for (int j = 0; j < 8; ++j) std::memcpy(&hdr[j], r[j] + off, 4);
     // hdr[j] = d_j | m_j << 16: split into the two F16 vectors.
     const __m256i dm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(hdr));
-    const __m256i dlo = _mm256_shuffle_epi8(dm, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0,
-                                                                 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+    // Per 128-bit lane (4 rows): their 4 d halves, then their 4 m halves.
+    const __m256i split =
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+    const __m256i dlo = _mm256_shuffle_epi8(dm, split);
     const __m256i dd = _mm256_permute4x64_epi64(dlo, 0xD8);  // d0..d7 | m0..m7
     const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dd));
     const __m256 mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dd, 1));
