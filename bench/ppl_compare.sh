@@ -10,7 +10,10 @@
 #   - llama-perplexity and kestrel perplexity on TEXT with the same -c / --chunks,
 #     each writing its logits file (--kl-divergence-base);
 #   - kestrel --kl-divergence against llama.cpp's file, and llama-perplexity
-#     --kl-divergence against kestrel's: mean KLD and same-top share each way.
+#     --kl-divergence against kestrel's: mean KLD and same-top share each way;
+#   - llama.cpp against itself with another micro-batch (-ub $FLOOR_UB) and another
+#     flash-attention setting (-fa off): how far llama.cpp's own logits move when
+#     only its batching changes, the floor under any comparison of two runtimes.
 # Then `kestrel quantize` and `llama-quantize` of the same F32 / F16 inputs (the
 # synthetic llama, stories260K and QUANT_INPUTS) to each type: whether every
 # tensor got the same type, and the perplexity of both outputs measured by
@@ -22,7 +25,8 @@
 # for the GGUFs given (512 / 4), THREADS (2), ARCHS (every --arch of make_model),
 # QTYPES (Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16), QUANT_INPUTS (more
 # "name=path=ctx=chunks" inputs to quantize, e.g. an F16 GGUF), PPL_TABLE (0:
-# skip the perplexity / KL table), OUT (a temporary folder).
+# skip the perplexity / KL table), FLOOR_UB (32: llama.cpp's micro-batch for its
+# run against itself), OUT (a temporary folder).
 set -u
 LLAMA=${1:?usage: bench/ppl_compare.sh LLAMA_BIN_DIR [MODEL.gguf ...]}
 shift
@@ -39,6 +43,7 @@ ARCHS=${ARCHS:-llama llama3 qwen2 qwen3 phi3 gemma2 gemma3}
 QTYPES=${QTYPES:-Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16}
 QUANT_INPUTS=${QUANT_INPUTS:-}
 PPL_TABLE=${PPL_TABLE:-1}
+FLOOR_UB=${FLOOR_UB:-32}
 OUT=${OUT:-$(mktemp -d /tmp/ppl_compare.XXXXXX)}
 STORIES=$ROOT/../shared/models/stories260K/stories260K.gguf
 mkdir -p "$OUT"
@@ -106,6 +111,10 @@ for entry in "${models[@]}"; do
     > "$OUT/$tag.kestrel_vs_llama.kl" 2>&1
   "$LLAMA/llama-perplexity" -m "$path" -t "$THREADS" -c "$ctx" --kl-divergence-base "$kk" --kl-divergence \
     > "$OUT/$tag.llama_vs_kestrel.kl" 2>&1
+  "$LLAMA/llama-perplexity" -m "$path" -t "$THREADS" -c "$ctx" -ub "$FLOOR_UB" --kl-divergence-base "$lk" \
+    --kl-divergence > "$OUT/$tag.llama_ub_vs_llama.kl" 2>&1
+  "$LLAMA/llama-perplexity" -m "$path" -t "$THREADS" -c "$ctx" -fa off --kl-divergence-base "$lk" \
+    --kl-divergence > "$OUT/$tag.llama_nofa_vs_llama.kl" 2>&1
   pl=$(num 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p' "$OUT/$tag.llama.ppl")
   pk=$(num 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p' "$OUT/$tag.kestrel.ppl")
   diff=-
@@ -114,12 +123,16 @@ for entry in "${models[@]}"; do
   t1=$(num 's/^Same top p: +([0-9.]+).*/\1/p' "$OUT/$tag.kestrel_vs_llama.kl")
   k2=$(num 's/.*Mean +KLD: +([-0-9.]+).*/\1/p' "$OUT/$tag.llama_vs_kestrel.kl")
   t2=$(num 's/.*Same top p: +([0-9.]+).*/\1/p' "$OUT/$tag.llama_vs_kestrel.kl")
-  rows+=("| $name | $ctx x $chunks | ${pl:-fail} | ${pk:-fail} | $diff | ${k1:-fail} | ${t1:-fail}% | ${k2:-fail} | ${t2:-fail}% |")
+  k3=$(num 's/.*Mean +KLD: +([-0-9.]+).*/\1/p' "$OUT/$tag.llama_ub_vs_llama.kl")
+  t3=$(num 's/.*Same top p: +([0-9.]+).*/\1/p' "$OUT/$tag.llama_ub_vs_llama.kl")
+  k4=$(num 's/.*Mean +KLD: +([-0-9.]+).*/\1/p' "$OUT/$tag.llama_nofa_vs_llama.kl")
+  t4=$(num 's/.*Same top p: +([0-9.]+).*/\1/p' "$OUT/$tag.llama_nofa_vs_llama.kl")
+  rows+=("| $name | $ctx x $chunks | ${pl:-fail} | ${pk:-fail} | $diff | ${k1:-fail} | ${t1:-fail}% | ${k2:-fail} | ${t2:-fail}% | ${k3:-fail} / ${t3:-fail}% | ${k4:-fail} / ${t4:-fail}% |")
   echo "# done: $name" >&2
 done
 
-[ "$PPL_TABLE" = 1 ] && echo "| model | -c x chunks | llama.cpp PPL | kestrel PPL | kestrel / llama.cpp | KLD kestrel vs llama.cpp base | same top | KLD llama.cpp vs kestrel base | same top |"
-[ "$PPL_TABLE" = 1 ] && echo "|---|---|---|---|---|---|---|---|---|" && printf '%s\n' "${rows[@]}"
+[ "$PPL_TABLE" = 1 ] && echo "| model | -c x chunks | llama.cpp PPL | kestrel PPL | kestrel / llama.cpp | KLD kestrel vs llama.cpp base | same top | KLD llama.cpp vs kestrel base | same top | llama.cpp -ub $FLOOR_UB vs llama.cpp: KLD / same top | llama.cpp -fa off vs llama.cpp |"
+[ "$PPL_TABLE" = 1 ] && echo "|---|---|---|---|---|---|---|---|---|---|---|" && printf '%s\n' "${rows[@]}"
 
 qrows=()
 qinputs=()
