@@ -3,10 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <new>
 
 #include "platform/timer.h"
+#include "runtime/spec/spec_draw.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace kestrel {
@@ -23,13 +23,6 @@ constexpr const char* kCalibration =
     "friends. One day, she saw a big red ball under a tree. She ran to the ball and picked it up. The sun was "
     "warm and the birds were singing. Lily smiled and said, \"Let's play together!\" Her mother called her "
     "home for dinner, and they ate soup and bread at the kitchen table.";
-
-int32_t argmax(const float* l, int64_t n) {
-  int32_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (l[i] > l[best]) best = static_cast<int32_t>(i);
-  return best;
-}
 
 double log_prob(const float* l, int64_t n, int32_t id) {
   double m = l[0];
@@ -113,41 +106,15 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
 float SpecDecoder::uniform() { return static_cast<float>(rng_() >> 40) * (1.0f / 16777216.0f); }
 
 // Greedy: argmax. Else a draw from softmax(l / T) over the top-k / top-p set,
-// the very distribution spec_verify computes for the same row.
+// the very distribution spec_verify computes for the same row (spec_draw.h).
+// (The sigmoid ablation draws drafts from this softmax too; only the verify rule changes.)
 int32_t SpecDecoder::pick(const float* row) {
-  if (p_.temperature <= 0.0f) return argmax(row, V_);  // (a draft row's ids >= dv_ hold kAbsent)
-  // (The sigmoid ablation draws drafts from this softmax too; only the verify rule changes.)
-  const float thr = spec_keep_threshold(row, V_, p_.temperature, p_.top_k, p_.top_p, work_.data());
-  double m = -std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < V_; ++i)
-    if (row[i] >= thr) m = std::max(m, double(row[i]));
-  double z = 0.0;
-  for (int64_t i = 0; i < V_; ++i)
-    if (row[i] >= thr) z += std::exp((double(row[i]) - m) / p_.temperature);
-  const double target = double(uniform()) * z;
-  double cum = 0.0;
-  int32_t last = argmax(row, V_);
-  for (int64_t i = 0; i < V_; ++i) {
-    if (row[i] < thr) continue;
-    cum += std::exp((double(row[i]) - m) / p_.temperature);
-    last = static_cast<int32_t>(i);
-    if (cum > target) break;
-  }
-  return last;
+  if (p_.temperature <= 0.0f) return spec_argmax(row, V_);  // (a draft row's ids >= dv_ hold kAbsent)
+  return spec_draw(row, V_, V_, p_.temperature, p_.top_k, p_.top_p, double(uniform()), work_.data());
 }
 
-// Entries more than 20 (in units of T) below the id's logit are left out of
-// the sum: each is under e^-20 = 2e-9 of the id's weight, at most 3e-4 in all
-// over 152k ids, which moves a probability compared with p_min by less than
-// that (the test is a length heuristic, exactness does not depend on it).
 float SpecDecoder::draft_prob(const float* row, int32_t id) const {
-  const float inv_t = p_.temperature > 0.0f ? 1.0f / p_.temperature : 1.0f;
-  const float ref = row[id];
-  const float cut = ref - 20.0f / inv_t;
-  double z = 0.0;
-  for (int64_t i = 0; i < dv_; ++i)
-    if (row[i] > cut) z += std::exp(double((row[i] - ref) * inv_t));
-  return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
+  return spec_draft_prob(row, dv_, id, p_.temperature);
 }
 
 Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, float* rows, int32_t n_rows) {
