@@ -228,3 +228,63 @@ TEST_CASE("spec policy: fixed costs ignore the clock, so equal acceptance gives 
   CHECK(a[0] > 0);     // drafting pays at these costs with the prior
   CHECK(a.back() == 0);  // and stops once nothing is accepted
 }
+
+TEST_CASE("spec policy: given costs replace the clocks and drive the choice", "[spec][policy]") {
+  // Every draft accepted; a plain step 10 ms. Rounds at 10 + 3 g ms pay (g = 8:
+  // 9 tokens in 34 ms, 2.6x plain), rounds at 10 + 13 g ms do not (g = 1: 2 tokens
+  // in 23 ms, 0.87x; g = 8: 9 in 114 ms, 0.79x).
+  auto rounds = [](double per_draft) {
+    std::vector<double> r(9);
+    for (size_t g = 1; g < r.size(); ++g) r[g] = 10.0 + per_draft * double(g);
+    return r;
+  };
+  const std::vector<double> cheap = rounds(3.0), dear = rounds(13.0);
+  SpecPolicy pol(SpecPolicy::Config{8, 1});
+  pol.set_costs(10.0, cheap);
+  CHECK(pol.round_ns(3) == Approx(10.0 + 3 * 3.0));
+  CHECK(pol.plain_ns() == Approx(10.0));
+  int last = -1;
+  for (int r = 0; r < 40; ++r) {
+    pol.set_costs(10.0, cheap);
+    last = pol.choose();
+    if (last > 0) pol.accepted(last, last);
+    pol.plain_step(1);  // the clock's times are ignored: plain 1 ns would make any round a loss
+    pol.verified(last + 1, 1000 * kMs);
+  }
+  CHECK(last == 8);
+  CHECK(pol.drafting());
+  // The same acceptance at the dear costs switches drafting off.
+  for (int r = 0; r < 5; ++r) {
+    pol.set_costs(10.0, dear);
+    last = pol.choose();
+    if (last > 0) pol.accepted(last, last);
+  }
+  CHECK(last == 0);
+  CHECK_FALSE(pol.drafting());
+  // A g past the given span is never chosen.
+  SpecPolicy short_span(SpecPolicy::Config{8, 1});
+  const std::vector<double> two = {0.0, 15.0, 17.0};
+  for (int r = 0; r < 20; ++r) {
+    short_span.set_costs(10.0, two);
+    const int g = short_span.choose();
+    CHECK(g <= 2);
+    if (g > 0) short_span.accepted(g, g);
+  }
+  CHECK(short_span.round_ns(3) == 0.0);
+  CHECK(short_span.round_ns(2) == Approx(17.0));
+  // No plain time given: the first round drafts g_init to see acceptance, then
+  // plain steps (to measure what drafting competes with) and no decision.
+  SpecPolicy unmeasured(SpecPolicy::Config{8, 1});
+  unmeasured.set_costs(0.0, cheap);
+  REQUIRE(unmeasured.choose() == 1);
+  unmeasured.accepted(1, 0);
+  for (int r = 0; r < 40; ++r) {
+    unmeasured.set_costs(0.0, dear);
+    CHECK(unmeasured.choose() == 0);
+    unmeasured.accepted(1, 0);
+  }
+  CHECK(unmeasured.drafting());  // rejected drafts, dear rounds: yet nothing decided
+  unmeasured.set_costs(10.0, dear);
+  CHECK(unmeasured.choose() == 0);
+  CHECK_FALSE(unmeasured.drafting());
+}

@@ -102,6 +102,7 @@ Expected<std::unique_ptr<Scheduler>> Scheduler::create(Context& ctx, const Sched
     if (s->spec_) s->slots_.back()->drafts.resize(static_cast<size_t>(s->spec_->draft_max()));
   }
   s->b_jobs_.reserve(static_cast<size_t>(s->n_slots_));
+  s->b_gen_.reserve(static_cast<size_t>(s->n_slots_));
   const size_t cap = static_cast<size_t>(s->n_batch_);
   s->b_tokens_.reserve(cap);
   s->b_pos_.reserve(cap);
@@ -359,6 +360,9 @@ void Scheduler::step() {
                     s->req.prompt.begin() + static_cast<std::ptrdiff_t>(s->n_read + n));
     s->n_read += n;
   }
+  // The draft policies' step curve: steps of generating slots only (prompt
+  // rows cost otherwise, and come and go).
+  if (spec_ && n_prompt == 0) spec_->step_timed(b.n_tokens, dt);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.n_steps;
@@ -370,17 +374,14 @@ void Scheduler::step() {
   for (size_t i = 0; i < b_out_slot_.size(); ++i) {
     Slot& s = *b_out_slot_[i];
     if (s.g > 0) {
-      spec_round(s, static_cast<int32_t>(i), dt);
+      spec_round(s, static_cast<int32_t>(i));
       i += static_cast<size_t>(s.g);
       s.g = 0;
       continue;
     }
-    if (spec_ && s.busy && s.usage.n_generated > 0) {
-      spec_->plain_step(s.seq, dt);
-      if (spec_->speculating(s.seq)) {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++stats_.n_spec_plain_steps;
-      }
+    if (spec_ && s.busy && s.usage.n_generated > 0 && spec_->speculating(s.seq)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.n_spec_plain_steps;
     }
     const float* logits = ctx_.logits(static_cast<int32_t>(i));
     if (!logits) {
@@ -395,6 +396,10 @@ int64_t Scheduler::draft_step(int64_t budget) {
   for (auto& sp : slots_) sp->g = 0;
   if (!spec_) return 0;
   b_jobs_.clear();
+  b_gen_.clear();
+  for (auto& sp : slots_)
+    if (sp->busy && sp->pending >= 0) b_gen_.push_back(sp->seq);
+  spec_->begin_step(b_gen_);
   for (auto& sp : slots_) {
     Slot& s = *sp;
     if (!s.busy || s.pending < 0 || !spec_->speculating(s.seq)) continue;
@@ -423,9 +428,9 @@ int64_t Scheduler::draft_step(int64_t budget) {
   return rows;
 }
 
-void Scheduler::spec_round(Slot& s, int32_t row, int64_t batch_ns) {
+void Scheduler::spec_round(Slot& s, int32_t row) {
   int32_t next = -1;
-  auto accepted = spec_->verify(ctx_, s.seq, row, s.drafts.data(), s.g, &next, batch_ns);
+  auto accepted = spec_->verify(ctx_, s.seq, row, s.drafts.data(), s.g, &next);
   if (!accepted.ok()) {
     ctx_.kv().seq_rm(s.seq, static_cast<int32_t>(s.cache.size()), -1);
     return finish(s, FinishReason::error, std::move(accepted).take_status());

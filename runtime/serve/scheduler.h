@@ -186,7 +186,7 @@ class Scheduler {
   // Draft lengths for the generating slots and their drafts; returns the rows they add.
   int64_t draft_step(int64_t budget);
   // Verifies a slot's drafts at output rows [row, row + g] and emits the tokens.
-  void spec_round(Slot& slot, int32_t row, int64_t batch_ns);
+  void spec_round(Slot& slot, int32_t row);
   void release_text(Slot& slot, size_t end, bool final);
   void finish(Slot& slot, FinishReason reason, Status status = {});
   // A text event; false when the callback asked to cancel.
@@ -217,6 +217,7 @@ class Scheduler {
   std::vector<Slot*> b_reading_;   // slots reading their prompt, oldest request first
   std::vector<std::pair<Slot*, size_t>> b_chunks_;  // prompt tokens each of those adds to the step
   std::vector<SpecSlots::Job> b_jobs_;              // the step's drafting slots
+  std::vector<int32_t> b_gen_;                      // the step's generating slots, in batch order
   uint64_t use_clock_ = 0;
 };
 

@@ -2,22 +2,16 @@
 #include "runtime/serve/spec_slots.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 #include <new>
 
 #include "ops/op_table.h"
 #include "platform/timer.h"
+#include "runtime/spec/spec_draw.h"
 #include "runtime/spec/speculative.h"
 
 namespace kestrel::serve {
 
 namespace {
-
-// A draft behind the target by more than this many tokens when its round
-// starts spends the round's draft time catching up, which says nothing about a
-// draft pass's cost (the single-sequence decoder uses the same bound).
-constexpr size_t kCatchUpTimed = 2;
 
 // Logit of the ids a draft row does not score (beyond the draft's vocabulary or
 // --draft-vocab): finite, so the verify does not take it for bad data, yet its
@@ -29,13 +23,6 @@ uint64_t splitmix64(uint64_t& x) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
-}
-
-int32_t argmax(const float* l, int64_t n) {
-  int32_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (l[i] > l[best]) best = static_cast<int32_t>(i);
-  return best;
 }
 
 }  // namespace
@@ -65,6 +52,7 @@ Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context&
     s->variant_.out_vocab = s->dv_;
   }
   try {
+    s->costs_ = StepCosts(n_slots, s->pass_ratio_);
     s->slots_.resize(static_cast<size_t>(n_slots));
     s->work_.resize(static_cast<size_t>(s->V_));
     const size_t cap = static_cast<size_t>(std::max<int64_t>(draft.params().n_batch, n_slots));
@@ -73,7 +61,6 @@ Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context&
     s->b_seq_.reserve(cap);
     s->b_logits_.reserve(cap);
     s->b_job_.reserve(static_cast<size_t>(n_slots));
-    s->passes_.reserve(static_cast<size_t>(n_slots));
     s->open_.reserve(static_cast<size_t>(n_slots));
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("speculative slots scratch");
@@ -95,6 +82,7 @@ bool SpecSlots::start(int32_t seq, size_t n_keep, const SamplerParams& p) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   s.mode = mode_for(p);
   s.sampling = p;
+  costs_.reset(seq);
   SpecPolicy::Config c;
   c.g_max = p_.draft_max;
   c.g_init = std::min(c.g_init, p_.draft_max);
@@ -124,64 +112,49 @@ void SpecSlots::trim(int32_t seq, size_t n) {
   draft_.kv().seq_rm(seq, static_cast<int32_t>(n), -1);
 }
 
+void SpecSlots::begin_step(std::span<const int32_t> gen) { costs_.begin_step(gen); }
+
 int32_t SpecSlots::choose(int32_t seq, int32_t room) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   if (s.mode == Mode::plain) return 0;
-  return std::max(0, std::min(s.policy.choose(), room));
+  if (s.mode == Mode::greedy) {
+    double plain = 0.0;
+    const std::span<double> rounds(round_ns_.data(), static_cast<size_t>(p_.draft_max) + 1);
+    costs_.round_costs(seq, &plain, rounds);
+    s.policy.set_costs(plain, rounds);
+  }
+  const int32_t g = std::max(0, std::min(s.policy.choose(), room));
+  costs_.chose(seq, g);
+  return g;
 }
 
+void SpecSlots::step_timed(int32_t rows, int64_t ns) { costs_.step_timed(rows, ns); }
+
 int32_t SpecSlots::pick(Slot& s, const float* row, int32_t j) {
-  if (s.mode != Mode::sampled) return argmax(row, dv_);
-  // The draft's softmax at the request's temperature over its top-k / top-p
-  // set: the distribution spec_verify computes from this very row.
+  if (s.mode != Mode::sampled) return spec_argmax(row, dv_);
+  // The row as spec_verify will see it (every target id; those the draft does
+  // not score weigh nothing), kept for the verify as draft j.
   float* q = s.q.data() + static_cast<size_t>(j) * static_cast<size_t>(V_);
   std::copy(row, row + dv_, q);
   std::fill(q + dv_, q + V_, kAbsent);
   const SamplerParams& p = s.sampling;
-  const float thr = spec_keep_threshold(q, V_, p.temperature, p.top_k, p.top_p, work_.data());
-  double m = -std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < dv_; ++i)
-    if (q[i] >= thr) m = std::max(m, static_cast<double>(q[i]));
-  double z = 0.0;
-  for (int64_t i = 0; i < dv_; ++i)
-    if (q[i] >= thr) z += std::exp((static_cast<double>(q[i]) - m) / p.temperature);
   const double u = static_cast<double>(splitmix64(s.rng) >> 11) * 0x1.0p-53;
-  const double target = u * z;
-  double cum = 0.0;
-  int32_t last = argmax(q, dv_);
-  for (int64_t i = 0; i < dv_; ++i) {
-    if (q[i] < thr) continue;
-    cum += std::exp((static_cast<double>(q[i]) - m) / p.temperature);
-    last = static_cast<int32_t>(i);
-    if (cum > target) break;
-  }
-  return last;
+  return spec_draw(q, V_, dv_, p.temperature, p.top_k, p.top_p, u, work_.data());
 }
 
 float SpecSlots::draft_prob(const Slot& s, const float* row, int32_t id) const {
-  // Entries more than 20 (in units of the temperature) below the id's logit
-  // weigh under e^-20 each: left out (p_min is a length heuristic; exactness
-  // does not depend on it).
-  const float inv_t = s.mode == Mode::sampled ? 1.0f / s.sampling.temperature : 1.0f;
-  const float ref = row[id];
-  const float cut = ref - 20.0f / inv_t;
-  double z = 0.0;
-  for (int64_t i = 0; i < dv_; ++i)
-    if (row[i] > cut) z += std::exp(static_cast<double>((row[i] - ref) * inv_t));
-  return z > 0.0 ? static_cast<float>(1.0 / z) : 0.0f;
+  return spec_draft_prob(row, dv_, id, s.mode == Mode::sampled ? s.sampling.temperature : 0.0f);
 }
 
 Status SpecSlots::draft(std::span<Job> jobs) {
   if (jobs.empty()) return {};
-  const int64_t t0 = now_ns();
-  bool timed = true;
-  passes_.assign(jobs.size(), 1);
   open_.assign(jobs.size(), 1);
   auto fail = [&](Status st) {
     // The draft's cells of these sequences are no longer known: start them again.
     for (const Job& j : jobs) {
       slots_[static_cast<size_t>(j.seq)].n_draft = 0;
       slots_[static_cast<size_t>(j.seq)].mode = Mode::plain;
+      costs_.reset(j.seq);
       draft_.kv().seq_rm(j.seq, 0, -1);
     }
     return st;
@@ -204,7 +177,6 @@ Status SpecSlots::draft(std::span<Job> jobs) {
   try {
     for (const Job& j : jobs) {
       Slot& s = slots_[static_cast<size_t>(j.seq)];
-      if (j.cache.size() - s.n_draft > kCatchUpTimed) timed = false;
       for (size_t i = s.n_draft; i <= j.cache.size(); ++i) {
         b_tok_.push_back(i < j.cache.size() ? j.cache[i] : j.pending);
         b_pos_.push_back(static_cast<int32_t>(i));
@@ -215,6 +187,8 @@ Status SpecSlots::draft(std::span<Job> jobs) {
   } catch (const std::bad_alloc&) {
     return fail(Status::out_of_memory("draft catch-up batch of %zu tokens", b_tok_.size()));
   }
+  // Each pass is timed with its picks (argmax, or a draw and its threshold).
+  int64_t t0 = now_ns();
   if (Status st = run(); !st.ok()) return fail(st);
   for (size_t k = 0; k < jobs.size(); ++k) {
     Job& j = jobs[k];
@@ -227,6 +201,9 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     // p_min: the first draft is always proposed (a two-row verify costs about one step).
     if (j.g == 1 || (p_.p_min > 0.0f && draft_prob(s, row, j.drafts[0]) < p_.p_min)) open_[k] = 0;
   }
+  // The curve is of passes of one row per drafting slot: a first pass that
+  // also catches up on tokens the draft has not seen is not timed.
+  if (b_tok_.size() == jobs.size()) costs_.pass_timed(static_cast<int32_t>(jobs.size()), now_ns() - t0);
   // Then one pass per further draft, one token per job still drafting.
   for (int32_t d = 1;; ++d) {
     b_tok_.clear();
@@ -244,13 +221,13 @@ Status SpecSlots::draft(std::span<Job> jobs) {
       b_job_.push_back(k);
     }
     if (b_tok_.empty()) break;
+    t0 = now_ns();
     if (Status st = run(); !st.ok()) return fail(st);
     for (size_t r = 0; r < b_job_.size(); ++r) {
       const size_t k = b_job_[r];
       Job& j = jobs[k];
       Slot& s = slots_[static_cast<size_t>(j.seq)];
       s.n_draft = j.cache.size() + 1 + static_cast<size_t>(d);
-      ++passes_[k];
       const float* row = draft_.logits(static_cast<int32_t>(r));
       if (!row) return fail(Status::internal("draft decode produced no logits"));
       const int32_t t = pick(s, row, d);
@@ -262,18 +239,13 @@ Status SpecSlots::draft(std::span<Job> jobs) {
       j.n = d + 1;
       if (j.n == j.g) open_[k] = 0;
     }
+    costs_.pass_timed(static_cast<int32_t>(b_job_.size()), now_ns() - t0);
   }
-  // Every drafting slot waited for all of the passes: each policy gets the
-  // call's whole time over the passes it took part in.
-  const int64_t dt = now_ns() - t0;
-  if (timed)
-    for (size_t k = 0; k < jobs.size(); ++k) slots_[static_cast<size_t>(jobs[k].seq)].policy.drafted(passes_[k], dt);
   return {};
 }
 
 Expected<int32_t> SpecSlots::verify(Context& target, int32_t seq, int32_t first_row, const int32_t* drafts, int32_t n,
-                                    int32_t* next, int64_t batch_ns) {
-  const int64_t t0 = now_ns();
+                                    int32_t* next) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   Tensor tl = target.logits_tensor(first_row, n + 1);
   Tensor ids = make_tensor(DType::I32, const_cast<int32_t*>(drafts), n);
@@ -292,19 +264,10 @@ Expected<int32_t> SpecSlots::verify(Context& target, int32_t seq, int32_t first_
   }
   KESTREL_TRY(target.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
   if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
-  // The slot's rows shared the batch with the other slots' rows and prompt
-  // chunks: its policy is given the whole batch's time, which is what the slot
-  // waited for its tokens (a plain step of the slot is timed the same way).
-  SpecPolicy& pol = s.policy;
-  pol.verified(n + 1, batch_ns + (now_ns() - t0));
-  pol.accepted(n, out[0]);
+  // Only the acceptance: the costs come from the step curves (choose()).
+  s.policy.accepted(n, out[0]);
   *next = out[1];
   return out[0];
-}
-
-void SpecSlots::plain_step(int32_t seq, int64_t batch_ns) {
-  Slot& s = slots_[static_cast<size_t>(seq)];
-  if (s.mode != Mode::plain) s.policy.plain_step(batch_ns);
 }
 
 }  // namespace kestrel::serve

@@ -7,6 +7,14 @@
 // then the scheduler puts every slot's [pending, drafts...] rows into its one
 // target batch and verify() runs the spec_verify op on each slot's rows.
 //
+// Costs. A greedy slot's policy is not timed by the clock of its own rounds
+// (which is the whole batch's, other slots' rows included) but given, each
+// step, the costs of its share (spec_costs.h): its part of a plain step of
+// every generating slot, and what its drafts add to the step's target batch
+// and to the shared draft passes, from step-time curves by row count that
+// every step without prompt rows and every draft pass feed. So with several
+// slots drafting pays, or switches off, by what it adds to the step.
+//
 // What is speculated:
 //   greedy   temperature <= 0, no repetition penalty: spec_verify's greedy rule,
 //            the target's argmax with the lowest id on ties, which is what the
@@ -18,7 +26,7 @@
 //            draw than plain serving's for the same seed (the uniforms come
 //            from the request's seed and the round, not from its sampler).
 //            Round lengths come from model sizes (SpecPolicy::fix_costs), not
-//            clocks, so that a seed repeats its tokens.
+//            clocks nor the other slots, so that a seed repeats its tokens.
 // Anything else decodes plainly beside the speculating slots.
 //
 // Draft cache. The draft sequence of a slot holds a prefix of the slot's target
@@ -29,11 +37,13 @@
 //
 //   KESTREL_TRY_ASSIGN(auto spec, SpecSlots::create(target_ctx, draft_ctx, SpecSlotParams{}));
 //   spec->start(seq, n_cached, request.sampling);
-//   int32_t g = spec->choose(seq, room);         // 0: a plain step
+//   spec->begin_step(generating_seqs);
+//   int32_t g = spec->choose(seq, room);         // 0: a plain step; per generating slot in turn
 //   SpecSlots::Job job{seq, cache, pending, g, drafts};
 //   KESTREL_TRY(spec->draft(std::span(&job, 1)));  // job.n drafts in drafts[]
 //   ... target decode of [pending, drafts[0..n)] with logits on every row ...
-//   KESTREL_TRY_ASSIGN(int32_t a, spec->verify(seq, first_row, drafts, job.n, &next, ns));
+//   spec->step_timed(rows, ns);                  // a target step without prompt rows
+//   KESTREL_TRY_ASSIGN(int32_t a, spec->verify(target_ctx, seq, first_row, drafts, job.n, &next));
 //   spec->trim(seq, new_cache_size);
 #pragma once
 
@@ -46,6 +56,7 @@
 #include "platform/status.h"
 #include "runtime/engine/context.h"
 #include "runtime/sampling/sampler.h"
+#include "runtime/serve/spec_costs.h"
 #include "runtime/spec/spec_policy.h"
 
 namespace kestrel::serve {
@@ -76,8 +87,15 @@ class SpecSlots {
   bool speculating(int32_t seq) const { return slots_[static_cast<size_t>(seq)].mode != Mode::plain; }
   int32_t draft_max() const { return p_.draft_max; }
 
+  // A step begins whose generating slots are gen, in the order their rows go
+  // in the batch: choose() is then called for those that speculate, in that
+  // order.
+  void begin_step(std::span<const int32_t> gen);
   // The draft length of the slot's next step (0: a plain step), at most room.
   int32_t choose(int32_t seq, int32_t room);
+  // A target step of `rows` rows, every one a generating slot's pending token
+  // or draft, took ns.
+  void step_timed(int32_t rows, int64_t ns);
 
   struct Job {
     int32_t seq = 0;
@@ -87,19 +105,16 @@ class SpecSlots {
     int32_t* drafts = nullptr;       // [g] out
     int32_t n = 0;                   // out: drafts made, [1, g] (p_min may stop early)
   };
-  // Drafts every job, batched across slots; each job's policy gets the time
-  // of the whole call. On error the jobs' draft sequences are emptied and
-  // their requests decode plainly from then on.
+  // Drafts every job, batched across slots (the passes of one row per job are
+  // timed into the draft's step curve). On error the jobs' draft sequences
+  // are emptied and their requests decode plainly from then on.
   Status draft(std::span<Job> jobs);
 
   // After the target decoded [pending, drafts[0..n)] of the slot with logits on
   // rows first_row .. first_row + n: the number of drafts accepted, and *next
-  // the target's own token after them. batch_ns: the target batch's time (fed
-  // to the policy with the verify's own time).
+  // the target's own token after them.
   Expected<int32_t> verify(Context& target, int32_t seq, int32_t first_row, const int32_t* drafts, int32_t n,
-                           int32_t* next, int64_t batch_ns);
-  // A speculating slot took a plain step that lasted batch_ns.
-  void plain_step(int32_t seq, int64_t batch_ns);
+                           int32_t* next);
 
  private:
   struct Slot {
@@ -115,8 +130,8 @@ class SpecSlots {
   // The draft token of a row (argmax, or a draw for a sampled slot, whose row
   // is kept in its q for the verify as draft j).
   int32_t pick(Slot& s, const float* row, int32_t j);
-  // Draft probability of id in the row (softmax at the slot's temperature, 1
-  // for greedy) over the ids the draft scores.
+  // Draft probability of id in the row (spec_draft_prob at the slot's
+  // temperature; the top-1 probability for greedy).
   float draft_prob(const Slot& s, const float* row, int32_t id) const;
 
   Context& draft_;
@@ -127,11 +142,12 @@ class SpecSlots {
   std::vector<float> work_;  // [V_] spec_keep_threshold's scratch
   PassVariant variant_;
   std::vector<Slot> slots_;
+  StepCosts costs_{0, 1.0};  // step-time curves and the step's choices (set up by create())
+  std::array<double, SpecPolicy::kMaxDraft + 1> round_ns_{};  // choose()'s scratch: costs by g
   // Scratch of draft(): the pass's batch, and which job each output row is.
   std::vector<int32_t> b_tok_, b_pos_, b_seq_;
   std::vector<int8_t> b_logits_;
   std::vector<size_t> b_job_;
-  std::vector<int32_t> passes_;  // [jobs] draft passes each job took part in
   std::vector<uint8_t> open_;    // [jobs] still drafting
 };
 

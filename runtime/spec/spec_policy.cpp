@@ -93,6 +93,7 @@ double SpecPolicy::pass_ns() const {
 }
 
 double SpecPolicy::round_ns(int g) const {
+  if (given_) return g >= 1 && g <= c_.g_max ? given_ns_[static_cast<size_t>(g)] : 0.0;
   const double v = verify_ns(g + 1);
   const double p = pass_ns();
   if (v <= 0.0 || p <= 0.0) return 0.0;
@@ -121,6 +122,8 @@ int SpecPolicy::choose() {
   int pick;
   if (g == 0 || rounds_ == 0) {
     pick = c_.g_init;  // no round seen (or no cost known yet): draft to see and measure one
+  } else if (given_ && plain_ns_ <= 0.0) {
+    pick = 0;  // what drafting competes with is not measured yet: a plain step measures it
   } else {
     const double plain_rate = 1.0 / unit_ns();
     // A few rounds of evidence before giving up on drafting: the prior alone
@@ -153,10 +156,20 @@ int SpecPolicy::choose() {
 
 void SpecPolicy::fix_costs(double pass_ratio, double extra_row_ratio) {
   fixed_ = true;
+  given_ = false;
   plain_ns_ = 1e6;  // the unit: any scale gives the same choices
   pass_ns_ = std::max(1e-6, pass_ratio) * plain_ns_;
   for (int r = 1; r <= kMaxDraft + 1; ++r)
     verify_ns_[static_cast<size_t>(r)] = plain_ns_ * (1.0 + std::max(0.0, extra_row_ratio) * (r - 1));
+}
+
+void SpecPolicy::set_costs(double plain_ns, std::span<const double> round_ns) {
+  fixed_ = true;
+  given_ = true;
+  plain_ns_ = plain_ns > 0.0 ? plain_ns : 0.0;
+  given_ns_.fill(0.0);
+  for (size_t g = 1; g < std::min(round_ns.size(), given_ns_.size()); ++g)
+    given_ns_[g] = round_ns[g] > 0.0 ? round_ns[g] : 0.0;
 }
 
 // The first time of each kind is dropped: it includes building the plan of

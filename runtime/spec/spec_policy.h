@@ -21,7 +21,8 @@
 // only when drafting falls below plain by the same margin, and not before a
 // few rounds were seen). While off, probe rounds keep the acceptance current:
 // the first after `probe_first` plain steps, the gap doubling while they fail
-// up to `probe_every`.
+// up to `probe_every`. A caller that knows the costs better (the server,
+// where slots share batched steps) gives them per round with set_costs().
 //
 //   SpecPolicy pol(SpecPolicy::Config{8});
 //   int g = pol.choose();                  // 0: a plain step this round
@@ -30,6 +31,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 
 namespace kestrel {
 
@@ -62,6 +64,16 @@ class SpecPolicy {
   // tokens. The measurements below are then ignored.
   void fix_costs(double pass_ratio, double extra_row_ratio);
 
+  // Costs given from outside for the next choose(), replacing the model
+  // above: plain_ns the time of a plain step, round_ns[g] the time of a round
+  // that drafts g (g in [1, g_max]; index 0 unused; a g past the span's end is
+  // not chosen). The server sets them every step from its shared step-time
+  // curves (serve/spec_costs.h): a slot's share of a batched step. The
+  // measurements below are then ignored. plain_ns <= 0: a plain step's time
+  // is not measured yet; after the first round choose() then returns 0 (a
+  // plain step, which measures it) and decides nothing.
+  void set_costs(double plain_ns, std::span<const double> round_ns);
+
   // Measurements of the round just run.
   void plain_step(int64_t ns);
   void drafted(int passes, int64_t ns);  // the round's draft passes and their time
@@ -86,7 +98,9 @@ class SpecPolicy {
 
   Config c_;
   bool on_ = true;
-  bool fixed_ = false;
+  bool fixed_ = false;  // fix_costs or set_costs: the clocks' measurements are ignored
+  bool given_ = false;  // set_costs: round_ns() is given_ns_
+  std::array<double, kMaxDraft + 1> given_ns_{};  // set_costs' round times by g, 0 = not given
   int since_probe_ = 0;
   int64_t rounds_ = 0;  // rounds whose acceptance was seen
   int probe_gap_ = 32;
