@@ -165,6 +165,21 @@ TEST_CASE("spec: greedy draft-model speculation equals plain greedy", "[spec][mo
         CHECK(spec_run(**dec, ids, 40) == plain_greedy(*rctx, ids, 40));
       }
       print_stats("synthetic draft model", **dec);
+      // Long enough for the policy to stop drafting (the draft is another
+      // model) and probe after 32 plain steps: the lagging draft is fed only
+      // its last 16 tokens, its cache skips the ones before, and the output
+      // is still plain greedy's.
+      for (const char* prompt : kPrompts) {
+        const auto ids = encode(*target, prompt);
+        INFO("probe after plain steps, arch " << int(arch) << " prompt " << prompt);
+        const auto out = spec_run(**dec, ids, 120);
+        CHECK(out == plain_greedy(*rctx, ids, 120));
+        const SpecStats& st = (*dec)->stats();
+        if (st.n_generated == 120 && st.n_accepted * 2 < st.n_drafted) {
+          CHECK(st.n_plain_steps >= 32);
+          CHECK(st.n_rounds >= 2);
+        }
+      }
       // Self mode on the same synthetic target.
       SpecParams ss;
       ss.mode = SpecMode::self;

@@ -188,9 +188,48 @@ TEST_CASE("spec policy: unmeasured verify sizes come from the measured ones", "[
     for (int k = 0; k < 2; ++k) pol.verified(rows, c.verify(rows));  // the first of each dropped
   pol.drafted(1, c.pass);
   pol.drafted(1, c.pass);
-  // A line through (3, 16 ms) and (5, 22 ms): 9 rows -> 34 ms.
-  CHECK(pol.round_ns(8) == Approx(c.verify(9) + 8.0 * c.pass).epsilon(1e-9));
   CHECK(pol.round_ns(2) == Approx(c.verify(3) + 2.0 * c.pass).epsilon(1e-9));
+  // Between (3, 16 ms) and (5, 22 ms): the line, 4 rows -> 19 ms.
+  CHECK(pol.round_ns(3) == Approx(19.0 * kMs + 3.0 * c.pass).epsilon(1e-9));
+  // Past 5 rows: 22 ms plus at most a tenth of a plain step per row (the
+  // measured slope, 3 ms a row, is steeper). No plain step is measured: one
+  // row is the prior shape through 3 rows, 16 / 1.5 ms.
+  const double unit = 16.0 * kMs / 1.5;
+  CHECK(pol.round_ns(8) == Approx(22.0 * kMs + 4 * 0.1 * unit + 8.0 * c.pass).epsilon(1e-9));
+  // Below the smallest measured size: the prior shape through it.
+  CHECK(pol.round_ns(1) == Approx(unit * 1.25 + c.pass).epsilon(1e-9));
+}
+
+TEST_CASE("spec policy: a longer draft is tried when it may pay and left when measured slow", "[spec][policy]") {
+  // A machine where a verify of 2..4 rows costs about the same and a fifth row
+  // a whole step more; a draft pass 0.38 of a step; every draft accepted.
+  struct Cliff {
+    int64_t plain = 10 * kMs;
+    int64_t verify(int rows) const {
+      const double r = rows <= 4 ? 1.39 + 0.05 * (rows - 2) : 1.49 + 1.0 * (rows - 4);
+      return static_cast<int64_t>(plain * r);
+    }
+  } c;
+  SpecPolicy::Config cfg{8, 1};
+  cfg.prior_pass = 0.4;
+  SpecPolicy pol(cfg);
+  std::vector<int> gs;
+  for (int r = 0; r < 60; ++r) {
+    const int g = pol.choose();
+    gs.push_back(g);
+    if (g == 0) {
+      pol.plain_step(c.plain);
+      continue;
+    }
+    pol.drafted(g, g * int64_t(0.38 * c.plain));
+    pol.verified(g + 1, c.verify(g + 1));
+    pol.accepted(g, g);
+  }
+  // Best: g = 3 (4 tokens for 1.14 + 1.49 steps: 1.52x), not g = 1 (1.13x) or 4 (1.32x).
+  CHECK(pol.drafting());
+  CHECK(count(gs, 40, 3) >= 18);
+  CHECK(count(gs, 0, 4) >= 1);   // tried and measured
+  CHECK(count(gs, 0, 0) <= 3);   // the plain steps that measure plain decoding
 }
 
 TEST_CASE("spec policy: one-pass drafting costs one pass per round", "[spec][policy]") {

@@ -8,6 +8,7 @@ namespace {
 
 constexpr double kCostWeight = 0.2;   // weight of a new time in the cost estimates
 constexpr double kExtraRow = 0.25;    // prior: a verify row past the first costs a quarter plain step
+constexpr double kExploreRow = 0.1;   // at most this many plain steps per row past the largest measured size
 
 double ema(double old, double x, double w) { return old <= 0.0 ? x : old + w * (x - old); }
 
@@ -51,29 +52,46 @@ double SpecPolicy::expected_tokens(int g) const {
 
 double SpecPolicy::plain_ns() const { return plain_ns_; }
 
-// Measured rows as they are; others from a least-squares line through the
-// measured ones (two or more), else the prior shape scaled to what is known.
+// Measured rows as they are. Between two measured sizes (a plain step counts
+// as one row): the line between them. Past the largest measured size: its
+// time plus, per extra row, the least-squares slope of the measured sizes but
+// at most kExploreRow plain steps - an optimistic guess, so that a longer
+// draft that may pay is tried once (its time is then measured and replaces
+// the guess) instead of being ruled out by a line through noisy small sizes.
+// Below the smallest measured size, or with nothing measured: the prior shape
+// (a quarter step per extra row) through what is known.
 double SpecPolicy::verify_ns(int rows) const {
   if (rows < 1 || rows > kMaxDraft + 1) return 0.0;
-  if (verify_ns_[static_cast<size_t>(rows)] > 0.0) return verify_ns_[static_cast<size_t>(rows)];
+  auto at = [&](int r) {
+    const double t = verify_ns_[static_cast<size_t>(r)];
+    return t > 0.0 ? t : (r == 1 ? plain_ns_ : 0.0);
+  };
+  if (at(rows) > 0.0) return at(rows);
+  int lo = 0, hi = 0, lowest = 0;
   double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
   for (int r = 1; r <= kMaxDraft + 1; ++r) {
-    const double t = verify_ns_[static_cast<size_t>(r)];
+    const double t = at(r);
     if (t <= 0.0) continue;
+    if (!lowest) lowest = r;
+    if (r < rows) lo = r;
+    if (r > rows && !hi) hi = r;
     n += 1;
     sx += r;
     sy += t;
     sxx += double(r) * r;
     sxy += r * t;
   }
-  if (n >= 2) {
-    const double slope = (n * sxy - sx * sy) / (n * sxx - sx * sx);
-    const double icpt = (sy - slope * sx) / n;
-    const double lo = sy / n * 0.1;  // a line through noisy points never goes near zero
-    return std::max(lo, icpt + slope * rows);
+  if (lo && hi) return at(lo) + (at(hi) - at(lo)) * double(rows - lo) / double(hi - lo);
+  if (lo) {
+    // One row's time without recursing into unit_ns(): plain, else the prior
+    // shape through the smallest measured size.
+    const double unit = plain_ns_ > 0.0 ? plain_ns_ : at(lowest) / (1.0 + kExtraRow * (lowest - 1));
+    double slope = kExploreRow * unit;
+    if (n >= 2) slope = std::min(slope, std::max(0.0, (n * sxy - sx * sy) / (n * sxx - sx * sx)));
+    return at(lo) + slope * (rows - lo);
   }
   double base = plain_ns_;  // the time of one row
-  if (n == 1) base = sy / (1.0 + kExtraRow * (sx - 1.0));
+  if (hi) base = at(hi) / (1.0 + kExtraRow * (hi - 1.0));
   if (base <= 0.0 && c_.prior_pass > 0.0) base = 1.0;  // nothing measured: costs in plain steps
   return base > 0.0 ? base * (1.0 + kExtraRow * (rows - 1)) : 0.0;
 }
@@ -101,9 +119,20 @@ double SpecPolicy::round_ns(int g) const {
 }
 
 int SpecPolicy::best_g(double* rate) const {
+  // Measured clocks: a draft at most one token longer than the largest
+  // verify measured, so the optimistic guess past it is tested one size at a
+  // time (a guess several sizes out would be tried before the sizes between
+  // were measured, and a slow one would then discredit them all).
+  int g_hi = c_.g_max;
+  if (!fixed_) {
+    int largest = plain_ns_ > 0.0 ? 1 : 0;
+    for (int r = 1; r <= kMaxDraft + 1; ++r)
+      if (verify_ns_[static_cast<size_t>(r)] > 0.0) largest = r;
+    if (largest > 0) g_hi = std::min(g_hi, largest);
+  }
   int best = 0;
   double br = 0.0;
-  for (int g = 1; g <= c_.g_max; ++g) {
+  for (int g = 1; g <= g_hi; ++g) {
     const double t = round_ns(g);
     if (t <= 0.0) continue;
     const double r = expected_tokens(g) / t;

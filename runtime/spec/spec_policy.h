@@ -8,9 +8,11 @@
 // shrunk toward the estimate of the one before it, the first toward a prior).
 // It costs T(g) = draft(g) + verify(g + 1): a draft pass's measured time (one
 // pass per draft token, or one per round with mask-token drafting) and the
-// measured time of verifying that many rows (rows not yet seen: a line
-// through the ones that were, or a prior of one plain step plus a quarter
-// step per extra row; the first time of each shape is dropped, as it pays
+// measured time of verifying that many rows (rows not yet seen: the line
+// between the measured sizes around it; past the largest, its time plus at
+// most a tenth of a plain step per row, so a longer draft that may pay gets
+// tried and measured; with nothing around it, a prior of one plain step plus a
+// quarter step per extra row; the first time of each shape is dropped, as it pays
 // for building that shape's plan). Until a cost is measured it comes from a
 // prior: a draft pass `prior_pass` plain steps (the draft's share of the
 // target's weights), a verify row past the first a quarter step, so a first

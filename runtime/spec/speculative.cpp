@@ -16,6 +16,7 @@ namespace {
 // Logit of draft-vocabulary entries the target lacks (and vice versa): finite,
 // so the verify op does not take it for bad data, yet exp() of it is 0.
 constexpr float kAbsent = -1e30f;
+constexpr int32_t kCatchUpWindow = 16;  // tokens a lagging draft model is fed before a round (draft_round)
 
 // A general English paragraph: the default calibration text of --spec-skip auto.
 constexpr const char* kCalibration =
@@ -153,7 +154,16 @@ Status SpecDecoder::draft_step(const int32_t* toks, int32_t n, int32_t pos0, flo
 Expected<int64_t> SpecDecoder::draft_round(const std::vector<int32_t>& hist, int32_t pending, int64_t g,
                                            std::vector<int32_t>& drafts, int32_t* valid_end) {
   const bool self = p_.mode == SpecMode::self;
-  const int32_t dstart = self ? n_past_ : n_past_draft_;  // the draft cache holds [0, dstart)
+  int32_t dstart = self ? n_past_ : n_past_draft_;  // the draft cache holds [0, dstart)
+  // A draft model behind by more than kCatchUpWindow tokens (plain steps while
+  // drafting was off) is fed only the last kCatchUpWindow of them, at their
+  // own positions: its cache then skips the ones before. A probe round after
+  // G plain steps would otherwise cost a draft pass over G tokens (about a
+  // tenth of a target step each with a third-size draft), which made probing
+  // cost as much as it could win. Drafts only steer acceptance: the verify
+  // decides every token, so the output is the same; the draft's view of the
+  // skipped tokens is lost until the end of the generation.
+  if (!self && n_past_ - dstart > kCatchUpWindow) dstart = n_past_ - kCatchUpWindow;
   // p_min: a draft below it ends the round's drafting; the first draft is
   // kept (a verify of two rows costs about one decode step), later ones not.
   auto confident = [&](int64_t j) {
