@@ -13,7 +13,7 @@
 #
 # For each prompt, every configuration runs REPS times, interleaved (rep 1 of
 # every configuration, then rep 2, ...); a cell is the median. Greedy, THREADS
-# threads, N tokens. "same" says whether the output text equals kestrel's plain
+# threads, N tokens, kestrel with --no-mmap (weights in process memory, draft too). "same" says whether the output text equals kestrel's plain
 # greedy output of that rep (speculative greedy output must). llama.cpp: plain
 # decoding is llama-simple's decode speed (its default threads: the machine's
 # cores), llama-speculative gets the same pair, threads and draft length.
@@ -118,7 +118,7 @@ run_one() {
   case $kind in
     kestrel)
       # shellcheck disable=SC2086
-      "$kestrel" run -m "$target" -p "$prompt" -n "$n" --temp 0 -t "$threads" $args >"$d/out" 2>"$d/err" || {
+      "$kestrel" run -m "$target" -p "$prompt" -n "$n" --temp 0 -t "$threads" --no-mmap $args >"$d/out" 2>"$d/err" || {
         echo "failed" >"$d/tps"; return; }
       sed -n 's/.*generate.*(\s*\([0-9.]*\) tokens\/s).*/\1/p' "$d/err" >"$d/tps"
       sed -n 's/.*accepted [0-9]* (\([0-9.]*%\)).*/\1/p' "$d/err" >"$d/acc"

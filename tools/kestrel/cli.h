@@ -83,6 +83,7 @@ struct SpecFlags {
   int32_t draft_vocab = 0;  // --draft-vocab
   float p_min = 0.0f;       // --draft-p-min
   bool autoregressive = false;  // --spec-autoregressive: no mask-token drafting
+  bool use_mmap = true;     // the draft model is loaded as the target is (the command's --no-mmap)
 };
 void add_spec_flags(CLI::App* sub, SpecFlags& flags);
 // Generates with kestrel_generate_spec (loading the draft model for mode draft)

@@ -125,7 +125,9 @@ int run(const RunOptions& o) {
     kestrel_get_timings(ctx, &lt);
     t.t_load_ms = lt.t_load_ms;
   } else if (!o.spec.mode.empty()) {
-    if (int rc = spec_generate(o.spec, ctx, cp, prompt.c_str(), o.n_predict, &sp, on_text, &out, &s); rc >= 0)
+    SpecFlags spec = o.spec;
+    spec.use_mmap = !o.no_mmap;
+    if (int rc = spec_generate(spec, ctx, cp, prompt.c_str(), o.n_predict, &sp, on_text, &out, &s); rc >= 0)
       return rc;
     kestrel_get_timings(ctx, &t);
   } else {

@@ -81,6 +81,7 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
   std::unique_ptr<kestrel_context, void (*)(kestrel_context*)> dctx_guard(nullptr, kestrel_context_free);
   if (p.mode == KESTREL_SPEC_DRAFT) {
     kestrel_model_params mp = kestrel_model_default_params();
+    mp.use_mmap = f.use_mmap ? 1 : 0;
     if (int rc = load_model(f.draft_model, mp, &draft); rc != kExitOk) return rc;
     draft_guard.reset(draft);
     kestrel_context_params dp = cp;
