@@ -108,9 +108,9 @@ TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matm
 }
 
 TEST_CASE("K-quant row kernels for a few rows: ref and bitwise the token alone", "[op][matmul][cpu][rows]") {
-  // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows; on AVX-512 the
-  // kernels for 2..4 rows run on 512-bit vectors (k_matmul_q_rows.inl) and must give each
-  // row the bits the one-row kernel gives it.
+  // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows (8 on AVX-512
+  // VNNI, where the kernels for 2..8 rows run on 512-bit vectors, k_matmul_q_rows.inl):
+  // each row must get the bits the one-row kernel gives it, whatever its group.
   const bool reduced = kestrel::test::reduced_sweep();
   for (CpuIsa isa : isas_to_test()) {
     auto cpu = make_cpu(isa, 2);

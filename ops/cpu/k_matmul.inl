@@ -8,7 +8,7 @@
 //      so each y value is computed by one thread in one order: results do not depend on
 //      the thread count or timing.
 //   3. Within its range a thread walks chunks of kNChunk weight rows (they stay in L2);
-//      for each group of up to 4 activation rows (in L1) it runs the row kernel, which
+//      for each group of up to 4 activation rows (8 for the K-quants on AVX-512 VNNI) it runs the row kernel, which
 //      decodes each weight block once and uses it for the whole group.
 // x and y may be strided views with batch dims ne[2], ne[3] (flattened to Mt rows).
 // Step 3 has several paths (row kernel, decode and prompt tiles, float tiles and GEMM);
@@ -32,12 +32,20 @@ namespace mm {
 using RowFn = void (*)(int64_t nb, const void* w, const void* const* a, float* res);
 
 struct Kernels {
-  RowFn fn[4];  // for RA = 1..4
+  RowFn fn[8];  // for RA = 1..8; fn[4..7] null where the group is 4 rows
+  int group() const { return fn[7] ? 8 : 4; }
 };
 
 template <template <int> class K>
 constexpr Kernels make_kernels() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run}};
+}
+// Groups of up to 8 activation rows: kernels whose registers hold 8 rows'
+// sums (the 512-bit K-quant kernels), so a weight super-block is decoded once
+// per 8 rows (verifying 5..8 drafted tokens, batches of 5..8 sequences).
+template <template <int> class K>
+constexpr Kernels make_kernels8() {
+  return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run, &K<5>::run, &K<6>::run, &K<7>::run, &K<8>::run}};
 }
 template <int RA> struct KQ4_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q4_0>(n, w, a, r); } };
 template <int RA> struct KQ5_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q5_0>(n, w, a, r); } };
@@ -121,6 +129,16 @@ inline void set_x4(TypeKernel* tk) {
 #endif
 }
 
+// Activation rows per row-kernel group for weight type t (type_kernel's Kernels::group()).
+constexpr int row_group(DType t) {
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+  return t == DType::Q4_K || t == DType::Q6_K ? 8 : 4;
+#else
+  (void)t;
+  return 4;
+#endif
+}
+
 inline bool type_kernel(DType t, TypeKernel* out) {
   switch (t) {
     case DType::Q4_0: *out = {Act::q8, make_kernels<KQ4_0>()}; set_x4<DType::Q4_0>(out); return true;
@@ -128,9 +146,14 @@ inline bool type_kernel(DType t, TypeKernel* out) {
     case DType::Q8_0: *out = {Act::q8, make_kernels<KQ8_0>()}; set_x4<DType::Q8_0>(out); return true;
     case DType::Q4_1: *out = {Act::q8, make_kernels<KQ4_1>()}; set_x4<DType::Q4_1>(out); return true;
     case DType::Q5_1: *out = {Act::q8, make_kernels<KQ5_1>()}; set_x4<DType::Q5_1>(out); return true;
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    case DType::Q4_K: *out = {Act::q8k, make_kernels8<KQ4_K>()}; return true;
+    case DType::Q6_K: *out = {Act::q8k, make_kernels8<KQ6_K>()}; return true;
+#else
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
-    case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
     case DType::Q6_K: *out = {Act::q8k, make_kernels<KQ6_K>()}; return true;
+#endif
+    case DType::Q5_K: *out = {Act::q8k, make_kernels<KQ5_K>()}; return true;
     case DType::F32: *out = {Act::f32, make_kernels<KF32>()}; return true;
     case DType::F16: *out = {Act::f32, make_kernels<KF16>()}; return true;
     case DType::BF16: *out = {Act::f32, make_kernels<KBF16>()}; return true;
@@ -311,14 +334,14 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
       matmul_float_rows(W, x, y, *float_tiles(W.type), n0, n1, Mt);
       return;
     }
-    // Activation rows per group: the row kernel serves 1 to 4 at once.
-    constexpr int64_t kGroup = P == Path::dot1 ? 1 : 4;
+    // Activation rows per group: the row kernel serves 1 to 4 (or 8) at once.
+    const int64_t kGroup = P == Path::dot1 ? 1 : tk.k.group();
     for (int64_t nc = n0; nc < n1; nc += kNChunk) {
       const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
       for (int64_t m = 0; m < Mt; m += kGroup) {
         const int ra = static_cast<int>(Mt - m < kGroup ? Mt - m : kGroup);
-        const void* a[4];
-        float* yr[4];
+        const void* a[8];
+        float* yr[8];
         for (int r = 0; r < ra; ++r) {
           a[r] = act ? static_cast<const void*>(act + (m + r) * act_row) : row_at<const float>(x, m + r);
           yr[r] = row_at<float>(y, m + r);
@@ -355,7 +378,7 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
         }
         const RowFn fn = tk.k.fn[ra - 1];
         for (; n < nc1; ++n) {
-          float res[4];
+          float res[8];
           fn(nb, W.row<const char>(n), a, res);
           for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
         }

@@ -127,7 +127,7 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
 
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 
-// Q4_K and Q6_K x RA (2..4) activation rows on 512-bit vectors: the integer work of
+// Q4_K and Q6_K x RA (2..8) activation rows on 512-bit vectors: the integer work of
 // dot_q45K / dot_q6K per activation row halved. Two 32-byte code vectors of a super-block
 // share one zmm, paired with 64 contiguous activation bytes; vpmaddubsw then vpdpwssd
 // (the sub-block scale multiply and the add in one) accumulate 16 int32 lanes, and the

@@ -97,7 +97,7 @@ constexpr VariantName spec_name(const VariantSpec& v) {
   const char* w = wtype_tag(v.t);
   switch (v.p) {
     case Path::dot1: return variant_name(w, isa, "dot", 1, 1);
-    case Path::dot4: return variant_name(w, isa, "dot", 4, 1);
+    case Path::dot4: return variant_name(w, isa, "dot", row_group(v.t), 1);
     case Path::rows: return variant_name(w, isa, "tile", 1, v.t == DType::Q8_0 ? 4 : 8);
     case Path::x4: return variant_name(w, isa, "tile", 4, 2);
     case Path::ftile: return variant_name(w, isa, "tile", 4, 3);
