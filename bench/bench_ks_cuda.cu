@@ -21,6 +21,7 @@
 // should beat the dense GEMM). rel_err: kestrel vs the batch_last bmm output.
 //
 //   bench_ks_cuda [--reps 15] [--batches 1,16,128,4096,25088] [--dtypes f32,bf16] > ks_cuda.csv
+//   bench_ks_cuda --only "4,1024,1024,1;16,64,256,1"      (these patterns of the set only)
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -190,18 +191,30 @@ int main(int argc, char** argv) {
   int reps = 15;
   std::vector<int64_t> batches = {1, 16, 128, 4096, 25088};
   bool run_f32 = true, run_bf16 = true;
+  std::string only;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--reps")) reps = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batches")) batches = parse_list(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--dtypes")) {
       run_f32 = std::strstr(argv[i + 1], "f32") != nullptr;
       run_bf16 = std::strstr(argv[i + 1], "bf16") != nullptr;
+    } else if (!std::strcmp(argv[i], "--only")) {
+      only = std::string(";") + argv[i + 1] + ";";
     } else {
-      std::fprintf(stderr, "usage: bench_ks_cuda [--reps N] [--batches 1,16,...] [--dtypes f32,bf16]\n");
+      std::fprintf(stderr, "usage: bench_ks_cuda [--reps N] [--batches 1,16,...] [--dtypes f32,bf16] [--only \"a,b,c,d;...\"]\n");
       return 2;
     }
   }
-  const std::vector<Pattern> pats = patterns();
+  std::vector<Pattern> pats = patterns();
+  if (!only.empty()) {
+    std::vector<Pattern> keep;
+    for (const Pattern& p : pats) {
+      const std::string key = ";" + std::to_string(p.a) + "," + std::to_string(p.b) + "," + std::to_string(p.c) + "," +
+                              std::to_string(p.d) + ";";
+      if (only.find(key) != std::string::npos) keep.push_back(p);
+    }
+    pats = keep;
+  }
   int64_t max_w = 0, max_wt = 0, max_dense = 0, max_m = 0;
   for (const Pattern& p : pats) {
     max_w = std::max<int64_t>(max_w, std::max((int64_t)p.a * p.b * p.d, (int64_t)p.a * p.c * p.d));

@@ -1,8 +1,13 @@
 // ks_matmul on the cuda backend against the ref backend (which materializes the dense
 // matrix): every pattern of the CPU test set in both layouts, random awkward patterns
 // (odd b, c, d) at 1, 7, 33 and 1000 tokens with F32/F16/BF16 weights, every tile
-// configuration on awkward shapes (and bitwise agreement between them), strided rows,
-// chains of factors. Without a GPU every case prints a SKIP.
+// configuration on awkward shapes (and bitwise agreement between those of one kind),
+// strided rows, chains of factors. Without a GPU every case prints a SKIP.
+// Tolerances: CUDA-core tiles (F32 x) relative RMS 1e-6 against ref. Tensor-core tiles
+// (BF16 weights, x rounded to BF16: 8 significant bits, unit roundoff u = 2^-8) per output
+//   |y - ref| <= (2^-8 + c * 2^-21) * sum_l |w_l x_l|
+// (u from x; products of BF16 values exact in F32; c * 2^-21 covers the F32 accumulation of
+// both sides), with sum_l |w_l x_l| from ref on |w| and |x|.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -80,7 +85,25 @@ std::unique_ptr<Buffer> device(Backend& gpu, size_t bytes, const void* host) {
   return std::move(*b);
 }
 
-double g_worst = 0;
+double g_worst = 0;     // CUDA-core tiles: worst relative RMS error
+double g_worst_tc = 0;  // tensor-core tiles: worst relative RMS error
+double g_worst_ratio = 0;  // tensor-core tiles: worst |y - ref| / bound
+
+// |w| elementwise (the sign bit cleared).
+std::vector<uint8_t> abs_weights(DType type, std::vector<uint8_t> bytes) {
+  if (type == DType::F32) {
+    for (size_t e = 0; e + 4 <= bytes.size(); e += 4) bytes[e + 3] &= 0x7f;
+  } else {
+    for (size_t e = 0; e + 2 <= bytes.size(); e += 2) bytes[e + 1] &= 0x7f;
+  }
+  return bytes;
+}
+
+void print_worst(const char* what) {
+  std::printf("cuda ks_matmul %s: worst relative RMS error vs ref %.2e (CUDA cores), %.2e (tensor cores, BF16 x); "
+              "tensor cores worst |y - ref| / bound %.3f\n",
+              what, g_worst, g_worst_tc, g_worst_ratio);
+}
 
 // One factor on the GPU. x and y rows are x_ld / y_ld floats apart (0: packed); y starts
 // as NaN, so an output the kernel skips shows up. Checked against ref at `tokens` (all
@@ -128,8 +151,13 @@ void check(Backend& gpu, Backend& ref, const KsMatmulParams& p, DType wt, int64_
   Tensor hw = make_tensor(wt, wb.data(), p.b, p.c, p.d, p.a);
   KsMatmulParams rp = p;
   rp.layout = KsLayout::token_major;
-  std::vector<float> xin((size_t)n_in), r((size_t)n_out), got((size_t)n_out);
-  double err = 0;
+  // The backend gives BF16 weights the tensor-core tiles (cuda_ks.h).
+  const bool tc = config >= 0 ? cuda::ks_config_tensor_cores(config) : wt == DType::BF16;
+  std::vector<uint8_t> wabs = abs_weights(wt, wb);
+  Tensor haw = make_tensor(wt, wabs.data(), p.b, p.c, p.d, p.a);
+  const double rel_bound = std::ldexp(1.0, -8) + p.c * std::ldexp(1.0, -21);
+  std::vector<float> xin((size_t)n_in), r((size_t)n_out), got((size_t)n_out), xa((size_t)n_in), sa((size_t)n_out);
+  double err = 0, ratio = 0;
   for (int64_t m : tokens) {
     for (int64_t f = 0; f < n_in; ++f) xin[f] = tm ? x[(size_t)(m * x_ld + f)] : x[(size_t)(f * x_ld + m)];
     for (int64_t f = 0; f < n_out; ++f) got[f] = tm ? y[(size_t)(m * y_ld + f)] : y[(size_t)(f * y_ld + m)];
@@ -137,6 +165,16 @@ void check(Backend& gpu, Backend& ref, const KsMatmulParams& p, DType wt, int64_
     const OpCall rc{OpId::ks_matmul, &ry, {&hw, &rx}, 2, &rp};
     REQUIRE(ref.run(rc).ok());
     err = std::max(err, rel_rms(got.data(), r.data(), r.size()));
+    if (tc) {  // sum_l |w_l x_l| per output
+      for (int64_t f = 0; f < n_in; ++f) xa[f] = std::fabs(xin[f]);
+      Tensor ax = make_tensor(DType::F32, xa.data(), n_in, 1), as = make_tensor(DType::F32, sa.data(), n_out, 1);
+      const OpCall ac{OpId::ks_matmul, &as, {&haw, &ax}, 2, &rp};
+      REQUIRE(ref.run(ac).ok());
+      for (int64_t f = 0; f < n_out; ++f) {
+        const double e = std::fabs(double(got[f]) - r[f]), bound = rel_bound * sa[f];
+        ratio = std::max(ratio, std::isfinite(got[f]) ? (bound > 0 ? e / bound : (e > 0 ? INFINITY : 0.0)) : INFINITY);
+      }
+    }
   }
   // Every output written (NaN gone) and the gaps between rows untouched (still NaN).
   size_t n_bad = 0, n_gap = 0;
@@ -148,8 +186,14 @@ void check(Backend& gpu, Backend& ref, const KsMatmulParams& p, DType wt, int64_
     }
   CHECK(n_bad == 0);
   CHECK(n_gap == 0);
-  g_worst = std::max(g_worst, err);
-  CHECK(err <= 1e-6);
+  if (tc) {
+    g_worst_tc = std::max(g_worst_tc, err);
+    g_worst_ratio = std::max(g_worst_ratio, ratio);
+    CHECK(ratio <= 1.0);
+  } else {
+    g_worst = std::max(g_worst, err);
+    CHECK(err <= 1e-6);
+  }
   if (out) *out = std::move(y);
 }
 
@@ -172,7 +216,7 @@ TEST_CASE("cuda ks_matmul: every pattern of the CPU test set", "[cuda][op][ks_ma
     check(*gpu, *ref, p, wt, 300, seed, {0, 128, 255, 299});
     ++seed;
   }
-  std::printf("cuda ks_matmul benchmark patterns: worst relative RMS error vs ref %.2e\n", g_worst);
+  print_worst("benchmark patterns");
 }
 
 TEST_CASE("cuda ks_matmul: awkward patterns, batch 1, 7, 33, 1000, all weight types", "[cuda][op][ks_matmul]") {
@@ -206,10 +250,10 @@ TEST_CASE("cuda ks_matmul: awkward patterns, batch 1, 7, 33, 1000, all weight ty
       check(*gpu, *ref, {2, 200, 132, 1, lay}, wt, 1000, 7, {0, 63, 64, 127, 128, 999});
       check(*gpu, *ref, {3, 52, 36, 2, lay}, wt, 33, 8);
     }
-  std::printf("cuda ks_matmul awkward patterns: worst relative RMS error vs ref %.2e\n", g_worst);
+  print_worst("awkward patterns");
 }
 
-TEST_CASE("cuda ks_matmul: every tile configuration, bitwise equal to each other", "[cuda][op][ks_matmul]") {
+TEST_CASE("cuda ks_matmul: every tile configuration, bitwise equal to the others of its kind", "[cuda][op][ks_matmul]") {
   auto gpu = make_gpu();
   if (!gpu) {
     WARN("SKIP: no CUDA device on this machine");
@@ -229,20 +273,31 @@ TEST_CASE("cuda ks_matmul: every tile configuration, bitwise equal to each other
         p.layout = lay;
         std::vector<int64_t> tokens;
         if (s.M > 64) tokens = {0, 1, 63, 64, 127, 128, s.M - 1};
-        std::vector<float> first, y;
+        std::vector<float> first[2], y;  // per kind: CUDA cores, tensor cores
+        int first_cfg[2] = {-1, -1};
         for (int cfg = 0; cfg < cuda::ks_config_count(); ++cfg) {
+          if (!cuda::ks_config_runs(cfg, wt)) continue;
+          const int kind = cuda::ks_config_tensor_cores(cfg) ? 1 : 0;
           check(*gpu, *ref, p, wt, s.M, 31, tokens, cfg, &y);
-          if (cfg == 0) first = y;
-          else {
-            INFO("config " << cuda::ks_config_name(cfg) << " against " << cuda::ks_config_name(0));
-            CHECK(std::memcmp(first.data(), y.data(), y.size() * 4) == 0);
+          if (first_cfg[kind] < 0) {
+            first[kind] = y;
+            first_cfg[kind] = cfg;
+          } else {
+            INFO("config " << cuda::ks_config_name(cfg) << " against " << cuda::ks_config_name(first_cfg[kind]));
+            CHECK(std::memcmp(first[kind].data(), y.data(), y.size() * 4) == 0);
           }
         }
+        // BF16 weights ran both kinds; tensor-core tiles exist only for BF16.
+        CHECK(first_cfg[0] == 0);
+        CHECK((first_cfg[1] >= 0) == (wt == DType::BF16));
       }
-  // An unknown configuration is an error, not a launch.
+  // An unknown configuration is an error, not a launch; so is a tensor-core one for F32 weights.
   cuda::KsArgs k;
   k.M = 1;
   CHECK(cuda::launch_ks_matmul(k, cuda::ks_config_count(), nullptr) == cudaErrorInvalidValue);
+  CHECK(cuda::launch_ks_matmul(k, -1, nullptr) == cudaErrorInvalidValue);
+  CHECK(cuda::launch_ks_matmul(k, cuda::ks_config_count() - 1, nullptr) == cudaErrorInvalidValue);
+  print_worst("tile configurations");
 }
 
 TEST_CASE("cuda ks_matmul: strided rows", "[cuda][op][ks_matmul]") {
@@ -253,7 +308,7 @@ TEST_CASE("cuda ks_matmul: strided rows", "[cuda][op][ks_matmul]") {
   }
   auto ref = make_ref();
   for (KsLayout lay : {KsLayout::token_major, KsLayout::batch_last})
-    for (DType wt : {DType::F32, DType::F16}) {
+    for (DType wt : {DType::F32, DType::F16, DType::BF16}) {
       check(*gpu, *ref, {2, 16, 12, 3, lay}, wt, 19, 11, {}, -1, nullptr, 5, 3);
       check(*gpu, *ref, {1, 64, 32, 1, lay}, wt, 70, 12, {}, -1, nullptr, 4, 8);  // aligned padding: vector path
     }
@@ -266,10 +321,16 @@ TEST_CASE("cuda ks_matmul: chains of factors", "[cuda][op][ks_matmul]") {
     return;
   }
   auto ref = make_ref();
-  std::mt19937 rng(5);
-  // 256 -> 256 -> 256 -> 1024 -> 512, as in the CPU test, with mixed weight types.
+  // 256 -> 256 -> 256 -> 1024 -> 512, as in the CPU test, with mixed weight types: once
+  // all on CUDA cores (F32 x throughout), once with a BF16 factor on tensor cores. Its
+  // inputs are rounded to BF16 (relative error up to 2^-8 each, about 2^-8 / 3 in RMS),
+  // which moves the chain's output by about that much in relative RMS: bound 2^-8.
   const KsMatmulParams ps[] = {{4, 16, 16, 4}, {16, 16, 16, 1}, {1, 64, 16, 16}, {8, 16, 32, 4}};
-  const DType wts[] = {DType::F32, DType::BF16, DType::F16, DType::F32};
+  const DType kinds[2][4] = {{DType::F32, DType::F16, DType::F16, DType::F32},
+                             {DType::F32, DType::BF16, DType::F16, DType::F32}};
+  for (const auto& wts : kinds) {
+  const bool bf16 = wts[1] == DType::BF16;
+  std::mt19937 rng(5);
   std::vector<std::vector<uint8_t>> host_w;
   std::vector<std::unique_ptr<Buffer>> dev_w;
   Tensor hw[4], dw[4];
@@ -302,6 +363,11 @@ TEST_CASE("cuda ks_matmul: chains of factors", "[cuda][op][ks_matmul]") {
       REQUIRE(gpu->download(y.data(), *dy, 0, y.size() * 4).ok());
       REQUIRE(gpu->synchronize().ok());
       INFO("M=" << M << (tm ? " token_major" : " batch_last"));
-      CHECK(rel_rms(y.data(), r.data(), y.size()) <= 1e-6);
+      INFO((bf16 ? "with a BF16 factor" : "F32 / F16 factors"));
+      const double e = rel_rms(y.data(), r.data(), y.size());
+      std::printf("cuda ks_matmul chain (%s), M=%lld %s: relative RMS error %.2e\n",
+                  bf16 ? "BF16 factor" : "F32/F16", (long long)M, tm ? "token_major" : "batch_last", e);
+      CHECK(e <= (bf16 ? std::ldexp(1.0, -8) : 1e-6));
     }
+  }
 }

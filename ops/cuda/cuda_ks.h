@@ -8,8 +8,13 @@
 //   cudaError_t e = ks_pick_config(k, stream, &config);   // tunes once per shape and device
 //   if (e == cudaSuccess) e = launch_ks_matmul(k, config, stream);
 //
-// Every configuration computes each output as the same float sum in input order
-// (fma, inputs l = 0..c-1), so the choice changes the speed, never the result.
+// Two kinds of configuration. CUDA-core tiles (F32, F16, BF16 weights): each output is the
+// same F32 fma chain over the inputs in order, x used as F32. Tensor-core tiles (BF16
+// weights only, k_ks_matmul_mma.cu): x rounded to BF16 on its way into shared memory,
+// BF16 products accumulated in F32, |y - y_f32| <= (2^-8 + c * 2^-22) * sum_l |w_l x_l|.
+// The tuner times only the kind fixed by the weight type (tensor cores for BF16, CUDA
+// cores otherwise), and within a kind every configuration gives the same bits: the
+// choice changes the speed, never the result.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -34,16 +39,23 @@ struct KsArgs {
   DType wt = DType::F32;    // F32 | F16 | BF16
 };
 
-// Tile configurations: index 0 .. ks_config_count() - 1.
+// Tile configurations: index 0 .. ks_config_count() - 1, CUDA-core ones first.
 int ks_config_count();
-// "BMxBNxBK/TMxTN": outputs x tokens x inputs per block tile, outputs x tokens per thread.
+// "BMxBNxBK/TMxTN" (CUDA cores: outputs x tokens x inputs per block tile, outputs x tokens
+// per thread) or "mma BMxBN/WMxWN" (tensor cores: block tile, warps along each side).
 const char* ks_config_name(int config);
-// Whether the tuner times this configuration for this shape (all are correct for any shape).
+// Whether the configuration uses tensor cores (rounds x to BF16).
+bool ks_config_tensor_cores(int config);
+// Whether launch_ks_matmul runs this configuration with weights of type wt (tensor-core
+// ones: BF16 only).
+bool ks_config_runs(int config, DType wt);
+// Whether the tuner times this configuration for this shape: the kind of the weight type
+// (see above) and a tile that fits the shape (all are correct for any shape).
 bool ks_config_candidate(int config, const KsArgs& k);
 // The configuration used without tuning (shapes not yet timed, and inside a graph capture).
 int ks_heuristic_config(const KsArgs& k);
-// Enqueues the kernel; cudaErrorInvalidValue for a bad config or a grid past 2^31 - 1
-// blocks. M == 0 launches nothing.
+// Enqueues the kernel; cudaErrorInvalidValue for a bad config (or one that does not run
+// wt) or a grid past 2^31 - 1 blocks. M == 0 launches nothing.
 cudaError_t launch_ks_matmul(const KsArgs& k, int config, cudaStream_t s);
 
 // The configuration for k's shape on the current device: from the in-memory cache; else,

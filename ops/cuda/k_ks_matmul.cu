@@ -19,13 +19,16 @@
 // along the block's inputs / outputs only when d = 1 (threads run along the outputs, and the
 // x tile is stored transposed into shared memory).
 // Error: each output is one float fma chain over l = 0..c-1 in order, the same for every
-// tile configuration; weights widened exactly.
+// tile configuration; weights widened exactly. The tuner gives BF16 weights the
+// tensor-core kernel (k_ks_matmul_mma.cu, x rounded to BF16); these tiles still run them
+// with F32 x when launched by number.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
 #include "ops/cuda/cuda_ks.h"
+#include "ops/cuda/cuda_ks_mma.h"
 
 namespace kestrel::cuda {
 
@@ -315,12 +318,27 @@ bool aligned_to(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p)
 
 }  // namespace
 
-int ks_config_count() { return kNumConfigs; }
+// Numbering: the CUDA-core tiles above, then the tensor-core ones (cuda_ks_mma.h).
+int ks_config_count() { return kNumConfigs + ks_mma_config_count(); }
 
-const char* ks_config_name(int config) { return config >= 0 && config < kNumConfigs ? kConfigs[config].name : "?"; }
+const char* ks_config_name(int config) {
+  if (config >= kNumConfigs) return ks_mma_config_name(config - kNumConfigs);
+  return config >= 0 ? kConfigs[config].name : "?";
+}
+
+bool ks_config_tensor_cores(int config) { return config >= kNumConfigs && config < ks_config_count(); }
+
+bool ks_config_runs(int config, DType wt) {
+  if (config < 0 || config >= ks_config_count()) return false;
+  return !ks_config_tensor_cores(config) || wt == DType::BF16;
+}
 
 bool ks_config_candidate(int config, const KsArgs& k) {
-  if (config < 0 || config >= kNumConfigs) return false;
+  if (config < 0 || config >= ks_config_count()) return false;
+  // BF16 weights take the tensor-core tiles, every other type the CUDA-core ones: the
+  // rounding of x is fixed by the weight type, never by which tile timed faster.
+  if (ks_config_tensor_cores(config) != (k.wt == DType::BF16)) return false;
+  if (ks_config_tensor_cores(config)) return ks_mma_config_candidate(config - kNumConfigs, k);
   const Config& c = kConfigs[config];
   // Token tiles far wider than the batch waste the threads; thin ones on a large batch
   // reload the weights once per few tokens.
@@ -334,13 +352,15 @@ bool ks_config_candidate(int config, const KsArgs& k) {
 // (bench/bench_ks_cuda.cu): thin token tiles up to a few hundred tokens (more blocks to
 // fill the GPU), 64 x 128 tiles above.
 int ks_heuristic_config(const KsArgs& k) {
+  if (k.wt == DType::BF16) return kNumConfigs + ks_mma_heuristic_config(k);
   if (k.M <= 8) return 8;
   if (k.M <= 256) return 6;
   return k.b <= 32 ? 5 : 2;
 }
 
 cudaError_t launch_ks_matmul(const KsArgs& k, int config, cudaStream_t s) {
-  if (config < 0 || config >= kNumConfigs) return cudaErrorInvalidValue;
+  if (config >= kNumConfigs) return launch_ks_matmul_mma(k, config - kNumConfigs, s);
+  if (config < 0) return cudaErrorInvalidValue;
   if (k.M <= 0) return cudaSuccess;
   const Config& c = kConfigs[config];
   const size_t es = k.wt == DType::F32 ? 4 : 2;

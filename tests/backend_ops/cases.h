@@ -467,6 +467,9 @@ inline void cases_matmul(std::vector<Case>& out) {
 // Patterns (a, b, c, d) around the SIMD widths (b = 1, 7, 8, 9, 17, 33 outputs per block),
 // the 6-output micro-kernel and 48-output chunks, d = 1 (contiguous) and d > 1 (strided),
 // token counts 1..17 in both layouts, F32/F16/BF16 weights, strided x and y rows.
+// BF16: the cuda backend rounds x to BF16 on tensor cores (unit roundoff u = 2^-8 per
+// input); for independent zero-mean w and x, E[err^2] <= u^2 / 3 * sum_l (w_l x_l)^2 =
+// u^2 / 3 * E[y^2], so NMSE <= 2^-16 / 3 in expectation: bound 2^-16 (1.5e-5).
 inline void cases_ks_matmul(std::vector<Case>& out) {
   struct Pat { int32_t a, b, c, d; };
   const Pat pats[] = {{1, 1, 1, 1}, {1, 8, 8, 1},  {2, 7, 5, 3},  {1, 9, 4, 2},   {3, 17, 16, 1}, {2, 33, 9, 4},
@@ -474,7 +477,7 @@ inline void cases_ks_matmul(std::vector<Case>& out) {
   const int64_t ms[] = {1, 2, 3, 4, 5, 9, 16, 17};
   size_t n = 0;
   for (DType w : {DType::F32, DType::F16, DType::BF16}) {
-    const Tol tol = tol_nmse(w == DType::F32 ? 1e-12 : 1e-10);
+    const Tol tol = tol_nmse(w == DType::F32 ? 1e-12 : w == DType::F16 ? 1e-10 : 1.5e-5);
     for (const Pat& p : pats)
       for (KsLayout lay : {KsLayout::token_major, KsLayout::batch_last}) {
         const int64_t M = ms[n++ % 8];
