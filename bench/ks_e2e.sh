@@ -13,10 +13,14 @@
 #
 #   bench/ks_e2e.sh                                    # build/release/bin
 #   BIN_DIR=build/h-ks/bin THREADS=2 REPS=3 bench/ks_e2e.sh
+#   BIN_DIR=build/cuda/bin DEVICE=cuda FACTORS=random bench/ks_e2e.sh   # on the GPU
 #
 # Environment: BIN_DIR (kestrel + make_model), THREADS (2), REPS (3), PP (128), TG (32),
 # WEIGHTS (f16: f32|f16|bf16, the factors' type too), PATTERN (monarch4), ITERS (0: one
-# least-squares solve; the values do not change the speed), OUT (work dir, kept).
+# least-squares solve; the values do not change the speed), OUT (work dir, kept),
+# DEVICE (cpu: kestrel bench --device), FACTORS (fit: kestrel ks-factorize; random:
+# make_model --ks-monarch N writes the same chains with random factors, skipping the
+# fit, which takes minutes on one core; PATTERN monarchN only).
 # Prints the load average before and after: the figures are only as quiet as the
 # machine was.
 set -euo pipefail
@@ -31,6 +35,9 @@ WEIGHTS=${WEIGHTS:-f16}
 PATTERN=${PATTERN:-monarch4}
 ITERS=${ITERS:-0}
 OUT=${OUT:-$(mktemp -d /tmp/ks_e2e.XXXXXX)}
+DEVICE=${DEVICE:-cpu}
+FACTORS=${FACTORS:-fit}
+mkdir -p "$OUT"
 
 for b in kestrel make_model; do
   [ -x "$BIN_DIR/$b" ] || { echo "ks_e2e: no $b in $BIN_DIR (set BIN_DIR)" >&2; exit 2; }
@@ -41,6 +48,10 @@ dense=$OUT/tinyllama-$WEIGHTS.gguf
 ks=$OUT/tinyllama-$WEIGHTS-ks-$PATTERN.gguf
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -f "$dense" ] || "$BIN_DIR/make_model" --shape tinyllama --weights "$WEIGHTS" -t "$THREADS" -o "$dense"
+if [ ! -f "$ks" ] && [ "$FACTORS" = random ]; then
+  case $PATTERN in monarch[0-9]*) ;; *) echo "ks_e2e: FACTORS=random needs PATTERN monarchN" >&2; exit 2 ;; esac
+  "$BIN_DIR/make_model" --shape tinyllama --weights "$WEIGHTS" -t "$THREADS" --ks-monarch "${PATTERN#monarch}" -o "$ks"
+fi
 if [ ! -f "$ks" ]; then
   "$BIN_DIR/kestrel" ks-factorize -m "$dense" -o "$ks" --pattern "$PATTERN" --iters "$ITERS" --type "$WEIGHTS" \
     > "$OUT/factorize.log"
@@ -53,13 +64,13 @@ echo "files: dense $(du -h "$dense" | cut -f1), ks $(du -h "$ks" | cut -f1)"
 for r in $(seq 1 "$REPS"); do
   for m in dense ks; do
     f=$dense; [ $m = ks ] && f=$ks
-    "$BIN_DIR/kestrel" bench -m "$f" --no-mmap -p "$PP" -n "$TG" -t "$THREADS" -r 1 -o json > "$OUT/$m.$r.json"
+    "$BIN_DIR/kestrel" bench -m "$f" --no-mmap -p "$PP" -n "$TG" -t "$THREADS" --device "$DEVICE" -r 1 -o json > "$OUT/$m.$r.json"
   done
 done
 
-python3 - "$OUT" "$REPS" "$PP" "$TG" "$THREADS" "$PATTERN" "$WEIGHTS" <<'EOF'
+python3 - "$OUT" "$REPS" "$PP" "$TG" "$THREADS" "$PATTERN" "$WEIGHTS" "$DEVICE" <<'EOF'
 import json, statistics, sys
-out, reps, pp, tg, threads, pattern, weights = sys.argv[1:8]
+out, reps, pp, tg, threads, pattern, weights, device = sys.argv[1:9]
 def tps(model, kind):
     vals = []
     for r in range(1, int(reps) + 1):
@@ -67,7 +78,7 @@ def tps(model, kind):
             if (kind == "pp" and row.get("n_prompt", 0) > 0) or (kind == "tg" and row.get("n_gen", 0) > 0):
                 vals.append(row["avg_ts"])
     return statistics.median(vals)
-print(f"\nTinyLlama shape, {weights} weights, {threads} threads, median of {reps} interleaved runs")
+print(f"\nTinyLlama shape, {weights} weights, {threads} threads, device {device}, median of {reps} interleaved runs")
 print(f"| model | pp{pp} t/s | tg{tg} t/s |")
 print("|---|---|---|")
 d = {k: tps("dense", k) for k in ("pp", "tg")}

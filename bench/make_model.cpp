@@ -4,12 +4,62 @@
 //
 //   make_model --arch llama --shape tinyllama --weights q4_k_m -o tinyllama-q4_k_m.gguf
 //   make_model --arch phi3 --shape tiny -o phi3-tiny.gguf      (loads in llama.cpp too)
+//   make_model --shape tinyllama --weights f16 --ks-monarch 4 -o tinyllama-ks.gguf
+//
+// --ks-monarch N (llama, f32 / f16 / bf16): every attn_q/k/v/output and ffn_gate/up/down
+// is stored as a monarch chain of N blocks (ks_monarch_chain, docs/ks-gguf.md) with random
+// factors, the same tensors that `kestrel ks-factorize --pattern monarchN` writes, without
+// the fit (minutes on one core for TinyLlama): for speed measurements, where the values
+// do not matter.
+#include <cmath>
 #include <cstdio>
+#include <random>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include "runtime/ks/ks_factorize.h"
+#include "runtime/ks/ks_rewrite.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
 #include "runtime/model/synth.h"
+
+namespace {
+
+// The synthetic model of s with every projection a random monarch chain of `blocks`.
+kestrel::Status write_ks_model(const kestrel::SynthSpec& s, int blocks, const std::string& out) {
+  using namespace kestrel;
+  const DType type = s.weights == "f32" ? DType::F32 : s.weights == "bf16" ? DType::BF16 : DType::F16;
+  KESTREL_TRY_ASSIGN(std::vector<uint8_t> base, synth_model_gguf(s));
+  KESTREL_TRY_ASSIGN(auto file, gguf::File::from_memory(base.data(), base.size()));
+  const int64_t E = s.n_embd, Q = s.n_embd, KV = s.n_embd / s.n_head * s.n_head_kv, F = s.n_ff;
+  const struct {
+    const char* name;
+    int64_t n_in, n_out;
+  } projs[] = {{"attn_q", E, Q},        {"attn_k", E, KV},   {"attn_v", E, KV},  {"attn_output", Q, E},
+               {"ffn_gate", E, F},      {"ffn_up", E, F},    {"ffn_down", F, E}};
+  std::mt19937 rng(static_cast<uint32_t>(s.seed));
+  std::vector<KsProjFactors> repl;
+  for (int64_t il = 0; il < s.n_layer; ++il)
+    for (const auto& pr : projs) {
+      KESTREL_TRY_ASSIGN(std::vector<KsMatmulParams> pats, ks_monarch_chain(pr.n_in, pr.n_out, blocks));
+      KsProjFactors r{static_cast<int>(il), pr.name, pats, {}};
+      for (const KsMatmulParams& p : pats) {
+        // Scaled by 1/sqrt(c): activations keep their size through the chain.
+        std::normal_distribution<float> nd(0.0f, 1.0f / std::sqrt(static_cast<float>(p.c)));
+        std::vector<float> w(static_cast<size_t>(p.a) * p.b * p.c * p.d);
+        for (float& v : w) v = nd(rng);
+        r.factors.push_back(std::move(w));
+      }
+      repl.push_back(std::move(r));
+    }
+  gguf::Writer w;
+  KESTREL_TRY(ks_rewrite_gguf(*file, repl, type, KsWrite::factors, w));
+  return w.write_file(out);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Write a random-weight GGUF model (benchmarks only)"};
@@ -30,6 +80,10 @@ int main(int argc, char** argv) {
   app.add_option("--swa", swa, "gemma2 / gemma3: sliding window written to the file (0: the arch default)")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 24));
   app.add_option("-t,--threads", threads, "quantization threads")->check(CLI::Range(1, 256));
+  int ks_monarch = 0;
+  app.add_option("--ks-monarch", ks_monarch,
+                 "llama, f32 / f16 / bf16: every projection a random monarch chain of N blocks (0: dense)")
+      ->check(CLI::Range(0, 64));
   app.add_option("-o,--output", out, "output .gguf path")->required();
   CLI11_PARSE(app, argc, argv);
 
@@ -63,7 +117,11 @@ int main(int argc, char** argv) {
   s.weights = weights;
   s.seed = seed;
   s.n_threads = threads;
-  const kestrel::Status st = kestrel::write_synth_model(s, out);
+  if (ks_monarch > 0 && (arch != "llama" || (weights != "f32" && weights != "f16" && weights != "bf16"))) {
+    std::fprintf(stderr, "make_model: --ks-monarch needs --arch llama and f32, f16 or bf16 weights\n");
+    return 2;
+  }
+  const kestrel::Status st = ks_monarch > 0 ? write_ks_model(s, ks_monarch, out) : kestrel::write_synth_model(s, out);
   if (!st.ok()) {
     std::fprintf(stderr, "make_model: %s\n", st.to_string().c_str());
     return st.code() == kestrel::StatusCode::invalid_argument ? 2 : 1;
