@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "ops/half.h"
@@ -304,6 +305,67 @@ TEST_CASE("q4_1 / q5_1 quantizers match llama.cpp's reference rounding", "[quant
   }
 }
 
+TEST_CASE("q4_0 / q5_0 / q8_0 quantizers match llama.cpp's reference rounding", "[quant]") {
+  // d = 1 in each (max -8, -16 and amax 127): ties show the rounding rule.
+  auto codes = [](DType t, const std::vector<float>& x) {
+    std::vector<uint8_t> q(dtype_row_size(t, 32));
+    ref::quantize_row(t, x.data(), q.data(), 32);
+    std::vector<int> c(32);
+    if (t == DType::Q8_0) {
+      for (int j = 0; j < 32; ++j) c[j] = static_cast<int8_t>(q[2 + j]);
+      return c;
+    }
+    const uint8_t* qs = q.data() + (t == DType::Q5_0 ? 6 : 2);
+    uint32_t qh = 0;
+    if (t == DType::Q5_0) std::memcpy(&qh, q.data() + 2, 4);
+    for (int j = 0; j < 16; ++j) {
+      c[j] = (qs[j] & 0xF) | (((qh >> j) & 1) << 4);
+      c[j + 16] = (qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4);
+    }
+    return c;
+  };
+  SECTION("q4_0: (int)(x / d + 8.5), capped at 15") {
+    std::vector<float> x(32, 0.0f);
+    x[0] = -8.0f;   // max: d = 1, code 0
+    x[1] = 0.5f;    // 9 (nearest-even of 8.5: 8)
+    x[2] = -0.5f;   // 8
+    x[3] = 7.6f;    // 16.1: capped at 15
+    x[17] = 2.5f;   // 11 (nearest-even of 10.5: 10)
+    const auto c = codes(DType::Q4_0, x);
+    CHECK(c[0] == 0);
+    CHECK(c[1] == 9);
+    CHECK(c[2] == 8);
+    CHECK(c[3] == 15);
+    CHECK(c[17] == 11);
+    CHECK(c[4] == 8);
+  }
+  SECTION("q5_0: (int)(x / d + 16.5), capped at 31") {
+    std::vector<float> x(32, 0.0f);
+    x[0] = -16.0f;
+    x[1] = 0.5f;    // 17
+    x[2] = -1.5f;   // 15 (nearest-even of 14.5: 14)
+    x[20] = 15.5f;  // 32: capped at 31
+    const auto c = codes(DType::Q5_0, x);
+    CHECK(c[0] == 0);
+    CHECK(c[1] == 17);
+    CHECK(c[2] == 15);
+    CHECK(c[20] == 31);
+    CHECK(c[5] == 16);
+  }
+  SECTION("q8_0: x / d rounded half away from zero") {
+    std::vector<float> x(32, 0.0f);
+    x[0] = 127.0f;
+    x[1] = 2.5f;    // 3 (nearest-even: 2)
+    x[2] = -2.5f;   // -3
+    x[3] = 0.5f;    // 1
+    const auto c = codes(DType::Q8_0, x);
+    CHECK(c[0] == 127);
+    CHECK(c[1] == 3);
+    CHECK(c[2] == -3);
+    CHECK(c[3] == 1);
+  }
+}
+
 TEST_CASE("round trip error bounds per type", "[quant]") {
   // One Gaussian row of 2048 (8 super-blocks), sigma 1.
   struct Case {
@@ -318,9 +380,9 @@ TEST_CASE("round trip error bounds per type", "[quant]") {
       {DType::Q5_0, 0.055},  // measured 0.0442
       {DType::Q4_1, 0.095},  // measured 0.0773
       {DType::Q5_1, 0.047},  // measured 0.0383
-      {DType::Q6_K, 0.022},  // measured 0.0176
-      {DType::Q5_K, 0.045},  // measured 0.0366
-      {DType::Q4_K, 0.085},  // measured 0.0722
+      {DType::Q6_K, 0.022},  // measured 0.0180
+      {DType::Q5_K, 0.045},  // measured 0.0367
+      {DType::Q4_K, 0.085},  // measured 0.0723
   };
   const int64_t n = 2048;
   const auto x = gaussian(n, 42);
@@ -361,7 +423,105 @@ TEST_CASE("k-quant scale search beats plain min/max scaling", "[quant]") {
   ref::quantize_row(DType::Q4_K, x.data(), q.data(), n);
   const double searched = rel_rms(x, deq(DType::Q4_K, q.data(), n));
   INFO("naive " << naive << " searched " << searched);
-  CHECK(searched < 0.95 * naive);  // measured 0.0707 vs 0.0771
+  CHECK(searched < 0.95 * naive);  // measured 0.0705 vs 0.0771
+}
+
+namespace {
+
+// 512 values that take every branch of the K-quant searches: mixed signs, an all-positive
+// sub-block (offset clipped to 0), an all-negative one, zeros, a sub-block so small that its
+// 6-bit scale rounds to 0 (it keeps the search's codes), an outlier, a constant, and a second
+// super-block on a grid of eighths (ties for the rounding). Integer arithmetic and exact
+// float divisions only, so the input is the same on every platform.
+std::vector<float> k_quant_known_input() {
+  uint32_t s = 12345;
+  auto step = [&] { return s = s * 1664525u + 1013904223u; };
+  auto next = [&] { return static_cast<float>((step() >> 8) & 0xFFFF) / 65535.0f * 2.0f - 1.0f; };  // [-1, 1]
+  std::vector<float> x(512);
+  for (int l = 0; l < 32; ++l) {
+    x[0 + l] = next();
+    x[32 + l] = 0.7f + 0.5f * next();
+    x[64 + l] = -0.7f + 0.5f * next();
+    x[96 + l] = 0.0f;
+    x[128 + l] = 1e-4f * next();
+    x[160 + l] = 0.05f * next();
+    x[192 + l] = 0.5f;
+    x[224 + l] = 3.0f * next();
+  }
+  x[170] = 8.0f;
+  for (int l = 0; l < 256; ++l) x[256 + l] = static_cast<float>(static_cast<int>(step() >> 27) - 16) / 8.0f;
+  return x;
+}
+
+std::vector<uint8_t> from_hex(const char* h) {
+  std::vector<uint8_t> out;
+  for (; h[0] && h[1]; h += 2) out.push_back(static_cast<uint8_t>(std::stoi(std::string(h, 2), nullptr, 16)));
+  return out;
+}
+
+// The bytes llama.cpp's reference quantizers (quantize_row_q{4,5,6}_K_ref, the path
+// llama-quantize takes without an importance matrix) write for k_quant_known_input().
+const char* const kQ4_KBytes =
+    "a520cd290ec9088015001ac0000f04fd537fd4ef78ccaf5dc0b5e43b5e53a981"
+    "bc795a4ce13e377b49657462edb3df75000801050c0605080d0d000d0201040a"
+    "0006080d0b020308060106040a04040907080c0d0b090203060fe80005020701"
+    "050b030e0804020b0c0505080a0a0d04be6e9eee4e5eee6ede6e9e6eae3eae8e"
+    "3ede7e9eee3e2e0e0e9e1e4e7e3e6ebe0e1cee27fdfefdfcf9fefafaefefffef"
+    "d486dbabb1b9ff70d305ad0ed6188693e22a9bcde426259f71589f8bb4944a55"
+    "5d027b515725c4d022724fb423eecc0dd4027d992eb171c16697d49af43d6606"
+    "a94da47f5700c62a84cda308cf2dde08fea637b75d3cca793709fa0df078e890"
+    "cf01f47b80073eb0a946f67d8be37e1b9aa3333668844562cbff4ab0ee454c04"
+    ;
+const char* const kQ5_KBytes =
+    "321ced290fc90780160019c0000f04fec057d2d35553c345c656f245c140c3c6"
+    "43d145d5d641405755c04050575253c6c80fd8eff2b96faba19bf877bda76412"
+    "89f4b59af37f7f0894eceae5fc86cf0b0003020c0d0e0c030f0f000f05020809"
+    "000f040f0c05060500010d09080a09050f00090c070404060c0ff0000b040e03"
+    "0b07060d000804080a0a0a0205040c089fdf4fff9fafffefdfdf4fef6f8f6f2f"
+    "6fcfff3fef7f5f0f0f3f3fafff6fef8f10181028fbfff8faf6fff7fbffffffff"
+    "f612a75386036b98e230a759f29d7e56faa1072f5698301bc0dd7b9fea167120"
+    "a80ba6467263efe0a50a5a1dbb311b25c455368ac74b5a2ee2a03f06672894ba"
+    "bb03e8b2b05a99c043f4af7847dd9a1cb813fc235e81e2a2dc20b845f96cdc0c"
+    "529b59efbe018c54199a46109e5aad11ec4d7f6ebb7994e36f02f41be0e1d021"
+    "9e13e8e6100e7c60438dfdea16c6fc372446677cd0199bd596ee8460dd8a9918"
+    ;
+const char* const kQ6_KBytes =
+    "1e0d20ae73c1ad0491a6009d492e78440fd918ad7a546312da29bd863984811b"
+    "0400020000030905040600090405090e08010507000909000702020200080400"
+    "0e0c0b070005020e04010c0a05020f04060e00010c0c040c070709080203040b"
+    "d0607010e0a0003040607040200030c0e99f0b7fda02b61f1b87775ae0d3e40e"
+    "0417010316030317101101160704021000051514130406150506060710030016"
+    "0989480889890b8a0a88418b4acb494b02c08784c54a0f04088a064949054cc6"
+    "10f0eeed1313000000008001f8f8d13000186c86f1610958311d83a8f915e6ac"
+    "468316a361981ff6d9d27a0e1041ef6d75796410c4686ebc1c7c94e04ac29696"
+    "1234512de84bb1ffcd3ba5405860e0dba20dcc690fc104cf88086faba540c3cb"
+    "85ee88caee8c062268a6cec48806a04220022a22cacc2600e0ca8202e8c2228a"
+    "e4624c98bedca62e12ac3ce0fed2ccfc1a047e0a6d496b19dcc70f4278900ef1"
+    "fa3bf33d459002be7ef46badf499e6066d2af904da6486133e81aa5cdb72acc0"
+    "7c21af89011967935e46e1f22e83fc167e187b7780628c6b85887b8080808080"
+    "80880090"
+    ;
+
+}  // namespace
+
+TEST_CASE("k-quant quantizers write ggml's reference bytes", "[quant]") {
+  const auto x = k_quant_known_input();
+  const struct {
+    DType type;
+    const char* hex;
+  } cases[] = {{DType::Q4_K, kQ4_KBytes}, {DType::Q5_K, kQ5_KBytes}, {DType::Q6_K, kQ6_KBytes}};
+  for (const auto& c : cases) {
+    DYNAMIC_SECTION(dtype_name(c.type)) {
+      const std::vector<uint8_t> want = from_hex(c.hex);
+      std::vector<uint8_t> got(dtype_row_size(c.type, 512));
+      REQUIRE(got.size() == want.size());
+      ref::quantize_row(c.type, x.data(), got.data(), 512);
+      for (size_t i = 0; i < got.size(); ++i) {
+        INFO("byte " << i);
+        CHECK(int(got[i]) == int(want[i]));
+      }
+    }
+  }
 }
 
 TEST_CASE("q8_K activation quantizer: bsums and rounding", "[quant]") {
@@ -385,16 +545,21 @@ TEST_CASE("q8_K activation quantizer: bsums and rounding", "[quant]") {
   CHECK(std::memcmp(b.data(), c.data(), sizeof(BlockQ8_K) * 2) == 0);
 }
 
-TEST_CASE("q8_0 activation quantizer stays within half a step and never uses -128", "[quant]") {
+TEST_CASE("q8_0 quantizer stays within half a step and never uses -128", "[quant]") {
+  // The codes are within half a step of the unrounded step amax / 127 (the stored F16 d
+  // may be off by its rounding, up to 2^-11 relative, which 127 codes amplify).
   const int64_t n = 256;
   const auto x = gaussian(n, 5, 3.0f);
   std::vector<BlockQ8_0> b(n / 32);
   ref::quantize_row_q8_0(x.data(), b.data(), n);
   for (int64_t i = 0; i < n / 32; ++i) {
-    const float d = f16_to_f32(b[i].d);
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::fmax(amax, std::fabs(x[32 * i + j]));
+    const float step = amax / 127.0f;
+    CHECK(b[i].d == f32_to_f16(step));
     for (int j = 0; j < 32; ++j) {
       CHECK(b[i].qs[j] >= -127);
-      CHECK(std::fabs(d * b[i].qs[j] - x[32 * i + j]) <= d * 0.5001f + 1e-6f);
+      CHECK(std::fabs(step * b[i].qs[j] - x[32 * i + j]) <= step * 0.5001f);
     }
   }
 }

@@ -17,12 +17,14 @@
 //         bits 2k..2k+1 of qh[l].
 //   Q8_K  float d, x = d * q, bsums[i] = sum of qs[16i .. 16i+15].
 //
-// The K-quant quantizers search, for each sub-block, the (scale, min) pair that minimises
-// the squared error of the 4/5-bit codes (a grid of candidate scales, each refined by a
-// closed-form least-squares fit), then quantize those scales to 6 bits against the
-// super-block scale and re-pick every code with the final, rounded scales.
+// The weight quantizers (all but Q8_K) follow ggml's reference quantizers step for step (the
+// ones llama-quantize runs without an importance matrix): the same float operations in the
+// same order, so that both tools write byte-identical tensors. The K-quants
+// search per-sub-block scales by weighted least squares over a few candidate grids, quantize
+// those scales against the super-block scale, and re-pick every code with the stored scales.
 #include "ops/ref/quant.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstring>
@@ -59,61 +61,91 @@ inline void k_pack_scale_min(const uint8_t* sc, const uint8_t* m, uint8_t* q) {
   }
 }
 
-// Asymmetric fit x ~ scale * L - min, L in [0, nmax], scale >= 0, min >= 0 (the K-quant
-// form). Tries 21 candidate inverse scales around nmax / range; for each, the codes are
-// fixed and (scale, offset) solved by least squares; the best squared error wins.
-void fit_scale_min(const float* x, int n, int nmax, float* scale_out, float* min_out) {
-  float lo = x[0], hi = x[0];
-  for (int i = 1; i < n; ++i) {
-    lo = std::fmin(lo, x[i]);
-    hi = std::fmax(hi, x[i]);
-  }
-  if (lo > 0) lo = 0;  // the offset only ever lowers values (min >= 0)
-  if (!(hi > lo)) {    // all equal (or NaN): represent with the min alone
-    *scale_out = 0;
-    *min_out = std::isfinite(lo) ? -lo : 0.0f;
-    return;
-  }
-  double sum_x = 0;
-  for (int i = 0; i < n; ++i) sum_x += x[i];
-  float best_scale = (hi - lo) / nmax, best_off = lo;
-  double best_err = HUGE_VAL;
-  for (int step = 0; step <= 20; ++step) {
-    const float iscale = (static_cast<float>(nmax) - 1.0f + 0.1f * step) / (hi - lo);
-    double sl = 0, sl2 = 0, sxl = 0;
-    int L[kQKK];
-    for (int i = 0; i < n; ++i) {
-      L[i] = clamp_round(iscale * (x[i] - lo), 0, nmax);
-      sl += L[i];
-      sl2 += static_cast<double>(L[i]) * L[i];
-      sxl += static_cast<double>(L[i]) * x[i];
-    }
-    const double det = n * sl2 - sl * sl;
-    if (det <= 0) continue;
-    double scale = (n * sxl - sl * sum_x) / det;
-    double off = (sl2 * sum_x - sl * sxl) / det;
-    if (off > 0) {  // min must be >= 0: refit the scale alone with offset 0
-      off = 0;
-      scale = sl2 > 0 ? sxl / sl2 : 0;
-    }
-    if (scale < 0) continue;
-    double err = 0;
-    for (int i = 0; i < n; ++i) {
-      const double e = scale * L[i] + off - x[i];
-      err += e * e;
-    }
-    if (err < best_err) {
-      best_err = err;
-      best_scale = static_cast<float>(scale);
-      best_off = static_cast<float>(off);
-    }
-  }
-  *scale_out = best_scale;
-  *min_out = -best_off;
+// Round half to even, as ggml rounds scales and codes (it adds 1.5 * 2^23 and reads the
+// mantissa, which equals round-half-even for |v| < 2^22). Beyond that range this
+// saturates, and NaN gives 0 (ggml's trick also yields 0 for NaN).
+inline int round_even(float v) {
+  if (!(std::fabs(v) <= 4194303.0f)) return v > 0 ? 4194303 : (v < 0 ? -4194303 : 0);
+  return static_cast<int>(std::nearbyint(v));
 }
 
-// Symmetric fit x ~ scale * L, L in [-nmax, nmax - 1] (Q6_K form, scale may be negative).
-float fit_scale_sym(const float* x, int n, int nmax) {
+// Q4_K / Q5_K sub-block fit, ggml's reference search step for step (every sum in float, in
+// element order, so the chosen codes and scales are the ones llama-quantize writes):
+// x ~ scale * L - min with L in [0, nmax], min >= 0, under weights w. Start from the
+// min/max fit (lo = min(x, 0), scale = (hi - lo) / nmax); then for each of nstep + 1
+// inverse scales (nmax + rmin + rdelta * k) / (hi - off) take the codes L = round(inv * (x - off)),
+// where off is the best offset so far (lo until a candidate wins: ggml's search moves its
+// origin with each win, and so must this for the same codes), solve the weighted
+// least-squares scale and offset for them (offset clipped to <= 0 by refitting the scale
+// alone), and keep the candidate only if its weighted squared error is strictly lower.
+// codes[0..n) receives the winner's codes; returns the scale, *min_out the min (>= 0).
+float search_scale_min(const float* x, const float* w, int n, int nmax, float rmin, float rdelta, int nstep,
+                       uint8_t* codes, float* min_out) {
+  float lo = x[0], hi = x[0];
+  float sum_w = w[0], sum_x = w[0] * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < lo) lo = x[i];
+    if (x[i] > hi) hi = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (lo > 0) lo = 0;
+  if (hi == lo) {
+    std::memset(codes, 0, static_cast<size_t>(n));
+    *min_out = -lo;
+    return 0.0f;
+  }
+  const float nmax_f = static_cast<float>(nmax);
+  float inv = nmax_f / (hi - lo);
+  float scale = 1.0f / inv, off = lo;  // off: the best offset so far, which later grids start from
+  float best_err = 0;
+  for (int i = 0; i < n; ++i) {
+    codes[i] = static_cast<uint8_t>(std::clamp(round_even(inv * (x[i] - lo)), 0, nmax));
+    const float e = scale * static_cast<float>(codes[i]) + off - x[i];
+    best_err += w[i] * (e * e);
+  }
+  uint8_t trial[kQKK];
+  for (int k = 0; k <= nstep; ++k) {
+    inv = (rmin + rdelta * static_cast<float>(k) + nmax_f) / (hi - off);
+    float sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = std::clamp(round_even(inv * (x[i] - off)), 0, nmax);
+      trial[i] = static_cast<uint8_t>(l);
+      const float wl = w[i] * static_cast<float>(l);
+      sl += wl;
+      sl2 += wl * static_cast<float>(l);
+      sxl += wl * x[i];
+    }
+    const float det = sum_w * sl2 - sl * sl;
+    if (!(det > 0)) continue;
+    float s = (sum_w * sxl - sum_x * sl) / det;
+    float o = (sl2 * sum_x - sl * sxl) / det;
+    if (o > 0) {
+      o = 0;
+      s = sxl / sl2;
+    }
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const float e = s * static_cast<float>(trial[i]) + o - x[i];
+      err += w[i] * (e * e);
+    }
+    if (err < best_err) {
+      std::memcpy(codes, trial, static_cast<size_t>(n));
+      best_err = err;
+      scale = s;
+      off = o;
+    }
+  }
+  *min_out = -off;
+  return scale;
+}
+
+// Q6_K sub-block fit, ggml's reference search for it: x ~ scale * L, L in [-nmax, nmax - 1],
+// weights x^2. Inverse scales -(nmax + 0.1 k) / max for k = 0, -9..9 (max: the first element
+// of largest magnitude, signed); a candidate replaces the best when it explains more
+// weighted energy, sxl^2 / sl2 (compared without dividing). codes[0..n) receives L + nmax.
+// A sub-block below 1e-15 in magnitude gets scale 0 and codes 0.
+float search_scale_sym(const float* x, int n, int nmax, uint8_t* codes) {
   float amax = 0, max = 0;
   for (int i = 0; i < n; ++i) {
     if (std::fabs(x[i]) > amax) {
@@ -121,31 +153,38 @@ float fit_scale_sym(const float* x, int n, int nmax) {
       max = x[i];
     }
   }
-  if (!(amax > 0)) return 0;
-  float best = -max / nmax;
-  double best_err = HUGE_VAL;
-  for (int step = -9; step <= 9; ++step) {
-    const float iscale = -(static_cast<float>(nmax) + 0.1f * step) / max;
-    double sxl = 0, sl2 = 0;
-    int L[16];
+  if (!(amax >= 1e-15f)) {
+    std::memset(codes, 0, static_cast<size_t>(n));
+    return 0.0f;
+  }
+  const float nmax_f = static_cast<float>(nmax);
+  // Codes and the weighted sums for one inverse scale.
+  auto trial = [&](float inv, uint8_t* out, float* sxl, float* sl2) {
+    *sxl = 0;
+    *sl2 = 0;
     for (int i = 0; i < n; ++i) {
-      L[i] = clamp_round(iscale * x[i], -nmax, nmax - 1);
-      sxl += static_cast<double>(L[i]) * x[i];
-      sl2 += static_cast<double>(L[i]) * L[i];
+      const int l = std::clamp(round_even(inv * x[i]), -nmax, nmax - 1);
+      if (out) out[i] = static_cast<uint8_t>(l + nmax);
+      const float w = x[i] * x[i];
+      *sxl += w * x[i] * static_cast<float>(l);
+      *sl2 += w * static_cast<float>(l) * static_cast<float>(l);
     }
-    if (sl2 <= 0) continue;
-    const double scale = sxl / sl2;
-    double err = 0;
-    for (int i = 0; i < n; ++i) {
-      const double e = scale * L[i] - x[i];
-      err += e * e;
-    }
-    if (err < best_err) {
-      best_err = err;
-      best = static_cast<float>(scale);
+  };
+  float sxl, sl2;
+  trial(-nmax_f / max, codes, &sxl, &sl2);
+  float scale = sl2 != 0 ? sxl / sl2 : 0.0f;
+  float best = scale * sxl;
+  for (int k = -9; k <= 9; ++k) {
+    if (k == 0) continue;
+    const float inv = -(nmax_f + 0.1f * static_cast<float>(k)) / max;
+    trial(inv, nullptr, &sxl, &sl2);
+    if (sl2 > 0 && sxl * sxl > best * sl2) {
+      trial(inv, codes, &sxl, &sl2);
+      scale = sxl / sl2;
+      best = scale * sxl;
     }
   }
-  return best;
+  return scale;
 }
 
 // ---- dequantize ---------------------------------------------------------------------------
@@ -276,16 +315,27 @@ float signed_absmax(const float* x, int n) {
   return max;
 }
 
+// A code from v already biased by + 0.5 (and the zero point): truncated toward zero as a
+// float -> int cast does, capped at nmax. NaN and negatives give 0, so a non-finite input
+// never reaches an out-of-range cast (for finite input the low clamp never binds below 0).
+inline int code_trunc(float r, int nmax) {
+  if (!(r >= 0.0f)) return 0;
+  if (r >= static_cast<float>(nmax)) return nmax;
+  return static_cast<int>(r);
+}
+
+// Q4_0 / Q5_0 / Q8_0 as ggml's reference quantizers (see Q4_1 below): the codes come from
+// the unrounded d = max / -8 (-16) and its reciprocal, biased and truncated ((int)(v + 8.5)),
+// while the stored d is its F16 rounding.
 void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     // The value of largest magnitude maps to code 0 (-8 * d), using the full range.
-    const float max = signed_absmax(x, kQK);
-    b[i].d = f32_to_f16(max / -8.0f);
-    const float d = f16_to_f32(b[i].d);
+    const float d = signed_absmax(x, kQK) / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
     for (int j = 0; j < kQK / 2; ++j) {
-      const int q0 = clamp_round(x[j] * id + 8.0f, 0, 15);
-      const int q1 = clamp_round(x[j + kQK / 2] * id + 8.0f, 0, 15);
+      const int q0 = code_trunc(x[j] * id + 8.5f, 15);
+      const int q1 = code_trunc(x[j + kQK / 2] * id + 8.5f, 15);
       b[i].qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
     }
   }
@@ -294,14 +344,13 @@ void quant_q4_0(const float* x, BlockQ4_0* b, int64_t nb) {
 void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     // As Q4_0: the value of largest magnitude maps to code 0 (-16 * d).
-    const float max = signed_absmax(x, kQK);
-    b[i].d = f32_to_f16(max / -16.0f);
-    const float d = f16_to_f32(b[i].d);
+    const float d = signed_absmax(x, kQK) / -16.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b[i].d = f32_to_f16(d);
     uint32_t qh = 0;
     for (int j = 0; j < kQK / 2; ++j) {
-      const int q0 = clamp_round(x[j] * id + 16.0f, 0, 31);
-      const int q1 = clamp_round(x[j + kQK / 2] * id + 16.0f, 0, 31);
+      const int q0 = code_trunc(x[j] * id + 16.5f, 31);
+      const int q1 = code_trunc(x[j + kQK / 2] * id + 16.5f, 31);
       b[i].qs[j] = static_cast<uint8_t>((q0 & 0xF) | ((q1 & 0xF) << 4));
       qh |= static_cast<uint32_t>(q0 >> 4) << j;
       qh |= static_cast<uint32_t>(q1 >> 4) << (j + kQK / 2);
@@ -313,16 +362,9 @@ void quant_q5_0(const float* x, BlockQ5_0* b, int64_t nb) {
 // Q4_1 / Q5_1 (nmax 15 / 31), as llama.cpp's reference quantizer (the one llama-quantize
 // runs without an importance matrix), so both write the same bytes from the same floats:
 // d = (max - min) / nmax and min are stored as F16, but the codes come from the unrounded
-// min and 1 / d, rounded half up by truncating v + 0.5. Non-finite input must not reach
-// an out-of-range cast: a block with no ordered min/max (all NaN) is treated as zeros and
-// every code is clamped to [0, nmax] (for finite input the clamp never binds below; above,
-// Q4_1's cap of 15 is llama.cpp's own).
-inline int code_half_up(float v, int nmax) {
-  const float r = v + 0.5f;
-  if (!(r >= 0.0f)) return 0;
-  if (r >= static_cast<float>(nmax)) return nmax;
-  return static_cast<int>(r);
-}
+// min and 1 / d, rounded half up by truncating v + 0.5. A block with no ordered min/max
+// (all NaN) is treated as zeros.
+inline int code_half_up(float v, int nmax) { return code_trunc(v + 0.5f, nmax); }
 
 void minmax_scale(const float* x, int nmax, float* min_out, float* d_out, float* id_out) {
   float min = FLT_MAX, max = -FLT_MAX;
@@ -370,47 +412,67 @@ void quant_q5_1(const float* x, BlockQ5_1* b, int64_t nb) {
 }
 
 // Symmetric, |q| <= 127 (never -128), so SIMD kernels may take |q| as an unsigned byte.
+// Codes are x / d rounded half away from zero with the unrounded d = amax / 127 (ggml's
+// reference quantizer); the stored d is its F16 rounding. NaN gives code 0.
 void quant_q8_0(const float* x, BlockQ8_0* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQK) {
     float amax = 0;
     for (int j = 0; j < kQK; ++j) amax = std::fmax(amax, std::fabs(x[j]));
-    b[i].d = f32_to_f16(amax / 127.0f);
-    const float d = f16_to_f32(b[i].d);
+    const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int j = 0; j < kQK; ++j) b[i].qs[j] = static_cast<int8_t>(clamp_round(x[j] * id, -127, 127));
+    b[i].d = f32_to_f16(d);
+    for (int j = 0; j < kQK; ++j) {
+      const float v = x[j] * id;
+      b[i].qs[j] = static_cast<int8_t>(std::isnan(v) ? 0 : static_cast<int>(std::clamp(std::round(v), -127.0f, 127.0f)));
+    }
   }
 }
 
-// Q4_K (nmax 15) and Q5_K (nmax 31) share the scale search; `codes` receives 256 codes.
-void quant_k_super(const float* x, int nmax, f16_bits* d_out, f16_bits* dmin_out, uint8_t* scales,
-                   uint8_t* codes) {
+// Q4_K (nmax 15) and Q5_K (nmax 31): ggml's reference quantizer, so llama-quantize (which
+// runs it when given no importance matrix) and kestrel write the same bytes. Per sub-block
+// of 32, weights rms(x) + |x_i| and the scale / min search; the 6-bit scales and mins are
+// round-half-even of 63 * s / max(s) (wrapped to a byte, then capped at 63) while the F16
+// d / dmin are max / 63; every code is then re-picked against the stored d * sc and
+// dmin * m, except in a sub-block whose d * sc is 0, which keeps the search's codes.
+// `codes` receives 256 codes.
+void quant_k_super(const float* x, int nmax, float rmin, int nstep, f16_bits* d_out, f16_bits* dmin_out,
+                   uint8_t* scales, uint8_t* codes) {
   float sc[8], mn[8], max_sc = 0, max_mn = 0;
   for (int j = 0; j < 8; ++j) {
-    fit_scale_min(x + 32 * j, 32, nmax, &sc[j], &mn[j]);
-    max_sc = std::fmax(max_sc, sc[j]);
-    max_mn = std::fmax(max_mn, mn[j]);
+    const float* xs = x + 32 * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += xs[l] * xs[l];
+    const float rms = std::sqrt(sum_x2 / 32);
+    float w[32];
+    for (int l = 0; l < 32; ++l) w[l] = rms + std::fabs(xs[l]);
+    sc[j] = search_scale_min(xs, w, 32, nmax, rmin, 0.1f, nstep, codes + 32 * j, &mn[j]);
+    if (sc[j] > max_sc) max_sc = sc[j];
+    if (mn[j] > max_mn) max_mn = mn[j];
   }
+  const float inv_sc = max_sc > 0 ? 63.0f / max_sc : 0.0f;
+  const float inv_mn = max_mn > 0 ? 63.0f / max_mn : 0.0f;
+  uint8_t qsc[8], qmn[8];
+  for (int j = 0; j < 8; ++j) {
+    qsc[j] = std::min<uint8_t>(63, static_cast<uint8_t>(round_even(inv_sc * sc[j])));
+    qmn[j] = std::min<uint8_t>(63, static_cast<uint8_t>(round_even(inv_mn * mn[j])));
+  }
+  k_pack_scale_min(qsc, qmn, scales);
   *d_out = f32_to_f16(max_sc / 63.0f);
   *dmin_out = f32_to_f16(max_mn / 63.0f);
   const float d = f16_to_f32(*d_out), dmin = f16_to_f32(*dmin_out);
-  uint8_t qsc[8], qmn[8];
   for (int j = 0; j < 8; ++j) {
-    qsc[j] = static_cast<uint8_t>(d > 0 ? clamp_round(sc[j] / d, 0, 63) : 0);
-    qmn[j] = static_cast<uint8_t>(dmin > 0 ? clamp_round(mn[j] / dmin, 0, 63) : 0);
-  }
-  k_pack_scale_min(qsc, qmn, scales);
-  // Re-pick every code against the rounded scales actually stored.
-  for (int j = 0; j < 8; ++j) {
-    const float ds = d * qsc[j], dm = dmin * qmn[j];
+    const float ds = d * static_cast<float>(qsc[j]);
+    if (ds == 0) continue;
+    const float dm = dmin * static_cast<float>(qmn[j]);
     for (int l = 0; l < 32; ++l)
-      codes[32 * j + l] = static_cast<uint8_t>(ds > 0 ? clamp_round((x[32 * j + l] + dm) / ds, 0, nmax) : 0);
+      codes[32 * j + l] = static_cast<uint8_t>(std::clamp(round_even((x[32 * j + l] + dm) / ds), 0, nmax));
   }
 }
 
 void quant_q4_K(const float* x, BlockQ4_K* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     uint8_t L[kQKK];
-    quant_k_super(x, 15, &b[i].d, &b[i].dmin, b[i].scales, L);
+    quant_k_super(x, 15, -1.0f, 20, &b[i].d, &b[i].dmin, b[i].scales, L);
     for (int c = 0; c < 4; ++c)
       for (int l = 0; l < 32; ++l)
         b[i].qs[32 * c + l] = static_cast<uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
@@ -420,7 +482,7 @@ void quant_q4_K(const float* x, BlockQ4_K* b, int64_t nb) {
 void quant_q5_K(const float* x, BlockQ5_K* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
     uint8_t L[kQKK];
-    quant_k_super(x, 31, &b[i].d, &b[i].dmin, b[i].scales, L);
+    quant_k_super(x, 31, -0.5f, 15, &b[i].d, &b[i].dmin, b[i].scales, L);
     std::memset(b[i].qh, 0, sizeof(b[i].qh));
     for (int c = 0; c < 4; ++c)
       for (int l = 0; l < 32; ++l) {
@@ -431,21 +493,35 @@ void quant_q5_K(const float* x, BlockQ5_K* b, int64_t nb) {
   }
 }
 
+// Q6_K: ggml's reference quantizer (see quant_k_super for why). Per sub-block of 16 the
+// symmetric search; the int8 scales are round-half-even of -128 * s / s_max (s_max: the
+// first scale of largest magnitude, signed), capped at 127, so -128 occurs; d = F16 of
+// -s_max / 128. Codes are re-picked against d * sc except where that is 0. A super-block
+// whose scales are all below 1e-15 is all zero bytes.
 void quant_q6_K(const float* x, BlockQ6_K* b, int64_t nb) {
   for (int64_t i = 0; i < nb; ++i, x += kQKK) {
-    float sc[16], amax = 0;
-    for (int j = 0; j < 16; ++j) {
-      sc[j] = fit_scale_sym(x + 16 * j, 16, 32);
-      amax = std::fmax(amax, std::fabs(sc[j]));
-    }
-    b[i].d = f32_to_f16(amax / 127.0f);
-    const float d = f16_to_f32(b[i].d);
+    float sc[16], max_abs = 0, max_sc = 0;
     uint8_t L[kQKK];
     for (int j = 0; j < 16; ++j) {
-      b[i].scales[j] = static_cast<int8_t>(d > 0 ? clamp_round(sc[j] / d, -127, 127) : 0);
-      const float ds = d * b[i].scales[j];
+      sc[j] = search_scale_sym(x + 16 * j, 16, 32, L + 16 * j);
+      if (std::fabs(sc[j]) > max_abs) {
+        max_abs = std::fabs(sc[j]);
+        max_sc = sc[j];
+      }
+    }
+    if (!(max_abs >= 1e-15f)) {
+      std::memset(&b[i], 0, sizeof(b[i]));
+      continue;
+    }
+    const float inv = -128.0f / max_sc;
+    b[i].d = f32_to_f16(1.0f / inv);
+    for (int j = 0; j < 16; ++j) b[i].scales[j] = static_cast<int8_t>(std::min(127, round_even(inv * sc[j])));
+    const float d = f16_to_f32(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      const float ds = d * static_cast<float>(b[i].scales[j]);
+      if (ds == 0) continue;
       for (int l = 0; l < 16; ++l)
-        L[16 * j + l] = static_cast<uint8_t>((ds != 0 ? clamp_round(x[16 * j + l] / ds, -32, 31) : 0) + 32);
+        L[16 * j + l] = static_cast<uint8_t>(std::clamp(round_even(x[16 * j + l] / ds), -32, 31) + 32);
     }
     for (int h = 0; h < 2; ++h) {
       uint8_t* ql = b[i].ql + 64 * h;

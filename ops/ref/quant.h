@@ -13,7 +13,7 @@ namespace kestrel::ref {
 void dequantize_row(DType type, const void* src, float* dst, int64_t n);
 
 // Quantizes n floats into `type` blocks at dst (weight types and Q8_K).
-// Q4_K / Q5_K / Q6_K search per-sub-block scales to minimise squared error.
+// Every weight type is written byte for byte as ggml's reference quantizers write it.
 void quantize_row(DType type, const float* src, void* dst, int64_t n);
 
 // Activation quantizers used by the quantized dot products.
