@@ -327,3 +327,45 @@ TEST_CASE("spec policy: given costs replace the clocks and drive the choice", "[
   CHECK(unmeasured.choose() == 0);
   CHECK_FALSE(unmeasured.drafting());
 }
+
+TEST_CASE("spec policy: with given costs, no probe rounds where even accepted drafts would not pay", "[spec][policy]") {
+  // Drafts rejected: drafting goes off. At rounds of 10 + 3 g ms against a 10 ms
+  // plain step, drafts that were all accepted would pay: probes come (the gap
+  // doubling from 32 to 128). At 10 + 13 g ms they would not: no probe, unless
+  // the rounds at their cheapest (best_ns) would.
+  auto run = [](double per_draft, double best_per_draft) {
+    SpecPolicy pol(SpecPolicy::Config{8, 1});
+    std::vector<double> r(9), best(9);
+    for (size_t g = 1; g < r.size(); ++g) {
+      r[g] = 10.0 + per_draft * double(g);
+      best[g] = 10.0 + best_per_draft * double(g);
+    }
+    int probes = 0;
+    for (int step = 0; step < 400; ++step) {
+      pol.set_costs(10.0, r, best);
+      const int g = pol.choose();
+      if (g > 0) {
+        pol.accepted(g, 0);
+        probes += step > 0;
+      }
+    }
+    return probes;
+  };
+  CHECK(run(3.0, 3.0) >= 3);
+  CHECK(run(13.0, 13.0) == 0);
+  CHECK(run(13.0, 3.0) >= 3);
+  // Nor a first round: at costs where no acceptance would pay it is skipped
+  // until the costs change.
+  SpecPolicy first(SpecPolicy::Config{8, 1});
+  std::vector<double> dear(9), cheap(9);
+  for (size_t g = 1; g < dear.size(); ++g) {
+    dear[g] = 10.0 + 13.0 * double(g);
+    cheap[g] = 10.0 + 3.0 * double(g);
+  }
+  for (int step = 0; step < 10; ++step) {
+    first.set_costs(10.0, dear);
+    CHECK(first.choose() == 0);
+  }
+  first.set_costs(10.0, cheap);
+  CHECK(first.choose() == 1);
+}

@@ -360,9 +360,6 @@ void Scheduler::step() {
                     s->req.prompt.begin() + static_cast<std::ptrdiff_t>(s->n_read + n));
     s->n_read += n;
   }
-  // The draft policies' step curve: steps of generating slots only (prompt
-  // rows cost otherwise, and come and go).
-  if (spec_ && n_prompt == 0) spec_->step_timed(b.n_tokens, dt);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.n_steps;
@@ -390,6 +387,10 @@ void Scheduler::step() {
     }
     on_logits(s, logits);
   }
+  // The draft policies' step curve: the decode and what follows it per row
+  // (verifying, sampling, emitting), of steps of generating slots only (prompt
+  // rows cost otherwise, and come and go).
+  if (spec_ && n_prompt == 0) spec_->step_timed(b.n_tokens, sw.elapsed_ns());
 }
 
 int64_t Scheduler::draft_step(int64_t budget) {
@@ -407,7 +408,7 @@ int64_t Scheduler::draft_step(int64_t budget) {
     // pending token's) and its token budget (a round also emits its own token).
     int64_t room = std::min<int64_t>(budget, n_ctx_ - static_cast<int64_t>(s.cache.size()) - 1);
     if (s.req.max_tokens > 0) room = std::min<int64_t>(room, s.req.max_tokens - s.usage.n_generated - 1);
-    const int32_t g = spec_->choose(s.seq, static_cast<int32_t>(std::max<int64_t>(room, 0)));
+    const int32_t g = spec_->choose(s.seq, static_cast<int32_t>(std::max<int64_t>(room, 0)), s.cache.size());
     if (g <= 0) continue;
     SpecSlots::Job j;
     j.seq = s.seq;

@@ -93,7 +93,8 @@ void slot_round_costs(const StepCurve& target, const StepCurve& draft, double pa
   double drafting = 0.0;
   for (size_t g = 1; g < round_ns.size(); ++g) {
     const int32_t k = std::max(0, (g < step.others.size() ? step.others[g] : 0) + step.others_later);
-    drafting += D(k + 1) / (k + 1);
+    const int32_t own = g == 1 ? 1 + std::max(step.catch_up, 0) : 1;  // the first pass: its catch-up too
+    drafting += D(k + own) * own / (k + own);
     round_ns[g] = share + (target.at(step.rows + static_cast<int32_t>(g), 1.0) - base) + drafting;
   }
 }
@@ -115,10 +116,19 @@ void StepCosts::begin_step(std::span<const int32_t> gen) {
   }
 }
 
-void StepCosts::round_costs(int32_t seq, double* plain_ns, std::span<double> round_ns) {
+void StepCosts::round_costs(int32_t seq, int32_t catch_up, double* plain_ns, std::span<double> round_ns,
+                            std::span<double> best_ns) {
   const size_t s = static_cast<size_t>(seq);
   step_.others_later = later_ - (pending_[s] && last_g_[s] > 0 ? 1 : 0);
+  step_.catch_up = catch_up;
   slot_round_costs(target_, draft_, pass_ratio_, step_, plain_ns, round_ns);
+  if (best_ns.empty()) return;
+  StepShape all = step_;
+  all.others = {};
+  all.others_later = step_.n_gen - 1;
+  all.catch_up = 0;
+  double unused = 0.0;
+  slot_round_costs(target_, draft_, pass_ratio_, all, &unused, best_ns);
 }
 
 void StepCosts::chose(int32_t seq, int32_t g) {

@@ -21,26 +21,33 @@
 // slot's E(g) tokens per round beat one token per plain share, the step's
 // tokens per second beat plain decoding of every slot; and slots that draft
 // together split the draft passes (one row more in a pass costs far less than
-// a pass). k_j counts the slots that chose before it this step by their
-// choice, and those yet to choose that drafted at their last step as drafting
-// every pass it does: slots drafting together settle on like lengths, and
-// counting them by their last length would make every pass past it look like
-// a pass of its own, so that no slot ever lengthens its drafts (costs where
-// followers draft less are corrected at the next step, by the choices made).
-// One slot alone gets the single-sequence decoder's model,
-// B(1 + g) + g D(1). Until the target's curve has a measurement, costs are in
-// units of B(1) and D comes from the weights' ratio (pass_ratio).
+// a pass). The first pass also feeds the tokens the slot's draft has not seen
+// (c, one after a round whose drafts were all accepted): the slot's share of
+// it is (1 + c) of its k_1 + 1 + c rows. k_j counts the slots that chose
+// before it this step by their choice, and those yet to choose that drafted
+// at their last step as drafting every pass it does: slots drafting together
+// settle on like lengths, and counting them by their last length would make
+// every pass past it look like a pass of its own, so that no slot ever
+// lengthens its drafts (costs where followers draft less are corrected at the
+// next step, by the choices made). The step's time B counts what follows the
+// decode per row too (verifying, sampling, emitting). One slot alone gets the
+// single-sequence decoder's model, B(1 + g) + g D(1). Until the target's curve
+// has a measurement, costs are in units of B(1) and D comes from the weights'
+// ratio (pass_ratio). SpecPolicy skips first and probe rounds while not even
+// drafts that were all accepted would pay at the cheapest costs (every other
+// generating slot drafting along), so where slots batched already use the
+// machine, speculation costs nothing but the bookkeeping.
 //
 // StepCosts keeps the two curves and the step being planned:
 //
 //   StepCosts costs(n_slots, pass_ratio);
 //   costs.begin_step(generating_seqs);            // in batch order
 //   for each speculating seq among them:
-//     costs.round_costs(seq, &plain, round);      // round[g], g in [1, size)
-//     policy.set_costs(plain, round);
+//     costs.round_costs(seq, catch_up, &plain, round, best);  // round[g], g in [1, size)
+//     policy.set_costs(plain, round, best);
 //     costs.chose(seq, g = policy.choose());
 //   ... costs.step_timed(rows, ns) after each step without prompt rows,
-//       costs.pass_timed(rows, ns) after each draft pass of one row per slot.
+//       costs.pass_timed(rows, ns) after each draft pass.
 #pragma once
 
 #include <array>
@@ -84,6 +91,7 @@ struct StepShape {
   std::array<int32_t, SpecPolicy::kMaxDraft + 1> others{};  // [j]: other slots that chose a j-th draft
   int32_t others_later = 0;  // other slots yet to choose that drafted at their last step (counted in
                              // every pass)
+  int32_t catch_up = 0;      // tokens the slot's draft lacks before its pending one
 };
 
 // The costs of the next slot to choose in `step`: *plain_ns its plain step
@@ -104,12 +112,19 @@ class StepCosts {
   // A step begins whose generating slots are gen (sequence ids), in the order
   // their rows go in the batch and their choices are made.
   void begin_step(std::span<const int32_t> gen);
-  // The costs of slot seq's next round (see slot_round_costs).
-  void round_costs(int32_t seq, double* plain_ns, std::span<double> round_ns);
+  // The costs of slot seq's next round (see slot_round_costs), whose draft
+  // lacks catch_up tokens before the pending one; best_ns (if not empty): the
+  // same with every other generating slot drafting along in every pass (the
+  // cheapest its rounds can be, for SpecPolicy's probes: while every slot is
+  // off, each would otherwise see passes of its own).
+  void round_costs(int32_t seq, int32_t catch_up, double* plain_ns, std::span<double> round_ns,
+                   std::span<double> best_ns = {});
   // Slot seq drafts g this step (0: a plain step).
   void chose(int32_t seq, int32_t g);
   // Slot seq starts a request, or stops drafting: it drafted nothing so far.
   void reset(int32_t seq);
+  // Whether slot seq drafted at its last generating step.
+  bool drafted_last(int32_t seq) const { return last_g_[static_cast<size_t>(seq)] > 0; }
 
   void step_timed(int32_t rows, int64_t ns) { target_.record(rows, ns); }
   void pass_timed(int32_t rows, int64_t ns) { draft_.record(rows, ns); }
@@ -118,7 +133,7 @@ class StepCosts {
 
  private:
   StepCurve target_;  // a target step's time by rows (steps of generating slots only)
-  StepCurve draft_;   // a draft pass's time by rows (one row per drafting slot)
+  StepCurve draft_;   // a draft pass's time by rows
   double pass_ratio_;
   std::vector<int32_t> last_g_;    // [n_slots] drafts chosen at the slot's last generating step
   std::vector<uint8_t> pending_;   // [n_slots] in this step and yet to choose

@@ -13,6 +13,10 @@ namespace kestrel::serve {
 
 namespace {
 
+// Tokens of a draft's catch-up charged to a round (spec_costs.h): rounds in a
+// run carry one after a round whose drafts were all accepted.
+constexpr size_t kCatchUpCharged = 2;
+
 // Logit of the ids a draft row does not score (beyond the draft's vocabulary or
 // --draft-vocab): finite, so the verify does not take it for bad data, yet its
 // exp() is 0.
@@ -114,14 +118,20 @@ void SpecSlots::trim(int32_t seq, size_t n) {
 
 void SpecSlots::begin_step(std::span<const int32_t> gen) { costs_.begin_step(gen); }
 
-int32_t SpecSlots::choose(int32_t seq, int32_t room) {
+int32_t SpecSlots::choose(int32_t seq, int32_t room, size_t n_cached) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   if (s.mode == Mode::plain) return 0;
   if (s.mode == Mode::greedy) {
     double plain = 0.0;
     const std::span<double> rounds(round_ns_.data(), static_cast<size_t>(p_.draft_max) + 1);
-    costs_.round_costs(seq, &plain, rounds);
-    s.policy.set_costs(plain, rounds);
+    // A draft behind by the tokens of plain steps catches up once for the
+    // rounds that follow, not for this one alone: a round is charged only the
+    // catch-up of a run of rounds (after one whose drafts were all accepted).
+    const size_t behind = n_cached > s.n_draft ? n_cached - s.n_draft : 0;
+    const size_t charged = costs_.drafted_last(seq) ? std::min(behind, kCatchUpCharged) : 0;
+    const std::span<double> best(best_ns_.data(), rounds.size());
+    costs_.round_costs(seq, static_cast<int32_t>(charged), &plain, rounds, best);
+    s.policy.set_costs(plain, rounds, best);
   }
   const int32_t g = std::max(0, std::min(s.policy.choose(), room));
   costs_.chose(seq, g);
@@ -201,9 +211,7 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     // p_min: the first draft is always proposed (a two-row verify costs about one step).
     if (j.g == 1 || (p_.p_min > 0.0f && draft_prob(s, row, j.drafts[0]) < p_.p_min)) open_[k] = 0;
   }
-  // The curve is of passes of one row per drafting slot: a first pass that
-  // also catches up on tokens the draft has not seen is not timed.
-  if (b_tok_.size() == jobs.size()) costs_.pass_timed(static_cast<int32_t>(jobs.size()), now_ns() - t0);
+  costs_.pass_timed(static_cast<int32_t>(b_tok_.size()), now_ns() - t0);
   // Then one pass per further draft, one token per job still drafting.
   for (int32_t d = 1;; ++d) {
     b_tok_.clear();

@@ -38,11 +38,11 @@
 //   KESTREL_TRY_ASSIGN(auto spec, SpecSlots::create(target_ctx, draft_ctx, SpecSlotParams{}));
 //   spec->start(seq, n_cached, request.sampling);
 //   spec->begin_step(generating_seqs);
-//   int32_t g = spec->choose(seq, room);         // 0: a plain step; per generating slot in turn
+//   int32_t g = spec->choose(seq, room, cache.size());  // 0: a plain step; per generating slot in turn
 //   SpecSlots::Job job{seq, cache, pending, g, drafts};
 //   KESTREL_TRY(spec->draft(std::span(&job, 1)));  // job.n drafts in drafts[]
 //   ... target decode of [pending, drafts[0..n)] with logits on every row ...
-//   spec->step_timed(rows, ns);                  // a target step without prompt rows
+//   spec->step_timed(rows, ns);                  // a target step without prompt rows, verify included
 //   KESTREL_TRY_ASSIGN(int32_t a, spec->verify(target_ctx, seq, first_row, drafts, job.n, &next));
 //   spec->trim(seq, new_cache_size);
 #pragma once
@@ -91,10 +91,11 @@ class SpecSlots {
   // in the batch: choose() is then called for those that speculate, in that
   // order.
   void begin_step(std::span<const int32_t> gen);
-  // The draft length of the slot's next step (0: a plain step), at most room.
-  int32_t choose(int32_t seq, int32_t room);
+  // The draft length of the slot's next step (0: a plain step), at most room;
+  // n_cached: the slot's tokens in the target cache.
+  int32_t choose(int32_t seq, int32_t room, size_t n_cached);
   // A target step of `rows` rows, every one a generating slot's pending token
-  // or draft, took ns.
+  // or draft, took ns (its decode, verifying, sampling and emitting).
   void step_timed(int32_t rows, int64_t ns);
 
   struct Job {
@@ -105,8 +106,8 @@ class SpecSlots {
     int32_t* drafts = nullptr;       // [g] out
     int32_t n = 0;                   // out: drafts made, [1, g] (p_min may stop early)
   };
-  // Drafts every job, batched across slots (the passes of one row per job are
-  // timed into the draft's step curve). On error the jobs' draft sequences
+  // Drafts every job, batched across slots (each pass is timed into the
+  // draft's step curve). On error the jobs' draft sequences
   // are emptied and their requests decode plainly from then on.
   Status draft(std::span<Job> jobs);
 
@@ -143,7 +144,8 @@ class SpecSlots {
   PassVariant variant_;
   std::vector<Slot> slots_;
   StepCosts costs_{0, 1.0};  // step-time curves and the step's choices (set up by create())
-  std::array<double, SpecPolicy::kMaxDraft + 1> round_ns_{};  // choose()'s scratch: costs by g
+  std::array<double, SpecPolicy::kMaxDraft + 1> round_ns_{};  // choose()'s scratch: costs by g,
+  std::array<double, SpecPolicy::kMaxDraft + 1> best_ns_{};   // and at their cheapest
   // Scratch of draft(): the pass's batch, and which job each output row is.
   std::vector<int32_t> b_tok_, b_pos_, b_seq_;
   std::vector<int8_t> b_logits_;

@@ -118,6 +118,14 @@ double SpecPolicy::round_ns(int g) const {
   return v + p * (c_.one_pass_draft ? 1.0 : double(g));
 }
 
+bool SpecPolicy::pays_if_all_accepted(double plain_rate) const {
+  for (int g = 1; g <= c_.g_max; ++g) {
+    const double t = best_ns_[static_cast<size_t>(g)];
+    if (t > 0.0 && double(g + 1) / t > plain_rate) return true;
+  }
+  return false;
+}
+
 int SpecPolicy::best_g(double* rate) const {
   // Measured clocks: a draft at most one token longer than the largest
   // verify measured, so the optimistic guess past it is tested one size at a
@@ -151,6 +159,10 @@ int SpecPolicy::choose() {
   int pick;
   if (g == 0 || rounds_ == 0) {
     pick = c_.g_init;  // no round seen (or no cost known yet): draft to see and measure one
+    // With given costs, not when even drafts that were all accepted would not
+    // pay: the round would only cost (a server slot's first round also feeds
+    // the draft the whole prompt).
+    if (given_ && plain_ns_ > 0.0 && !pays_if_all_accepted(1.0 / plain_ns_)) pick = 0;
   } else if (given_ && plain_ns_ <= 0.0) {
     pick = 0;  // what drafting competes with is not measured yet: a plain step measures it
   } else {
@@ -175,7 +187,12 @@ int SpecPolicy::choose() {
       if (++since_probe_ >= probe_gap_) {
         since_probe_ = 0;
         probe_gap_ = std::min(2 * probe_gap_, c_.probe_every);
-        pick = g;
+        // With given costs a probe is skipped when not even drafts that were
+        // all accepted would pay: the costs keep drafting off, and what the
+        // probe would learn about acceptance changes nothing (a server probe
+        // also pays for the draft catching up on every token since it last
+        // drafted).
+        if (!given_ || pays_if_all_accepted(plain_rate)) pick = g;
       }
     }
   }
@@ -192,13 +209,17 @@ void SpecPolicy::fix_costs(double pass_ratio, double extra_row_ratio) {
     verify_ns_[static_cast<size_t>(r)] = plain_ns_ * (1.0 + std::max(0.0, extra_row_ratio) * (r - 1));
 }
 
-void SpecPolicy::set_costs(double plain_ns, std::span<const double> round_ns) {
+void SpecPolicy::set_costs(double plain_ns, std::span<const double> round_ns, std::span<const double> best_ns) {
   fixed_ = true;
   given_ = true;
   plain_ns_ = plain_ns > 0.0 ? plain_ns : 0.0;
+  if (best_ns.empty()) best_ns = round_ns;
   given_ns_.fill(0.0);
+  best_ns_.fill(0.0);
   for (size_t g = 1; g < std::min(round_ns.size(), given_ns_.size()); ++g)
     given_ns_[g] = round_ns[g] > 0.0 ? round_ns[g] : 0.0;
+  for (size_t g = 1; g < std::min(best_ns.size(), best_ns_.size()); ++g)
+    best_ns_[g] = best_ns[g] > 0.0 ? best_ns[g] : 0.0;
 }
 
 // The first time of each kind is dropped: it includes building the plan of

@@ -73,8 +73,12 @@ class SpecPolicy {
   // curves (serve/spec_costs.h): a slot's share of a batched step. The
   // measurements below are then ignored. plain_ns <= 0: a plain step's time
   // is not measured yet; after the first round choose() then returns 0 (a
-  // plain step, which measures it) and decides nothing.
-  void set_costs(double plain_ns, std::span<const double> round_ns);
+  // plain step, which measures it) and decides nothing. The first round, and
+  // while drafting is off a probe round, is skipped when not even drafts that
+  // were all accepted would pay at the costs best_ns[g] (the rounds at their
+  // cheapest, e.g. sharing the draft passes with every other slot; empty:
+  // round_ns).
+  void set_costs(double plain_ns, std::span<const double> round_ns, std::span<const double> best_ns = {});
 
   // Measurements of the round just run.
   void plain_step(int64_t ns);
@@ -97,12 +101,14 @@ class SpecPolicy {
   double pass_ns() const;  // measured, else the prior
   double unit_ns() const;  // a plain step: measured, else from the verify times, else 1 (costs in steps)
   int best_g(double* rate) const;
+  bool pays_if_all_accepted(double plain_rate) const;  // g + 1 tokens per round beat plain_rate for some g
 
   Config c_;
   bool on_ = true;
   bool fixed_ = false;  // fix_costs or set_costs: the clocks' measurements are ignored
   bool given_ = false;  // set_costs: round_ns() is given_ns_
   std::array<double, kMaxDraft + 1> given_ns_{};  // set_costs' round times by g, 0 = not given
+  std::array<double, kMaxDraft + 1> best_ns_{};   // set_costs' cheapest round times by g (probes)
   int since_probe_ = 0;
   int64_t rounds_ = 0;  // rounds whose acceptance was seen
   int probe_gap_ = 32;
