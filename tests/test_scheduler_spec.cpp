@@ -493,3 +493,46 @@ TEST_CASE("speculative serving through the C API", "[serve][spec][c_api]") {
   kestrel_context_free(ctx);
   kestrel_model_free(model);
 }
+
+TEST_CASE("a draft behind after plain steps is fed only the last 16 tokens; a new prompt whole", "[serve][spec]") {
+  auto target = synth_model("q8_0");
+  auto draft = synth_model("q4_0");
+  auto tctx = slots_ctx(*target, 1, 128);
+  auto dctx = slots_ctx(*draft, 1, 128);
+  auto slots = SpecSlots::create(*tctx, *dctx, SpecSlotParams{});
+  REQUIRE(slots.status().to_string() == "ok");
+  SpecSlots& spec = **slots;
+  SamplerParams greedy_params;
+  greedy_params.temperature = 0.0f;
+  REQUIRE(spec.start(0, 0, greedy_params));
+  const KvCache& kv = dctx->kv();
+  int32_t drafts[4] = {};
+  auto round = [&](const std::vector<int32_t>& cache, int32_t g) {
+    SpecSlots::Job j;
+    j.cache = cache;
+    j.pending = 7;
+    j.g = g;
+    j.drafts = drafts;
+    REQUIRE(spec.draft(std::span<SpecSlots::Job>(&j, 1)).ok());
+    return j.n;
+  };
+  // The first round feeds the whole prompt (30 tokens) and the pending token.
+  std::vector<int32_t> cache = prompt_of(30, 1);
+  REQUIRE(round(cache, 1) == 1);
+  CHECK(kv.seq_n_cells(0) == 31);
+  spec.trim(0, 31);
+  // 40 plain steps later: the tokens 31..70 fed only from 55 on, then the pending
+  // token and one draft pass.
+  cache.push_back(7);
+  for (int i = 0; i < 40; ++i) cache.push_back(3 + i);
+  REQUIRE(cache.size() == 71);
+  REQUIRE(round(cache, 2) == 2);
+  CHECK(kv.seq_pos_max(0) == 72);
+  CHECK(kv.seq_n_cells(0) == 31 + 16 + 1 + 1);
+  // A new request in the slot: its prompt is fed whole, however long.
+  REQUIRE(spec.start(0, 0, greedy_params));
+  CHECK(kv.seq_n_cells(0) == 0);
+  std::vector<int32_t> prompt = prompt_of(50, 2);
+  REQUIRE(round(prompt, 1) == 1);
+  CHECK(kv.seq_n_cells(0) == 51);
+}

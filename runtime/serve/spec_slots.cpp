@@ -13,6 +13,9 @@ namespace kestrel::serve {
 
 namespace {
 
+// Tokens a draft behind after plain steps is fed before a round (spec_slots.h).
+constexpr size_t kCatchUpWindow = 16;
+
 // Tokens of a draft's catch-up charged to a round (spec_costs.h): rounds in a
 // run carry one after a round whose drafts were all accepted.
 constexpr size_t kCatchUpCharged = 2;
@@ -86,6 +89,7 @@ bool SpecSlots::start(int32_t seq, size_t n_keep, const SamplerParams& p) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   s.mode = mode_for(p);
   s.sampling = p;
+  s.primed = false;
   costs_.reset(seq);
   SpecPolicy::Config c;
   c.g_max = p_.draft_max;
@@ -186,8 +190,10 @@ Status SpecSlots::draft(std::span<Job> jobs) {
   // token's row gives the first draft.
   try {
     for (const Job& j : jobs) {
-      Slot& s = slots_[static_cast<size_t>(j.seq)];
-      for (size_t i = s.n_draft; i <= j.cache.size(); ++i) {
+      const Slot& s = slots_[static_cast<size_t>(j.seq)];
+      size_t from = s.n_draft;
+      if (s.primed && j.cache.size() > from + kCatchUpWindow) from = j.cache.size() - kCatchUpWindow;
+      for (size_t i = from; i <= j.cache.size(); ++i) {
         b_tok_.push_back(i < j.cache.size() ? j.cache[i] : j.pending);
         b_pos_.push_back(static_cast<int32_t>(i));
         b_seq_.push_back(j.seq);
@@ -204,6 +210,7 @@ Status SpecSlots::draft(std::span<Job> jobs) {
     Job& j = jobs[k];
     Slot& s = slots_[static_cast<size_t>(j.seq)];
     s.n_draft = j.cache.size() + 1;
+    s.primed = true;
     const float* row = draft_.logits(static_cast<int32_t>(k));
     if (!row) return fail(Status::internal("draft decode produced no logits"));
     j.drafts[0] = pick(s, row, 0);

@@ -29,11 +29,16 @@
 //            clocks nor the other slots, so that a seed repeats its tokens.
 // Anything else decodes plainly beside the speculating slots.
 //
-// Draft cache. The draft sequence of a slot holds a prefix of the slot's target
-// tokens (n_draft of them). Before drafting, the tokens it lacks (after plain
-// steps or a new prompt) and the pending token are fed in one batch; drafting
-// then appends the drafts. After the target's verify the scheduler calls
-// trim() with the slot's new token count, which drops the rejected drafts.
+// Draft cache. The draft sequence of a slot holds the slot's target tokens
+// below n_draft, at their positions. Before drafting, the tokens it lacks
+// (after plain steps or a new prompt) and the pending token are fed in one
+// batch; drafting then appends the drafts. After plain steps of a request
+// whose prompt it was fed, a draft more than 16 tokens behind is fed only the
+// last 16 (its cache then skips the ones between, as the single-sequence
+// decoder's does): a probe round after G plain steps would otherwise cost a
+// draft pass over G tokens. Drafts only steer acceptance, so the tokens are
+// the same. After the target's verify the scheduler calls trim() with the
+// slot's new token count, which drops the rejected drafts.
 //
 //   KESTREL_TRY_ASSIGN(auto spec, SpecSlots::create(target_ctx, draft_ctx, SpecSlotParams{}));
 //   spec->start(seq, n_cached, request.sampling);
@@ -122,7 +127,8 @@ class SpecSlots {
     Mode mode = Mode::plain;   // the current request's
     SamplerParams sampling;    // the current request's
     SpecPolicy policy{SpecPolicy::Config{}};
-    size_t n_draft = 0;        // tokens in the draft sequence, a prefix of the slot's target tokens
+    size_t n_draft = 0;        // the draft sequence holds the slot's target tokens below this (but a skipped run)
+    bool primed = false;       // the draft was fed the current request's prompt
     uint64_t rng = 0;          // sampled: splitmix64 state of the draft draws
     uint64_t n_rounds = 0;     // sampled: rounds verified (each has its own uniforms)
     std::vector<float> q;      // sampled: [draft_max][n_vocab] the rows the drafts were drawn from
