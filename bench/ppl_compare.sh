@@ -16,14 +16,15 @@
 #     only its batching changes, the floor under any comparison of two runtimes.
 # Then `kestrel quantize` and `llama-quantize` of the same F32 / F16 inputs (the
 # synthetic llama, stories260K and QUANT_INPUTS) to each type: whether every
-# tensor got the same type, and the perplexity of both outputs measured by
+# tensor got the same type, whether every tensor's data is byte-identical
+# (bench/gguf_tensor_diff.py), and the perplexity of both outputs measured by
 # kestrel and by llama-perplexity (which so also reads kestrel's files).
 # Prints markdown tables; raw outputs stay in OUT.
 #
 # Environment: KESTREL (build/release/bin/kestrel), MAKE_MODEL (beside it),
 # TEXT (tests/data/ppl_text.txt), CTX (128), CHUNKS (4), BIG_CTX / BIG_CHUNKS
 # for the GGUFs given (512 / 4), THREADS (2), ARCHS (every --arch of make_model),
-# QTYPES (Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16), QUANT_INPUTS (more
+# QTYPES (Q8_0 Q4_0 Q5_0 Q4_1 Q5_1 Q4_K_M Q5_K_M Q6_K F16 BF16), QUANT_INPUTS (more
 # "name=path=ctx=chunks" inputs to quantize, e.g. an F16 GGUF), PPL_TABLE (0:
 # skip the perplexity / KL table), FLOOR_UB (32: llama.cpp's micro-batch for its
 # run against itself), OUT (a temporary folder).
@@ -40,7 +41,7 @@ BIG_CTX=${BIG_CTX:-512}
 BIG_CHUNKS=${BIG_CHUNKS:-4}
 THREADS=${THREADS:-2}
 ARCHS=${ARCHS:-llama llama3 qwen2 qwen3 phi3 gemma2 gemma3}
-QTYPES=${QTYPES:-Q8_0 Q4_0 Q5_0 Q4_K_M Q5_K_M Q6_K F16 BF16}
+QTYPES=${QTYPES:-Q8_0 Q4_0 Q5_0 Q4_1 Q5_1 Q4_K_M Q5_K_M Q6_K F16 BF16}
 QUANT_INPUTS=${QUANT_INPUTS:-}
 PPL_TABLE=${PPL_TABLE:-1}
 FLOOR_UB=${FLOOR_UB:-32}
@@ -153,6 +154,11 @@ for entry in "${qinputs[@]}"; do
     fi
     same=$(diff <(gguf_types "$ko") <(gguf_types "$lo") > "$OUT/$tag.$q.types.diff" && echo "all" ||
            echo "$(grep -c '^<' "$OUT/$tag.$q.types.diff") differ")
+    if python3 "$ROOT/bench/gguf_tensor_diff.py" "$ko" "$lo" > "$OUT/$tag.$q.data.diff"; then
+      same="$same; data identical"
+    else
+      same="$same; data differs: $(grep -c 'differ' "$OUT/$tag.$q.data.diff") types"
+    fi
     kppl() { "$KESTREL" perplexity -m "$1" -f "$TEXT" -c "$ctx" --chunks "$chunks" -t "$THREADS" 2>/dev/null |
              sed -nE 's/.*Final estimate: PPL = ([0-9.]+).*/\1/p'; }
     lppl() { for try in 1 2 3 4; do

@@ -323,6 +323,47 @@ TEST_CASE("quantize: the same bytes at any thread count", "[quantize]") {
   std::remove(in.c_str());
 }
 
+TEST_CASE("quantize: quantization_version and file_type are the last keys, as llama-quantize writes them",
+          "[quantize]") {
+  // An input whose general.file_type comes first (as in a file another tool wrote): llama-quantize
+  // moves both keys it sets to the end, and so must kestrel for the files to be the same bytes.
+  SynthSpec s;
+  s.n_embd = 256;
+  s.n_ff = 512;
+  s.n_layer = 1;
+  const std::string synth = write_synth(s, "keys_synth.gguf");
+  auto src = gguf::File::open(synth);
+  REQUIRE(src.ok());
+  gguf::Writer w;
+  w.set_u32("general.file_type", 0);
+  for (size_t i = 0; i < (*src)->n_keys(); ++i) {
+    const gguf::KeyInfo ki = (*src)->key_info(i);
+    if (ki.key != "general.file_type") w.set_raw(ki.key, static_cast<uint32_t>(ki.type), (*src)->raw_value(i));
+  }
+  for (const gguf::TensorInfo& t : (*src)->tensors())
+    REQUIRE(w.add_tensor(t.name, t.type, std::span<const int64_t>(t.ne, static_cast<size_t>(t.n_dims)), t.data, t.nbytes)
+                .ok());
+  const std::string in = tmp_path("keys_in.gguf"), out = tmp_path("keys_out.gguf");
+  REQUIRE(w.write_file(in).ok());
+  {
+    auto written = gguf::File::open(in);
+    REQUIRE(written.ok());
+    REQUIRE((*written)->key_info(0).key == "general.file_type");
+  }
+  QuantizeParams p;
+  p.ftype = QuantFtype::q8_0;
+  REQUIRE(quantize_model(in, out, p, nullptr).ok());
+  auto q = gguf::File::open(out);
+  REQUIRE(q.ok());
+  const size_t n = (*q)->n_keys();
+  REQUIRE(n == (*src)->n_keys() + ((*src)->has("general.file_type") ? 0 : 1) +
+                   ((*src)->has("general.quantization_version") ? 0 : 1));
+  CHECK((*q)->key_info(n - 2).key == "general.quantization_version");
+  CHECK((*q)->key_info(n - 1).key == "general.file_type");
+  CHECK((*q)->get_u32("general.file_type").value() == static_cast<uint32_t>(QuantFtype::q8_0));
+  for (const std::string& f : {synth, in, out}) std::remove(f.c_str());
+}
+
 TEST_CASE("quantize: refused inputs", "[quantize][bad_inputs]") {
   SynthSpec s;
   s.n_embd = 256;

@@ -215,6 +215,9 @@ Status quantize_model(const std::string& in_path, const std::string& out_path, c
   for (size_t i = 0; i < in->n_keys(); ++i) {
     const gguf::KeyInfo ki = in->key_info(i);
     if (ki.key == "split.no" || ki.key == "split.count" || ki.key == "split.tensors.count") continue;
+    // Set below, after every copied key, where llama-quantize puts them (its set moves a key
+    // to the end), so that the two tools' files are the same bytes.
+    if (ki.key == "general.quantization_version" || ki.key == "general.file_type") continue;
     w.set_raw(ki.key, static_cast<uint32_t>(ki.type), in->raw_value(i));
   }
   if (in->has("general.alignment")) w.set_alignment(in->alignment());
