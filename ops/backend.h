@@ -40,6 +40,7 @@ enum class CpuIsa : int32_t {
   avx2 = 2,
   avx512 = 3,
   neon = 4,
+  neondot = 5,       // neon compiled with the dotprod extension (sdot / udot)
 };
 const char* cpu_isa_name(CpuIsa isa);
 

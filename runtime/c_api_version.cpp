@@ -30,6 +30,9 @@ std::string build_system_info() {
 #if defined(KESTREL_ISA_NEON)
   s += " neon";
 #endif
+#if defined(KESTREL_ISA_NEONDOT)
+  s += " neon-dotprod";
+#endif
   s += " scalar | selected: ";
   kestrel::CpuIsa best[8];
   const int n = kestrel::cpu_isa_available(best, 8);

@@ -82,6 +82,32 @@ TEST_CASE("matmul: results do not depend on the thread count", "[op][matmul][cpu
   }
 }
 
+TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "[op][matmul][cpu]") {
+  // neon-dotprod is the neon source compiled with sdot: the int8 dot products are
+  // exact either way, so every output (float weights too) must be bitwise the same.
+  bool have_neon = false, have_dot = false;
+  for (CpuIsa isa : isas_to_test()) {
+    have_neon = have_neon || isa == CpuIsa::neon;
+    have_dot = have_dot || isa == CpuIsa::neondot;
+  }
+  if (!have_neon || !have_dot) {
+    WARN("SKIP: needs the neon and neon-dotprod variants (an arm64 CPU with asimddp)");
+    return;
+  }
+  auto plain = make_cpu(CpuIsa::neon, 2);
+  auto dot = make_cpu(CpuIsa::neondot, 2);
+  for (DType type : kWeightTypes)
+    for (int64_t M : {1, 3, 8}) {
+      INFO(dtype_name(type) << " M " << M);
+      const int64_t K = dtype_block_size(type) == 1 ? 96 : 3 * dtype_block_size(type);
+      std::vector<float> y1, y2;
+      check_matmul(*plain, type, Shape{K, 19, M}, 7, &y1);
+      check_matmul(*dot, type, Shape{K, 19, M}, 7, &y2);
+      REQUIRE(y1.size() == y2.size());
+      CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+    }
+}
+
 TEST_CASE("matmul: float weights over several K chunks and panels, and the same bits at any prompt batch", "[op][matmul][cpu]") {
   // K beyond the 256- and 1024-element chunks of the two float prompt paths with a partial
   // last chunk, N beyond their panels with a partial last panel, and M below, at and above

@@ -19,6 +19,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::avx2: return "avx2";
     case CpuIsa::avx512: return "avx512";
     case CpuIsa::neon: return "neon";
+    case CpuIsa::neondot: return "neon-dotprod";
   }
   return "unknown";
 }
@@ -45,6 +46,7 @@ bool isa_runs_here(CpuIsa isa) {
     case CpuIsa::avx512:
       return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c;
     case CpuIsa::neon: return f.neon;
+    case CpuIsa::neondot: return f.neon && f.dotprod;
     case CpuIsa::scalar: return true;
     default: return false;
   }
@@ -70,6 +72,9 @@ bool isa_compiled(CpuIsa isa) {
 #if defined(KESTREL_ISA_NEON)
     case CpuIsa::neon: return true;
 #endif
+#if defined(KESTREL_ISA_NEONDOT)
+    case CpuIsa::neondot: return true;
+#endif
     case CpuIsa::scalar: return true;
     default: return false;
   }
@@ -88,6 +93,9 @@ void fill_table(CpuIsa isa, cpu::KernelTable& t) {
 #endif
 #if defined(KESTREL_ISA_NEON)
     case CpuIsa::neon: cpu::fill_kernels_neon(t); t.isa_name = "neon"; break;
+#endif
+#if defined(KESTREL_ISA_NEONDOT)
+    case CpuIsa::neondot: cpu::fill_kernels_neondot(t); t.isa_name = "neon-dotprod"; break;
 #endif
     default: t.isa_name = "scalar"; break;
   }
@@ -159,7 +167,7 @@ Expected<std::unique_ptr<Backend>> create_cpu(const BackendOptions& opt) {
 
 int cpu_isa_available(CpuIsa* out, int max) {
   int n = 0;
-  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neon}) {
+  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neondot, CpuIsa::neon}) {
     if (n < max && isa_compiled(isa) && isa_runs_here(isa)) out[n++] = isa;
   }
   return n;

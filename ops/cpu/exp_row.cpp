@@ -27,7 +27,8 @@ Status cpu_exp_row(CpuIsa isa, ExpTier tier, const float* x, float* y, int64_t n
     case CpuIsa::avx512: fn = &cpu::exp_row_avx512; break;
 #endif
 #if defined(KESTREL_ISA_NEON)
-    case CpuIsa::neon: fn = &cpu::exp_row_neon; break;
+    case CpuIsa::neon:
+    case CpuIsa::neondot: fn = &cpu::exp_row_neon; break;  // no integer work: one exp row for both
 #endif
     default: break;
   }

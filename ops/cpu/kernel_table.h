@@ -115,6 +115,7 @@ void fill_kernels_sse42(KernelTable& table);
 void fill_kernels_avx2(KernelTable& table);
 void fill_kernels_avx512(KernelTable& table);
 void fill_kernels_neon(KernelTable& table);
+void fill_kernels_neondot(KernelTable& table);
 
 // Each ISA variant's own matmul variants (defined by k_matmul_variants.inl in its
 // translation unit; only those compiled in exist, see KESTREL_ISA_*).
@@ -122,5 +123,6 @@ MatmulVariantList matmul_variants_sse42();
 MatmulVariantList matmul_variants_avx2();
 MatmulVariantList matmul_variants_avx512();
 MatmulVariantList matmul_variants_neon();
+MatmulVariantList matmul_variants_neondot();
 
 }  // namespace kestrel::cpu

@@ -39,6 +39,9 @@ constexpr VariantSource kSources[] = {
 #if defined(KESTREL_ISA_AVX512)
     {CpuIsa::avx512, &cpu::matmul_variants_avx512},
 #endif
+#if defined(KESTREL_ISA_NEONDOT)
+    {CpuIsa::neondot, &cpu::matmul_variants_neondot},
+#endif
 #if defined(KESTREL_ISA_NEON)
     {CpuIsa::neon, &cpu::matmul_variants_neon},
 #endif
