@@ -4,7 +4,7 @@
 
 Both servers run side by side (-np the most clients) and take turns run by run,
 repeats outermost, so load from elsewhere on the machine hits them alike. A case
-is n concurrent clients, client i sending prompt i (mod the prompts) as one
+is n concurrent clients, client i sending prompt i (mod the prompts; --first-prompt k: k + i) as one
 greedy completion of --n-predict tokens (ignore_eos: a fixed length); its figure
 is all tokens / wall time. Printed per client count: the medians, the ratio of
 the medians, whether every speculative text equalled the plain one, and the
@@ -82,14 +82,14 @@ class Server:
         self.log.close()
 
 
-def run_case(server, n_clients, n_predict):
+def run_case(server, n_clients, n_predict, first=0):
     texts = [None] * n_clients
     tokens = [0] * n_clients
     errors = []
 
     def client(i):
         try:
-            texts[i], tokens[i] = server.complete(PROMPTS[i % len(PROMPTS)], n_predict)
+            texts[i], tokens[i] = server.complete(PROMPTS[(first + i) % len(PROMPTS)], n_predict)
         except Exception as e:  # reported below: a failed request stops the bench
             errors.append(e)
 
@@ -116,6 +116,7 @@ def main():
     ap.add_argument("-c", "--ctx-per-slot", type=int, default=512)
     ap.add_argument("-n", "--n-predict", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--first-prompt", type=int, default=0, help="client i sends prompt first + i (0, 1: code; 2, 3: prose)")
     ap.add_argument("--spec-args", default="", help="more flags of the speculative server (e.g. '--draft-max 4')")
     ap.add_argument("--port", type=int, default=18461)
     ap.add_argument("--log-dir", default="/tmp")
@@ -147,7 +148,7 @@ def main():
                 texts = {}
                 for name, s in servers.items():
                     before = s.metrics()
-                    t, texts[name] = run_case(s, n, args.n_predict)
+                    t, texts[name] = run_case(s, n, args.n_predict, args.first_prompt)
                     after = s.metrics()
                     for k, v in after.items():
                         if k.startswith("kestrel_spec_"):
