@@ -130,9 +130,12 @@ TEST_CASE("step curve: seen counts as averaged, lines between and past them, nev
   CHECK(c.at(4, 0) == Approx(130e6));  // between 2 and 6
   // Past the last: the least-squares slope of (1, 100), (2, 110), (6, 150) is 10 ms per row.
   CHECK(c.at(10, 0) == Approx(190e6));
-  // A new time moves the average by a fifth of the difference.
+  // A slower time moves the average by a twentieth of the difference, a faster
+  // one by three tenths (other work only slows a step).
   c.record(6, ns(200));
-  CHECK(c.at(6, 0) == Approx(160e6));
+  CHECK(c.at(6, 0) == Approx(152.5e6));
+  c.record(6, ns(102.5));
+  CHECK(c.at(6, 0) == Approx(137.5e6));
   // A count measured faster than a smaller one does not make rows look free: the
   // curve holds the smaller count's time.
   c.record(3, ns(90));
@@ -141,6 +144,17 @@ TEST_CASE("step curve: seen counts as averaged, lines between and past them, nev
   CHECK(c.at(3, 0) >= c.at(2, 0));
   // Past the rows tracked, the last slope.
   CHECK(c.at(StepCurve::kMaxRows + 10, 0) > c.at(StepCurve::kMaxRows, 0));
+}
+
+TEST_CASE("step curve: a step slowed by other work does not make the rows past it look free", "[serve][spec][costs]") {
+  StepCurve c;
+  for (int k = 0; k < 3; ++k)
+    for (int r = 1; r <= 8; ++r) c.record(r, ns(100.0 + 15.0 * (r - 1)));
+  c.record(4, ns(3 * 145.0));  // one four-row step at three times its time
+  // Two rows past it still cost most of their 30 ms (an average that followed
+  // the spike by a fifth would have lifted the four-row time above the six-row
+  // one, and the curve, never falling, would have made them free).
+  CHECK(c.at(6, 0) - c.at(4, 0) > 0.4 * 30e6);
 }
 
 TEST_CASE("slot round costs: one slot is the single-sequence model, two share the plain step", "[serve][spec][costs]") {

@@ -6,14 +6,21 @@
 namespace kestrel::serve {
 
 namespace {
-constexpr double kWeight = 0.2;  // weight of a new time in a row count's average
+// Weights of a new time in a row count's average: a step is slowed, never
+// sped up, by other work on the machine, so a time below the average moves it
+// more than one above it. (A spike that stayed in one count's average would
+// also flatten the non-decreasing curve above it, so that rows past it looked
+// free.)
+constexpr double kWeightDown = 0.3;
+constexpr double kWeightUp = 0.05;
 }
 
 void StepCurve::record(int32_t rows, int64_t ns) {
   if (rows < 1 || rows > kMaxRows || ns <= 0) return;
   const size_t r = static_cast<size_t>(rows);
   if (seen_[r]++ == 0) return;
-  ema_[r] = ema_[r] <= 0.0 ? double(ns) : ema_[r] + kWeight * (double(ns) - ema_[r]);
+  const double x = double(ns);
+  ema_[r] = ema_[r] <= 0.0 ? x : ema_[r] + (x < ema_[r] ? kWeightDown : kWeightUp) * (x - ema_[r]);
   measured_ = true;
   refit();
 }

@@ -3,8 +3,9 @@
 // each slot's draft-length policy (SpecPolicy) weighs what its own rows add.
 //
 // StepCurve: the time of a decode step by its number of rows, learned as steps
-// run (an exponential average per row count; the first time of each count is
-// dropped, as it pays for building that shape's plan). A count not seen comes
+// run (an exponential average per row count that follows faster times more
+// than slower ones, as other work on the machine only slows a step; the first
+// time of each count is dropped, as it pays for building that shape's plan). A count not seen comes
 // from the seen ones: between two, a line; past the last, the least-squares
 // slope of the seen ones (with one seen, the prior's); below the first, the
 // prior's shape through it. The prior: one row's time x (1 + extra_row x
