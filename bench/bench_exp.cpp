@@ -100,7 +100,7 @@ CpuIsa parse_isa(const std::string& s) {
   if (s == "avx2") return CpuIsa::avx2;
   if (s == "avx512") return CpuIsa::avx512;
   if (s == "neon") return CpuIsa::neon;
-  if (s == "neon-dotprod" || s == "neondot") return CpuIsa::neondot;
+  if (s == "neondot") return CpuIsa::neondot;
   return CpuIsa::auto_detect;
 }
 

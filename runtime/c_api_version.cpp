@@ -31,7 +31,7 @@ std::string build_system_info() {
   s += " neon";
 #endif
 #if defined(KESTREL_ISA_NEONDOT)
-  s += " neon-dotprod";
+  s += " neondot";
 #endif
   s += " scalar | selected: ";
   kestrel::CpuIsa best[8];

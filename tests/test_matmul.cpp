@@ -83,7 +83,7 @@ TEST_CASE("matmul: results do not depend on the thread count", "[op][matmul][cpu
 }
 
 TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "[op][matmul][cpu]") {
-  // neon-dotprod is the neon source compiled with sdot: the int8 dot products are
+  // neondot is the neon source compiled with sdot: the int8 dot products are
   // exact either way, so every output (float weights too) must be bitwise the same.
   bool have_neon = false, have_dot = false;
   for (CpuIsa isa : isas_to_test()) {
@@ -91,7 +91,7 @@ TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "
     have_dot = have_dot || isa == CpuIsa::neondot;
   }
   if (!have_neon || !have_dot) {
-    WARN("SKIP: needs the neon and neon-dotprod variants (an arm64 CPU with asimddp)");
+    WARN("SKIP: needs the neon and neondot variants (an arm64 CPU with asimddp)");
     return;
   }
   auto plain = make_cpu(CpuIsa::neon, 2);

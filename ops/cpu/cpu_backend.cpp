@@ -19,7 +19,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::avx2: return "avx2";
     case CpuIsa::avx512: return "avx512";
     case CpuIsa::neon: return "neon";
-    case CpuIsa::neondot: return "neon-dotprod";
+    case CpuIsa::neondot: return "neondot";
   }
   return "unknown";
 }
@@ -95,7 +95,7 @@ void fill_table(CpuIsa isa, cpu::KernelTable& t) {
     case CpuIsa::neon: cpu::fill_kernels_neon(t); t.isa_name = "neon"; break;
 #endif
 #if defined(KESTREL_ISA_NEONDOT)
-    case CpuIsa::neondot: cpu::fill_kernels_neondot(t); t.isa_name = "neon-dotprod"; break;
+    case CpuIsa::neondot: cpu::fill_kernels_neondot(t); t.isa_name = "neondot"; break;
 #endif
     default: t.isa_name = "scalar"; break;
   }
