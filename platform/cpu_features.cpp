@@ -48,6 +48,18 @@ CpuFeatures detect() {
     }
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = (a & (1u << 5)) && zmm;
   }
+  if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
+    char brand[49] = {};
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid(0x80000002 + i, &a, &b, &c, &d);
+      const unsigned r[4] = {a, b, c, d};
+      for (int j = 0; j < 16; ++j) brand[16 * i + j] = static_cast<char>(r[j / 4] >> (8 * (j % 4)));
+    }
+    f.model = brand;
+    while (!f.model.empty() && f.model.back() == ' ') f.model.pop_back();
+    const size_t lead = f.model.find_first_not_of(' ');
+    f.model.erase(0, lead == std::string::npos ? f.model.size() : lead);
+  }
 #elif defined(__aarch64__)
   f.neon = true;  // mandatory on arm64
 #if defined(__linux__)

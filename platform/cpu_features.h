@@ -16,6 +16,8 @@ struct CpuFeatures {
   // arm64
   bool neon = false, dotprod = false, fp16 = false, i8mm = false;
   int n_logical_cpus = 1;
+  // The processor's name ("AMD EPYC 9R14 ..."; x86 brand string, "" where none is read).
+  std::string model;
   // "avx2 fma f16c ..." for logs.
   std::string to_string() const;
 };

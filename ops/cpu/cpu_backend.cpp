@@ -122,9 +122,21 @@ class CpuBackend final : public HostBackend {
     const cpu::KernelEntry& e = table_[call.op];
     if (!e.run || (e.supports && !e.supports(call)))
       return Status::unsupported("%s: no %s kernel for these types", op_name(call.op), name_.c_str());
+    if (router_ && call.op == OpId::matmul) return run_routed(call, e, router_->route(call));
     if (!e.run(call, exec_)) return Status::out_of_memory("%s: scratch allocation failed", op_name(call.op));
     return {};
   }
+  // Runs kernel fn on n_threads threads (0: as many as now; the pool caps the count).
+  Status run_with(const OpCall& call, cpu::KernelFn fn, int n_threads, const char* what) {
+    const int now = exec_.n_threads();
+    const bool other = n_threads > 0 && n_threads != now;
+    if (other) exec_.set_n_threads(n_threads);
+    const bool ok = fn(call, exec_);
+    if (other) exec_.set_n_threads(now);
+    if (!ok) return Status::out_of_memory("%s: scratch allocation failed", what);
+    return {};
+  }
+  void set_router(MatmulRouter* r) { router_ = r; }
   void set_n_threads(int n) override {
     if (owned_pool_) owned_pool_->set_n_threads(n);
     exec_.set_n_threads(n);
@@ -133,6 +145,14 @@ class CpuBackend final : public HostBackend {
   cpu::Exec& exec() { return exec_; }
 
  private:
+  Status run_routed(const OpCall& call, const cpu::KernelEntry& e, const MatmulRoute& r) {
+    const MatmulVariant* v = r.variant;
+    if (v && v->wtype == call.src[0]->type && v->run && v->available && v->available())
+      return run_with(call, v->run, r.n_threads, v->name);
+    return run_with(call, e.run, r.n_threads, op_name(call.op));
+  }
+
+  MatmulRouter* router_ = nullptr;
   CpuIsa isa_;
   std::unique_ptr<ThreadPool> owned_pool_;
   cpu::Exec exec_;
@@ -180,7 +200,14 @@ bool cpu_backend_isa(const Backend& b, CpuIsa* isa) {
   return true;
 }
 
-Status cpu_run_matmul_variant(Backend& b, const OpCall& call, const MatmulVariant& v) {
+bool cpu_set_matmul_router(Backend& b, MatmulRouter* router) {
+  auto* cb = dynamic_cast<CpuBackend*>(&b);
+  if (!cb) return false;
+  cb->set_router(router);
+  return true;
+}
+
+Status cpu_run_matmul_variant(Backend& b, const OpCall& call, const MatmulVariant& v, int n_threads) {
   auto* cb = dynamic_cast<CpuBackend*>(&b);
   if (!cb) return Status::invalid_argument("matmul variant %s: backend %s is not a cpu backend", v.name, b.name());
   if (call.op != OpId::matmul)
@@ -191,8 +218,7 @@ Status cpu_run_matmul_variant(Backend& b, const OpCall& call, const MatmulVarian
                                     dtype_name(call.src[0]->type), dtype_name(v.wtype));
   if (!v.available || !v.available() || !v.run)
     return Status::unsupported("matmul variant %s: not available on this machine", v.name);
-  if (!v.run(call, cb->exec())) return Status::out_of_memory("matmul variant %s: scratch allocation failed", v.name);
-  return {};
+  return cb->run_with(call, v.run, n_threads, v.name);
 }
 
 const BackendInfo& backend_cpu() {

@@ -72,9 +72,31 @@ const MatmulVariant* cpu_matmul_find_variant(const char* name);
 bool cpu_backend_isa(const Backend& b, CpuIsa* isa);
 
 // Runs a matmul call on cpu backend `cpu` (its threads and scratch) with variant v instead
-// of the default policy. invalid_argument: not a cpu backend, not a matmul, a call that
+// of the default policy, on n_threads threads (0: as many as the backend runs now; at most
+// as many as its pool has). invalid_argument: not a cpu backend, not a matmul, a call that
 // validate_op() rejects, or a weight type other than v.wtype; unsupported: v is not
 // available on this machine; out_of_memory: scratch allocation failed.
-Status cpu_run_matmul_variant(Backend& cpu, const OpCall& call, const MatmulVariant& v);
+Status cpu_run_matmul_variant(Backend& cpu, const OpCall& call, const MatmulVariant& v, int n_threads = 0);
+
+// Where a cpu backend's run() sends one matmul call: variant (nullptr: the default
+// policy's pick) on n_threads threads (0: as many as the backend runs now).
+struct MatmulRoute {
+  const MatmulVariant* variant = nullptr;
+  int n_threads = 0;
+};
+
+// A per-call choice of matmul kernel and threads for a cpu backend (a scheduler, in the
+// runtime). route() sees each validated matmul call the backend runs; what it returns
+// must be available on this machine and take the call's weight type (a variant that does
+// not is ignored: the default policy runs). Called from the thread that runs the op.
+class MatmulRouter {
+ public:
+  virtual ~MatmulRouter() = default;
+  virtual MatmulRoute route(const OpCall& matmul) = 0;
+};
+
+// Makes cpu backend `cpu` ask `router` (not owned; nullptr: none, the default policy) for
+// every matmul call. False for any other backend.
+bool cpu_set_matmul_router(Backend& cpu, MatmulRouter* router);
 
 }  // namespace kestrel

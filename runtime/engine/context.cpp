@@ -7,8 +7,16 @@
 
 #include "platform/timer.h"
 #include "runtime/model/gguf.h"
+#include "runtime/sched/calib_cache.h"
+#include "runtime/sched/calibration.h"
 
 namespace kestrel {
+
+namespace {
+// Dynamic scheduling: another candidate replaces the current one for a shape only when
+// its curve is this fraction cheaper at the step's rows (route.h).
+constexpr double kSchedMargin = 0.05;
+}  // namespace
 
 Context::~Context() = default;
 
@@ -40,6 +48,7 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   bo.isa = p.isa;
   bo.graphs = p.gpu_graphs;
   KESTREL_TRY(c->pick_backends(p, bo));
+  if (p.sched == SchedMode::dynamic) KESTREL_TRY(c->start_sched(max_threads));
 
   const int64_t n_ctx = c->params_.n_ctx;
   const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
@@ -145,6 +154,27 @@ Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) 
   log_.info("device cuda: %.1f MiB of weights resident in %zu range(s), uploaded in %.1f ms",
             gpu_->resident_bytes() / 1048576.0, spans.size(), (now_ns() - t0) / 1e6);
   primary_ = gpu_.get();
+  return {};
+}
+
+Status Context::start_sched(int max_threads) {
+  if (!cpu_ || primary_ != cpu_.get()) {
+    log_.warn("sched dynamic: the %s backend runs the plans, which has no matmul candidates: fixed thresholds",
+              primary_->name());
+    return {};
+  }
+  CalibrateOptions o;
+  o.max_threads = max_threads;
+  const std::string dir = params_.calib_dir ? std::string(params_.calib_dir) : calib_dir();
+  KESTREL_TRY_ASSIGN(Calibration cal, load_or_calibrate(model_, *cpu_, o, dir, false, log_));
+  log_.info("sched dynamic: %zu matmul shapes, calibration %s%s", cal.tables.size(),
+            cal.from_cache ? "read from " : "measured", cal.from_cache ? cal.path.c_str() : "");
+  try {
+    sched_ = std::make_unique<MatmulScheduler>(std::move(cal.tables), kSchedMargin, log_);
+  } catch (const std::bad_alloc&) {
+    return Status::out_of_memory("matmul scheduler");
+  }
+  cpu_set_matmul_router(*cpu_, sched_.get());
   return {};
 }
 

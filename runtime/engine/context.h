@@ -22,8 +22,15 @@
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/plan_cache.h"
 #include "runtime/model/model.h"
+#include "runtime/sched/matmul_sched.h"
 
 namespace kestrel {
+
+// How the cpu backend picks each matmul's kernel and threads. fixed_thresholds: the
+// default policy's row ranges (ops/cpu/matmul_variants.h); dynamic: calibrated cost curves
+// per shape, routed by the rows of each step with hysteresis (runtime/sched/). Either
+// gives the same output bits.
+enum class SchedMode { fixed_thresholds, dynamic };
 
 // Where the forward pass runs. cuda: on ContextParams::gpu (weights resident
 // on the device, KV cache on the device, each plan a device executable);
@@ -46,6 +53,9 @@ struct ContextParams {
   // kestrel::cuda archive (the runtime does not link it); nullptr = none.
   const BackendInfo* gpu = nullptr;
   bool gpu_graphs = true;     // replay each plan's step as a device graph
+  SchedMode sched = SchedMode::fixed_thresholds;  // dynamic: only where the cpu backend runs the plans
+  // dynamic: the calibration cache directory; nullptr = calib_dir() (runtime/sched/calib_cache.h), "" = no cache.
+  const char* calib_dir = nullptr;
 };
 
 struct ContextStats {
@@ -86,11 +96,14 @@ class Context {
   int64_t n_ctx() const { return kv_.n_ctx(); }
   // The backend that runs the plans ("cuda", "cpu-avx512", "ref").
   const char* backend_name() const { return primary_->name(); }
+  // The dynamic matmul scheduler; nullptr with fixed thresholds.
+  const MatmulScheduler* sched() const { return sched_.get(); }
 
  private:
   explicit Context(const Model& model) : model_(model) {}
   Status validate(const BatchView& batch) const;
   Status pick_backends(const ContextParams& p, const BackendOptions& bo);
+  Status start_sched(int max_threads);
   Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant);
   void set_n_threads(int n);
 
@@ -98,6 +111,7 @@ class Context {
   ContextParams params_;
   Logger log_;
   std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<MatmulScheduler> sched_;  // routes cpu_'s matmuls (dynamic scheduling)
   std::unique_ptr<Backend> gpu_, cpu_, ref_;
   Backend* primary_ = nullptr;  // runs the plans (gpu, cpu, or ref when asked for)
   Backend* host_ = nullptr;     // runs run_op() on host logits (cpu, else ref)
