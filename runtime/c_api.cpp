@@ -326,6 +326,7 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.device = KESTREL_DEVICE_CPU;
   p.gpu_backend = nullptr;
   p.gpu_graphs = 1;
+  p.sched = KESTREL_SCHED_STATIC;
   return p;
 }
 
@@ -360,6 +361,9 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     // The handle is the BackendInfo of the kestrel::cuda archive (kestrel_cuda.h).
     cp.gpu = reinterpret_cast<const BackendInfo*>(p.gpu_backend);
     cp.gpu_graphs = p.gpu_graphs != 0;
+    if (p.sched != KESTREL_SCHED_STATIC && p.sched != KESTREL_SCHED_DYNAMIC)
+      return Status::invalid_argument("sched %d is not a kestrel_sched", p.sched);
+    cp.sched = p.sched == KESTREL_SCHED_DYNAMIC ? SchedMode::dynamic : SchedMode::fixed_thresholds;
     if (p.log_level < KESTREL_LOG_DEBUG || p.log_level > KESTREL_LOG_NONE)
       return Status::invalid_argument("log_level %d outside [%d, %d]", p.log_level, KESTREL_LOG_DEBUG, KESTREL_LOG_NONE);
     std::unique_ptr<kestrel_context> c(new (std::nothrow) kestrel_context());

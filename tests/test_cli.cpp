@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -371,4 +372,41 @@ TEST_CASE("kestrel run: Ctrl-C stops with a summary; a closed stdout ends quietl
     CHECK_FALSE(contains(err, "error"));
     CHECK_FALSE(contains(err, "Broken pipe"));
   }
+}
+
+TEST_CASE("kestrel calibrate prints curves and crossovers; run --sched dynamic gives the same text", "[cli][sched]") {
+  NEED_BINARY();
+  char dir[] = "/tmp/kestrel_test_calib_XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  REQUIRE(setenv("KESTREL_CALIB_DIR", dir, 1) == 0);
+  Result a = run({"calibrate", "-m", kStories, "-t", "2"});
+  INFO("stdout: " << a.out << "\nstderr: " << a.err);
+  CHECK(a.code == 0);
+  CHECK(contains(a.out, "measured in"));
+  CHECK(contains(a.out, "crossovers:"));
+  CHECK(contains(a.out, "/t2"));
+  Result b = run({"calibrate", "-m", kStories, "-t", "2"});
+  CHECK(b.code == 0);
+  CHECK(contains(b.out, "read from"));
+  // --plot: a PNG with gnuplot on PATH, a SKIP line and exit 0 without.
+  const std::string png = std::string(dir) + "/curves.png";
+  Result p = run({"calibrate", "-m", kStories, "-t", "2", "--plot", png});
+  CHECK(p.code == 0);
+  struct stat st;
+  if (contains(p.out, "SKIP:")) CHECK(stat(png.c_str(), &st) != 0);
+  else CHECK((stat(png.c_str(), &st) == 0 && st.st_size > 1000));
+  const std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  REQUIRE(setenv("PATH", "/nonexistent", 1) == 0);
+  Result q = run({"calibrate", "-m", kStories, "-t", "2", "--plot", png + ".2"});
+  REQUIRE(setenv("PATH", path.c_str(), 1) == 0);
+  CHECK(q.code == 0);
+  CHECK(contains(q.out, "SKIP: plot not drawn"));
+  // The dynamic scheduler changes kernels and threads, never the text.
+  Result r = run({"run", "-m", kStories, "-p", "", "-n", "32", "--temp", "0", "-t", "2", "-c", "256", "--sched", "dynamic"});
+  CHECK(r.code == 0);
+  CHECK(r.out == kGreedy32 + "\n");
+  CHECK(run({"run", "-m", kStories, "-p", "", "-n", "4", "--sched", "fast"}).code == 2);
+  CHECK(run({"calibrate", "-m", kStories, "-t", "0"}).code == 2);
+  unsetenv("KESTREL_CALIB_DIR");
+  std::filesystem::remove_all(dir);
 }

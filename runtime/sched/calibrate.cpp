@@ -11,6 +11,8 @@ namespace kestrel {
 namespace {
 
 constexpr int64_t kMinSliceRows = 64;
+constexpr double kShortCallNs = 2e6;  // a point's calls per candidate take at least this long ...
+constexpr int kMaxShortReps = 15;     // ... with at most this many repetitions
 
 // Group the weights by shape.
 void add_weight(std::vector<ShapeWeights>& out, const Tensor& w) {
@@ -123,16 +125,22 @@ Expected<std::vector<ShapeCosts>> calibrate_matmuls(Backend& cpu, const std::vec
           return {};
         };
         // Candidates alternate within each repetition, so drift and other load hit all alike.
+        // Short calls (tens of microseconds, where a thread's wake-up shows) get more
+        // repetitions, up to kShortCallNs of calls per candidate.
         const size_t nc = c.cands.size();
-        std::vector<double> t(nc * static_cast<size_t>(o.reps));
-        double warm = 0;
-        for (size_t ci = 0; ci < nc; ++ci) KESTREL_TRY(call(ci, &warm));
-        for (int rep = 0; rep < o.reps; ++rep)
-          for (size_t ci = 0; ci < nc; ++ci) KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(o.reps) + rep]));
+        double warm = 0, warm_max = 0;
         for (size_t ci = 0; ci < nc; ++ci) {
-          auto b = t.begin() + static_cast<std::ptrdiff_t>(ci * static_cast<size_t>(o.reps));
-          std::sort(b, b + o.reps);
-          c.ns[ci * c.rows.size() + r] = *(b + o.reps / 2) * static_cast<double>(N) / static_cast<double>(rows);
+          KESTREL_TRY(call(ci, &warm));
+          warm_max = std::max(warm_max, warm);
+        }
+        const int reps = std::max(o.reps, std::min(kMaxShortReps, static_cast<int>(kShortCallNs / warm_max)) | 1);
+        std::vector<double> t(nc * static_cast<size_t>(reps));
+        for (int rep = 0; rep < reps; ++rep)
+          for (size_t ci = 0; ci < nc; ++ci) KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(reps) + rep]));
+        for (size_t ci = 0; ci < nc; ++ci) {
+          auto b = t.begin() + static_cast<std::ptrdiff_t>(ci * static_cast<size_t>(reps));
+          std::sort(b, b + reps);
+          c.ns[ci * c.rows.size() + r] = *(b + reps / 2) * static_cast<double>(N) / static_cast<double>(rows);
         }
       }
       out.push_back(std::move(c));

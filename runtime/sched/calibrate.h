@@ -14,7 +14,8 @@
 // weights come from memory, not from a cache. A call of more than work_cap multiply-adds
 // runs on a slice of the weight rows (at least kMinSliceRows) and its time is scaled by
 // the rows it left out: a matmul's time is linear in its weight rows once each thread has
-// a few dozen. Each point is the median of `reps` calls after one warm-up call.
+// a few dozen. Each point is the median of `reps` calls after one warm-up call (more for
+// calls of well under a millisecond, whose times vary most), the candidates alternating.
 //
 //   CalibrateOptions o;
 //   o.max_threads = 2;
@@ -41,7 +42,7 @@ constexpr int kMaxCalibThreads = 1024;
 struct CalibrateOptions {
   std::vector<int64_t> rows{1, 2, 4, 8, 16, 32, 64, 128, 256, 512};  // increasing, in [1, kMaxCalibM]
   int max_threads = 1;            // candidates run on 1 .. max_threads threads (the backend's pool must have them)
-  int reps = 3;                   // timed calls per point (median), >= 1
+  int reps = 5;                   // timed calls per point (median), >= 1
   int64_t work_cap = 1 << 24;     // multiply-adds per timed call before slicing the weight rows
 };
 

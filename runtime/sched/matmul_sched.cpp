@@ -1,5 +1,6 @@
 #include "runtime/sched/matmul_sched.h"
 
+#include "runtime/sched/calib_report.h"
 #include "runtime/sched/route.h"
 
 namespace kestrel {
@@ -21,12 +22,14 @@ MatmulRoute MatmulScheduler::route(const OpCall& call) {
       if (pick != op.current) {
         if (log_.enabled(LogLevel::info)) {
           const ShapeCosts& c = op.costs;
-          log_.info("sched: %s %lldx%lld at M %lld: %s -> %s (%.3f ms -> %.3f ms)", dtype_name(c.shape.wtype),
-                    (long long)c.shape.k, (long long)c.shape.n, (long long)m,
-                    op.current < 0 ? "-" : candidate_label(c.cands[static_cast<size_t>(op.current)]).c_str(),
-                    candidate_label(c.cands[static_cast<size_t>(pick)]).c_str(),
-                    op.current < 0 ? 0.0 : cost_at(c, static_cast<size_t>(op.current), m) * 1e-6,
-                    cost_at(c, static_cast<size_t>(pick), m) * 1e-6);
+          const std::string to = candidate_label(c.cands[static_cast<size_t>(pick)]);
+          const double t_to = cost_at(c, static_cast<size_t>(pick), m) * 1e-6;
+          if (op.current < 0)
+            log_.info("sched: %s at M %lld: %s (%.3f ms)", shape_label(c.shape).c_str(), (long long)m, to.c_str(), t_to);
+          else
+            log_.info("sched: %s at M %lld: %s -> %s (%.3f ms -> %.3f ms)", shape_label(c.shape).c_str(), (long long)m,
+                      candidate_label(c.cands[static_cast<size_t>(op.current)]).c_str(), to.c_str(),
+                      cost_at(c, static_cast<size_t>(op.current), m) * 1e-6, t_to);
         }
         if (op.current >= 0) ++n_switches_;
         op.current = pick;

@@ -32,6 +32,7 @@ Command add_perplexity(CLI::App& app);
 Command add_quantize(CLI::App& app);
 Command add_ks_factorize(CLI::App& app);
 Command add_chat(CLI::App& app);
+Command add_calibrate(CLI::App& app);
 Command add_template(CLI::App& app);
 Command add_serve(CLI::App& app);  // cmd_serve.cpp, built with cpp-httplib (KESTREL_CLI_SERVE)
 

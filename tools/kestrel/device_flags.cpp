@@ -13,6 +13,12 @@ void add_device_flags(CLI::App* sub, DeviceFlags& flags) {
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
       ->capture_default_str();
   sub->add_flag("--no-graphs", flags.no_graphs, "cuda: launch each step's kernels one by one instead of replaying a graph");
+  sub->add_option("--sched", flags.sched,
+                  "cpu matmul kernels and threads: static (fixed row thresholds) or dynamic (per step, the candidate "
+                  "that wins at the step's rows in this machine's calibration, measured on first use and cached; "
+                  "see kestrel calibrate). Same outputs either way")
+      ->check(CLI::IsMember({"static", "dynamic"}))
+      ->capture_default_str();
 }
 
 void apply_device_flags(const DeviceFlags& flags, kestrel_context_params* cp) {
@@ -23,6 +29,7 @@ void apply_device_flags(const DeviceFlags& flags, kestrel_context_params* cp) {
   cp->gpu_backend = kestrel_backend_cuda();
 #endif
   cp->gpu_graphs = flags.no_graphs ? 0 : 1;
+  cp->sched = flags.sched == "dynamic" ? KESTREL_SCHED_DYNAMIC : KESTREL_SCHED_STATIC;
 }
 
 }  // namespace kcli

@@ -1,5 +1,5 @@
-// --device cpu|cuda|auto (device_flags.cpp), shared by run, bench and
-// perplexity. cuda and auto use the GPU backend when this CLI was built with
+// --device cpu|cuda|auto and --sched static|dynamic (device_flags.cpp), shared
+// by run, bench and perplexity. cuda and auto use the GPU backend when this CLI was built with
 // it (KESTREL_CUDA=ON links kestrel::cuda into it); auto falls back to the cpu
 // when there is no GPU backend or no GPU, cuda fails with a message.
 //
@@ -18,6 +18,7 @@ namespace kcli {
 struct DeviceFlags {
   std::string device = "auto";
   bool no_graphs = false;
+  std::string sched = "static";  // KESTREL_SCHED_STATIC / _DYNAMIC
 };
 
 void add_device_flags(CLI::App* sub, DeviceFlags& flags);

@@ -139,7 +139,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("kestrel ") + kestrel_version());
   std::vector<kcli::Command> commands = {kcli::add_run(app), kcli::add_bench(app), kcli::add_tokenize(app),
                                          kcli::add_inspect(app), kcli::add_convert(app), kcli::add_perplexity(app), kcli::add_quantize(app),
-                                         kcli::add_ks_factorize(app), kcli::add_chat(app), kcli::add_template(app)};
+                                         kcli::add_ks_factorize(app), kcli::add_chat(app), kcli::add_template(app),
+                                         kcli::add_calibrate(app)};
 #ifdef KESTREL_CLI_SERVE
   commands.push_back(kcli::add_serve(app));
 #endif

@@ -88,6 +88,11 @@ int run(const RunOptions& o) {
   cp.n_threads_batch = o.threads_batch;
   apply_exp_flags(o.exp, &cp, nullptr);
   apply_device_flags(o.device, &cp);
+  if (o.verbose) {
+    // The context's messages (with --sched dynamic: the calibration and each change of matmul kernel).
+    cp.log_callback = [](void*, int32_t, const char* msg) { std::fprintf(stderr, "kestrel: %s\n", msg); };
+    cp.log_level = KESTREL_LOG_INFO;
+  }
   kestrel_context* ctx = nullptr;
   if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
     return report(s, "cannot create a context", nullptr);

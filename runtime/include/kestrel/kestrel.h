@@ -202,6 +202,14 @@ typedef enum kestrel_device {
   KESTREL_DEVICE_AUTO = 2  /* the GPU when gpu_backend is given and a GPU is present, else the cpu */
 } kestrel_device;
 
+/* How a context on the cpu picks each weight-bearing matmul's kernel variant and thread count. Both give
+ * the same output bits: the candidates are only kernels that compute every output the same way. */
+typedef enum kestrel_sched {
+  KESTREL_SCHED_STATIC = 0, /* the default policy's fixed row thresholds (default) */
+  KESTREL_SCHED_DYNAMIC = 1 /* per step and shape, the candidate whose calibrated cost is lowest at the step's rows,
+                               with hysteresis; calibrated on first use (seconds, see kestrel_calibrate) and cached */
+} kestrel_sched;
+
 /* A GPU backend: kestrel_backend_cuda() from <kestrel/kestrel_cuda.h> (the kestrel::cuda archive). */
 typedef struct kestrel_backend kestrel_backend;
 
@@ -226,6 +234,7 @@ typedef struct kestrel_context_params {
   int32_t device;          /* a kestrel_device (default KESTREL_DEVICE_CPU) */
   const kestrel_backend* gpu_backend; /* for KESTREL_DEVICE_CUDA / AUTO (default NULL: none) */
   int gpu_graphs;          /* 1: replay each decode step as a device graph (default 1) */
+  int32_t sched;           /* a kestrel_sched (default KESTREL_SCHED_STATIC); dynamic applies to the cpu device */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
@@ -361,6 +370,30 @@ kestrel_status kestrel_generate_spec(kestrel_context* ctx, kestrel_context* draf
 /* Writes a GGUF file equivalent to a llama.cpp conversion of a llama2.c checkpoint
  * (model .bin + tokenizer.bin). Errors go to kestrel_last_error(NULL). */
 kestrel_status kestrel_convert_llama2c(const char* model_path, const char* tokenizer_path, const char* out_path);
+
+/* ---- matmul calibration (KESTREL_SCHED_DYNAMIC) ---- */
+
+/* The model's matmul cost curves on this machine's cpu: for each weight-bearing matmul shape, each
+ * candidate's time (kernel variant x 1..n_threads threads) at 1, 2, 4, ..., 512 rows. Read from the cache
+ * ($KESTREL_CALIB_DIR, else $XDG_CACHE_HOME/kestrel/calibration, else ~/.cache/kestrel/calibration) when it
+ * holds them for this machine, build and model shape; else measured and cached (force = 1: always measured).
+ * A context with KESTREL_SCHED_DYNAMIC and n_threads threads uses the same curves. */
+typedef struct kestrel_calibration kestrel_calibration;
+
+typedef enum kestrel_calib_text {
+  KESTREL_CALIB_TABLE = 0,  /* per shape: ms per call by rows and candidate, the best, the fixed thresholds' ratio
+                               to it, and the crossovers */
+  KESTREL_CALIB_CURVES = 1, /* per shape a block "# shape", a header of candidate labels, rows "M ms ms ...";
+                               blocks apart by two blank lines (gnuplot's index) */
+  KESTREL_CALIB_SOURCE = 2  /* one line: where the curves came from (the cache file, or measured and why) */
+} kestrel_calib_text;
+
+kestrel_status kestrel_calibrate(kestrel_model* model, int32_t n_threads, int32_t force, kestrel_calibration** out);
+void kestrel_calibration_free(kestrel_calibration* cal); /* NULL is a no-op */
+/* A kestrel_calib_text of the calibration, valid until it is freed; "" for NULL or an unknown kind. */
+const char* kestrel_calibration_text(const kestrel_calibration* cal, int32_t kind);
+/* Seconds spent measuring (0 when read from the cache); -1 for NULL. */
+double kestrel_calibration_seconds(const kestrel_calibration* cal);
 
 /* ---- Kronecker-sparse factorization (docs/ks-gguf.md) ---- */
 
