@@ -96,15 +96,19 @@ class CudaExecutable final : public Executable {
     try {
       node_kind_.assign(nodes_.size(), kPlain);
       group_n_.assign(nodes_.size(), 1);
+      norm_of_.assign(nodes_.size(), kNone);
+      add_of_.assign(nodes_.size(), kNone);
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("cuda executable node flags");
     }
+    group_matvecs();
+    fuse_matvec_adds();
+    fuse_matvec_norms();
     for (size_t i = 0; i + 1 < nodes_.size(); ++i)
-      if (node_kind_[i] == kPlain && add_then_norm(i)) {
+      if (node_kind_[i] == kPlain && node_kind_[i + 1] == kPlain && add_then_norm(i)) {
         node_kind_[i] = kAddNorm;
         node_kind_[i + 1] = kFusedAway;
       }
-    group_matvecs();
     for (size_t i = 0; i + 3 < nodes_.size(); ++i)
       if (rope_store_at(i)) {
         node_kind_[i] = kRopeStore;
@@ -234,7 +238,17 @@ class CudaExecutable final : public Executable {
     if (node_kind_[i] == kMatvecGroup) {
       MatvecSegs segs;
       for (size_t k = i; k < i + group_n_[i]; ++k) segs.add(view(*calls_[k].src[0]), view(*calls_[k].dst));
-      return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, view(*calls_[i].src[1]), ctx_.stream),
+      MatvecNorm norm;
+      const bool has_norm = norm_of_[i] != kNone;
+      TV x = has_norm ? norm_prologue(norm_of_[i], &norm) : view(*calls_[i].src[1]);
+      MatvecAdd add;
+      if (add_of_[i] != kNone) {
+        const OpCall& a = calls_[add_of_[i]];
+        add.r = view(same_view(*a.src[0], *calls_[i].dst) ? *a.src[1] : *a.src[0]);
+        add.s = view(*a.dst);
+      }
+      return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, ctx_.stream, has_norm ? &norm : nullptr,
+                                      add_of_[i] != kNone ? &add : nullptr),
                         "matvec group");
     }
     if (node_kind_[i] == kRopeStore) {
@@ -263,12 +277,110 @@ class CudaExecutable final : public Executable {
              : gp.form == GeluForm::sigmoid ? Binary::geglu_sigmoid
                                             : Binary::geglu_tanh;
       }
+      MatvecNorm norm;
+      const bool has_norm = norm_of_[i] != kNone;
+      const TV x = has_norm ? norm_prologue(norm_of_[i], &norm) : view(*calls_[i].src[1]);
       return cuda_check(launch_matvec_glu(calls_[i].src[0]->type, view(*calls_[i].src[0]), view(*calls_[i + 1].src[0]),
-                                          view(*calls_[i].src[1]), view(*act.dst), view(*calls_[i].dst),
-                                          view(*calls_[i + 1].dst), op, tier, ctx_.stream),
+                                          x, view(*act.dst), view(*calls_[i].dst), view(*calls_[i + 1].dst), op, tier,
+                                          ctx_.stream, has_norm ? &norm : nullptr),
                         "matvec glu");
     }
     return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
+  // The rms_norm node k folded into the launch after it: its parameters, and
+  // its input, which the launch reads as x.
+  TV norm_prologue(uint32_t k, MatvecNorm* out) const {
+    const OpCall& n = calls_[k];
+    const RmsNormParams& p = n.p<RmsNormParams>();
+    const Tensor* w = n.opt_src(1);
+    out->w = w ? static_cast<const float*>(w->data) : nullptr;
+    out->eps = p.eps;
+    out->one_plus_weight = p.one_plus_weight;
+    out->y = view(*n.dst);
+    return view(*n.src[0]);
+  }
+
+  // Every tensor node i reads or writes: weights, x, outputs (a group's or a
+  // GLU's members too).
+  template <typename F>
+  void each_tensor_of_launch(size_t i, F&& f) const {
+    const size_t last = node_kind_[i] == kGlu ? i + 2 : i + group_n_[i] - 1;
+    for (size_t k = i; k <= last; ++k) {
+      f(nodes_[k].dst);
+      for (int s = 0; s < nodes_[k].n_src; ++s) f(nodes_[k].src[s]);
+    }
+  }
+
+  static bool f32_rows(const Tensor& t) { return t.type == DType::F32 && t.nb[0] == 4; }
+
+  // A single warp-per-row matmul (i) whose output the next node adds to
+  // another tensor of its shape: the add runs in the matvec's epilogue, each
+  // output element by the lane that computed it (o-proj and down into the
+  // residual stream). The sum may be the other input in place, nothing the
+  // launch reads.
+  void fuse_matvec_adds() {
+    for (size_t i = 0; i + 1 < nodes_.size(); ++i) {
+      const bool single = (node_kind_[i] == kPlain && nodes_[i].op == OpId::matmul && matmul_uses_matvec(calls_[i])) ||
+                          (node_kind_[i] == kMatvecGroup && group_n_[i] == 1);
+      if (!single || node_kind_[i + 1] != kPlain || nodes_[i + 1].op != OpId::add) continue;
+      const PlanNode& mm = nodes_[i];
+      const PlanNode& a = nodes_[i + 1];
+      const Tensor& m = mm.dst;
+      const bool first = same_view(a.src[0], m), second = same_view(a.src[1], m);
+      if (first == second) continue;
+      const Tensor& r = first ? a.src[1] : a.src[0];
+      const Tensor& sum = a.dst;
+      if (!f32_rows(m) || !f32_rows(r) || !f32_rows(sum)) continue;
+      bool shapes = true;
+      for (int d = 0; d < 4; ++d) shapes = shapes && r.ne[d] == m.ne[d] && sum.ne[d] == m.ne[d];
+      if (!shapes || overlaps(r, m) || overlaps(sum, mm.src[0]) || overlaps(sum, mm.src[1]) ||
+          overlaps(r, mm.src[1]))
+        continue;
+      if (overlaps(sum, m) && !same_view(sum, m)) continue;
+      if (overlaps(sum, r) && !same_view(sum, r)) continue;
+      node_kind_[i] = kMatvecGroup;
+      group_n_[i] = 1;
+      add_of_[i] = static_cast<uint32_t>(i + 1);
+      node_kind_[i + 1] = kFusedAway;
+    }
+  }
+
+  // An rms_norm of one row whose output is exactly the x of the matvec
+  // launch after it (q / k / v, gate / up, the output head): every block of
+  // that launch normalises its staged copy of the norm's input, block 0
+  // writes the norm's output for any later reader. The input may not be
+  // written by the launch, nor the norm's output read by it.
+  void fuse_matvec_norms() {
+    for (size_t i = 0; i + 1 < nodes_.size(); ++i) {
+      const size_t j = i + 1;
+      if (node_kind_[i] != kPlain || nodes_[i].op != OpId::rms_norm) continue;
+      const bool single = node_kind_[j] == kPlain && nodes_[j].op == OpId::matmul && matmul_uses_matvec(calls_[j]);
+      if (!single && node_kind_[j] != kMatvecGroup && node_kind_[j] != kGlu) continue;
+      const PlanNode& n = nodes_[i];
+      const Tensor &src = n.src[0], &y = n.dst;
+      if (!same_view(nodes_[j].src[1], y) || !f32_rows(src) || !f32_rows(y) || overlaps(src, y)) continue;
+      if (n.n_src > 1 && (n.src[1].type != DType::F32 || n.src[1].nb[0] != 4)) continue;
+      if (src.ne[1] * src.ne[2] * src.ne[3] != 1 || !matvec_can_norm(nodes_[j].src[0].type, view(src))) continue;
+      if (single) group_n_[j] = 1;
+      const uint8_t kind = node_kind_[j];
+      if (single) node_kind_[j] = kMatvecGroup;
+      bool clash = false;
+      each_tensor_of_launch(j, [&](const Tensor& t) {
+        if (t.data == y.data && same_view(t, y)) return;  // the x the launch no longer reads
+        if (overlaps(t, src) || overlaps(t, y)) clash = true;
+      });
+      if (add_of_[j] != kNone) {
+        const Tensor& s = nodes_[add_of_[j]].dst;
+        clash = clash || overlaps(s, src) || overlaps(s, y);
+      }
+      if (clash) {
+        node_kind_[j] = kind;
+        continue;
+      }
+      norm_of_[j] = static_cast<uint32_t>(i);
+      node_kind_[i] = kFusedAway;
+    }
   }
 
   static bool overlaps(const Tensor& a, const Tensor& b) {
@@ -554,9 +666,14 @@ class CudaExecutable final : public Executable {
   // launches nothing).
   // A matmul group runs group_n_ matmuls on one x as one matvec launch; a
   // GLU node its gate, up and activation nodes as one kernel.
+  // A matvec group or GLU node may also run the rms_norm node norm_of_ as its
+  // prologue and (a group of one) the add node add_of_ as its epilogue.
   enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kMatvecGroup, kGlu, kRopeStore, kFusedAway };
+  static constexpr uint32_t kNone = UINT32_MAX;
   std::vector<uint8_t> node_kind_;
   std::vector<uint32_t> group_n_;
+  std::vector<uint32_t> norm_of_;
+  std::vector<uint32_t> add_of_;
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

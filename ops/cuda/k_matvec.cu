@@ -11,6 +11,10 @@
 //     a 16-lane range, k = 0..3: 16 bytes each of ql, ql + 32 and qh).
 // Element order inside a unit follows the GGUF layouts (ops/dtype.h); the
 // dequantized weight equals the reference dequantization before the product.
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
 #include "ops/cuda/matvec.h"
@@ -29,6 +33,22 @@ __device__ __forceinline__ uint32_t word_at(uint32_t lo, uint32_t hi, bool odd) 
 }
 
 __device__ __forceinline__ float4 ld4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
+
+// Where the activations are read from: global memory (through L1), or a copy
+// of the row in shared memory padded by 4 floats after every 32, so that the
+// lanes of a warp, each at the start of its own unit (units 32 to 256 bytes
+// apart), hit different banks. Lane-strided float reads of one row in global
+// memory touch one cache line per lane and load instruction: for a Q4_0 row
+// that is 8x the L1 wavefronts of the row's bytes, which bound the kernel.
+struct XGlobal {
+  __device__ static float4 ld(const float* x, int64_t off) { return ld4(x + off); }
+};
+struct XShared {
+  __device__ static int64_t at(int64_t off) { return off + (off >> 5) * 4; }
+  __device__ static float4 ld(const float* x, int64_t off) {
+    return *reinterpret_cast<const float4*>(x + at(off));
+  }
+};
 
 // acc += sum over 4 bytes of (nibble - off) * x, nibbles of byte i at shift sh.
 __device__ __forceinline__ float nib4(uint32_t q, int sh, float off, float4 x, float acc) {
@@ -70,8 +90,9 @@ struct Unit<DType::F32> {
     float4 v;
   };
   __device__ static Raw load(const char* row, int64_t u) { return {ld4(reinterpret_cast<const float*>(row) + 4 * u)}; }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
-    const float4 a = ld4(x + 4 * u);
+    const float4 a = X::ld(x, 4 * u);
     return fmaf(r.v.x, a.x, fmaf(r.v.y, a.y, fmaf(r.v.z, a.z, r.v.w * a.w)));
   }
 };
@@ -92,8 +113,9 @@ struct Unit16 {  // F16 / BF16: 8 elements in one 16-byte load
       return make_float2(__uint_as_float(w << 16), __uint_as_float(w & 0xffff0000u));
     }
   }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
-    const float4 a = ld4(x + 8 * u), b = ld4(x + 8 * u + 4);
+    const float4 a = X::ld(x, 8 * u), b = X::ld(x, 8 * u + 4);
     const float2 p0 = pair(r.v.x), p1 = pair(r.v.y), p2 = pair(r.v.z), p3 = pair(r.v.w);
     float s = p0.x * a.x;
     s = fmaf(p0.y, a.y, s);
@@ -122,13 +144,14 @@ struct Unit<DType::Q4_0> {
     r.d = scaled_block(reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ4_0)), r.q);
     return r;
   }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
-    const float* xb = x + 32 * u;
+    const int64_t xb = 32 * u;
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      s = nib4(r.q[i], 0, 8.0f, ld4(xb + 4 * i), s);
-      s = nib4(r.q[i], 4, 8.0f, ld4(xb + 16 + 4 * i), s);
+      s = nib4(r.q[i], 0, 8.0f, X::ld(x, xb + 4 * i), s);
+      s = nib4(r.q[i], 4, 8.0f, X::ld(x, xb + 16 + 4 * i), s);
     }
     return r.d * s;
   }
@@ -146,11 +169,12 @@ struct Unit<DType::Q8_0> {
     r.d = scaled_block(reinterpret_cast<const uint8_t*>(row) + u * static_cast<int64_t>(sizeof(BlockQ8_0)), r.q);
     return r;
   }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
-    const float* xb = x + 32 * u;
+    const int64_t xb = 32 * u;
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s = i8x4(r.q[i], ld4(xb + 4 * i), s);
+    for (int i = 0; i < 8; ++i) s = i8x4(r.q[i], X::ld(x, xb + 4 * i), s);
     return r.d * s;
   }
 };
@@ -186,12 +210,13 @@ struct Unit<DType::Q4_K> {
     r.b1 = __fmul_rn(dmin, static_cast<float>(m1));
     return r;
   }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
-    const float* xb = x + 256 * (u / 4) + 64 * (u % 4);
+    const int64_t xb = 256 * (u / 4) + 64 * (u % 4);
     float s = 0.0f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-      const float4 lo = ld4(xb + 4 * i), hi = ld4(xb + 32 + 4 * i);
+      const float4 lo = X::ld(x, xb + 4 * i), hi = X::ld(x, xb + 32 + 4 * i);
       // Each weight as the reference forms it: d*sc*q - dmin*m.
       const uint32_t q = r.q[i];
       s = fmaf(__fsub_rn(__fmul_rn(r.a0, static_cast<float>(q & 15u)), r.b0), lo.x, s);
@@ -239,9 +264,10 @@ struct Unit<DType::Q6_K> {
     for (int k = 0; k < 4; ++k) r.ds[k] = __fmul_rn(d, static_cast<float>(static_cast<int8_t>(__ldg(sp + 2 * k))));
     return r;
   }
+  template <class X>
   __device__ static float dot(const Raw& r, const float* x, int64_t u) {
     const int h = static_cast<int>(u / 2 % 2), g = static_cast<int>(u % 2);
-    const float* xb = x + 256 * (u / 4) + 128 * h + 16 * g;
+    const int64_t xb = 256 * (u / 4) + 128 * h + 16 * g;
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
@@ -250,7 +276,7 @@ struct Unit<DType::Q6_K> {
       float sk = 0.0f;
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const float4 xv = ld4(xb + 32 * k + 4 * i);
+        const float4 xv = X::ld(x, xb + 32 * k + 4 * i);
         const uint32_t lq = ql[i] >> nsh, hq = r.qh[i] >> (2 * k);
         const float xs[4] = {xv.x, xv.y, xv.z, xv.w};
 #pragma unroll
@@ -274,7 +300,19 @@ struct SegsArg {
   int n;
 };
 
-template <DType T, int MC, int R>
+// The prologue and epilogue the plan may fold into a launch (matvec.h).
+struct NormArg {
+  const float* w = nullptr;  // norm weights (null: none)
+  float eps = 0.0f;
+  bool one_plus = false;
+  bool on = false;
+  TV y;  // the norm's own output, written by block 0 (data null: not written)
+};
+struct AddArg {
+  TV r, s;  // s = r + y of segment 0 (s.data null: no add)
+};
+
+template <DType T, int MC, int R, class X>
 __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_units, const float* const xr[MC],
                                          int lane, float acc[R][MC]) {
   using U = Unit<T>;
@@ -293,7 +331,7 @@ __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_unit
     for (int c = 0; c < MC; ++c) {
       if (!xr[c]) continue;
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r][c] += U::dot(raw[r], xr[c], u);
+      for (int r = 0; r < R; ++r) acc[r][c] += U::template dot<X>(raw[r], xr[c], u);
     }
   }
 #pragma unroll
@@ -302,11 +340,45 @@ __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_unit
     for (int c = 0; c < MC; ++c) acc[r][c] = warp_sum(acc[r][c]);
 }
 
-template <DType T, int MC, int R>
-__global__ void __launch_bounds__(kWarpsPerBlock* kWarp) matvec_kernel(SegsArg s, TV x, int64_t m_total) {
+// x row 0 into shared memory (XShared's padded layout), normalised there when
+// nm.on: sum of squares in float by each thread over its float4 slices, one
+// block reduction, y = x / sqrt(mean + eps) * w (the rms_norm formula; block 0
+// also writes it to nm.y). Every thread of the block must call it.
+__device__ __forceinline__ void stage_x(const float* x, int64_t K, const NormArg& nm, float* xs) {
+  __shared__ float scratch[32];
+  float ss = 0.0f;
+  for (int64_t e = 4 * static_cast<int64_t>(threadIdx.x); e < K; e += 4 * static_cast<int64_t>(blockDim.x)) {
+    const float4 v = ld4(x + e);
+    *reinterpret_cast<float4*>(xs + XShared::at(e)) = v;
+    if (nm.on) ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+  }
+  if (nm.on) {
+    ss = block_sum(ss, scratch);
+    const float inv = 1.0f / sqrtf(ss / static_cast<float>(K) + nm.eps);
+    float* yo = blockIdx.x == 0 && nm.y.data ? reinterpret_cast<float*>(nm.y.data) : nullptr;
+    for (int64_t e = 4 * static_cast<int64_t>(threadIdx.x); e < K; e += 4 * static_cast<int64_t>(blockDim.x)) {
+      float4 v = *reinterpret_cast<float4*>(xs + XShared::at(e));  // this thread's own slice
+      float o[4] = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
+      if (nm.w)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) o[j] *= nm.one_plus ? 1.0f + __ldg(nm.w + e + j) : __ldg(nm.w + e + j);
+      v = make_float4(o[0], o[1], o[2], o[3]);
+      *reinterpret_cast<float4*>(xs + XShared::at(e)) = v;
+      if (yo) *reinterpret_cast<float4*>(yo + e) = v;
+    }
+  }
+  __syncthreads();
+}
+
+// XS: x (one row, MC == 1) staged in shared memory, optionally normalised.
+template <DType T, int MC, int R, bool XS>
+__global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
+    matvec_kernel(SegsArg s, TV x, int64_t m_total, NormArg nm, AddArg ad) {
+  extern __shared__ __align__(16) float xs[];
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if constexpr (XS) stage_x(reinterpret_cast<const float*>(x.data), x.ne[0], nm, xs);
   int seg = 0;
   while (seg < s.n && warp >= s.warp_end[seg]) ++seg;
   if (seg == s.n) return;
@@ -317,15 +389,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp) matvec_kernel(SegsArg s
   for (int r = 0; r < R; ++r) wr[r] = w.data + (n0 + r < w.ne[1] ? n0 + r : n0) * w.nb[1];
   const float* xr[MC];
 #pragma unroll
-  for (int c = 0; c < MC; ++c) xr[c] = c < m_total ? reinterpret_cast<const float*>(row_ptr(x, c)) : nullptr;
+  for (int c = 0; c < MC; ++c)
+    xr[c] = c >= m_total ? nullptr : XS ? xs : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[R][MC];
-  row_dots<T, MC, R>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  using XA = std::conditional_t<XS, XShared, XGlobal>;
+  row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  const bool add = ad.s.data && seg == 0;
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int c = 0; c < MC; ++c)
-      if (lane == r * MC + c && xr[c] && n0 + r < w.ne[1])
+      if (lane == r * MC + c && xr[c] && n0 + r < w.ne[1]) {
         reinterpret_cast<float*>(row_ptr(s.y[seg], c))[n0 + r] = acc[r][c];
+        if (add)
+          reinterpret_cast<float*>(row_ptr(ad.s, c))[n0 + r] =
+              reinterpret_cast<const float*>(row_ptr(ad.r, c))[n0 + r] + acc[r][c];
+      }
 }
 
 template <ExpTier E>
@@ -345,12 +424,14 @@ __device__ __forceinline__ float glu(Binary op, ExpTier e, float g, float u) {
 }
 
 // R rows of the gate and the same R rows of up per warp.
-template <DType T, int MC, int R>
+template <DType T, int MC, int R, bool XS>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total) {
+    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total, NormArg nm) {
+  extern __shared__ __align__(16) float xs[];
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * R;
+  if constexpr (XS) stage_x(reinterpret_cast<const float*>(x.data), x.ne[0], nm, xs);
   if (n0 >= wg.ne[1]) return;
   const char* wr[2 * R];
 #pragma unroll
@@ -361,9 +442,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   }
   const float* xr[MC];
 #pragma unroll
-  for (int c = 0; c < MC; ++c) xr[c] = c < m_total ? reinterpret_cast<const float*>(row_ptr(x, c)) : nullptr;
+  for (int c = 0; c < MC; ++c)
+    xr[c] = c >= m_total ? nullptr : XS ? xs : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[2 * R][MC];
-  row_dots<T, MC, 2 * R>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  using XA = std::conditional_t<XS, XShared, XGlobal>;
+  row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -396,8 +479,23 @@ cudaError_t by_rows(int64_t m, F&& f) {
   return f(std::integral_constant<int, 8>{});
 }
 
+// Shared memory of a staged x row (XShared layout), 0 when x is read from
+// global memory: more than one row, K past kMatvecMaxStagedK, or staging
+// turned off (KESTREL_CUDA_MATVEC=global, read once: the previous path, for
+// comparisons in one binary).
+// Float weights read x from global memory: staging measured slower for F16
+// (its 16-byte units already keep the lanes' x reads within few lines).
+size_t staged_bytes(DType wt, int64_t K, int64_t m) {
+  static const bool off = [] {
+    const char* e = std::getenv("KESTREL_CUDA_MATVEC");
+    return e && std::strcmp(e, "global") == 0;
+  }();
+  if (off || m != 1 || K > kMatvecMaxStagedK || dtype_block_size(wt) == 1) return 0;
+  return static_cast<size_t>((K + 31) / 32 * 36) * sizeof(float);
+}
+
 template <DType T>
-cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, cudaStream_t s) {
+cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     constexpr int R = MC == 1 ? 2 : 1;
@@ -411,23 +509,47 @@ cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, cudaStream_t s) {
     }
     a.n = segs.n;
     if (warps == 0) return cudaSuccess;
-    const int64_t blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    (void)launch_k(matvec_kernel<T, MC, R>, static_cast<unsigned>(blocks), kWarpsPerBlock * kWarp, 0, s, a, x, m);
+    const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    const size_t sm = MC == 1 ? staged_bytes(T, x.ne[0], m) : 0;
+    if (nm.on && !sm) return cudaErrorInvalidValue;
+    if (sm)
+      (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, sm, s, a, x, m, nm, ad);
+    else
+      (void)launch_k(matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m, nm, ad);
     return cudaGetLastError();
   });
 }
 
 template <DType T>
-cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, cudaStream_t s) {
+cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
+                    cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     constexpr int R = MC == 1 ? 2 : 1;
     const int64_t warps = (g.ne[1] + R - 1) / R;
     if (warps == 0) return cudaSuccess;
-    const int64_t blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    (void)launch_k(matvec_glu_kernel<T, MC, R>, static_cast<unsigned>(blocks), kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e, m);
+    const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    const size_t sm = MC == 1 ? staged_bytes(T, x.ne[0], m) : 0;
+    if (nm.on && !sm) return cudaErrorInvalidValue;
+    if (sm)
+      (void)launch_k(matvec_glu_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, sm, s, g, u, x, y, yg, yu, op,
+                     e, m, nm);
+    else
+      (void)launch_k(matvec_glu_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op,
+                     e, m, nm);
     return cudaGetLastError();
   });
+}
+
+NormArg norm_arg(const MatvecNorm* n) {
+  NormArg a;
+  if (!n) return a;
+  a.w = n->w;
+  a.eps = n->eps;
+  a.one_plus = n->one_plus_weight;
+  a.on = true;
+  a.y = n->y;
+  return a;
 }
 
 template <typename F>
@@ -462,19 +584,34 @@ bool matvec_fits(DType wt, const TV& w, const TV& x) {
   return true;
 }
 
-cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s) {
+bool matvec_can_norm(DType wt, const TV& x) {
+  const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
+  return m == 1 && x.ne[0] % 4 == 0 && unit_elems(wt) > 0 && staged_bytes(wt, x.ne[0], m) > 0;
+}
+
+cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s, const MatvecNorm* norm,
+                          const MatvecAdd* add) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || segs.n == 0) return cudaSuccess;
-  return by_type(wt, [&](auto tc) { return run_segs<decltype(tc)::value>(segs, x, m, s); });
+  if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
+  AddArg ad;
+  if (add) {
+    ad.r = add->r;
+    ad.s = add->s;
+  }
+  const NormArg nm = norm_arg(norm);
+  return by_type(wt, [&](auto tc) { return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, s); });
 }
 
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              cudaStream_t s) {
+                              cudaStream_t s, const MatvecNorm* norm) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || g.ne[1] == 0) return cudaSuccess;
   if (glu != Binary::swiglu && glu != Binary::geglu_tanh && glu != Binary::geglu_erf && glu != Binary::geglu_sigmoid)
     return cudaErrorInvalidValue;
-  return by_type(wt, [&](auto tc) { return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, s); });
+  if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
+  const NormArg nm = norm_arg(norm);
+  return by_type(wt, [&](auto tc) { return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, nm, s); });
 }
 
 }  // namespace kestrel::cuda

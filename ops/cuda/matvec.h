@@ -43,13 +43,41 @@ struct MatvecSegs {
 // rows are 16-byte aligned).
 bool matvec_fits(DType wt, const TV& w, const TV& x);
 
-cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s);
+// One activation row of up to this many elements is staged in shared memory
+// (padded so that the lanes' reads fall in different banks) instead of being
+// read from global memory by every warp; it is what makes the fusions below
+// possible.
+constexpr int64_t kMatvecMaxStagedK = 8192;
+
+// The rms_norm the plan folds into the launch after it: x given to the launch
+// is the norm's input; every block normalises its staged copy (sum of squares,
+// one block reduction, x / sqrt(mean + eps) * w, w or 1 + w), and block 0
+// writes the normalised row to y too (y.data null: not written). One row only.
+struct MatvecNorm {
+  const float* w = nullptr;  // null: no weights
+  float eps = 0.0f;
+  bool one_plus_weight = false;
+  TV y;
+};
+
+// The residual add the plan folds into a launch: s = r + y of segment 0,
+// element by element (s may be r: each element is read and written by one lane).
+struct MatvecAdd {
+  TV r, s;
+};
+
+// Whether a MatvecNorm may be given with weights of type wt and activation x
+// (quantized weights, one row, K <= kMatvecMaxStagedK).
+bool matvec_can_norm(DType wt, const TV& x);
+
+cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s, const MatvecNorm* norm = nullptr,
+                          const MatvecAdd* add = nullptr);
 
 // y[m][n] = glu(G[n] . x[m], U[n] . x[m]) with glu one of the Binary gated
 // forms (swiglu, geglu_*): the gate and up projections and their activation
 // in one kernel; G and U share type and shape. yg / yu (data null: not
 // written) also receive the two projections, before y (which may be either).
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              cudaStream_t s);
+                              cudaStream_t s, const MatvecNorm* norm = nullptr);
 
 }  // namespace kestrel::cuda
