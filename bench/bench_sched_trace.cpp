@@ -3,7 +3,8 @@
 // step's N rows, the output head at its output rows) on the cpu backend, routed by
 //   static     the default policy's fixed row thresholds (what kestrel does without --sched);
 //   <cand>     one candidate for every step and shape ("dot8x1/t1": that kernel on 1 thread);
-//   dynamic    the scheduler of --sched dynamic (the calibration cache, hysteresis);
+//   dynamic    the scheduler of --sched dynamic (the calibration cache, hysteresis, the
+//              fixed thresholds' choice kept where nothing beats it by the margin);
 //   oracle     per step and shape the candidate measured fastest at that N in this run.
 // Attention and the other ops run the same under every policy and are left out. The
 // policies alternate within each repetition in a fresh order; medians over repetitions.
@@ -81,6 +82,8 @@ struct LabelRouter final : MatmulRouter {
 struct Bench {
   Backend* cpu = nullptr;
   CpuIsa isa = CpuIsa::scalar;
+  int n_threads = 1;
+  double margin = 0.10;  // the dynamic scheduler's (the context's kSchedMargin)
   std::vector<Call> calls;            // one step's matmuls
   std::vector<ShapeCosts> shapes;     // calibration: candidates per shape
   std::vector<float> x, y;
@@ -198,7 +201,8 @@ void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int r
     for (int p : order) {
       std::unique_ptr<MatmulScheduler> dyn;
       MatmulRouter* router = nullptr;
-      if (p == 1) router = (dyn = std::make_unique<MatmulScheduler>(b.shapes, 0.05, quiet)).get();
+      if (p == 1) dyn = std::make_unique<MatmulScheduler>(b.shapes, b.margin, b.isa, b.n_threads, quiet);
+      if (p == 1) router = dyn.get();
       if (p == 2) router = &oracle;
       if (p >= 3) router = &fixed[static_cast<size_t>(p - 3)];
       cpu_set_matmul_router(*b.cpu, router);
@@ -230,6 +234,7 @@ int main(int argc, char** argv) {
   std::string model_path, trace_path;
   std::vector<std::string> traces{"server", "spec", "prompts"};
   int threads = 2, reps = 3, steps = 60;
+  double margin = 0.10;
   uint32_t seed = 1;
   app.add_option("-m,--model", model_path, "model file")->required();
   app.add_option("-t,--threads", threads, "threads (candidates run on 1..t)")->check(CLI::Range(1, 256));
@@ -238,6 +243,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "trace seed");
   app.add_option("--traces", traces, "generated traces: server spec prompts");
   app.add_option("--trace-file", trace_path, "replay this trace instead (\"N [out]\" per line)");
+  app.add_option("--margin", margin, "the dynamic scheduler's hysteresis margin")->check(CLI::Range(0.0, 10.0));
   CLI11_PARSE(app, argc, argv);
 
   ModelParams mp;
@@ -265,6 +271,8 @@ int main(int argc, char** argv) {
 
   Bench b;
   b.cpu = cpu->get();
+  b.n_threads = threads;
+  b.margin = margin;
   cpu_backend_isa(*b.cpu, &b.isa);
   b.shapes = cal->tables;
   const Model& m = **model;

@@ -112,6 +112,21 @@ TEST_CASE("route_pick keeps the current candidate near a crossover and switches 
   CHECK(route_pick(c, 64, 7, 0.10) == 1);
 }
 
+TEST_CASE("route_pick keeps the fixed thresholds' choice unless another beats it by the margin", "[sched][route]") {
+  const ShapeCosts c = two_lines();
+  // M 15: b (37.5) is 6% cheaper than a (40), within a 10% margin: a, the preferred, stays.
+  CHECK(route_pick(c, 15, -1, 0.10, 0) == 0);
+  CHECK(route_pick(c, 15, -1, 0.10, -1) == 1);
+  // M 20: b (40) is 20% cheaper than a (50): leaves the preferred.
+  CHECK(route_pick(c, 20, -1, 0.10, 0) == 1);
+  // M 13: a is cheapest by 1.4%: b, the preferred, runs.
+  CHECK(route_pick(c, 13, -1, 0.10, 1) == 1);
+  // After b ran at M 15 (preferred a, within the margin of b): b stays, no flip.
+  CHECK(route_pick(c, 15, 1, 0.10, 0) == 1);
+  // An out-of-range preferred counts as none.
+  CHECK(route_pick(c, 15, -1, 0.10, 9) == 1);
+}
+
 TEST_CASE("cost_table_valid rejects malformed tables", "[sched][route]") {
   ShapeCosts c = two_lines();
   ShapeCosts bad = c;
@@ -144,7 +159,7 @@ TEST_CASE("the scheduler routes each shape's calls by their rows with hysteresis
   }
   c.cands = {MatmulCandidate{v[0], 2}, MatmulCandidate{v[1], 1}};
   Logger log;
-  MatmulScheduler sched({c}, 0.10, log);
+  MatmulScheduler sched({c}, 0.10, CpuIsa::scalar, 2, log);
   REQUIRE(sched.n_shapes() == 1);
   std::vector<float> w_dummy(1), x(256 * 64), y(512 * 64);
   auto call_at = [&](int64_t m, int64_t k, int64_t nn) {

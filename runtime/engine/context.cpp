@@ -13,9 +13,10 @@
 namespace kestrel {
 
 namespace {
-// Dynamic scheduling: another candidate replaces the current one for a shape only when
-// its curve is this fraction cheaper at the step's rows (route.h).
-constexpr double kSchedMargin = 0.05;
+// Dynamic scheduling: another candidate replaces the current one for a shape, or the
+// fixed thresholds' choice, only when its curve is this fraction cheaper at the step's
+// rows (route.h): a single calibration's times of one candidate vary by several percent.
+constexpr double kSchedMargin = 0.10;
 }  // namespace
 
 Context::~Context() = default;
@@ -170,7 +171,9 @@ Status Context::start_sched(int max_threads) {
   log_.info("sched dynamic: %zu matmul shapes, calibration %s%s", cal.tables.size(),
             cal.from_cache ? "read from " : "measured", cal.from_cache ? cal.path.c_str() : "");
   try {
-    sched_ = std::make_unique<MatmulScheduler>(std::move(cal.tables), kSchedMargin, log_);
+    CpuIsa isa = CpuIsa::scalar;
+    cpu_backend_isa(*cpu_, &isa);
+    sched_ = std::make_unique<MatmulScheduler>(std::move(cal.tables), kSchedMargin, isa, params_.n_threads_batch, log_);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("matmul scheduler");
   }

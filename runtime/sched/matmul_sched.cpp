@@ -5,8 +5,9 @@
 
 namespace kestrel {
 
-MatmulScheduler::MatmulScheduler(std::vector<ShapeCosts> tables, double margin, const Logger& log)
-    : margin_(margin), log_(log) {
+MatmulScheduler::MatmulScheduler(std::vector<ShapeCosts> tables, double margin, CpuIsa isa, int n_threads,
+                                 const Logger& log)
+    : margin_(margin), isa_(isa), n_threads_(n_threads), log_(log) {
   ops_.reserve(tables.size());
   for (ShapeCosts& c : tables)
     if (cost_table_valid(c)) ops_.push_back(Op{std::move(c), -1, 0});
@@ -18,7 +19,7 @@ MatmulRoute MatmulScheduler::route(const OpCall& call) {
   for (Op& op : ops_) {
     if (op.costs.shape.wtype != w.type || op.costs.shape.k != w.ne[0] || op.costs.shape.n != w.ne[1]) continue;
     if (m != op.last_m || op.current < 0) {
-      const int pick = route_pick(op.costs, m, op.current, margin_);
+      const int pick = route_pick(op.costs, m, op.current, margin_, static_candidate(op.costs, isa_, m, n_threads_));
       if (pick != op.current) {
         if (log_.enabled(LogLevel::info)) {
           const ShapeCosts& c = op.costs;

@@ -7,7 +7,7 @@
 // the first call of a step decides and the others follow. Each change of choice is logged
 // at info level (kestrel -v).
 //
-//   MatmulScheduler sched(std::move(cal.tables), 0.05, log);
+//   MatmulScheduler sched(std::move(cal.tables), 0.10, isa, n_threads, log);
 //   cpu_set_matmul_router(*cpu, &sched);    // until the backend goes, or set back to nullptr
 #pragma once
 
@@ -22,9 +22,10 @@ namespace kestrel {
 
 class MatmulScheduler final : public MatmulRouter {
  public:
-  // margin: a candidate replaces the current one only when it is cheaper at M by more
-  // than this fraction of its time. log must outlive the scheduler.
-  MatmulScheduler(std::vector<ShapeCosts> tables, double margin, const Logger& log);
+  // margin: a candidate replaces the current one, or the fixed thresholds' choice (the
+  // policy's variant of ISA `isa` on n_threads threads), only when it is cheaper at M by
+  // more than this fraction of its time. log must outlive the scheduler.
+  MatmulScheduler(std::vector<ShapeCosts> tables, double margin, CpuIsa isa, int n_threads, const Logger& log);
 
   MatmulRoute route(const OpCall& matmul) override;
 
@@ -43,6 +44,8 @@ class MatmulScheduler final : public MatmulRouter {
   };
   std::vector<Op> ops_;
   double margin_;
+  CpuIsa isa_;
+  int n_threads_;
   const Logger& log_;
   int64_t n_switches_ = 0;
 };

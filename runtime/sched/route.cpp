@@ -15,12 +15,16 @@ int route_best(const ShapeCosts& c, int64_t m) {
   return best;
 }
 
-int route_pick(const ShapeCosts& c, int64_t m, int current, double margin) {
-  const int best = route_best(c, m);
-  if (current < 0 || static_cast<size_t>(current) >= c.cands.size() || current == best) return best;
+int route_pick(const ShapeCosts& c, int64_t m, int current, double margin, int preferred) {
+  const double slack = 1.0 + (margin > 0 ? margin : 0.0);
+  const int n = static_cast<int>(c.cands.size());
+  int target = route_best(c, m);
+  const double t_best = cost_at(c, static_cast<size_t>(target), m);
+  if (preferred >= 0 && preferred < n && cost_at(c, static_cast<size_t>(preferred), m) <= t_best * slack)
+    target = preferred;
+  if (current < 0 || current >= n || current == target) return target;
   const double t_cur = cost_at(c, static_cast<size_t>(current), m);
-  const double t_best = cost_at(c, static_cast<size_t>(best), m);
-  return t_cur <= t_best * (1.0 + (margin > 0 ? margin : 0.0)) ? current : best;
+  return t_cur <= cost_at(c, static_cast<size_t>(target), m) * slack ? current : target;
 }
 
 std::vector<Crossover> route_crossovers(const ShapeCosts& c) {

@@ -11,7 +11,9 @@
 // Hysteresis: near a crossover two candidates cost about the same, so an M hovering there
 // would flip between them at every step if the cheapest always won. route_pick keeps the
 // candidate that ran last unless another is cheaper at this M by more than `margin` of
-// its time; a step far from the crossover still switches at once.
+// its time; a step far from the crossover still switches at once. The same margin keeps
+// the default policy's choice wherever no candidate beats it by more (calibration noise
+// never moves a call off the default).
 #pragma once
 
 #include <cstdint>
@@ -24,10 +26,12 @@ namespace kestrel {
 // The cheapest candidate at m; ties go to the lowest index.
 int route_best(const ShapeCosts& c, int64_t m);
 
-// The candidate to run at m after `current` ran (-1, or out of range: none yet; the
-// cheapest then): the cheapest, unless current costs at most (1 + margin) times its time
-// (margin >= 0; 0 switches at every change of winner).
-int route_pick(const ShapeCosts& c, int64_t m, int current, double margin);
+// The candidate to run at m after `current` ran (-1, or out of range: none yet). The
+// target is the cheapest candidate, or `preferred` (-1: none; the fixed thresholds' choice
+// at m) when it costs at most (1 + margin) times the cheapest: a measured difference
+// smaller than the margin is not worth leaving the default for. current stays when it
+// costs at most (1 + margin) times the target (margin >= 0; 0 switches at every change).
+int route_pick(const ShapeCosts& c, int64_t m, int current, double margin, int preferred = -1);
 
 // A change of winner along M: from m on (up to the next crossover) `to` is the cheapest
 // instead of `from`. Found at every integer M between the first and last measured count.
