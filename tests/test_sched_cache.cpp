@@ -156,7 +156,7 @@ TEST_CASE("truncated, corrupt and stale calibration files are refused", "[sched]
           StatusCode::bad_file);
   refused(edited(std::string("cand ") + tables[0].cands[0].variant->name + " 1\n", "cand policy 0\n"),
           StatusCode::bad_file);
-  refused(edited("kestrel-calibration 1", "kestrel-calibration 2"), StatusCode::bad_file);
+  refused(edited("kestrel-calibration 2", "kestrel-calibration 1"), StatusCode::bad_file);
   refused(with_checksum(body + "ns 1\n"), StatusCode::bad_file);  // trailing line
   // Stale: another machine, build or model under a valid checksum.
   refused(edited("machine test cpu", "machine other cpu"), StatusCode::invalid_argument);

@@ -23,7 +23,8 @@ namespace kestrel {
 
 namespace {
 
-constexpr const char* kMagic = "kestrel-calibration 1";
+// The version changes with the file layout or the way times are measured: older files are stale.
+constexpr const char* kMagic = "kestrel-calibration 2";
 constexpr size_t kMaxFileBytes = size_t(4) << 20;
 
 uint64_t fnv1a(const char* p, size_t n) {
@@ -102,7 +103,7 @@ Expected<std::vector<ShapeCosts>> parse(const std::vector<std::string>& lines, c
   auto next = [&]() -> const std::string* { return li < lines.size() ? &lines[li++] : nullptr; };
   auto bad = [&](const char* what) { return Status::bad_file("calibration line %zu: %s", li, what); };
   const std::string* l = next();
-  if (!l || *l != kMagic) return bad("not a kestrel calibration file (version 1)");
+  if (!l || *l != kMagic) return bad("not a kestrel calibration file of this version");
   const std::pair<const char*, const std::string*> fields[] = {
       {"machine ", &key.machine}, {"build ", &key.build}, {"model ", &key.model}};
   for (const auto& [name, want] : fields) {

@@ -10,7 +10,7 @@
 // over the old one, so a reader never sees half a file.
 //
 // Format (text, one record per line):
-//   kestrel-calibration 1
+//   kestrel-calibration 2
 //   machine <cpu model> | <features> | <logical cpus>
 //   build <kestrel version, compiler, build type, ISA variants>
 //   model <isa, max threads, row counts, the shapes>

@@ -124,9 +124,12 @@ Expected<std::vector<ShapeCosts>> calibrate_matmuls(Backend& cpu, const std::vec
           *ns = static_cast<double>(std::max<int64_t>(now_ns() - t0, 1));
           return {};
         };
-        // Candidates alternate within each repetition, so drift and other load hit all alike.
-        // Short calls (tens of microseconds, where a thread's wake-up shows) get more
-        // repetitions, up to kShortCallNs of calls per candidate.
+        // Candidates alternate within each repetition, in a fresh order each time, so drift
+        // and other load hit all alike. Each timed call follows an untimed one of the same
+        // candidate: a call on more threads than the one before it would otherwise pay for
+        // waking the extra threads, a cost of the order, not of the candidate. Short calls
+        // (tens of microseconds, where such costs show) get more repetitions, up to
+        // kShortCallNs of calls per candidate.
         const size_t nc = c.cands.size();
         double warm = 0, warm_max = 0;
         for (size_t ci = 0; ci < nc; ++ci) {
@@ -135,8 +138,15 @@ Expected<std::vector<ShapeCosts>> calibrate_matmuls(Backend& cpu, const std::vec
         }
         const int reps = std::max(o.reps, std::min(kMaxShortReps, static_cast<int>(kShortCallNs / warm_max)) | 1);
         std::vector<double> t(nc * static_cast<size_t>(reps));
-        for (int rep = 0; rep < reps; ++rep)
-          for (size_t ci = 0; ci < nc; ++ci) KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(reps) + rep]));
+        std::vector<size_t> order(nc);
+        for (size_t ci = 0; ci < nc; ++ci) order[ci] = ci;
+        for (int rep = 0; rep < reps; ++rep) {
+          std::shuffle(order.begin(), order.end(), rng);
+          for (size_t ci : order) {
+            KESTREL_TRY(call(ci, &warm));
+            KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(reps) + rep]));
+          }
+        }
         for (size_t ci = 0; ci < nc; ++ci) {
           auto b = t.begin() + static_cast<std::ptrdiff_t>(ci * static_cast<size_t>(reps));
           std::sort(b, b + reps);
