@@ -130,22 +130,31 @@ void measure_oracle(Bench& b, const std::vector<Step>& trace, int reps, TableRou
       if (c.shape == si) ws.push_back(&c);
     std::vector<std::vector<double>> t(sc.cands.size());
     size_t next = 0;
-    for (int r = -1; r < reps; ++r)
-      for (size_t ci = 0; ci < sc.cands.size(); ++ci) {
-        const Call& c = *ws[next++ % ws.size()];
-        Tensor w = c.w;
-        Tensor xt = make_tensor(DType::F32, b.x.data(), w.ne[0], m);
-        Tensor yt = make_tensor(DType::F32, b.y.data(), w.ne[1], m);
-        const MatmulVariant* v = sc.cands[ci].variant ? sc.cands[ci].variant : cpu_matmul_policy_variant(b.isa, w.type, m);
-        const double t0 = static_cast<double>(now_ns());
-        const Status st =
-            cpu_run_matmul_variant(*b.cpu, OpCall{OpId::matmul, &yt, {&w, &xt}, 2, nullptr}, *v, sc.cands[ci].n_threads);
-        if (!st.ok()) {
-          std::fprintf(stderr, "matmul failed: %s\n", st.to_string().c_str());
-          std::exit(1);
+    std::vector<size_t> order;
+    for (size_t ci = 0; ci < sc.cands.size(); ++ci) order.push_back(ci);
+    std::mt19937 rng(5);
+    // As the calibration times them: each timed call after an untimed one of the same
+    // candidate, candidates in a fresh order per repetition.
+    for (int r = 0; r < reps; ++r) {
+      std::shuffle(order.begin(), order.end(), rng);
+      for (size_t ci : order) {
+        const MatmulCandidate& k = sc.cands[ci];
+        for (int timed = 0; timed < 2; ++timed) {
+          Tensor w = ws[next++ % ws.size()]->w;
+          Tensor xt = make_tensor(DType::F32, b.x.data(), w.ne[0], m);
+          Tensor yt = make_tensor(DType::F32, b.y.data(), w.ne[1], m);
+          const MatmulVariant* v = k.variant ? k.variant : cpu_matmul_policy_variant(b.isa, w.type, m);
+          const double t0 = static_cast<double>(now_ns());
+          const Status st = cpu_run_matmul_variant(*b.cpu, OpCall{OpId::matmul, &yt, {&w, &xt}, 2, nullptr}, *v,
+                                                   k.n_threads);
+          if (!st.ok()) {
+            std::fprintf(stderr, "matmul failed: %s\n", st.to_string().c_str());
+            std::exit(1);
+          }
+          if (timed) t[ci].push_back(static_cast<double>(now_ns()) - t0);
         }
-        if (r >= 0) t[ci].push_back(static_cast<double>(now_ns()) - t0);
       }
+    }
     size_t best = 0;
     for (size_t ci = 1; ci < t.size(); ++ci)
       if (median(t[ci]) < median(t[best])) best = ci;

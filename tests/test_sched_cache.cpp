@@ -70,7 +70,9 @@ std::vector<ShapeCosts> some_tables() {
   return {c, f};
 }
 
-CalibKey some_key() { return CalibKey{"test cpu | avx2 | 2 cpus", "kestrel test build", "isa avx2 threads 2 shapes q4_K:256x512"}; }
+CalibKey some_key() {
+  return CalibKey{"test cpu | avx2 | 2 cpus", "kestrel test build", "isa avx2 threads 2 shapes q4_K:256x512"};
+}
 
 }  // namespace
 

@@ -240,7 +240,8 @@ Expected<std::vector<ShapeCosts>> read_calibration(const std::string& path, cons
       if (text.size() > kMaxFileBytes) break;
     }
     std::fclose(f);
-    if (text.size() > kMaxFileBytes) return Status::bad_file("'%s': larger than %zu bytes", path.c_str(), kMaxFileBytes);
+    if (text.size() > kMaxFileBytes)
+      return Status::bad_file("'%s': larger than %zu bytes", path.c_str(), kMaxFileBytes);
     // The last line: "end <hash>\n" over every byte before it.
     if (text.empty() || text.back() != '\n') return Status::bad_file("'%s': truncated (no final line)", path.c_str());
     const size_t end_at = text.rfind('\n', text.size() - 2);
@@ -248,7 +249,8 @@ Expected<std::vector<ShapeCosts>> read_calibration(const std::string& path, cons
     const std::string last = text.substr(body, text.size() - body - 1);
     char want[24];
     std::snprintf(want, sizeof want, "%016" PRIx64, fnv1a(text.data(), body));
-    if (last != std::string("end ") + want) return Status::bad_file("'%s': truncated or corrupt (checksum)", path.c_str());
+    if (last != std::string("end ") + want)
+      return Status::bad_file("'%s': truncated or corrupt (checksum)", path.c_str());
     std::vector<std::string> lines;
     for (size_t i = 0; i < body;) {
       const size_t j = text.find('\n', i);

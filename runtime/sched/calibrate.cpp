@@ -69,7 +69,8 @@ Status validate_calibrate_options(const CalibrateOptions& o) {
       return Status::invalid_argument("calibration: row counts must increase within [1, %lld]", (long long)kMaxCalibM);
   if (o.max_threads < 1 || o.max_threads > kMaxCalibThreads)
     return Status::invalid_argument("calibration: max_threads %d out of range", o.max_threads);
-  if (o.reps < 1 || o.reps > 1000) return Status::invalid_argument("calibration: reps %d out of range [1, 1000]", o.reps);
+  if (o.reps < 1 || o.reps > 1000)
+    return Status::invalid_argument("calibration: reps %d out of range [1, 1000]", o.reps);
   if (o.work_cap < 1) return Status::invalid_argument("calibration: work_cap must be positive");
   return {};
 }

@@ -26,7 +26,8 @@ MatmulRoute MatmulScheduler::route(const OpCall& call) {
           const std::string to = candidate_label(c.cands[static_cast<size_t>(pick)]);
           const double t_to = cost_at(c, static_cast<size_t>(pick), m) * 1e-6;
           if (op.current < 0)
-            log_.info("sched: %s at M %lld: %s (%.3f ms)", shape_label(c.shape).c_str(), (long long)m, to.c_str(), t_to);
+            log_.info("sched: %s at M %lld: %s (%.3f ms)", shape_label(c.shape).c_str(), (long long)m, to.c_str(),
+                      t_to);
           else
             log_.info("sched: %s at M %lld: %s -> %s (%.3f ms -> %.3f ms)", shape_label(c.shape).c_str(), (long long)m,
                       candidate_label(c.cands[static_cast<size_t>(op.current)]).c_str(), to.c_str(),
