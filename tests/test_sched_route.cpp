@@ -1,13 +1,15 @@
 // Routing of the dynamic matmul scheduler from synthetic cost tables (no timing): the
 // cheapest candidate at every M, on and between the measured row counts and past them;
 // ties; hysteresis around a crossover; the crossovers found; the scheduler's per-shape
-// choice for matmul calls of known and unknown shapes.
+// choice for matmul calls of known and unknown shapes, and the fixed thresholds' choice on
+// their thread count where nothing beats it.
 #include <catch2/catch.hpp>
 
 #include <vector>
 
 #include "ops/cpu/matmul_variants.h"
 #include "platform/log.h"
+#include "runtime/sched/calibrate.h"
 #include "runtime/sched/cost_table.h"
 #include "runtime/sched/matmul_sched.h"
 #include "runtime/sched/route.h"
@@ -182,4 +184,35 @@ TEST_CASE("the scheduler routes each shape's calls by their rows with hysteresis
   r = call_at(64, 256, 1024);
   CHECK(r.variant == nullptr);
   CHECK(r.n_threads == 0);
+}
+
+TEST_CASE("where candidates tie, the scheduler runs the fixed thresholds' choice on their threads", "[sched][route]") {
+  auto cpu = backend_cpu().create(BackendOptions{.n_threads = 1});
+  REQUIRE(cpu.status().to_string() == "ok");
+  CpuIsa isa = CpuIsa::scalar;
+  REQUIRE(cpu_backend_isa(**cpu, &isa));
+  ShapeCosts c;
+  c.shape = {DType::Q4_K, 256, 512};
+  c.cands = matmul_candidates(isa, DType::Q4_K, 2);
+  if (c.cands.empty()) {
+    WARN("SKIP: no Q4_K matmul kernels here");
+    return;
+  }
+  c.rows = {1, 64};
+  c.ns.assign(c.cands.size() * c.rows.size(), 100.0);
+  std::vector<float> w_dummy(1), x(256 * 64), y(512 * 64);
+  auto route_at = [&](MatmulScheduler& s, int64_t m) {
+    Tensor w = make_tensor(DType::Q4_K, w_dummy.data(), 256, 512);
+    Tensor xt = make_tensor(DType::F32, x.data(), 256, m), yt = make_tensor(DType::F32, y.data(), 512, m);
+    return s.route(OpCall{OpId::matmul, &yt, {&w, &xt}, 2, nullptr});
+  };
+  Logger log;
+  for (int threads : {1, 2})
+    for (int64_t m : {1, 64}) {
+      MatmulScheduler s({c}, 0.10, isa, 1, log);
+      s.set_static_threads(threads);
+      const MatmulRoute r = route_at(s, m);
+      CHECK(r.variant == cpu_matmul_policy_variant(isa, DType::Q4_K, m));
+      CHECK(r.n_threads == threads);
+    }
 }

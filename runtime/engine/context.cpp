@@ -186,6 +186,7 @@ void Context::set_n_threads(int n) {
   n_threads_now_ = n;
   if (cpu_) cpu_->set_n_threads(n);
   ref_->set_n_threads(n);
+  if (sched_) sched_->set_static_threads(n);
 }
 
 Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant) {

@@ -28,6 +28,9 @@ class MatmulScheduler final : public MatmulRouter {
   MatmulScheduler(std::vector<ShapeCosts> tables, double margin, CpuIsa isa, int n_threads, const Logger& log);
 
   MatmulRoute route(const OpCall& matmul) override;
+  // The threads the fixed thresholds run on from now on (a context's n_threads for single
+  // tokens, n_threads_batch for batches).
+  void set_static_threads(int n_threads) { n_threads_ = n_threads; }
 
   // Changes of choice so far (tests, logs).
   int64_t n_switches() const { return n_switches_; }
