@@ -2,7 +2,9 @@
 // step runs every weight-bearing matmul of a real model (each layer's projections at the
 // step's N rows, the output head at its output rows) on the cpu backend, routed by
 //   static     the default policy's fixed row thresholds (what kestrel does without --sched);
-//   <cand>     one candidate for every step and shape ("dot8x1/t1": that kernel on 1 thread);
+//   static/tK  the fixed thresholds on K of the threads;
+//   <cand>     one candidate for every step and shape ("dot8x1/t1": that kernel on 1 thread),
+//              where every shape has it;
 //   dynamic    the scheduler of --sched dynamic (the calibration cache, hysteresis, the
 //              fixed thresholds' choice kept where nothing beats it by the margin);
 //   oracle     per step and shape the candidate measured fastest at that N in this run.
@@ -176,8 +178,16 @@ void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int r
   std::printf("trace %s: %zu steps, N %lld..%lld, %lld rows; oracle table measured in %.1f s\n", name, trace.size(),
               (long long)lo, (long long)hi, (long long)rows, (static_cast<double>(now_ns()) - t0) * 1e-9);
 
-  // Policies: static, each label every shape has, dynamic, oracle.
+  // Policies: static, dynamic, oracle, then the fixed thresholds on fewer threads
+  // ("static/t1") and each candidate every shape has, on every step.
   std::vector<std::string> labels;
+  std::vector<LabelRouter> fixed;
+  for (int t = 1; t < b.n_threads; ++t) {
+    labels.push_back("static/t" + std::to_string(t));
+    fixed.emplace_back();
+    fixed.back().shapes = &b.shapes;
+    fixed.back().by_shape.assign(b.shapes.size(), MatmulRoute{nullptr, t});
+  }
   for (const MatmulCandidate& c : b.shapes[0].cands) {
     const std::string l = candidate_label(c);
     bool everywhere = true;
@@ -186,16 +196,15 @@ void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int r
       for (const MatmulCandidate& k : sc.cands) has = has || candidate_label(k) == l;
       everywhere = everywhere && has;
     }
-    if (everywhere) labels.push_back(l);
-  }
-  std::vector<LabelRouter> fixed(labels.size());
-  for (size_t i = 0; i < labels.size(); ++i) {
-    fixed[i].shapes = &b.shapes;
+    if (!everywhere) continue;
+    labels.push_back(l);
+    fixed.emplace_back();
+    fixed.back().shapes = &b.shapes;
     for (const ShapeCosts& sc : b.shapes) {
       MatmulRoute r;
       for (const MatmulCandidate& k : sc.cands)
-        if (candidate_label(k) == labels[i]) r = MatmulRoute{k.variant, k.n_threads};
-      fixed[i].by_shape.push_back(r);
+        if (candidate_label(k) == l) r = MatmulRoute{k.variant, k.n_threads};
+      fixed.back().by_shape.push_back(r);
     }
   }
   const int n_pol = 3 + static_cast<int>(labels.size());  // 0 static, 1 dynamic, 2 oracle, 3.. fixed
