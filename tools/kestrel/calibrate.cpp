@@ -53,7 +53,8 @@ std::string quoted(const std::string& s) {
   return q + "'";
 }
 
-// One panel per shape (log-log ms per call against rows M, a line per candidate).
+// One panel per shape (log-log time per row against rows M, a line per candidate: per row,
+// the curves of a memory-bound and a compute-bound kernel cross where the winner changes).
 int plot(const std::string& gnuplot, const std::string& out, const std::string& curves) {
   // Each block: "# <shape>", "M <label> ...", data lines.
   struct Panel {
@@ -82,12 +83,12 @@ int plot(const std::string& gnuplot, const std::string& out, const std::string& 
   std::fprintf(g, "set terminal pngcairo size %d,%d noenhanced font ',9'\n", 520 * cols, 400 * rows);
   std::fprintf(g, "set output %s\n", gp_string(out).c_str());
   std::fprintf(g, "$curves << EOD\n%sEOD\n", curves.c_str());
-  std::fprintf(g, "set logscale xy\nset key top left\nset grid\nset xlabel 'rows M'\nset ylabel 'ms per call'\n");
+  std::fprintf(g, "set logscale xy\nset key top right\nset grid\nset xlabel 'rows M'\nset ylabel 'ms per row (call / M)'\n");
   std::fprintf(g, "set multiplot layout %d,%d\n", rows, cols);
   for (size_t p = 0; p < panels.size(); ++p)
     std::fprintf(g,
                  "set title %s\n"
-                 "plot for [c=2:%d] $curves index %zu using 1:c with linespoints title columnheader(c)\n",
+                 "plot for [c=2:%d] $curves index %zu using 1:(column(c) / $1) with linespoints title columnheader(c)\n",
                  gp_string(panels[p].title).c_str(), panels[p].n_cols, p);
   std::fprintf(g, "unset multiplot\n");
   const int rc = ::pclose(g);
