@@ -438,9 +438,12 @@ void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int
   auto y = poisoned(gpu, DType::F32, N, M, B2, xpad ? 4 : 0);
   REQUIRE(run_op(gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
   auto got = f32_from_device(gpu, y);
-  // Q4_0 / Q8_0 decode rows run on 8-bit activations (k_matvec_q8.cu): each
-  // x element moves by at most max|x| / 254 of its 32-block.
-  const bool q8 = (type == DType::Q4_0 || type == DType::Q8_0) && M * B2 < 8 && wpad % 2 == 0;
+  // Q4_0 / Q8_0 decode rows run on 8-bit activations (k_matvec_q8.cu), and so
+  // does one row of the warp-per-row kernels' types (x staged as 8-bit records,
+  // k_matvec.cu): each x element moves by at most max|x| / 254 of its 32-block.
+  const bool q8 = ((type == DType::Q4_0 || type == DType::Q8_0) && M * B2 < 8 && wpad % 2 == 0) ||
+                  (type == DType::Q4_K && M * B2 == 1 && wpad % 4 == 0) ||
+                  (type == DType::Q6_K && M * B2 == 1 && wpad % 2 == 0);
   for (int64_t m = 0; m < M * B2; ++m) {
     for (int64_t n = 0; n < N; ++n) {
       double want = 0, mag = 0, q8_bound = 0;

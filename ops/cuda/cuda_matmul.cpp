@@ -110,7 +110,8 @@ size_t matmul_scratch_bytes(const OpCall& call) {
   const MatmulPath p = matmul_path(call);
   const int64_t K = call.src[0]->ne[0];
   const Tensor& x = *call.src[1];
-  if (!p.gemm && matvec_fits(call.src[0]->type, view(*call.src[0]), view(x))) return 0;
+  if (!p.gemm && matvec_fits(call.src[0]->type, view(*call.src[0]), view(x)))
+    return matvec_scratch_bytes(call.src[0]->type, view(x));
   if (!p.gemm && matvec_q8_fits(call.src[0]->type, view(*call.src[0])))
     return matvec_q8_scratch_bytes(K, x.ne[1] * x.ne[2] * x.ne[3]);
   const int64_t M = x.ne[1] * x.ne[2] * x.ne[3];
@@ -154,7 +155,11 @@ Status run_matmul(Context& ctx, const OpCall& call) {
   if (!path.gemm && matvec_fits(w.type, view(w), view(x))) {
     MatvecSegs segs;
     segs.add(view(w), view(y));
-    return cuda_check(launch_matvec(w.type, segs, view(x), ctx.stream), "matvec");
+    void* scratch = nullptr;
+    if (const size_t bytes = matvec_scratch_bytes(w.type, view(x))) {
+      KESTREL_TRY_ASSIGN(scratch, ctx.get_scratch(bytes));
+    }
+    return cuda_check(launch_matvec(w.type, segs, view(x), scratch, ctx.stream), "matvec");
   }
   if (!path.gemm && matvec_q8_fits(w.type, view(w))) {
     KESTREL_TRY_ASSIGN(void* scratch, ctx.get_scratch(matvec_q8_scratch_bytes(K, M)));

@@ -247,7 +247,8 @@ class CudaExecutable final : public Executable {
         add.r = view(same_view(*a.src[0], *calls_[i].dst) ? *a.src[1] : *a.src[0]);
         add.s = view(*a.dst);
       }
-      return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, ctx_.stream, has_norm ? &norm : nullptr,
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
+      return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, scratch, ctx_.stream, has_norm ? &norm : nullptr,
                                       add_of_[i] != kNone ? &add : nullptr),
                         "matvec group");
     }
@@ -280,12 +281,21 @@ class CudaExecutable final : public Executable {
       MatvecNorm norm;
       const bool has_norm = norm_of_[i] != kNone;
       const TV x = has_norm ? norm_prologue(norm_of_[i], &norm) : view(*calls_[i].src[1]);
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
       return cuda_check(launch_matvec_glu(calls_[i].src[0]->type, view(*calls_[i].src[0]), view(*calls_[i + 1].src[0]),
                                           x, view(*act.dst), view(*calls_[i].dst), view(*calls_[i + 1].dst), op, tier,
-                                          ctx_.stream, has_norm ? &norm : nullptr),
+                                          scratch, ctx_.stream, has_norm ? &norm : nullptr),
                         "matvec glu");
     }
     return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
+  // The scratch a matvec launch on x quantizes x into (nullptr: none needed;
+  // prepare() reserved the largest any node asks for).
+  Expected<void*> matvec_scratch(DType wt, const TV& x) {
+    const size_t bytes = matvec_scratch_bytes(wt, x);
+    if (!bytes) return static_cast<void*>(nullptr);
+    return ctx_.get_scratch(bytes);
   }
 
   // The rms_norm node k folded into the launch after it: its parameters, and
@@ -359,7 +369,9 @@ class CudaExecutable final : public Executable {
       if (!single && node_kind_[j] != kMatvecGroup && node_kind_[j] != kGlu) continue;
       const PlanNode& n = nodes_[i];
       const Tensor &src = n.src[0], &y = n.dst;
-      if (!same_view(nodes_[j].src[1], y) || !f32_rows(src) || !f32_rows(y) || overlaps(src, y)) continue;
+      if (!same_view(nodes_[j].src[1], y) || !f32_rows(src) || !f32_rows(y) || overlaps(src, y) ||
+          reinterpret_cast<uintptr_t>(src.data) % 16)  // read as float4
+        continue;
       if (n.n_src > 1 && (n.src[1].type != DType::F32 || n.src[1].nb[0] != 4)) continue;
       if (src.ne[1] * src.ne[2] * src.ne[3] != 1 || !matvec_can_norm(nodes_[j].src[0].type, view(src))) continue;
       if (single) group_n_[j] = 1;

@@ -1,4 +1,4 @@
-// Decode matvec: one warp per W row, float activations (see matvec.h).
+// Decode matvec: one warp per W row, float or staged 8-bit activations (see matvec.h).
 //
 // Units a lane takes per step, by weight type (the row is walked unit by unit,
 // lane l on units l, l + 32, ...):
@@ -10,7 +10,8 @@
 //   Q6_K a quarter super-block (elements l + 32k of one 128-element half, l in
 //     a 16-lane range, k = 0..3: 16 bytes each of ql, ql + 32 and qh).
 // Element order inside a unit follows the GGUF layouts (ops/dtype.h); the
-// dequantized weight equals the reference dequantization before the product.
+// dequantized weight equals the reference dequantization before the product
+// (float x); with staged x each unit's quants meet the matching XQ records.
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -43,12 +44,30 @@ __device__ __forceinline__ float4 ld4(const float* p) { return __ldg(reinterpret
 struct XGlobal {
   __device__ static float4 ld(const float* x, int64_t off) { return ld4(x + off); }
 };
-struct XShared {
-  __device__ static int64_t at(int64_t off) { return off + (off >> 5) * 4; }
-  __device__ static float4 ld(const float* x, int64_t off) {
-    return *reinterpret_cast<const float4*>(x + at(off));
-  }
+// A staged activation block of 32 elements, 8-bit: q = round(x / d),
+// d = max|x| / 127 (the cpu kernels' scheme), and d times the sums of q over
+// its two halves (for the weight types' offsets). 48 bytes, so lanes reading
+// consecutive records with 16-byte loads hit different banks.
+struct XQ {
+  int8_t q[32];
+  float d;
+  float ds0, ds1;  // d * sum q[0..15], d * sum q[16..31]
+  float pad;
 };
+static_assert(sizeof(XQ) == 48, "record layout");
+
+// A record read from global memory (three 16-byte loads through L1).
+struct XR {
+  int4 lo, hi;  // q[0..15], q[16..31]
+  float d, ds0, ds1;
+};
+__device__ __forceinline__ XR ldxq(const XQ* p) {
+  const int4* v = reinterpret_cast<const int4*>(p);
+  const int4 t = __ldg(v + 2);
+  return {__ldg(v), __ldg(v + 1), __int_as_float(t.x), __int_as_float(t.y), __int_as_float(t.z)};
+}
+
+struct XStaged {};  // row_dots' marker: x as XQ records (quantize_xq's output)
 
 // acc += sum over 4 bytes of (nibble - off) * x, nibbles of byte i at shift sh.
 __device__ __forceinline__ float nib4(uint32_t q, int sh, float off, float4 x, float acc) {
@@ -155,6 +174,19 @@ struct Unit<DType::Q4_0> {
     }
     return r.d * s;
   }
+  // d_w (d_x sum(q_w q_x) - 8 d_x sum(q_x)), q_w in [0, 15].
+  __device__ static float dotq(const Raw& r, const XQ* x, int64_t u) {
+    const XR b = ldxq(x + u);
+    const int4 lo = b.lo, hi = b.hi;
+    const int xl[4] = {lo.x, lo.y, lo.z, lo.w}, xh[4] = {hi.x, hi.y, hi.z, hi.w};
+    int acc = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      acc = __dp4a(static_cast<int>(r.q[i] & 0x0f0f0f0fu), xl[i], acc);
+      acc = __dp4a(static_cast<int>((r.q[i] >> 4) & 0x0f0f0f0fu), xh[i], acc);
+    }
+    return r.d * fmaf(b.d, static_cast<float>(acc), -8.0f * (b.ds0 + b.ds1));
+  }
 };
 
 template <>
@@ -176,6 +208,15 @@ struct Unit<DType::Q8_0> {
 #pragma unroll
     for (int i = 0; i < 8; ++i) s = i8x4(r.q[i], X::ld(x, xb + 4 * i), s);
     return r.d * s;
+  }
+  __device__ static float dotq(const Raw& r, const XQ* x, int64_t u) {
+    const XR b = ldxq(x + u);
+    const int4 lo = b.lo, hi = b.hi;
+    const int xv[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+    int acc = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc = __dp4a(static_cast<int>(r.q[i]), xv[i], acc);
+    return r.d * b.d * static_cast<float>(acc);
   }
 };
 
@@ -229,6 +270,22 @@ struct Unit<DType::Q4_K> {
       s = fmaf(__fsub_rn(__fmul_rn(r.a1, static_cast<float>((q >> 28) & 15u)), r.b1), hi.w, s);
     }
     return s;
+  }
+  // Sub-block 2c (low nibbles) and 2c + 1 (high): a (d_x sum(q q_x)) - b d_x sum(q_x) each.
+  __device__ static float dotq(const Raw& r, const XQ* x, int64_t u) {
+    const XR b0 = ldxq(x + 8 * (u / 4) + 2 * (u % 4));
+    const XR b1 = ldxq(x + 8 * (u / 4) + 2 * (u % 4) + 1);
+    const int4 l0 = b0.lo, l1 = b0.hi, h0 = b1.lo, h1 = b1.hi;
+    const int xl[8] = {l0.x, l0.y, l0.z, l0.w, l1.x, l1.y, l1.z, l1.w};
+    const int xh[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+    int al = 0, ah = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      al = __dp4a(static_cast<int>(r.q[i] & 0x0f0f0f0fu), xl[i], al);
+      ah = __dp4a(static_cast<int>((r.q[i] >> 4) & 0x0f0f0f0fu), xh[i], ah);
+    }
+    const float s0 = fmaf(r.a0, b0.d * static_cast<float>(al), -r.b0 * (b0.ds0 + b0.ds1));
+    return s0 + fmaf(r.a1, b1.d * static_cast<float>(ah), -r.b1 * (b1.ds0 + b1.ds1));
   }
 };
 
@@ -289,6 +346,28 @@ struct Unit<DType::Q6_K> {
     }
     return s;
   }
+  // Group k: 16 weights (6-bit, offset 32) of half g of record 8(u/4) + 4h + k.
+  __device__ static float dotq(const Raw& r, const XQ* x, int64_t u) {
+    const int h = static_cast<int>(u / 2 % 2), g = static_cast<int>(u % 2);
+    const XQ* xb = x + 8 * (u / 4) + 4 * h;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t* ql = k & 1 ? r.ql1 : r.ql0;
+      const int nsh = k < 2 ? 0 : 4;
+      const XR b = ldxq(xb + k);
+      const int4 xv4 = g ? b.hi : b.lo;
+      const int xv[4] = {xv4.x, xv4.y, xv4.z, xv4.w};
+      int acc = 0;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const uint32_t w = ((ql[i] >> nsh) & 0x0f0f0f0fu) | (((r.qh[i] >> (2 * k)) & 0x03030303u) << 4);
+        acc = __dp4a(static_cast<int>(w), xv[i], acc);
+      }
+      s = fmaf(r.ds[k], fmaf(b.d, static_cast<float>(acc), -32.0f * (g ? b.ds1 : b.ds0)), s);
+    }
+    return s;
+  }
 };
 
 // NR weight rows per warp (R rows of one matrix, or R of gate then R of up
@@ -312,26 +391,57 @@ struct AddArg {
   TV r, s;  // s = r + y of segment 0 (s.data null: no add)
 };
 
-template <DType T, int MC, int R, class X>
+// Units a lane loads before it computes on any of them, per weight row: for
+// one activation row, as many as the registers take, so that a decode row's
+// weights are all in flight at once (a 2048-wide Q4_0 row is 2 units a lane);
+// one when 8 activation rows hold the registers.
+template <DType T, int MC, int NR>
+constexpr int batch_units() {
+  if (MC != 1) return 1;
+  const int regs = static_cast<int>(sizeof(typename Unit<T>::Raw) / 4) * NR;  // per unit of each row
+  return regs <= 12 ? 4 : regs <= 40 ? 2 : 1;
+}
+
+// acc[r][c] = W row r . x row c over the row's units. pre() runs once, by
+// every lane, after the first batch of weight loads is issued (x staging
+// overlaps them).
+template <DType T, int MC, int R, class X, class Pre>
 __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_units, const float* const xr[MC],
-                                         int lane, float acc[R][MC]) {
+                                         int lane, float acc[R][MC], Pre&& pre) {
   using U = Unit<T>;
+  constexpr int NB = batch_units<T, MC, R>();
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int c = 0; c < MC; ++c) acc[r][c] = 0.0f;
-  // Two units in flight per lane for one activation row; with eight the
-  // registers are full already.
-#pragma unroll(MC == 1 ? 2 : 1)
-  for (int64_t u = lane; u < n_units; u += kWarp) {
-    typename U::Raw raw[R];
+  bool first = true;
+  for (int64_t u0 = lane;; u0 += NB * kWarp) {
+    typename U::Raw raw[NB][R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) raw[r] = U::load(wr[r], u);
+    for (int b = 0; b < NB; ++b)
+      if (u0 + b * kWarp < n_units)
 #pragma unroll
-    for (int c = 0; c < MC; ++c) {
-      if (!xr[c]) continue;
+        for (int r = 0; r < R; ++r) raw[b][r] = U::load(wr[r], u0 + b * kWarp);
+    if (first) {
+      pre();
+      first = false;
+    }
+    if (u0 >= n_units) break;
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r][c] += U::template dot<X>(raw[r], xr[c], u);
+    for (int b = 0; b < NB; ++b) {
+      const int64_t u = u0 + b * kWarp;
+      if (u >= n_units) break;
+#pragma unroll
+      for (int c = 0; c < MC; ++c) {
+        if (!xr[c]) continue;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if constexpr (std::is_same_v<X, XStaged>)
+            acc[r][c] += U::dotq(raw[b][r], reinterpret_cast<const XQ*>(xr[c]), u);
+          else
+            acc[r][c] += U::template dot<X>(raw[b][r], xr[c], u);
+        }
+      }
     }
   }
 #pragma unroll
@@ -340,45 +450,76 @@ __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_unit
     for (int c = 0; c < MC; ++c) acc[r][c] = warp_sum(acc[r][c]);
 }
 
-// x row 0 into shared memory (XShared's padded layout), normalised there when
-// nm.on: sum of squares in float by each thread over its float4 slices, one
-// block reduction, y = x / sqrt(mean + eps) * w (the rms_norm formula; block 0
-// also writes it to nm.y). Every thread of the block must call it.
-__device__ __forceinline__ void stage_x(const float* x, int64_t K, const NormArg& nm, float* xs) {
+// quantize_xq: x row 0 as XQ records, normalised first when nm.on (sum of
+// squares in float by each thread over its float4 slices, one block
+// reduction, x / sqrt(mean + eps) * w: the rms_norm formula; the normalised
+// row also goes to nm.y). Each block quantizes 16 records (512 elements), each
+// record by 8 consecutive threads (4 elements each: max and sums by shuffles);
+// with a norm every block first sums the whole row. K is a multiple of 32.
+constexpr int kQuantThreads = 128;
+constexpr int kQuantRecords = kQuantThreads / 8;
+
+__global__ void __launch_bounds__(kQuantThreads) quantize_xq(TV xt, int64_t K, NormArg nm, XQ* xq) {
   __shared__ float scratch[32];
-  float ss = 0.0f;
-  for (int64_t e = 4 * static_cast<int64_t>(threadIdx.x); e < K; e += 4 * static_cast<int64_t>(blockDim.x)) {
-    const float4 v = ld4(x + e);
-    *reinterpret_cast<float4*>(xs + XShared::at(e)) = v;
-    if (nm.on) ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
-  }
+  pdl_wait();
+  const float* x = reinterpret_cast<const float*>(xt.data);
+  float inv = 1.0f;
   if (nm.on) {
+    float ss = 0.0f;
+    for (int64_t e = 4 * static_cast<int64_t>(threadIdx.x); e < K; e += 4 * kQuantThreads) {
+      const float4 v = ld4(x + e);
+      ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
+    }
     ss = block_sum(ss, scratch);
-    const float inv = 1.0f / sqrtf(ss / static_cast<float>(K) + nm.eps);
-    float* yo = blockIdx.x == 0 && nm.y.data ? reinterpret_cast<float*>(nm.y.data) : nullptr;
-    for (int64_t e = 4 * static_cast<int64_t>(threadIdx.x); e < K; e += 4 * static_cast<int64_t>(blockDim.x)) {
-      float4 v = *reinterpret_cast<float4*>(xs + XShared::at(e));  // this thread's own slice
-      float o[4] = {v.x * inv, v.y * inv, v.z * inv, v.w * inv};
-      if (nm.w)
+    inv = 1.0f / sqrtf(ss / static_cast<float>(K) + nm.eps);
+  }
+  const int sub = threadIdx.x % 8;  // the thread's 4 elements within its record
+  const int64_t e = static_cast<int64_t>(blockIdx.x) * kQuantRecords * 32 + 4 * static_cast<int64_t>(threadIdx.x);
+  const bool in = e < K;  // whole records in or out (K % 32 == 0)
+  float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (in) {
+    const float4 f = ld4(x + e);
+    v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    if (nm.on) {
 #pragma unroll
-        for (int j = 0; j < 4; ++j) o[j] *= nm.one_plus ? 1.0f + __ldg(nm.w + e + j) : __ldg(nm.w + e + j);
-      v = make_float4(o[0], o[1], o[2], o[3]);
-      *reinterpret_cast<float4*>(xs + XShared::at(e)) = v;
-      if (yo) *reinterpret_cast<float4*>(yo + e) = v;
+      for (int j = 0; j < 4; ++j) {
+        v[j] *= inv;
+        if (nm.w) v[j] *= nm.one_plus ? 1.0f + __ldg(nm.w + e + j) : __ldg(nm.w + e + j);
+      }
+      if (nm.y.data) *reinterpret_cast<float4*>(reinterpret_cast<float*>(nm.y.data) + e) = make_float4(v[0], v[1], v[2], v[3]);
     }
   }
-  __syncthreads();
+  float amax = fmaxf(fmaxf(fabsf(v[0]), fabsf(v[1])), fmaxf(fabsf(v[2]), fabsf(v[3])));
+#pragma unroll
+  for (int o = 1; o < 8; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  const float d = amax / 127.0f;
+  const float id = amax == 0.0f ? 0.0f : 1.0f / d;
+  int q[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) q[j] = __float2int_rn(v[j] * id);
+  int sum = q[0] + q[1] + q[2] + q[3];
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);  // over the 4 threads of a half record
+  if (in) {
+    XQ& r = xq[e / 32];
+    *reinterpret_cast<int*>(r.q + 4 * sub) =
+        (q[0] & 0xff) | ((q[1] & 0xff) << 8) | ((q[2] & 0xff) << 16) | (static_cast<int>(q[3] & 0xff) << 24);
+    if (sub == 0) {
+      r.d = d;
+      r.ds0 = d * static_cast<float>(sum);
+    }
+    if (sub == 4) r.ds1 = d * static_cast<float>(sum);
+  }
 }
 
-// XS: x (one row, MC == 1) staged in shared memory, optionally normalised.
+// XS: x (one row, MC == 1) as quantize_xq's records xs.
 template <DType T, int MC, int R, bool XS>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_kernel(SegsArg s, TV x, int64_t m_total, NormArg nm, AddArg ad) {
-  extern __shared__ __align__(16) float xs[];
+    matvec_kernel(SegsArg s, TV x, int64_t m_total, const XQ* xs, AddArg ad) {
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if constexpr (XS) stage_x(reinterpret_cast<const float*>(x.data), x.ne[0], nm, xs);
+  auto stage = [] {};
   int seg = 0;
   while (seg < s.n && warp >= s.warp_end[seg]) ++seg;
   if (seg == s.n) return;
@@ -390,10 +531,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   const float* xr[MC];
 #pragma unroll
   for (int c = 0; c < MC; ++c)
-    xr[c] = c >= m_total ? nullptr : XS ? xs : reinterpret_cast<const float*>(row_ptr(x, c));
+    xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[R][MC];
-  using XA = std::conditional_t<XS, XShared, XGlobal>;
-  row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  using XA = std::conditional_t<XS, XStaged, XGlobal>;
+  row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc, stage);
   const bool add = ad.s.data && seg == 0;
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -426,12 +567,11 @@ __device__ __forceinline__ float glu(Binary op, ExpTier e, float g, float u) {
 // R rows of the gate and the same R rows of up per warp.
 template <DType T, int MC, int R, bool XS>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total, NormArg nm) {
-  extern __shared__ __align__(16) float xs[];
+    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total, const XQ* xs) {
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * R;
-  if constexpr (XS) stage_x(reinterpret_cast<const float*>(x.data), x.ne[0], nm, xs);
+  auto stage = [] {};
   if (n0 >= wg.ne[1]) return;
   const char* wr[2 * R];
 #pragma unroll
@@ -443,10 +583,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   const float* xr[MC];
 #pragma unroll
   for (int c = 0; c < MC; ++c)
-    xr[c] = c >= m_total ? nullptr : XS ? xs : reinterpret_cast<const float*>(row_ptr(x, c));
+    xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[2 * R][MC];
-  using XA = std::conditional_t<XS, XShared, XGlobal>;
-  row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  using XA = std::conditional_t<XS, XStaged, XGlobal>;
+  row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc, stage);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -479,23 +619,36 @@ cudaError_t by_rows(int64_t m, F&& f) {
   return f(std::integral_constant<int, 8>{});
 }
 
-// Shared memory of a staged x row (XShared layout), 0 when x is read from
-// global memory: more than one row, K past kMatvecMaxStagedK, or staging
-// turned off (KESTREL_CUDA_MATVEC=global, read once: the previous path, for
-// comparisons in one binary).
-// Float weights read x from global memory: staging measured slower for F16
-// (its 16-byte units already keep the lanes' x reads within few lines).
+// Quantized weights take x staged as XQ records at one row; float weights
+// always read float x from global memory (staging a float copy measured
+// slower for F16: its 16-byte units keep the lanes' x reads within few lines).
+template <DType T>
+constexpr bool kStages = T == DType::Q4_0 || T == DType::Q8_0 || T == DType::Q4_K || T == DType::Q6_K;
+
+// Shared memory of a staged x row, 0 when x is read from global memory: float
+// weights, more than one row, K past kMatvecMaxStagedK, or staging turned off
+// (KESTREL_CUDA_MATVEC=global, read once: the float path, for comparisons in
+// one binary).
 size_t staged_bytes(DType wt, int64_t K, int64_t m) {
   static const bool off = [] {
     const char* e = std::getenv("KESTREL_CUDA_MATVEC");
     return e && std::strcmp(e, "global") == 0;
   }();
   if (off || m != 1 || K > kMatvecMaxStagedK || dtype_block_size(wt) == 1) return 0;
-  return static_cast<size_t>((K + 31) / 32 * 36) * sizeof(float);
+  return static_cast<size_t>(K / 32) * sizeof(XQ);
+}
+
+// x (one row) into records at xq, normalised on the way when nm.on.
+cudaError_t run_quantize(TV x, const NormArg& nm, XQ* xq, cudaStream_t s) {
+  const int64_t records = x.ne[0] / 32;
+  const unsigned blocks = static_cast<unsigned>((records + kQuantRecords - 1) / kQuantRecords);
+  (void)launch_k(quantize_xq, blocks, kQuantThreads, 0, s, x, x.ne[0], nm, xq);
+  return cudaGetLastError();
 }
 
 template <DType T>
-cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, cudaStream_t s) {
+cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
+                     cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     constexpr int R = MC == 1 ? 2 : 1;
@@ -510,33 +663,47 @@ cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm,
     a.n = segs.n;
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    const size_t sm = MC == 1 ? staged_bytes(T, x.ne[0], m) : 0;
-    if (nm.on && !sm) return cudaErrorInvalidValue;
-    if (sm)
-      (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, sm, s, a, x, m, nm, ad);
-    else
-      (void)launch_k(matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m, nm, ad);
+    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    if (nm.on && !staged) return cudaErrorInvalidValue;
+    if constexpr (kStages<T>) {
+      if (staged) {
+        XQ* xq = static_cast<XQ*>(scratch);
+        const cudaError_t q = run_quantize(x, nm, xq, s);
+        if (q != cudaSuccess) return q;
+        (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                       static_cast<const XQ*>(xq), ad);
+        return cudaGetLastError();
+      }
+    }
+    (void)launch_k(matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                   static_cast<const XQ*>(nullptr), ad);
     return cudaGetLastError();
   });
 }
 
 template <DType T>
 cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
-                    cudaStream_t s) {
+                    void* scratch, cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     constexpr int R = MC == 1 ? 2 : 1;
     const int64_t warps = (g.ne[1] + R - 1) / R;
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    const size_t sm = MC == 1 ? staged_bytes(T, x.ne[0], m) : 0;
-    if (nm.on && !sm) return cudaErrorInvalidValue;
-    if (sm)
-      (void)launch_k(matvec_glu_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, sm, s, g, u, x, y, yg, yu, op,
-                     e, m, nm);
-    else
-      (void)launch_k(matvec_glu_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op,
-                     e, m, nm);
+    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    if (nm.on && !staged) return cudaErrorInvalidValue;
+    if constexpr (kStages<T>) {
+      if (staged) {
+        XQ* xq = static_cast<XQ*>(scratch);
+        const cudaError_t q = run_quantize(x, nm, xq, s);
+        if (q != cudaSuccess) return q;
+        (void)launch_k(matvec_glu_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu,
+                       op, e, m, static_cast<const XQ*>(xq));
+        return cudaGetLastError();
+      }
+    }
+    (void)launch_k(matvec_glu_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e,
+                   m, static_cast<const XQ*>(nullptr));
     return cudaGetLastError();
   });
 }
@@ -586,11 +753,15 @@ bool matvec_fits(DType wt, const TV& w, const TV& x) {
 
 bool matvec_can_norm(DType wt, const TV& x) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
-  return m == 1 && x.ne[0] % 4 == 0 && unit_elems(wt) > 0 && staged_bytes(wt, x.ne[0], m) > 0;
+  return m == 1 && x.ne[0] % 32 == 0 && unit_elems(wt) > 0 && staged_bytes(wt, x.ne[0], m) > 0;
 }
 
-cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s, const MatvecNorm* norm,
-                          const MatvecAdd* add) {
+size_t matvec_scratch_bytes(DType wt, const TV& x) {
+  return unit_elems(wt) ? staged_bytes(wt, x.ne[0], x.ne[1] * x.ne[2] * x.ne[3]) : 0;
+}
+
+cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
+                          const MatvecNorm* norm, const MatvecAdd* add) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || segs.n == 0) return cudaSuccess;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
@@ -600,18 +771,20 @@ cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s
     ad.s = add->s;
   }
   const NormArg nm = norm_arg(norm);
-  return by_type(wt, [&](auto tc) { return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, s); });
+  return by_type(wt, [&](auto tc) { return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, scratch, s); });
 }
 
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              cudaStream_t s, const MatvecNorm* norm) {
+                              void* scratch, cudaStream_t s, const MatvecNorm* norm) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || g.ne[1] == 0) return cudaSuccess;
   if (glu != Binary::swiglu && glu != Binary::geglu_tanh && glu != Binary::geglu_erf && glu != Binary::geglu_sigmoid)
     return cudaErrorInvalidValue;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
   const NormArg nm = norm_arg(norm);
-  return by_type(wt, [&](auto tc) { return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, nm, s); });
+  return by_type(wt, [&](auto tc) {
+    return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, nm, scratch, s);
+  });
 }
 
 }  // namespace kestrel::cuda

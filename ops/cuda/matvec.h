@@ -13,8 +13,15 @@
 //   s.add(view(wq), view(yq)); s.add(view(wk), view(yk)); s.add(view(wv), view(yv));
 //   launch_matvec(DType::Q4_0, s, view(x), stream);
 //
-// Error: float FMA accumulation of exactly dequantized weights against float
-// activations (no 8-bit rounding of x): as the reference within ~1e-6 sum|wx|.
+// One activation row against quantized weights (Q4_0, Q8_0, Q4_K, Q6_K: every
+// decode step of one sequence) runs on 8-bit activations, the cpu kernels'
+// scheme: a first kernel quantizes x once into the scratch as blocks of 32,
+// q = round(x / d), d = max|x| / 127 (48-byte records with d and the sums),
+// and the matvec takes integer dot products (dp4a) against the weights'
+// quants, their scales and offsets applied per block in float.
+// Error: |x - d q| <= max|x| / 254 per element of its block; the integer sums
+// are exact. Float weights, and several activation rows, use float x: float
+// FMA accumulation of exactly dequantized weights, within ~1e-6 sum|wx|.
 #pragma once
 
 #include "ops/cuda/cuda_kernels.h"
@@ -43,16 +50,16 @@ struct MatvecSegs {
 // rows are 16-byte aligned).
 bool matvec_fits(DType wt, const TV& w, const TV& x);
 
-// One activation row of up to this many elements is staged in shared memory
-// (padded so that the lanes' reads fall in different banks) instead of being
-// read from global memory by every warp; it is what makes the fusions below
-// possible.
-constexpr int64_t kMatvecMaxStagedK = 8192;
+// One activation row of up to this many elements is quantized (8-bit, above)
+// once for the launch instead of being read as floats by every warp (lane-
+// strided float reads cost one cache line per lane and load, and each weight
+// an int-to-float conversion); the quantizing kernel also runs the norm fold.
+constexpr int64_t kMatvecMaxStagedK = 16384;
 
 // The rms_norm the plan folds into the launch after it: x given to the launch
-// is the norm's input; every block normalises its staged copy (sum of squares,
-// one block reduction, x / sqrt(mean + eps) * w, w or 1 + w), and block 0
-// writes the normalised row to y too (y.data null: not written). One row only.
+// is the norm's input; the quantizing kernel normalises it (sum of squares,
+// one block reduction, x / sqrt(mean + eps) * w, w or 1 + w) and writes the
+// normalised row to y too (y.data null: not written). One row only.
 struct MatvecNorm {
   const float* w = nullptr;  // null: no weights
   float eps = 0.0f;
@@ -70,14 +77,18 @@ struct MatvecAdd {
 // (quantized weights, one row, K <= kMatvecMaxStagedK).
 bool matvec_can_norm(DType wt, const TV& x);
 
-cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, cudaStream_t s, const MatvecNorm* norm = nullptr,
-                          const MatvecAdd* add = nullptr);
+// Device scratch a launch with activation x needs (the 8-bit records, 48
+// bytes per 32 elements; 0: x read as float): pass at least this much.
+size_t matvec_scratch_bytes(DType wt, const TV& x);
+
+cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
+                          const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr);
 
 // y[m][n] = glu(G[n] . x[m], U[n] . x[m]) with glu one of the Binary gated
 // forms (swiglu, geglu_*): the gate and up projections and their activation
 // in one kernel; G and U share type and shape. yg / yu (data null: not
 // written) also receive the two projections, before y (which may be either).
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              cudaStream_t s, const MatvecNorm* norm = nullptr);
+                              void* scratch, cudaStream_t s, const MatvecNorm* norm = nullptr);
 
 }  // namespace kestrel::cuda
