@@ -7,6 +7,8 @@
 // One block per token: its rotation angles are computed once into shared
 // memory and used by every q and k head (the separate kernels compute them
 // per head row).
+#include <algorithm>
+
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/rope_store.h"
 
@@ -41,6 +43,9 @@ __global__ void rope_store_kernel(TV q, TV k, TV v, const int32_t* pos, const in
   pdl_wait();
   const int64_t D = q.ne[0], Hq = q.ne[1], Hkv = k.ne[1], half = a.n_dims / 2;
   const bool neox = a.neox != 0;
+  // Blocks along y share a token's elements (each computes the token's angles).
+  const int64_t t0 = threadIdx.x + static_cast<int64_t>(blockIdx.y) * blockDim.x;
+  const int64_t tn = static_cast<int64_t>(blockDim.x) * gridDim.y;
   for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {
     const double p = static_cast<double>(pos[m]) * static_cast<double>(a.freq_scale);
     for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
@@ -54,11 +59,11 @@ __global__ void rope_store_kernel(TV q, TV k, TV v, const int32_t* pos, const in
     char* krow = keep ? kc.data + static_cast<int64_t>(id) * kc.nb[1] : nullptr;
     char* vrow = keep ? vc.data + static_cast<int64_t>(id) * vc.nb[1] : nullptr;
     __syncthreads();
-    for (int64_t e = threadIdx.x; e < Hq * half; e += blockDim.x) {
+    for (int64_t e = t0; e < Hq * half; e += tn) {
       const int64_t h = e / half, i = e % half;
       rotate(reinterpret_cast<float*>(q.data + h * q.nb[1] + m * q.nb[2]), i, half, neox, cs[i], sn[i]);
     }
-    for (int64_t e = threadIdx.x; e < Hkv * half; e += blockDim.x) {
+    for (int64_t e = t0; e < Hkv * half; e += tn) {
       const int64_t h = e / half, i = e % half;
       const float2 y = rotate(reinterpret_cast<float*>(k.data + h * k.nb[1] + m * k.nb[2]), i, half, neox, cs[i], sn[i]);
       if (krow) {
@@ -69,12 +74,12 @@ __global__ void rope_store_kernel(TV q, TV k, TV v, const int32_t* pos, const in
     if (krow) {
       // Dimensions past n_dims pass through rope unchanged.
       const int64_t tail = D - a.n_dims;
-      for (int64_t e = threadIdx.x; e < Hkv * tail; e += blockDim.x) {
+      for (int64_t e = t0; e < Hkv * tail; e += tn) {
         const int64_t h = e / tail, i = a.n_dims + e % tail;
         store<YT>(krow, h * D + i, reinterpret_cast<const float*>(k.data + h * k.nb[1] + m * k.nb[2])[i]);
       }
       const float* vr = reinterpret_cast<const float*>(v.data + m * v.nb[1]);
-      for (int64_t e = threadIdx.x; e < v.ne[0]; e += blockDim.x) store<YT>(vrow, e, vr[e]);
+      for (int64_t e = t0; e < v.ne[0]; e += tn) store<YT>(vrow, e, vr[e]);
     }
     __syncthreads();  // cs / sn are rewritten for the next token
   }
@@ -87,7 +92,10 @@ cudaError_t launch_rope_store(TV q, TV k, TV v, const int32_t* pos, const int32_
   const int64_t M = q.ne[2];
   if (M == 0) return cudaSuccess;
   if (a.n_dims / 2 > kRopeStoreMaxPairs) return cudaErrorInvalidValue;
-  const unsigned g = static_cast<unsigned>(M < 65535 * 16 ? M : 65535 * 16);
+  // Few tokens (decode): the heads of a token over several blocks.
+  const int64_t per_token = q.ne[1] * (a.n_dims / 2);
+  const unsigned gy = M >= 64 ? 1u : static_cast<unsigned>(std::min<int64_t>(8, (per_token + kThreads - 1) / kThreads));
+  const dim3 g(static_cast<unsigned>(M < 65535 * 16 ? M : 65535 * 16), gy < 1 ? 1u : gy);
   switch (kv_type) {
     case DType::F32: return launch_k(rope_store_kernel<DType::F32>, g, kThreads, 0, s, q, k, v, pos, rows, kc, vc, a, M);
     case DType::F16: return launch_k(rope_store_kernel<DType::F16>, g, kThreads, 0, s, q, k, v, pos, rows, kc, vc, a, M);
