@@ -107,8 +107,11 @@ cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, T
 constexpr int64_t kAttentionDecodeMaxKeys = 32768;
 bool attention_decode_fits(DType kv_type, const TV& q, const TV& k, const TV& v, bool has_mask);
 size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv);
+// records (non-null): one query (q.ne[2] == 1), head_dim a multiple of 32; the
+// output row y (heads contiguous) is also written as 8-bit records there
+// (ops/cuda/xq.cuh), for a matvec launched on it with x_quantized.
 cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
-                                    cudaStream_t s);
+                                    cudaStream_t s, void* records = nullptr);
 // sum = a + b (F32, same shapes), then y = rms_norm(sum) * w: a residual add
 // fused with the next norm (k_norm.cu), bitwise the two ops' result.
 cudaError_t launch_add_rms_norm(TV a, TV b, TV sum, const float* w, TV y, float eps, bool one_plus_weight,

@@ -98,12 +98,14 @@ class CudaExecutable final : public Executable {
       group_n_.assign(nodes_.size(), 1);
       norm_of_.assign(nodes_.size(), kNone);
       add_of_.assign(nodes_.size(), kNone);
+      x_records_.assign(nodes_.size(), 0);
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("cuda executable node flags");
     }
     group_matvecs();
     fuse_matvec_adds();
     fuse_matvec_norms();
+    fuse_attention_records();
     for (size_t i = 0; i + 1 < nodes_.size(); ++i)
       if (node_kind_[i] == kPlain && node_kind_[i + 1] == kPlain && add_then_norm(i)) {
         node_kind_[i] = kAddNorm;
@@ -235,6 +237,18 @@ class CudaExecutable final : public Executable {
                                             p.one_plus_weight, ctx_.stream),
                         "add + rms_norm");
     }
+    if (node_kind_[i] == kAttnRecords) {
+      // The attention (decode kernel) also writes its output as the 8-bit
+      // records the matvec after it reads (x_records_[i + 1]).
+      const OpCall& c = calls_[i];
+      const AttentionParams& p = c.p<AttentionParams>();
+      const Tensor* r = c.opt_src(3);
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i + 1].src[0]->type, view(*calls_[i + 1].src[1])));
+      return cuda_check(launch_attention_decode(c.src[1]->type, view(*c.src[0]), view(*c.src[1]), view(*c.src[2]),
+                                                r ? view(*r) : TV{}, view(*c.dst), {p.scale, p.soft_cap, p.exp},
+                                                ctx_.stream, scratch),
+                        "attention + records");
+    }
     if (node_kind_[i] == kMatvecGroup) {
       MatvecSegs segs;
       for (size_t k = i; k < i + group_n_[i]; ++k) segs.add(view(*calls_[k].src[0]), view(*calls_[k].dst));
@@ -249,7 +263,7 @@ class CudaExecutable final : public Executable {
       }
       KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
       return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, scratch, ctx_.stream, has_norm ? &norm : nullptr,
-                                      add_of_[i] != kNone ? &add : nullptr),
+                                      add_of_[i] != kNone ? &add : nullptr, x_records_[i] != 0),
                         "matvec group");
     }
     if (node_kind_[i] == kRopeStore) {
@@ -392,6 +406,34 @@ class CudaExecutable final : public Executable {
       }
       norm_of_[j] = static_cast<uint32_t>(i);
       node_kind_[i] = kFusedAway;
+    }
+  }
+
+  // An attention of one query on the decode kernel whose output is exactly
+  // the x of the matvec launch after it: the attention writes x's 8-bit
+  // records too, and that launch runs no quantize kernel.
+  void fuse_attention_records() {
+    for (size_t i = 0; i + 1 < nodes_.size(); ++i) {
+      const size_t j = i + 1;
+      if (node_kind_[i] != kPlain || nodes_[i].op != OpId::attention) continue;
+      if (node_kind_[j] != kMatvecGroup || norm_of_[j] != kNone) continue;
+      const OpCall& c = calls_[i];
+      const Tensor &q = *c.src[0], &k = *c.src[1], &v = *c.src[2], &y = *c.dst;
+      const Tensor* r = c.opt_src(3);
+      if (r && r->type != DType::I32) continue;  // an F32 mask: not the decode kernel
+      const Tensor& x = nodes_[j].src[1];
+      const int64_t D = q.ne[0];
+      if (q.ne[2] != 1 || q.ne[3] != 1 || D % 32 || y.type != DType::F32 || y.ne[0] != D ||
+          y.nb[1] != static_cast<size_t>(D) * 4 || y.ne[2] * y.ne[3] != 1)
+        continue;
+      if (x.data != y.data || !f32_rows(x) || x.nbytes() != y.nbytes() || x.ne[1] * x.ne[2] * x.ne[3] != 1 ||
+          !matvec_scratch_bytes(nodes_[j].src[0].type, view(x)))
+        continue;
+      if (attention_uses_tiled(D, q.ne[1], k.ne[1], q.ne[2], false) ||
+          !attention_decode_fits(k.type, view(q), view(k), view(v), false))
+        continue;
+      node_kind_[i] = kAttnRecords;
+      x_records_[j] = 1;
     }
   }
 
@@ -680,12 +722,15 @@ class CudaExecutable final : public Executable {
   // GLU node its gate, up and activation nodes as one kernel.
   // A matvec group or GLU node may also run the rms_norm node norm_of_ as its
   // prologue and (a group of one) the add node add_of_ as its epilogue.
-  enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kMatvecGroup, kGlu, kRopeStore, kFusedAway };
+  // An attention node may write its output's 8-bit records for the matvec
+  // launch after it (kAttnRecords; that launch's x_records_ is set).
+  enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kMatvecGroup, kGlu, kRopeStore, kAttnRecords, kFusedAway };
   static constexpr uint32_t kNone = UINT32_MAX;
   std::vector<uint8_t> node_kind_;
   std::vector<uint32_t> group_n_;
   std::vector<uint32_t> norm_of_;
   std::vector<uint32_t> add_of_;
+  std::vector<uint8_t> x_records_;
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

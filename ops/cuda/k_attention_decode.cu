@@ -13,6 +13,7 @@
 #include "ops/cuda/attention_keys.cuh"
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
+#include "ops/cuda/xq.cuh"
 
 namespace kestrel::cuda {
 namespace {
@@ -64,7 +65,8 @@ __device__ __forceinline__ float2 value_pair(const char* vr, int64_t d) {
 }
 
 template <DType KV, ExpTier T>
-__global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a) {
+__global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
+                                                             XQ* xq) {
   extern __shared__ float smem[];
   __shared__ float red[32];
   __shared__ float part[kWarps][kMaxD];
@@ -94,7 +96,10 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
     }
     mx = block_max(mx, red);
     if (mx == -INFINITY) {  // no keys (or all scores -inf): zeros, as the op contract says
-      for (int64_t d = threadIdx.x; d < D; d += kThreads) out[d] = 0.0f;
+      for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+        out[d] = 0.0f;
+        if (xq) quantize_record_warp(0.0f, xq + (h * D + d) / 32);
+      }
       continue;
     }
     float sum = 0.0f;
@@ -136,12 +141,15 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) o += part[w][d];
       out[d] = o * inv;
+      // The head's output as 8-bit records for the matvec after it (one
+      // query, D a multiple of 32: each warp here holds whole records).
+      if (xq) quantize_record_warp(o * inv, xq + (h * D + d) / 32);
     }
   }
 }
 
 template <DType KV, ExpTier T>
-cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStream_t s) {
+cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, XQ* xq, cudaStream_t s) {
   const size_t smem = attention_decode_smem_bytes(q.ne[0], k.ne[2]);
   if (smem > 48 * 1024) {
     const cudaError_t err =
@@ -150,7 +158,7 @@ cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStrea
   }
   const int64_t pairs = q.ne[1] * q.ne[2];
   const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
-  return launch_k(attention_decode<KV, T>, grid, kThreads, smem, s, q, k, v, ranges, y, a);
+  return launch_k(attention_decode<KV, T>, grid, kThreads, smem, s, q, k, v, ranges, y, a, xq);
 }
 
 bool rows_aligned(const TV& t, size_t align) {
@@ -174,11 +182,13 @@ size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv) {
 }
 
 cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
-                                    cudaStream_t s) {
+                                    cudaStream_t s, void* records) {
+  if (records && (q.ne[2] != 1 || q.ne[0] % 32)) return cudaErrorInvalidValue;
+  XQ* xq = static_cast<XQ*>(records);
   return with_tier(a.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
-    return kv_type == DType::F16 ? launch<DType::F16, T>(q, k, v, ranges, y, a, s)
-                                 : launch<DType::F32, T>(q, k, v, ranges, y, a, s);
+    return kv_type == DType::F16 ? launch<DType::F16, T>(q, k, v, ranges, y, a, xq, s)
+                                 : launch<DType::F32, T>(q, k, v, ranges, y, a, xq, s);
   });
 }
 

@@ -19,6 +19,7 @@
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
 #include "ops/cuda/matvec.h"
+#include "ops/cuda/xq.cuh"
 
 namespace kestrel::cuda {
 namespace {
@@ -35,26 +36,10 @@ __device__ __forceinline__ uint32_t word_at(uint32_t lo, uint32_t hi, bool odd) 
 
 __device__ __forceinline__ float4 ld4(const float* p) { return __ldg(reinterpret_cast<const float4*>(p)); }
 
-// Where the activations are read from: global memory (through L1), or a copy
-// of the row in shared memory padded by 4 floats after every 32, so that the
-// lanes of a warp, each at the start of its own unit (units 32 to 256 bytes
-// apart), hit different banks. Lane-strided float reads of one row in global
-// memory touch one cache line per lane and load instruction: for a Q4_0 row
-// that is 8x the L1 wavefronts of the row's bytes, which bound the kernel.
+// Float activations are read from global memory (through L1).
 struct XGlobal {
   __device__ static float4 ld(const float* x, int64_t off) { return ld4(x + off); }
 };
-// A staged activation block of 32 elements, 8-bit: q = round(x / d),
-// d = max|x| / 127 (the cpu kernels' scheme), and d times the sums of q over
-// its two halves (for the weight types' offsets). 48 bytes, so lanes reading
-// consecutive records with 16-byte loads hit different banks.
-struct XQ {
-  int8_t q[32];
-  float d;
-  float ds0, ds1;  // d * sum q[0..15], d * sum q[16..31]
-  float pad;
-};
-static_assert(sizeof(XQ) == 48, "record layout");
 
 // A record read from global memory (three 16-byte loads through L1).
 struct XR {
@@ -646,12 +631,10 @@ cudaError_t run_quantize(TV x, const NormArg& nm, XQ* xq, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-template <DType T>
-cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
-                     cudaStream_t s) {
-  return by_rows(m, [&](auto mc) {
-    constexpr int MC = decltype(mc)::value;
-    constexpr int R = MC == 1 ? 2 : 1;
+template <DType T, int MC, int R>
+cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
+                   bool x_quantized, cudaStream_t s) {
+  {
     SegsArg a{};
     int64_t warps = 0;
     for (int i = 0; i < segs.n; ++i) {
@@ -664,12 +647,14 @@ cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm,
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
     const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
-    if (nm.on && !staged) return cudaErrorInvalidValue;
+    if ((nm.on || x_quantized) && !staged) return cudaErrorInvalidValue;
     if constexpr (kStages<T>) {
       if (staged) {
         XQ* xq = static_cast<XQ*>(scratch);
-        const cudaError_t q = run_quantize(x, nm, xq, s);
-        if (q != cudaSuccess) return q;
+        if (!x_quantized) {
+          const cudaError_t q = run_quantize(x, nm, xq, s);
+          if (q != cudaSuccess) return q;
+        }
         (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
                        static_cast<const XQ*>(xq), ad);
         return cudaGetLastError();
@@ -678,15 +663,13 @@ cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm,
     (void)launch_k(matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
                    static_cast<const XQ*>(nullptr), ad);
     return cudaGetLastError();
-  });
+  }
 }
 
-template <DType T>
-cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
-                    void* scratch, cudaStream_t s) {
-  return by_rows(m, [&](auto mc) {
-    constexpr int MC = decltype(mc)::value;
-    constexpr int R = MC == 1 ? 2 : 1;
+template <DType T, int MC, int R>
+cudaError_t glu_r(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
+                  void* scratch, cudaStream_t s) {
+  {
     const int64_t warps = (g.ne[1] + R - 1) / R;
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
@@ -705,6 +688,46 @@ cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, 
     (void)launch_k(matvec_glu_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e,
                    m, static_cast<const XQ*>(nullptr));
     return cudaGetLastError();
+  }
+}
+
+// Weight rows per warp at one activation row: 1, so that the small decode
+// matrices still give every scheduler a few warps (measured faster than 2 for
+// every type on an H100: Q4_0 tg128 +2.6%, F16 +3.5%);
+// KESTREL_CUDA_MATVEC_ROWS=2 for comparisons in one binary (read once).
+bool one_row_per_warp() {
+  static const bool one = [] {
+    const char* e = std::getenv("KESTREL_CUDA_MATVEC_ROWS");
+    return !(e && std::strcmp(e, "2") == 0);
+  }();
+  return one;
+}
+
+template <DType T>
+cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
+                     bool x_quantized, cudaStream_t s) {
+  return by_rows(m, [&](auto mc) {
+    constexpr int MC = decltype(mc)::value;
+    if constexpr (MC == 1) {
+      if (one_row_per_warp()) return segs_r<T, 1, 1>(segs, x, m, nm, ad, scratch, x_quantized, s);
+      return segs_r<T, 1, 2>(segs, x, m, nm, ad, scratch, x_quantized, s);
+    } else {
+      return segs_r<T, MC, 1>(segs, x, m, nm, ad, scratch, x_quantized, s);
+    }
+  });
+}
+
+template <DType T>
+cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
+                    void* scratch, cudaStream_t s) {
+  return by_rows(m, [&](auto mc) {
+    constexpr int MC = decltype(mc)::value;
+    if constexpr (MC == 1) {
+      if (one_row_per_warp()) return glu_r<T, 1, 1>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
+      return glu_r<T, 1, 2>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
+    } else {
+      return glu_r<T, MC, 1>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
+    }
   });
 }
 
@@ -761,7 +784,7 @@ size_t matvec_scratch_bytes(DType wt, const TV& x) {
 }
 
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
-                          const MatvecNorm* norm, const MatvecAdd* add) {
+                          const MatvecNorm* norm, const MatvecAdd* add, bool x_quantized) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || segs.n == 0) return cudaSuccess;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
@@ -771,7 +794,10 @@ cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch,
     ad.s = add->s;
   }
   const NormArg nm = norm_arg(norm);
-  return by_type(wt, [&](auto tc) { return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, scratch, s); });
+  if (x_quantized && (norm || !matvec_scratch_bytes(wt, x))) return cudaErrorInvalidValue;
+  return by_type(wt, [&](auto tc) {
+    return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, scratch, x_quantized, s);
+  });
 }
 
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,

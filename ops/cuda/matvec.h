@@ -1,7 +1,7 @@
 // Decode matvec (k_matvec.cu): y[m][n] = sum_k W[n][k] x[m][k] for a few
 // activation rows (m < kMatvecMaxRows), W read in its stored type.
 //
-// One warp per W row (two for one activation row), no shared memory and no
+// One warp per W row, no shared memory and no
 // block barrier: each lane walks the row in units (a quant block, a quarter
 // super-block, 8 halves) with wide aligned loads, the activations are read as
 // float4 (they stay in L1), and the warp's sum is one shuffle reduction. This
@@ -81,8 +81,10 @@ bool matvec_can_norm(DType wt, const TV& x);
 // bytes per 32 elements; 0: x read as float): pass at least this much.
 size_t matvec_scratch_bytes(DType wt, const TV& x);
 
+// x_quantized: the kernel that wrote x also wrote its records at scratch
+// (launch_attention_decode's records), so no quantize kernel runs.
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
-                          const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr);
+                          const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr, bool x_quantized = false);
 
 // y[m][n] = glu(G[n] . x[m], U[n] . x[m]) with glu one of the Binary gated
 // forms (swiglu, geglu_*): the gate and up projections and their activation
