@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "model_test_util.h"
+#include "spec_test_util.h"
 #include "ops/cpu/matmul_variants.h"
-#include "runtime/model/synth.h"
 #include "runtime/sched/calibrate.h"
 
 using namespace kestrel;
@@ -26,17 +26,8 @@ struct FixedRouter final : MatmulRouter {
   MatmulRoute route(const OpCall&) override { return r; }
 };
 
-std::unique_ptr<Model> synth(const char* weights) {
-  SynthSpec s;
-  s.weights = weights;
-  s.n_embd = 256;
-  s.n_ff = 512;
-  auto bytes = synth_model_gguf(s);
-  REQUIRE(bytes.status().to_string() == "ok");
-  auto mr = Model::load_from_memory(bytes.value().data(), bytes.value().size(), ModelParams{});
-  REQUIRE(mr.status().to_string() == "ok");
-  return std::move(mr).value();
-}
+// The synthetic llama of the other model tests (seed 1, 2 layers) with 256-wide rows.
+std::unique_ptr<Model> synth(const char* weights) { return spectest::synth(ArchId::llama, 1, 2, weights, 256); }
 
 }  // namespace
 

@@ -17,9 +17,9 @@
 
 #include "platform/log.h"
 #include "runtime/model/model.h"
-#include "runtime/model/synth.h"
 #include "runtime/sched/calib_cache.h"
 #include "runtime/sched/calibration.h"
+#include "spec_test_util.h"
 
 using namespace kestrel;
 
@@ -171,15 +171,8 @@ TEST_CASE("truncated, corrupt and stale calibration files are refused", "[sched]
 }
 
 TEST_CASE("load_or_calibrate measures once, reads the cache after, and rebuilds a bad cache", "[sched][cache]") {
-  SynthSpec s;
-  s.weights = "q4_k_m";
-  s.n_embd = 256;
-  s.n_ff = 512;
-  auto bytes = synth_model_gguf(s);
-  REQUIRE(bytes.status().to_string() == "ok");
-  auto mr = Model::load_from_memory(bytes.value().data(), bytes.value().size(), ModelParams{});
-  REQUIRE(mr.status().to_string() == "ok");
-  const Model& m = *mr.value();
+  const auto model = spectest::synth(ArchId::llama, 1, 2, "q4_k_m", 256);
+  const Model& m = *model;
   auto cpu = backend_cpu().create(BackendOptions{.n_threads = 2});
   REQUIRE(cpu.status().to_string() == "ok");
   CalibrateOptions o;
