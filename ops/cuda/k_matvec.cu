@@ -387,31 +387,23 @@ constexpr int batch_units() {
   return regs <= 12 ? 4 : regs <= 40 ? 2 : 1;
 }
 
-// acc[r][c] = W row r . x row c over the row's units. pre() runs once, by
-// every lane, after the first batch of weight loads is issued (x staging
-// overlaps them).
-template <DType T, int MC, int R, class X, class Pre>
+// acc[r][c] = W row r . x row c over the row's units.
+template <DType T, int MC, int R, class X>
 __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_units, const float* const xr[MC],
-                                         int lane, float acc[R][MC], Pre&& pre) {
+                                         int lane, float acc[R][MC]) {
   using U = Unit<T>;
   constexpr int NB = batch_units<T, MC, R>();
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int c = 0; c < MC; ++c) acc[r][c] = 0.0f;
-  bool first = true;
-  for (int64_t u0 = lane;; u0 += NB * kWarp) {
+  for (int64_t u0 = lane; u0 < n_units; u0 += NB * kWarp) {
     typename U::Raw raw[NB][R];
 #pragma unroll
     for (int b = 0; b < NB; ++b)
       if (u0 + b * kWarp < n_units)
 #pragma unroll
         for (int r = 0; r < R; ++r) raw[b][r] = U::load(wr[r], u0 + b * kWarp);
-    if (first) {
-      pre();
-      first = false;
-    }
-    if (u0 >= n_units) break;
 #pragma unroll
     for (int b = 0; b < NB; ++b) {
       const int64_t u = u0 + b * kWarp;
@@ -504,7 +496,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  auto stage = [] {};
   int seg = 0;
   while (seg < s.n && warp >= s.warp_end[seg]) ++seg;
   if (seg == s.n) return;
@@ -519,7 +510,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
-  row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc, stage);
+  row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
   const bool add = ad.s.data && seg == 0;
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -556,7 +547,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * R;
-  auto stage = [] {};
   if (n0 >= wg.ne[1]) return;
   const char* wr[2 * R];
 #pragma unroll
@@ -571,7 +561,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[2 * R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
-  row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc, stage);
+  row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
