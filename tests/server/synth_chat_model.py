@@ -2,12 +2,13 @@
 
 The vocabulary (a 512-token SentencePiece vocabulary with <s> and </s>) is read
 from stories260K.gguf; the weights are random Q8_0 (so a token's logits do not
-depend on the batch it is decoded in) in llama's tensor layout, sized so that
+depend on the batch it is decoded in) drawn from a fixed seed, so every run
+tests the same model in llama's tensor layout, sized so that
 generation takes a measurable time (a slot stays busy while a test acts).
 
     python3 synth_chat_model.py STORIES260K.gguf OUT.gguf
 """
-import os
+import random
 import struct
 import sys
 
@@ -82,10 +83,10 @@ def kv(key, t, raw):
     return gguf_string(key) + struct.pack("<I", t) + raw
 
 
-def q8_0(n_elems, scale):
+def q8_0(rng, n_elems, scale):
     # Blocks of an f16 scale and 32 random int8 quants (uniform: std ~74 * scale).
     d = struct.pack("<e", scale / 74.0)
-    rnd = os.urandom(n_elems)
+    rnd = rng.randbytes(n_elems)
     return b"".join(d + rnd[i:i + 32] for i in range(0, n_elems, 32))
 
 
@@ -93,7 +94,8 @@ def f32_ones(n):
     return struct.pack(f"<{n}f", *([1.0] * n))
 
 
-def write(stories_path, out_path):
+def write(stories_path, out_path, seed=1):
+    rng = random.Random(seed)
     vocab = tokenizer_kvs(stories_path)
     n_vocab = next(struct.unpack("<IQ", raw[:12])[1] for k, t, raw in vocab if k == "tokenizer.ggml.tokens")
     head_dim = N_EMBD // N_HEAD
@@ -128,7 +130,7 @@ def write(stories_path, out_path):
         n = 1
         for x in ne:
             n *= x
-        data = f32_ones(n) if t == GGUF_F32 else q8_0(n, 1.0 / ne[0] ** 0.5)
+        data = f32_ones(n) if t == GGUF_F32 else q8_0(rng, n, 1.0 / ne[0] ** 0.5)
         infos.append(gguf_string(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<Q", x) for x in ne) +
                      struct.pack("<IQ", t, offset))
         pad = (-len(data)) % 32
