@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -106,7 +107,10 @@ std::vector<int32_t> prompt_of(int n, int salt) {
 struct Served {
   std::unique_ptr<Context> ctx, dctx;
   std::unique_ptr<Scheduler> sched;
-  Served(const Model& target, const Model* draft, int32_t n_slots, int64_t n_ctx, int32_t draft_max = 6) {
+  // pass_cost > 0: round lengths from that draft-pass cost instead of clocks
+  // (SpecSlotParams::pass_cost), for checks on step counts.
+  Served(const Model& target, const Model* draft, int32_t n_slots, int64_t n_ctx, int32_t draft_max = 6,
+         double pass_cost = 0.0) {
     ctx = slots_ctx(target, n_slots, n_ctx);
     SchedulerParams sp;
     sp.n_chunk = 7;  // prompts read in pieces beside the other slots' rounds
@@ -114,6 +118,7 @@ struct Served {
       dctx = slots_ctx(*draft, n_slots, n_ctx);
       sp.draft = dctx.get();
       sp.spec.draft_max = draft_max;
+      sp.spec.pass_cost = pass_cost;
     }
     auto s = Scheduler::create(*ctx, sp);
     REQUIRE(s.status().to_string() == "ok");
@@ -159,7 +164,10 @@ TEST_CASE("speculative slots give the tokens of plain serving", "[serve][schedul
   for (const Model* draft : {target.get(), other.get()}) {
     const bool self = draft == target.get();
     INFO((self ? "the target as its own draft" : "a q4_0 draft"));
-    Served spec(*target, draft, n_req, 128);
+    // A draft pass at a fifth of a target step: drafting pays at the acceptance
+    // seen, whatever this machine's clocks say (under emulation a self-draft's
+    // pass can cost what the step does, and drafting then switches off).
+    Served spec(*target, draft, n_req, 128, 6, 0.2);
     std::vector<Collector> got(n_req);
     reqs.clear();
     for (int i = 0; i < n_req; ++i) reqs.push_back(greedy(prompts[i], n_gen, got[i]));
@@ -398,6 +406,14 @@ TEST_CASE("a draft the target cannot use is refused at create", "[serve][schedul
   s = Scheduler::create(*ctx, sp);
   REQUIRE(!s.ok());
   CHECK(s.status().code() == StatusCode::invalid_argument);
+
+  sp.spec.draft_max = 4;
+  for (double bad : {-0.5, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    sp.spec.pass_cost = bad;
+    s = Scheduler::create(*ctx, sp);
+    REQUIRE(!s.ok());
+    CHECK(s.status().message().find("pass_cost") != std::string::npos);
+  }
 }
 
 namespace {

@@ -39,6 +39,7 @@ Expected<std::unique_ptr<SpecSlots>> SpecSlots::create(Context& target, Context&
     return Status::invalid_argument("draft_max %d outside [1, %d]", p.draft_max, SpecPolicy::kMaxDraft);
   if (p.draft_vocab < 0) return Status::invalid_argument("draft_vocab %d must be >= 0", p.draft_vocab);
   if (!(p.p_min >= 0.0f && p.p_min <= 1.0f)) return Status::invalid_argument("draft p_min must be in [0, 1]");
+  if (!(p.pass_cost >= 0.0 && p.pass_cost <= 1e6)) return Status::invalid_argument("draft pass_cost must be in [0, 1e6]");
   if (&draft == &target) return Status::invalid_argument("the draft context must be a second context");
   KESTREL_TRY(check_vocab_compat(target.model(), draft.model()));
   const int32_t n_slots = target.params().n_seq_max;
@@ -107,7 +108,9 @@ bool SpecSlots::start(int32_t seq, size_t n_keep, const SamplerParams& p) {
     // The round lengths steer which uniforms are drawn: from model sizes, so a
     // seed repeats (a verify row past the first costs a quarter of a step, as
     // the single-sequence decoder assumes).
-    s.policy.fix_costs(pass_ratio_, 0.25);
+    s.policy.fix_costs(p_.pass_cost > 0.0 ? p_.pass_cost : pass_ratio_, 0.25);
+  } else if (s.mode == Mode::greedy && p_.pass_cost > 0.0) {
+    s.policy.fix_costs(p_.pass_cost, 0.25);
   }
   trim(seq, n_keep);
   return s.mode != Mode::plain;
@@ -125,7 +128,7 @@ void SpecSlots::begin_step(std::span<const int32_t> gen) { costs_.begin_step(gen
 int32_t SpecSlots::choose(int32_t seq, int32_t room, size_t n_cached) {
   Slot& s = slots_[static_cast<size_t>(seq)];
   if (s.mode == Mode::plain) return 0;
-  if (s.mode == Mode::greedy) {
+  if (s.mode == Mode::greedy && p_.pass_cost <= 0.0) {
     double plain = 0.0;
     const std::span<double> rounds(round_ns_.data(), static_cast<size_t>(p_.draft_max) + 1);
     // A draft behind by the tokens of plain steps catches up once for the

@@ -70,6 +70,11 @@ struct SpecSlotParams {
   int32_t draft_max = 8;    // longest draft of a round, [1, 32] (default 8)
   float p_min = 0.0f;       // stop a round's drafting at a draft top-1 probability below this (0: off)
   int32_t draft_vocab = 0;  // > 0: the draft scores only ids [0, draft_vocab) (default 0: all)
+  // > 0: a draft pass costs this fraction of a plain target step, for greedy
+  // slots too, instead of the step clocks (and of the model-size ratio that
+  // sampled slots use): round lengths then depend only on acceptance, so step
+  // counts repeat run to run whatever the machine's timing (default 0: off).
+  double pass_cost = 0.0;
 };
 
 class SpecSlots {
