@@ -64,11 +64,14 @@ template <int RA, DType T>
 inline void dot_float(int64_t K, const void* w, const void* const* av, float* res) {
   const float* x[RA];
   for (int r = 0; r < RA; ++r) x[r] = static_cast<const float*>(av[r]);
-  // One activation row: 4 independent accumulators hide the fma latency; more rows
-  // give that independence by themselves. No software prefetch here: 4 KiB-ahead
-  // prefetches (which help the quantized decode kernels) made F16 decode of a 1.1B model
-  // 16% slower (tg64 6.9 vs 8.2 t/s, 1 thread, alternating runs).
-  constexpr int kU = RA == 1 ? 4 : RA == 2 ? 2 : 1;
+  // One activation row: independent accumulators hide the fma latency; more rows give
+  // that independence by themselves. 32 elements a step for one row: 4 chains of 8 lanes
+  // (AVX2) or 2 of 16 (AVX-512, where 4 chains of 16 streamed F16 weights from memory
+  // measurably slower in decode).
+  // No software prefetch here: 4 KiB-ahead prefetches (which help the quantized decode
+  // kernels) made F16 decode of a 1.1B model 16% slower (tg64 6.9 vs 8.2 t/s, 1 thread,
+  // alternating runs), and on an AVX-512 machine any distance from 512 B to 8 KiB did too.
+  constexpr int kU = RA == 1 ? (kLanes == 16 ? 2 : 4) : RA == 2 ? 2 : 1;
   fvec acc[kU][RA];
   for (int u = 0; u < kU; ++u)
     for (int r = 0; r < RA; ++r) acc[u][r] = fvec(0.0f);
