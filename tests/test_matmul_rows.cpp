@@ -49,7 +49,10 @@ TEST_CASE("few-rows tile against ref at awkward shapes", "[op][matmul][cpu][rows
     const MatmulVariant* v = rows_tile(w);
     if (!v) continue;
     ran = true;
-    const std::vector<int64_t> Ms = reduced ? std::vector<int64_t>{1, 2, 4, 5, 7} : std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9};
+    // Up to 4 groups of 4 rows share a weight block (kVnniGroups): 13..22 rows take
+    // 4 groups, then 1 or 2 more, with partial and lone last groups.
+    const std::vector<int64_t> Ms = reduced ? std::vector<int64_t>{1, 2, 4, 5, 7, 17}
+                                            : std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 18, 22};
     const std::vector<int64_t> Ns = reduced ? std::vector<int64_t>{1, 5, 17} : std::vector<int64_t>{1, 3, 4, 5, 15, 16, 17, 33};
     uint32_t seed = 7;
     double worst = 0;
@@ -70,6 +73,7 @@ TEST_CASE("few-rows tile against ref at awkward shapes", "[op][matmul][cpu][rows
 }
 
 TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matmul][cpu][rows]") {
+  const bool reduced = kestrel::test::reduced_sweep();
   if (!have_avx512()) {
     WARN("SKIP: no AVX-512 variant on this CPU or build");
     return;
@@ -82,7 +86,7 @@ TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matm
       if (!v) continue;
       ran = true;
       for (int64_t nb : {1, 5}) {
-        const int64_t K = nb * kQK, N = 21, Mmax = 9;
+        const int64_t K = nb * kQK, N = 21, Mmax = reduced ? 9 : 22;
         // x is drawn row by row from one seed, so a smaller M is a prefix of the batch:
         // row r sits in other groups and positions (a lone last row takes the decode tile).
         std::vector<float> batch;

@@ -40,6 +40,8 @@ constexpr bool has_vnni_tiles(DType t) {
 // The default policy's rows for the tile: from 2 (one row takes the decode tile, which does
 // the same operations per output with fewer wasted lanes).
 constexpr int64_t kVnniMinRows = 2;
+// Groups of 4 activation rows that share one unpacked weight block in the tile.
+constexpr int kVnniGroups = 4;
 
 // One block of a group of 4 quantized activation rows, repacked for the tile.
 struct alignas(16) VnniAct4 {
@@ -70,10 +72,11 @@ inline void pack_vnni_act4(const ActQ8* const* rows, int64_t nb, VnniAct4* out) 
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 
-// rows[0..3]: the tile's weight rows; res[4n + m] = y of weight row n, activation row m.
-// next: where the next tile starts (only prefetched, never read).
-template <DType T>
-inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, const char* next, float* res) {
+// rows[0..3]: the tile's weight rows; x[g] (g < NG): groups of 4 activation rows;
+// res[16 g + 4n + m] = y of weight row n, activation row m of group g. A weight block is
+// unpacked once for the NG groups. next: where the next tile starts (only prefetched).
+template <DType T, int NG>
+inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* const* x, const char* next, float* res) {
   constexpr size_t kBytes = T == DType::Q4_0   ? sizeof(BlockQ4_0)
                             : T == DType::Q5_0 ? sizeof(BlockQ5_0)
                             : T == DType::Q4_1 ? sizeof(BlockQ4_1)
@@ -89,7 +92,8 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
   // (indices 16.. select the second).
   const __m512i base4 = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12);
   const __m512i base8 = _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 16, 16, 16, 16, 24, 24, 24, 24);
-  __m512 acc = _mm512_setzero_ps(), corr = _mm512_setzero_ps();
+  __m512 acc[NG], corr[NG];
+  for (int g = 0; g < NG; ++g) acc[g] = _mm512_setzero_ps(), corr[g] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = static_cast<size_t>(b) * kBytes;
     // The next tile (contiguous when rows are), at the rate this one is consumed.
@@ -97,8 +101,7 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
     _mm_prefetch(pf, _MM_HINT_T0);
     _mm_prefetch(pf + 64, _MM_HINT_T0);
     if constexpr (4 * kBytes > 128) _mm_prefetch(pf + 128, _MM_HINT_T0);
-    const VnniAct4& a = x[b];
-    __m512i s;
+    __m512i wj[8];  // step j's weight operand
     if constexpr (T == DType::Q8_0) {
       const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
       const __m512i w01 = _mm512_xor_si512(
@@ -107,11 +110,8 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
       const __m512i w23 = _mm512_xor_si512(
           _mm512_inserti64x4(_mm512_zextsi256_si512(loadu256(rows[2] + off + kQs)), loadu256(rows[3] + off + kQs), 1),
           flip);
-      s = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.sx)));
-      for (int j = 0; j < 8; ++j) {
-        const __m512i wj = _mm512_permutex2var_epi32(w01, _mm512_add_epi32(base8, _mm512_set1_epi32(j)), w23);
-        s = _mm512_dpbusd_epi32(s, wj, _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.qs[j]))));
-      }
+      for (int j = 0; j < 8; ++j)
+        wj[j] = _mm512_permutex2var_epi32(w01, _mm512_add_epi32(base8, _mm512_set1_epi32(j)), w23);
     } else {
       __m512i q = _mm512_zextsi128_si512(loadu128(rows[0] + off + kQs));
       q = _mm512_inserti32x4(q, loadu128(rows[1] + off + kQs), 1);
@@ -133,32 +133,38 @@ inline void dot_vnni4x4(int64_t nb, const char* const* rows, const VnniAct4* x, 
         lo = _mm512_mask_add_epi8(lo, _cvtu64_mask64(mlo), lo, b4);  // bit 4 is clear: add = or
         hi = _mm512_mask_add_epi8(hi, _cvtu64_mask64(mhi), hi, b4);
       }
-      s = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) {
-        const __m512i wj = _mm512_permutexvar_epi32(_mm512_add_epi32(base4, _mm512_set1_epi32(j & 3)), j < 4 ? lo : hi);
-        s = _mm512_dpbusd_epi32(s, wj, _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.qs[j]))));
-      }
+      for (int j = 0; j < 8; ++j)
+        wj[j] = _mm512_permutexvar_epi32(_mm512_add_epi32(base4, _mm512_set1_epi32(j & 3)), j < 4 ? lo : hi);
     }
     __m128i dh = _mm_cvtsi32_si128(ld_u16(rows[0] + off));
     dh = _mm_insert_epi16(dh, ld_u16(rows[1] + off), 1);
     dh = _mm_insert_epi16(dh, ld_u16(rows[2] + off), 2);
     dh = _mm_insert_epi16(dh, ld_u16(rows[3] + off), 3);
     const __m512 dw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(dh)));
-    const __m512 dx = _mm512_broadcast_f32x4(_mm_load_ps(a.d));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc);
+    __m512 mw = dw;
     if constexpr (kIsQ1<T>) {
-      // corr holds the mins here: fma(m_w, c8 / 8, mins), added at the end.
       __m128i mh = _mm_cvtsi32_si128(ld_u16(rows[0] + off + 2));
       mh = _mm_insert_epi16(mh, ld_u16(rows[1] + off + 2), 1);
       mh = _mm_insert_epi16(mh, ld_u16(rows[2] + off + 2), 2);
       mh = _mm_insert_epi16(mh, ld_u16(rows[3] + off + 2), 3);
-      const __m512 mw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(mh)));
-      corr = _mm512_fmadd_ps(mw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
-    } else if constexpr (T != DType::Q8_0) {
-      corr = _mm512_fmadd_ps(dw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr);
+      mw = _mm512_permutexvar_ps(dw_idx, _mm512_zextps128_ps512(_mm_cvtph_ps(mh)));
+    }
+    for (int g = 0; g < NG; ++g) {
+      const VnniAct4& a = x[g][b];
+      __m512i s = T == DType::Q8_0 ? _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.sx)))
+                                   : _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j)
+        s = _mm512_dpbusd_epi32(s, wj[j], _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(a.qs[j]))));
+      const __m512 dx = _mm512_broadcast_f32x4(_mm_load_ps(a.d));
+      acc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, dx), acc[g]);
+      // Q4_1 / Q5_1: corr holds the mins, fma(m_w, c8 / 8, mins), added at the end.
+      if constexpr (T != DType::Q8_0) corr[g] = _mm512_fmadd_ps(mw, _mm512_broadcast_f32x4(_mm_load_ps(a.c8)), corr[g]);
     }
   }
-  _mm512_storeu_ps(res, T == DType::Q8_0 ? acc : kIsQ1<T> ? _mm512_add_ps(acc, corr) : _mm512_sub_ps(acc, corr));
+  for (int g = 0; g < NG; ++g)
+    _mm512_storeu_ps(res + 16 * g, T == DType::Q8_0 ? acc[g]
+                                   : kIsQ1<T>       ? _mm512_add_ps(acc[g], corr[g])
+                                                    : _mm512_sub_ps(acc[g], corr[g]));
 }
 
 // The whole matmul through the tile: activation rows quantized (ActQ8) and repacked per
@@ -223,17 +229,32 @@ inline bool matmul_vnni_t(const OpCall& c, Exec& exec) {
           }
           continue;
         }
-        const VnniAct4* xg = packed + g * nb;
+        // Up to kVnniGroups groups of rows >= 2 share each unpacked weight block (a last
+        // group of one row takes the branch above on its own).
+        int ng = 1;
+        while (ng < kVnniGroups && g + ng < n_groups && Mt - 4 * (g + ng) >= 2) ++ng;
+        const VnniAct4* xg[kVnniGroups];
+        for (int i = 0; i < ng; ++i) xg[i] = packed + (g + i) * nb;
         for (int64_t nt = nc; nt < nc1; nt += 4) {
           const int64_t rb = nc1 - nt < 4 ? nc1 - nt : 4;
           const char* wr[4];
           for (int64_t j = 0; j < 4; ++j) wr[j] = W.row<const char>(nt + (j < rb ? j : rb - 1));
-          alignas(64) float res[16];
+          alignas(64) float res[16 * kVnniGroups];
           const char* next = static_cast<const char*>(W.data) + (nt + 4) * W.nb[1];
-          dot_vnni4x4<T>(nb, wr, xg, next, res);
-          for (int64_t j = 0; j < rb; ++j)
-            for (int r = 0; r < ra; ++r) yr[r][nt + j] = res[4 * j + r];
+          switch (ng) {
+            case 1: dot_vnni4x4<T, 1>(nb, wr, xg, next, res); break;
+            case 2: dot_vnni4x4<T, 2>(nb, wr, xg, next, res); break;
+            case 3: dot_vnni4x4<T, 3>(nb, wr, xg, next, res); break;
+            default: dot_vnni4x4<T, 4>(nb, wr, xg, next, res); break;
+          }
+          for (int i = 0; i < ng; ++i) {
+            const int64_t m0 = 4 * (g + i);
+            const int rai = static_cast<int>(Mt - m0 < 4 ? Mt - m0 : 4);
+            for (int64_t j = 0; j < rb; ++j)
+              for (int r = 0; r < rai; ++r) row_at<float>(y, m0 + r)[nt + j] = res[16 * i + 4 * j + r];
+          }
         }
+        g += ng - 1;
       }
     }
   });
