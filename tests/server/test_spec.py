@@ -22,9 +22,10 @@ def test_draft_serving_matches_plain(binary, chat_model, chat, draft):
     # stories260K (the same vocabulary, other weights) drafts for it (some
     # drafts rejected): the rounds verify several rows per slot in one batch
     # beside the other slots.
+    # The second server also reads both models into memory (--no-mmap).
     draft_path = chat_model if draft == "self" else STORIES
     spec = Server(binary, chat_model, ["-np", "4", "-c", "1024", "-t", "2", "--metrics", "-md", draft_path, "--spec", "draft",
-                                       "--draft-max", "6"], "synth-chat")
+                                       "--draft-max", "6"] + ([] if draft == "self" else ["--no-mmap"]), "synth-chat")
     try:
         want = [complete(chat, p) for p in PROMPTS]
         with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:

@@ -36,7 +36,7 @@ struct ServeOptions {
   int port = 8080;
   int32_t n_parallel = 1, n_ctx = 0, n_batch = 512, max_queue = 64;
   int threads = 0, threads_batch = 0;
-  bool metrics = false;
+  bool metrics = false, no_mmap = false;
   DeviceFlags device;
   serve::ServeSpecOptions spec;
 };
@@ -438,6 +438,7 @@ void routes(httplib::Server& http, Server& s) {
 bool load(Server& s) {
   const ServeOptions& o = *s.opt;
   kestrel_model_params mp = kestrel_model_default_params();
+  mp.use_mmap = o.no_mmap ? 0 : 1;
   if (kestrel_model_load(o.model.c_str(), &mp, &s.model) != KESTREL_OK) {
     s.load_error = std::string("cannot load model: ") + kestrel_last_error(nullptr);
     return false;
@@ -464,7 +465,7 @@ bool load(Server& s) {
   }
   kestrel_scheduler_params sp = kestrel_scheduler_default_params();
   sp.max_queue = o.max_queue;
-  if (!serve::load_draft(o.spec, cp, &s.draft, &sp, &s.load_error)) return false;
+  if (!serve::load_draft(o.spec, mp, cp, &s.draft, &sp, &s.load_error)) return false;
   if (kestrel_scheduler_create(s.ctx, &sp, &s.sched) != KESTREL_OK) {
     s.load_error = std::string("cannot start the scheduler: ") + kestrel_last_error(nullptr);
     return false;
@@ -584,6 +585,7 @@ Command add_serve(CLI::App& app) {
   sub->add_option("--chat-template", o->chat_template,
                   "chat template: a built-in name (chatml, gemma, llama3, llama2, phi3) or a Jinja file (default: the model's)");
   sub->add_flag("--metrics", o->metrics, "serve Prometheus metrics on GET /metrics");
+  sub->add_flag("--no-mmap", o->no_mmap, "read the model (and the draft) into memory instead of mapping it");
   add_device_flags(sub, o->device);
   serve::add_serve_spec_flags(sub, o->spec);
   sub->add_option("--max-queue", o->max_queue, "requests that may wait for a slot; beyond: 503 (default 64)")

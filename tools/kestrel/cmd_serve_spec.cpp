@@ -17,8 +17,8 @@ void add_serve_spec_flags(CLI::App* sub, ServeSpecOptions& o) {
       ->check(CLI::Range(0, 1 << 30));
 }
 
-bool load_draft(const ServeSpecOptions& o, const kestrel_context_params& cp, DraftHandles* out,
-                kestrel_scheduler_params* sp, std::string* err) {
+bool load_draft(const ServeSpecOptions& o, const kestrel_model_params& mp, const kestrel_context_params& cp,
+                DraftHandles* out, kestrel_scheduler_params* sp, std::string* err) {
   if (o.mode.empty()) {
     if (!o.draft_model.empty()) *err = "-md needs --spec draft";
     return o.draft_model.empty();
@@ -27,7 +27,6 @@ bool load_draft(const ServeSpecOptions& o, const kestrel_context_params& cp, Dra
     *err = "--spec draft needs -md DRAFT.gguf";
     return false;
   }
-  kestrel_model_params mp = kestrel_model_default_params();
   if (kestrel_model_load(o.draft_model.c_str(), &mp, &out->model) != KESTREL_OK) {
     *err = std::string("cannot load the draft model: ") + kestrel_last_error(nullptr);
     return false;

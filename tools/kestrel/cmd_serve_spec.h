@@ -28,15 +28,15 @@ struct ServeSpecOptions {
 
 void add_serve_spec_flags(CLI::App* sub, ServeSpecOptions& o);
 
-// Loads the draft model and a context like the target's (cp: same slots,
-// cells, batch and threads) and sets the scheduler's draft parameters; nothing
+// Loads the draft model as the target was (mp: --no-mmap) and a context like
+// the target's (cp: same slots, cells, batch and threads) and sets the scheduler's draft parameters; nothing
 // to do without --spec. False with *err on a bad flag combination or a failed load.
 struct DraftHandles {
   kestrel_model* model = nullptr;
   kestrel_context* ctx = nullptr;
 };
-bool load_draft(const ServeSpecOptions& o, const kestrel_context_params& cp, DraftHandles* out,
-                kestrel_scheduler_params* sp, std::string* err);
+bool load_draft(const ServeSpecOptions& o, const kestrel_model_params& mp, const kestrel_context_params& cp,
+                DraftHandles* out, kestrel_scheduler_params* sp, std::string* err);
 void free_draft(DraftHandles* d);
 
 // The speculative counters in /metrics' format: metric(name, type, help, value).
