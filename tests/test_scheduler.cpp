@@ -17,89 +17,11 @@
 #include "runtime/model/synth.h"
 #include "runtime/serve/scheduler.h"
 #include "runtime/serve/stop_scanner.h"
+#include "tests/serve_test_util.h"
 
 using namespace kestrel;
 using namespace kestrel::serve;
-
-namespace {
-
-// Collects one request's events (called on the inference thread).
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string text;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  std::vector<std::string> pieces;
-  bool done = false;
-  FinishReason finish = FinishReason::none;
-  Usage usage;
-  int32_t cancel_after = -1;  // > 0: the callback returns false after this many text events
-
-  static bool on_event(const Event& e, void* user) {
-    auto* c = static_cast<Collector*>(user);
-    std::lock_guard<std::mutex> lock(c->mu);
-    c->text.append(e.text);
-    if (!e.text.empty()) c->pieces.emplace_back(e.text);
-    for (const TokenLogprob& l : e.logprobs) {
-      c->tokens.push_back(l.token);
-      c->logprobs.push_back(l.logprob);
-    }
-    if (e.done) {
-      c->done = true;
-      c->finish = e.finish;
-      c->usage = e.usage;
-      c->cv.notify_all();
-    }
-    return c->cancel_after < 0 || static_cast<int32_t>(c->pieces.size()) < c->cancel_after;
-  }
-  bool wait(int seconds = 120) {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::seconds(seconds), [&] { return done; });
-  }
-};
-
-std::unique_ptr<Model> synth_model(const std::string& weights, int64_t n_ctx) {
-  SynthSpec s;
-  s.weights = weights;
-  s.n_ctx = n_ctx;
-  auto bytes = synth_model_gguf(s);
-  REQUIRE(bytes.status().to_string() == "ok");
-  auto m = Model::load_from_memory(bytes->data(), bytes->size(), ModelParams{});
-  REQUIRE(m.status().to_string() == "ok");
-  return std::move(m).value();
-}
-
-std::unique_ptr<Context> slots_ctx(const Model& m, int32_t n_slots, int64_t n_ctx, int threads = 2) {
-  ContextParams cp;
-  cp.n_ctx = n_ctx;
-  cp.n_seq_max = n_slots;
-  cp.n_batch = 64;
-  cp.n_threads = threads;
-  auto c = Context::create(m, cp);
-  REQUIRE(c.status().to_string() == "ok");
-  return std::move(c).value();
-}
-
-Request greedy(const std::vector<int32_t>& prompt, int32_t max_tokens, Collector& c) {
-  Request r;
-  r.prompt = prompt;
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0.0f;
-  r.ignore_eos = true;  // random weights: run to max_tokens
-  r.n_top_logprobs = 2;
-  r.on_event = Collector::on_event;
-  r.user = &c;
-  return r;
-}
-
-std::vector<int32_t> prompt_of(int n, int salt) {
-  std::vector<int32_t> p = {1};
-  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 37 + salt * 101) % 300);
-  return p;
-}
-
-}  // namespace
+using namespace kestrel::servetest;
 
 TEST_CASE("stop scanner: held back prefixes, matches across pieces, UTF-8 boundaries", "[serve][stop]") {
   StopScanner s;

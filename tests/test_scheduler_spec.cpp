@@ -16,92 +16,13 @@
 #include "model_test_util.h"
 #include "runtime/model/synth.h"
 #include "runtime/serve/scheduler.h"
+#include "tests/serve_test_util.h"
 
 using namespace kestrel;
 using namespace kestrel::serve;
+using namespace kestrel::servetest;
 
 namespace {
-
-// One request's events (called on the inference thread).
-struct Collector {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::string text;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  int32_t n_events = 0;
-  bool in_top = true;  // every token among its listed alternatives
-  bool done = false;
-  FinishReason finish = FinishReason::none;
-  Usage usage;
-  int32_t cancel_after = -1;  // > 0: the callback returns false at this many text events
-
-  static bool on_event(const Event& e, void* user) {
-    auto* c = static_cast<Collector*>(user);
-    std::lock_guard<std::mutex> lock(c->mu);
-    c->text.append(e.text);
-    if (!e.text.empty()) ++c->n_events;
-    for (const TokenLogprob& l : e.logprobs) {
-      c->tokens.push_back(l.token);
-      c->logprobs.push_back(l.logprob);
-      bool found = false;
-      for (const TopLogprob& t : l.top) found = found || t.token == l.token;
-      c->in_top = c->in_top && found;
-    }
-    if (e.done) {
-      c->done = true;
-      c->finish = e.finish;
-      c->usage = e.usage;
-      c->cv.notify_all();
-    }
-    return c->cancel_after < 0 || c->n_events < c->cancel_after;
-  }
-  bool wait() {
-    std::unique_lock<std::mutex> lock(mu);
-    return cv.wait_for(lock, std::chrono::seconds(120), [&] { return done; });
-  }
-};
-
-std::unique_ptr<Model> synth_model(const std::string& weights, int64_t n_vocab = 320) {
-  SynthSpec s;
-  s.weights = weights;
-  s.n_ctx = 512;
-  s.n_vocab = n_vocab;
-  auto bytes = synth_model_gguf(s);
-  REQUIRE(bytes.status().to_string() == "ok");
-  auto m = Model::load_from_memory(bytes->data(), bytes->size(), ModelParams{});
-  REQUIRE(m.status().to_string() == "ok");
-  return std::move(m).value();
-}
-
-std::unique_ptr<Context> slots_ctx(const Model& m, int32_t n_slots, int64_t n_ctx) {
-  ContextParams cp;
-  cp.n_ctx = n_ctx;
-  cp.n_seq_max = n_slots;
-  cp.n_batch = 64;
-  cp.n_threads = 2;
-  auto c = Context::create(m, cp);
-  REQUIRE(c.status().to_string() == "ok");
-  return std::move(c).value();
-}
-
-Request greedy(const std::vector<int32_t>& prompt, int32_t max_tokens, Collector& c) {
-  Request r;
-  r.prompt = prompt;
-  r.max_tokens = max_tokens;
-  r.sampling.temperature = 0.0f;
-  r.ignore_eos = true;  // random weights: run to max_tokens
-  r.n_top_logprobs = 1;
-  r.on_event = Collector::on_event;
-  r.user = &c;
-  return r;
-}
-
-std::vector<int32_t> prompt_of(int n, int salt) {
-  std::vector<int32_t> p = {1};
-  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 37 + salt * 101) % 300);
-  return p;
-}
 
 // A scheduler over its own contexts: plain (draft == nullptr) or speculative.
 struct Served {
@@ -148,8 +69,8 @@ void check_same(const Collector& spec, const Collector& plain) {
 }  // namespace
 
 TEST_CASE("speculative slots give the tokens of plain serving", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
-  auto other = synth_model("q4_0");  // the same weights quantized coarser: a draft that agrees often, not always
+  auto target = synth_model("q8_0", 512);
+  auto other = synth_model("q4_0", 512);  // the same weights quantized coarser: a draft that agrees often, not always
   const int n_req = 4, n_gen = 24;
   std::vector<std::vector<int32_t>> prompts;
   for (int i = 0; i < n_req; ++i) prompts.push_back(prompt_of(5 + 11 * i, i));
@@ -200,8 +121,8 @@ TEST_CASE("speculative slots give the tokens of plain serving", "[serve][schedul
 }
 
 TEST_CASE("p_min and a draft vocabulary subset shorten drafts, not change tokens", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
-  auto other = synth_model("q4_0");
+  auto target = synth_model("q8_0", 512);
+  auto other = synth_model("q4_0", 512);
   const std::vector<int32_t> p0 = prompt_of(9, 1), p1 = prompt_of(17, 2);
   Served plain(*target, nullptr, 2, 128);
   std::vector<Collector> want(2);
@@ -232,7 +153,7 @@ TEST_CASE("p_min and a draft vocabulary subset shorten drafts, not change tokens
 }
 
 TEST_CASE("requests the verify rule does not cover decode plainly beside speculating slots", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
+  auto target = synth_model("q8_0", 512);
   auto run = [&](const Model* draft, std::vector<Collector>& cs) {
     Served s(*target, draft, 4, 128);
     std::vector<Request> reqs;
@@ -258,8 +179,8 @@ TEST_CASE("requests the verify rule does not cover decode plainly beside specula
 }
 
 TEST_CASE("sampled requests speculate with the exact rule: top-k kept, a seed repeats", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
-  auto other = synth_model("q4_0");
+  auto target = synth_model("q8_0", 512);
+  auto other = synth_model("q4_0", 512);
   auto sampled = [](const std::vector<int32_t>& p, uint64_t seed, Collector& c) {
     Request r = greedy(p, 32, c);
     r.sampling.temperature = 0.8f;
@@ -302,7 +223,7 @@ TEST_CASE("sampled requests speculate with the exact rule: top-k kept, a seed re
 }
 
 TEST_CASE("cancel, stop strings and max_tokens inside a speculative round", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
+  auto target = synth_model("q8_0", 512);
   const std::vector<int32_t> p = prompt_of(12, 5);
   // The target drafts for itself: every round accepts all of its drafts, so a
   // request that ends after a few tokens ends inside a round.
@@ -364,8 +285,8 @@ TEST_CASE("cancel, stop strings and max_tokens inside a speculative round", "[se
 }
 
 TEST_CASE("a speculating slot stops where its context is full", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
-  auto other = synth_model("q4_0");
+  auto target = synth_model("q8_0", 512);
+  auto other = synth_model("q4_0", 512);
   const int64_t n_ctx = 48;
   for (const Model* draft : {target.get(), other.get()}) {
     Served plain(*target, nullptr, 2, n_ctx);
@@ -383,8 +304,8 @@ TEST_CASE("a speculating slot stops where its context is full", "[serve][schedul
 }
 
 TEST_CASE("a draft the target cannot use is refused at create", "[serve][scheduler][spec]") {
-  auto target = synth_model("q8_0");
-  auto wide = synth_model("q8_0", 600);  // another vocabulary
+  auto target = synth_model("q8_0", 512);
+  auto wide = synth_model("q8_0", 512, 600);  // another vocabulary
   auto ctx = slots_ctx(*target, 2, 64);
   auto dctx = slots_ctx(*wide, 2, 64);
   SchedulerParams sp;
@@ -511,8 +432,8 @@ TEST_CASE("speculative serving through the C API", "[serve][spec][c_api]") {
 }
 
 TEST_CASE("a draft behind after plain steps is fed only the last 16 tokens; a new prompt whole", "[serve][spec]") {
-  auto target = synth_model("q8_0");
-  auto draft = synth_model("q4_0");
+  auto target = synth_model("q8_0", 512);
+  auto draft = synth_model("q4_0", 512);
   auto tctx = slots_ctx(*target, 1, 128);
   auto dctx = slots_ctx(*draft, 1, 128);
   auto slots = SpecSlots::create(*tctx, *dctx, SpecSlotParams{});
