@@ -13,6 +13,8 @@
 //   |y - y_ref| <= sum_k |W[n][k]| * e_k + 1e-5 * sum_k |W[n][k] * x[k]| + 1e-6,
 // with e_k that bound for x's block (0 for F32/F16/BF16 weights, which use x as is) and
 // the second term for float accumulation order. This can only fail on a real error.
+// Kernels that round x to F16 (Shape::x_f16) are checked the same way against ref on x
+// rounded as they document it, e_k = 0.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -25,6 +27,7 @@
 #include <vector>
 
 #include "ops/backend.h"
+#include "ops/half.h"
 #include "ops/ref/quant.h"
 #include "ops/ref/ref_kernels.h"
 
@@ -86,7 +89,20 @@ struct Shape {
   int64_t K, N, M, B2 = 1, B3 = 1;
   int64_t x_pad = 0, y_pad = 0;
   size_t w_pad = 0;
+  // The kernel rounds each x row to F16 after scaling it by s = 2^(15 - e), max|x| < 2^e
+  // (the AVX-512 long-row F16 decode, ops/cpu/k_matmul_f.inl).
+  bool x_f16 = false;
 };
+
+// x rounded as Shape::x_f16 says, back in F32.
+inline void round_row_f16(float* x, int64_t K) {
+  float am = 0;
+  for (int64_t k = 0; k < K; ++k) am = std::fmax(am, std::fabs(x[k]));
+  int e = 0;
+  if (std::isfinite(am) && am > 0) std::frexp(am, &e);
+  const int shift = std::min(std::max(15 - e, -120), 120);
+  for (int64_t k = 0; k < K; ++k) x[k] = std::ldexp(f16_to_f32(f32_to_f16(std::ldexp(x[k], shift))), -shift);
+}
 
 // Runs one matmul call: cpu.run(), or a chosen kernel variant.
 using MatmulRunner = std::function<Status(const OpCall&)>;
@@ -108,10 +124,16 @@ inline double check_matmul(const MatmulRunner& run, DType type, const Shape& s, 
   for (int64_t r = 0; r < rows; ++r) std::memcpy(xrow(r), xv.data() + r * s.K, static_cast<size_t>(s.K) * 4);
   for (auto& v : ybuf) std::memcpy(&v, &kGuard, 4);
 
-  // Oracle: ref::matmul into a packed y.
+  // Oracle: ref::matmul into a packed y (on a packed copy of x rounded to F16 for x_f16).
   std::vector<float> yref(static_cast<size_t>(s.N * rows));
   Tensor yr = make_tensor(DType::F32, yref.data(), s.N, s.M, s.B2, s.B3);
-  OpCall rc{OpId::matmul, &yr, {&W.t, &x}, 2, nullptr};
+  std::vector<float> xq;
+  if (s.x_f16) {
+    xq = xv;
+    for (int64_t r = 0; r < rows; ++r) round_row_f16(xq.data() + r * s.K, s.K);
+  }
+  Tensor xqt = make_tensor(DType::F32, xq.data(), s.K, s.M, s.B2, s.B3);
+  OpCall rc{OpId::matmul, &yr, {&W.t, s.x_f16 ? &xqt : &x}, 2, nullptr};
   REQUIRE(validate_op(rc).ok());
   ref::matmul(rc);
 
@@ -139,7 +161,7 @@ inline double check_matmul(const MatmulRunner& run, DType type, const Shape& s, 
   double num = 0, den = 0;
   size_t bad = 0;
   for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = xv.data() + r * s.K;
+    const float* xr = (s.x_f16 ? xq.data() : xv.data()) + r * s.K;
     std::vector<float> ek(static_cast<size_t>(s.K), 0.0f);
     if (ab)
       for (int64_t b0 = 0; b0 < s.K; b0 += ab) {

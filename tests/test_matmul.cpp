@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "ops/backend.h"
+#include "ops/cpu/matmul_variants.h"
 #include "ops/ref/quant.h"
 #include "ops/ref/ref_kernels.h"
 #include "tests/matmul_check.h"
@@ -48,6 +50,70 @@ TEST_CASE("matmul: every cpu variant and weight type vs ref at awkward shapes", 
             }
         WARN(cpu->name() << " t" << threads << " " << dtype_name(type) << ": worst relative RMS error vs ref "
                          << worst);
+      }
+    }
+  }
+}
+
+TEST_CASE("matmul: f16 weights with long rows, every variant vs ref", "[op][matmul][cpu]") {
+  // From 4096 elements per row the AVX-512 one-row kernels round the activation row to
+  // F16 (dot_f16x in ops/cpu/k_matmul_f.inl), checked against ref on x rounded the same
+  // way; every other path against ref on x. K at that edge, with scalar tails, 16-lane
+  // steps and both; M 1 (the policy's row kernel) and more (dot1x1 takes each row alone).
+  for (CpuIsa isa : isas_to_test()) {
+    for (int threads : {1, 2}) {
+      auto cpu = make_cpu(isa, threads);
+      const MatmulVariant* vs[kMaxMatmulVariants];
+      const int nv = std::min(cpu_matmul_variants(isa, DType::F16, vs, kMaxMatmulVariants), kMaxMatmulVariants);
+      uint32_t seed = 7;
+      for (int64_t K : {4095, 4096, 4097, 4096 + 16 + 3, 4096 + 48 + 15})
+        for (int64_t N : {1, 17})
+          for (int64_t M : {1, 2, 5}) {
+            Shape s{K, N, M};
+            s.x_pad = (M + N) % 3;
+            s.y_pad = N % 2 ? 5 : 0;
+            const bool f16x = isa == CpuIsa::avx512 && K >= 4096;
+            INFO(cpu->name() << " threads " << threads << " K " << K << " N " << N << " M " << M);
+            s.x_f16 = f16x && M == 1;
+            check_matmul(*cpu, DType::F16, s, seed++);
+            for (int i = 0; i < nv; ++i) {
+              if (!vs[i]->available()) continue;
+              const MatmulVariant& v = *vs[i];
+              INFO(v.name);
+              const std::string name = v.name;
+              s.x_f16 = f16x && (name.find("_dot1x1") != std::string::npos ||
+                                 (name.find("_dot4x1") != std::string::npos && M == 1));
+              check_matmul([&](const OpCall& c) { return cpu_run_matmul_variant(*cpu, c, v); }, DType::F16, s, seed++);
+            }
+          }
+    }
+  }
+}
+
+// A row of values spanning F16's range and beyond (huge, tiny, zeros): the scaled F16
+// activations neither overflow nor flush the row's largest values.
+TEST_CASE("matmul: f16 weights, long rows, activations outside F16's range", "[op][matmul][cpu]") {
+  const int64_t K = 5000, N = 3;
+  const auto w = make_weights(DType::F16, K, N, 0, 3);
+  for (float mag : {1e9f, 1e-9f, 3e-38f}) {
+    std::vector<float> x(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) x[static_cast<size_t>(k)] = k % 7 == 0 ? 0.0f : mag * std::cos(0.1f * k);
+    std::vector<float> want(N), got(N);
+    Tensor xt = make_tensor(DType::F32, x.data(), K, 1);
+    Tensor yw = make_tensor(DType::F32, want.data(), N, 1), yg = make_tensor(DType::F32, got.data(), N, 1);
+    Tensor wt = w.t;
+    OpCall rc{OpId::matmul, &yw, {&wt, &xt}, 2, nullptr};
+    ref::matmul(rc);
+    for (CpuIsa isa : isas_to_test()) {
+      auto cpu = make_cpu(isa, 1);
+      INFO(cpu->name() << " magnitude " << mag);
+      REQUIRE(cpu->run(OpCall{OpId::matmul, &yg, {&wt, &xt}, 2, nullptr}).ok());
+      for (int64_t n = 0; n < N; ++n) {
+        double bound = 0;
+        for (int64_t k = 0; k < K; ++k)
+          bound += std::fabs(w.deq[static_cast<size_t>(n * K + k)] * x[static_cast<size_t>(k)]) * 1e-3;
+        CHECK(std::isfinite(got[static_cast<size_t>(n)]));
+        CHECK(std::fabs(got[static_cast<size_t>(n)] - want[static_cast<size_t>(n)]) <= bound);
       }
     }
   }

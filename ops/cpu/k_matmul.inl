@@ -264,6 +264,14 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
   if (tk.act == Act::q8) act_row = static_cast<size_t>(K / kQK) * sizeof(ActQ8);
   if (tk.act == Act::q8k) act_row = static_cast<size_t>(K / kQKK) * sizeof(BlockQ8_K);
   const int64_t nb = tk.act == Act::q8 ? K / kQK : tk.act == Act::q8k ? K / kQKK : K;
+  // F16 weights, one activation row at a time, long rows (AVX-512): each activation row
+  // as F16 (dot_f16x), 64 bytes holding its 1 / scale then the K values.
+#if defined(__AVX512F__)
+  const bool f16x = W.type == DType::F16 && K >= kF16xMinK && (P == Path::dot1 || (P == Path::dot4 && Mt == 1));
+#else
+  constexpr bool f16x = false;
+#endif
+  if (f16x) act_row = 64 + static_cast<size_t>((K * 2 + 63) / 64 * 64);
   // With a tile kernel, each full group of 4 rows also gets a header: per block the 4
   // rows' d_x then their c8 (8 floats), after the rows.
   // It also gets its rows' quants repacked block by block (4 x 32 bytes per block).
@@ -302,6 +310,13 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
       const int64_t r0 = 4 * g0, r1 = 4 * g1 < Mt ? 4 * g1 : Mt;
       for (int64_t r = r0; r < r1; ++r) {
         const float* xr = row_at<const float>(x, r);
+#if defined(__AVX512F__)
+        if (f16x) {
+          const float inv = act_row_f16(xr, K, reinterpret_cast<uint16_t*>(act + r * act_row + 64));
+          std::memcpy(act + r * act_row, &inv, sizeof(inv));
+          continue;
+        }
+#endif
         if (tk.act == Act::q8) quantize_act_q8(xr, reinterpret_cast<ActQ8*>(act + r * act_row), K);
         else quantize_act_q8K(xr, reinterpret_cast<BlockQ8_K*>(act + r * act_row), K);
       }
@@ -376,6 +391,15 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
             }
           n = nc1;
         }
+#if defined(__AVX512F__)
+        if (f16x) {  // one row per group here (dot1, or dot4 at one row)
+          const char* ar = static_cast<const char*>(a[0]);
+          float inv;
+          std::memcpy(&inv, ar, sizeof(inv));
+          for (; n < nc1; ++n)
+            yr[0][n] = dot_f16x(K, W.row<const char>(n), reinterpret_cast<const uint16_t*>(ar + 64)) * inv;
+        }
+#endif
         const RowFn fn = tk.k.fn[ra - 1];
         for (; n < nc1; ++n) {
           float res[8];

@@ -1,9 +1,9 @@
 // CPU matmul, part 3: F32 / F16 / BF16 weight row x RA F32 activation rows (included by
 // k_matmul.inl). Weights are widened to float in registers (F16: vcvtph2ps / vcvt_f32_f16,
 // BF16: a 16-bit shift), then fused multiply-adds into float accumulators; the activations
-// are used as they are. Error: float accumulation over K in kLanes partial sums (about
-// K * 2^-24 relative in the worst case); measured worst relative RMS error vs ref 5.2e-7
-// over the test shapes.
+// are used as they are (except by dot_f16x, the AVX-512 decode of long F16 rows). Error:
+// float accumulation over K in kLanes partial sums (about K * 2^-24 relative in the worst
+// case); measured worst relative RMS error vs ref 5.2e-7 over the test shapes.
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
 
@@ -94,6 +94,61 @@ inline void dot_float(int64_t K, const void* w, const void* const* av, float* re
     res[r] = t;
   }
 }
+
+#if defined(__AVX512F__)
+// Decode of F16 weights with long rows (AVX-512): the activation row rounded to F16 once
+// per call, then F16 x F16 products summed in float. An F32 row of K >= kF16xMinK
+// elements (16 KiB and up) and the weight row streaming past it overflow a 32 KiB L1, so
+// every activation load came from L2 and the weights streamed at about half the rate;
+// at F16 the row takes half the room (llama.cpp rounds activations to F16 the same way).
+// Scaling: the row is multiplied by s = 2^(15 - e), max|x| < 2^e, before rounding (exact,
+// a power of two), so its largest values round with 11 significant bits and nothing
+// overflows F16's 65504; the sum is multiplied by 1/s. Error per activation value: at
+// most 2^-11 relative, plus 2^-25 / s absolute (F16 subnormals), that is under
+// 2^-39 max|x|; the float sum then as in dot_float.
+constexpr int64_t kF16xMinK = 4096;
+
+// xh = F16(x * s) for the K values of x; returns 1 / s.
+inline float act_row_f16(const float* x, int64_t K, uint16_t* xh) {
+  __m512 m = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 16 <= K; k += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + k)));
+  float amax = _mm512_reduce_max_ps(m);
+  for (; k < K; ++k) amax = std::fmax(amax, std::fabs(x[k]));
+  int e = 0;
+  if (std::isfinite(amax) && amax > 0) std::frexp(amax, &e);  // NaN, inf: no scaling
+  const int shift = std::clamp(15 - e, -120, 120);
+  const float sc = std::ldexp(1.0f, shift);
+  const __m512 sv = _mm512_set1_ps(sc);
+  for (k = 0; k + 16 <= K; k += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(xh + k),
+                        _mm512_cvtps_ph(_mm512_mul_ps(_mm512_loadu_ps(x + k), sv), _MM_FROUND_TO_NEAREST_INT));
+  for (; k < K; ++k) xh[k] = f32_to_f16(x[k] * sc);
+  return std::ldexp(1.0f, -shift);
+}
+
+// sum_k w[k] * xh[k] for an F16 weight row and an F16 activation row.
+inline float dot_f16x(int64_t K, const void* w, const uint16_t* xh) {
+  const uint16_t* wh = static_cast<const uint16_t*>(w);
+  auto cvt = [](const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t k = 0;
+  for (; k + 64 <= K; k += 64) {
+    a0 = _mm512_fmadd_ps(cvt(wh + k), cvt(xh + k), a0);
+    a1 = _mm512_fmadd_ps(cvt(wh + k + 16), cvt(xh + k + 16), a1);
+    a2 = _mm512_fmadd_ps(cvt(wh + k + 32), cvt(xh + k + 32), a2);
+    a3 = _mm512_fmadd_ps(cvt(wh + k + 48), cvt(xh + k + 48), a3);
+  }
+  for (; k + 16 <= K; k += 16) a0 = _mm512_fmadd_ps(cvt(wh + k), cvt(xh + k), a0);
+  float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  for (; k < K; ++k) {
+    uint16_t h;  // memcpy: a strided view's rows need not be 2-byte aligned
+    std::memcpy(&h, wh + k, 2);
+    t += f16_to_f32(h) * f16_to_f32(xh[k]);
+  }
+  return t;
+}
+#endif
 
 // Prompt tile: MR activation rows x NR weight rows over elements [k0, k1) (k1 - k0 a
 // multiple of kLanes except for the call that ends at K, which finishes with scalars);
