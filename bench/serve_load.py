@@ -21,12 +21,12 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 
 import openai
+
+from server_process import ServerProcess
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly pack "
          "boxes of jam and every river runs to the sea under a silver moon").split()
@@ -46,36 +46,6 @@ def percentile(xs, p):
     lo = int(k)
     hi = min(lo + 1, len(xs) - 1)
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-class ServerProcess:
-    def __init__(self, cmd, port, log_path):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited {self.proc.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{cmd[0]}: /health not 200 within 300 s; see {log_path}")
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 async def one_request(client, prompt, n_predict, ttft, gaps):

@@ -20,11 +20,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import urllib.request
+
+from server_process import ServerProcess
 
 PROMPTS = [
     "def quicksort(arr):",
@@ -34,26 +35,7 @@ PROMPTS = [
 ]
 
 
-class Server:
-    def __init__(self, cmd, port, log_path):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{' '.join(cmd)} exited {self.proc.returncode}; see {log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"/health not 200 within 300 s; see {log_path}")
-            time.sleep(0.2)
-
+class Server(ServerProcess):
     def complete(self, prompt, n):
         body = json.dumps({"prompt": prompt, "max_tokens": n, "temperature": 0, "ignore_eos": True}).encode()
         req = urllib.request.Request(self.url + "/v1/completions", data=body,
@@ -71,15 +53,6 @@ class Server:
                 k, v = line.rsplit(" ", 1)
                 m[k] = float(v)
         return m
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def run_case(server, n_clients, n_predict, first=0):
