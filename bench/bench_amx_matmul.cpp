@@ -29,10 +29,12 @@
 #include "ops/cpu/amx/amx_matmul.h"
 #include "ops/cpu/matmul_variants.h"
 #include "ops/ref/quant.h"
+#include "bench/bench_weights.h"
 #include "platform/amx.h"
 #include "platform/thread_pool.h"
 
 using namespace kestrel;
+using kestrel::bench::make_weight;
 
 namespace {
 
@@ -72,22 +74,6 @@ constexpr ShapeNK kShapes[] = {
     {"tinyllama", 2048, 2048}, {"tinyllama", 5632, 2048}, {"tinyllama", 2048, 5632},
     {"qwen0.5b", 896, 896},    {"qwen0.5b", 4864, 896},
 };
-
-// [K, N] of `type`: 64 distinct quantized Gaussian rows, repeated.
-std::vector<uint8_t> make_weight(DType type, int64_t K, int64_t N) {
-  const size_t rs = dtype_row_size(type, K);
-  const int64_t distinct = std::min<int64_t>(N, 64);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<float> src(static_cast<size_t>(K));
-  std::vector<uint8_t> w(rs * static_cast<size_t>(N));
-  for (int64_t n = 0; n < distinct; ++n) {
-    for (auto& v : src) v = dist(rng);
-    ref::quantize_row(type, src.data(), w.data() + n * rs, K);
-  }
-  for (int64_t n = distinct; n < N; ++n) std::memcpy(w.data() + n * rs, w.data() + (n % distinct) * rs, rs);
-  return w;
-}
 
 struct Result {
   double t_amx, t_cpu;

@@ -24,10 +24,12 @@
 
 #include "ops/backend.h"
 #include "ops/ref/quant.h"
+#include "bench/bench_weights.h"
 #include "platform/aligned_alloc.h"
 #include "platform/thread_pool.h"
 
 using namespace kestrel;
+using kestrel::bench::make_weight;
 
 namespace {
 
@@ -107,23 +109,6 @@ double measure_bandwidth(ThreadPool& pool, int n, const uint64_t* buf, size_t wo
     }
   std::sort(times.begin(), times.end());
   return static_cast<double>(kChunkWords * 8) / times[times.size() / 2] * 1e-9;
-}
-
-// A [K, N] weight matrix of `type`: 64 distinct quantized Gaussian rows, repeated (the
-// quantizer's search is slow for 20M values; the bytes read per call are the same).
-std::vector<uint8_t> make_weight(DType type, int64_t K, int64_t N) {
-  const size_t rs = dtype_row_size(type, K);
-  const int64_t distinct = std::min<int64_t>(N, 64);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<float> src(static_cast<size_t>(K));
-  std::vector<uint8_t> w(rs * static_cast<size_t>(N));
-  for (int64_t n = 0; n < distinct; ++n) {
-    for (auto& v : src) v = dist(rng);
-    ref::quantize_row(type, src.data(), w.data() + n * rs, K);
-  }
-  for (int64_t n = distinct; n < N; ++n) std::memcpy(w.data() + n * rs, w.data() + (n % distinct) * rs, rs);
-  return w;
 }
 
 std::unique_ptr<Backend> make_backend(const BackendInfo& info, int threads) {

@@ -23,8 +23,10 @@
 #include "ops/backend.h"
 #include "ops/cpu/matmul_variants.h"
 #include "ops/ref/quant.h"
+#include "bench/bench_weights.h"
 
 using namespace kestrel;
+using kestrel::bench::make_weight;
 
 namespace {
 
@@ -49,23 +51,6 @@ struct Opts {
   bool list = false;
   std::string isa;  // "" = the best this CPU runs
 };
-
-// A [K, N] weight matrix of `type`: 64 distinct quantized Gaussian rows, repeated (the
-// quantizer's search is slow for millions of values; the bytes read per call are the same).
-std::vector<uint8_t> make_weight(DType type, int64_t K, int64_t N) {
-  const size_t rs = dtype_row_size(type, K);
-  const int64_t distinct = std::min<int64_t>(N, 64);
-  std::mt19937 rng(1);
-  std::normal_distribution<float> dist(0.0f, 0.02f);
-  std::vector<float> src(static_cast<size_t>(K));
-  std::vector<uint8_t> w(rs * static_cast<size_t>(N));
-  for (int64_t n = 0; n < distinct; ++n) {
-    for (auto& v : src) v = dist(rng);
-    ref::quantize_row(type, src.data(), w.data() + n * rs, K);
-  }
-  for (int64_t n = distinct; n < N; ++n) std::memcpy(w.data() + n * rs, w.data() + (n % distinct) * rs, rs);
-  return w;
-}
 
 std::vector<const MatmulVariant*> variants_of(CpuIsa isa, DType w) {
   const MatmulVariant* v[kMaxMatmulVariants];
