@@ -172,6 +172,64 @@ inline void attend_one(const AttentionParams& p, const float* q, const Tensor& k
   }
 }
 
+// attend_one for D = NV * kLanes (NV even): q and the output accumulator in
+// registers instead of memory. The same operations in the same order (dot_row's
+// two chains, axpy_row's and scale_row's per-lane multiply-adds), so the same bits.
+template <bool kF16, ExpTier T, int NV>
+inline void attend_regs(const AttentionParams& p, const float* q, const Tensor& k, const Tensor& v, int64_t kvh,
+                        const float* mrow, int64_t lo, int64_t hi, float* out) {
+  static_assert(NV % 2 == 0);
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  const bool cap = p.soft_cap > 0.0f;
+  auto load = [](const void* row, int i) {
+    if constexpr (kF16) return ew::load_f16(static_cast<const uint16_t*>(row) + i * kLanes);
+    else return fvec::load_unaligned(static_cast<const float*>(row) + i * kLanes);
+  };
+  fvec qv[NV], acc[NV];
+  for (int i = 0; i < NV; ++i) qv[i] = fvec::load_unaligned(q + i * kLanes), acc[i] = fvec(0.0f);
+  float m = kNegInf, sum = 0.0f;
+  alignas(64) float s[kBlock];
+  for (int64_t j0 = lo; j0 < hi; j0 += kBlock) {
+    const int nb = (int)std::min<int64_t>(kBlock, hi - j0);
+    float bmax = kNegInf;
+    for (int jj = 0; jj < kBlock; ++jj) {
+      const int64_t j = j0 + jj;
+      if (jj >= nb || (mrow && mrow[j] == kNegInf)) {
+        s[jj] = kNegInf;
+        continue;
+      }
+      const void* kr = k.row<const void>(kvh, j);
+      fvec a0(0.0f), a1(0.0f);
+      for (int i = 0; i < NV; i += 2) {
+        a0 = xsimd::fma(qv[i], load(kr, i), a0);
+        a1 = xsimd::fma(qv[i + 1], load(kr, i + 1), a1);
+      }
+      float x = xsimd::hadd(a0 + a1) * p.scale;
+      if (cap) x = p.soft_cap * std::tanh(x / p.soft_cap);
+      if (mrow) x += mrow[j];
+      s[jj] = x;
+      bmax = x > bmax ? x : bmax;
+    }
+    if (!(bmax > kNegInf)) continue;
+    if (bmax > m) {
+      const float corr = m == kNegInf ? 0.0f : attn_exp1(m - bmax);
+      for (int i = 0; i < NV; ++i) acc[i] = acc[i] * fvec(corr);
+      sum *= corr;
+      m = bmax;
+    }
+    for (int jj = 0; jj < kBlock; jj += kLanes) attn_exp<T>(fvec::load_aligned(s + jj), m).store_aligned(s + jj);
+    for (int jj = 0; jj < nb; ++jj) {
+      if (s[jj] == 0.0f) continue;
+      sum += s[jj];
+      const fvec w(s[jj]);
+      const void* vr = v.row<const void>(kvh, j0 + jj);
+      for (int i = 0; i < NV; ++i) acc[i] = xsimd::fma(w, load(vr, i), acc[i]);
+    }
+  }
+  const fvec inv(sum > 0.0f ? 1.0f / sum : 0.0f);
+  for (int i = 0; i < NV; ++i) (sum > 0.0f ? acc[i] * inv : fvec(0.0f)).store_unaligned(out + i * kLanes);
+}
+
 inline bool k_attention(const OpCall& c, Exec& exec) {
   const AttentionParams& p = c.p<AttentionParams>();
   const Tensor& q = *c.src[0];
@@ -229,7 +287,11 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
           ks.data = k.row<char>(0, 0, st);
           vs.data = v.row<char>(0, 0, st);
         }
-        if (f16) attend_one<true, T>(p, qr, ks, vs, h / group, mrow, lo, hi, out, acc);
+        if (f16 && D == 4 * kLanes) attend_regs<true, T, 4>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
+        else if (f16 && D == 8 * kLanes) attend_regs<true, T, 8>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
+        else if (!f16 && D == 4 * kLanes) attend_regs<false, T, 4>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
+        else if (!f16 && D == 8 * kLanes) attend_regs<false, T, 8>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
+        else if (f16) attend_one<true, T>(p, qr, ks, vs, h / group, mrow, lo, hi, out, acc);
         else attend_one<false, T>(p, qr, ks, vs, h / group, mrow, lo, hi, out, acc);
       }
     });
