@@ -210,10 +210,8 @@ inline bool matmul_vnni_t(const OpCall& c, Exec& exec) {
     for (int64_t nc = n0; nc < n1; nc += kNChunk) {
       const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
       for (int64_t g = 0; g < n_groups; ++g) {
-        const int ra = static_cast<int>(Mt - 4 * g < 4 ? Mt - 4 * g : 4);
-        float* yr[4];
-        for (int r = 0; r < ra; ++r) yr[r] = row_at<float>(y, 4 * g + r);
-        if (ra == 1) {  // only a last group of one row
+        if (Mt - 4 * g == 1) {  // only a last group of one row
+          float* y0 = row_at<float>(y, 4 * g);
           const ActQ8* a = reinterpret_cast<const ActQ8*>(act + (4 * g) * act_row);
           constexpr int64_t tn = T == DType::Q8_0 ? 4 : 8;
           for (int64_t nt = nc; nt < nc1; nt += tn) {
@@ -225,7 +223,7 @@ inline bool matmul_vnni_t(const OpCall& c, Exec& exec) {
             if constexpr (T == DType::Q8_0) dot_rows4_q8(nb, wr, a, next, res);
             else if constexpr (kIsQ1<T>) dot_rows8_q1<T>(nb, wr, a, next, res);
             else dot_rows8<T>(nb, wr, a, next, res);
-            for (int64_t j = 0; j < rb; ++j) yr[0][nt + j] = res[j];
+            for (int64_t j = 0; j < rb; ++j) y0[nt + j] = res[j];
           }
           continue;
         }
