@@ -817,3 +817,92 @@ TEST_CASE("cuda: attention (GQA, mask, soft cap, long KV in opted-in shared memo
     check_close(f32_from_device(*gpu, y), want, 2e-6, 2e-5);
   }
 }
+
+// Prompt attention over per-query ranges with an F16 cache: the tensor-core
+// kernel (k_attention_mma.cu) at head_dim 64 / 128 / 256, groups that do not
+// divide its 64 rows (6), queries of several streams in one block, ranges with
+// gaps (the cells between hold NaN: never read), empty ranges, sliding windows,
+// a soft cap, and |q| ~ 3e4 (above F16's range before the kernel's scaling).
+TEST_CASE("cuda: prompt attention over ranges on tensor cores", "[cuda][op][attention]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  struct Case { int64_t D, Hq, Hkv, M, n_kv, n_st; int kind; float q_sd, cap; };
+  // kind 0: causal after 20 cached tokens; 1: sliding window of 16; 2: three
+  // streams in runs, gaps, empty and invalid ranges.
+  const Case cases[] = {
+      {64, 32, 4, 100, 120, 1, 0, 1.0f, 0.0f},  {128, 12, 2, 37, 60, 1, 1, 1.0f, 0.0f},
+      {256, 4, 1, 21, 41, 1, 0, 1.0f, 0.0f},    {256, 4, 1, 21, 41, 1, 0, 3e4f, 30.0f},
+      {64, 8, 8, 70, 48, 3, 2, 1.0f, 0.0f},     {128, 6, 1, 29, 48, 3, 2, 1.0f, 5.0f},
+  };
+  int ci = 0;
+  for (const Case& c : cases) {
+    INFO("case " << ci++);
+    std::vector<int32_t> rg(3 * c.M);
+    std::vector<bool> in_range(c.n_kv * c.n_st, false);
+    for (int64_t m = 0; m < c.M; ++m) {
+      int32_t st = 0, lo = 0, hi = static_cast<int32_t>(20 + m + 1);
+      if (c.kind == 1) lo = std::max<int32_t>(0, hi - 16);
+      if (c.kind == 2) {
+        st = static_cast<int32_t>(m * c.n_st / c.M);
+        const int64_t i = m % 7;
+        lo = i % 2 ? 30 : 0, hi = i % 2 ? 40 : 10;  // two disjoint ranges per stream: a gap
+        if (i == 3) lo = hi = 5;                     // empty
+        if (i == 5) st = -1;                          // no stream: sees nothing
+        if (i == 6) lo = 2, hi = 9;
+      }
+      rg[3 * m] = st, rg[3 * m + 1] = lo, rg[3 * m + 2] = hi;
+      if (st >= 0)
+        for (int32_t j = lo; j < hi; ++j) in_range[st * c.n_kv + j] = true;
+    }
+    const int64_t n_rows = c.Hkv * c.n_kv * c.n_st;
+    auto qv = randn(c.D * c.Hq * c.M, 80 + ci, c.q_sd);
+    auto kf = randn(c.D * n_rows, 90 + ci), vf = randn(c.D * n_rows, 100 + ci);
+    auto kb = encode_row(DType::F16, kf.data(), c.D * n_rows), vb = encode_row(DType::F16, vf.data(), c.D * n_rows);
+    auto kd = decode_row(DType::F16, kb.data(), c.D * n_rows), vd = decode_row(DType::F16, vb.data(), c.D * n_rows);
+    const uint16_t nan16 = 0x7E00;
+    for (int64_t st = 0; st < c.n_st; ++st)
+      for (int64_t j = 0; j < c.n_kv; ++j)
+        for (int64_t h = 0; h < c.Hkv && !in_range[st * c.n_kv + j]; ++h)
+          for (int64_t d = 0; d < c.D; ++d) {
+            const size_t e = static_cast<size_t>(((st * c.n_kv + j) * c.Hkv + h) * c.D + d) * 2;
+            std::memcpy(kb.data() + e, &nan16, 2);
+            std::memcpy(vb.data() + e, &nan16, 2);
+          }
+    std::vector<uint8_t> rb(rg.size() * 4);
+    std::memcpy(rb.data(), rg.data(), rb.size());
+    auto q = f32_to_device(*gpu, qv, c.D, c.Hq, c.M);
+    auto k = to_device(*gpu, DType::F16, kb, c.D, c.Hkv, c.n_kv, c.n_st);
+    auto v = to_device(*gpu, DType::F16, vb, c.D, c.Hkv, c.n_kv, c.n_st);
+    auto r = to_device(*gpu, DType::I32, rb, 3, c.M);
+    auto y = poisoned(*gpu, DType::F32, c.D, c.Hq, c.M);
+    const float scale = 1.0f / std::sqrt(float(c.D));
+    AttentionParams p{scale, c.cap};
+    REQUIRE(run_op(*gpu, OpId::attention, y.t, {&q.t, &k.t, &v.t, &r.t}, &p).ok());
+    std::vector<double> want(c.D * c.Hq * c.M, 0.0);
+    const int64_t G = c.Hq / c.Hkv;
+    for (int64_t m = 0; m < c.M; ++m) {
+      const int32_t st = rg[3 * m], lo = rg[3 * m + 1], hi = rg[3 * m + 2];
+      if (st < 0 || lo >= hi) continue;
+      for (int64_t h = 0; h < c.Hq; ++h) {
+        std::vector<double> s(hi - lo);
+        double mx = -INFINITY;
+        for (int32_t j = lo; j < hi; ++j) {
+          const int64_t row = (st * c.n_kv + j) * c.Hkv + h / G;
+          double dot = 0;
+          for (int64_t d = 0; d < c.D; ++d) dot += double(qv[(m * c.Hq + h) * c.D + d]) * kd[row * c.D + d];
+          dot *= scale;
+          if (c.cap > 0) dot = c.cap * std::tanh(dot / c.cap);
+          mx = std::max(mx, s[j - lo] = dot);
+        }
+        double sum = 0;
+        for (auto& e : s) sum += (e = std::exp(e - mx));
+        for (int64_t d = 0; d < c.D; ++d) {
+          double acc = 0;
+          for (int32_t j = lo; j < hi; ++j) acc += s[j - lo] * vd[((st * c.n_kv + j) * c.Hkv + h / G) * c.D + d];
+          want[(m * c.Hq + h) * c.D + d] = acc / sum;
+        }
+      }
+    }
+    check_close(f32_from_device(*gpu, y), want, 2e-6, 2e-5);
+  }
+}

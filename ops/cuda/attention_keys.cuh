@@ -11,11 +11,12 @@ namespace kestrel::cuda {
 struct QueryKeys {
   int64_t lo, hi;
   int64_t k_off, v_off;  // byte offsets of the query's stream in k and v
+  int64_t stream;        // the query's stream, -1 when it sees nothing of any
 };
 
 __device__ __forceinline__ QueryKeys query_keys(const TV& ranges, int64_t m, const TV& k, const TV& v) {
   const int64_t n_kv = k.ne[2];
-  QueryKeys q{0, n_kv, 0, 0};
+  QueryKeys q{0, n_kv, 0, 0, 0};
   if (!ranges.data) return q;
   const char* rr = ranges.data + m * ranges.nb[1];
   const int64_t st = *reinterpret_cast<const int32_t*>(rr);
@@ -25,7 +26,9 @@ __device__ __forceinline__ QueryKeys query_keys(const TV& ranges, int64_t m, con
   q.hi = r2 > n_kv ? n_kv : r2;
   if (st < 0 || st >= k.ne[3]) {
     q.hi = q.lo;
+    q.stream = -1;
   } else {
+    q.stream = st;
     q.k_off = st * k.nb[3];
     q.v_off = st * v.nb[3];
   }

@@ -7,6 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -132,9 +133,11 @@ class CudaBackend final : public Backend {
       const Tensor& k = *call.src[1];
       const Tensor* m = call.opt_src(3);
       const bool mask = m && m->type != DType::I32;
-      const size_t smem = cuda::attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask)
-                              ? cuda::attention_tiled_smem_bytes(q.ne[0], q.ne[1] / k.ne[1])
-                              : cuda::attention_smem_bytes(q.ne[0], k.ne[2]);
+      const bool tiled = cuda::attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask);
+      // A tiled call may run on tensor cores (F16 KV, attention_mma_fits): the larger of the two.
+      const size_t smem = tiled ? std::max(cuda::attention_tiled_smem_bytes(q.ne[0], q.ne[1] / k.ne[1]),
+                                           k.type == DType::F16 ? cuda::attention_mma_smem_bytes(q.ne[0]) : 0)
+                                : cuda::attention_smem_bytes(q.ne[0], k.ne[2]);
       // One query (decode) keeps every score in shared memory: ~56k keys at D = 128.
       if (smem > smem_optin_) return false;
     }

@@ -101,6 +101,13 @@ bool attention_tiled_fits(int64_t head_dim, int64_t group);
 size_t attention_tiled_smem_bytes(int64_t head_dim, int64_t group);
 cudaError_t launch_attention_tiled(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
                                    cudaStream_t s);
+// The same on tensor cores (k_attention_mma.cu): F16 KV with 16-byte aligned
+// rows, head_dim 64, 128 or 256, group <= 64; within the float kernels'
+// tolerances. launch_attention takes it for the tiled kernel's calls that fit,
+// unless KESTREL_CUDA_ATTENTION=tiled (read once, for comparisons).
+bool attention_mma_fits(DType kv_type, const TV& q, const TV& k, const TV& v);
+size_t attention_mma_smem_bytes(int64_t head_dim);
+cudaError_t launch_attention_mma(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, cudaStream_t s);
 // Queries without an F32 mask, one block per (head, query), a thread per key
 // (k_attention_decode.cu): head_dim a multiple of 8 up to 256, F16 / F32 KV
 // with 16-byte aligned rows, at most kAttentionDecodeMaxKeys keys.

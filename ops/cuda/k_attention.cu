@@ -13,6 +13,9 @@
 // reference: max abs error ~1e-7 at D <= 256, n_kv <= 300 (test_backend_ops).
 // Keys masked with -inf are skipped before their dot product; a query whose
 // keys are all masked gets zeros, as the op contract says.
+#include <cstdlib>
+#include <cstring>
+
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
 #include "ops/cuda/attention_keys.cuh"
@@ -111,8 +114,14 @@ size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv) {
 cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a,
                              cudaStream_t s) {
   if (q.ne[1] * q.ne[2] == 0 || q.ne[0] == 0) return cudaSuccess;
-  if (attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask.data != nullptr))
+  if (attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask.data != nullptr)) {
+    static const bool mma = [] {
+      const char* e = std::getenv("KESTREL_CUDA_ATTENTION");
+      return !(e && std::strcmp(e, "tiled") == 0);
+    }();
+    if (mma && attention_mma_fits(kv_type, q, k, v)) return launch_attention_mma(q, k, v, ranges, y, a, s);
     return launch_attention_tiled(kv_type, q, k, v, ranges, y, a, s);
+  }
   if (attention_decode_fits(kv_type, q, k, v, mask.data != nullptr))
     return launch_attention_decode(kv_type, q, k, v, ranges, y, a, s);
   return with_tier(a.exp, [&](auto tc) {

@@ -32,6 +32,7 @@
 #include <cstdint>
 
 #include "ops/cuda/cuda_ks_mma.h"
+#include "ops/cuda/mma.cuh"
 
 namespace kestrel::cuda {
 
@@ -281,24 +282,6 @@ __global__ void __launch_bounds__(32 * WM * WN, min_blocks(BM, BN, WM, WN)) ks_m
           if (m + 1 < p.M) p.y[(m + 1) * p.y_ld + f] = v1;
         }
       }
-}
-
-// Shared row strides (in BF16 elements) for ldmatrix: rows of n elements padded to an odd
-// number of 16-byte units, so the 8 row addresses of one 8 x 8 matrix hit distinct banks.
-constexpr int ldsm_stride(int n) { return ((n + 8) / 8) % 2 ? n + 8 : n + 16; }
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
 }
 
 template <int BM, int BN, int BK, bool BL>
