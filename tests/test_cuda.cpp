@@ -826,12 +826,15 @@ TEST_CASE("cuda: attention (GQA, mask, soft cap, long KV in opted-in shared memo
 TEST_CASE("cuda: prompt attention over ranges on tensor cores", "[cuda][op][attention]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);
-  struct Case { int64_t D, Hq, Hkv, M, n_kv, n_st; int kind; float q_sd, cap; };
+  // atol: at |q| ~ 3e4 (case 3) a score is a sum of 256 products of ~2e4 each,
+  // so its float rounding alone is ~1e-3 before the soft cap; the case checks
+  // the kernel's scaling against F16 overflow (errors of order 1), not rounding.
+  struct Case { int64_t D, Hq, Hkv, M, n_kv, n_st; int kind; float q_sd, cap; double atol = 2e-6; };
   // kind 0: causal after 20 cached tokens; 1: sliding window of 16; 2: three
   // streams in runs, gaps, empty and invalid ranges.
   const Case cases[] = {
       {64, 32, 4, 100, 120, 1, 0, 1.0f, 0.0f},  {128, 12, 2, 37, 60, 1, 1, 1.0f, 0.0f},
-      {256, 4, 1, 21, 41, 1, 0, 1.0f, 0.0f},    {256, 4, 1, 21, 41, 1, 0, 3e4f, 30.0f},
+      {256, 4, 1, 21, 41, 1, 0, 1.0f, 0.0f},    {256, 4, 1, 21, 41, 1, 0, 3e4f, 30.0f, 1e-3},
       {64, 8, 8, 70, 48, 3, 2, 1.0f, 0.0f},     {128, 6, 1, 29, 48, 3, 2, 1.0f, 5.0f},
   };
   int ci = 0;
@@ -903,6 +906,6 @@ TEST_CASE("cuda: prompt attention over ranges on tensor cores", "[cuda][op][atte
         }
       }
     }
-    check_close(f32_from_device(*gpu, y), want, 2e-6, 2e-5);
+    check_close(f32_from_device(*gpu, y), want, c.atol, 2e-5);
   }
 }
