@@ -327,6 +327,8 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.gpu_backend = nullptr;
   p.gpu_graphs = 1;
   p.sched = KESTREL_SCHED_STATIC;
+  p.n_gpu_layers = -1;
+  p.gpu_exact_f16 = 0;
   return p;
 }
 
@@ -361,6 +363,9 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     // The handle is the BackendInfo of the kestrel::cuda archive (kestrel_cuda.h).
     cp.gpu = reinterpret_cast<const BackendInfo*>(p.gpu_backend);
     cp.gpu_graphs = p.gpu_graphs != 0;
+    if (p.n_gpu_layers < -1) return Status::invalid_argument("n_gpu_layers %d < -1", p.n_gpu_layers);
+    cp.n_gpu_layers = p.n_gpu_layers;
+    cp.gpu_exact_f16 = p.gpu_exact_f16 != 0;
     if (p.sched != KESTREL_SCHED_STATIC && p.sched != KESTREL_SCHED_DYNAMIC)
       return Status::invalid_argument("sched %d is not a kestrel_sched", p.sched);
     cp.sched = p.sched == KESTREL_SCHED_DYNAMIC ? SchedMode::dynamic : SchedMode::fixed_thresholds;

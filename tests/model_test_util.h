@@ -69,4 +69,31 @@ inline Status decode_all(Context& ctx, const std::vector<int32_t>& ids, int32_t 
   return {};
 }
 
+// Logits of a two-sequence trace (context of n_seq_max >= 2, n_ctx >= 32):
+// a batch of 19 tokens of sequence 0 and 6 of sequence 1 with every row's
+// logits, positions 4..8 of sequence 0 removed (its later KV cells move down),
+// then three single-token steps on each sequence. Ids from `seed`.
+inline std::vector<float> two_sequence_trace(Context& c, uint32_t seed) {
+  const int64_t V = c.model().hparams().n_vocab;
+  std::vector<int32_t> ids, pos, seq;
+  for (int32_t i = 0; i < 25; ++i) {
+    ids.push_back(static_cast<int32_t>((seed * 2654435761u + static_cast<uint32_t>(i) * 40503u) % static_cast<uint32_t>(V)));
+    pos.push_back(i < 19 ? i : i - 19);
+    seq.push_back(i < 19 ? 0 : 1);
+  }
+  std::vector<int8_t> want(ids.size(), 1);
+  std::vector<float> out;
+  if (!c.decode(BatchView{25, ids.data(), pos.data(), seq.data(), want.data()}).ok()) return out;
+  out.assign(c.logits(0), c.logits(0) + V * 25);
+  c.kv().seq_rm(0, 4, 9);
+  std::vector<float> l;
+  for (int32_t step = 0; step < 3; ++step) {
+    if (!decode_all(c, {ids[static_cast<size_t>(step)]}, 19 + step, 0, &l).ok()) return {};
+    out.insert(out.end(), l.begin(), l.end());
+    if (!decode_all(c, {ids[static_cast<size_t>(step + 1)]}, 6 + step, 1, &l).ok()) return {};
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  return out;
+}
+
 }  // namespace kestrel::testutil

@@ -12,6 +12,8 @@
 //     abort), and a context made after it works;
 //   - greedy speculative decoding with the target on the GPU (self drafting,
 //     and a draft model also on the GPU) equals plain greedy on the GPU.
+//   - -ngl: every split of the layers between host and GPU gives the cpu
+//     context's logits (two sequences, KV cells moved in both parts).
 // Without a GPU every case prints "SKIP: no CUDA device".
 #include <catch2/catch.hpp>
 
@@ -229,4 +231,49 @@ TEST_CASE("cuda context: greedy speculative decoding equals plain greedy", "[cud
   REQUIRE(pair.ok());
   CHECK(spectest::spec_run(**pair, ids, 48) == want);
   CHECK((*pair)->stats().mean_accepted() > 3.0);
+}
+
+// -ngl: the last n layers on the GPU, the embedding, the first layers, their
+// KV cells and the output head on the host; every split (and 0: all on the
+// cpu, n_layer + 1 or -1: all on the GPU) gives the cpu context's logits for a
+// prompt with every row's logits, single-token steps after positions removed
+// from the middle of the sequence (KV cells moved in both parts) and a second
+// sequence in the same batch.
+TEST_CASE("cuda context: -ngl splits at every layer boundary give the cpu context's logits", "[cuda][model][ngl]") {
+  NEED_GPU();
+  struct Cfg {
+    ArchId arch;
+    const char* weights;
+    double tol;
+  };
+  for (const Cfg& cfg : {Cfg{ArchId::llama, "f32", 1e-8}, Cfg{ArchId::gemma3, "q8_0", 2e-3}}) {
+    auto m = synth(cfg.arch, 31, 3, cfg.weights, cfg.arch == ArchId::gemma3 ? 256 : 128);
+    const int L = static_cast<int>(m->hparams().n_layer);
+    auto cpu = ctx_on(*m, BackendChoice::cpu, 128, 2);
+    const std::vector<float> want = two_sequence_trace(*cpu, 7);
+    REQUIRE(!want.empty());
+    for (int ngl : {0, 1, 2, 3, 4, -1}) {
+      ContextParams cp;
+      cp.n_ctx = 128;
+      cp.n_batch = 64;
+      cp.n_threads = 2;
+      cp.n_seq_max = 2;
+      cp.backend = BackendChoice::cuda;
+      cp.gpu = &backend_cuda();
+      cp.n_gpu_layers = ngl;
+      auto c = Context::create(*m, cp);
+      REQUIRE(c.status().to_string() == "ok");
+      Context& ctx = **c;
+      INFO(cfg.weights << " n_gpu_layers " << ngl << " on " << ctx.backend_name());
+      CHECK(ctx.split() == (ngl >= 1 && ngl <= L));
+      if (ctx.split()) CHECK(ctx.split_layer() == L - ngl);
+      CHECK(std::string(ctx.backend_name()) == (ngl == 0 ? std::string(cpu->backend_name()) : std::string("cuda")));
+      const std::vector<float> got = two_sequence_trace(ctx, 7);
+      REQUIRE(got.size() == want.size());
+      const double e = nmse(want.data(), got.data(), want.size());
+      std::printf("-ngl %d (%s %s): NMSE %.3g against the cpu context\n", ngl, cfg.weights,
+                  cfg.arch == ArchId::gemma3 ? "gemma3" : "llama", e);
+      CHECK(e < cfg.tol);
+    }
+  }
 }

@@ -292,3 +292,49 @@ TEST_CASE("every bucket: padded rows change no logit and write no KV cell", "[pl
     CHECK(std::equal(c->logits(0), c->logits(0) + V, steps.begin() + static_cast<ptrdiff_t>((n - 1) * V)));
   }
 }
+
+// A model split between the host and a second backend (ContextParams::
+// n_gpu_layers, PassPart): the front plan (embedding, first layers) on the
+// cpu backend, the back plan (the other layers, gathering the logits rows)
+// on the "GPU", the head (output norm and projection) on the cpu again, with
+// the KV cache split between the two. The ref backend stands in for the GPU
+// here, so the split runs on every machine; test_cuda_model runs it on CUDA.
+TEST_CASE("layers split between host and a second backend give the unsplit logits", "[plan][ngl]") {
+  struct Cfg {
+    ArchId arch;
+    const char* weights;
+  };
+  for (const Cfg& cfg : {Cfg{ArchId::llama, "f32"}, Cfg{ArchId::gemma3, "q8_0"}}) {
+    auto m = synth(cfg.arch, 5, 3, cfg.weights, cfg.arch == ArchId::gemma3 ? 256 : 64);
+    const int L = static_cast<int>(m->hparams().n_layer);
+    auto ref = ctx_on(*m, BackendChoice::ref, CpuIsa::auto_detect, 1, 2);
+    const std::vector<float> want = two_sequence_trace(*ref, 3);
+    REQUIRE(!want.empty());
+    for (int ngl : {1, 2, 3, 4, 0}) {
+      ContextParams cp;
+      cp.n_ctx = 128;
+      cp.n_batch = 64;
+      cp.n_threads = 2;
+      cp.kv_type = DType::F32;
+      cp.n_seq_max = 2;
+      cp.backend = BackendChoice::cuda;
+      cp.gpu = &backend_ref();
+      cp.n_gpu_layers = ngl;
+      auto c = Context::create(*m, cp);
+      REQUIRE(c.status().to_string() == "ok");
+      INFO(cfg.weights << " n_gpu_layers " << ngl);
+      CHECK((*c)->split() == (ngl >= 1 && ngl <= L));
+      CHECK((*c)->split_layer() == ((*c)->split() ? L - ngl : 0));
+      const std::string be = (*c)->backend_name();
+      CHECK((ngl == 0 ? be.rfind("cpu", 0) == 0 : be == "ref"));
+      const std::vector<float> got = two_sequence_trace(**c, 3);
+      REQUIRE(got.size() == want.size());
+      // The front and head run the cpu kernels (8-bit activations on
+      // quantized weights); float weights agree to rounding.
+      const double tol = std::string(cfg.weights) == "f32" ? 1e-9 : 2e-3;
+      CHECK(nmse(want.data(), got.data(), want.size()) < tol);
+      if (ngl == L) CHECK((*c)->kv().k_bytes(0) == 0);
+      if (ngl == 1) CHECK((*c)->kv().k_bytes(0) == 2 * (*c)->kv().k_bytes(1));
+    }
+  }
+}

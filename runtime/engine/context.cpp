@@ -48,13 +48,18 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   bo.pool = c->pool_.get();
   bo.isa = p.isa;
   bo.graphs = p.gpu_graphs;
+  bo.exact_f16_x = p.gpu_exact_f16;
   KESTREL_TRY(c->pick_backends(p, bo));
   if (p.sched == SchedMode::dynamic) KESTREL_TRY(c->start_sched(max_threads));
 
   const int64_t n_ctx = c->params_.n_ctx;
   const int64_t n_ubatch = std::min(c->params_.n_batch, n_ctx);
   c->params_.n_batch = n_ubatch;
-  KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max, *c->primary_));
+  if (c->split_mode_) {
+    KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max, *c->cpu_, *c->gpu_, c->split_));
+  } else {
+    KESTREL_TRY(c->kv_.init(hp, n_ctx, p.kv_type, p.n_seq_max, *c->primary_));
+  }
   KESTREL_TRY(c->forward_.init(model, n_ubatch));
   c->forward_.set_exp_tiers(p.exp);
   try {
@@ -125,14 +130,46 @@ Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) 
     log_.info("device auto: cpu (%s)", gpu.status().to_string().c_str());
     return {};
   }
+  const int L = static_cast<int>(model_.hparams().n_layer);
+  const int ngl = p.n_gpu_layers < 0 ? L + 1 : std::min(p.n_gpu_layers, L + 1);
+  if (ngl == 0) {
+    log_.info("device %s: n_gpu_layers 0, the whole model on the cpu", must ? "cuda" : "auto");
+    return {};
+  }
   gpu_ = std::move(*gpu);
+  if (ngl <= L) {
+    split_mode_ = true;
+    split_ = L - ngl;
+    log_.info("device cuda: layers %d-%d on the GPU; the embedding, %d layer(s) and the output head on the cpu", split_,
+              L - 1, split_);
+  }
+  KESTREL_TRY(upload_weights());
+  primary_ = gpu_.get();
+  return {};
+}
+
+namespace {
+// The layer a tensor name belongs to ("blk.<n>."), or -1.
+int layer_of(const std::string& name) {
+  if (name.rfind("blk.", 0) != 0) return -1;
+  int il = 0;
+  size_t i = 4;
+  if (i >= name.size() || name[i] < '0' || name[i] > '9') return -1;
+  for (; i < name.size() && name[i] >= '0' && name[i] <= '9' && il < 1000000; ++i) il = il * 10 + (name[i] - '0');
+  return i < name.size() && name[i] == '.' ? il : -1;
+}
+}  // namespace
+
+Status Context::upload_weights() {
   // Weights resident once, in their stored formats: the file's tensor data
   // as a few contiguous ranges (tensors less than a page apart share one, so
   // every byte uploaded lies in memory the file's mapping or buffer holds).
+  // Split between host and GPU, only the GPU's layers go up.
   std::vector<std::pair<const char*, const char*>> spans;
   try {
     for (const gguf::TensorInfo& t : model_.file().tensors()) {
       const char* lo = static_cast<const char*>(t.data);
+      if (split_mode_ && layer_of(t.name) < split_) continue;
       if (lo && t.nbytes) spans.emplace_back(lo, lo + t.nbytes);
     }
     std::sort(spans.begin(), spans.end());
@@ -154,7 +191,6 @@ Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) 
   }
   log_.info("device cuda: %.1f MiB of weights resident in %zu range(s), uploaded in %.1f ms",
             gpu_->resident_bytes() / 1048576.0, spans.size(), (now_ns() - t0) / 1e6);
-  primary_ = gpu_.get();
   return {};
 }
 
@@ -197,7 +233,15 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
   auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
     const int64_t t0 = now_ns();
-    KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits));
+    if (split_mode_) {
+      KESTREL_TRY(forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits, PassPart::front).status());
+      KESTREL_TRY_ASSIGN(e.front, cpu_->prepare(plan, ref_.get()));
+      KESTREL_TRY_ASSIGN(e.head_output_root,
+                         forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits, PassPart::head));
+      KESTREL_TRY_ASSIGN(e.head, cpu_->prepare(plan, ref_.get()));
+    }
+    KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits,
+                                                      split_mode_ ? PassPart::back : PassPart::whole));
     KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_->is_host() && primary_ != ref_.get() ? ref_.get() : nullptr));
     if (log_.enabled(LogLevel::debug)) {
       size_t on_fallback = 0;
@@ -210,8 +254,18 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
     return {};
   };
   KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(n_rows, n_out_rows, variant, build));
-  KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
-  KESTREL_TRY(e->exe->execute());
+  if (e->front) {
+    KESTREL_TRY(e->front->execute());
+    KESTREL_TRY(e->exe->bind_output(e->output_root, forward_.gathered_rows()));
+    KESTREL_TRY(e->exe->execute());
+    if (n_out_rows > 0) {
+      KESTREL_TRY(e->head->bind_output(e->head_output_root, logits));
+      KESTREL_TRY(e->head->execute());
+    }
+  } else {
+    KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
+    KESTREL_TRY(e->exe->execute());
+  }
   n_outputs_ += n_out;
   return {};
 }

@@ -53,6 +53,13 @@ struct ContextParams {
   // kestrel::cuda archive (the runtime does not link it); nullptr = none.
   const BackendInfo* gpu = nullptr;
   bool gpu_graphs = true;     // replay each plan's step as a device graph
+  // Layers resident and run on the GPU (llama.cpp's -ngl): the last
+  // n_gpu_layers repeating layers; n_layer + 1 or more (or < 0) puts the
+  // embedding and output head there too (the whole model); otherwise those,
+  // the first layers and their KV cells stay on the host and run on the cpu
+  // backend. 0: the GPU runs nothing.
+  int32_t n_gpu_layers = -1;
+  bool gpu_exact_f16 = false;  // F16-weight prompt GEMMs keep x's 22 bits (BackendOptions::exact_f16_x)
   SchedMode sched = SchedMode::fixed_thresholds;  // dynamic: only where the cpu backend runs the plans
   // dynamic: the calibration cache directory; nullptr = calib_dir() (runtime/sched/calib_cache.h), "" = no cache.
   const char* calib_dir = nullptr;
@@ -94,8 +101,13 @@ class Context {
   ThreadPool& pool() { return *pool_; }
   const Logger& log() const { return log_; }
   int64_t n_ctx() const { return kv_.n_ctx(); }
-  // The backend that runs the plans ("cuda", "cpu-avx512", "ref").
+  // The backend that runs the plans ("cuda", "cpu-avx512", "ref"); with
+  // layers split (n_gpu_layers), the one that runs the layers from split_layer().
   const char* backend_name() const { return primary_->name(); }
+  // The first layer the GPU runs when the model is split between host and
+  // GPU; 0 otherwise (the whole model on one backend).
+  int split_layer() const { return split_; }
+  bool split() const { return split_mode_; }
   // The dynamic matmul scheduler; nullptr with fixed thresholds.
   const MatmulScheduler* sched() const { return sched_.get(); }
 
@@ -103,6 +115,7 @@ class Context {
   explicit Context(const Model& model) : model_(model) {}
   Status validate(const BatchView& batch) const;
   Status pick_backends(const ContextParams& p, const BackendOptions& bo);
+  Status upload_weights();
   Status start_sched(int max_threads);
   Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant);
   void set_n_threads(int n);
@@ -116,6 +129,8 @@ class Context {
   Backend* primary_ = nullptr;  // runs the plans (gpu, cpu, or ref when asked for)
   Backend* host_ = nullptr;     // runs run_op() on host logits (cpu, else ref)
   int n_threads_now_ = 0;
+  bool split_mode_ = false;  // front / back / head plans (PassPart)
+  int split_ = 0;
   KvCache kv_;
   Forward forward_;
   PlanCache plans_;

@@ -42,7 +42,6 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
                KV = static_cast<size_t>(hp.n_embd_kv()), F = static_cast<size_t>(hp.n_ff);
   for (int pass = 0; pass < 2; ++pass) {
     Carver c{arena_.get()};
-    x_ = c.take<float>(E * B);
     h_ = c.take<float>(E * B);
     q_ = c.take<float>(Q * B);
     k_ = c.take<float>(KV * B);
@@ -51,13 +50,14 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
     o_ = c.take<float>(E * B);
     g_ = c.take<float>(F * B);
     u_ = c.take<float>(F * B);
-    xo_ = c.take<float>(E * B);
     size_t ks_per_token = 0;
     for (const LayerWeights& L : model.layers)
       for (const KsLinear* ks : {&L.ks_q, &L.ks_k, &L.ks_v, &L.ks_o, &L.ks_gate, &L.ks_up, &L.ks_down})
         ks_per_token = std::max(ks_per_token, ks_scratch_floats_per_token(*ks));
     ks_scratch_floats_ = ks_per_token * B;
     ks_scratch_ = ks_scratch_floats_ ? c.take<float>(ks_scratch_floats_) : nullptr;
+    xo_ = c.take<float>(E * B);
+    x_ = c.take<float>(E * B);
     act_bytes_ = c.used;
     ids_ = c.take<int32_t>(B);
     pos_ = c.take<int32_t>(B);
@@ -108,7 +108,7 @@ Status Forward::linear(OpSink& ops, Tensor* y, const Tensor& w, const KsLinear& 
 }
 
 Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVariant& pv, const KvCache& kv,
-                              float* logits) const {
+                              float* logits, PassPart part) const {
   const Model& m = *model_;
   const HParams& hp = m.hparams();
   const ArchDesc& a = m.arch();
@@ -121,12 +121,33 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
 
   ops.clear();
   KESTREL_TRY(ops.reserve(static_cast<size_t>(hp.n_layer) * 32 + 8));
-  ops.add_root(SlotRole::activation, arena_.get(), act_bytes_, "activations");
-  ops.add_root(SlotRole::input, arena_.get() + act_bytes_, arena_bytes_ - act_bytes_, "step inputs");
-  ops.add_root(SlotRole::kv, kv.k_base(), kv.k_bytes(), "kv k");
-  ops.add_root(SlotRole::kv, kv.v_base(), kv.k_bytes(), "kv v");
-  const int out_root =
-      ops.add_root(SlotRole::output, logits, static_cast<size_t>(std::max<int64_t>(n_out, 1) * V) * sizeof(float), "logits");
+  uint8_t* const arena = arena_.get();
+  const size_t xo_off = static_cast<size_t>(reinterpret_cast<uint8_t*>(xo_) - arena);
+  const size_t row_bytes = static_cast<size_t>(E) * sizeof(float);
+  int out_root = -1;
+  if (part == PassPart::back) {
+    // The residual stream comes up as a step input (the rows of this plan
+    // only); the gathered rows go down as the output.
+    ops.add_root(SlotRole::activation, arena, xo_off, "activations");
+    out_root = ops.add_root(SlotRole::output, xo_, row_bytes * static_cast<size_t>(std::max<int64_t>(n_out, 1)),
+                            "gathered rows");
+    ops.add_root(SlotRole::input, x_, row_bytes * static_cast<size_t>(n), "residual stream");
+  } else {
+    ops.add_root(SlotRole::activation, arena, act_bytes_, "activations");
+  }
+  if (part != PassPart::head) ops.add_root(SlotRole::input, arena + act_bytes_, arena_bytes_ - act_bytes_, "step inputs");
+  // The KV parts whose layers this plan runs.
+  for (int p = 0; p < 2; ++p) {
+    const bool runs = part == PassPart::whole || (part == PassPart::front && p == 0) || (part == PassPart::back && p == 1);
+    if (!runs || kv.k_bytes(p) == 0) continue;
+    ops.add_root(SlotRole::kv, kv.k_base(p), kv.k_bytes(p), p ? "kv k" : "kv k (front)");
+    ops.add_root(SlotRole::kv, kv.v_base(p), kv.k_bytes(p), p ? "kv v" : "kv v (front)");
+  }
+  if (part == PassPart::whole || part == PassPart::head)
+    out_root = ops.add_root(SlotRole::output, logits, static_cast<size_t>(std::max<int64_t>(n_out, 1) * V) * sizeof(float),
+                            "logits");
+  const int l0 = part == PassPart::back ? kv.split() : 0;
+  const int l1 = part == PassPart::front ? kv.split() : part == PassPart::head ? 0 : static_cast<int>(hp.n_layer);
 
   Tensor ids = make_tensor(DType::I32, ids_, n);
   Tensor pos = make_tensor(DType::I32, pos_, n);
@@ -137,10 +158,12 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
   Tensor q3 = f32(q_, D, hp.n_head, n), k3 = f32(k_, D, hp.n_head_kv, n), att3 = f32(att_, D, hp.n_head, n);
   Tensor g = f32(g_, F, n), u = f32(u_, F, n);
 
-  KESTREL_TRY(ops.run(OpId::get_rows, &x, {&m.tok_embd, &ids}));
-  if (a.scale_embeddings) {
-    const ScaleParams sp{std::sqrt(static_cast<float>(E)), 0.0f};
-    KESTREL_TRY(ops.run(OpId::scale, &x, {&x}, &sp));
+  if (part == PassPart::whole || part == PassPart::front) {
+    KESTREL_TRY(ops.run(OpId::get_rows, &x, {&m.tok_embd, &ids}));
+    if (a.scale_embeddings) {
+      const ScaleParams sp{std::sqrt(static_cast<float>(E)), 0.0f};
+      KESTREL_TRY(ops.run(OpId::scale, &x, {&x}, &sp));
+    }
   }
   const RmsNormParams norm{hp.rms_eps, a.norm_one_plus_weight};
   // Rope frequency factors (Llama 3, LongRoPE) are chosen by the context's
@@ -149,7 +172,7 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
   const GeluParams gelu{GeluForm::tanh, exp_.gelu};
   const SiluParams silu{exp_.silu};
 
-  for (int il = 0; il < hp.n_layer; ++il) {
+  for (int il = l0; il < l1; ++il) {
     if (!pv.skip.empty() && pv.skip[static_cast<size_t>(il)]) continue;
     const LayerWeights& L = m.layers[static_cast<size_t>(il)];
     const bool swa = hp.layer_is_swa.empty() ? false : hp.layer_is_swa[static_cast<size_t>(il)];
@@ -202,12 +225,13 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     if (a.post_ffn_norm) KESTREL_TRY(ops.run(OpId::rms_norm, &o, {&o, &L.post_ffn_norm}, &norm));
     KESTREL_TRY(ops.run(OpId::add, &x, {&x, &o}));
   }
-  if (n_out == 0) return out_root;
+  if (part == PassPart::front || n_out == 0) return out_root;
 
   // Only the rows that asked for logits go through the output projection.
   Tensor sel = make_tensor(DType::I32, out_rows_, n_out);
   Tensor xo = f32(xo_, E, n_out), ho = f32(h_, E, n_out);
-  KESTREL_TRY(ops.run(OpId::get_rows, &xo, {&x, &sel}));
+  if (part != PassPart::head) KESTREL_TRY(ops.run(OpId::get_rows, &xo, {&x, &sel}));
+  if (part == PassPart::back) return out_root;
   KESTREL_TRY(ops.run(OpId::rms_norm, &ho, {&xo, &m.output_norm}, &norm));
   // A row subset multiplies by the first nv rows of W only (a zero-copy view)
   // and writes the first nv columns of each logits row.

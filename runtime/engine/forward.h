@@ -53,6 +53,15 @@ struct PassVariant {
   bool operator==(const PassVariant& o) const { return out_vocab == o.out_vocab && skip == o.skip; }
 };
 
+// The part of the pass a plan records. A model split between the host and a
+// device (-ngl: the KV cache split at kv.split()) runs three plans per step:
+// front (host): the embedding and layers [0, split), leaving the residual
+// stream in the arena; back (device): layers [split, n_layer), reading that
+// stream as a step input, ending with the rows that want logits gathered
+// into an output root (gathered_rows()); head (host): the output norm and
+// projection of those rows.
+enum class PassPart { whole, front, back, head };
+
 class Forward {
  public:
   // Sizes the arena for micro-batches of up to n_ubatch tokens.
@@ -75,8 +84,11 @@ class Forward {
   // first). logits: host memory of n_out * n_vocab floats that stands for the
   // output root while the plan is prepared (bind_output() moves it per step).
   // Returns the output root's index.
+  // part: see PassPart; front returns -1 (no output root), back the gathered rows' root.
   Expected<int> record(Plan& plan, int64_t n, int64_t n_out, const PassVariant& variant, const KvCache& kv,
-                       float* logits) const;
+                       float* logits, PassPart part = PassPart::whole) const;
+  // Host memory of the rows back gathers (head's input): n_out * n_embd floats.
+  float* gathered_rows() const { return xo_; }
 
   void set_exp_tiers(const OpExpTiers& tiers) { exp_ = tiers; }
   const OpExpTiers& exp_tiers() const { return exp_; }
@@ -89,7 +101,9 @@ class Forward {
   const Model* model_ = nullptr;
   int64_t n_ubatch_ = 0;
   AlignedPtr<uint8_t> arena_;
-  size_t arena_bytes_ = 0, act_bytes_ = 0;  // activations first, then the step inputs
+  // Activations first (the residual stream x and the gathered rows xo last,
+  // x just before the step inputs), then the step inputs.
+  size_t arena_bytes_ = 0, act_bytes_ = 0;
   // Activations, B = n_ubatch:
   float* x_ = nullptr;    // (n_embd, B) residual stream
   float* h_ = nullptr;    // (n_embd, B) normed input of a block; the output rows' norm

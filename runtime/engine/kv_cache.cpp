@@ -9,6 +9,31 @@
 namespace kestrel {
 
 Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& backend) {
+  return init(hp, n_ctx, type, n_seq_max, backend, backend, 0);
+}
+
+Status KvCache::alloc_part(Part& part, Backend& backend, int first, int n_layer) {
+  part = Part{};
+  part.backend = &backend;
+  part.first = first;
+  part.n_layer = n_layer;
+  if (n_layer == 0) return {};
+  const size_t total = layer_bytes_ * static_cast<size_t>(n_layer);
+  auto kb = backend.alloc_buffer(total);
+  if (!kb) return Status::out_of_memory("kv cache of %llu bytes on %s", (unsigned long long)(2 * total), backend.name());
+  auto vb = backend.alloc_buffer(total);
+  if (!vb) return Status::out_of_memory("kv cache of %llu bytes on %s", (unsigned long long)(2 * total), backend.name());
+  part.k_buf = std::move(*kb);
+  part.v_buf = std::move(*vb);
+  part.k = static_cast<uint8_t*>(part.k_buf->data());
+  part.v = static_cast<uint8_t*>(part.v_buf->data());
+  return {};
+}
+
+Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& front, Backend& back,
+                     int split) {
+  if (split < 0 || split > hp.n_layer)
+    return Status::invalid_argument("kv cache split at layer %d of %lld", split, (long long)hp.n_layer);
   if (type != DType::F16 && type != DType::F32) return Status::invalid_argument("kv cache type must be f16 or f32");
   if (n_ctx < 1 || n_ctx > kMaxContext) return Status::invalid_argument("n_ctx %lld out of range", (long long)n_ctx);
   if (n_seq_max < 1 || n_seq_max > 256) return Status::invalid_argument("n_seq_max %d out of range [1, 256]", n_seq_max);
@@ -26,15 +51,9 @@ Status KvCache::init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq
     return Status::out_of_memory("kv cache size overflows");
   layer_bytes_ = per_layer;
   bytes_ = 2 * total;
-  auto kb = backend.alloc_buffer(total);
-  if (!kb) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
-  auto vb = backend.alloc_buffer(total);
-  if (!vb) return Status::out_of_memory("kv cache of %llu bytes", (unsigned long long)bytes_);
-  backend_ = &backend;
-  k_buf_ = std::move(*kb);
-  v_buf_ = std::move(*vb);
-  k_ = static_cast<uint8_t*>(k_buf_->data());
-  v_ = static_cast<uint8_t*>(v_buf_->data());
+  split_ = split;
+  KESTREL_TRY(alloc_part(part_[0], front, 0, split));
+  KESTREL_TRY(alloc_part(part_[1], back, split, static_cast<int>(hp.n_layer) - split));
   try {
     pos_.assign(static_cast<size_t>(cells), -1);
     n_used_.assign(static_cast<size_t>(n_seq_max), 0);
@@ -88,9 +107,10 @@ void KvCache::seq_rm(int32_t seq, int32_t p0, int32_t p1) {
       // elsewhere copy ops in chunks of e - a rows (a chunk never overlaps its
       // destination).
       for (int64_t il = 0; il < n_layer_; ++il)
-        for (uint8_t* base : {k_, v_}) {
-          const Tensor all = rows(base, static_cast<int>(il));
-          if (k_buf_->is_host()) {
+        for (bool is_k : {true, false}) {
+          const Tensor all = rows(is_k, static_cast<int>(il));
+          const Part& part = part_[part_of(static_cast<int>(il))];
+          if (part.k_buf->is_host()) {
             std::memmove(all.row<uint8_t>(s * n_ctx_ + a), all.row<uint8_t>(s * n_ctx_ + e),
                          static_cast<size_t>(used - e) * row_bytes_);
             continue;
@@ -101,7 +121,7 @@ void KvCache::seq_rm(int32_t seq, int32_t p0, int32_t p1) {
             src.data = all.row<uint8_t>(s * n_ctx_ + c);
             dst.data = all.row<uint8_t>(s * n_ctx_ + c - (e - a));
             src.ne[1] = dst.ne[1] = n;
-            (void)backend_->run(OpCall{OpId::copy, &dst, {&src}, 1, nullptr});
+            (void)part.backend->run(OpCall{OpId::copy, &dst, {&src}, 1, nullptr});
           }
         }
       std::memmove(pos + a, pos + e, static_cast<size_t>(used - e) * sizeof(int32_t));
@@ -149,23 +169,28 @@ int32_t KvCache::cell_seq(int64_t i) const {
   return i % n_ctx_ < n_used_[static_cast<size_t>(s)] ? static_cast<int32_t>(s) : -1;
 }
 
-Tensor KvCache::view(uint8_t* base, int il) const {
-  Tensor t = make_tensor(type_, base + static_cast<size_t>(il) * layer_bytes_, head_dim_, n_head_kv_, n_ctx_,
-                         n_seq_max_);
-  t.buffer = base == k_ ? k_buf_.get() : v_buf_.get();
+uint8_t* KvCache::layer_data(bool k, int il) const {
+  const Part& p = part_[part_of(il)];
+  return (k ? p.k : p.v) + static_cast<size_t>(il - p.first) * layer_bytes_;
+}
+
+Tensor KvCache::view(bool k, int il) const {
+  Tensor t = make_tensor(type_, layer_data(k, il), head_dim_, n_head_kv_, n_ctx_, n_seq_max_);
+  const Part& p = part_[part_of(il)];
+  t.buffer = k ? p.k_buf.get() : p.v_buf.get();
   return t;
 }
 
-Tensor KvCache::rows(uint8_t* base, int il) const {
-  Tensor t = make_tensor(type_, base + static_cast<size_t>(il) * layer_bytes_, head_dim_ * n_head_kv_,
-                         n_ctx_ * n_seq_max_);
-  t.buffer = base == k_ ? k_buf_.get() : v_buf_.get();
+Tensor KvCache::rows(bool k, int il) const {
+  Tensor t = make_tensor(type_, layer_data(k, il), head_dim_ * n_head_kv_, n_ctx_ * n_seq_max_);
+  const Part& p = part_[part_of(il)];
+  t.buffer = k ? p.k_buf.get() : p.v_buf.get();
   return t;
 }
 
-Tensor KvCache::k(int il) const { return view(k_, il); }
-Tensor KvCache::v(int il) const { return view(v_, il); }
-Tensor KvCache::k_rows(int il) const { return rows(k_, il); }
-Tensor KvCache::v_rows(int il) const { return rows(v_, il); }
+Tensor KvCache::k(int il) const { return view(true, il); }
+Tensor KvCache::v(int il) const { return view(false, il); }
+Tensor KvCache::k_rows(int il) const { return rows(true, il); }
+Tensor KvCache::v_rows(int il) const { return rows(false, il); }
 
 }  // namespace kestrel

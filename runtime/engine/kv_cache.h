@@ -10,6 +10,9 @@
 //
 // Layout per layer: K, V as [head_dim, n_head_kv, n_ctx, n_seq] in F16 or F32:
 // cell c of stream s is row s * n_ctx + c of the [n_embd_kv, n_ctx * n_seq] view.
+// The layers' storage may be split in two parts on two backends (layers
+// [0, split) on one, [split, n_layer) on the other: -ngl), each part one K and
+// one V buffer; the cells are the same in both.
 #pragma once
 
 #include <cstdint>
@@ -29,6 +32,10 @@ class KvCache {
   // n_ctx cells per sequence, n_seq_max sequences, K and V in buffers of
   // `backend` (the one whose plans read them).
   Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& backend);
+  // Layers [0, split) in buffers of `front`, [split, n_layer) in buffers of
+  // `back` (0 <= split <= n_layer; an empty part allocates nothing).
+  Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max, Backend& front, Backend& back,
+              int split);
   // The same in host memory (a cache for host backends, tests).
   Status init(const HParams& hp, int64_t n_ctx, DType type, int32_t n_seq_max);
 
@@ -64,22 +71,33 @@ class KvCache {
   // Layer il's K (or V) as rows: [n_embd_kv, n_ctx * n_seq] (set_rows' destination).
   Tensor k_rows(int il) const;
   Tensor v_rows(int il) const;
-  // The memory holding every layer's K and V (plan roots).
-  void* k_base() const { return k_; }
-  void* v_base() const { return v_; }
-  size_t k_bytes() const { return bytes_ / 2; }
+  // The memory holding the K (or V) of the layers of part p (0: layers
+  // [0, split), 1: the rest; plan roots); k_bytes(p) == 0 for an empty part.
+  void* k_base(int p = 1) const { return part_[p].k; }
+  void* v_base(int p = 1) const { return part_[p].v; }
+  size_t k_bytes(int p = 1) const { return layer_bytes_ * static_cast<size_t>(part_[p].n_layer); }
+  // The part holding layer il; the first layer of part 1.
+  int part_of(int il) const { return il < split_ ? 0 : 1; }
+  int split() const { return split_; }
 
  private:
-  Tensor view(uint8_t* base, int il) const;
-  Tensor rows(uint8_t* base, int il) const;
+  struct Part {
+    Backend* backend = nullptr;  // owns the buffers' memory; runs the moves of seq_rm
+    std::unique_ptr<Buffer> k_buf, v_buf;
+    uint8_t *k = nullptr, *v = nullptr;  // their data
+    int first = 0, n_layer = 0;          // layers [first, first + n_layer)
+  };
+  Status alloc_part(Part& part, Backend& backend, int first, int n_layer);
+  Tensor view(bool k, int il) const;
+  Tensor rows(bool k, int il) const;
+  uint8_t* layer_data(bool k, int il) const;
 
   int64_t n_ctx_ = 0, head_dim_ = 0, n_head_kv_ = 0, n_layer_ = 0;
   int32_t n_seq_max_ = 1;
   DType type_ = DType::F16;
   size_t layer_bytes_ = 0, row_bytes_ = 0, bytes_ = 0;
-  Backend* backend_ = nullptr;  // owns the buffers' memory; runs the moves of seq_rm
-  std::unique_ptr<Buffer> k_buf_, v_buf_;
-  uint8_t *k_ = nullptr, *v_ = nullptr;  // their data
+  int split_ = 0;  // layers [0, split_) in part_[0]
+  Part part_[2];
   std::vector<int32_t> pos_;    // [n_seq][n_ctx]: position of each used cell, increasing
   std::vector<int64_t> n_used_;  // [n_seq]
   mutable std::vector<int64_t> batch_count_;  // [n_seq] check_room's tally

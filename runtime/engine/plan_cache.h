@@ -39,6 +39,10 @@ class PlanCache {
     PassVariant variant;
     std::unique_ptr<Executable> exe;
     int output_root = -1;
+    // A model split between host and GPU (PassPart): exe runs the back part;
+    // front and head run on the host before and after it.
+    std::unique_ptr<Executable> front, head;
+    int head_output_root = -1;
     uint64_t last_use = 0;
   };
   // Builds the executable of a key: records into the plan, prepares it, sets

@@ -18,6 +18,8 @@ namespace kcli {
 struct DeviceFlags {
   std::string device = "auto";
   bool no_graphs = false;
+  int n_gpu_layers = -1;
+  bool exact_f16 = false;
   std::string sched = "static";  // KESTREL_SCHED_STATIC / _DYNAMIC
 };
 

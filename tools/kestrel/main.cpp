@@ -130,6 +130,8 @@ int main(int argc, char** argv) {
     else if (args[i] == "-md") args[i] = "--model-draft";
     else if (args[i] == "-sys") args[i] = "--system-prompt";
     else if (args[i] == "-np") args[i] = "--parallel";
+    else if (args[i] == "-ngl") args[i] = "--n-gpu-layers";
+    else if (args[i].rfind("-ngl=", 0) == 0) args[i] = "--n-gpu-layers=" + args[i].substr(5);
   }
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());

@@ -235,6 +235,12 @@ typedef struct kestrel_context_params {
   const kestrel_backend* gpu_backend; /* for KESTREL_DEVICE_CUDA / AUTO (default NULL: none) */
   int gpu_graphs;          /* 1: replay each decode step as a device graph (default 1) */
   int32_t sched;           /* a kestrel_sched (default KESTREL_SCHED_STATIC); dynamic applies to the cpu device */
+  /* Layers on the GPU (llama.cpp's -ngl): the last n_gpu_layers layers; n_layer + 1 or more, or -1, the
+   * whole model (default -1); fewer keep the embedding, the first layers, their KV cells and the output
+   * head on the host (cpu kernels); 0: the GPU runs nothing. */
+  int32_t n_gpu_layers;
+  int gpu_exact_f16;       /* 1: prompt GEMMs on F16 weights keep ~22 bits of the activations (two
+                            * tensor-core passes) instead of rounding them to F16 (default 0) */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
