@@ -50,6 +50,9 @@ struct BackendOptions {
   CpuIsa isa = CpuIsa::auto_detect;  // cpu: force a variant (tests, benches)
   int device = 0;               // cuda: device ordinal
   bool graphs = true;           // cuda: replay each prepared plan's step as a CUDA graph
+  // cuda: GEMMs on F16 weights (prompts) keep ~22 bits of x (two tensor-core
+  // GEMMs on x split into F16 hi + lo) instead of rounding x to F16 once.
+  bool exact_f16_x = false;
 };
 
 class Backend {

@@ -420,7 +420,7 @@ namespace {
 
 // matmul y[m][n] = sum_k W[n][k] x[m][k] for W of `type`, x/y with padded rows.
 void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int64_t B2, size_t xpad,
-                  size_t wpad = 0, float xscale = 1.0f) {
+                  size_t wpad = 0, float xscale = 1.0f, bool exact_f16_x = false) {
   INFO(dtype_name(type) << " K=" << K << " N=" << N << " M=" << M << " B2=" << B2 << " xpad=" << xpad
                         << " wpad=" << wpad << " xscale=" << xscale);
   auto wf = randn(K * N, uint32_t(K * 7 + N), 0.5f);
@@ -459,9 +459,10 @@ void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int
       const float g = got[m * N + n];
       INFO("m=" << m << " n=" << n << " got " << g << " want " << want);
       REQUIRE(std::isfinite(g));
-      // Quantized weights from 8 activation rows on run on tensor cores in
-      // F16 (cuda_matmul.cpp): each operand rounded to 11 bits.
-      const bool f16 = dtype_block_size(type) > 1 && M * B2 >= 8;
+      // Quantized and F16 weights from 8 activation rows on run on tensor
+      // cores in F16 (cuda_matmul.cpp): each operand rounded to 11 bits,
+      // unless the backend keeps x's 22 bits for F16 weights.
+      const bool f16 = (dtype_block_size(type) > 1 || (type == DType::F16 && !exact_f16_x)) && M * B2 >= 8;
       REQUIRE(std::fabs(g - want) <= (f16 ? 0x1p-10 : 1e-5) * mag + q8_bound * 1.001 + 1e-6);
     }
   }
@@ -482,14 +483,21 @@ TEST_CASE("cuda: matmul F32/F16/BF16 (direct and cuBLAS paths)", "[cuda][op][mat
   }
 }
 
-// F16 weights from 8 rows on: tensor cores on x split into F16 hi + lo, scaled per row
-// by a power of two, so neither F16's range nor its precision shows in the result.
-TEST_CASE("cuda: matmul F16 on tensor cores keeps FP32-level error at any activation scale", "[cuda][op][matmul]") {
-  auto gpu = make_gpu();
-  NEED_GPU(gpu);
-  for (float xscale : {1e-6f, 3e-3f, 1.0f, 7e4f, 1e9f}) {
-    check_matmul(*gpu, DType::F16, 96, 40, 8, 1, 0, 0, xscale);
-    check_matmul(*gpu, DType::F16, 1000, 7, 33, 1, 4, 2, xscale);  // strided x, padded W rows
+// F16 weights from 8 rows on: tensor cores on x scaled per row by a power of
+// two and rounded to F16 (11 bits, F16's range never shows), or with
+// exact_f16_x split into F16 hi + lo (FP32-level error).
+TEST_CASE("cuda: matmul F16 on tensor cores at any activation scale", "[cuda][op][matmul]") {
+  for (bool exact : {false, true}) {
+    BackendOptions bo;
+    bo.exact_f16_x = exact;
+    auto b = backend_cuda().create(bo);
+    std::unique_ptr<Backend> gpu = b ? std::move(b).value() : nullptr;
+    NEED_GPU(gpu);
+    INFO("exact_f16_x " << exact);
+    for (float xscale : {1e-6f, 3e-3f, 1.0f, 7e4f, 1e9f}) {
+      check_matmul(*gpu, DType::F16, 96, 40, 8, 1, 0, 0, xscale, exact);
+      check_matmul(*gpu, DType::F16, 1000, 7, 33, 1, 4, 2, xscale, exact);  // strided x, padded W rows
+    }
   }
 }
 

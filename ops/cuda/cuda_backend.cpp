@@ -80,9 +80,10 @@ bool op_implemented(const OpCall& c) {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int device, bool graphs) {
+  CudaBackend(int device, bool graphs, bool exact_f16_x) {
     ctx_.device = device;
     ctx_.graphs = graphs;
+    ctx_.exact_f16_x = exact_f16_x;
   }
   ~CudaBackend() override {
     // A backend held in a static dies after the CUDA runtime has unloaded:
@@ -229,7 +230,7 @@ Expected<std::unique_ptr<Backend>> create_cuda(const BackendOptions& opt) {
   KESTREL_TRY_ASSIGN(const int n, cuda_device_count());
   if (opt.device < 0 || opt.device >= n)
     return Status::invalid_argument("CUDA device %d out of range (%d devices)", opt.device, n);
-  std::unique_ptr<CudaBackend> b(new (std::nothrow) CudaBackend(opt.device, opt.graphs));
+  std::unique_ptr<CudaBackend> b(new (std::nothrow) CudaBackend(opt.device, opt.graphs, opt.exact_f16_x));
   if (!b) return Status::out_of_memory("cuda backend");
   KESTREL_TRY(b->init());
   return std::unique_ptr<Backend>(std::move(b));

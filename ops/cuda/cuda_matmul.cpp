@@ -5,11 +5,13 @@
 //     Q4_0 / Q8_0 on 8-bit activations with dp4a (k_matvec_q8.cu, the cpu
 //     kernels' scheme), other types matmul_direct, which reads W in its
 //     stored type (decode path).
-//   - F16 weights: tensor cores on W as stored. x is split per row into
-//     hi + lo F16 halves (scaled by a power of two into F16's range), and two
-//     cublasGemmEx with FP32 accumulation add W hi + W lo: the products keep
-//     ~22 bits of x, so the error stays at the FP32 paths' level at a fraction
-//     of SGEMM's time;
+//   - F16 weights: tensor cores on W as stored. x is scaled per row by a
+//     power of two into F16's range and rounded to F16 (hi), and one
+//     cublasGemmEx with FP32 accumulation multiplies W hi, then the rows are
+//     scaled back: the quantized paths' 11 bits of x at any activation scale.
+//     With BackendOptions::exact_f16_x the remainder x - hi (lo) goes through
+//     a second GEMM (W lo added): the products keep ~22 bits of x, the FP32
+//     paths' error level, at twice the tensor-core time;
 //   - other float weights (F32, BF16): cuBLAS SGEMM in plain FP32 (default
 //     math mode, no TF32): W F32 in place, BF16 dequantized in row
 //     chunks of at most kScratchBytes into scratch, one SGEMM per chunk;
@@ -185,7 +187,7 @@ Status run_matmul(Context& ctx, const OpCall& call) {
   if (path.f16_split) {
     char* sb = static_cast<char*>(scratch);
     void* hi = sb;
-    void* lo = sb + split_lo_offset(K, M);
+    void* lo = ctx.exact_f16_x ? sb + split_lo_offset(K, M) : nullptr;
     float* inv = reinterpret_cast<float*>(sb + split_inv_offset(K, M));
     TV xv{};
     xv.data = static_cast<char*>(x.data);
@@ -197,7 +199,7 @@ Status run_matmul(Context& ctx, const OpCall& call) {
     xv.nb[2] = xv.nb[3] = path.xs * M;
     KESTREL_TRY(cuda_check(launch_split_f16(xv, hi, lo, inv, ctx.stream), "matmul: x to f16 hi + lo"));
     const int lda = N == 1 ? static_cast<int>(K) : static_cast<int>(w.nb[1] / 2);
-    for (int part = 0; part < 2; ++part) {
+    for (int part = 0; part < (ctx.exact_f16_x ? 2 : 1); ++part) {
       KESTREL_TRY(cublas_check(cublasGemmEx(ctx.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N),
                                             static_cast<int>(M), static_cast<int>(K), &one, w.data, CUDA_R_16F, lda,
                                             part ? lo : hi, CUDA_R_16F, static_cast<int>(K), part ? &one : &zero, yp,

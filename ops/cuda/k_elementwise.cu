@@ -227,7 +227,7 @@ __global__ void transpose_kernel(TV x, TV y, int64_t tiles_m) {
 // whatever the activations' scale; exact, being a power of two). Two
 // tensor-core products on the pair keep an F16 weight's GEMM at FP32-level
 // error (the weight itself is exact in F16). hi, lo: [rows][ne0] contiguous;
-// inv[r] = 2^-e multiplies the product's row r back.
+// inv[r] = 2^-e multiplies the product's row r back. lo may be null (hi only).
 __global__ void split_f16_kernel(TV x, __half* hi, __half* lo, float* inv, int64_t nrows) {
   __shared__ float red[32];
   const int64_t K = x.ne[0];
@@ -246,7 +246,7 @@ __global__ void split_f16_kernel(TV x, __half* hi, __half* lo, float* inv, int64
       const float v = xr[k] * sc;
       const __half h = __float2half_rn(v);
       hi[r * K + k] = h;
-      lo[r * K + k] = __float2half_rn(v - __half2float(h));
+      if (lo) lo[r * K + k] = __float2half_rn(v - __half2float(h));
     }
     if (threadIdx.x == 0) inv[r] = ldexpf(1.0f, -e);
     __syncthreads();  // red is reused by the next row
