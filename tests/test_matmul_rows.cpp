@@ -113,14 +113,15 @@ TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matm
 
 TEST_CASE("K-quant row kernels for a few rows: ref and bitwise the token alone", "[op][matmul][cpu][rows]") {
   // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows (8 on AVX-512
-  // VNNI, where the kernels for 2..8 rows run on 512-bit vectors, k_matmul_q_rows.inl):
-  // each row must get the bits the one-row kernel gives it, whatever its group.
+  // VNNI, where the kernels for 2..8 rows run on 512-bit vectors, k_matmul_q_rows.inl, and
+  // Q4_K's on rows repacked in pairs, an odd last row paired with itself): each row must get
+  // the bits the one-row kernel gives it, whatever its group. M runs past two groups of 8.
   const bool reduced = kestrel::test::reduced_sweep();
   for (CpuIsa isa : isas_to_test()) {
     auto cpu = make_cpu(isa, 2);
     for (DType w : {DType::Q4_K, DType::Q6_K}) {
       for (int64_t nb : reduced ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1, 3, 7}) {
-        const int64_t K = nb * kQKK, N = reduced ? 9 : 17, Mmax = 9;
+        const int64_t K = nb * kQKK, N = reduced ? 9 : 17, Mmax = 18;
         INFO(cpu->name() << " " << dtype_name(w) << " super-blocks " << nb);
         std::vector<float> batch;
         check_matmul(*cpu, w, Shape{K, N, Mmax}, 5, &batch);

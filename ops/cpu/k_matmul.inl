@@ -96,9 +96,14 @@ using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const
 // where the next tile starts.
 using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
+// Pair kernel: one weight row x np (1..4) pairs of repacked activation rows (ActQ8KPair),
+// res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs), or nullptr.
+using PairFn = void (*)(int64_t nb, const void* w, const ActQ8KPair* const* ap, float* res);
+
 struct TypeKernel {
   Act act;
   Kernels k;
+  PairFn pairs[4] = {nullptr, nullptr, nullptr, nullptr};  // np = 1..4
   X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
   RowsFn rows = nullptr;
   int rows_n = 0;  // weight rows per decode tile (at most 8)
@@ -147,7 +152,10 @@ inline bool type_kernel(DType t, TypeKernel* out) {
     case DType::Q4_1: *out = {Act::q8, make_kernels<KQ4_1>()}; set_x4<DType::Q4_1>(out); return true;
     case DType::Q5_1: *out = {Act::q8, make_kernels<KQ5_1>()}; set_x4<DType::Q5_1>(out); return true;
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-    case DType::Q4_K: *out = {Act::q8k, make_kernels8<KQ4_K>()}; return true;
+    case DType::Q4_K:
+      *out = {Act::q8k, make_kernels8<KQ4_K>(),
+              {&dot_q4K_pairs<1>, &dot_q4K_pairs<2>, &dot_q4K_pairs<3>, &dot_q4K_pairs<4>}};
+      return true;
     case DType::Q6_K: *out = {Act::q8k, make_kernels8<KQ6_K>()}; return true;
 #else
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
@@ -278,20 +286,27 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
   const bool use_x4 = P == Path::x4 && Mt >= kX4MinRows;
   const size_t hdr_group = use_x4 ? static_cast<size_t>(nb) * 8 * sizeof(float) : 0;
   const size_t qs_group = use_x4 ? static_cast<size_t>(nb) * 4 * kQK : 0;
+  // With a pair kernel (2+ rows), the rows also go repacked in pairs (an odd last row
+  // paired with itself): nb ActQ8KPair per pair, after the rest.
+  const bool use_pairs = P == Path::dot4 && tk.pairs[0] && Mt >= 2;
+  const size_t pair_bytes = use_pairs ? static_cast<size_t>(nb) * sizeof(ActQ8KPair) : 0;
   char* act = nullptr;
   float* hdr = nullptr;
   int8_t* qs4 = nullptr;
+  ActQ8KPair* pairs = nullptr;
   if (act_row > 0 && K > 0) {
-    if (static_cast<uint64_t>(Mt) > SIZE_MAX / 4 / (act_row + hdr_group + qs_group)) return false;
+    if (static_cast<uint64_t>(Mt) > SIZE_MAX / 4 / (act_row + hdr_group + qs_group + pair_bytes)) return false;
     const size_t rows_bytes = act_row * static_cast<size_t>(Mt);
     const size_t hdr_bytes = hdr_group * static_cast<size_t>(Mt / 4);
     const size_t qs_at = (rows_bytes + hdr_bytes + 63) / 64 * 64;  // scratch is 64-byte aligned
-    act = static_cast<char*>(exec.scratch(qs_at + qs_group * static_cast<size_t>(Mt / 4)));
+    const size_t pairs_at = (qs_at + qs_group * static_cast<size_t>(Mt / 4) + 63) / 64 * 64;
+    act = static_cast<char*>(exec.scratch(pairs_at + pair_bytes * static_cast<size_t>((Mt + 1) / 2)));
     if (!act) return false;
     if (use_x4) {
       hdr = reinterpret_cast<float*>(act + rows_bytes);  // rows_bytes is a multiple of 4
       qs4 = reinterpret_cast<int8_t*>(act + qs_at);
     }
+    if (use_pairs) pairs = reinterpret_cast<ActQ8KPair*>(act + pairs_at);
   }
   // Small problems are not worth waking a second thread.
   const int64_t work = N * K * Mt;
@@ -320,6 +335,12 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
         if (tk.act == Act::q8) quantize_act_q8(xr, reinterpret_cast<ActQ8*>(act + r * act_row), K);
         else quantize_act_q8K(xr, reinterpret_cast<BlockQ8_K*>(act + r * act_row), K);
       }
+      if (pairs)  // r0 is even: the thread's pairs are its own rows
+        for (int64_t r = r0; r < r1; r += 2) {
+          const BlockQ8_K* q0 = reinterpret_cast<const BlockQ8_K*>(act + r * act_row);
+          const BlockQ8_K* q1 = r + 1 < Mt ? reinterpret_cast<const BlockQ8_K*>(act + (r + 1) * act_row) : q0;
+          pack_q8k_pair(q0, q1, nb, pairs + (r / 2) * nb);
+        }
       if (hdr)
         for (int64_t g = g0; g < g1 && 4 * g + 4 <= Mt; ++g) {
           const ActQ8* rows = reinterpret_cast<const ActQ8*>(act + 4 * g * act_row);
@@ -400,6 +421,16 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
             yr[0][n] = dot_f16x(K, W.row<const char>(n), reinterpret_cast<const uint16_t*>(ar + 64)) * inv;
         }
 #endif
+        if (pairs && ra >= 2) {  // m is a multiple of the group (8): pairs from m / 2
+          const int np = (ra + 1) / 2;
+          const ActQ8KPair* ap[4];
+          for (int p = 0; p < np; ++p) ap[p] = pairs + (m / 2 + p) * nb;
+          for (; n < nc1; ++n) {
+            float res[8];
+            tk.pairs[np - 1](nb, W.row<const char>(n), ap, res);
+            for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
+          }
+        }
         const RowFn fn = tk.k.fn[ra - 1];
         for (; n < nc1; ++n) {
           float res[8];

@@ -21,6 +21,32 @@
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
 
+// A pair of Q8_K activation rows, one super-block, for the Q4_K pair kernel
+// (dot_q4K_pairs below, AVX-512 VNNI).
+struct alignas(64) ActQ8KPair {
+  int8_t qs[8][64];  // qs[j]: elements 32j .. 32j + 31 of row 2p, then of row 2p + 1
+  float bs2[16];     // bsum_2k + bsum_2k+1 (k = 0..7) of row 2p, then of row 2p + 1
+  float d[16];       // d_x of row 2p (8 times), then of row 2p + 1
+};
+static_assert(sizeof(ActQ8KPair) == 640);
+
+// Super-blocks of rows r0 and r1 (the same row for an odd last one) into out[0..nb).
+inline void pack_q8k_pair(const BlockQ8_K* r0, const BlockQ8_K* r1, int64_t nb, ActQ8KPair* out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    ActQ8KPair& o = out[b];
+    for (int j = 0; j < 8; ++j) {
+      std::memcpy(o.qs[j], r0[b].qs + 32 * j, 32);
+      std::memcpy(o.qs[j] + 32, r1[b].qs + 32 * j, 32);
+    }
+    for (int k = 0; k < 8; ++k) {
+      o.bs2[k] = static_cast<float>(r0[b].bsums[2 * k] + r0[b].bsums[2 * k + 1]);
+      o.bs2[8 + k] = static_cast<float>(r1[b].bsums[2 * k] + r1[b].bsums[2 * k + 1]);
+      o.d[k] = r0[b].d;
+      o.d[8 + k] = r1[b].d;
+    }
+  }
+}
+
 #if defined(__AVX2__)
 
 template <DType T>
@@ -184,6 +210,75 @@ inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* 
     }
   }
   for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+}
+
+// Q4_K x NP pairs of activation rows (1..4 pairs), the prompt path. The activation rows of a
+// matmul call are repacked in pairs once (ActQ8KPair), so each product below is one 512-bit
+// instruction whose low half is row 2p and high half row 2p + 1, and the per-row float work
+// runs on both rows at once.
+//
+// Algorithm, per super-block: lane k of dot_q45K's ymm sum is the integer
+// I_k = sum_j sc_j * D(j, k), D(j, k) the dot product of elements 32j + 4k .. 32j + 4k + 3
+// (sub-block j, dword k). Code vector j holds sub-block j's 32 codes in both halves, so
+// vpdpbusd against the pair's sub-block j gives D(j, k) of row 2p in lane k and of row 2p + 1
+// in lane 8 + k, exactly. Sub-blocks 2i and 2i + 1 share one word pair: D(2i + 1) is summed
+// from kBias in both words and rotated by 16 bits (high word kBias + D(2i + 1)), then D(2i) is
+// summed onto it (low word kBias + D(2i): |D| <= 4 * 15 * 128 < kBias, so no borrow), and
+// vpdpwssd against the pair (sc_2i, sc_2i+1) adds sc_2i D(2i) + sc_2i+1 D(2i + 1) plus
+// kBias (sc_2i + sc_2i+1), all exact; the sum starts from -kBias * sum(sc), so it ends at I_k.
+// The mins term m_k * (bsum_2k + bsum_2k+1) is formed as a float product of the two
+// (exact: both factors and the product are integers below 2^24), equal to dot_q45K's
+// converted integer. Then per lane dot_q45K's float operations in its order:
+// acc = fma(I, d * d_x, acc); acc = fnmadd(P, dmin * d_x, acc), and its final hsum_ps; so
+// every output is bitwise the one-row kernel's. Per row and super-block: 4 vpdpbusd,
+// 2 rotates, 2 vpdpwssd and about 3 float instructions, where dot_q4K_z takes 8 multiply
+// instructions, a lane reduction and the float work on half-filled vectors.
+// res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv.
+template <int NP>
+inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
+  constexpr int kBias = 8192;
+  const __m512i bias2 = _mm512_set1_epi32(kBias * 65536 + kBias);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  __m512 acc[NP];
+  for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ4_K)>(w);
+    alignas(16) uint8_t sc[16];
+    k_scales(w->scales, sc);
+    __m512i wq[8];  // sub-block j's codes in both halves
+    for (int c = 0; c < 4; ++c) {
+      const __m512i q = _mm512_broadcast_i64x4(loadu256(w->qs + 32 * c));
+      wq[2 * c] = _mm512_and_si512(q, m4);
+      wq[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    }
+    __m512i sp[4];  // (sc_2i, sc_2i+1) as the low and high word of every lane
+    int ssum = 0;
+    for (int i = 0; i < 4; ++i) {
+      sp[i] = _mm512_set1_epi32(static_cast<int>(sc[2 * i] | (static_cast<uint32_t>(sc[2 * i + 1]) << 16)));
+      ssum += sc[2 * i] + sc[2 * i + 1];
+    }
+    const __m512i start = _mm512_set1_epi32(-kBias * ssum);
+    const __m512 mins = _mm512_cvtepi32_ps(
+        _mm512_broadcast_i64x4(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)))));
+    const __m512 vd = _mm512_set1_ps(f16_scalar(w->d)), vdmin = _mm512_set1_ps(f16_scalar(w->dmin));
+    for (int p = 0; p < NP; ++p) {
+      const ActQ8KPair& x = ap[p][b];
+      __m512i is = start;
+      for (int i = 0; i < 4; ++i) {
+        const __m512i hi = _mm512_rol_epi32(
+            _mm512_dpbusd_epi32(bias2, wq[2 * i + 1], _mm512_load_si512(x.qs[2 * i + 1])), 16);
+        is = _mm512_dpwssd_epi32(is, _mm512_dpbusd_epi32(hi, wq[2 * i], _mm512_load_si512(x.qs[2 * i])), sp[i]);
+      }
+      const __m512 dx = _mm512_load_ps(x.d);
+      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, dx), acc[p]);
+      acc[p] = _mm512_fnmadd_ps(_mm512_mul_ps(mins, _mm512_load_ps(x.bs2)), _mm512_mul_ps(vdmin, dx), acc[p]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    res[2 * p] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 0));
+    res[2 * p + 1] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 1));
+  }
 }
 
 template <int RA>
