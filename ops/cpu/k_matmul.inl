@@ -97,7 +97,7 @@ using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const
 using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
 // Pair kernel: one weight row x np (1..4) pairs of repacked activation rows (ActQ8KPair),
-// res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs), or nullptr.
+// res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs, dot_q6K_pairs), or nullptr.
 using PairFn = void (*)(int64_t nb, const void* w, const ActQ8KPair* const* ap, float* res);
 
 struct TypeKernel {
@@ -156,7 +156,10 @@ inline bool type_kernel(DType t, TypeKernel* out) {
       *out = {Act::q8k, make_kernels8<KQ4_K>(),
               {&dot_q4K_pairs<1>, &dot_q4K_pairs<2>, &dot_q4K_pairs<3>, &dot_q4K_pairs<4>}};
       return true;
-    case DType::Q6_K: *out = {Act::q8k, make_kernels8<KQ6_K>()}; return true;
+    case DType::Q6_K:
+      *out = {Act::q8k, make_kernels8<KQ6_K>(),
+              {&dot_q6K_pairs<1>, &dot_q6K_pairs<2>, &dot_q6K_pairs<3>, &dot_q6K_pairs<4>}};
+      return true;
 #else
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;
     case DType::Q6_K: *out = {Act::q8k, make_kernels<KQ6_K>()}; return true;
@@ -339,7 +342,7 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
         for (int64_t r = r0; r < r1; r += 2) {
           const BlockQ8_K* q0 = reinterpret_cast<const BlockQ8_K*>(act + r * act_row);
           const BlockQ8_K* q1 = r + 1 < Mt ? reinterpret_cast<const BlockQ8_K*>(act + (r + 1) * act_row) : q0;
-          pack_q8k_pair(q0, q1, nb, pairs + (r / 2) * nb);
+          pack_q8k_pair(W.type, q0, q1, nb, pairs + (r / 2) * nb);
         }
       if (hdr)
         for (int64_t g = g0; g < g1 && 4 * g + 4 <= Mt; ++g) {

@@ -21,26 +21,37 @@
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
 
-// A pair of Q8_K activation rows, one super-block, for the Q4_K pair kernel
-// (dot_q4K_pairs below, AVX-512 VNNI).
+// A pair of Q8_K activation rows, one super-block, for the pair kernels (dot_q4K_pairs,
+// dot_q6K_pairs below, AVX-512 VNNI).
 struct alignas(64) ActQ8KPair {
   int8_t qs[8][64];  // qs[j]: elements 32j .. 32j + 31 of row 2p, then of row 2p + 1
-  float bs2[16];     // bsum_2k + bsum_2k+1 (k = 0..7) of row 2p, then of row 2p + 1
-  float d[16];       // d_x of row 2p (8 times), then of row 2p + 1
+  union {
+    float bs2[16];      // Q4_K: bsum_2k + bsum_2k+1 (k = 0..7) of row 2p, then of row 2p + 1
+    int16_t bsums[32];  // Q6_K: the 16 bsums of row 2p, then of row 2p + 1
+  };
+  float d[16];  // d_x of row 2p (8 times), then of row 2p + 1
 };
 static_assert(sizeof(ActQ8KPair) == 640);
 
-// Super-blocks of rows r0 and r1 (the same row for an odd last one) into out[0..nb).
-inline void pack_q8k_pair(const BlockQ8_K* r0, const BlockQ8_K* r1, int64_t nb, ActQ8KPair* out) {
+// Super-blocks of rows r0 and r1 (the same row for an odd last one) into out[0..nb), with
+// the bsums as weight type t's kernel reads them.
+inline void pack_q8k_pair(DType t, const BlockQ8_K* r0, const BlockQ8_K* r1, int64_t nb, ActQ8KPair* out) {
   for (int64_t b = 0; b < nb; ++b) {
     ActQ8KPair& o = out[b];
     for (int j = 0; j < 8; ++j) {
       std::memcpy(o.qs[j], r0[b].qs + 32 * j, 32);
       std::memcpy(o.qs[j] + 32, r1[b].qs + 32 * j, 32);
     }
+    if (t == DType::Q6_K) {
+      std::memcpy(o.bsums, r0[b].bsums, 32);
+      std::memcpy(o.bsums + 16, r1[b].bsums, 32);
+    } else {
+      for (int k = 0; k < 8; ++k) {
+        o.bs2[k] = static_cast<float>(r0[b].bsums[2 * k] + r0[b].bsums[2 * k + 1]);
+        o.bs2[8 + k] = static_cast<float>(r1[b].bsums[2 * k] + r1[b].bsums[2 * k + 1]);
+      }
+    }
     for (int k = 0; k < 8; ++k) {
-      o.bs2[k] = static_cast<float>(r0[b].bsums[2 * k] + r0[b].bsums[2 * k + 1]);
-      o.bs2[8 + k] = static_cast<float>(r1[b].bsums[2 * k] + r1[b].bsums[2 * k + 1]);
       o.d[k] = r0[b].d;
       o.d[8 + k] = r1[b].d;
     }
@@ -273,6 +284,64 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
       const __m512 dx = _mm512_load_ps(x.d);
       acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, dx), acc[p]);
       acc[p] = _mm512_fnmadd_ps(_mm512_mul_ps(mins, _mm512_load_ps(x.bs2)), _mm512_mul_ps(vdmin, dx), acc[p]);
+    }
+  }
+  for (int p = 0; p < NP; ++p) {
+    res[2 * p] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 0));
+    res[2 * p + 1] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 1));
+  }
+}
+
+// Q6_K x NP pairs of activation rows (1..4), the prompt path, as dot_q4K_pairs: lane k of
+// dot_q6K's ymm sum is -32 sum_j sc_j bsum_j over its two 16-element sub-blocks plus, over
+// the 8 chunks c of 32 elements, sc[2c + (k >= 4)] D(c, k) (D: the dot product of elements
+// 32c + 4k .. + 3). vpdpbusd gives D(c, k) of both rows (codes of chunk c in both halves);
+// |D| <= 4 * 63 * 128 < 2^15, so chunks 2i and 2i + 1 share a word pair directly (the
+// second shifted into the high words, a word blend) and one vpdpwssd applies both scales;
+// the sum starts from the offset, vpmaddwd of the bsums and -32 * sc (exact). Then
+// dot_q6K's fma per lane and its final hsum_ps: bitwise the one-row kernel's results.
+template <int NP>
+inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  __m512 acc[NP];
+  for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ6_K)>(w);
+    __m512i wq[8];  // chunk c's codes in both halves
+    for (int h = 0; h < 2; ++h) {
+      const __m512i qa = _mm512_broadcast_i64x4(loadu256(w->ql + 64 * h));
+      const __m512i qb = _mm512_broadcast_i64x4(loadu256(w->ql + 64 * h + 32));
+      const __m512i qh = _mm512_broadcast_i64x4(loadu256(w->qh + 32 * h));
+      wq[4 * h] = _mm512_or_si512(_mm512_and_si512(qa, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 4), m30));
+      wq[4 * h + 1] = _mm512_or_si512(_mm512_and_si512(qb, m4), _mm512_and_si512(_mm512_slli_epi16(qh, 2), m30));
+      wq[4 * h + 2] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(qa, 4), m4), _mm512_and_si512(qh, m30));
+      wq[4 * h + 3] =
+          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(qb, 4), m4), _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30));
+    }
+    // Chunks 2i (low word) and 2i + 1 (high word): scales 4i, 4i + 2 in lanes k < 4 of
+    // each half, 4i + 1, 4i + 3 in lanes k >= 4.
+    const int8_t* sc = w->scales;
+    auto pair = [&](int lo, int hi) {
+      return static_cast<int>(static_cast<uint16_t>(sc[lo]) | (static_cast<uint32_t>(static_cast<uint16_t>(sc[hi])) << 16));
+    };
+    __m512i sp[4];
+    for (int i = 0; i < 4; ++i)
+      sp[i] = _mm512_mask_blend_epi32(0xF0F0, _mm512_set1_epi32(pair(4 * i, 4 * i + 2)),
+                                      _mm512_set1_epi32(pair(4 * i + 1, 4 * i + 3)));
+    const __m512i scn = _mm512_broadcast_i64x4(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(loadu128(w->scales)),
+                                                                  _mm256_set1_epi16(-32)));
+    const __m512 vd = _mm512_set1_ps(f16_scalar(w->d));
+    for (int p = 0; p < NP; ++p) {
+      const ActQ8KPair& x = ap[p][b];
+      __m512i is = _mm512_madd_epi16(_mm512_load_si512(x.bsums), scn);
+      for (int i = 0; i < 4; ++i) {
+        const __m512i z = _mm512_setzero_si512();
+        const __m512i lo = _mm512_dpbusd_epi32(z, wq[2 * i], _mm512_load_si512(x.qs[2 * i]));
+        const __m512i hi = _mm512_dpbusd_epi32(z, wq[2 * i + 1], _mm512_load_si512(x.qs[2 * i + 1]));
+        is = _mm512_dpwssd_epi32(is, _mm512_mask_blend_epi16(0xAAAAAAAA, lo, _mm512_slli_epi32(hi, 16)), sp[i]);
+      }
+      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, _mm512_load_ps(x.d)), acc[p]);
     }
   }
   for (int p = 0; p < NP; ++p) {
