@@ -9,7 +9,8 @@
 //      the thread count or timing.
 //   3. Within its range a thread walks chunks of kNChunk weight rows (they stay in L2);
 //      for each group of up to 4 activation rows (8 for the K-quants on AVX-512 VNNI) it runs the row kernel, which
-//      decodes each weight block once and uses it for the whole group.
+//      decodes each weight block once and uses it for the whole group (Q4_K / Q6_K on
+//      AVX-512 VNNI: the pair kernel on the group's rows, repacked in pairs in step 1).
 // x and y may be strided views with batch dims ne[2], ne[3] (flattened to Mt rows).
 // Step 3 has several paths (row kernel, decode and prompt tiles, float tiles and GEMM);
 // each is a named variant callable on its own at any Mt (k_matmul_variants.inl,
@@ -40,9 +41,10 @@ template <template <int> class K>
 constexpr Kernels make_kernels() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run}};
 }
-// Groups of up to 8 activation rows: kernels whose registers hold 8 rows'
-// sums (the 512-bit K-quant kernels), so a weight super-block is decoded once
-// per 8 rows (verifying 5..8 drafted tokens, batches of 5..8 sequences).
+// Groups of up to 8 activation rows: Q4_K / Q6_K on AVX-512 VNNI, whose pair kernels
+// (TypeKernel::pairs) take a group's 4 pairs at once, so a weight super-block is decoded
+// once per 8 rows; fn[0] serves a group of one row, fn[1..7] (the ymm row kernels, the
+// same bits) any caller without the pairs.
 template <template <int> class K>
 constexpr Kernels make_kernels8() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run, &K<5>::run, &K<6>::run, &K<7>::run, &K<8>::run}};
@@ -54,12 +56,6 @@ template <int RA> struct KQ5_1 { static void run(int64_t n, const void* w, const
 template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
 template <int RA> struct KQ4_K {
   static void run(int64_t n, const void* w, const void* const* a, float* r) {
-#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-    if constexpr (RA > 1) {  // the same bits as the ymm kernels (k_matmul_q_rows.inl)
-      dot_q4K_z<RA>(n, w, a, r);
-      return;
-    }
-#endif
 #if defined(__AVX2__)
     if constexpr (RA == 4) {
       dot_q4K_4(n, w, a, r);
@@ -70,17 +66,7 @@ template <int RA> struct KQ4_K {
   }
 };
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
-template <int RA> struct KQ6_K {
-  static void run(int64_t n, const void* w, const void* const* a, float* r) {
-#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-    if constexpr (RA > 1) {
-      dot_q6K_z<RA>(n, w, a, r);
-      return;
-    }
-#endif
-    dot_q6K<RA>(n, w, a, r);
-  }
-};
+template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
 template <int RA> struct KF32 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F32>(n, w, a, r); } };
 template <int RA> struct KF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F16>(n, w, a, r); } };
 template <int RA> struct KBF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::BF16>(n, w, a, r); } };
