@@ -10,7 +10,8 @@
 //   3. Within its range a thread walks chunks of kNChunk weight rows (they stay in L2);
 //      for each group of up to 4 activation rows (8 for the K-quants on AVX-512 VNNI) it runs the row kernel, which
 //      decodes each weight block once and uses it for the whole group (Q4_K / Q6_K on
-//      AVX-512 VNNI: the pair kernel on the group's rows, repacked in pairs in step 1).
+//      AVX-512 VNNI, groups of kPairMinRows+: the pair kernel on the group's rows, repacked
+//      in pairs in step 1).
 // x and y may be strided views with batch dims ne[2], ne[3] (flattened to Mt rows).
 // Step 3 has several paths (row kernel, decode and prompt tiles, float tiles and GEMM);
 // each is a named variant callable on its own at any Mt (k_matmul_variants.inl,
@@ -41,10 +42,9 @@ template <template <int> class K>
 constexpr Kernels make_kernels() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run}};
 }
-// Groups of up to 8 activation rows: Q4_K / Q6_K on AVX-512 VNNI, whose pair kernels
-// (TypeKernel::pairs) take a group's 4 pairs at once, so a weight super-block is decoded
-// once per 8 rows; fn[0] serves a group of one row, fn[1..7] (the ymm row kernels, the
-// same bits) any caller without the pairs.
+// Groups of up to 8 activation rows: kernels whose registers hold 8 rows'
+// sums (the 512-bit K-quant kernels), so a weight super-block is decoded once
+// per 8 rows (verifying 5..8 drafted tokens, batches of 5..8 sequences).
 template <template <int> class K>
 constexpr Kernels make_kernels8() {
   return Kernels{{&K<1>::run, &K<2>::run, &K<3>::run, &K<4>::run, &K<5>::run, &K<6>::run, &K<7>::run, &K<8>::run}};
@@ -56,6 +56,12 @@ template <int RA> struct KQ5_1 { static void run(int64_t n, const void* w, const
 template <int RA> struct KQ8_0 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q8w<RA, DType::Q8_0>(n, w, a, r); } };
 template <int RA> struct KQ4_K {
   static void run(int64_t n, const void* w, const void* const* a, float* r) {
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if constexpr (RA > 1) {  // the same bits as the ymm kernels (k_matmul_q_rows.inl)
+      dot_q4K_z<RA>(n, w, a, r);
+      return;
+    }
+#endif
 #if defined(__AVX2__)
     if constexpr (RA == 4) {
       dot_q4K_4(n, w, a, r);
@@ -66,7 +72,17 @@ template <int RA> struct KQ4_K {
   }
 };
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
-template <int RA> struct KQ6_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K<RA>(n, w, a, r); } };
+template <int RA> struct KQ6_K {
+  static void run(int64_t n, const void* w, const void* const* a, float* r) {
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__)
+    if constexpr (RA > 1) {
+      dot_q6K_z<RA>(n, w, a, r);
+      return;
+    }
+#endif
+    dot_q6K<RA>(n, w, a, r);
+  }
+};
 template <int RA> struct KF32 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F32>(n, w, a, r); } };
 template <int RA> struct KF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::F16>(n, w, a, r); } };
 template <int RA> struct KBF16 { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_float<RA, DType::BF16>(n, w, a, r); } };
@@ -85,6 +101,9 @@ using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, con
 // Pair kernel: one weight row x np (1..4) pairs of repacked activation rows (ActQ8KPair),
 // res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs, dot_q6K_pairs), or nullptr.
 using PairFn = void (*)(int64_t nb, const void* w, const ActQ8KPair* const* ap, float* res);
+// Groups of fewer rows take the row kernel: at 2 or 3 rows the pair kernel's per-super-block
+// weight unpacking (8 vectors, for 2 pairs at most) costs more than it saves.
+constexpr int kPairMinRows = 4;
 
 struct TypeKernel {
   Act act;
@@ -275,9 +294,9 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
   const bool use_x4 = P == Path::x4 && Mt >= kX4MinRows;
   const size_t hdr_group = use_x4 ? static_cast<size_t>(nb) * 8 * sizeof(float) : 0;
   const size_t qs_group = use_x4 ? static_cast<size_t>(nb) * 4 * kQK : 0;
-  // With a pair kernel (2+ rows), the rows also go repacked in pairs (an odd last row
-  // paired with itself): nb ActQ8KPair per pair, after the rest.
-  const bool use_pairs = P == Path::dot4 && tk.pairs[0] && Mt >= 2;
+  // With a pair kernel (kPairMinRows+ rows), the rows also go repacked in pairs (an odd
+  // last row paired with itself): nb ActQ8KPair per pair, after the rest.
+  const bool use_pairs = P == Path::dot4 && tk.pairs[0] && Mt >= kPairMinRows;
   const size_t pair_bytes = use_pairs ? static_cast<size_t>(nb) * sizeof(ActQ8KPair) : 0;
   char* act = nullptr;
   float* hdr = nullptr;
@@ -410,7 +429,7 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
             yr[0][n] = dot_f16x(K, W.row<const char>(n), reinterpret_cast<const uint16_t*>(ar + 64)) * inv;
         }
 #endif
-        if (pairs && ra >= 2) {  // m is a multiple of the group (8): pairs from m / 2
+        if (pairs && ra >= kPairMinRows) {  // m is a multiple of the group (8): pairs from m / 2
           const int np = (ra + 1) / 2;
           const ActQ8KPair* ap[4];
           for (int p = 0; p < np; ++p) ap[p] = pairs + (m / 2 + p) * nb;

@@ -1,7 +1,7 @@
 // CPU matmul, part 4: decode tiles (included by k_matmul.inl). One activation row
 // against 8 consecutive weight rows of Q4_0 / Q5_0 (4 of Q8_0), so per-block work that the
-// single-row kernel repeats for every row is done once per 8 rows. Also, on AVX-512 VNNI,
-// the Q4_K / Q6_K prompt kernels for pairs of activation rows (at the end).
+// single-row kernel repeats for every row is done once per 8 rows. Also, on AVX-512, the
+// Q4_K / Q6_K row kernels for 2..4 activation rows on 512-bit vectors (at the end).
 //
 // Algorithm (AVX2), per 32-element block b:
 //   - Two rows share one 256-bit register: row j's 16 code bytes in the low lane,
@@ -164,6 +164,65 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
 
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
 
+// Q4_K and Q6_K x RA (2..8) activation rows on 512-bit vectors: the integer work of
+// dot_q45K / dot_q6K per activation row halved. Two 32-byte code vectors of a super-block
+// share one zmm, paired with 64 contiguous activation bytes; vpmaddubsw then vpdpwssd
+// (the sub-block scale multiply and the add in one) accumulate 16 int32 lanes, and the
+// two 256-bit halves are added at the end of the super-block. Lane k of that sum holds
+// exactly the elements lane k of the ymm kernels holds (4-byte groups at the same
+// offsets), and the float operations that follow are theirs (same order, same per-lane
+// fma / fnmadd, same final hsum_ps), so the results are bitwise equal to dot_q45K /
+// dot_q6K (and dot_q4K_4) at every RA: a row's output does not depend on its group.
+template <int RA>
+inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const BlockQ8_K* a[RA];
+  for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
+  __m256 acc[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ4_K)>(w);
+    alignas(16) uint8_t sc[16];
+    k_scales(w->scales, sc);
+    const __m512i sc16 =
+        _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
+    __m512i isum[RA];
+    for (int r = 0; r < RA; ++r) isum[r] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      // Chunks c = 2h, 2h+1 (32 code bytes each): low nibbles are elements 64c..64c+31
+      // (scale 2c), high nibbles 64c+32..64c+63 (scale 2c+1).
+      const __m512i q = _mm512_loadu_si512(w->qs + 64 * h);
+      const __m512i lo = _mm512_and_si512(q, m4);
+      const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+      const __m512i w0 = _mm512_shuffle_i64x2(lo, hi, 0x44);  // [lo(2h) | hi(2h)]: elements 128h..+63
+      const __m512i w1 = _mm512_shuffle_i64x2(lo, hi, 0xEE);  // [lo(2h+1) | hi(2h+1)]: 128h+64..+127
+      // int16 scale e in the low 256 bits, e + 1 in the high: byte pair (2e, 2e+1).
+      auto scales = [&](int e) {
+        return _mm512_shuffle_epi8(sc16, _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi16(static_cast<short>(0x0100 + 0x0202 * e)),
+                                                                 _mm512_set1_epi16(static_cast<short>(0x0100 + 0x0202 * (e + 1)))));
+      };
+      const __m512i s0 = scales(4 * h), s1 = scales(4 * h + 2);
+      for (int r = 0; r < RA; ++r) {
+        const int8_t* x = a[r][b].qs + 128 * h;
+        isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(w0, _mm512_loadu_si512(x)), s0);
+        isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(w1, _mm512_loadu_si512(x + 64)), s1);
+      }
+    }
+    const float d = f16_scalar(w->d), dmin = f16_scalar(w->dmin);
+    const __m128i m8 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)));
+    const __m256i mins = _mm256_set_m128i(_mm_unpackhi_epi16(m8, m8), _mm_unpacklo_epi16(m8, m8));
+    for (int r = 0; r < RA; ++r) {
+      const __m256i is = _mm256_add_epi32(_mm512_castsi512_si256(isum[r]), _mm512_extracti64x4_epi64(isum[r], 1));
+      const __m256i pm = _mm256_madd_epi16(loadu256(a[r][b].bsums), mins);
+      const float dx = a[r][b].d;
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * dx), acc[r]);
+      acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), acc[r]);
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+}
+
 // Q4_K x NP pairs of activation rows (1..4 pairs), the prompt path. The activation rows of a
 // matmul call are repacked in pairs once (ActQ8KPair), so each product below is one 512-bit
 // instruction whose low half is row 2p and high half row 2p + 1, and the per-row float work
@@ -183,9 +242,8 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
 // converted integer. Then per lane dot_q45K's float operations in its order:
 // acc = fma(I, d * d_x, acc); acc = fnmadd(P, dmin * d_x, acc), and its final hsum_ps; so
 // every output is bitwise the one-row kernel's. Per row and super-block: 4 vpdpbusd,
-// 2 rotates, 2 vpdpwssd and about 3 float instructions, where the kernel it replaced
-// (vpmaddubsw + vpdpwssd per 64 bytes) took 8 multiply instructions, a lane reduction and
-// the float work on half-filled vectors.
+// 2 rotates, 2 vpdpwssd and about 3 float instructions, where dot_q4K_z takes 8 multiply
+// instructions, a lane reduction and the float work on half-filled vectors.
 // res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv.
 template <int NP>
 inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
@@ -290,6 +348,59 @@ inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
     res[2 * p] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 0));
     res[2 * p + 1] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 1));
   }
+}
+
+template <int RA>
+inline void dot_q6K_z(int64_t nb, const void* wv, const void* const* av, float* res) {
+  const BlockQ8_K* a[RA];
+  for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
+  __m256 acc[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  // The high bits of code vectors k = 0, 1 (low, high 256 bits) are qh << 4, << 2; of
+  // k = 2, 3 they are qh, qh >> 2.
+  const __m512i shl01 = _mm512_mask_blend_epi64(0xF0, _mm512_set1_epi16(4), _mm512_set1_epi16(2));
+  const __m512i shr23 = _mm512_mask_blend_epi64(0xF0, _mm512_setzero_si512(), _mm512_set1_epi16(2));
+  for (int64_t b = 0; b < nb; ++b) {
+    const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
+    prefetch_block<sizeof(BlockQ6_K)>(w);
+    const __m128i sc8 = loadu128(w->scales);
+    const float d = f16_scalar(w->d);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
+    __m512i isum[RA];
+    for (int r = 0; r < RA; ++r) isum[r] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h) {
+      const __m512i q = _mm512_loadu_si512(w->ql + 64 * h);  // [qa | qb]
+      const __m512i qh = _mm512_broadcast_i64x4(loadu256(w->qh + 32 * h));
+      // [wk0 | wk1] and [wk2 | wk3] of dot_q6K.
+      const __m512i w01 = _mm512_or_si512(_mm512_and_si512(q, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl01), m30));
+      const __m512i w23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(q, 4), m4),
+                                          _mm512_and_si512(_mm512_srlv_epi16(qh, shr23), m30));
+      // Scales of sub-blocks 8h + 0..3 (w01) and 8h + 4..7 (w23), 16 elements each: as
+      // int16, each repeated over its 8 lanes.
+      auto scales = [&](int e) {
+        const __m128i idx = _mm_setr_epi8(e, e, e, e, e, e, e, e, e + 1, e + 1, e + 1, e + 1, e + 1, e + 1, e + 1, e + 1);
+        const __m128i idx2 = _mm_add_epi8(idx, _mm_set1_epi8(2));
+        return _mm512_inserti64x4(_mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx))),
+                                  _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx2)), 1);
+      };
+      const __m512i s01 = scales(8 * h), s23 = scales(8 * h + 4);
+      for (int r = 0; r < RA; ++r) {
+        const int8_t* x = a[r][b].qs + 128 * h;
+        isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(w01, _mm512_loadu_si512(x)), s01);
+        isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(w23, _mm512_loadu_si512(x + 64)), s23);
+      }
+    }
+    for (int r = 0; r < RA; ++r) {
+      // The -32 offset: 32 * sum_j sc_j * bsum_j, as dot_q6K starts its sum.
+      const __m256i off = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                           _mm256_slli_epi32(_mm256_madd_epi16(loadu256(a[r][b].bsums), sc16), 5));
+      const __m256i is = _mm256_add_epi32(off, _mm256_add_epi32(_mm512_castsi512_si256(isum[r]),
+                                                                _mm512_extracti64x4_epi64(isum[r], 1)));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * a[r][b].d), acc[r]);
+    }
+  }
+  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
 }
 
 #endif
