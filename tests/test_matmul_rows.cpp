@@ -113,9 +113,10 @@ TEST_CASE("few-rows tile: each row bitwise the token computed alone", "[op][matm
 
 TEST_CASE("K-quant row kernels for a few rows: ref and bitwise the token alone", "[op][matmul][cpu][rows]") {
   // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows (8 on AVX-512
-  // VNNI, where the kernels for 2..8 rows run on 512-bit vectors, k_matmul_q_rows.inl, and
-  // Q4_K's on rows repacked in pairs, an odd last row paired with itself): each row must get
-  // the bits the one-row kernel gives it, whatever its group. M runs past two groups of 8.
+  // VNNI, k_matmul_q_rows.inl: groups of 2 or 3 rows on 512-bit row kernels, groups of 4..8
+  // through the pair kernels on rows repacked in pairs, an odd last row paired with itself):
+  // each row must get the bits the one-row kernel gives it, whatever its group. M runs past
+  // two groups of 8, so tails of 1, 2, 3 and 4+ rows all occur.
   const bool reduced = kestrel::test::reduced_sweep();
   for (CpuIsa isa : isas_to_test()) {
     auto cpu = make_cpu(isa, 2);
