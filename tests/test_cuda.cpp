@@ -917,3 +917,70 @@ TEST_CASE("cuda: prompt attention over ranges on tensor cores", "[cuda][op][atte
     check_close(f32_from_device(*gpu, y), want, c.atol, 2e-5);
   }
 }
+
+// One query over per-query ranges (decode): the decode kernel, split over the
+// KV span (flash-decoding: up to 16 slices of the cache's cells, merged by the
+// block that finishes last). Caches of 100 to 4100 cells per stream (1 to 16
+// slices), ranges from the start, under a sliding window, shorter than the
+// slice count (most slices empty), empty, and in the second of two streams,
+// F16 and F32 cells, a soft cap; each op runs three times (the per-pair
+// counters must be back at zero for the next launch) with the same output.
+TEST_CASE("cuda: decode attention split over the KV span", "[cuda][op][attention]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  struct Case { int64_t D, Hq, Hkv, n_kv, n_st; DType kv; int32_t st, lo, hi; float cap; };
+  const Case cases[] = {
+      {64, 8, 2, 100, 1, DType::F16, 0, 0, 77, 0.0f},      {128, 8, 2, 2000, 1, DType::F16, 0, 0, 1999, 0.0f},
+      {128, 8, 8, 4100, 2, DType::F16, 1, 2000, 4100, 0.0f}, {64, 4, 1, 2000, 1, DType::F32, 0, 1500, 1530, 5.0f},
+      {64, 8, 2, 3000, 1, DType::F16, 0, 5, 12, 0.0f},     {64, 8, 2, 3000, 1, DType::F16, 0, 9, 9, 0.0f},
+      {256, 4, 1, 1000, 1, DType::F16, 0, 0, 1000, 30.0f},
+  };
+  int ci = 0;
+  for (const Case& c : cases) {
+    INFO("case " << ci++);
+    const int64_t n_rows = c.Hkv * c.n_kv * c.n_st;
+    auto qv = randn(c.D * c.Hq, 110 + ci);
+    auto kf = randn(c.D * n_rows, 120 + ci), vf = randn(c.D * n_rows, 130 + ci);
+    auto kb = encode_row(c.kv, kf.data(), c.D * n_rows), vb = encode_row(c.kv, vf.data(), c.D * n_rows);
+    auto kd = decode_row(c.kv, kb.data(), c.D * n_rows), vd = decode_row(c.kv, vb.data(), c.D * n_rows);
+    const int32_t rg[3] = {c.st, c.lo, c.hi};
+    std::vector<uint8_t> rb(12);
+    std::memcpy(rb.data(), rg, 12);
+    auto q = f32_to_device(*gpu, qv, c.D, c.Hq, 1);
+    auto k = to_device(*gpu, c.kv, kb, c.D, c.Hkv, c.n_kv, c.n_st);
+    auto v = to_device(*gpu, c.kv, vb, c.D, c.Hkv, c.n_kv, c.n_st);
+    auto r = to_device(*gpu, DType::I32, rb, 3, 1);
+    const float scale = 1.0f / std::sqrt(float(c.D));
+    AttentionParams p{scale, c.cap};
+    std::vector<double> want(c.D * c.Hq, 0.0);
+    const int64_t G = c.Hq / c.Hkv;
+    for (int64_t h = 0; h < c.Hq && c.lo < c.hi; ++h) {
+      std::vector<double> s(c.hi - c.lo);
+      double mx = -INFINITY;
+      for (int32_t j = c.lo; j < c.hi; ++j) {
+        const int64_t row = (c.st * c.n_kv + j) * c.Hkv + h / G;
+        double dot = 0;
+        for (int64_t d = 0; d < c.D; ++d) dot += double(qv[h * c.D + d]) * kd[row * c.D + d];
+        dot *= scale;
+        if (c.cap > 0) dot = c.cap * std::tanh(dot / c.cap);
+        mx = std::max(mx, s[j - c.lo] = dot);
+      }
+      double sum = 0;
+      for (auto& e : s) sum += (e = std::exp(e - mx));
+      for (int64_t d = 0; d < c.D; ++d) {
+        double acc = 0;
+        for (int32_t j = c.lo; j < c.hi; ++j) acc += s[j - c.lo] * vd[((c.st * c.n_kv + j) * c.Hkv + h / G) * c.D + d];
+        want[h * c.D + d] = acc / sum;
+      }
+    }
+    std::vector<float> first;
+    for (int rep = 0; rep < 3; ++rep) {
+      auto y = poisoned(*gpu, DType::F32, c.D, c.Hq, 1);
+      REQUIRE(run_op(*gpu, OpId::attention, y.t, {&q.t, &k.t, &v.t, &r.t}, &p).ok());
+      const auto got = f32_from_device(*gpu, y);
+      check_close(got, want, 2e-6, 2e-5);
+      if (rep == 0) first = got;
+      CHECK(got == first);
+    }
+  }
+}

@@ -120,6 +120,18 @@ class CudaBackend final : public Backend {
       return Status::out_of_memory("cuBLAS workspace of %zu bytes: %s", kWorkspace, cudaGetErrorName(err));
     }
     KESTREL_TRY(cublas_check(cublasSetWorkspace(ctx_.cublas, ctx_.cublas_workspace, kWorkspace), "cublasSetWorkspace"));
+    // The split decode attention's counters (zero between launches) and partials.
+    constexpr size_t kCounters = cuda::kAttnSplitPairs * sizeof(unsigned);
+    void* ws = nullptr;
+    const cudaError_t werr = cudaMalloc(&ws, kCounters + cuda::kAttnSplitFloats * sizeof(float));
+    if (werr != cudaSuccess) {
+      (void)cudaGetLastError();
+      return Status::out_of_memory("attention workspace: %s", cudaGetErrorName(werr));
+    }
+    ctx_.attn_ws.counters = static_cast<unsigned*>(ws);
+    ctx_.attn_ws.partials = reinterpret_cast<float*>(static_cast<char*>(ws) + kCounters);
+    KESTREL_TRY(cuda_check(cudaMemsetAsync(ws, 0, kCounters, ctx_.stream), "attention workspace"));
+    KESTREL_TRY(cuda_check(cudaStreamSynchronize(ctx_.stream), "attention workspace"));
     return {};
   }
 

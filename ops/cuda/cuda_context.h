@@ -28,6 +28,7 @@ struct Context {
   Residency resident;  // weights and step memory kept across plans
   bool graphs = true;  // prepared plans replay their step as a CUDA graph
   bool exact_f16_x = false;  // F16-weight GEMMs on x as hi + lo (BackendOptions)
+  AttnSplitWs attn_ws;       // split decode attention's workspace (one allocation, counters zeroed)
 
   // Device scratch of at least `bytes`, grown on demand (never shrunk, never
   // moved under a prepared plan: the old area is retired, not freed).

@@ -44,6 +44,8 @@ Expected<void*> Context::get_scratch(size_t bytes) {
 
 void Context::release() {
   if (scratch) (void)cudaFree(scratch);
+  if (attn_ws.counters) (void)cudaFree(attn_ws.counters);
+  attn_ws = AttnSplitWs{};
   for (void* p : retired) (void)cudaFree(p);
   if (cublas_workspace) (void)cudaFree(cublas_workspace);
   retired.clear();
@@ -135,7 +137,7 @@ Status dispatch(Context& ctx, const OpCall& c) {
       const bool ranges = m && m->type == DType::I32;
       return cuda_check(launch_attention(c.src[1]->type, view(a), view(*c.src[1]), view(*c.src[2]),
                                          m && !ranges ? view(*m) : TV{}, ranges ? view(*m) : TV{}, view(d),
-                                         {p.scale, p.soft_cap, p.exp}, s),
+                                         {p.scale, p.soft_cap, p.exp}, s, ctx.attn_ws),
                         what);
     }
     case OpId::ks_matmul: return run_ks_matmul(c, s);

@@ -90,8 +90,17 @@ struct AttentionArgs {
 // at most one of mask F32 [n_kv, M] (n_stream 1) and ranges I32 [3, M] (per
 // query: stream, lo, hi), data null when absent. A query reads only the keys
 // of its range, so its cost is the range's length, not n_kv.
+// Device memory the split decode attention (flash-decoding) keeps across
+// launches: a counter per (head, query), zero between launches, and the
+// slices' partial results (k_attention_decode.cu). Null: no split.
+constexpr int64_t kAttnSplitPairs = 4096;
+constexpr int64_t kAttnSplitFloats = int64_t{1} << 20;
+struct AttnSplitWs {
+  unsigned* counters = nullptr;  // [kAttnSplitPairs]
+  float* partials = nullptr;     // [kAttnSplitFloats]
+};
 cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a,
-                             cudaStream_t s);
+                             cudaStream_t s, AttnSplitWs ws = {});
 // Dynamic shared memory one attention block needs; must not exceed the
 // device's opt-in per-block limit.
 size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv);
@@ -116,9 +125,10 @@ bool attention_decode_fits(DType kv_type, const TV& q, const TV& k, const TV& v,
 size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv);
 // records (non-null): one query (q.ne[2] == 1), head_dim a multiple of 32; the
 // output row y (heads contiguous) is also written as 8-bit records there
-// (ops/cuda/xq.cuh), for a matvec launched on it with x_quantized.
+// (ops/cuda/xq.cuh), for a matvec launched on it with x_quantized. ws: split
+// the keys of each (head, query) over several blocks (flash-decoding).
 cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
-                                    cudaStream_t s, void* records = nullptr);
+                                    cudaStream_t s, void* records = nullptr, AttnSplitWs ws = {});
 // sum = a + b (F32, same shapes), then y = rms_norm(sum) * w: a residual add
 // fused with the next norm (k_norm.cu), bitwise the two ops' result.
 cudaError_t launch_add_rms_norm(TV a, TV b, TV sum, const float* w, TV y, float eps, bool one_plus_weight,

@@ -246,7 +246,7 @@ class CudaExecutable final : public Executable {
       KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i + 1].src[0]->type, view(*calls_[i + 1].src[1])));
       return cuda_check(launch_attention_decode(c.src[1]->type, view(*c.src[0]), view(*c.src[1]), view(*c.src[2]),
                                                 r ? view(*r) : TV{}, view(*c.dst), {p.scale, p.soft_cap, p.exp},
-                                                ctx_.stream, scratch),
+                                                ctx_.stream, scratch, ctx_.attn_ws),
                         "attention + records");
     }
     if (node_kind_[i] == kMatvecGroup) {

@@ -112,7 +112,7 @@ size_t attention_smem_bytes(int64_t head_dim, int64_t n_kv) {
 }
 
 cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges, TV y, AttentionArgs a,
-                             cudaStream_t s) {
+                             cudaStream_t s, AttnSplitWs ws) {
   if (q.ne[1] * q.ne[2] == 0 || q.ne[0] == 0) return cudaSuccess;
   if (attention_uses_tiled(q.ne[0], q.ne[1], k.ne[1], q.ne[2], mask.data != nullptr)) {
     static const bool mma = [] {
@@ -123,7 +123,7 @@ cudaError_t launch_attention(DType kv_type, TV q, TV k, TV v, TV mask, TV ranges
     return launch_attention_tiled(kv_type, q, k, v, ranges, y, a, s);
   }
   if (attention_decode_fits(kv_type, q, k, v, mask.data != nullptr))
-    return launch_attention_decode(kv_type, q, k, v, ranges, y, a, s);
+    return launch_attention_decode(kv_type, q, k, v, ranges, y, a, s, nullptr, ws);
   return with_tier(a.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
     switch (kv_type) {

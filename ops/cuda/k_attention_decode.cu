@@ -10,6 +10,18 @@
 // Same math as the per-pair kernel (float dot products in d order, scale,
 // soft-cap, the exp tier's softmax); the output sums keys in a different
 // order (four interleaved partial sums): ~1e-7 against the double reference.
+//
+// Split over the KV span (flash-decoding): with a workspace (AttnSplitWs),
+// gridDim.y blocks share a (head, query), each over its slice of the keys:
+// its max, its sum of exp(score - max) and its unnormalised output go to the
+// workspace; the block that finishes last (a counter per pair, reset by it)
+// merges them: max M over the slices, out = sum_s o_s e^(m_s - M) /
+// sum_s l_s e^(m_s - M). A pair's latency is then its slice's, not its span's.
+// The number of slices is fixed at launch (from the cache's cells, so a
+// captured graph keeps it as the span grows); a slice past the keys is empty.
+#include <cstdlib>
+#include <cstring>
+
 #include "ops/cuda/attention_keys.cuh"
 #include "ops/cuda/cuda_common.cuh"
 #include "ops/cuda/cuda_exp.cuh"
@@ -64,12 +76,99 @@ __device__ __forceinline__ float2 value_pair(const char* vr, int64_t d) {
   }
 }
 
+// One slice's share (S > 1): from its scores sc[0, n) and their max mx, its
+// sum of exp(s - mx) and unnormalised output into the workspace, then the
+// pair's counter; *merges is true in the block that came last.
+template <DType KV, ExpTier T>
+__device__ void split_slice(const AttnSplitWs& ws, int64_t hm, int64_t S, int64_t slice, int64_t D, int64_t n, float mx,
+                            float* sc, float (*part)[kMaxD], float* red, const char* vb, size_t v_stride, bool* merges) {
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
+  float* rec = ws.partials + (hm * S + slice) * (D + 2);
+  float sum = 0.0f;
+  if (mx != -INFINITY) {
+    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+      const float p = exp_scaled<T>(sc[j] - mx, 1.0);
+      sc[j] = p;
+      sum += p;
+    }
+  }
+  sum = block_sum(sum, red);  // also orders the writes to sc before the reads below
+  float acc[kMaxD / 64][2];
+#pragma unroll
+  for (int t = 0; t < kMaxD / 64; ++t) acc[t][0] = acc[t][1] = 0.0f;
+  for (int64_t j = wid; j < n && mx != -INFINITY; j += kWarps) {
+    const float p = sc[j];
+    if (p == 0.0f) continue;
+    const char* vr = vb + j * v_stride;
+#pragma unroll
+    for (int t = 0; t < kMaxD / 64; ++t) {
+      const int64_t d = 2 * lane + 64 * t;
+      if (d < D) {
+        const float2 vv = value_pair<KV>(vr, d);
+        acc[t][0] = fmaf(p, vv.x, acc[t][0]);
+        acc[t][1] = fmaf(p, vv.y, acc[t][1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxD / 64; ++t) {
+    const int64_t d = 2 * lane + 64 * t;
+    if (d < D) {
+      part[wid][d] = acc[t][0];
+      part[wid][d + 1] = acc[t][1];
+    }
+  }
+  __syncthreads();
+  for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += part[w][d];
+    rec[d] = o;
+  }
+  if (threadIdx.x == 0) rec[D] = mx, rec[D + 1] = sum;
+  __threadfence();  // this slice's record before the counter, for the merging block
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned done = atomicAdd(ws.counters + hm, 1u);
+    *merges = done == static_cast<unsigned>(S - 1);
+    if (*merges) ws.counters[hm] = 0;  // every slice has counted: ready for the next launch
+  }
+  __syncthreads();
+}
+
+// The merging block: the pair's output (and its records) from the S slices.
+template <ExpTier T>
+__device__ void split_merge(const AttnSplitWs& ws, int64_t hm, int64_t S, int64_t D, float* out, XQ* xq) {
+  __threadfence();
+  const float* recs = ws.partials + hm * S * (D + 2);
+  float M = -INFINITY;
+  for (int64_t s = 0; s < S; ++s) M = fmaxf(M, __ldcg(recs + s * (D + 2) + D));
+  float L = 0.0f;
+  if (M != -INFINITY)
+    for (int64_t s = 0; s < S; ++s) {
+      const float ms = __ldcg(recs + s * (D + 2) + D);
+      if (ms != -INFINITY) L += __ldcg(recs + s * (D + 2) + D + 1) * exp_scaled<T>(ms - M, 1.0);
+    }
+  const float inv = M == -INFINITY ? 0.0f : 1.0f / L;
+  for (int64_t d = threadIdx.x; d < D; d += kThreads) {
+    float o = 0.0f;
+    for (int64_t s = 0; s < S && M != -INFINITY; ++s) {
+      const float ms = __ldcg(recs + s * (D + 2) + D);
+      if (ms != -INFINITY) o = fmaf(__ldcg(recs + s * (D + 2) + d), exp_scaled<T>(ms - M, 1.0), o);
+    }
+    out[d] = o * inv;
+    if (xq) quantize_record_warp(o * inv, xq + d / 32);
+  }
+}
+
 template <DType KV, ExpTier T>
 __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
-                                                             XQ* xq) {
+                                                             XQ* xq, AttnSplitWs ws) {
   extern __shared__ float smem[];
   __shared__ float red[32];
   __shared__ float part[kWarps][kMaxD];
+  __shared__ bool merges;
+  const int64_t S = gridDim.y, slice = blockIdx.y;
   pdl_wait();
   const int64_t D = q.ne[0], Hq = q.ne[1], M = q.ne[2];
   const int64_t group = Hq / k.ne[1];
@@ -81,7 +180,10 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
     const float* qr = reinterpret_cast<const float*>(q.data + h * q.nb[1] + m * q.nb[2]);
     float* out = reinterpret_cast<float*>(y.data + h * y.nb[1] + m * y.nb[2]);
     const QueryKeys keys = query_keys(ranges, m, k, v);
-    const int64_t lo = keys.lo, n = keys.hi > keys.lo ? keys.hi - keys.lo : 0;
+    const int64_t span = keys.hi > keys.lo ? keys.hi - keys.lo : 0;
+    const int64_t per = (span + S - 1) / S;
+    const int64_t first = per * slice < span ? per * slice : span;
+    const int64_t lo = keys.lo + first, n = span - first < per ? span - first : per;
     const char* kb = k.data + keys.k_off + kvh * k.nb[1];
     const char* vb = v.data + keys.v_off + kvh * v.nb[1];
     __syncthreads();  // the previous pair's readers of qs / sc / part are done
@@ -95,6 +197,12 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
       mx = fmaxf(mx, s);
     }
     mx = block_max(mx, red);
+    if (S > 1) {
+      split_slice<KV, T>(ws, hm, S, slice, D, n, mx, sc, part, red, vb + lo * v.nb[2], v.nb[2], &merges);
+      if (!merges) continue;
+      split_merge<T>(ws, hm, S, D, out, xq ? xq + h * D / 32 : nullptr);
+      continue;
+    }
     if (mx == -INFINITY) {  // no keys (or all scores -inf): zeros, as the op contract says
       for (int64_t d = threadIdx.x; d < D; d += kThreads) {
         out[d] = 0.0f;
@@ -148,8 +256,27 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
   }
 }
 
+// Slices per (head, query): one per kSliceKeys cells of a stream (the
+// cache's size, fixed for a captured graph), at most kMaxSlices, within the
+// workspace; 1 without one (or KESTREL_CUDA_ATTENTION=nosplit, read once).
+constexpr int64_t kSliceKeys = 128;
+constexpr int64_t kMaxSlices = 16;
+
+int64_t n_slices(const TV& q, const TV& k, const AttnSplitWs& ws) {
+  static const bool off = [] {
+    const char* e = std::getenv("KESTREL_CUDA_ATTENTION");
+    return e && std::strcmp(e, "nosplit") == 0;
+  }();
+  const int64_t pairs = q.ne[1] * q.ne[2];
+  if (off || !ws.counters || pairs > kAttnSplitPairs) return 1;
+  int64_t S = (k.ne[2] + kSliceKeys - 1) / kSliceKeys;
+  S = S < kMaxSlices ? S : kMaxSlices;
+  while (S > 1 && pairs * S * (q.ne[0] + 2) > kAttnSplitFloats) --S;
+  return S < 1 ? 1 : S;
+}
+
 template <DType KV, ExpTier T>
-cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, XQ* xq, cudaStream_t s) {
+cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, XQ* xq, AttnSplitWs ws, cudaStream_t s) {
   const size_t smem = attention_decode_smem_bytes(q.ne[0], k.ne[2]);
   if (smem > 48 * 1024) {
     const cudaError_t err =
@@ -157,8 +284,11 @@ cudaError_t launch(TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a, XQ* xq, c
     if (err != cudaSuccess) return err;
   }
   const int64_t pairs = q.ne[1] * q.ne[2];
-  const unsigned grid = static_cast<unsigned>(pairs < 65535 * 16 ? pairs : 65535 * 16);
-  return launch_k(attention_decode<KV, T>, grid, kThreads, smem, s, q, k, v, ranges, y, a, xq);
+  const int64_t S = n_slices(q, k, ws);
+  // Split, every pair has its own block (the counters are per pair).
+  const unsigned gx = static_cast<unsigned>(S > 1 ? pairs : pairs < 65535 * 16 ? pairs : 65535 * 16);
+  return launch_k(attention_decode<KV, T>, dim3(gx, static_cast<unsigned>(S)), kThreads, smem, s, q, k, v, ranges, y,
+                  a, xq, ws);
 }
 
 bool rows_aligned(const TV& t, size_t align) {
@@ -182,13 +312,13 @@ size_t attention_decode_smem_bytes(int64_t head_dim, int64_t n_kv) {
 }
 
 cudaError_t launch_attention_decode(DType kv_type, TV q, TV k, TV v, TV ranges, TV y, AttentionArgs a,
-                                    cudaStream_t s, void* records) {
+                                    cudaStream_t s, void* records, AttnSplitWs ws) {
   if (records && (q.ne[2] != 1 || q.ne[0] % 32)) return cudaErrorInvalidValue;
   XQ* xq = static_cast<XQ*>(records);
   return with_tier(a.exp, [&](auto tc) {
     constexpr ExpTier T = decltype(tc)::value;
-    return kv_type == DType::F16 ? launch<DType::F16, T>(q, k, v, ranges, y, a, xq, s)
-                                 : launch<DType::F32, T>(q, k, v, ranges, y, a, xq, s);
+    return kv_type == DType::F16 ? launch<DType::F16, T>(q, k, v, ranges, y, a, xq, ws, s)
+                                 : launch<DType::F32, T>(q, k, v, ranges, y, a, xq, ws, s);
   });
 }
 
