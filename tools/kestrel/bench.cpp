@@ -1,8 +1,10 @@
 // kestrel bench: llama-bench style throughput. For each thread count:
 //   pp<N>: one batch of N seeded random token ids, cache cleared each repetition;
 //   tg<N>: N single-token decodes after clearing the cache.
-// One untimed warm-up run per test, then r timed repetitions: mean +- stddev
-// tokens/s, as a markdown table or JSON (one object per test).
+// One untimed warm-up run per test (two on a GPU, whose plans run eagerly
+// once and are captured as graphs on their second step), then r timed
+// repetitions: mean +- stddev tokens/s, as a markdown table or JSON (one
+// object per test).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -131,7 +133,8 @@ int bench(const BenchOptions& o) {
       if (n == 0) continue;
       Result r{(pp ? "pp" : "tg") + std::to_string(n), threads, pp ? n : 0, pp ? 0 : n, {}, 0, 0,
                kestrel_context_backend(ctx)};
-      for (int rep = -1; rep < o.reps; ++rep) {  // rep -1: warm-up
+      const int warmups = std::string(kestrel_context_backend(ctx)) == "cuda" ? 2 : 1;
+      for (int rep = -warmups; rep < o.reps; ++rep) {  // rep < 0: warm-up
         double sec = 0;
         const kestrel_status s = pp ? timed_pp(ctx, pp_ids, &sec) : timed_tg(ctx, tg_ids, &sec);
         if (s == KESTREL_ERR_CANCELLED || stop_requested()) {

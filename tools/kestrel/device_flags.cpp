@@ -14,7 +14,7 @@ void add_device_flags(CLI::App* sub, DeviceFlags& flags) {
       ->capture_default_str();
   sub->add_flag("--no-graphs", flags.no_graphs, "cuda: launch each step's kernels one by one instead of replaying a graph");
   sub->add_option("--n-gpu-layers", flags.n_gpu_layers,
-                  "cuda: layers on the GPU, the last ones; more than the model's layers (or -1): the whole model; "
+                  "cuda (-ngl N): layers on the GPU, the last ones; more than the model's layers (or -1): the whole model; "
                   "fewer keep the embedding, the first layers and the output head on the cpu")
       ->check(CLI::Range(-1, 1 << 20))
       ->capture_default_str();
