@@ -263,13 +263,15 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
       wq[2 * c] = _mm512_and_si512(q, m4);
       wq[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     }
-    __m512i sp[4];  // (sc_2i, sc_2i+1) as the low and high word of every lane
-    int ssum = 0;
-    for (int i = 0; i < 4; ++i) {
-      sp[i] = _mm512_set1_epi32(static_cast<int>(sc[2 * i] | (static_cast<uint32_t>(sc[2 * i + 1]) << 16)));
-      ssum += sc[2 * i] + sc[2 * i + 1];
-    }
-    const __m512i start = _mm512_set1_epi32(-kBias * ssum);
+    // (sc_2i, sc_2i+1) as the low and high word of every lane: dword i of the 8 scales
+    // widened to words.
+    const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc));
+    const __m512i sw = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(s8));
+    __m512i sp[4];
+    for (int i = 0; i < 4; ++i) sp[i] = _mm512_permutexvar_epi32(_mm512_set1_epi32(i), sw);
+    // -kBias * (sc_0 + ... + sc_7) in every lane (vpsadbw sums the 8 bytes).
+    const __m512i start =
+        _mm512_broadcastd_epi32(_mm_mullo_epi32(_mm_sad_epu8(s8, _mm_setzero_si128()), _mm_set1_epi32(-kBias)));
     const __m512 mins = _mm512_cvtepi32_ps(
         _mm512_broadcast_i64x4(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8)))));
     const __m512 vd = _mm512_set1_ps(f16_scalar(w->d)), vdmin = _mm512_set1_ps(f16_scalar(w->dmin));
@@ -320,17 +322,17 @@ inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
           _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(qb, 4), m4), _mm512_and_si512(_mm512_srli_epi16(qh, 2), m30));
     }
     // Chunks 2i (low word) and 2i + 1 (high word): scales 4i, 4i + 2 in lanes k < 4 of
-    // each half, 4i + 1, 4i + 3 in lanes k >= 4.
-    const int8_t* sc = w->scales;
-    auto pair = [&](int lo, int hi) {
-      return static_cast<int>(static_cast<uint16_t>(sc[lo]) | (static_cast<uint32_t>(static_cast<uint16_t>(sc[hi])) << 16));
-    };
+    // each half, 4i + 1, 4i + 3 in lanes k >= 4. As words, dword 2i of sw is the first
+    // pair, dword 2i + 1 the second.
+    const __m128i sc8 = loadu128(w->scales);
+    const __m512i sw = _mm512_zextsi256_si512(
+        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15))));
     __m512i sp[4];
-    for (int i = 0; i < 4; ++i)
-      sp[i] = _mm512_mask_blend_epi32(0xF0F0, _mm512_set1_epi32(pair(4 * i, 4 * i + 2)),
-                                      _mm512_set1_epi32(pair(4 * i + 1, 4 * i + 3)));
-    const __m512i scn = _mm512_broadcast_i64x4(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(loadu128(w->scales)),
-                                                                  _mm256_set1_epi16(-32)));
+    for (int i = 0; i < 4; ++i) {
+      const int a = 2 * i, c = 2 * i + 1;
+      sp[i] = _mm512_permutexvar_epi32(_mm512_setr_epi32(a, a, a, a, c, c, c, c, a, a, a, a, c, c, c, c), sw);
+    }
+    const __m512i scn = _mm512_broadcast_i64x4(_mm256_mullo_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_set1_epi16(-32)));
     const __m512 vd = _mm512_set1_ps(f16_scalar(w->d));
     for (int p = 0; p < NP; ++p) {
       const ActQ8KPair& x = ap[p][b];
