@@ -182,7 +182,8 @@ __global__ void fill_f32(TV y, float value, int64_t nrows) {
 
 // One block per source row m. The last of several rows naming the same
 // destination row wins: a row that a later one overwrites is not stored (the
-// scan is O(M) per row, so no two blocks race on a destination row).
+// block's threads scan the later rows together, so no two blocks race on a
+// destination row).
 template <DType YT>
 __global__ void set_rows_kernel(TV x, const int32_t* ids, TV y, int64_t M) {
   pdl_wait();
@@ -190,8 +191,8 @@ __global__ void set_rows_kernel(TV x, const int32_t* ids, TV y, int64_t M) {
     const int32_t id = ids[m];
     if (id < 0 || id >= y.ne[1]) continue;
     bool later = false;
-    for (int64_t j = m + 1; j < M && !later; ++j) later = ids[j] == id;
-    if (later) continue;
+    for (int64_t j = m + 1 + threadIdx.x; j < M && !later; j += blockDim.x) later = ids[j] == id;
+    if (__syncthreads_or(later)) continue;
     const char* xr = x.data + m * x.nb[1];
     char* yr = y.data + static_cast<int64_t>(id) * y.nb[1];
     for (int64_t i = threadIdx.x; i < x.ne[0]; i += blockDim.x)

@@ -52,10 +52,12 @@ __global__ void rope_store_kernel(TV q, TV k, TV v, const int32_t* pos, const in
       const double theta = p * pow(static_cast<double>(a.theta_base), -2.0 * static_cast<double>(i) / a.n_dims);
       sincos(theta, &sn[i], &cs[i]);
     }
-    // The cell of this row, unless out of range or a later row names it too.
+    // The cell of this row, unless out of range or a later row names it too
+    // (the later rows scanned by the block's threads together).
     const int32_t id = rows[m];
-    bool keep = id >= 0 && id < kc.ne[1];
-    for (int64_t j = m + 1; j < M && keep; ++j) keep = rows[j] != id;
+    bool later = false;
+    for (int64_t j = m + 1 + threadIdx.x; j < M && !later; j += blockDim.x) later = rows[j] == id;
+    const bool keep = id >= 0 && id < kc.ne[1] && !__syncthreads_or(later);
     char* krow = keep ? kc.data + static_cast<int64_t>(id) * kc.nb[1] : nullptr;
     char* vrow = keep ? vc.data + static_cast<int64_t>(id) * vc.nb[1] : nullptr;
     __syncthreads();
