@@ -234,6 +234,12 @@ static void test_bad_calls(kestrel_model* model, kestrel_context* ctx) {
   cp.n_ctx = -5;
   CHECK_ERR(kestrel_context_create(model, &cp, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
   CHECK(c == NULL);
+  /* Layers on the GPU: -1 (the default) is the whole model; below -1 is refused. */
+  cp = kestrel_context_default_params();
+  CHECK(cp.n_gpu_layers == -1 && cp.gpu_exact_f16 == 0);
+  cp.n_gpu_layers = -2;
+  CHECK_ERR(kestrel_context_create(model, &cp, &c), KESTREL_ERR_INVALID_ARGUMENT, NULL);
+  CHECK(c == NULL);
 
   kestrel_token toks[2] = {1, 600};
   int32_t pos[2] = {0, 1};
