@@ -23,11 +23,12 @@ constexpr int kGemmNV = 2;                             // output vectors per act
 constexpr int kGemmNR = kGemmNV * kLanes;              // weight rows per panel
 constexpr int64_t kGemmKC = 256;                       // K elements per panel
 constexpr int64_t kGemmMB = 144;                       // activation rows per block (x chunk in L2)
-// Batches from kGemmMt rows take this path, fewer the 4 x 3 tiles: 16 with AVX2 / AVX-512
-// lanes (the tiles measured 1.0-1.9x this GEMM at 8-15 rows on a Zen 4, F16 / BF16 / F32,
-// K 2048 x N 5632 and 2048, about even at K 5632 x N 2048), 8 elsewhere (SSE4.2: even).
+// Batches from kGemmMt rows take this path, fewer the 4 x 3 tiles: 48 with AVX2 / AVX-512
+// lanes (on a Zen 4, TinyLlama-shape F16 prompts end to end: the tiles 1.70x this GEMM at 8
+// rows, 1.31x at 16, 1.09x at 32, 1.01-1.03x at 40, even at 48; in bench_matmul_variants
+// alone the GEMM catches up from ~24 rows on some shapes), 8 elsewhere (SSE4.2: even at 8-16).
 #if defined(__AVX2__)
-constexpr int64_t kGemmMt = 16;
+constexpr int64_t kGemmMt = 48;
 #else
 constexpr int64_t kGemmMt = 8;
 #endif
