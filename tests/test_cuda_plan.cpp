@@ -273,6 +273,114 @@ TEST_CASE("cuda plan: a hand-built block equals ref, step after step", "[cuda][p
   }
 }
 
+// q / k / v of one token, rope of q and k, K and V into their cache cells,
+// then copies of q and of both caches into the output: the shape of a llama
+// layer's attention input, which a device plan runs as one q / k / v launch
+// with the rope and store as its epilogue.
+struct QkvRopePlan {
+  static constexpr int64_t kEq = 256, kHq2 = 4, kHkv2 = 2, kCells2 = 5;
+  int64_t D = 0;
+  Weight wq, wk, wv;
+  std::vector<float> x;        // the step's input row
+  std::vector<float> act;      // q, k, v
+  std::vector<int32_t> in;     // pos, row
+  std::vector<uint8_t> kv;     // K then V: [D * kHkv2, kCells2] of the cache type
+  std::vector<float> out;      // q, then K and V caches as F32
+  Plan plan;
+  int out_root = -1;
+
+  void build(DType wt, int64_t d, RopeMode mode, DType kvt) {
+    D = d;
+    const int64_t nq = D * kHq2, nkv = D * kHkv2;
+    wq = make_weight(wt, kEq, nq, 11, 0.08f);
+    wk = make_weight(wt, kEq, nkv, 12, 0.08f);
+    wv = make_weight(wt, kEq, nkv, 13, 0.08f);
+    x.assign(static_cast<size_t>(kEq), 0.0f);
+    act.assign(static_cast<size_t>(nq + 2 * nkv), 0.0f);
+    in.assign(2, 0);
+    const size_t el = dtype_type_size(kvt);
+    kv.assign(2 * static_cast<size_t>(nkv * kCells2) * el, 0);
+    std::mt19937 rng(5);
+    for (uint8_t& b : kv) b = static_cast<uint8_t>(rng() & 0x3b);  // finite values of every cache type
+    out.assign(static_cast<size_t>(nq + 2 * nkv * kCells2), 0.0f);
+    plan.add_root(SlotRole::activation, act.data(), act.size() * 4, "activations");
+    plan.add_root(SlotRole::input, x.data(), x.size() * 4, "x");
+    plan.add_root(SlotRole::input, in.data(), in.size() * 4, "inputs");
+    plan.add_root(SlotRole::kv, kv.data(), kv.size(), "kv");
+    out_root = plan.add_root(SlotRole::output, out.data(), out.size() * 4, "outputs");
+    float* a = act.data();
+    Tensor tx = make_tensor(DType::F32, x.data(), kEq, 1), q = make_tensor(DType::F32, a, nq, 1),
+           k = make_tensor(DType::F32, a + nq, nkv, 1), v = make_tensor(DType::F32, a + nq + nkv, nkv, 1);
+    Tensor q3 = make_tensor(DType::F32, a, D, kHq2, 1), k3 = make_tensor(DType::F32, a + nq, D, kHkv2, 1);
+    Tensor pos = make_tensor(DType::I32, in.data(), 1), row = make_tensor(DType::I32, in.data() + 1, 1);
+    Tensor kc = make_tensor(kvt, kv.data(), nkv, kCells2), vc = make_tensor(kvt, kv.data() + kv.size() / 2, nkv, kCells2);
+    Tensor oq = make_tensor(DType::F32, out.data(), nq, 1);
+    Tensor ok = make_tensor(DType::F32, out.data() + nq, nkv, kCells2);
+    Tensor ov = make_tensor(DType::F32, out.data() + nq + nkv * kCells2, nkv, kCells2);
+    const RopeParams rp{mode, static_cast<int32_t>(D), 10000.0f, 1.0f, 1.0f};
+    REQUIRE(plan.run(OpId::matmul, &q, {&wq.t, &tx}).ok());
+    REQUIRE(plan.run(OpId::matmul, &k, {&wk.t, &tx}).ok());
+    REQUIRE(plan.run(OpId::matmul, &v, {&wv.t, &tx}).ok());
+    REQUIRE(plan.run(OpId::rope, &q3, {&q3, &pos}, &rp).ok());
+    REQUIRE(plan.run(OpId::rope, &k3, {&k3, &pos}, &rp).ok());
+    REQUIRE(plan.run(OpId::set_rows, &kc, {&k, &row}).ok());
+    REQUIRE(plan.run(OpId::set_rows, &vc, {&v, &row}).ok());
+    REQUIRE(plan.run(OpId::copy, &oq, {&q}).ok());
+    REQUIRE(plan.run(OpId::copy, &ok, {&kc}).ok());
+    REQUIRE(plan.run(OpId::copy, &ov, {&vc}).ok());
+  }
+};
+
+TEST_CASE("cuda plan: the q / k / v launch with rope and the K / V store as its epilogue", "[cuda][plan][rope]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  auto ref = make_ref();
+  struct Case {
+    DType wt;
+    int64_t D;
+    RopeMode mode;
+    DType kvt;
+  };
+  const Case cases[] = {{DType::Q4_0, 64, RopeMode::adjacent, DType::F16}, {DType::Q4_0, 64, RopeMode::neox, DType::F16},
+                        {DType::Q8_0, 128, RopeMode::neox, DType::F32},    {DType::Q4_K, 64, RopeMode::adjacent, DType::BF16},
+                        {DType::Q6_K, 128, RopeMode::adjacent, DType::F16}, {DType::F16, 64, RopeMode::neox, DType::F16},
+                        {DType::F32, 128, RopeMode::adjacent, DType::F16},  {DType::BF16, 64, RopeMode::neox, DType::BF16}};
+  for (const Case& c : cases) {
+    INFO(dtype_name(c.wt) << " D " << c.D << (c.mode == RopeMode::neox ? " neox" : " adjacent") << " cache "
+                          << dtype_name(c.kvt));
+    QkvRopePlan p;
+    p.build(c.wt, c.D, c.mode, c.kvt);
+    auto fused = gpu->prepare(p.plan, nullptr);
+    REQUIRE(fused.status().to_string() == "ok");
+    REQUIRE(setenv("KESTREL_CUDA_QKV_ROPE", "0", 1) == 0);
+    auto plain = gpu->prepare(p.plan, nullptr);
+    REQUIRE(unsetenv("KESTREL_CUDA_QKV_ROPE") == 0);
+    REQUIRE(plain.status().to_string() == "ok");
+    // The rope + store run (4 nodes: one launch) goes into the q / k / v launch.
+    CHECK((*fused)->n_launches() + 1 == (*plain)->n_launches());
+    auto host = prepare_eager(p.plan, {ref.get()});
+    REQUIRE(host.ok());
+    std::vector<float> want(p.out.size()), a(p.out.size()), b(p.out.size());
+    REQUIRE((*host)->bind_output(p.out_root, want.data()).ok());
+    REQUIRE((*fused)->bind_output(p.out_root, a.data()).ok());
+    REQUIRE((*plain)->bind_output(p.out_root, b.data()).ok());
+    std::mt19937 rng(7);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    const int32_t steps[][2] = {{0, 0}, {5, 3}, {3000, 4}, {7, -1}, {40000, 1}};  // (pos, cell); -1 stores nothing
+    for (const auto& st : steps) {
+      INFO("pos " << st[0] << " cell " << st[1]);
+      for (float& e : p.x) e = dist(rng);
+      p.in[0] = st[0];
+      p.in[1] = st[1];
+      REQUIRE((*host)->execute().ok());
+      REQUIRE((*fused)->execute().to_string() == "ok");
+      REQUIRE((*plain)->execute().to_string() == "ok");
+      REQUIRE(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);  // bitwise the separate kernels
+      CHECK(compare(want, a) < 1e-4);  // and the reference within the 8-bit activations' error
+    }
+  }
+}
+
 TEST_CASE("cuda plan: a step allocates nothing, on the host or the device", "[cuda][plan][alloc]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);

@@ -186,17 +186,21 @@ inline unsigned row_threads(int64_t n) {
 // Every kernel launched by launch_k calls pdl_wait() before it touches memory
 // another kernel writes or reads (weights may be read before it): the wait
 // returns once the previous grid has completed and its writes are visible.
-// The trigger lets the next grid be scheduled as soon as every block of this
-// one is resident. Launched plainly, both instructions are no-ops.
+// The trigger comes after the wait: the next grid may be scheduled once every
+// block of this one is past its wait, so at most one grid waits ahead of the
+// running one (triggered before the wait, grids piled up on the SMs, each
+// waiting for the one before). Launched plainly, both are no-ops.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
+// launch_k with programmatic launch asked for only when `programmatic`.
 template <typename... KA, typename... A>
-cudaError_t launch_k(void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+cudaError_t launch_kp(bool programmatic, void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                      A&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
@@ -205,11 +209,16 @@ cudaError_t launch_k(void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, 
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
-  if (programmatic_launch()) {
+  if (programmatic && programmatic_launch()) {
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
+}
+
+template <typename... KA, typename... A>
+cudaError_t launch_k(void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  return launch_kp(true, kernel, grid, block, smem, s, std::forward<A>(args)...);
 }
 
 // Rows run one per block along grid.x (up to 2^31 - 1 blocks).

@@ -25,8 +25,10 @@ struct TV {
 
 // Whether the step kernels use programmatic dependent launch (cuda_common.cuh):
 // on when the current device has compute capability 9.0 or more, unless
-// switched off for the process (set_programmatic_launch, e.g. to measure it).
+// switched off for the process (KESTREL_CUDA_PDL=0, set_programmatic_launch).
+// Matvecs of float weights launch plainly unless programmatic_float_matvecs().
 bool programmatic_launch();
+bool programmatic_float_matvecs();
 void set_programmatic_launch(bool on);
 
 enum class Unary : int32_t { scale, silu, sigmoid, gelu_tanh, gelu_erf, gelu_sigmoid, softcap };

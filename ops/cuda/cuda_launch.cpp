@@ -1,8 +1,10 @@
 // Whether kernel launches ask for programmatic dependent launch (see
 // launch_k in cuda_common.cuh): per device, from its compute capability.
-// Off unless KESTREL_CUDA_PDL=1 is in the environment: on an H100 it made the
-// decode step slower (TinyLlama-shape Q4_0 tg128 540 t/s with it, 705 without;
-// the early trigger lets the next grid's blocks sit on the SMs while they wait).
+// KESTREL_CUDA_PDL (read once): unset or 1 on, 0 off, "all" on for the
+// float-weight matvecs too. On an H100 (TinyLlama shape, tg128, medians of 3,
+// one binary) it gave Q4_0 1008 -> 1083 t/s, Q8_0 871 -> 926, Q4_K_M 841 ->
+// 898 and F16 663 -> 648 (slower): float-weight matvecs launch plainly.
+// Its first form, the trigger before the wait, had measured 705 -> 540 (Q4_0).
 #include <cuda_runtime_api.h>
 
 #include <atomic>
@@ -16,11 +18,12 @@ namespace {
 
 constexpr int kMaxDevices = 64;
 std::atomic<int> g_capable[kMaxDevices];  // 0 unknown, 1 no, 2 yes
-bool enabled_by_env() {
+const char* pdl_env() {
   const char* e = std::getenv("KESTREL_CUDA_PDL");
-  return e && std::strcmp(e, "1") == 0;
+  return e ? e : "1";
 }
-std::atomic<bool> g_enabled{enabled_by_env()};
+std::atomic<bool> g_enabled{std::strcmp(pdl_env(), "0") != 0};
+const bool g_float_matvecs = std::strcmp(pdl_env(), "all") == 0;
 
 }  // namespace
 
@@ -43,6 +46,8 @@ bool programmatic_launch() {
   }
   return c == 2;
 }
+
+bool programmatic_float_matvecs() { return g_float_matvecs && programmatic_launch(); }
 
 void set_programmatic_launch(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
 

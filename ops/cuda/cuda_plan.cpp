@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <string>
@@ -96,6 +97,7 @@ class CudaExecutable final : public Executable {
     try {
       node_kind_.assign(nodes_.size(), kPlain);
       group_n_.assign(nodes_.size(), 1);
+      rope_of_.assign(nodes_.size(), kNone);
       norm_of_.assign(nodes_.size(), kNone);
       add_of_.assign(nodes_.size(), kNone);
       x_records_.assign(nodes_.size(), 0);
@@ -117,6 +119,7 @@ class CudaExecutable final : public Executable {
         node_kind_[i + 1] = node_kind_[i + 2] = node_kind_[i + 3] = kFusedAway;
         i += 3;
       }
+    fuse_matvec_ropes();
     for (size_t i = 1; i < nodes_.size(); ++i) {
       const PlanNode& a = nodes_[i - 1];
       const PlanNode& b = nodes_[i];
@@ -183,6 +186,10 @@ class CudaExecutable final : public Executable {
 
   const char* node_backend(size_t i) const override { return i < nodes_.size() ? "cuda" : ""; }
   size_t n_nodes() const override { return nodes_.size(); }
+  size_t n_launches() const override {
+    return static_cast<size_t>(std::count_if(node_kind_.begin(), node_kind_.end(),
+                                             [](uint8_t k) { return k != kFusedAway; }));
+  }
   bool replays_graph() const override { return graph_ != nullptr; }
 
   Status time_nodes(std::vector<double>& us) override {
@@ -261,15 +268,17 @@ class CudaExecutable final : public Executable {
         add.r = view(same_view(*a.src[0], *calls_[i].dst) ? *a.src[1] : *a.src[0]);
         add.s = view(*a.dst);
       }
+      MatvecRope rope;
+      if (rope_of_[i] != kNone) rope = rope_epilogue(rope_of_[i]);
       KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
       return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, scratch, ctx_.stream, has_norm ? &norm : nullptr,
-                                      add_of_[i] != kNone ? &add : nullptr, x_records_[i] != 0),
+                                      add_of_[i] != kNone ? &add : nullptr, x_records_[i] != 0,
+                                      rope_of_[i] != kNone ? &rope : nullptr),
                         "matvec group");
     }
     if (node_kind_[i] == kRopeStore) {
       // nodes i (rope q), i + 1 (rope k), i + 2 (K rows), i + 3 (V rows).
-      const RopeParams& p = calls_[i].p<RopeParams>();
-      const RopeArgs args{p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};
+      const RopeArgs args = rope_args(i);
       const OpCall& ks = calls_[i + 2];
       const OpCall& vs = calls_[i + 3];
       return cuda_check(launch_rope_store(view(*calls_[i].dst), view(*calls_[i + 1].dst), view(*vs.src[0]),
@@ -302,6 +311,23 @@ class CudaExecutable final : public Executable {
                         "matvec glu");
     }
     return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
+  }
+
+  RopeArgs rope_args(size_t i) const {
+    const RopeParams& p = calls_[i].p<RopeParams>();
+    return {p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};
+  }
+
+  // The rope + store nodes j .. j + 3 (a kRopeStore run) as a q / k / v launch's epilogue.
+  MatvecRope rope_epilogue(uint32_t j) const {
+    MatvecRope r;
+    r.pos = static_cast<const int32_t*>(calls_[j].src[1]->data);
+    r.rows = static_cast<const int32_t*>(calls_[j + 2].src[1]->data);
+    r.args = rope_args(j);
+    r.kv_type = calls_[j + 2].dst->type;
+    r.kc = view(*calls_[j + 2].dst);
+    r.vc = view(*calls_[j + 3].dst);
+    return r;
   }
 
   // The scratch a matvec launch on x quantizes x into (nullptr: none needed;
@@ -528,6 +554,30 @@ class CudaExecutable final : public Executable {
     return true;
   }
 
+  // A q / k / v launch of one token right before a rope + K / V store run
+  // (kRopeStore) whose q, k and v are exactly the launch's three outputs and
+  // whose rope covers whole heads: the launch rotates and stores them
+  // (KESTREL_CUDA_QKV_ROPE=0 at prepare keeps the separate kernel).
+  void fuse_matvec_ropes() {
+    const char* off = std::getenv("KESTREL_CUDA_QKV_ROPE");
+    if (off && std::strcmp(off, "0") == 0) return;
+    for (size_t i = 0; i + 3 < nodes_.size(); ++i) {
+      if (node_kind_[i] != kMatvecGroup || group_n_[i] != 3 || add_of_[i] != kNone) continue;
+      const size_t j = i + 3;
+      if (node_kind_[j] != kRopeStore) continue;
+      const Tensor &q = nodes_[j].dst, &k = nodes_[j + 1].dst, &v = nodes_[j + 3].src[0];
+      const int64_t D = q.ne[0];
+      if (calls_[j].p<RopeParams>().n_dims != D || q.ne[2] != 1 || q.nb[1] != static_cast<size_t>(D) * 4) continue;
+      if (q.data != nodes_[i].dst.data || k.data != nodes_[i + 1].dst.data || v.data != nodes_[i + 2].dst.data)
+        continue;
+      MatvecSegs segs;
+      for (size_t s = i; s < j; ++s) segs.add(view(nodes_[s].src[0]), view(nodes_[s].dst));
+      if (!matvec_can_rope(segs, view(nodes_[i].src[1]), D, q.ne[1], k.ne[1])) continue;
+      rope_of_[i] = static_cast<uint32_t>(j);
+      node_kind_[j] = kFusedAway;
+    }
+  }
+
   // Consecutive matmuls on one x (q / k / v) become one launch; a gate / up
   // pair followed by its gated activation becomes one kernel.
   void group_matvecs() {
@@ -723,7 +773,8 @@ class CudaExecutable final : public Executable {
   // A matvec group or GLU node may also run the rms_norm node norm_of_ as its
   // prologue and (a group of one) the add node add_of_ as its epilogue.
   // An attention node may write its output's 8-bit records for the matvec
-  // launch after it (kAttnRecords; that launch's x_records_ is set).
+  // launch after it (kAttnRecords; that launch's x_records_ is set). A q / k /
+  // v group may run the rope + store run rope_of_ as its epilogue.
   enum NodeKind : uint8_t { kPlain, kReuseQx, kAddNorm, kMatvecGroup, kGlu, kRopeStore, kAttnRecords, kFusedAway };
   static constexpr uint32_t kNone = UINT32_MAX;
   std::vector<uint8_t> node_kind_;
@@ -731,6 +782,7 @@ class CudaExecutable final : public Executable {
   std::vector<uint32_t> norm_of_;
   std::vector<uint32_t> add_of_;
   std::vector<uint8_t> x_records_;
+  std::vector<uint32_t> rope_of_;  // a group's rope + store run (kRopeStore node), or kNone
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

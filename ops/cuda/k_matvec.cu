@@ -375,6 +375,49 @@ struct NormArg {
 struct AddArg {
   TV r, s;  // s = r + y of segment 0 (s.data null: no add)
 };
+// q / k / v segments with rope and the K / V cache store as the epilogue
+// (pos null: none); see MatvecRope.
+struct RopeArg {
+  const int32_t* pos = nullptr;
+  const int32_t* rows = nullptr;
+  TV kc, vc;
+  int32_t kv_type = 0;  // 0 F32, 1 F16, 2 BF16
+  RopeArgs a{};
+};
+
+// Element i of a cache row of the given type (0 F32, 1 F16, 2 BF16), converted
+// as set_rows converts it.
+__device__ __forceinline__ void store_cell(char* row, int32_t type, int64_t i, float v) {
+  if (type == 0) reinterpret_cast<float*>(row)[i] = v;
+  else if (type == 1) reinterpret_cast<__half*>(row)[i] = __float2half_rn(v);
+  else reinterpret_cast<__nv_bfloat16*>(row)[i] = __float2bfloat16_rn(v);
+}
+
+// The rope epilogue of a warp holding rows n0, n1 of segment seg (q, k, v): q
+// and k rows are one rotation pair (n_dims = D: pair i of head h is rows hD +
+// i, hD + i + D / 2 for neox, hD + 2i, hD + 2i + 1 otherwise), rotated as
+// rope_store_kernel rotates them (double-precision angle and rotation);
+// k and v also go to their cache row. One lane calls it.
+__device__ void rope_epilogue(const RopeArg& ro, int seg, int64_t n0, int64_t n1, float y[2]) {
+  const int64_t D = ro.a.n_dims;
+  if (seg < 2) {
+    const int64_t i = ro.a.neox ? n0 % D : (n0 % D) / 2;
+    const double p = static_cast<double>(ro.pos[0]) * static_cast<double>(ro.a.freq_scale);
+    const double theta = p * pow(static_cast<double>(ro.a.theta_base), -2.0 * static_cast<double>(i) / ro.a.n_dims);
+    double sn, cs;
+    sincos(theta, &sn, &cs);
+    const double x0 = y[0], x1 = y[1];
+    y[0] = static_cast<float>(x0 * cs - x1 * sn);
+    y[1] = static_cast<float>(x0 * sn + x1 * cs);
+  }
+  const int32_t id = ro.rows[0];
+  const TV& c = seg == 1 ? ro.kc : ro.vc;
+  if (seg > 0 && id >= 0 && id < c.ne[1]) {
+    char* row = c.data + static_cast<int64_t>(id) * c.nb[1];
+    store_cell(row, ro.kv_type, n0, y[0]);
+    store_cell(row, ro.kv_type, n1, y[1]);
+  }
+}
 
 // Units a lane loads before it computes on any of them, per weight row: for
 // one activation row, as many as the registers take, so that a decode row's
@@ -489,10 +532,13 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_xq(TV xt, int64_t K, N
   }
 }
 
-// XS: x (one row, MC == 1) as quantize_xq's records xs.
-template <DType T, int MC, int R, bool XS>
+// XS: x (one row, MC == 1) as quantize_xq's records xs. ROPE: the q / k / v
+// launch with ro's epilogue (R == 2, MC == 1: a warp's rows are a rotation
+// pair, remapped for neox).
+template <DType T, int MC, int R, bool XS, bool ROPE = false>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_kernel(SegsArg s, TV x, int64_t m_total, const XQ* xs, AddArg ad) {
+    matvec_kernel(SegsArg s, TV x, int64_t m_total, const XQ* xs, AddArg ad, RopeArg ro) {
+  static_assert(!ROPE || (R == 2 && MC == 1), "rope pairs are two rows of one activation row");
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
@@ -500,10 +546,21 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   while (seg < s.n && warp >= s.warp_end[seg]) ++seg;
   if (seg == s.n) return;
   const TV& w = s.w[seg];
-  const int64_t n0 = (warp - (seg ? s.warp_end[seg - 1] : 0)) * R;
+  int64_t n0 = (warp - (seg ? s.warp_end[seg - 1] : 0)) * R;
+  int64_t rows[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) rows[r] = n0 + r;
+  if constexpr (ROPE) {
+    if (seg < 2 && ro.a.neox) {  // pair n0 / 2 of the segment: head h, index i
+      const int64_t half = ro.a.n_dims / 2, pair = n0 / 2;
+      n0 = pair / half * ro.a.n_dims + pair % half;
+      rows[0] = n0;
+      rows[1] = n0 + half;
+    }
+  }
   const char* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w.data + (n0 + r < w.ne[1] ? n0 + r : n0) * w.nb[1];
+  for (int r = 0; r < R; ++r) wr[r] = w.data + (rows[r] < w.ne[1] ? rows[r] : n0) * w.nb[1];
   const float* xr[MC];
 #pragma unroll
   for (int c = 0; c < MC; ++c)
@@ -511,6 +568,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   float acc[R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
   row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
+  if constexpr (ROPE) {
+    if (lane == 0) {  // every lane holds both sums
+      float y[2] = {acc[0][0], acc[1][0]};
+      rope_epilogue(ro, seg, rows[0], rows[1], y);
+      float* yo = reinterpret_cast<float*>(s.y[seg].data);
+      yo[rows[0]] = y[0];
+      yo[rows[1]] = y[1];
+    }
+    return;
+  }
   const bool add = ad.s.data && seg == 0;
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -622,8 +689,8 @@ cudaError_t run_quantize(TV x, const NormArg& nm, XQ* xq, cudaStream_t s) {
 }
 
 template <DType T, int MC, int R>
-cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
-                   bool x_quantized, cudaStream_t s) {
+cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, const RopeArg& ro,
+                   void* scratch, bool x_quantized, cudaStream_t s) {
   {
     SegsArg a{};
     int64_t warps = 0;
@@ -645,13 +712,28 @@ cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, c
           const cudaError_t q = run_quantize(x, nm, xq, s);
           if (q != cudaSuccess) return q;
         }
+        if constexpr (MC == 1 && R == 2) {
+          if (ro.pos) {
+            (void)launch_k(matvec_kernel<T, MC, R, true, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                           static_cast<const XQ*>(xq), ad, ro);
+            return cudaGetLastError();
+          }
+        }
         (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
-                       static_cast<const XQ*>(xq), ad);
+                       static_cast<const XQ*>(xq), ad, RopeArg{});
         return cudaGetLastError();
       }
     }
-    (void)launch_k(matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
-                   static_cast<const XQ*>(nullptr), ad);
+    const bool pdl = kStages<T> || programmatic_float_matvecs();
+    if constexpr (MC == 1 && R == 2) {
+      if (ro.pos) {
+        (void)launch_kp(pdl, matvec_kernel<T, MC, R, false, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                        static_cast<const XQ*>(nullptr), ad, ro);
+        return cudaGetLastError();
+      }
+    }
+    (void)launch_kp(pdl, matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                    static_cast<const XQ*>(nullptr), ad, RopeArg{});
     return cudaGetLastError();
   }
 }
@@ -675,8 +757,8 @@ cudaError_t glu_r(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, in
         return cudaGetLastError();
       }
     }
-    (void)launch_k(matvec_glu_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e,
-                   m, static_cast<const XQ*>(nullptr));
+    (void)launch_kp(kStages<T> || programmatic_float_matvecs(), matvec_glu_kernel<T, MC, R, false>, blocks,
+                    kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e, m, static_cast<const XQ*>(nullptr));
     return cudaGetLastError();
   }
 }
@@ -694,15 +776,16 @@ bool one_row_per_warp() {
 }
 
 template <DType T>
-cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, void* scratch,
-                     bool x_quantized, cudaStream_t s) {
+cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, const RopeArg& ro,
+                     void* scratch, bool x_quantized, cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     if constexpr (MC == 1) {
-      if (one_row_per_warp()) return segs_r<T, 1, 1>(segs, x, m, nm, ad, scratch, x_quantized, s);
-      return segs_r<T, 1, 2>(segs, x, m, nm, ad, scratch, x_quantized, s);
+      if (one_row_per_warp() && !ro.pos) return segs_r<T, 1, 1>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
+      return segs_r<T, 1, 2>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
     } else {
-      return segs_r<T, MC, 1>(segs, x, m, nm, ad, scratch, x_quantized, s);
+      if (ro.pos) return cudaErrorInvalidValue;
+      return segs_r<T, MC, 1>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
     }
   });
 }
@@ -773,8 +856,20 @@ size_t matvec_scratch_bytes(DType wt, const TV& x) {
   return unit_elems(wt) ? staged_bytes(wt, x.ne[0], x.ne[1] * x.ne[2] * x.ne[3]) : 0;
 }
 
+bool matvec_can_rope(const MatvecSegs& segs, const TV& x, int64_t n_dims, int64_t heads_q, int64_t heads_kv) {
+  if (x.ne[1] * x.ne[2] * x.ne[3] != 1 || segs.n != 3 || n_dims <= 0 || n_dims % 2) return false;
+  if (segs.w[0].ne[1] != n_dims * heads_q || segs.w[1].ne[1] != n_dims * heads_kv ||
+      segs.w[2].ne[1] != n_dims * heads_kv)
+    return false;
+  for (int i = 0; i < 3; ++i) {
+    const TV& y = segs.y[i];
+    if (y.ne[0] * y.ne[1] * y.ne[2] * y.ne[3] != segs.w[i].ne[1] || y.nb[0] != 4) return false;
+  }
+  return true;
+}
+
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
-                          const MatvecNorm* norm, const MatvecAdd* add, bool x_quantized) {
+                          const MatvecNorm* norm, const MatvecAdd* add, bool x_quantized, const MatvecRope* rope) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || segs.n == 0) return cudaSuccess;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
@@ -785,8 +880,27 @@ cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch,
   }
   const NormArg nm = norm_arg(norm);
   if (x_quantized && (norm || !matvec_scratch_bytes(wt, x))) return cudaErrorInvalidValue;
+  RopeArg ro;
+  if (rope) {
+    if (add || !rope->pos || !rope->rows || rope->args.n_dims <= 0 ||
+        !matvec_can_rope(segs, x, rope->args.n_dims, segs.w[0].ne[1] / rope->args.n_dims,
+                         segs.w[1].ne[1] / rope->args.n_dims) ||
+        rope->kc.ne[0] != segs.w[1].ne[1] || rope->vc.ne[0] != segs.w[2].ne[1] || rope->kc.ne[1] != rope->vc.ne[1])
+      return cudaErrorInvalidValue;
+    ro.pos = rope->pos;
+    ro.rows = rope->rows;
+    ro.kc = rope->kc;
+    ro.vc = rope->vc;
+    ro.a = rope->args;
+    switch (rope->kv_type) {
+      case DType::F32: ro.kv_type = 0; break;
+      case DType::F16: ro.kv_type = 1; break;
+      case DType::BF16: ro.kv_type = 2; break;
+      default: return cudaErrorInvalidValue;
+    }
+  }
   return by_type(wt, [&](auto tc) {
-    return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, scratch, x_quantized, s);
+    return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
   });
 }
 

@@ -81,10 +81,30 @@ bool matvec_can_norm(DType wt, const TV& x);
 // bytes per 32 elements; 0: x read as float): pass at least this much.
 size_t matvec_scratch_bytes(DType wt, const TV& x);
 
+// The rope + K / V cache store the plan folds into a q / k / v launch (what
+// launch_rope_store does, bitwise, for one token): segments 0, 1, 2 are q
+// [n_dims * Hq], k and v [n_dims * Hkv] (rope over whole heads: n_dims is the
+// head size); q and k are rotated in their y, k and v also stored into cache
+// row rows[0] (outside [0, n_cells): not stored) of kc / vc ([n_dims * Hkv,
+// n_cells] of kv_type F32 / F16 / BF16, elements contiguous). Each warp takes
+// one rotation pair (two weight rows).
+struct MatvecRope {
+  const int32_t* pos = nullptr;   // the token's position (device)
+  const int32_t* rows = nullptr;  // its cache cell (device)
+  RopeArgs args{};
+  DType kv_type = DType::F16;
+  TV kc, vc;
+};
+
+// Whether segs (one activation row x) can take a MatvecRope: three segments of
+// Hq, Hkv and Hkv heads of n_dims rows each, outputs contiguous.
+bool matvec_can_rope(const MatvecSegs& segs, const TV& x, int64_t n_dims, int64_t heads_q, int64_t heads_kv);
+
 // x_quantized: the kernel that wrote x also wrote its records at scratch
 // (launch_attention_decode's records), so no quantize kernel runs.
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
-                          const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr, bool x_quantized = false);
+                          const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr, bool x_quantized = false,
+                          const MatvecRope* rope = nullptr);
 
 // y[m][n] = glu(G[n] . x[m], U[n] . x[m]) with glu one of the Binary gated
 // forms (swiglu, geglu_*): the gate and up projections and their activation
