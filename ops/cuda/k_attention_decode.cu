@@ -76,14 +76,14 @@ __device__ __forceinline__ float2 value_pair(const char* vr, int64_t d) {
   }
 }
 
-// One slice's share (S > 1): from its scores sc[0, n) and their max mx, its
-// sum of exp(s - mx) and unnormalised output into the workspace, then the
-// pair's counter; *merges is true in the block that came last.
+// The softmax numerators of scores sc[0, n) against their max mx (in place,
+// none when mx is -inf), their sum (returned), and each warp's sum of its
+// keys' numerator-weighted value rows in part[warp] (warp w takes keys w, w +
+// kWarps, ...; lane l dims 2l, 2l + 64, ...); part is complete on return.
 template <DType KV, ExpTier T>
-__device__ void split_slice(const AttnSplitWs& ws, int64_t hm, int64_t S, int64_t slice, int64_t D, int64_t n, float mx,
-                            float* sc, float (*part)[kMaxD], float* red, const char* vb, size_t v_stride, bool* merges) {
+__device__ float weigh_values(int64_t D, int64_t n, float mx, float* sc, float (*part)[kMaxD], float* red,
+                              const char* vb, size_t v_stride) {
   const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
-  float* rec = ws.partials + (hm * S + slice) * (D + 2);
   float sum = 0.0f;
   if (mx != -INFINITY) {
     for (int64_t j = threadIdx.x; j < n; j += kThreads) {
@@ -119,6 +119,17 @@ __device__ void split_slice(const AttnSplitWs& ws, int64_t hm, int64_t S, int64_
     }
   }
   __syncthreads();
+  return sum;
+}
+
+// One slice's share (S > 1): from its scores sc[0, n) and their max mx, its
+// sum of exp(s - mx) and unnormalised output into the workspace, then the
+// pair's counter; *merges is true in the block that came last.
+template <DType KV, ExpTier T>
+__device__ void split_slice(const AttnSplitWs& ws, int64_t hm, int64_t S, int64_t slice, int64_t D, int64_t n, float mx,
+                            float* sc, float (*part)[kMaxD], float* red, const char* vb, size_t v_stride, bool* merges) {
+  float* rec = ws.partials + (hm * S + slice) * (D + 2);
+  const float sum = weigh_values<KV, T>(D, n, mx, sc, part, red, vb, v_stride);
   for (int64_t d = threadIdx.x; d < D; d += kThreads) {
     float o = 0.0f;
 #pragma unroll
@@ -174,7 +185,6 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
   const int64_t group = Hq / k.ne[1];
   float* qs = smem;      // [D]
   float* sc = smem + D;  // [n]
-  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
   for (int64_t hm = blockIdx.x; hm < Hq * M; hm += gridDim.x) {
     const int64_t h = hm % Hq, m = hm / Hq, kvh = h / group;
     const float* qr = reinterpret_cast<const float*>(q.data + h * q.nb[1] + m * q.nb[2]);
@@ -210,39 +220,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode(TV q, TV k, TV v, T
       }
       continue;
     }
-    float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < n; j += kThreads) {
-      const float p = exp_scaled<T>(sc[j] - mx, 1.0);
-      sc[j] = p;
-      sum += p;
-    }
-    sum = block_sum(sum, red);  // also orders the writes to sc before the reads below
-    float acc[kMaxD / 64][2];
-#pragma unroll
-    for (int t = 0; t < kMaxD / 64; ++t) acc[t][0] = acc[t][1] = 0.0f;
-    for (int64_t j = wid; j < n; j += kWarps) {
-      const float p = sc[j];
-      if (p == 0.0f) continue;
-      const char* vr = vb + (lo + j) * v.nb[2];
-#pragma unroll
-      for (int t = 0; t < kMaxD / 64; ++t) {
-        const int64_t d = 2 * lane + 64 * t;
-        if (d < D) {
-          const float2 vv = value_pair<KV>(vr, d);
-          acc[t][0] = fmaf(p, vv.x, acc[t][0]);
-          acc[t][1] = fmaf(p, vv.y, acc[t][1]);
-        }
-      }
-    }
-#pragma unroll
-    for (int t = 0; t < kMaxD / 64; ++t) {
-      const int64_t d = 2 * lane + 64 * t;
-      if (d < D) {
-        part[wid][d] = acc[t][0];
-        part[wid][d + 1] = acc[t][1];
-      }
-    }
-    __syncthreads();
+    const float sum = weigh_values<KV, T>(D, n, mx, sc, part, red, vb + lo * v.nb[2], v.nb[2]);
     const float inv = 1.0f / sum;
     for (int64_t d = threadIdx.x; d < D; d += kThreads) {
       float o = 0.0f;
