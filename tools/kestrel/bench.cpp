@@ -116,21 +116,23 @@ int bench(const BenchOptions& o) {
 
   std::vector<Result> results;
   for (int threads : thread_counts) {
-    kestrel_context_params cp = kestrel_context_default_params();
-    cp.n_ctx = std::max(o.n_prompt, o.n_gen);
-    cp.n_batch = std::max(o.n_prompt, 1);
-    cp.n_threads = threads;
-    cp.n_threads_batch = threads;
-    apply_exp_flags(o.exp, &cp, nullptr);
-    apply_device_flags(o.device, &cp);
-    kestrel_context* ctx = nullptr;
-    if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
-      return report(s, "cannot create a context", nullptr);
-    std::unique_ptr<kestrel_context, void (*)(kestrel_context*)> ctx_guard(ctx, kestrel_context_free);
     for (int kind = 0; kind < 2; ++kind) {
       const bool pp = kind == 0;
       const int n = pp ? o.n_prompt : o.n_gen;
       if (n == 0) continue;
+      // A context per test, of the test's tokens (as llama-bench sizes its
+      // contexts): tg runs over a KV cache of n_gen cells.
+      kestrel_context_params cp = kestrel_context_default_params();
+      cp.n_ctx = n;
+      cp.n_batch = pp ? n : 1;
+      cp.n_threads = threads;
+      cp.n_threads_batch = threads;
+      apply_exp_flags(o.exp, &cp, nullptr);
+      apply_device_flags(o.device, &cp);
+      kestrel_context* ctx = nullptr;
+      if (kestrel_status s = kestrel_context_create(model, &cp, &ctx); s != KESTREL_OK)
+        return report(s, "cannot create a context", nullptr);
+      std::unique_ptr<kestrel_context, void (*)(kestrel_context*)> ctx_guard(ctx, kestrel_context_free);
       Result r{(pp ? "pp" : "tg") + std::to_string(n), threads, pp ? n : 0, pp ? 0 : n, {}, 0, 0,
                kestrel_context_backend(ctx)};
       const int warmups = std::string(kestrel_context_backend(ctx)) == "cuda" ? 2 : 1;
