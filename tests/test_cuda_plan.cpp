@@ -381,6 +381,112 @@ TEST_CASE("cuda plan: the q / k / v launch with rope and the K / V store as its 
   }
 }
 
+// The feed-forward half of a layer and an output head, one token: o-proj +
+// residual add, rms_norm, gate / up / SwiGLU, down + residual add, rms_norm,
+// head. A device plan has each matvec launch write the 8-bit records of the
+// next one's input (through the norms too), so no quantize kernel runs.
+struct RecordsPlan {
+  static constexpr int64_t kEr = 256, kFr = 512, kVr = 96;
+  Weight wo, wg, wu, wd, wh;
+  std::vector<float> n1, n2;
+  std::vector<float> in;   // the attention output [kEr], the residual [kEr]
+  std::vector<float> act;  // o, h, g, u
+  std::vector<float> out;  // logits [kVr], the residual [kEr], h (when read) [kEr]
+  Plan plan;
+  int out_root = -1;
+
+  void build(DType to, DType tf, DType td, bool one_plus, bool read_h) {
+    wo = make_weight(to, kEr, kEr, 21, 0.08f);
+    wg = make_weight(tf, kEr, kFr, 22, 0.08f);
+    wu = make_weight(tf, kEr, kFr, 23, 0.08f);
+    wd = make_weight(td, kFr, kEr, 24, 0.05f);
+    wh = make_weight(td, kEr, kVr, 25, 0.1f);
+    n1.assign(kEr, 0.0f);
+    n2.assign(kEr, 0.0f);
+    for (int64_t i = 0; i < kEr; ++i)
+      n1[i] = (one_plus ? 0.0f : 1.0f) + 0.01f * static_cast<float>(i % 7), n2[i] = 0.5f + 0.02f * (i % 5);
+    in.assign(2 * kEr, 0.0f);
+    act.assign(3 * kEr + 2 * kFr, 0.0f);
+    out.assign(kVr + 2 * kEr, 0.0f);
+    plan.add_root(SlotRole::input, in.data(), in.size() * 4, "inputs");
+    plan.add_root(SlotRole::activation, act.data(), act.size() * 4, "activations");
+    out_root = plan.add_root(SlotRole::output, out.data(), out.size() * 4, "outputs");
+    auto f32 = [](float* p, int64_t n) { return make_tensor(DType::F32, p, n, 1); };
+    Tensor att = f32(in.data(), kEr), x = f32(in.data() + kEr, kEr);
+    Tensor o = f32(act.data(), kEr), h = f32(act.data() + kEr, kEr), g = f32(act.data() + 2 * kEr, kFr),
+           u = f32(act.data() + 2 * kEr + kFr, kFr), h2 = f32(act.data() + 2 * kEr + 2 * kFr, kEr);
+    Tensor logits = f32(out.data(), kVr), xo = f32(out.data() + kVr, kEr), ho = f32(out.data() + kVr + kEr, kEr);
+    Tensor tn1 = f32(n1.data(), kEr), tn2 = f32(n2.data(), kEr);
+    const RmsNormParams rn1{1e-5f, one_plus}, rn2{1e-6f, false};
+    const SiluParams silu{};
+    REQUIRE(plan.run(OpId::matmul, &o, {&wo.t, &att}).ok());
+    REQUIRE(plan.run(OpId::add, &x, {&x, &o}).ok());
+    REQUIRE(plan.run(OpId::rms_norm, &h, {&x, &tn1}, &rn1).ok());
+    REQUIRE(plan.run(OpId::matmul, &g, {&wg.t, &h}).ok());
+    REQUIRE(plan.run(OpId::matmul, &u, {&wu.t, &h}).ok());
+    REQUIRE(plan.run(OpId::swiglu, &g, {&g, &u}, &silu).ok());
+    REQUIRE(plan.run(OpId::matmul, &o, {&wd.t, &g}).ok());
+    REQUIRE(plan.run(OpId::add, &x, {&x, &o}).ok());
+    REQUIRE(plan.run(OpId::rms_norm, &h2, {&x, &tn2}, &rn2).ok());
+    REQUIRE(plan.run(OpId::matmul, &logits, {&wh.t, &h2}).ok());
+    REQUIRE(plan.run(OpId::copy, &xo, {&x}).ok());
+    if (read_h) REQUIRE(plan.run(OpId::copy, &ho, {&h}).ok());
+  }
+};
+
+TEST_CASE("cuda plan: matvec launches write the next launch's 8-bit records", "[cuda][plan][records]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  auto ref = make_ref();
+  struct Case {
+    DType o, f, d;
+    bool one_plus, read_h;
+    size_t fewer;  // quantize kernels the records save
+  };
+  const Case cases[] = {{DType::Q4_0, DType::Q4_0, DType::Q4_0, false, false, 3},
+                        {DType::Q8_0, DType::Q8_0, DType::Q8_0, true, false, 3},
+                        {DType::Q6_K, DType::Q4_K, DType::Q6_K, false, false, 3},
+                        {DType::F16, DType::Q4_0, DType::Q8_0, false, false, 3},
+                        // h read after the gate / up launch: that norm stays unfolded (quantize kernel kept)
+                        {DType::Q4_0, DType::Q4_K, DType::Q4_0, false, true, 2}};
+  for (const Case& c : cases) {
+    INFO(dtype_name(c.o) << " / " << dtype_name(c.f) << " / " << dtype_name(c.d) << (c.one_plus ? " 1 + w" : "")
+                         << (c.read_h ? " h read" : ""));
+    RecordsPlan p;
+    p.build(c.o, c.f, c.d, c.one_plus, c.read_h);
+    REQUIRE(setenv("KESTREL_CUDA_RECORDS", "1", 1) == 0);
+    auto fused = gpu->prepare(p.plan, nullptr);
+    REQUIRE(fused.status().to_string() == "ok");
+    REQUIRE(setenv("KESTREL_CUDA_RECORDS", "0", 1) == 0);
+    auto plain = gpu->prepare(p.plan, nullptr);
+    REQUIRE(unsetenv("KESTREL_CUDA_RECORDS") == 0);
+    REQUIRE(plain.status().to_string() == "ok");
+    CHECK((*fused)->n_launches() + c.fewer == (*plain)->n_launches());
+    auto host = prepare_eager(p.plan, {ref.get()});
+    REQUIRE(host.ok());
+    std::vector<float> want(p.out.size()), a(p.out.size()), b(p.out.size());
+    REQUIRE((*host)->bind_output(p.out_root, want.data()).ok());
+    REQUIRE((*fused)->bind_output(p.out_root, a.data()).ok());
+    REQUIRE((*plain)->bind_output(p.out_root, b.data()).ok());
+    std::mt19937 rng(9);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (int step = 0; step < 4; ++step) {
+      INFO("step " << step);
+      for (float& e : p.in) e = dist(rng) * (step == 3 ? 1e4f : 1.0f);  // a large residual: the records' scale
+      REQUIRE((*host)->execute().ok());
+      REQUIRE((*fused)->execute().to_string() == "ok");
+      REQUIRE((*plain)->execute().to_string() == "ok");
+      const double ef = compare(want, a), ep = compare(want, b);
+      std::printf("records %s/%s/%s: step %d nmse %.3g (quantize kernels: %.3g)\n", dtype_name(c.o), dtype_name(c.f),
+                  dtype_name(c.d), step, ef, ep);
+      // 8-bit activations either way (records of y w instead of y w / rms
+      // round differently): within the same bound as the separate kernels.
+      CHECK(ef < 1e-4);
+      CHECK(ef < 4 * ep + 1e-7);
+    }
+  }
+}
+
 TEST_CASE("cuda plan: a step allocates nothing, on the host or the device", "[cuda][plan][alloc]") {
   auto gpu = make_gpu();
   NEED_GPU(gpu);
