@@ -461,6 +461,7 @@ __device__ __forceinline__ void write_record(const RecArg& rc, int64_t n, float 
   cg::cluster_group cl = cg::this_cluster();
   const unsigned rank = cl.block_rank();
   const int lane = static_cast<int>(threadIdx.x % kWarp), wib = static_cast<int>(threadIdx.x / kWarp);
+  cl.sync();  // every block of the cluster has started before any writes into another's shared memory
   if (lane == 0) {
     const int slot = static_cast<int>(rank) * kWarpsPerBlock + wib;
     const float g = rc.w ? (rc.one_plus ? 1.0f + rc.w[n] : rc.w[n]) : 1.0f;
