@@ -273,6 +273,16 @@ TEST_CASE("cuda plan: a hand-built block equals ref, step after step", "[cuda][p
   }
 }
 
+// The plan prepared on the GPU with the environment variable `name` set to
+// `value` during the prepare (a device plan reads its fusion switches then).
+std::unique_ptr<Executable> prepare_with(Backend& gpu, const Plan& plan, const char* name, const char* value) {
+  REQUIRE(setenv(name, value, 1) == 0);
+  auto e = gpu.prepare(plan, nullptr);
+  REQUIRE(unsetenv(name) == 0);
+  REQUIRE(e.status().to_string() == "ok");
+  return std::move(e).value();
+}
+
 // q / k / v of one token, rope of q and k, K and V into their cache cells,
 // then copies of q and of both caches into the output: the shape of a llama
 // layer's attention input, which a device plan runs as one q / k / v launch
@@ -350,20 +360,16 @@ TEST_CASE("cuda plan: the q / k / v launch with rope and the K / V store as its 
                           << dtype_name(c.kvt));
     QkvRopePlan p;
     p.build(c.wt, c.D, c.mode, c.kvt);
-    auto fused = gpu->prepare(p.plan, nullptr);
-    REQUIRE(fused.status().to_string() == "ok");
-    REQUIRE(setenv("KESTREL_CUDA_QKV_ROPE", "0", 1) == 0);
-    auto plain = gpu->prepare(p.plan, nullptr);
-    REQUIRE(unsetenv("KESTREL_CUDA_QKV_ROPE") == 0);
-    REQUIRE(plain.status().to_string() == "ok");
+    auto fused = prepare_with(*gpu, p.plan, "KESTREL_CUDA_QKV_ROPE", "1");
+    auto plain = prepare_with(*gpu, p.plan, "KESTREL_CUDA_QKV_ROPE", "0");
     // The rope + store run (4 nodes: one launch) goes into the q / k / v launch.
-    CHECK((*fused)->n_launches() + 1 == (*plain)->n_launches());
+    CHECK(fused->n_launches() + 1 == plain->n_launches());
     auto host = prepare_eager(p.plan, {ref.get()});
     REQUIRE(host.ok());
     std::vector<float> want(p.out.size()), a(p.out.size()), b(p.out.size());
     REQUIRE((*host)->bind_output(p.out_root, want.data()).ok());
-    REQUIRE((*fused)->bind_output(p.out_root, a.data()).ok());
-    REQUIRE((*plain)->bind_output(p.out_root, b.data()).ok());
+    REQUIRE(fused->bind_output(p.out_root, a.data()).ok());
+    REQUIRE(plain->bind_output(p.out_root, b.data()).ok());
     std::mt19937 rng(7);
     std::normal_distribution<float> dist(0.0f, 1.0f);
     const int32_t steps[][2] = {{0, 0}, {5, 3}, {3000, 4}, {7, -1}, {40000, 1}};  // (pos, cell); -1 stores nothing
@@ -373,8 +379,8 @@ TEST_CASE("cuda plan: the q / k / v launch with rope and the K / V store as its 
       p.in[0] = st[0];
       p.in[1] = st[1];
       REQUIRE((*host)->execute().ok());
-      REQUIRE((*fused)->execute().to_string() == "ok");
-      REQUIRE((*plain)->execute().to_string() == "ok");
+      REQUIRE(fused->execute().to_string() == "ok");
+      REQUIRE(plain->execute().to_string() == "ok");
       REQUIRE(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);  // bitwise the separate kernels
       CHECK(compare(want, a) < 1e-4);  // and the reference within the 8-bit activations' error
     }
@@ -454,28 +460,23 @@ TEST_CASE("cuda plan: matvec launches write the next launch's 8-bit records", "[
                          << (c.read_h ? " h read" : ""));
     RecordsPlan p;
     p.build(c.o, c.f, c.d, c.one_plus, c.read_h);
-    REQUIRE(setenv("KESTREL_CUDA_RECORDS", "1", 1) == 0);
-    auto fused = gpu->prepare(p.plan, nullptr);
-    REQUIRE(fused.status().to_string() == "ok");
-    REQUIRE(setenv("KESTREL_CUDA_RECORDS", "0", 1) == 0);
-    auto plain = gpu->prepare(p.plan, nullptr);
-    REQUIRE(unsetenv("KESTREL_CUDA_RECORDS") == 0);
-    REQUIRE(plain.status().to_string() == "ok");
-    CHECK((*fused)->n_launches() + c.fewer == (*plain)->n_launches());
+    auto fused = prepare_with(*gpu, p.plan, "KESTREL_CUDA_RECORDS", "1");
+    auto plain = prepare_with(*gpu, p.plan, "KESTREL_CUDA_RECORDS", "0");
+    CHECK(fused->n_launches() + c.fewer == plain->n_launches());
     auto host = prepare_eager(p.plan, {ref.get()});
     REQUIRE(host.ok());
     std::vector<float> want(p.out.size()), a(p.out.size()), b(p.out.size());
     REQUIRE((*host)->bind_output(p.out_root, want.data()).ok());
-    REQUIRE((*fused)->bind_output(p.out_root, a.data()).ok());
-    REQUIRE((*plain)->bind_output(p.out_root, b.data()).ok());
+    REQUIRE(fused->bind_output(p.out_root, a.data()).ok());
+    REQUIRE(plain->bind_output(p.out_root, b.data()).ok());
     std::mt19937 rng(9);
     std::normal_distribution<float> dist(0.0f, 1.0f);
     for (int step = 0; step < 4; ++step) {
       INFO("step " << step);
       for (float& e : p.in) e = dist(rng) * (step == 3 ? 1e4f : 1.0f);  // a large residual: the records' scale
       REQUIRE((*host)->execute().ok());
-      REQUIRE((*fused)->execute().to_string() == "ok");
-      REQUIRE((*plain)->execute().to_string() == "ok");
+      REQUIRE(fused->execute().to_string() == "ok");
+      REQUIRE(plain->execute().to_string() == "ok");
       const double ef = compare(want, a), ep = compare(want, b);
       std::printf("records %s/%s/%s: step %d nmse %.3g (quantize kernels: %.3g)\n", dtype_name(c.o), dtype_name(c.f),
                   dtype_name(c.d), step, ef, ep);
