@@ -98,6 +98,7 @@ void time_case(const Opts& o, const std::string& what, int64_t n, int nth, std::
 CpuIsa parse_isa(const std::string& s) {
   if (s == "sse4.2" || s == "sse42") return CpuIsa::sse42;
   if (s == "avx2") return CpuIsa::avx2;
+  if (s == "avxvnni") return CpuIsa::avxvnni;
   if (s == "avx512") return CpuIsa::avx512;
   if (s == "neon") return CpuIsa::neon;
   if (s == "neondot") return CpuIsa::neondot;

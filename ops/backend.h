@@ -41,6 +41,7 @@ enum class CpuIsa : int32_t {
   avx512 = 3,
   neon = 4,
   neondot = 5,       // neon compiled with the dotprod extension (sdot / udot)
+  avxvnni = 6,       // avx2 compiled with AVX-VNNI (vpdpbusd / vpdpwssd on ymm)
 };
 const char* cpu_isa_name(CpuIsa isa);
 

@@ -37,7 +37,9 @@ CpuFeatures detect() {
     f.avx = f.avx && ymm;
     f.fma = f.fma && ymm;
     f.f16c = f.f16c && ymm;
+    unsigned max_subleaf7 = 0;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+      max_subleaf7 = a;
       f.avx2 = (b & bit_AVX2) && ymm;
       f.bmi2 = b & bit_BMI2;
       f.avx512f = (b & bit_AVX512F) && zmm;
@@ -46,7 +48,10 @@ CpuFeatures detect() {
       f.avx512dq = (b & bit_AVX512DQ) && zmm;
       f.avx512vnni = (c & (1u << 11)) && zmm;
     }
-    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512bf16 = (a & (1u << 5)) && zmm;
+    if (max_subleaf7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+      f.avx_vnni = (a & (1u << 4)) && ymm;  // VEX-encoded vpdpbusd / vpdpwssd on xmm, ymm
+      f.avx512bf16 = (a & (1u << 5)) && zmm;
+    }
   }
   if (__get_cpuid(0x80000000, &a, &b, &c, &d) && a >= 0x80000004) {
     char brand[49] = {};
@@ -98,6 +103,7 @@ std::string CpuFeatures::to_string() const {
   add(fma, "fma");
   add(f16c, "f16c");
   add(bmi2, "bmi2");
+  add(avx_vnni, "avx_vnni");
   add(avx512f, "avx512f");
   add(avx512bw, "avx512bw");
   add(avx512vl, "avx512vl");

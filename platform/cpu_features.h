@@ -10,7 +10,7 @@ namespace kestrel {
 
 struct CpuFeatures {
   // x86-64
-  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false, avx_vnni = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false,
        avx512bf16 = false;
   // arm64

@@ -24,6 +24,9 @@ std::string build_system_info() {
 #if defined(KESTREL_ISA_AVX2)
   s += " avx2";
 #endif
+#if defined(KESTREL_ISA_AVXVNNI)
+  s += " avxvnni";
+#endif
 #if defined(KESTREL_ISA_AVX512)
   s += " avx512";
 #endif

@@ -79,7 +79,7 @@ World& world() {
     if (r) x.ref = std::move(*r);
     x.columns.push_back("ref");
 #if defined(__x86_64__) || defined(_M_X64)
-    const CpuIsa isas[] = {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avx512};
+    const CpuIsa isas[] = {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512};
 #elif defined(__aarch64__)
     const CpuIsa isas[] = {CpuIsa::neon, CpuIsa::neondot};
 #else

@@ -176,6 +176,57 @@ TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "
     }
 }
 
+TEST_CASE("matmul: the AVX-VNNI build of the avx2 kernels gives the avx2 bits", "[op][matmul][cpu][avxvnni]") {
+  // avxvnni is the avx2 source compiled with vpdpbusd / vpdpwssd where avx2 pairs vpmaddubsw
+  // with vpmaddwd. No vpmaddubsw pair there reaches the int16 limit (|w| <= 128 or codes <= 63
+  // against |x| <= 127), so the integer sums are exact either way and every output of every
+  // variant (float weights too) must be bitwise the avx2 one's.
+  bool have_avx2 = false, have_vnni = false;
+  for (CpuIsa isa : isas_to_test()) {
+    have_avx2 = have_avx2 || isa == CpuIsa::avx2;
+    have_vnni = have_vnni || isa == CpuIsa::avxvnni;
+  }
+  if (!have_avx2 || !have_vnni) {
+    WARN("SKIP: needs the avx2 and avxvnni variants (an x86-64 CPU with AVX-VNNI)");
+    return;
+  }
+  for (int threads : {1, 2}) {
+    auto plain = make_cpu(CpuIsa::avx2, threads);
+    auto vnni = make_cpu(CpuIsa::avxvnni, threads);
+    for (DType type : kWeightTypes) {
+      const MatmulVariant* va[kMaxMatmulVariants];
+      const MatmulVariant* vb[kMaxMatmulVariants];
+      const int n = cpu_matmul_variants(CpuIsa::avx2, type, va, kMaxMatmulVariants);
+      REQUIRE(cpu_matmul_variants(CpuIsa::avxvnni, type, vb, kMaxMatmulVariants) == n);
+      const int bs = dtype_block_size(type);
+      for (int64_t K : {bs == 1 ? int64_t{96} : int64_t{bs}, bs == 1 ? int64_t{67} : int64_t{7} * bs})
+        for (int64_t N : {1, 19})
+          for (int64_t M : {1, 3, 8}) {
+            INFO(dtype_name(type) << " K " << K << " N " << N << " M " << M << " threads " << threads);
+            std::vector<float> y1, y2;
+            check_matmul(*plain, type, Shape{K, N, M}, 7, &y1);
+            check_matmul(*vnni, type, Shape{K, N, M}, 7, &y2);
+            REQUIRE(y1.size() == y2.size());
+            CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+            for (int i = 0; i < n; ++i) {
+              // The same kernel under the same name, "__avx2_" -> "__avxvnni_".
+              std::string want = va[i]->name;
+              want.replace(want.find("__avx2_"), 7, "__avxvnni_");
+              INFO(va[i]->name);
+              REQUIRE(want == vb[i]->name);
+              if (!va[i]->available() || !vb[i]->available()) continue;
+              check_matmul(MatmulRunner([&](const OpCall& c) { return cpu_run_matmul_variant(*plain, c, *va[i]); }),
+                           type, Shape{K, N, M}, 7, &y1);
+              check_matmul(MatmulRunner([&](const OpCall& c) { return cpu_run_matmul_variant(*vnni, c, *vb[i]); }),
+                           type, Shape{K, N, M}, 7, &y2);
+              REQUIRE(y1.size() == y2.size());
+              CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+            }
+          }
+    }
+  }
+}
+
 TEST_CASE("matmul: float weights over several K chunks and panels, and the same bits at any prompt batch", "[op][matmul][cpu]") {
   // K beyond the 256- and 1024-element chunks of the two float prompt paths with a partial
   // last chunk, N beyond their panels with a partial last panel, and M below, at and above

@@ -293,6 +293,8 @@ TEST_CASE("cpu_features agrees with the compiler's view of this CPU", "[platform
   REQUIRE(f.avx2 == static_cast<bool>(__builtin_cpu_supports("avx2")));
   REQUIRE(f.fma == static_cast<bool>(__builtin_cpu_supports("fma")));
   REQUIRE(f.avx512f == static_cast<bool>(__builtin_cpu_supports("avx512f")));
+  REQUIRE(f.avx_vnni == static_cast<bool>(__builtin_cpu_supports("avxvnni")));
+  REQUIRE((s.find("avx_vnni") != std::string::npos) == f.avx_vnni);
   // Implications that any x86-64 CPU and OS satisfy.
   if (f.avx2) REQUIRE(f.avx);
   if (f.avx512bw || f.avx512vl || f.avx512dq || f.avx512vnni) REQUIRE(f.avx512f);

@@ -20,6 +20,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::avx512: return "avx512";
     case CpuIsa::neon: return "neon";
     case CpuIsa::neondot: return "neondot";
+    case CpuIsa::avxvnni: return "avxvnni";
   }
   return "unknown";
 }
@@ -43,6 +44,7 @@ bool isa_runs_here(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::sse42: return f.sse42;
     case CpuIsa::avx2: return f.avx2 && f.fma && f.f16c && f.bmi2;
+    case CpuIsa::avxvnni: return f.avx2 && f.fma && f.f16c && f.bmi2 && f.avx_vnni;
     case CpuIsa::avx512:
       return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c;
     case CpuIsa::neon: return f.neon;
@@ -66,6 +68,9 @@ bool isa_compiled(CpuIsa isa) {
 #if defined(KESTREL_ISA_AVX2)
     case CpuIsa::avx2: return true;
 #endif
+#if defined(KESTREL_ISA_AVXVNNI)
+    case CpuIsa::avxvnni: return true;
+#endif
 #if defined(KESTREL_ISA_AVX512)
     case CpuIsa::avx512: return true;
 #endif
@@ -87,6 +92,9 @@ void fill_table(CpuIsa isa, cpu::KernelTable& t) {
 #endif
 #if defined(KESTREL_ISA_AVX2)
     case CpuIsa::avx2: cpu::fill_kernels_avx2(t); t.isa_name = "avx2"; break;
+#endif
+#if defined(KESTREL_ISA_AVXVNNI)
+    case CpuIsa::avxvnni: cpu::fill_kernels_avxvnni(t); t.isa_name = "avxvnni"; break;
 #endif
 #if defined(KESTREL_ISA_AVX512)
     case CpuIsa::avx512: cpu::fill_kernels_avx512(t); t.isa_name = "avx512"; break;
@@ -187,7 +195,7 @@ Expected<std::unique_ptr<Backend>> create_cpu(const BackendOptions& opt) {
 
 int cpu_isa_available(CpuIsa* out, int max) {
   int n = 0;
-  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neondot, CpuIsa::neon}) {
+  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avxvnni, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neondot, CpuIsa::neon}) {
     if (n < max && isa_compiled(isa) && isa_runs_here(isa)) out[n++] = isa;
   }
   return n;

@@ -21,7 +21,8 @@ Status cpu_exp_row(CpuIsa isa, ExpTier tier, const float* x, float* y, int64_t n
     case CpuIsa::sse42: fn = &cpu::exp_row_sse42; break;
 #endif
 #if defined(KESTREL_ISA_AVX2)
-    case CpuIsa::avx2: fn = &cpu::exp_row_avx2; break;
+    case CpuIsa::avx2:
+    case CpuIsa::avxvnni: fn = &cpu::exp_row_avx2; break;  // no integer work: one exp row for both
 #endif
 #if defined(KESTREL_ISA_AVX512)
     case CpuIsa::avx512: fn = &cpu::exp_row_avx512; break;

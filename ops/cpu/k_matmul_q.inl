@@ -3,7 +3,7 @@
 // for RA (1..4) activation rows, so prompt processing is compute- rather than load-bound.
 //
 // Algorithm: integer dot products per block (x86: vpmaddubsw + vpmaddwd, or vpdpbusd
-// with AVX-512 VNNI; portable: int32 loops), converted to float once per block (Q4_0,
+// with AVX-512 VNNI or AVX-VNNI; portable: int32 loops), converted to float once per block (Q4_0,
 // Q8_0) or per super-block (K-quants, whose 6/8-bit sub-block scales are applied in
 // the integer domain by vpmaddwd), times d_w * d_x. The integer sums are exact, so
 // the only error against ops/ref is the activation rounding (<= d_x/2 per value) and
@@ -43,6 +43,8 @@ inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
 inline __m256i mul_sum_u8s8(__m256i u, __m256i s) {
 #if defined(__AVX512VNNI__) && defined(__AVX512VL__)
   return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
 #else
   return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 #endif
@@ -155,7 +157,7 @@ inline void dot_q8w_x4(int64_t nb, const char* const* w, const int8_t* qs4, cons
   constexpr float kOffset = T == DType::Q4_0 ? 8.0f : T == DType::Q5_0 ? 16.0f : 0.0f;
   // c8 = 8 * d_x * sum(x); the offset term is kOffset * d_x * sum(x) = (kOffset / 8) * c8.
   const __m256 off = _mm256_set1_ps(kOffset / 8.0f);
-  const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);  // vpmaddwd pair sums (not with AVX-VNNI)
   // lanes: row 0 x act 0..3 | row 1 x act 0..3. Per lane, the float operations of the
   // decode tile (dot_rows8): acc += s * (d_w * d_x), corr += d_w * (offset * c8), y =
   // acc - corr, block by block; so a row's output does not depend on the batch it is in
@@ -189,7 +191,11 @@ inline void dot_q8w_x4(int64_t nb, const char* const* w, const int8_t* qs4, cons
       for (int r = 0; r < 4; ++r) {
         __m256i xq = _mm256_load_si256(reinterpret_cast<const __m256i*>(qs4 + (4 * b + r) * kQK));
         if constexpr (T == DType::Q8_0) xq = _mm256_sign_epi8(xq, wsgn[j]);
+#if defined(__AVXVNNI__)
+        p[r] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), wq[j], xq);
+#else
         p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[j], xq), ones);
+#endif
       }
       // Per 128-bit lane: [sum4(p0) sum4(p1) sum4(p2) sum4(p3)] over that lane's elements,
       // by a 4x4 transpose-add (unpacks and adds: single-uop instructions, where vphaddd
@@ -277,9 +283,15 @@ inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* r
       const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0302 + 0x0404 * c)));
       for (int r = 0; r < RA; ++r) {
         const int8_t* x = a[r][b].qs + 64 * c;
+#if defined(__AVXVNNI__)
+        // The scale multiply and both adds in vpdpwssd: the same int32 sum (adds wrap alike).
+        isum[r] = _mm256_dpwssd_avx_epi32(isum[r], _mm256_maddubs_epi16(lo, loadu256(x)), s0);
+        isum[r] = _mm256_dpwssd_avx_epi32(isum[r], _mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
+#else
         const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(x)), s0);
         const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
         isum[r] = _mm256_add_epi32(isum[r], _mm256_add_epi32(p0, p1));
+#endif
         __asm__("" : "+x"(isum[r]));  // keep the chain: see dot_q4K_4
       }
     }
@@ -318,9 +330,14 @@ inline void dot_q4K_4(int64_t nb, const void* wv, const void* const* av, float* 
       const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16(static_cast<short>(0x0302 + 0x0404 * c)));
       auto step = [&](const BlockQ8_K* ar, __m256i& is) {
         const int8_t* x = ar[b].qs + 64 * c;
+#if defined(__AVXVNNI__)
+        is = _mm256_dpwssd_avx_epi32(is, _mm256_maddubs_epi16(lo, loadu256(x)), s0);
+        is = _mm256_dpwssd_avx_epi32(is, _mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
+#else
         const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, loadu256(x)), s0);
         const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, loadu256(x + 32)), s1);
         is = _mm256_add_epi32(is, _mm256_add_epi32(p0, p1));
+#endif
         // Integer adds reassociate freely: without this the compiler sums each row's
         // 8 products as a tree after forming them all, and spills half of them.
         __asm__("" : "+x"(is));
@@ -380,7 +397,11 @@ inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* re
         const __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx));
         for (int r = 0; r < RA; ++r) {
           const __m256i p = _mm256_maddubs_epi16(wk[k], loadu256(a[r][b].qs + 128 * h + 32 * k));
+#if defined(__AVXVNNI__)
+          isum[r] = _mm256_dpwssd_avx_epi32(isum[r], p, scv);
+#else
           isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(p, scv));
+#endif
           // Keep the chain (see dot_q4K_4); one row has no spills to avoid, and its
           // decode ran 6% slower with the chain fixed.
           if constexpr (RA > 1) __asm__("" : "+x"(isum[r]));

@@ -74,7 +74,7 @@ inline void dot_rows8_q1(int64_t nb, const char* const* rows, const ActQ8* a, co
   constexpr size_t kBytes = T == DType::Q4_1 ? sizeof(BlockQ4_1) : sizeof(BlockQ5_1);
   constexpr int kQs = T == DType::Q4_1 ? 4 : 8;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);  // vpmaddwd pair sums (not with AVX-VNNI)
   const char* r[8] = {rows[0], rows[2], rows[4], rows[6], rows[1], rows[3], rows[5], rows[7]};
   __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
@@ -101,9 +101,13 @@ inline void dot_rows8_q1(int64_t nb, const char* const* rows, const ActQ8* a, co
         lo = _mm256_or_si256(lo, _mm256_permute2x128_si256(hb0, hb1, 0x20));
         hi = _mm256_or_si256(hi, _mm256_permute2x128_si256(hb0, hb1, 0x31));
       }
+#if defined(__AVXVNNI__)
+      p[j] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, xlo), hi, xhi);
+#else
       // int16 sums of two pairs: at most 4 * 31 * 127 < 2^15.
       const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
       p[j] = _mm256_madd_epi16(s16, ones);
+#endif
     }
     const __m256i sum = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
     // d_w of the 8 rows in the low 8 halves, m_w in the high 8 (from one 32-bit load each).
@@ -135,7 +139,7 @@ inline void dot_q1w_x4(int64_t nb, const char* const* w, const int8_t* qs4, cons
   constexpr size_t kBytes = T == DType::Q4_1 ? sizeof(BlockQ4_1) : sizeof(BlockQ5_1);
   constexpr int kQs = T == DType::Q4_1 ? 4 : 8;
   const __m256 eighth = _mm256_set1_ps(0.125f);
-  const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);  // vpmaddwd pair sums (not with AVX-VNNI)
   __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     __m256i wq[RB];
@@ -159,7 +163,11 @@ inline void dot_q1w_x4(int64_t nb, const char* const* w, const int8_t* qs4, cons
       __m256i p[4];
       for (int r = 0; r < 4; ++r) {
         const __m256i xq = _mm256_load_si256(reinterpret_cast<const __m256i*>(qs4 + (4 * b + r) * kQK));
+#if defined(__AVXVNNI__)
+        p[r] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), wq[j], xq);
+#else
         p[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[j], xq), ones);
+#endif
       }
       const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[0], p[1]), _mm256_unpackhi_epi32(p[0], p[1]));
       const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(p[2], p[3]), _mm256_unpackhi_epi32(p[2], p[3]));

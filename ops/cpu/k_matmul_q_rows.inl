@@ -74,7 +74,7 @@ inline int ld_u16(const char* p) {
 // the same float operations as the Q4_0 tile without the offset.
 inline void dot_rows4_q8(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res) {
   constexpr size_t kBytes = sizeof(BlockQ8_0);
-  const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);  // vpmaddwd pair sums (not with AVX-VNNI)
   __m128 acc = _mm_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const size_t off = static_cast<size_t>(b) * kBytes;
@@ -87,7 +87,11 @@ inline void dot_rows4_q8(int64_t nb, const char* const* rows, const ActQ8* a, co
     __m256i p[4];
     for (int j = 0; j < 4; ++j) {
       const __m256i w = loadu256(rows[j] + off + 2);
+#if defined(__AVXVNNI__)
+      p[j] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w));
+#else
       p[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xq, w)), ones);
+#endif
     }
     // Lanes of h: rows 0..3 over the low 16 elements | over the high 16: add the halves.
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
@@ -109,7 +113,7 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
   constexpr int kQs = T == DType::Q4_0 ? 2 : 6;
   constexpr float kOffset = T == DType::Q4_0 ? 1.0f : 2.0f;
   const __m256i m4 = _mm256_set1_epi8(0x0F);
-  const __m256i ones = _mm256_set1_epi16(1);
+  [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);  // vpmaddwd pair sums (not with AVX-VNNI)
   // Lane order of the block sums: rows 0 2 4 6 | 1 3 5 7.
   const char* r[8] = {rows[0], rows[2], rows[4], rows[6], rows[1], rows[3], rows[5], rows[7]};
   __m256 acc = _mm256_setzero_ps(), corr = _mm256_setzero_ps();
@@ -140,8 +144,13 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
         lo = _mm256_or_si256(lo, _mm256_permute2x128_si256(hb0, hb1, 0x20));
         hi = _mm256_or_si256(hi, _mm256_permute2x128_si256(hb0, hb1, 0x31));
       }
+#if defined(__AVXVNNI__)
+      p[j] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), lo, xlo), hi, xhi);
+#else
+      // int16 sums of two pairs: at most 4 * 31 * 127 < 2^15.
       const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
       p[j] = _mm256_madd_epi16(s16, ones);
+#endif
     }
     const __m256i sum = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
     __m128i dh = _mm_cvtsi32_si128(ld_u16(r[0] + off));

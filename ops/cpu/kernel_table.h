@@ -1,6 +1,6 @@
 // The CPU backend's per-ISA kernel table.
 //
-// Each ISA variant (isa_sse42.cpp, isa_avx2.cpp, isa_avx512.cpp, isa_neon.cpp)
+// Each ISA variant (isa_sse42.cpp, isa_avx2.cpp, isa_avxvnni.cpp, isa_avx512.cpp, isa_neon.cpp, ...)
 // compiles the same kernel sources (isa_body.inl and the k_*.inl families it
 // includes) with its own flags, inside its own namespace, and fills one table.
 // The backend picks a table once at creation from the detected CPU features.
@@ -113,6 +113,7 @@ bool isa_runs_here(CpuIsa isa);
 
 void fill_kernels_sse42(KernelTable& table);
 void fill_kernels_avx2(KernelTable& table);
+void fill_kernels_avxvnni(KernelTable& table);
 void fill_kernels_avx512(KernelTable& table);
 void fill_kernels_neon(KernelTable& table);
 void fill_kernels_neondot(KernelTable& table);
@@ -121,6 +122,7 @@ void fill_kernels_neondot(KernelTable& table);
 // translation unit; only those compiled in exist, see KESTREL_ISA_*).
 MatmulVariantList matmul_variants_sse42();
 MatmulVariantList matmul_variants_avx2();
+MatmulVariantList matmul_variants_avxvnni();
 MatmulVariantList matmul_variants_avx512();
 MatmulVariantList matmul_variants_neon();
 MatmulVariantList matmul_variants_neondot();

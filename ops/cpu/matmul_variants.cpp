@@ -33,6 +33,9 @@ constexpr VariantSource kSources[] = {
 #if defined(KESTREL_ISA_AVX2)
     {CpuIsa::avx2, &cpu::matmul_variants_avx2},
 #endif
+#if defined(KESTREL_ISA_AVXVNNI)
+    {CpuIsa::avxvnni, &cpu::matmul_variants_avxvnni},
+#endif
 #if defined(KESTREL_HAVE_AMX)
     {CpuIsa::avx512, &cpu::matmul_variants_amx},  // AMX tiles (ops/cpu/amx), from amx_min_rows()
 #endif
