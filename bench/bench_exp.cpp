@@ -102,6 +102,7 @@ CpuIsa parse_isa(const std::string& s) {
   if (s == "avx512") return CpuIsa::avx512;
   if (s == "neon") return CpuIsa::neon;
   if (s == "neondot") return CpuIsa::neondot;
+  if (s == "neoni8mm") return CpuIsa::neoni8mm;
   return CpuIsa::auto_detect;
 }
 

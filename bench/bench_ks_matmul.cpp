@@ -175,7 +175,7 @@ int main(int argc, char** argv) {
   }
 #endif
   CpuIsa isa = CpuIsa::auto_detect;
-  for (CpuIsa v : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot})
+  for (CpuIsa v : kCpuIsas)
     if (o.isa == cpu_isa_name(v)) isa = v;
   if (o.isa == "sse42") isa = CpuIsa::sse42;
 #if !defined(__x86_64__)

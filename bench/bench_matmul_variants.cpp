@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
       types.push_back(t);
 
   CpuIsa want = CpuIsa::auto_detect;
-  for (CpuIsa i : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot})
+  for (CpuIsa i : kCpuIsas)
     if (o.isa == cpu_isa_name(i)) want = i;
   if (!o.isa.empty() && want == CpuIsa::auto_detect) {
     std::fprintf(stderr, "unknown ISA %s\n", o.isa.c_str());

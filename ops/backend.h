@@ -42,8 +42,12 @@ enum class CpuIsa : int32_t {
   neon = 4,
   neondot = 5,       // neon compiled with the dotprod extension (sdot / udot)
   avxvnni = 6,       // avx2 compiled with AVX-VNNI (vpdpbusd / vpdpwssd on ymm)
+  neoni8mm = 7,      // neondot compiled with the i8mm extension too (smmla tiles)
 };
 const char* cpu_isa_name(CpuIsa isa);
+// Every CPU variant, best first within an architecture (the order the backend picks in).
+inline constexpr CpuIsa kCpuIsas[] = {CpuIsa::avx512,   CpuIsa::avxvnni, CpuIsa::avx2, CpuIsa::sse42,
+                                      CpuIsa::neoni8mm, CpuIsa::neondot, CpuIsa::neon};
 
 struct BackendOptions {
   int n_threads = 1;            // worker threads (cpu); >= 1

@@ -36,6 +36,9 @@ std::string build_system_info() {
 #if defined(KESTREL_ISA_NEONDOT)
   s += " neondot";
 #endif
+#if defined(KESTREL_ISA_NEONI8MM)
+  s += " neoni8mm";
+#endif
   s += " scalar | selected: ";
   kestrel::CpuIsa best[8];
   const int n = kestrel::cpu_isa_available(best, 8);

@@ -201,7 +201,7 @@ inline std::vector<CpuIsa> isas_to_test() {
   CpuIsa avail[8];
   const int n = cpu_isa_available(avail, 8);
   std::vector<CpuIsa> out(avail, avail + n);
-  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avxvnni, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neondot, CpuIsa::neon}) {
+  for (CpuIsa isa : kCpuIsas) {
     bool found = false;
     for (int i = 0; i < n; ++i) found |= avail[i] == isa;
     if (!found) WARN("SKIP: cpu variant " << cpu_isa_name(isa) << " is not compiled in or not supported by this CPU");

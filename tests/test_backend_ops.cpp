@@ -81,7 +81,7 @@ World& world() {
 #if defined(__x86_64__) || defined(_M_X64)
     const CpuIsa isas[] = {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512};
 #elif defined(__aarch64__)
-    const CpuIsa isas[] = {CpuIsa::neon, CpuIsa::neondot};
+    const CpuIsa isas[] = {CpuIsa::neon, CpuIsa::neondot, CpuIsa::neoni8mm};
 #else
     const CpuIsa isas[] = {CpuIsa::scalar};
 #endif

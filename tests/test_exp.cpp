@@ -37,7 +37,7 @@ void report_skipped_isas() {
   if (once) return;
   once = true;
   const std::vector<CpuIsa> have = isas();
-  for (CpuIsa isa : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot}) {
+  for (CpuIsa isa : kCpuIsas) {
     bool ok = false;
     for (CpuIsa h : have) ok = ok || h == isa;
     if (!ok) {

@@ -388,7 +388,7 @@ TEST_CASE("attention on each exp tier: cpu variants against the reference", "[ex
   REQUIRE(ref.ok());
   CpuIsa avail[8];
   const int n_isa = cpu_isa_available(avail, 8);
-  for (CpuIsa isa : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot}) {
+  for (CpuIsa isa : kCpuIsas) {
     bool runs = false;
     for (int i = 0; i < n_isa; ++i) runs = runs || avail[i] == isa;
     if (!runs) WARN("SKIP: cpu variant " << cpu_isa_name(isa) << " (not compiled in or not supported by this CPU)");

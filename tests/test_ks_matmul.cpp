@@ -120,7 +120,7 @@ struct Variant {
 // Every ISA variant this machine runs, at 1 and 2 threads; SKIPs for the others.
 std::vector<Variant> variants() {
   std::vector<Variant> v;
-  for (CpuIsa isa : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot})
+  for (CpuIsa isa : kCpuIsas)
     for (int nt : {1, 2}) {
       auto b = backend_cpu().create(BackendOptions{nt, nullptr, isa, 0});
       if (!b) {

@@ -176,6 +176,37 @@ TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "
     }
 }
 
+TEST_CASE("matmul: the i8mm build of the neon kernels gives the neon bits", "[op][matmul][cpu][i8mm]") {
+  // neoni8mm is the neon source compiled with i8mm (and dotprod): from 2 activation rows the
+  // quantized types run its smmla tiles (ops/cpu/k_matmul_q_i8mm.inl), whose integer sums are
+  // exact and whose float operations per output are the row kernel's, so every output must
+  // be bitwise the neon variant's: every weight type, row counts around the tile's pairs and
+  // groups of pairs, odd weight rows, one and two threads.
+  bool have_neon = false, have_mm = false;
+  for (CpuIsa isa : isas_to_test()) {
+    have_neon = have_neon || isa == CpuIsa::neon;
+    have_mm = have_mm || isa == CpuIsa::neoni8mm;
+  }
+  if (!have_neon || !have_mm) {
+    WARN("SKIP: needs the neon and neoni8mm variants (an arm64 CPU with asimddp and i8mm)");
+    return;
+  }
+  for (int threads : {1, 2}) {
+    auto plain = make_cpu(CpuIsa::neon, threads);
+    auto mm = make_cpu(CpuIsa::neoni8mm, threads);
+    for (DType type : kWeightTypes)
+      for (int64_t M : {1, 2, 3, 7, 8, 9, 17}) {
+        INFO(dtype_name(type) << " M " << M << " threads " << threads);
+        const int64_t K = dtype_block_size(type) == 1 ? 96 : 3 * dtype_block_size(type);
+        std::vector<float> y1, y2;
+        check_matmul(*plain, type, Shape{K, 19, M}, 7, &y1);
+        check_matmul(*mm, type, Shape{K, 19, M}, 7, &y2);
+        REQUIRE(y1.size() == y2.size());
+        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+      }
+  }
+}
+
 TEST_CASE("matmul: the AVX-VNNI build of the avx2 kernels gives the avx2 bits", "[op][matmul][cpu][avxvnni]") {
   // avxvnni is the avx2 source compiled with vpdpbusd / vpdpwssd where avx2 pairs vpmaddubsw
   // with vpmaddwd. No vpmaddubsw pair there reaches the int16 limit (|w| <= 128 or codes <= 63

@@ -25,7 +25,7 @@ using Verify = testutil::VerifyCase;
 
 std::vector<std::pair<std::string, std::unique_ptr<Backend>>> cpu_variants(int n_threads) {
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> out;
-  for (CpuIsa isa : {CpuIsa::sse42, CpuIsa::avx2, CpuIsa::avxvnni, CpuIsa::avx512, CpuIsa::neon, CpuIsa::neondot}) {
+  for (CpuIsa isa : kCpuIsas) {
     BackendOptions o;
     o.isa = isa;
     o.n_threads = n_threads;

@@ -20,6 +20,7 @@ const char* cpu_isa_name(CpuIsa isa) {
     case CpuIsa::avx512: return "avx512";
     case CpuIsa::neon: return "neon";
     case CpuIsa::neondot: return "neondot";
+    case CpuIsa::neoni8mm: return "neoni8mm";
     case CpuIsa::avxvnni: return "avxvnni";
   }
   return "unknown";
@@ -49,6 +50,7 @@ bool isa_runs_here(CpuIsa isa) {
       return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.avx2 && f.fma && f.f16c;
     case CpuIsa::neon: return f.neon;
     case CpuIsa::neondot: return f.neon && f.dotprod;
+    case CpuIsa::neoni8mm: return f.neon && f.dotprod && f.i8mm;
     case CpuIsa::scalar: return true;
     default: return false;
   }
@@ -80,6 +82,9 @@ bool isa_compiled(CpuIsa isa) {
 #if defined(KESTREL_ISA_NEONDOT)
     case CpuIsa::neondot: return true;
 #endif
+#if defined(KESTREL_ISA_NEONI8MM)
+    case CpuIsa::neoni8mm: return true;
+#endif
     case CpuIsa::scalar: return true;
     default: return false;
   }
@@ -104,6 +109,9 @@ void fill_table(CpuIsa isa, cpu::KernelTable& t) {
 #endif
 #if defined(KESTREL_ISA_NEONDOT)
     case CpuIsa::neondot: cpu::fill_kernels_neondot(t); t.isa_name = "neondot"; break;
+#endif
+#if defined(KESTREL_ISA_NEONI8MM)
+    case CpuIsa::neoni8mm: cpu::fill_kernels_neoni8mm(t); t.isa_name = "neoni8mm"; break;
 #endif
     default: t.isa_name = "scalar"; break;
   }
@@ -195,7 +203,7 @@ Expected<std::unique_ptr<Backend>> create_cpu(const BackendOptions& opt) {
 
 int cpu_isa_available(CpuIsa* out, int max) {
   int n = 0;
-  for (CpuIsa isa : {CpuIsa::avx512, CpuIsa::avxvnni, CpuIsa::avx2, CpuIsa::sse42, CpuIsa::neondot, CpuIsa::neon}) {
+  for (CpuIsa isa : kCpuIsas) {
     if (n < max && isa_compiled(isa) && isa_runs_here(isa)) out[n++] = isa;
   }
   return n;

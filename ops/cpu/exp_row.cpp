@@ -29,7 +29,8 @@ Status cpu_exp_row(CpuIsa isa, ExpTier tier, const float* x, float* y, int64_t n
 #endif
 #if defined(KESTREL_ISA_NEON)
     case CpuIsa::neon:
-    case CpuIsa::neondot: fn = &cpu::exp_row_neon; break;  // no integer work: one exp row for both
+    case CpuIsa::neondot:
+    case CpuIsa::neoni8mm: fn = &cpu::exp_row_neon; break;  // no integer work: one exp row for all three
 #endif
     default: break;
   }

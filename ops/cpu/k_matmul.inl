@@ -245,6 +245,7 @@ enum class Path {
   ftile,  // float weights: K-chunked 4 x 3 dot-product tiles
   gemm,   // float weights: packed-panel GEMM
   vnni,   // few-rows tile, 4 weight x 4 activation rows (the same types on AVX-512 VNNI)
+  i8mm,   // 8-bit matrix-multiply tile, 2 weight x 8 activation rows (Q4_0 / Q5_0 / Q8_0, K-quants; arm64 i8mm)
 };
 
 // The x4 prompt tile from this many activation rows (below: the decode tile only).
@@ -455,6 +456,7 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
 }  // namespace kestrel::cpu::KESTREL_ISA_NS
 
 #include "ops/cpu/k_matmul_q_vnni.inl"
+#include "ops/cpu/k_matmul_q_i8mm.inl"
 
 namespace kestrel::cpu::KESTREL_ISA_NS {
 namespace mm {
@@ -463,7 +465,8 @@ namespace mm {
 // take the row kernel for one activation row, the 4 x 3 tiles below kGemmMt rows and the
 // GEMM from there; Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 with tiles take the decode tile below
 // kX4MinRows rows and the prompt tile from there (with AVX-512 VNNI: the few-rows tile from
-// kVnniMinRows, AMX where it starts); every other case the row kernel in groups of 4.
+// kVnniMinRows, AMX where it starts; with arm64 i8mm, Q4_0 / Q5_0 / Q8_0 and the K-quants the i8mm tile from
+// kI8mmMinRows); every other case the row kernel in groups of 4.
 inline bool k_matmul(const OpCall& c, Exec& exec) {
   const DType t = c.src[0]->type;
   const int64_t Mt = c.src[1]->ne[1] * c.src[1]->ne[2] * c.src[1]->ne[3];
@@ -479,6 +482,7 @@ inline bool k_matmul(const OpCall& c, Exec& exec) {
     return matmul_run<Path::dot4>(c, exec);
   }
   if (has_vnni_tiles(t) && Mt >= kVnniMinRows && matmul_vnni(c, exec)) return true;
+  if (has_i8mm_tiles(t) && Mt >= kI8mmMinRows && matmul_i8mm(c, exec)) return true;
   if (has_q8_tiles(t)) return Mt >= kX4MinRows ? matmul_run<Path::x4>(c, exec) : matmul_run<Path::rows>(c, exec);
   return matmul_run<Path::dot4>(c, exec);
 }

@@ -480,34 +480,41 @@ inline void dot_q8w(int64_t nb, const void* wv, const void* const* av, float* re
   for (int r = 0; r < RA; ++r) res[r] = acc[r];
 }
 
+// A Q4_K / Q5_K super-block: its codes L (0..31), scales sc[0..7] and mins sc[8..15], and
+// its two factors (the row kernel below and the i8mm tile share it).
+template <bool kQ5>
+inline void decode_q45K(const void* wv, uint8_t* L, uint8_t* sc, float* d, float* dmin) {
+  if constexpr (kQ5) {
+    const BlockQ5_K* w = static_cast<const BlockQ5_K*>(wv);
+    k_scales(w->scales, sc);
+    *d = f16_scalar(w->d);
+    *dmin = f16_scalar(w->dmin);
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) {
+        L[64 * c + l] = static_cast<uint8_t>((w->qs[32 * c + l] & 0xF) | (((w->qh[l] >> (2 * c)) & 1) << 4));
+        L[64 * c + 32 + l] = static_cast<uint8_t>((w->qs[32 * c + l] >> 4) | (((w->qh[l] >> (2 * c + 1)) & 1) << 4));
+      }
+  } else {
+    const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv);
+    k_scales(w->scales, sc);
+    *d = f16_scalar(w->d);
+    *dmin = f16_scalar(w->dmin);
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) {
+        L[64 * c + l] = w->qs[32 * c + l] & 0xF;
+        L[64 * c + 32 + l] = w->qs[32 * c + l] >> 4;
+      }
+  }
+}
+
 template <int RA, bool kQ5>
 inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* res) {
   float acc[RA] = {};
   for (int64_t b = 0; b < nb; ++b) {
     uint8_t L[kQKK], sc[16];
     float d, dmin;
-    if constexpr (kQ5) {
-      const BlockQ5_K* w = static_cast<const BlockQ5_K*>(wv) + b;
-      k_scales(w->scales, sc);
-      d = f16_scalar(w->d);
-      dmin = f16_scalar(w->dmin);
-      for (int c = 0; c < 4; ++c)
-        for (int l = 0; l < 32; ++l) {
-          L[64 * c + l] = static_cast<uint8_t>((w->qs[32 * c + l] & 0xF) | (((w->qh[l] >> (2 * c)) & 1) << 4));
-          L[64 * c + 32 + l] =
-              static_cast<uint8_t>((w->qs[32 * c + l] >> 4) | (((w->qh[l] >> (2 * c + 1)) & 1) << 4));
-        }
-    } else {
-      const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
-      k_scales(w->scales, sc);
-      d = f16_scalar(w->d);
-      dmin = f16_scalar(w->dmin);
-      for (int c = 0; c < 4; ++c)
-        for (int l = 0; l < 32; ++l) {
-          L[64 * c + l] = w->qs[32 * c + l] & 0xF;
-          L[64 * c + 32 + l] = w->qs[32 * c + l] >> 4;
-        }
-    }
+    decode_q45K<kQ5>(static_cast<const char*>(wv) + b * (kQ5 ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K)), L, sc, &d,
+                     &dmin);
     for (int r = 0; r < RA; ++r) {
       const BlockQ8_K& x = static_cast<const BlockQ8_K*>(av[r])[b];
       int isum = 0, msum = 0;
@@ -521,21 +528,26 @@ inline void dot_q45K(int64_t nb, const void* wv, const void* const* av, float* r
   for (int r = 0; r < RA; ++r) res[r] = acc[r];
 }
 
+// The codes (0..63) of a Q6_K super-block (the row kernel below and the i8mm tile share it).
+inline void decode_q6K(const BlockQ6_K* w, uint8_t* L) {
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t* ql = w->ql + 64 * h;
+      const uint8_t qh = w->qh[32 * h + l];
+      L[128 * h + l] = static_cast<uint8_t>((ql[l] & 0xF) | ((qh & 3) << 4));
+      L[128 * h + l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh >> 2) & 3) << 4));
+      L[128 * h + l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh >> 4) & 3) << 4));
+      L[128 * h + l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh >> 6) & 3) << 4));
+    }
+}
+
 template <int RA>
 inline void dot_q6K(int64_t nb, const void* wv, const void* const* av, float* res) {
   float acc[RA] = {};
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
     uint8_t L[kQKK];
-    for (int h = 0; h < 2; ++h)
-      for (int l = 0; l < 32; ++l) {
-        const uint8_t* ql = w->ql + 64 * h;
-        const uint8_t qh = w->qh[32 * h + l];
-        L[128 * h + l] = static_cast<uint8_t>((ql[l] & 0xF) | ((qh & 3) << 4));
-        L[128 * h + l + 32] = static_cast<uint8_t>((ql[l + 32] & 0xF) | (((qh >> 2) & 3) << 4));
-        L[128 * h + l + 64] = static_cast<uint8_t>((ql[l] >> 4) | (((qh >> 4) & 3) << 4));
-        L[128 * h + l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((qh >> 6) & 3) << 4));
-      }
+    decode_q6K(w, L);
     const float d = f16_scalar(w->d);
     for (int r = 0; r < RA; ++r) {
       const BlockQ8_K& x = static_cast<const BlockQ8_K*>(av[r])[b];

@@ -62,6 +62,12 @@ constexpr VariantSpecs make_specs() {
       s.add(t, Path::x4, 0, 0, 1);
       s.add(t, Path::dot4, 0, 0, 0);
       s.add(t, Path::dot1, 0, 0, 2);
+    } else if (has_i8mm_tiles(t)) {
+      // The i8mm tile does the row kernel's float operations per output (both sum each
+      // output block by block in one chain).
+      s.add(t, Path::dot4, 1, static_cast<int32_t>(kI8mmMinRows - 1), 1);
+      s.add(t, Path::i8mm, static_cast<int32_t>(kI8mmMinRows), kInf, 1);
+      s.add(t, Path::dot1, 0, 0, 1);
     } else if (has_q8_tiles(t)) {
       // The two tiles do the same float operations per output. The x86 row kernel keeps
       // 4 accumulator chains for one activation row and 2 for several, so its rows
@@ -76,7 +82,12 @@ constexpr VariantSpecs make_specs() {
     }
   }
   for (DType t : {DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
-    s.add(t, Path::dot4, 1, kInf, 1);
+    if (has_i8mm_tiles(t)) {
+      s.add(t, Path::dot4, 1, static_cast<int32_t>(kI8mmMinRows - 1), 1);
+      s.add(t, Path::i8mm, static_cast<int32_t>(kI8mmMinRows), kInf, 1);
+    } else {
+      s.add(t, Path::dot4, 1, kInf, 1);
+    }
     s.add(t, Path::dot1, 0, 0, 1);
   }
   // Float weights: the GEMM and the 4 x 3 tiles each sum an output in one order whatever
@@ -103,6 +114,7 @@ constexpr VariantName spec_name(const VariantSpec& v) {
     case Path::ftile: return variant_name(w, isa, "tile", 4, 3);
     case Path::gemm: return variant_name(w, isa, "gemm", kGemmMR, kGemmNR);
     case Path::vnni: return variant_name(w, isa, "vnni", 4, 4);
+    case Path::i8mm: return variant_name(w, isa, "mmla", 2 * kI8mmPairs, 2);
   }
   return {};
 }
@@ -116,6 +128,7 @@ constexpr KernelFn path_fn(Path p) {
     case Path::ftile: return &matmul_run<Path::ftile>;
     case Path::gemm: return &matmul_run<Path::gemm>;
     case Path::vnni: return &matmul_vnni;
+    case Path::i8mm: return &matmul_i8mm;
   }
   return nullptr;
 }

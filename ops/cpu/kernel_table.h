@@ -117,6 +117,7 @@ void fill_kernels_avxvnni(KernelTable& table);
 void fill_kernels_avx512(KernelTable& table);
 void fill_kernels_neon(KernelTable& table);
 void fill_kernels_neondot(KernelTable& table);
+void fill_kernels_neoni8mm(KernelTable& table);
 
 // Each ISA variant's own matmul variants (defined by k_matmul_variants.inl in its
 // translation unit; only those compiled in exist, see KESTREL_ISA_*).
@@ -126,5 +127,6 @@ MatmulVariantList matmul_variants_avxvnni();
 MatmulVariantList matmul_variants_avx512();
 MatmulVariantList matmul_variants_neon();
 MatmulVariantList matmul_variants_neondot();
+MatmulVariantList matmul_variants_neoni8mm();
 
 }  // namespace kestrel::cpu

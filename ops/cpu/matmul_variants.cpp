@@ -45,6 +45,9 @@ constexpr VariantSource kSources[] = {
 #if defined(KESTREL_ISA_NEONDOT)
     {CpuIsa::neondot, &cpu::matmul_variants_neondot},
 #endif
+#if defined(KESTREL_ISA_NEONI8MM)
+    {CpuIsa::neoni8mm, &cpu::matmul_variants_neoni8mm},
+#endif
 #if defined(KESTREL_ISA_NEON)
     {CpuIsa::neon, &cpu::matmul_variants_neon},
 #endif

@@ -8,7 +8,7 @@
 //
 // Names: <wtype>_matmul__<isa>_<kind><MR>x<NR>, as XNNPACK names its micro-kernels:
 //   wtype  the weight type as dtype_name() spells it: f32 f16 bf16 q8_0 q4_0 q5_0 q4_K ...
-//   isa    the ISA variant it is compiled for: sse42 avx2 avxvnni avx512 neon neondot (or a matrix-engine
+//   isa    the ISA variant it is compiled for: sse42 avx2 avxvnni avx512 neon neondot neoni8mm (or a matrix-engine
 //          name for variants with their own translation unit)
 //   kind   dot:  a dot-product row kernel, one weight row against MR activation rows
 //          tile: a register tile sharing each decoded weight block and each activation
