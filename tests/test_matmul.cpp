@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -150,30 +151,45 @@ TEST_CASE("matmul: results do not depend on the thread count", "[op][matmul][cpu
   }
 }
 
-TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "[op][matmul][cpu]") {
-  // neondot is the neon source compiled with sdot: the int8 dot products are
-  // exact either way, so every output (float weights too) must be bitwise the same.
-  bool have_neon = false, have_dot = false;
+namespace {
+
+// Whether isas_to_test() has both variants.
+bool have_isas(CpuIsa a, CpuIsa b) {
+  bool ha = false, hb = false;
   for (CpuIsa isa : isas_to_test()) {
-    have_neon = have_neon || isa == CpuIsa::neon;
-    have_dot = have_dot || isa == CpuIsa::neondot;
+    ha = ha || isa == a;
+    hb = hb || isa == b;
   }
-  if (!have_neon || !have_dot) {
-    WARN("SKIP: needs the neon and neondot variants (an arm64 CPU with asimddp)");
-    return;
-  }
-  auto plain = make_cpu(CpuIsa::neon, 2);
-  auto dot = make_cpu(CpuIsa::neondot, 2);
+  return ha && hb;
+}
+
+// Every weight type at the given activation rows, 19 weight rows, 3 blocks: the outputs of
+// variant b bitwise those of variant a.
+void check_same_bits(CpuIsa a, CpuIsa b, std::initializer_list<int64_t> rows, int threads) {
+  auto ca = make_cpu(a, threads);
+  auto cb = make_cpu(b, threads);
   for (DType type : kWeightTypes)
-    for (int64_t M : {1, 3, 8}) {
-      INFO(dtype_name(type) << " M " << M);
+    for (int64_t M : rows) {
+      INFO(dtype_name(type) << " M " << M << " threads " << threads);
       const int64_t K = dtype_block_size(type) == 1 ? 96 : 3 * dtype_block_size(type);
       std::vector<float> y1, y2;
-      check_matmul(*plain, type, Shape{K, 19, M}, 7, &y1);
-      check_matmul(*dot, type, Shape{K, 19, M}, 7, &y2);
+      check_matmul(*ca, type, Shape{K, 19, M}, 7, &y1);
+      check_matmul(*cb, type, Shape{K, 19, M}, 7, &y2);
       REQUIRE(y1.size() == y2.size());
       CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
     }
+}
+
+}  // namespace
+
+TEST_CASE("matmul: the dotprod build of the neon kernels gives the neon bits", "[op][matmul][cpu]") {
+  // neondot is the neon source compiled with sdot: the int8 dot products are
+  // exact either way, so every output (float weights too) must be bitwise the same.
+  if (!have_isas(CpuIsa::neon, CpuIsa::neondot)) {
+    WARN("SKIP: needs the neon and neondot variants (an arm64 CPU with asimddp)");
+    return;
+  }
+  check_same_bits(CpuIsa::neon, CpuIsa::neondot, {1, 3, 8}, 2);
 }
 
 TEST_CASE("matmul: the i8mm build of the neon kernels gives the neon bits", "[op][matmul][cpu][i8mm]") {
@@ -182,29 +198,11 @@ TEST_CASE("matmul: the i8mm build of the neon kernels gives the neon bits", "[op
   // exact and whose float operations per output are the row kernel's, so every output must
   // be bitwise the neon variant's: every weight type, row counts around the tile's pairs and
   // groups of pairs, odd weight rows, one and two threads.
-  bool have_neon = false, have_mm = false;
-  for (CpuIsa isa : isas_to_test()) {
-    have_neon = have_neon || isa == CpuIsa::neon;
-    have_mm = have_mm || isa == CpuIsa::neoni8mm;
-  }
-  if (!have_neon || !have_mm) {
+  if (!have_isas(CpuIsa::neon, CpuIsa::neoni8mm)) {
     WARN("SKIP: needs the neon and neoni8mm variants (an arm64 CPU with asimddp and i8mm)");
     return;
   }
-  for (int threads : {1, 2}) {
-    auto plain = make_cpu(CpuIsa::neon, threads);
-    auto mm = make_cpu(CpuIsa::neoni8mm, threads);
-    for (DType type : kWeightTypes)
-      for (int64_t M : {1, 2, 3, 7, 8, 9, 17}) {
-        INFO(dtype_name(type) << " M " << M << " threads " << threads);
-        const int64_t K = dtype_block_size(type) == 1 ? 96 : 3 * dtype_block_size(type);
-        std::vector<float> y1, y2;
-        check_matmul(*plain, type, Shape{K, 19, M}, 7, &y1);
-        check_matmul(*mm, type, Shape{K, 19, M}, 7, &y2);
-        REQUIRE(y1.size() == y2.size());
-        CHECK(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
-      }
-  }
+  for (int threads : {1, 2}) check_same_bits(CpuIsa::neon, CpuIsa::neoni8mm, {1, 2, 3, 7, 8, 9, 17}, threads);
 }
 
 TEST_CASE("matmul: the AVX-VNNI build of the avx2 kernels gives the avx2 bits", "[op][matmul][cpu][avxvnni]") {
@@ -212,12 +210,7 @@ TEST_CASE("matmul: the AVX-VNNI build of the avx2 kernels gives the avx2 bits", 
   // with vpmaddwd. No vpmaddubsw pair there reaches the int16 limit (|w| <= 128 or codes <= 63
   // against |x| <= 127), so the integer sums are exact either way and every output of every
   // variant (float weights too) must be bitwise the avx2 one's.
-  bool have_avx2 = false, have_vnni = false;
-  for (CpuIsa isa : isas_to_test()) {
-    have_avx2 = have_avx2 || isa == CpuIsa::avx2;
-    have_vnni = have_vnni || isa == CpuIsa::avxvnni;
-  }
-  if (!have_avx2 || !have_vnni) {
+  if (!have_isas(CpuIsa::avx2, CpuIsa::avxvnni)) {
     WARN("SKIP: needs the avx2 and avxvnni variants (an x86-64 CPU with AVX-VNNI)");
     return;
   }
