@@ -45,6 +45,12 @@ enum class CpuIsa : int32_t {
   neoni8mm = 7,      // neondot compiled with the i8mm extension too (smmla tiles)
 };
 const char* cpu_isa_name(CpuIsa isa);
+// Whether variant isa is another one's source built with flags that add integer dot-product
+// instructions only (avxvnni: avx2's; neondot, neoni8mm: neon's), so that its float kernels are
+// that one's: tests of float-only ops run those once.
+constexpr bool cpu_isa_int_twin(CpuIsa isa) {
+  return isa == CpuIsa::avxvnni || isa == CpuIsa::neondot || isa == CpuIsa::neoni8mm;
+}
 // Every CPU variant, best first within an architecture (the order the backend picks in).
 inline constexpr CpuIsa kCpuIsas[] = {CpuIsa::avx512,   CpuIsa::avxvnni, CpuIsa::avx2, CpuIsa::sse42,
                                       CpuIsa::neoni8mm, CpuIsa::neondot, CpuIsa::neon};

@@ -38,6 +38,7 @@ void report_skipped_isas() {
   once = true;
   const std::vector<CpuIsa> have = isas();
   for (CpuIsa isa : kCpuIsas) {
+    if (cpu_isa_int_twin(isa)) continue;  // the same exp row as its base variant (ops/cpu/exp_row.cpp)
     bool ok = false;
     for (CpuIsa h : have) ok = ok || h == isa;
     if (!ok) {

@@ -122,6 +122,7 @@ std::vector<Variant> variants() {
   std::vector<Variant> v;
   for (CpuIsa isa : kCpuIsas)
     for (int nt : {1, 2}) {
+      if (cpu_isa_int_twin(isa)) continue;  // float kernels: its base variant's
       auto b = backend_cpu().create(BackendOptions{nt, nullptr, isa, 0});
       if (!b) {
         if (nt == 1) WARN("SKIP: cpu variant " << cpu_isa_name(isa) << ": " << b.status().to_string());

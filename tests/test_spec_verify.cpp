@@ -26,6 +26,7 @@ using Verify = testutil::VerifyCase;
 std::vector<std::pair<std::string, std::unique_ptr<Backend>>> cpu_variants(int n_threads) {
   std::vector<std::pair<std::string, std::unique_ptr<Backend>>> out;
   for (CpuIsa isa : kCpuIsas) {
+    if (cpu_isa_int_twin(isa)) continue;  // float kernels: its base variant's
     BackendOptions o;
     o.isa = isa;
     o.n_threads = n_threads;
