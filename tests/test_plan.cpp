@@ -299,6 +299,31 @@ TEST_CASE("every bucket: padded rows change no logit and write no KV cell", "[pl
 // on the "GPU", the head (output norm and projection) on the cpu again, with
 // the KV cache split between the two. The ref backend stands in for the GPU
 // here, so the split runs on every machine; test_cuda_model runs it on CUDA.
+// n_gpu_layers 0 keeps the whole model on the host without creating the GPU backend:
+// a GPU backend that cannot be created (no device) fails a context that puts layers
+// on it, never one that puts none there.
+TEST_CASE("n_gpu_layers 0 never creates the GPU backend", "[plan][ngl]") {
+  static int creates = 0;
+  static const BackendInfo no_device{"cuda", [](const BackendOptions&) -> Expected<std::unique_ptr<Backend>> {
+                                       ++creates;
+                                       return Status::unsupported("no GPU in this test");
+                                     }};
+  auto m = synth(ArchId::llama, 5, 3, "q8_0", 64);
+  for (int ngl : {0, 1}) {
+    INFO("n_gpu_layers " << ngl);
+    creates = 0;
+    ContextParams cp;
+    cp.n_ctx = 64;
+    cp.backend = BackendChoice::cuda;
+    cp.gpu = &no_device;
+    cp.n_gpu_layers = ngl;
+    auto c = Context::create(*m, cp);
+    CHECK(creates == ngl);
+    CHECK(c.ok() == (ngl == 0));
+    if (c.ok()) CHECK(std::string((*c)->backend_name()).rfind("cpu", 0) == 0);
+  }
+}
+
 TEST_CASE("layers split between host and a second backend give the unsplit logits", "[plan][ngl]") {
   struct Cfg {
     ArchId arch;

@@ -121,6 +121,14 @@ Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) 
     log_.info("device auto: cpu (no GPU backend in this program)");
     return {};
   }
+  // Layers on the GPU: with none, the GPU backend is not even created (no device context,
+  // no device memory).
+  const int L = static_cast<int>(model_.hparams().n_layer);
+  const int ngl = p.n_gpu_layers < 0 ? L + 1 : std::min(p.n_gpu_layers, L + 1);
+  if (ngl == 0) {
+    log_.info("device %s: n_gpu_layers 0, the whole model on the cpu", must ? "cuda" : "auto");
+    return {};
+  }
   auto gpu = p.gpu->create(bo);
   if (!gpu) {
     if (must) {
@@ -128,12 +136,6 @@ Status Context::pick_backends(const ContextParams& p, const BackendOptions& bo) 
       return std::move(st.with_context("device cuda: "));
     }
     log_.info("device auto: cpu (%s)", gpu.status().to_string().c_str());
-    return {};
-  }
-  const int L = static_cast<int>(model_.hparams().n_layer);
-  const int ngl = p.n_gpu_layers < 0 ? L + 1 : std::min(p.n_gpu_layers, L + 1);
-  if (ngl == 0) {
-    log_.info("device %s: n_gpu_layers 0, the whole model on the cpu", must ? "cuda" : "auto");
     return {};
   }
   gpu_ = std::move(*gpu);
