@@ -483,8 +483,9 @@ TEST_CASE("cuda plan: matvec launches write the next launch's 8-bit records", "[
       std::printf("records %s/%s/%s: step %d nmse %.3g (quantize kernels: %.3g)\n", dtype_name(c.o), dtype_name(c.f),
                   dtype_name(c.d), step, ef, ep);
       // 8-bit activations either way (records of y w instead of y w / rms
-      // round differently): within the same bound as the separate kernels.
-      CHECK(ef < 1e-4);
+      // round differently): near the separate kernels' error, which itself
+      // measured up to 1.01e-4 on an H100 (these random weights and inputs).
+      CHECK(ef < 3e-4);
       CHECK(ef < 4 * ep + 1e-7);
     }
   }
