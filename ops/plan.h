@@ -104,9 +104,8 @@ class Executable {
   // Name of the backend that runs node i (tests, logs).
   virtual const char* node_backend(size_t i) const = 0;
   virtual size_t n_nodes() const = 0;
-  // Launches of a step as the plan counts them: one per node, none for a node
-  // a device plan runs inside another's launch, two for a device matvec that
-  // quantizes its x with a kernel of its own (tests, logs).
+  // Nodes that launch work of their own: n_nodes() less those a device plan
+  // runs inside another node's launch (fused; tests, logs).
   virtual size_t n_launches() const { return n_nodes(); }
   // True once execute() replays a captured device graph instead of launching
   // node by node (tests, logs).

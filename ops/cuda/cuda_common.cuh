@@ -197,39 +197,23 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// launch_k with programmatic launch asked for only when `programmatic`, and
-// blocks in clusters of `cluster` along x (1: no clusters; grid.x a multiple).
+// launch_k with programmatic launch asked for only when `programmatic`.
 template <typename... KA, typename... A>
-cudaError_t launch_kpc(bool programmatic, unsigned cluster, void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem,
-                       cudaStream_t s, A&&... args) {
+cudaError_t launch_kp(bool programmatic, void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                      A&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[2];
-  unsigned n = 0;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   if (programmatic && programmatic_launch()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n].val.programmaticStreamSerializationAllowed = 1;
-    ++n;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
   }
-  if (cluster > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster;
-    attr[n].val.clusterDim.y = 1;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  cfg.attrs = n ? attr : nullptr;
-  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(args)...);
-}
-
-template <typename... KA, typename... A>
-cudaError_t launch_kp(bool programmatic, void (*kernel)(KA...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-                      A&&... args) {
-  return launch_kpc(programmatic, 1, kernel, grid, block, smem, s, std::forward<A>(args)...);
 }
 
 template <typename... KA, typename... A>

@@ -101,9 +101,6 @@ class CudaExecutable final : public Executable {
       norm_of_.assign(nodes_.size(), kNone);
       add_of_.assign(nodes_.size(), kNone);
       x_records_.assign(nodes_.size(), 0);
-      rec_to_.assign(nodes_.size(), kNone);
-      scale_of_.assign(nodes_.size(), kNone);
-      region_of_.assign(nodes_.size(), 0);
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("cuda executable node flags");
     }
@@ -138,10 +135,7 @@ class CudaExecutable final : public Executable {
       if (same && !(ya < x0 + xb.nbytes() && x0 < ya + a.dst.nbytes()) && node_kind_[i] == kPlain)
         node_kind_[i] = kReuseQx;
     }
-    fuse_records();
-    // The step allocates nothing: the largest scratch any node asks for now
-    // (the records areas: two of region_bytes_).
-    scratch = std::max(scratch, 2 * region_bytes_);
+    // The step allocates nothing: the largest scratch any node asks for now.
     if (scratch) KESTREL_TRY(ctx_.get_scratch(scratch).status());
     return cuda_check(cudaStreamSynchronize(ctx_.stream), "prepare: uploads");
   }
@@ -193,16 +187,8 @@ class CudaExecutable final : public Executable {
   const char* node_backend(size_t i) const override { return i < nodes_.size() ? "cuda" : ""; }
   size_t n_nodes() const override { return nodes_.size(); }
   size_t n_launches() const override {
-    size_t n = 0;
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      if (node_kind_[i] == kFusedAway) continue;
-      ++n;
-      if (node_kind_[i] == kMatvecGroup || node_kind_[i] == kGlu)
-        n += matvec_scratch_bytes(calls_[i].src[0]->type, view(*calls_[i].src[1])) && !x_records_[i] ? 1 : 0;
-      else if (node_kind_[i] == kPlain && nodes_[i].op == OpId::matmul && matmul_quantizes_x(calls_[i]))
-        ++n;
-    }
-    return n;
+    return static_cast<size_t>(std::count_if(node_kind_.begin(), node_kind_.end(),
+                                             [](uint8_t k) { return k != kFusedAway; }));
   }
   bool replays_graph() const override { return graph_ != nullptr; }
 
@@ -264,7 +250,7 @@ class CudaExecutable final : public Executable {
       const OpCall& c = calls_[i];
       const AttentionParams& p = c.p<AttentionParams>();
       const Tensor* r = c.opt_src(3);
-      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(i + 1, calls_[i + 1].src[0]->type, view(*calls_[i + 1].src[1])));
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i + 1].src[0]->type, view(*calls_[i + 1].src[1])));
       return cuda_check(launch_attention_decode(c.src[1]->type, view(*c.src[0]), view(*c.src[1]), view(*c.src[2]),
                                                 r ? view(*r) : TV{}, view(*c.dst), {p.scale, p.soft_cap, p.exp},
                                                 ctx_.stream, scratch, ctx_.attn_ws),
@@ -284,14 +270,10 @@ class CudaExecutable final : public Executable {
       }
       MatvecRope rope;
       if (rope_of_[i] != kNone) rope = rope_epilogue(rope_of_[i]);
-      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(i, calls_[i].src[0]->type, x));
-      MatvecRecords rec;
-      MatvecXScale scale;
-      KESTREL_TRY(records_of(i, x, scratch, &rec, &scale));
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
       return cuda_check(launch_matvec(calls_[i].src[0]->type, segs, x, scratch, ctx_.stream, has_norm ? &norm : nullptr,
                                       add_of_[i] != kNone ? &add : nullptr, x_records_[i] != 0,
-                                      rope_of_[i] != kNone ? &rope : nullptr, rec_to_[i] != kNone ? &rec : nullptr,
-                                      scale_of_[i] != kNone ? &scale : nullptr),
+                                      rope_of_[i] != kNone ? &rope : nullptr),
                         "matvec group");
     }
     if (node_kind_[i] == kRopeStore) {
@@ -322,15 +304,10 @@ class CudaExecutable final : public Executable {
       MatvecNorm norm;
       const bool has_norm = norm_of_[i] != kNone;
       const TV x = has_norm ? norm_prologue(norm_of_[i], &norm) : view(*calls_[i].src[1]);
-      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(i, calls_[i].src[0]->type, x));
-      MatvecRecords rec;
-      MatvecXScale scale;
-      KESTREL_TRY(records_of(i, x, scratch, &rec, &scale));
+      KESTREL_TRY_ASSIGN(void* scratch, matvec_scratch(calls_[i].src[0]->type, x));
       return cuda_check(launch_matvec_glu(calls_[i].src[0]->type, view(*calls_[i].src[0]), view(*calls_[i + 1].src[0]),
                                           x, view(*act.dst), view(*calls_[i].dst), view(*calls_[i + 1].dst), op, tier,
-                                          scratch, ctx_.stream, has_norm ? &norm : nullptr, x_records_[i] != 0,
-                                          rec_to_[i] != kNone ? &rec : nullptr,
-                                          scale_of_[i] != kNone ? &scale : nullptr),
+                                          scratch, ctx_.stream, has_norm ? &norm : nullptr),
                         "matvec glu");
     }
     return node_kind_[i] == kReuseQx ? run_matmul_quantized_x(ctx_, calls_[i]) : dispatch(ctx_, calls_[i]);
@@ -353,37 +330,12 @@ class CudaExecutable final : public Executable {
     return r;
   }
 
-  // The scratch a matvec launch i on x quantizes x into, or finds x's records
-  // in (nullptr: none needed; prepare() reserved the largest any node asks
-  // for): the records area region_of_[i] (a launch writing records for the
-  // next one writes them into the other area than the one it reads).
-  Expected<void*> matvec_scratch(size_t i, DType wt, const TV& x) {
+  // The scratch a matvec launch on x quantizes x into (nullptr: none needed;
+  // prepare() reserved the largest any node asks for).
+  Expected<void*> matvec_scratch(DType wt, const TV& x) {
     const size_t bytes = matvec_scratch_bytes(wt, x);
     if (!bytes) return static_cast<void*>(nullptr);
-    KESTREL_TRY_ASSIGN(void* base, ctx_.get_scratch(std::max(bytes, 2 * region_bytes_)));
-    return static_cast<void*>(static_cast<char*>(base) + region_of_[i] * region_bytes_);
-  }
-
-  // The records launch i writes for launch rec_to_[i] and the scale of the
-  // records it reads itself (scale_of_[i]: their norm), in the areas of both.
-  Status records_of(size_t i, const TV& x, void* scratch, MatvecRecords* rec, MatvecXScale* scale) {
-    if (scale_of_[i] != kNone) {
-      scale->partials = reinterpret_cast<const float*>(static_cast<const char*>(scratch) + matvec_partials_offset(x));
-      scale->eps = calls_[scale_of_[i]].p<RmsNormParams>().eps;
-    }
-    const uint32_t j = rec_to_[i];
-    if (j == kNone) return {};
-    const TV xj = view(*calls_[j].src[1]);
-    KESTREL_TRY_ASSIGN(void* area, matvec_scratch(j, calls_[j].src[0]->type, xj));
-    rec->records = area;
-    if (scale_of_[j] != kNone) {
-      const OpCall& n = calls_[scale_of_[j]];
-      const Tensor* w = n.opt_src(1);
-      rec->partials = reinterpret_cast<float*>(static_cast<char*>(area) + matvec_partials_offset(xj));
-      rec->w = w ? static_cast<const float*>(w->data) : nullptr;
-      rec->one_plus_weight = n.p<RmsNormParams>().one_plus_weight;
-    }
-    return {};
+    return ctx_.get_scratch(bytes);
   }
 
   // The rms_norm node k folded into the launch after it: its parameters, and
@@ -626,87 +578,6 @@ class CudaExecutable final : public Executable {
     }
   }
 
-  // The last node a launch at i runs (its group, add, GLU or rope nodes).
-  size_t last_of_launch(size_t i) const {
-    size_t last = node_kind_[i] == kGlu ? i + 2 : i + group_n_[i] - 1;
-    if (add_of_[i] != kNone) last = std::max<size_t>(last, add_of_[i]);
-    if (rope_of_[i] != kNone) last = std::max<size_t>(last, rope_of_[i] + 3);
-    return last;
-  }
-
-  // The next node after launch i that launches work (nodes_.size(): none).
-  size_t next_launch(size_t i) const {
-    size_t j = last_of_launch(i) + 1;
-    while (j < nodes_.size() && node_kind_[j] == kFusedAway) ++j;
-    return j;
-  }
-
-  // No node after launch j reads t's memory before a node writes all of it,
-  // and no output root holds it.
-  bool unread_after(size_t j, const Tensor& t) const {
-    const char* p = static_cast<const char*>(t.data);
-    for (const DeviceRoot& r : roots_)
-      if (r.host.role == SlotRole::output && r.base && p < r.base + r.host.bytes && r.base < p + t.nbytes())
-        return false;
-    for (size_t k = last_of_launch(j) + 1; k < nodes_.size(); ++k) {
-      for (int s = 0; s < nodes_[k].n_src; ++s)
-        if (overlaps(nodes_[k].src[s], t)) return false;
-      if (same_view(nodes_[k].dst, t)) return true;
-      if (overlaps(nodes_[k].dst, t)) return false;
-    }
-    return true;
-  }
-
-  // A single-row matvec launch i whose output (after its add, or its GLU)
-  // the next launch j reads as 8-bit records, directly or through an rms_norm
-  // folded into j: launch i writes those records (clusters of kRecRows rows,
-  // matvec.h), and j runs no quantize kernel; through a norm, the records
-  // are of the output times the norm's weights with their sums of squares,
-  // and j applies 1 / rms (the norm's output is then never written, so
-  // nothing may read it after j). KESTREL_CUDA_RECORDS=0 / 1 at prepare:
-  // off / on (default kRecordsByDefault).
-  static constexpr bool kRecordsByDefault = false;
-  void fuse_records() {
-    const char* env = std::getenv("KESTREL_CUDA_RECORDS");
-    if (env ? std::strcmp(env, "1") != 0 : !kRecordsByDefault) return;
-    for (size_t i = 0; i < nodes_.size(); ++i) {
-      const bool glu = node_kind_[i] == kGlu;
-      const bool summed = node_kind_[i] == kMatvecGroup && group_n_[i] == 1 && add_of_[i] != kNone;
-      if ((!glu && !summed) || rope_of_[i] != kNone) continue;
-      const size_t j = next_launch(i);
-      if (j >= nodes_.size() || (node_kind_[j] != kMatvecGroup && node_kind_[j] != kGlu)) continue;
-      if (x_records_[j] || rec_to_[j] != kNone) continue;
-      const Tensor& out = glu ? nodes_[i + 2].dst : nodes_[add_of_[i]].dst;
-      const Tensor& xj = nodes_[j].src[1];
-      const DType wj = nodes_[j].src[0].type;
-      if (!matvec_scratch_bytes(wj, view(xj)) ||
-          !matvec_can_write_records(nodes_[i].src[0].type, nodes_[i].src[0].ne[1], view(nodes_[i].src[1])) ||
-          out.ne[0] != nodes_[i].src[0].ne[1] || !f32_rows(out))
-        continue;
-      const size_t after = next_launch(j);
-      if (after < nodes_.size() && node_kind_[after] == kReuseQx) continue;  // it reads the first area
-      const uint32_t k = norm_of_[j];
-      if (k == kNone) {
-        if (!glu || !same_view(xj, out)) continue;  // a norm-less reader: SwiGLU -> down
-      } else {
-        if (!summed || !same_view(nodes_[k].src[0], out) || !unread_after(j, nodes_[k].dst)) continue;
-        scale_of_[j] = k;
-        norm_of_[j] = kNone;
-      }
-      rec_to_[i] = static_cast<uint32_t>(j);
-      x_records_[j] = 1;
-      region_of_[j] = static_cast<uint8_t>(1 - region_of_[i]);
-      const size_t bytes = matvec_partials_offset(view(xj)) + static_cast<size_t>(xj.ne[0] / 32) * sizeof(float);
-      region_bytes_ = std::max(region_bytes_, (bytes + 255) / 256 * 256);
-    }
-    // Every launch reading records from a scratch area needs the area's room.
-    if (region_bytes_)
-      for (size_t i = 0; i < nodes_.size(); ++i)
-        if (node_kind_[i] == kMatvecGroup || node_kind_[i] == kGlu)
-          region_bytes_ = std::max(
-              region_bytes_, (matvec_scratch_bytes(calls_[i].src[0]->type, view(*calls_[i].src[1])) + 255) / 256 * 256);
-  }
-
   // Consecutive matmuls on one x (q / k / v) become one launch; a gate / up
   // pair followed by its gated activation becomes one kernel.
   void group_matvecs() {
@@ -912,10 +783,6 @@ class CudaExecutable final : public Executable {
   std::vector<uint32_t> add_of_;
   std::vector<uint8_t> x_records_;
   std::vector<uint32_t> rope_of_;  // a group's rope + store run (kRopeStore node), or kNone
-  std::vector<uint32_t> rec_to_;     // the launch this one writes x records for, or kNone
-  std::vector<uint32_t> scale_of_;   // the rms_norm whose 1 / rms this launch applies to its records, or kNone
-  std::vector<uint8_t> region_of_;   // the records area (0 / 1) of this launch's x
-  size_t region_bytes_ = 0;
   cudaGraphExec_t graph_ = nullptr;
   uint64_t n_steps_ = 0;
   bool graph_failed_ = false;

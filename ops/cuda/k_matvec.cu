@@ -12,8 +12,6 @@
 // Element order inside a unit follows the GGUF layouts (ops/dtype.h); the
 // dequantized weight equals the reference dequantization before the product
 // (float x); with staged x each unit's quants meet the matching XQ records.
-#include <cooperative_groups.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -421,64 +419,6 @@ __device__ void rope_epilogue(const RopeArg& ro, int seg, int64_t n0, int64_t n1
   }
 }
 
-// The 8-bit records a launch writes for the launch after it (xq null: none):
-// each cluster of kRecBlocks blocks (one row per warp: 32 rows, one record)
-// gathers its rows' outputs (times w, or 1 + w, when w is set) in its first
-// block's shared memory, whose first warp quantizes them; with partials set
-// the record's sum of the squared outputs (before w) goes to partials[record].
-constexpr int kRecBlocks = kRecRows / kWarpsPerBlock;
-struct RecArg {
-  XQ* xq = nullptr;
-  float* partials = nullptr;
-  const float* w = nullptr;
-  bool one_plus = false;
-};
-// A launch on records of an unnormalised row (RecArg with partials): each
-// dot product times 1 / sqrt(sum(partials) / K + eps), the rms_norm's scale.
-struct ScaleArg {
-  const float* partials = nullptr;  // null: none
-  int64_t K = 0;
-  float eps = 0.0f;
-};
-
-// 1 / rms from the partial sums (each warp sums them in the same order, so
-// every warp of every block gets the same bits).
-__device__ __forceinline__ float partials_inv(const ScaleArg& sc) {
-  const int lane = static_cast<int>(threadIdx.x % kWarp);
-  const int64_t n = sc.K / 32;
-  float ss = 0.0f;
-  for (int64_t i = lane; i < n; i += kWarp) ss += sc.partials[i];
-  ss = warp_sum(ss);
-  return 1.0f / sqrtf(ss / static_cast<float>(sc.K) + sc.eps);
-}
-
-// The records epilogue: lane 0 of each warp brings its row's output v (row
-// n of the launch, rows of a cluster consecutive), every thread of the
-// cluster calls it.
-__device__ __forceinline__ void write_record(const RecArg& rc, int64_t n, float v) {
-  namespace cg = cooperative_groups;
-  __shared__ float vals[kRecRows], outs[kRecRows];
-  cg::cluster_group cl = cg::this_cluster();
-  const unsigned rank = cl.block_rank();
-  const int lane = static_cast<int>(threadIdx.x % kWarp), wib = static_cast<int>(threadIdx.x / kWarp);
-  cl.sync();  // every block of the cluster has started before any writes into another's shared memory
-  if (lane == 0) {
-    const int slot = static_cast<int>(rank) * kWarpsPerBlock + wib;
-    const float g = rc.w ? (rc.one_plus ? 1.0f + rc.w[n] : rc.w[n]) : 1.0f;
-    cl.map_shared_rank(vals, 0)[slot] = v * g;
-    cl.map_shared_rank(outs, 0)[slot] = v;
-  }
-  cl.sync();  // the cluster's values are in its first block's shared memory
-  if (rank == 0 && wib == 0) {
-    const int64_t r = n / kRecRows;  // warp 0 of the first block holds the record's first row
-    quantize_record_warp(vals[lane], rc.xq + r);
-    if (rc.partials) {
-      const float ss = warp_sum(outs[lane] * outs[lane]);
-      if (lane == 0) rc.partials[r] = ss;
-    }
-  }
-}
-
 // Units a lane loads before it computes on any of them, per weight row: for
 // one activation row, as many as the registers take, so that a decode row's
 // weights are all in flight at once (a 2048-wide Q4_0 row is 2 units a lane);
@@ -595,11 +535,10 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_xq(TV xt, int64_t K, N
 // XS: x (one row, MC == 1) as quantize_xq's records xs. ROPE: the q / k / v
 // launch with ro's epilogue (R == 2, MC == 1: a warp's rows are a rotation
 // pair, remapped for neox).
-template <DType T, int MC, int R, bool XS, bool ROPE = false, bool REC = false>
+template <DType T, int MC, int R, bool XS, bool ROPE = false>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_kernel(SegsArg s, TV x, int64_t m_total, const XQ* xs, AddArg ad, RopeArg ro, RecArg rc, ScaleArg sc) {
+    matvec_kernel(SegsArg s, TV x, int64_t m_total, const XQ* xs, AddArg ad, RopeArg ro) {
   static_assert(!ROPE || (R == 2 && MC == 1), "rope pairs are two rows of one activation row");
-  static_assert(!REC || (R == 1 && MC == 1 && !ROPE), "records take one row per warp of one activation row");
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
@@ -629,13 +568,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   float acc[R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
   row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
-  if (sc.partials) {
-    const float inv = partials_inv(sc);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int c = 0; c < MC; ++c) acc[r][c] *= inv;
-  }
   if constexpr (ROPE) {
     if (lane == 0) {  // every lane holds both sums
       float y[2] = {acc[0][0], acc[1][0]};
@@ -653,13 +585,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
     for (int c = 0; c < MC; ++c)
       if (lane == r * MC + c && xr[c] && n0 + r < w.ne[1]) {
         reinterpret_cast<float*>(row_ptr(s.y[seg], c))[n0 + r] = acc[r][c];
-        if (add) {
-          const float sum = reinterpret_cast<const float*>(row_ptr(ad.r, c))[n0 + r] + acc[r][c];
-          reinterpret_cast<float*>(row_ptr(ad.s, c))[n0 + r] = sum;
-          acc[r][c] = sum;  // what the records quantize
-        }
+        if (add)
+          reinterpret_cast<float*>(row_ptr(ad.s, c))[n0 + r] =
+              reinterpret_cast<const float*>(row_ptr(ad.r, c))[n0 + r] + acc[r][c];
       }
-  if constexpr (REC) write_record(rc, n0, acc[0][0]);
 }
 
 template <ExpTier E>
@@ -679,11 +608,9 @@ __device__ __forceinline__ float glu(Binary op, ExpTier e, float g, float u) {
 }
 
 // R rows of the gate and the same R rows of up per warp.
-template <DType T, int MC, int R, bool XS, bool REC = false>
+template <DType T, int MC, int R, bool XS>
 __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
-    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total, const XQ* xs,
-                      RecArg rc, ScaleArg sc) {
-  static_assert(!REC || (R == 1 && MC == 1), "records take one row per warp of one activation row");
+    matvec_glu_kernel(TV wg, TV wu, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m_total, const XQ* xs) {
   pdl_wait();
   const int lane = threadIdx.x % kWarp;
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * R;
@@ -702,14 +629,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   float acc[2 * R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
   row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
-  if (sc.partials) {
-    const float inv = partials_inv(sc);
-#pragma unroll
-    for (int r = 0; r < 2 * R; ++r)
-#pragma unroll
-      for (int c = 0; c < MC; ++c) acc[r][c] *= inv;
-  }
-  float out = 0.0f;
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -717,10 +636,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
       if (lane == r * MC + c && xr[c] && n0 + r < wg.ne[1]) {
         if (yg.data) reinterpret_cast<float*>(row_ptr(yg, c))[n0 + r] = acc[r][c];
         if (yu.data) reinterpret_cast<float*>(row_ptr(yu, c))[n0 + r] = acc[R + r][c];
-        out = glu(op, e, acc[r][c], acc[R + r][c]);
-        reinterpret_cast<float*>(row_ptr(y, c))[n0 + r] = out;
+        reinterpret_cast<float*>(row_ptr(y, c))[n0 + r] = glu(op, e, acc[r][c], acc[R + r][c]);
       }
-  if constexpr (REC) write_record(rc, n0, out);
 }
 
 int unit_elems(DType t) {
@@ -771,96 +688,79 @@ cudaError_t run_quantize(TV x, const NormArg& nm, XQ* xq, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-// What a launch runs around its dot products: the residual add, the rope
-// epilogue, the records it writes, the scale of the records it reads.
-struct Extras {
-  AddArg ad;
-  RopeArg ro;
-  RecArg rc;
-  ScaleArg sc;
-};
-
 template <DType T, int MC, int R>
-cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const Extras& ex, void* scratch,
-                   bool x_quantized, cudaStream_t s) {
-  SegsArg a{};
-  int64_t warps = 0;
-  for (int i = 0; i < segs.n; ++i) {
-    a.w[i] = segs.w[i];
-    a.y[i] = segs.y[i];
-    warps += (segs.w[i].ne[1] + R - 1) / R;
-    a.warp_end[i] = warps;
-  }
-  a.n = segs.n;
-  if (warps == 0) return cudaSuccess;
-  const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
-  if ((nm.on || x_quantized || ex.sc.partials) && !staged) return cudaErrorInvalidValue;
-  const bool rec = ex.rc.xq != nullptr;
-  if (rec && (MC != 1 || R != 1 || segs.n != 1 || segs.w[0].ne[1] % kRecRows || ex.ro.pos))
-    return cudaErrorInvalidValue;
-  const bool pdl = kStages<T> || programmatic_float_matvecs();
-  const XQ* xs = nullptr;
-  auto go = [&](auto kernel, unsigned cluster) {
-    (void)launch_kpc(pdl, cluster, kernel, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m, xs, ex.ad, ex.ro, ex.rc,
-                     ex.sc);
-    return cudaGetLastError();
-  };
-  if constexpr (kStages<T>) {
-    if (staged) {
-      XQ* xq = static_cast<XQ*>(scratch);
-      if (!x_quantized) {
-        const cudaError_t q = run_quantize(x, nm, xq, s);
-        if (q != cudaSuccess) return q;
-      }
-      xs = xq;
-      if constexpr (MC == 1 && R == 2)
-        if (ex.ro.pos) return go(matvec_kernel<T, MC, R, true, true>, 1);
-      if constexpr (MC == 1 && R == 1)
-        if (rec) return go(matvec_kernel<T, MC, R, true, false, true>, kRecBlocks);
-      return go(matvec_kernel<T, MC, R, true>, 1);
+cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, const RopeArg& ro,
+                   void* scratch, bool x_quantized, cudaStream_t s) {
+  {
+    SegsArg a{};
+    int64_t warps = 0;
+    for (int i = 0; i < segs.n; ++i) {
+      a.w[i] = segs.w[i];
+      a.y[i] = segs.y[i];
+      warps += (segs.w[i].ne[1] + R - 1) / R;
+      a.warp_end[i] = warps;
     }
+    a.n = segs.n;
+    if (warps == 0) return cudaSuccess;
+    const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    if ((nm.on || x_quantized) && !staged) return cudaErrorInvalidValue;
+    if constexpr (kStages<T>) {
+      if (staged) {
+        XQ* xq = static_cast<XQ*>(scratch);
+        if (!x_quantized) {
+          const cudaError_t q = run_quantize(x, nm, xq, s);
+          if (q != cudaSuccess) return q;
+        }
+        if constexpr (MC == 1 && R == 2) {
+          if (ro.pos) {
+            (void)launch_k(matvec_kernel<T, MC, R, true, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                           static_cast<const XQ*>(xq), ad, ro);
+            return cudaGetLastError();
+          }
+        }
+        (void)launch_k(matvec_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                       static_cast<const XQ*>(xq), ad, RopeArg{});
+        return cudaGetLastError();
+      }
+    }
+    const bool pdl = kStages<T> || programmatic_float_matvecs();
+    if constexpr (MC == 1 && R == 2) {
+      if (ro.pos) {
+        (void)launch_kp(pdl, matvec_kernel<T, MC, R, false, true>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                        static_cast<const XQ*>(nullptr), ad, ro);
+        return cudaGetLastError();
+      }
+    }
+    (void)launch_kp(pdl, matvec_kernel<T, MC, R, false>, blocks, kWarpsPerBlock * kWarp, 0, s, a, x, m,
+                    static_cast<const XQ*>(nullptr), ad, RopeArg{});
+    return cudaGetLastError();
   }
-  if constexpr (MC == 1 && R == 2)
-    if (ex.ro.pos) return go(matvec_kernel<T, MC, R, false, true>, 1);
-  if constexpr (MC == 1 && R == 1)
-    if (rec) return go(matvec_kernel<T, MC, R, false, false, true>, kRecBlocks);
-  return go(matvec_kernel<T, MC, R, false>, 1);
 }
 
 template <DType T, int MC, int R>
 cudaError_t glu_r(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
-                  const Extras& ex, void* scratch, bool x_quantized, cudaStream_t s) {
-  const int64_t warps = (g.ne[1] + R - 1) / R;
-  if (warps == 0) return cudaSuccess;
-  const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-  const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
-  if ((nm.on || x_quantized || ex.sc.partials) && !staged) return cudaErrorInvalidValue;
-  const bool rec = ex.rc.xq != nullptr;
-  if (rec && (MC != 1 || R != 1 || g.ne[1] % kRecRows)) return cudaErrorInvalidValue;
-  const bool pdl = kStages<T> || programmatic_float_matvecs();
-  const XQ* xs = nullptr;
-  auto go = [&](auto kernel, unsigned cluster) {
-    (void)launch_kpc(pdl, cluster, kernel, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e, m, xs,
-                     ex.rc, ex.sc);
-    return cudaGetLastError();
-  };
-  if constexpr (kStages<T>) {
-    if (staged) {
-      XQ* xq = static_cast<XQ*>(scratch);
-      if (!x_quantized) {
+                  void* scratch, cudaStream_t s) {
+  {
+    const int64_t warps = (g.ne[1] + R - 1) / R;
+    if (warps == 0) return cudaSuccess;
+    const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
+    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    if (nm.on && !staged) return cudaErrorInvalidValue;
+    if constexpr (kStages<T>) {
+      if (staged) {
+        XQ* xq = static_cast<XQ*>(scratch);
         const cudaError_t q = run_quantize(x, nm, xq, s);
         if (q != cudaSuccess) return q;
+        (void)launch_k(matvec_glu_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu,
+                       op, e, m, static_cast<const XQ*>(xq));
+        return cudaGetLastError();
       }
-      xs = xq;
-      if constexpr (MC == 1 && R == 1)
-        if (rec) return go(matvec_glu_kernel<T, MC, R, true, true>, kRecBlocks);
-      return go(matvec_glu_kernel<T, MC, R, true>, 1);
     }
+    (void)launch_kp(kStages<T> || programmatic_float_matvecs(), matvec_glu_kernel<T, MC, R, false>, blocks,
+                    kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu, op, e, m, static_cast<const XQ*>(nullptr));
+    return cudaGetLastError();
   }
-  if constexpr (MC == 1 && R == 1)
-    if (rec) return go(matvec_glu_kernel<T, MC, R, false, true>, kRecBlocks);
-  return go(matvec_glu_kernel<T, MC, R, false>, 1);
 }
 
 // Weight rows per warp at one activation row: 1, so that the small decode
@@ -876,33 +776,30 @@ bool one_row_per_warp() {
 }
 
 template <DType T>
-cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const Extras& ex, void* scratch,
-                     bool x_quantized, cudaStream_t s) {
+cudaError_t run_segs(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, const AddArg& ad, const RopeArg& ro,
+                     void* scratch, bool x_quantized, cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     if constexpr (MC == 1) {
-      if ((one_row_per_warp() || ex.rc.xq) && !ex.ro.pos)
-        return segs_r<T, 1, 1>(segs, x, m, nm, ex, scratch, x_quantized, s);
-      return segs_r<T, 1, 2>(segs, x, m, nm, ex, scratch, x_quantized, s);
+      if (one_row_per_warp() && !ro.pos) return segs_r<T, 1, 1>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
+      return segs_r<T, 1, 2>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
     } else {
-      if (ex.ro.pos || ex.rc.xq) return cudaErrorInvalidValue;
-      return segs_r<T, MC, 1>(segs, x, m, nm, ex, scratch, x_quantized, s);
+      if (ro.pos) return cudaErrorInvalidValue;
+      return segs_r<T, MC, 1>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
     }
   });
 }
 
 template <DType T>
 cudaError_t run_glu(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, int64_t m, const NormArg& nm,
-                    const Extras& ex, void* scratch, bool x_quantized, cudaStream_t s) {
+                    void* scratch, cudaStream_t s) {
   return by_rows(m, [&](auto mc) {
     constexpr int MC = decltype(mc)::value;
     if constexpr (MC == 1) {
-      if (one_row_per_warp() || ex.rc.xq)
-        return glu_r<T, 1, 1>(g, u, x, y, yg, yu, op, e, m, nm, ex, scratch, x_quantized, s);
-      return glu_r<T, 1, 2>(g, u, x, y, yg, yu, op, e, m, nm, ex, scratch, x_quantized, s);
+      if (one_row_per_warp()) return glu_r<T, 1, 1>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
+      return glu_r<T, 1, 2>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
     } else {
-      if (ex.rc.xq) return cudaErrorInvalidValue;
-      return glu_r<T, MC, 1>(g, u, x, y, yg, yu, op, e, m, nm, ex, scratch, x_quantized, s);
+      return glu_r<T, MC, 1>(g, u, x, y, yg, yu, op, e, m, nm, scratch, s);
     }
   });
 }
@@ -971,58 +868,25 @@ bool matvec_can_rope(const MatvecSegs& segs, const TV& x, int64_t n_dims, int64_
   return true;
 }
 
-bool matvec_can_write_records(DType wt, int64_t rows, const TV& x) {
-  return unit_elems(wt) > 0 && rows > 0 && rows % kRecRows == 0 && x.ne[1] * x.ne[2] * x.ne[3] == 1;
-}
-
-size_t matvec_partials_offset(const TV& x) { return static_cast<size_t>(x.ne[0] / 32) * sizeof(XQ); }
-
-namespace {
-
-// The kernels' arguments for the records a launch writes and the scale of
-// the records it reads (false: a null pointer where one is needed).
-bool records_args(const MatvecRecords* records, const MatvecXScale* scale, const TV& x, Extras* ex) {
-  if (records) {
-    if (!records->records) return false;
-    ex->rc.xq = static_cast<XQ*>(records->records);
-    ex->rc.partials = records->partials;
-    ex->rc.w = records->w;
-    ex->rc.one_plus = records->one_plus_weight;
-  }
-  if (scale) {
-    if (!scale->partials) return false;
-    ex->sc.partials = scale->partials;
-    ex->sc.K = x.ne[0];
-    ex->sc.eps = scale->eps;
-  }
-  return true;
-}
-
-}  // namespace
-
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
-                          const MatvecNorm* norm, const MatvecAdd* add, bool x_quantized, const MatvecRope* rope,
-                          const MatvecRecords* records, const MatvecXScale* scale) {
+                          const MatvecNorm* norm, const MatvecAdd* add, bool x_quantized, const MatvecRope* rope) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || segs.n == 0) return cudaSuccess;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
-  Extras ex;
+  AddArg ad;
   if (add) {
-    ex.ad.r = add->r;
-    ex.ad.s = add->s;
+    ad.r = add->r;
+    ad.s = add->s;
   }
   const NormArg nm = norm_arg(norm);
   if (x_quantized && (norm || !matvec_scratch_bytes(wt, x))) return cudaErrorInvalidValue;
-  if (scale && !x_quantized) return cudaErrorInvalidValue;
-  if (records && !matvec_can_write_records(wt, segs.w[0].ne[1], x)) return cudaErrorInvalidValue;
-  if (!records_args(records, scale, x, &ex)) return cudaErrorInvalidValue;
+  RopeArg ro;
   if (rope) {
-    if (add || records || !rope->pos || !rope->rows || rope->args.n_dims <= 0 ||
+    if (add || !rope->pos || !rope->rows || rope->args.n_dims <= 0 ||
         !matvec_can_rope(segs, x, rope->args.n_dims, segs.w[0].ne[1] / rope->args.n_dims,
                          segs.w[1].ne[1] / rope->args.n_dims) ||
         rope->kc.ne[0] != segs.w[1].ne[1] || rope->vc.ne[0] != segs.w[2].ne[1] || rope->kc.ne[1] != rope->vc.ne[1])
       return cudaErrorInvalidValue;
-    RopeArg& ro = ex.ro;
     ro.pos = rope->pos;
     ro.rows = rope->rows;
     ro.kc = rope->kc;
@@ -1036,26 +900,20 @@ cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch,
     }
   }
   return by_type(wt, [&](auto tc) {
-    return run_segs<decltype(tc)::value>(segs, x, m, nm, ex, scratch, x_quantized, s);
+    return run_segs<decltype(tc)::value>(segs, x, m, nm, ad, ro, scratch, x_quantized, s);
   });
 }
 
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              void* scratch, cudaStream_t s, const MatvecNorm* norm, bool x_quantized,
-                              const MatvecRecords* records, const MatvecXScale* scale) {
+                              void* scratch, cudaStream_t s, const MatvecNorm* norm) {
   const int64_t m = x.ne[1] * x.ne[2] * x.ne[3];
   if (m == 0 || g.ne[1] == 0) return cudaSuccess;
   if (glu != Binary::swiglu && glu != Binary::geglu_tanh && glu != Binary::geglu_erf && glu != Binary::geglu_sigmoid)
     return cudaErrorInvalidValue;
   if (norm && !matvec_can_norm(wt, x)) return cudaErrorInvalidValue;
-  if (x_quantized && (norm || !matvec_scratch_bytes(wt, x))) return cudaErrorInvalidValue;
-  if (scale && !x_quantized) return cudaErrorInvalidValue;
-  if (records && !matvec_can_write_records(wt, g.ne[1], x)) return cudaErrorInvalidValue;
-  Extras ex;
-  if (!records_args(records, scale, x, &ex)) return cudaErrorInvalidValue;
   const NormArg nm = norm_arg(norm);
   return by_type(wt, [&](auto tc) {
-    return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, nm, ex, scratch, x_quantized, s);
+    return run_glu<decltype(tc)::value>(g, u, x, y, yg, yu, glu, tier, m, nm, scratch, s);
   });
 }
 

@@ -100,50 +100,17 @@ struct MatvecRope {
 // Hq, Hkv and Hkv heads of n_dims rows each, outputs contiguous.
 bool matvec_can_rope(const MatvecSegs& segs, const TV& x, int64_t n_dims, int64_t heads_q, int64_t heads_kv);
 
-// Records a launch writes for the launch after it, so that one runs no
-// quantize kernel (one activation row, one weight matrix, rows a multiple of
-// kRecRows): blocks run in clusters of kRecRows rows; each cluster gathers its
-// rows' outputs (after the residual add, times w or 1 + w when w is set: the
-// weights of an rms_norm whose input is this launch's output) in its first
-// block's shared memory and writes their record; with partials set, also the
-// record's sum of the squared outputs (before w) to partials[record]. The
-// records of y * w quantize y / rms * w up to rounding (the record's scale
-// factors out); the launch reading them applies 1 / rms (MatvecXScale).
-constexpr int64_t kRecRows = 32;
-struct MatvecRecords {
-  void* records = nullptr;     // XQ records of the output row
-  float* partials = nullptr;   // null: no sums of squares
-  const float* w = nullptr;    // null: no weights
-  bool one_plus_weight = false;
-};
-// A launch reading records of an unnormalised row (x_quantized): each dot
-// product times 1 / sqrt(sum(partials) / K + eps) (every warp sums the K / 32
-// partials in the same order).
-struct MatvecXScale {
-  const float* partials = nullptr;
-  float eps = 0.0f;
-};
-
-// Whether a launch of `rows` weight rows of type wt on x can write records.
-bool matvec_can_write_records(DType wt, int64_t rows, const TV& x);
-// Byte offset of the partial sums after x's records in a records area.
-size_t matvec_partials_offset(const TV& x);
-
 // x_quantized: the kernel that wrote x also wrote its records at scratch
-// (launch_attention_decode's records, or a matvec's MatvecRecords), so no
-// quantize kernel runs.
+// (launch_attention_decode's records), so no quantize kernel runs.
 cudaError_t launch_matvec(DType wt, const MatvecSegs& segs, TV x, void* scratch, cudaStream_t s,
                           const MatvecNorm* norm = nullptr, const MatvecAdd* add = nullptr, bool x_quantized = false,
-                          const MatvecRope* rope = nullptr, const MatvecRecords* records = nullptr,
-                          const MatvecXScale* scale = nullptr);
+                          const MatvecRope* rope = nullptr);
 
 // y[m][n] = glu(G[n] . x[m], U[n] . x[m]) with glu one of the Binary gated
 // forms (swiglu, geglu_*): the gate and up projections and their activation
 // in one kernel; G and U share type and shape. yg / yu (data null: not
 // written) also receive the two projections, before y (which may be either).
 cudaError_t launch_matvec_glu(DType wt, TV g, TV u, TV x, TV y, TV yg, TV yu, Binary glu, ExpTier tier,
-                              void* scratch, cudaStream_t s, const MatvecNorm* norm = nullptr,
-                              bool x_quantized = false, const MatvecRecords* records = nullptr,
-                              const MatvecXScale* scale = nullptr);
+                              void* scratch, cudaStream_t s, const MatvecNorm* norm = nullptr);
 
 }  // namespace kestrel::cuda
