@@ -293,12 +293,6 @@ TEST_CASE("every bucket: padded rows change no logit and write no KV cell", "[pl
   }
 }
 
-// A model split between the host and a second backend (ContextParams::
-// n_gpu_layers, PassPart): the front plan (embedding, first layers) on the
-// cpu backend, the back plan (the other layers, gathering the logits rows)
-// on the "GPU", the head (output norm and projection) on the cpu again, with
-// the KV cache split between the two. The ref backend stands in for the GPU
-// here, so the split runs on every machine; test_cuda_model runs it on CUDA.
 // n_gpu_layers 0 keeps the whole model on the host without creating the GPU backend:
 // a GPU backend that cannot be created (no device) fails a context that puts layers
 // on it, never one that puts none there.
@@ -324,6 +318,12 @@ TEST_CASE("n_gpu_layers 0 never creates the GPU backend", "[plan][ngl]") {
   }
 }
 
+// A model split between the host and a second backend (ContextParams::
+// n_gpu_layers, PassPart): the front plan (embedding, first layers) on the
+// cpu backend, the back plan (the other layers, gathering the logits rows)
+// on the "GPU", the head (output norm and projection) on the cpu again, with
+// the KV cache split between the two. The ref backend stands in for the GPU
+// here, so the split runs on every machine; test_cuda_model runs it on CUDA.
 TEST_CASE("layers split between host and a second backend give the unsplit logits", "[plan][ngl]") {
   struct Cfg {
     ArchId arch;
