@@ -336,6 +336,29 @@ TEST_CASE("kestrel CLI: --exp flags and perplexity", "[exp][select][cli]") {
   }
 }
 
+namespace {
+
+// Attention of q over k, v with an F32 mask on backend b, into a fresh output shaped like q.
+std::vector<float> run_attention(Backend& b, const AttentionParams& p, Tensor tq, Tensor tk, Tensor tv, Tensor tm) {
+  std::vector<float> out(static_cast<size_t>(tq.ne[0] * tq.ne[1] * tq.ne[2]), std::nanf(""));
+  Tensor td = make_tensor(DType::F32, out.data(), tq.ne[0], tq.ne[1], tq.ne[2]);
+  OpCall c;
+  c.op = OpId::attention;
+  c.dst = &td;
+  c.src[0] = &tq;
+  c.src[1] = &tk;
+  c.src[2] = &tv;
+  c.src[3] = &tm;
+  c.n_src = 4;
+  c.params = &p;
+  const Status s = b.run(c);
+  INFO(b.name() << ": " << s.message());
+  REQUIRE(s.ok());
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("attention on each exp tier: cpu variants against the reference", "[exp][select][attention]") {
   // D 64, 4 query heads on 2 kv heads, 5 queries over 150 keys (three blocks
   // of the cpu kernel's 64, so the running max rescales), every third key of
@@ -356,28 +379,14 @@ TEST_CASE("attention on each exp tier: cpu variants against the reference", "[ex
   for (size_t i = 0; i < k.size(); ++i) k16[i] = f32_to_f16(k[i]), v16[i] = f32_to_f16(v[i]);
 
   auto run_attn = [&](Backend& b, ExpTier tier, bool f16) {
-    std::vector<float> out(q.size(), std::nanf(""));
-    Tensor tq = make_tensor(DType::F32, q.data(), D, Hq, M);
-    Tensor tk = f16 ? make_tensor(DType::F16, k16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, k.data(), D, Hkv, n_kv);
-    Tensor tv = f16 ? make_tensor(DType::F16, v16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, v.data(), D, Hkv, n_kv);
-    Tensor tm = make_tensor(DType::F32, mask.data(), n_kv, M);
-    Tensor td = make_tensor(DType::F32, out.data(), D, Hq, M);
     AttentionParams p;
     p.scale = 0.5f;
     p.exp = tier;
-    OpCall c;
-    c.op = OpId::attention;
-    c.dst = &td;
-    c.src[0] = &tq;
-    c.src[1] = &tk;
-    c.src[2] = &tv;
-    c.src[3] = &tm;
-    c.n_src = 4;
-    c.params = &p;
-    const Status s = b.run(c);
-    INFO(b.name() << ": " << s.message());
-    REQUIRE(s.ok());
-    return out;
+    return run_attention(
+        b, p, make_tensor(DType::F32, q.data(), D, Hq, M),
+        f16 ? make_tensor(DType::F16, k16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, k.data(), D, Hkv, n_kv),
+        f16 ? make_tensor(DType::F16, v16.data(), D, Hkv, n_kv) : make_tensor(DType::F32, v.data(), D, Hkv, n_kv),
+        make_tensor(DType::F32, mask.data(), n_kv, M));
   };
   auto max_abs = [](const std::vector<float>& a, const std::vector<float>& b) {
     double m = 0.0;
@@ -456,33 +465,16 @@ TEST_CASE("attention: query heads grouped on their kv head give each head's bits
       for (size_t i = 0; i < a.size(); ++i) o[i] = f32_to_f16(a[i]);
       return o;
     };
-    const std::vector<uint16_t> k16 = to16(k), v16 = to16(v), ke16 = to16(ke), ve16 = to16(ve);
+    std::vector<uint16_t> k16 = to16(k), v16 = to16(v), ke16 = to16(ke), ve16 = to16(ve);
     auto run_attn = [&](Backend& b, bool f16, bool expanded) {
-      std::vector<float> out(q.size(), std::nanf(""));
       const int64_t hk = expanded ? Hq : Hkv;
-      const void* kd = f16 ? (const void*)(expanded ? ke16.data() : k16.data()) : (expanded ? ke.data() : k.data());
-      const void* vd = f16 ? (const void*)(expanded ? ve16.data() : v16.data()) : (expanded ? ve.data() : v.data());
+      void* kd = f16 ? (void*)(expanded ? ke16.data() : k16.data()) : (void*)(expanded ? ke.data() : k.data());
+      void* vd = f16 ? (void*)(expanded ? ve16.data() : v16.data()) : (void*)(expanded ? ve.data() : v.data());
       const DType kt = f16 ? DType::F16 : DType::F32;
-      Tensor tq = make_tensor(DType::F32, q.data(), D, Hq, M);
-      Tensor tk = make_tensor(kt, const_cast<void*>(kd), D, hk, n_kv);
-      Tensor tv = make_tensor(kt, const_cast<void*>(vd), D, hk, n_kv);
-      Tensor tm = make_tensor(DType::F32, mask.data(), n_kv, M);
-      Tensor td = make_tensor(DType::F32, out.data(), D, Hq, M);
       AttentionParams p;
       p.scale = 0.3f;
-      OpCall c;
-      c.op = OpId::attention;
-      c.dst = &td;
-      c.src[0] = &tq;
-      c.src[1] = &tk;
-      c.src[2] = &tv;
-      c.src[3] = &tm;
-      c.n_src = 4;
-      c.params = &p;
-      const Status s = b.run(c);
-      INFO(b.name() << ": " << s.message());
-      REQUIRE(s.ok());
-      return out;
+      return run_attention(b, p, make_tensor(DType::F32, q.data(), D, Hq, M), make_tensor(kt, kd, D, hk, n_kv),
+                           make_tensor(kt, vd, D, hk, n_kv), make_tensor(DType::F32, mask.data(), n_kv, M));
     };
     CpuIsa avail[8];
     const int n_isa = cpu_isa_available(avail, 8);
