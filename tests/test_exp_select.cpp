@@ -338,6 +338,14 @@ TEST_CASE("kestrel CLI: --exp flags and perplexity", "[exp][select][cli]") {
 
 namespace {
 
+// q in [-2, 2], k and v in [-1, 1].
+void fill_qkv(std::mt19937& rng, std::vector<float>& q, std::vector<float>& k, std::vector<float>& v) {
+  std::uniform_real_distribution<float> uq(-2.0f, 2.0f), ukv(-1.0f, 1.0f);
+  for (float& x : q) x = uq(rng);
+  for (float& x : k) x = ukv(rng);
+  for (float& x : v) x = ukv(rng);
+}
+
 // Attention of q over k, v with an F32 mask on backend b, into a fresh output shaped like q.
 std::vector<float> run_attention(Backend& b, const AttentionParams& p, Tensor tq, Tensor tk, Tensor tv, Tensor tm) {
   std::vector<float> out(static_cast<size_t>(tq.ne[0] * tq.ne[1] * tq.ne[2]), std::nanf(""));
@@ -365,11 +373,8 @@ TEST_CASE("attention on each exp tier: cpu variants against the reference", "[ex
   // query 2 masked and query 4 fully masked; scores up to about +-20.
   const int64_t D = 64, Hq = 4, Hkv = 2, M = 5, n_kv = 150;
   std::mt19937 rng(7);
-  std::uniform_real_distribution<float> uq(-2.0f, 2.0f), ukv(-1.0f, 1.0f);
   std::vector<float> q(D * Hq * M), k(D * Hkv * n_kv), v(D * Hkv * n_kv), mask(n_kv * M, 0.0f);
-  for (float& x : q) x = uq(rng);
-  for (float& x : k) x = ukv(rng);
-  for (float& x : v) x = ukv(rng);
+  fill_qkv(rng, q, k, v);
   const float ninf = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_kv; ++j) {
     if (j % 3 == 0) mask[2 * n_kv + j] = ninf;
@@ -443,11 +448,8 @@ TEST_CASE("attention: query heads grouped on their kv head give each head's bits
   for (int64_t D : {16, 32, 64}) {
     const int64_t Hq = 8, Hkv = 2, M = 7, n_kv = 150, grp = Hq / Hkv;
     std::mt19937 rng(11);
-    std::uniform_real_distribution<float> uq(-2.0f, 2.0f), ukv(-1.0f, 1.0f);
     std::vector<float> q(D * Hq * M), k(D * Hkv * n_kv), v(D * Hkv * n_kv), mask(n_kv * M, 0.0f);
-    for (float& x : q) x = uq(rng);
-    for (float& x : k) x = ukv(rng);
-    for (float& x : v) x = ukv(rng);
+    fill_qkv(rng, q, k, v);
     const float ninf = -std::numeric_limits<float>::infinity();
     for (int64_t m = 0; m < M; ++m)
       for (int64_t j = 0; j < n_kv; ++j)

@@ -337,6 +337,16 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
     *hi = r[2] > n_kv ? n_kv : r[2];
     if (*st < 0 || *st >= k.ne[3]) *hi = *lo;
   };
+  // Query m's keys [lo, hi) and its stream's K / V views.
+  auto stream_views = [&](int64_t m, int64_t* lo, int64_t* hi, Tensor* ks, Tensor* vs) {
+    int64_t st;
+    range(m, &st, lo, hi);
+    *ks = k, *vs = v;
+    if (*hi > *lo) {
+      ks->data = k.row<char>(0, 0, st);
+      vs->data = v.row<char>(0, 0, st);
+    }
+  };
   // Threads only when the keys actually visited are worth it.
   int64_t keys = M * n_kv;
   if (ranges) {
@@ -366,13 +376,9 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
           float* outs[kG];
           for (int g = 0; g < kG; ++g) qs[g] = q.row<float>(h0 + g, m), outs[g] = dst.row<float>(h0 + g, m);
           const float* mrow = mask ? mask->row<float>(m) : nullptr;
-          int64_t st, lo, hi;
-          range(m, &st, &lo, &hi);
-          Tensor ks = k, vs = v;
-          if (hi > lo) {
-            ks.data = k.row<char>(0, 0, st);
-            vs.data = v.row<char>(0, 0, st);
-          }
+          int64_t lo, hi;
+          Tensor ks, vs;
+          stream_views(m, &lo, &hi, &ks, &vs);
           if (f16) attend_regs_g<true, T, 4, kG>(p, qs, ks, vs, h0 / group, mrow, lo, hi, outs);
           else attend_regs_g<false, T, 4, kG>(p, qs, ks, vs, h0 / group, mrow, lo, hi, outs);
         }
@@ -390,13 +396,9 @@ inline bool k_attention(const OpCall& c, Exec& exec) {
         const float* qr = q.row<float>(h, m);
         const float* mrow = mask ? mask->row<float>(m) : nullptr;
         float* out = dst.row<float>(h, m);
-        int64_t st, lo, hi;
-        range(m, &st, &lo, &hi);
-        Tensor ks = k, vs = v;
-        if (hi > lo) {
-          ks.data = k.row<char>(0, 0, st);
-          vs.data = v.row<char>(0, 0, st);
-        }
+        int64_t lo, hi;
+        Tensor ks, vs;
+        stream_views(m, &lo, &hi, &ks, &vs);
         if (f16 && D == 4 * kLanes) attend_regs<true, T, 4>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
         else if (f16 && D == 8 * kLanes) attend_regs<true, T, 8>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
         else if (!f16 && D == 4 * kLanes) attend_regs<false, T, 4>(p, qr, ks, vs, h / group, mrow, lo, hi, out);
