@@ -37,6 +37,7 @@ constexpr int64_t kMaxD = 256;
 template <DType KV>
 __device__ __forceinline__ float key_dot(const char* kr, const float* qs, int64_t D) {
   float dot = 0.0f;
+#pragma unroll 4
   for (int64_t d = 0; d < D; d += 8) {
     float w[8];
     if constexpr (KV == DType::F16) {
@@ -96,17 +97,32 @@ __device__ float weigh_values(int64_t D, int64_t n, float mx, float* sc, float (
   float acc[kMaxD / 64][2];
 #pragma unroll
   for (int t = 0; t < kMaxD / 64; ++t) acc[t][0] = acc[t][1] = 0.0f;
-  for (int64_t j = wid; j < n && mx != -INFINITY; j += kWarps) {
-    const float p = sc[j];
-    if (p == 0.0f) continue;
-    const char* vr = vb + j * v_stride;
+  // kInFlight keys per warp step: their value rows are all loaded before the
+  // first is used, so a warp waits on memory once per step, not once per key
+  // (the sums still take the keys in order w, w + kWarps, ...).
+  constexpr int kInFlight = 8;
+  const int nt = D > 128 ? kMaxD / 64 : D > 64 ? 2 : 1;
+  for (int64_t j0 = wid; j0 < n && mx != -INFINITY; j0 += kWarps * kInFlight) {
+    float p[kInFlight];
+    float2 vv[kInFlight][kMaxD / 64];
 #pragma unroll
-    for (int t = 0; t < kMaxD / 64; ++t) {
-      const int64_t d = 2 * lane + 64 * t;
-      if (d < D) {
-        const float2 vv = value_pair<KV>(vr, d);
-        acc[t][0] = fmaf(p, vv.x, acc[t][0]);
-        acc[t][1] = fmaf(p, vv.y, acc[t][1]);
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t j = j0 + u * kWarps;
+      p[u] = j < n ? sc[j] : 0.0f;
+      const char* vr = vb + (j < n ? j : j0) * v_stride;
+#pragma unroll
+      for (int t = 0; t < kMaxD / 64; ++t) {
+        const int64_t d = 2 * lane + 64 * t;
+        vv[u][t] = t < nt && d < D ? value_pair<KV>(vr, d) : make_float2(0.0f, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      if (p[u] == 0.0f) continue;
+#pragma unroll
+      for (int t = 0; t < kMaxD / 64; ++t) {
+        acc[t][0] = fmaf(p[u], vv[u][t].x, acc[t][0]);
+        acc[t][1] = fmaf(p[u], vv[u][t].y, acc[t][1]);
       }
     }
   }
