@@ -77,6 +77,41 @@ __device__ __forceinline__ float2 value_pair(const char* vr, int64_t d) {
   }
 }
 
+// acc[t] += p_j * (dims 2 lane + 64 t, + 1 of value row j) over this warp's
+// keys j = w, w + kWarps, ... in that order (NT: dim groups of 64 the head
+// has). 32 / NT keys per warp step: their value rows are all loaded before
+// the first is used, so a warp waits on memory once per step, not per key.
+template <DType KV, int NT>
+__device__ __forceinline__ void value_sums(int64_t D, int64_t n, const float* sc, const char* vb, size_t v_stride,
+                                           float (&acc)[kMaxD / 64][2]) {
+  constexpr int kInFlight = 32 / NT;
+  const int lane = threadIdx.x % kWarp, wid = threadIdx.x / kWarp;
+  for (int64_t j0 = wid; j0 < n; j0 += kWarps * kInFlight) {
+    float p[kInFlight];
+    float2 vv[kInFlight][NT];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t j = j0 + u * kWarps;
+      p[u] = j < n ? sc[j] : 0.0f;
+      const char* vr = vb + (j < n ? j : j0) * v_stride;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int64_t d = 2 * lane + 64 * t;
+        vv[u][t] = d < D ? value_pair<KV>(vr, d) : make_float2(0.0f, 0.0f);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      if (p[u] == 0.0f) continue;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        acc[t][0] = fmaf(p[u], vv[u][t].x, acc[t][0]);
+        acc[t][1] = fmaf(p[u], vv[u][t].y, acc[t][1]);
+      }
+    }
+  }
+}
+
 // The softmax numerators of scores sc[0, n) against their max mx (in place,
 // none when mx is -inf), their sum (returned), and each warp's sum of its
 // keys' numerator-weighted value rows in part[warp] (warp w takes keys w, w +
@@ -97,34 +132,10 @@ __device__ float weigh_values(int64_t D, int64_t n, float mx, float* sc, float (
   float acc[kMaxD / 64][2];
 #pragma unroll
   for (int t = 0; t < kMaxD / 64; ++t) acc[t][0] = acc[t][1] = 0.0f;
-  // kInFlight keys per warp step: their value rows are all loaded before the
-  // first is used, so a warp waits on memory once per step, not once per key
-  // (the sums still take the keys in order w, w + kWarps, ...).
-  constexpr int kInFlight = 8;
-  const int nt = D > 128 ? kMaxD / 64 : D > 64 ? 2 : 1;
-  for (int64_t j0 = wid; j0 < n && mx != -INFINITY; j0 += kWarps * kInFlight) {
-    float p[kInFlight];
-    float2 vv[kInFlight][kMaxD / 64];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t j = j0 + u * kWarps;
-      p[u] = j < n ? sc[j] : 0.0f;
-      const char* vr = vb + (j < n ? j : j0) * v_stride;
-#pragma unroll
-      for (int t = 0; t < kMaxD / 64; ++t) {
-        const int64_t d = 2 * lane + 64 * t;
-        vv[u][t] = t < nt && d < D ? value_pair<KV>(vr, d) : make_float2(0.0f, 0.0f);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      if (p[u] == 0.0f) continue;
-#pragma unroll
-      for (int t = 0; t < kMaxD / 64; ++t) {
-        acc[t][0] = fmaf(p[u], vv[u][t].x, acc[t][0]);
-        acc[t][1] = fmaf(p[u], vv[u][t].y, acc[t][1]);
-      }
-    }
+  if (mx != -INFINITY) {
+    if (D <= 64) value_sums<KV, 1>(D, n, sc, vb, v_stride, acc);
+    else if (D <= 128) value_sums<KV, 2>(D, n, sc, vb, v_stride, acc);
+    else value_sums<KV, kMaxD / 64>(D, n, sc, vb, v_stride, acc);
   }
 #pragma unroll
   for (int t = 0; t < kMaxD / 64; ++t) {
