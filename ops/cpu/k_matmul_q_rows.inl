@@ -182,12 +182,30 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
 // offsets), and the float operations that follow are theirs (same order, same per-lane
 // fma / fnmadd, same final hsum_ps), so the results are bitwise equal to dot_q45K /
 // dot_q6K (and dot_q4K_4) at every RA: a row's output does not depend on its group.
-template <int RA>
+//
+// kTotals (Q4_K where the AMX tiles run, see ops/cpu/amx/amx_matmul_q4k.cpp): an output is
+// summed super-block by super-block in one float chain instead, acc = fma(float(I),
+// d * d_x, acc), acc = fnmadd(float(P), dmin * d_x, acc), y = acc, with I and P the
+// super-block's exact integer totals (the 8 lanes summed as integers), which a tile
+// product gives whole; bitwise dot_q4K_pairs<.., true> and the AMX kernel.
+inline int hsum_i32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1)));
+}
+// One super-block of an output in the kTotals chain.
+inline float q4K_total_step(float acc, int I, int P, float d, float dmin, float dx) {
+  acc = __builtin_fmaf(static_cast<float>(I), d * dx, acc);
+  return __builtin_fmaf(-static_cast<float>(P), dmin * dx, acc);
+}
+
+template <int RA, bool kTotals = false>
 inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* res) {
   const BlockQ8_K* a[RA];
   for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
   __m256 acc[RA];
-  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  float tot[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps(), tot[r] = 0.0f;
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
@@ -225,11 +243,15 @@ inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* 
       const __m256i is = _mm256_add_epi32(_mm512_castsi512_si256(isum[r]), _mm512_extracti64x4_epi64(isum[r], 1));
       const __m256i pm = _mm256_madd_epi16(loadu256(a[r][b].bsums), mins);
       const float dx = a[r][b].d;
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * dx), acc[r]);
-      acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), acc[r]);
+      if constexpr (kTotals) {
+        tot[r] = q4K_total_step(tot[r], hsum_i32(is), hsum_i32(pm), d, dmin, dx);
+      } else {
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * dx), acc[r]);
+        acc[r] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_set1_ps(dmin * dx), acc[r]);
+      }
     }
   }
-  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+  for (int r = 0; r < RA; ++r) res[r] = kTotals ? tot[r] : hsum_ps(acc[r]);
 }
 
 // Q4_K x NP pairs of activation rows (1..4 pairs), the prompt path. The activation rows of a
@@ -253,14 +275,51 @@ inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* 
 // every output is bitwise the one-row kernel's. Per row and super-block: 4 vpdpbusd,
 // 2 rotates, 2 vpdpwssd and about 3 float instructions, where dot_q4K_z takes 8 multiply
 // instructions, a lane reduction and the float work on half-filled vectors.
-// res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv.
-template <int NP>
+// The 8 lanes of each 256-bit half of v[0..3] summed, as [v0 lo, v1 lo, v2 lo, v3 lo, v0 hi,
+// v1 hi, v2 hi, v3 hi]: a transposing tree of unpacks and adds within 128-bit lanes, then the
+// 128-bit lanes of each half added.
+template <class V, class Add, class Lo32, class Hi32, class Lo64, class Hi64, class Sw, class Pick>
+inline auto sum_halves4(const V* v, Add add, Lo32 lo32, Hi32 hi32, Lo64 lo64, Hi64 hi64, Sw swap, Pick pick) {
+  const V u = add(lo32(v[0], v[1]), hi32(v[0], v[1]));
+  const V w = add(lo32(v[2], v[3]), hi32(v[2], v[3]));
+  const V q = add(lo64(u, w), hi64(u, w));  // 128-bit lane L: the sums of lane L of v0..v3
+  return pick(add(q, swap(q)));
+}
+inline __m256i sum_halves4_i32(const __m512i* v) {
+  return sum_halves4(
+      v, [](__m512i a, __m512i b) { return _mm512_add_epi32(a, b); },
+      [](__m512i a, __m512i b) { return _mm512_unpacklo_epi32(a, b); },
+      [](__m512i a, __m512i b) { return _mm512_unpackhi_epi32(a, b); },
+      [](__m512i a, __m512i b) { return _mm512_unpacklo_epi64(a, b); },
+      [](__m512i a, __m512i b) { return _mm512_unpackhi_epi64(a, b); },
+      [](__m512i a) { return _mm512_shuffle_i32x4(a, a, 0xB1); },
+      [](__m512i a) { return _mm512_castsi512_si256(_mm512_shuffle_i32x4(a, a, 0x08)); });
+}
+inline __m256 sum_halves4_ps(const __m512* v) {
+  return sum_halves4(
+      v, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); },
+      [](__m512 a, __m512 b) { return _mm512_unpacklo_ps(a, b); },
+      [](__m512 a, __m512 b) { return _mm512_unpackhi_ps(a, b); },
+      [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); },
+      [](__m512 a, __m512 b) { return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b))); },
+      [](__m512 a) { return _mm512_shuffle_f32x4(a, a, 0xB1); },
+      [](__m512 a) { return _mm512_castps512_ps256(_mm512_shuffle_f32x4(a, a, 0x08)); });
+}
+
+// res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv. kTotals: the
+// chain of dot_q4K_z<.., true>, for the pairs' 8 rows in one vector (lanes: the pairs' first
+// rows, then their second rows): the lanes of each half summed as integers, the mins term's
+// exact products summed as floats (every partial sum is an integer below 2^24, so exact).
+template <int NP, bool kTotals = false>
 inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
   constexpr int kBias = 8192;
   const __m512i bias2 = _mm512_set1_epi32(kBias * 65536 + kBias);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[NP];
   for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
+  __m256 tot = _mm256_setzero_ps();
+  __m512i isv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+  __m512 pmv[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ4_K* w = static_cast<const BlockQ4_K*>(wv) + b;
     prefetch_block<sizeof(BlockQ4_K)>(w);
@@ -292,10 +351,28 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
             _mm512_dpbusd_epi32(bias2, wq[2 * i + 1], _mm512_load_si512(x.qs[2 * i + 1])), 16);
         is = _mm512_dpwssd_epi32(is, _mm512_dpbusd_epi32(hi, wq[2 * i], _mm512_load_si512(x.qs[2 * i])), sp[i]);
       }
-      const __m512 dx = _mm512_load_ps(x.d);
-      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, dx), acc[p]);
-      acc[p] = _mm512_fnmadd_ps(_mm512_mul_ps(mins, _mm512_load_ps(x.bs2)), _mm512_mul_ps(vdmin, dx), acc[p]);
+      if constexpr (kTotals) {
+        isv[p] = is;
+        pmv[p] = _mm512_mul_ps(mins, _mm512_load_ps(x.bs2));
+      } else {
+        const __m512 dx = _mm512_load_ps(x.d);
+        acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, dx), acc[p]);
+        acc[p] = _mm512_fnmadd_ps(_mm512_mul_ps(mins, _mm512_load_ps(x.bs2)), _mm512_mul_ps(vdmin, dx), acc[p]);
+      }
     }
+    if constexpr (kTotals) {
+      alignas(32) float dxs[8] = {};
+      for (int p = 0; p < NP; ++p) dxs[p] = ap[p][b].d[0], dxs[4 + p] = ap[p][b].d[8];
+      const __m256 dx = _mm256_load_ps(dxs);
+      tot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_halves4_i32(isv)), _mm256_mul_ps(_mm512_castps512_ps256(vd), dx), tot);
+      tot = _mm256_fnmadd_ps(sum_halves4_ps(pmv), _mm256_mul_ps(_mm512_castps512_ps256(vdmin), dx), tot);
+    }
+  }
+  if constexpr (kTotals) {
+    alignas(32) float t[8];
+    _mm256_store_ps(t, tot);
+    for (int p = 0; p < NP; ++p) res[2 * p] = t[p], res[2 * p + 1] = t[4 + p];
+    return;
   }
   for (int p = 0; p < NP; ++p) {
     res[2 * p] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 0));
