@@ -275,12 +275,12 @@ namespace {
 bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, exec); }
 
 // The crossovers (bench_amx_matmul --batches 8 12 16 24 32 48, 1 and 2 threads, against the
-// avx512 policy kernel in the same run, on a 2-core AMX Xeon): Q4_K from 32 rows (AMX at 16:
-// 0.74-0.82x, 24: 0.78-0.85x, 32: 0.93-1.11x, 48: 1.14-1.23x on the TinyLlama shapes; the
-// weight repack per call is its fixed cost); Q4_0 / Q5_0 / Q8_0 from 16 against the few-rows
+// avx512 policy kernel in the same run, on a 2-core AMX Xeon): Q4_K from 24 rows (since its
+// super-block totals, abc75f6: AMX at 16 0.90-1.13x, 24 1.06-1.31x, 32 1.35-1.65x, 48
+// 1.51-1.94x on the TinyLlama shapes; the weight repack per call is its fixed cost); Q4_0 / Q5_0 / Q8_0 from 16 against the few-rows
 // VNNI tile: the crossover depends on K (Qwen-0.5B's K = 896: AMX 0.86-1.40x at 12, 1.13-1.72x at
 // 16; TinyLlama's K = 2048 / 5632: 0.69-0.85x at 12, 0.78-1.13x at 16, 0.85-1.25x at 24).
-constexpr int32_t kMinRowsQ8 = 16, kMinRowsQ4K = 32;
+constexpr int32_t kMinRowsQ8 = 16, kMinRowsQ4K = 24;
 // F16 / BF16 weights (split bf16 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM:
 // bench_amx_matmul --types f16 bf16 at 1 and 2 threads on the TinyLlama and Qwen-0.5B
 // shapes; F16 (four tile products per block) wins from 8-32 rows by shape, BF16 (two)
