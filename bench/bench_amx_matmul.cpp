@@ -1,7 +1,7 @@
 // AMX matmul benchmark: ops/cpu/amx against the cpu backend's matmul without it (the
 // policy's pick for M among its ISA's own variants, e.g. q4_0_matmul__avx512_tile4x2; the
 // backend's run() takes AMX from amx_min_rows()), measured in the same run, alternating call by call, for
-// Q8_0 / Q4_0 / Q5_0 / Q4_K weights (and F16 / BF16 / F32 on the bf16 tiles, against the
+// Q8_0 / Q4_0 / Q5_0 / Q4_K / Q6_K weights (and F16 / BF16 / F32 on the bf16 tiles, against the
 // avx512 GEMM) at the matmul shapes (N x K) of TinyLlama-1.1B (2048 x 2048,
 // 5632 x 2048, 2048 x 5632) and Qwen2.5-0.5B (896 x 896, 4864 x 896) and activation rows
 // M = 1 .. 512. Prints per case the median time of each, GFLOP/s and the speed-up
@@ -85,7 +85,7 @@ int main(int argc, char** argv) {
   Opts o;
   CLI::App app{"AMX matmul vs the cpu backend's matmul"};
   app.add_option("-t,--threads", o.threads, "thread counts (default 1 2)");
-  app.add_option("--types", o.types, "weight types (default q8_0 q4_0 q5_0 q4_K; also f16 bf16 f32: bf16 tiles)");
+  app.add_option("--types", o.types, "weight types (default q8_0 q4_0 q5_0 q4_K; also q6_K, and f16 bf16 f32: bf16 tiles)");
   app.add_option("--batches", o.batches, "activation rows M (default 1 4 8 16 32 64 128 512)")
       ->check(CLI::Range(int64_t(1), int64_t(4096)));
   app.add_option("--reps", o.reps, "timed calls of each kernel per case (median reported)")->check(CLI::Range(1, 1000));
@@ -104,10 +104,10 @@ int main(int argc, char** argv) {
   for (const std::string& tname : o.types) {
     DType type{};
     bool found = false;
-    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::F16, DType::BF16, DType::F32})
+    for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K, DType::F16, DType::BF16, DType::F32})
       if (tname == dtype_name(t)) type = t, found = true;
     if (!found) {
-      std::fprintf(stderr, "--types: %s is not one of q8_0 q4_0 q5_0 q4_K f16 bf16 f32\n", tname.c_str());
+      std::fprintf(stderr, "--types: %s is not one of q8_0 q4_0 q5_0 q4_K q6_K f16 bf16 f32\n", tname.c_str());
       return 2;
     }
     for (const ShapeNK& s : kShapes) {

@@ -1,4 +1,4 @@
-// The AMX matmul (ops/cpu/amx): Q4_0 / Q5_0 / Q8_0 / Q4_K weights at tile edges (M of 1,
+// The AMX matmul (ops/cpu/amx): Q4_0 / Q5_0 / Q8_0 / Q4_K / Q6_K weights at tile edges (M of 1,
 // 15, 16, 17, 33, 100, N of 1, 15, 16, 17, 33; K of odd block counts), strided x / y views
 // with batch dims, 1 and 2 threads, against the ref backend within the activation-rounding
 // bound (the one tests/test_matmul.cpp states), bitwise against the cpu backend's avx512
@@ -128,7 +128,7 @@ void check_case(const Case& c, Backend* cpu, uint32_t seed) {
   std::vector<float> ek(static_cast<size_t>(c.K));
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = xv.data() + r * c.K;
-    const int ab = c.type == DType::Q4_K ? kQKK : kQK;
+    const int ab = c.type == DType::Q4_K || c.type == DType::Q6_K ? kQKK : kQK;
     for (int64_t b0 = 0; b0 < c.K; b0 += ab) {
       float am = 0;
       for (int k = 0; k < ab; ++k) am = std::fmax(am, std::fabs(xr[b0 + k]));
@@ -200,7 +200,7 @@ TEST_CASE("amx matmul: a refused permission leaves dst untouched", "[op][matmul]
   }
   CHECK(touched == 0);
   // Not a type it handles: false as well, whatever the CPU.
-  Weights F = make_weights(DType::Q6_K, 256, 4, 7);
+  Weights F = make_weights(DType::Q5_K, 256, 4, 7);
   std::vector<float> x2v = gaussian(256 * 2, 8), y2v(4 * 2);
   Tensor x2 = make_tensor(DType::F32, x2v.data(), 256, 2), y2 = make_tensor(DType::F32, y2v.data(), 4, 2);
   OpCall kq{OpId::matmul, &y2, {&F.t, &x2}, 2, nullptr};
@@ -235,12 +235,14 @@ TEST_CASE("amx matmul vs ref and avx512 at tile edges", "[op][matmul][amx]") {
           if (reduced && K == 4096 && M > 17) continue;
           check_case({t, K, N, M, 1, 0}, cpu.get(), seed++);
         }
-  for (int64_t K : {256, 768})
-    for (int64_t M : Ms)
-      for (int64_t N : Ns) check_case({DType::Q4_K, K, N, M, 1, 0}, cpu.get(), seed++);
+  for (DType t : {DType::Q4_K, DType::Q6_K})
+    for (int64_t K : {256, 768})
+      for (int64_t M : Ms)
+        for (int64_t N : Ns) check_case({t, K, N, M, 1, 0}, cpu.get(), seed++);
   // Strided views with a batch dim (rows of x and y padded, gaps between batches).
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
-    const int64_t k1 = t == DType::Q4_K ? 256 : 96, k2 = t == DType::Q4_K ? 512 : 224;
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K}) {
+    const bool kq = t == DType::Q4_K || t == DType::Q6_K;
+    const int64_t k1 = kq ? 256 : 96, k2 = kq ? 512 : 224;
     check_case({t, k1, 33, 7, 3, 5}, cpu.get(), seed++);
     check_case({t, k2, 17, 17, 2, 1}, cpu.get(), seed++);
   }
@@ -253,9 +255,9 @@ TEST_CASE("amx matmul: a row's result does not depend on the batch", "[op][matmu
   }
   ThreadPool pool(2);
   cpu::Exec exec(&pool, 2);
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K}) {
     INFO(dtype_name(t));
-    const int64_t K = t == DType::Q4_K ? 512 : 288, N = 40, M = 70;
+    const int64_t K = t == DType::Q4_K || t == DType::Q6_K ? 512 : 288, N = 40, M = 70;
     Weights W = make_weights(t, K, N, 11);
     std::vector<float> xv = gaussian(static_cast<size_t>(K * M), 12), yall(static_cast<size_t>(N * M));
     Tensor x = make_tensor(DType::F32, xv.data(), K, M), y = make_tensor(DType::F32, yall.data(), N, M);

@@ -72,12 +72,13 @@ template <int RA> struct KQ4_K {
   }
 };
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
-// Where the AMX tiles run, every Q4_K kernel of this variant sums an output in the
+// Where the AMX tiles run, every Q4_K and Q6_K kernel of this variant sums an output in the
 // super-block chain the tiles can give (kTotals in k_matmul_q_rows.inl), so that a row's
-// result is the same at any batch size; elsewhere the 8-lane chain above (decided once per
+// result is the same at any batch size; elsewhere the 8-lane chains above (decided once per
 // process: amx_available() does not change).
 template <int RA> struct KQ4_KT { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q4K_z<RA, true>(n, w, a, r); } };
-inline bool q4K_totals() { return amx_available(); }
+template <int RA> struct KQ6_KT { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q6K_z<RA, true>(n, w, a, r); } };
+inline bool kquant_totals() { return amx_available(); }
 #endif
 template <int RA> struct KQ5_K { static void run(int64_t n, const void* w, const void* const* a, float* r) { dot_q45K<RA, true>(n, w, a, r); } };
 template <int RA> struct KQ6_K {
@@ -166,7 +167,7 @@ inline bool type_kernel(DType t, TypeKernel* out) {
     case DType::Q5_1: *out = {Act::q8, make_kernels<KQ5_1>()}; set_x4<DType::Q5_1>(out); return true;
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__)
     case DType::Q4_K:
-      if (q4K_totals())
+      if (kquant_totals())
         *out = {Act::q8k, make_kernels8<KQ4_KT>(),
                 {&dot_q4K_pairs<1, true>, &dot_q4K_pairs<2, true>, &dot_q4K_pairs<3, true>, &dot_q4K_pairs<4, true>}};
       else
@@ -174,8 +175,12 @@ inline bool type_kernel(DType t, TypeKernel* out) {
                 {&dot_q4K_pairs<1>, &dot_q4K_pairs<2>, &dot_q4K_pairs<3>, &dot_q4K_pairs<4>}};
       return true;
     case DType::Q6_K:
-      *out = {Act::q8k, make_kernels8<KQ6_K>(),
-              {&dot_q6K_pairs<1>, &dot_q6K_pairs<2>, &dot_q6K_pairs<3>, &dot_q6K_pairs<4>}};
+      if (kquant_totals())
+        *out = {Act::q8k, make_kernels8<KQ6_KT>(),
+                {&dot_q6K_pairs<1, true>, &dot_q6K_pairs<2, true>, &dot_q6K_pairs<3, true>, &dot_q6K_pairs<4, true>}};
+      else
+        *out = {Act::q8k, make_kernels8<KQ6_K>(),
+                {&dot_q6K_pairs<1>, &dot_q6K_pairs<2>, &dot_q6K_pairs<3>, &dot_q6K_pairs<4>}};
       return true;
 #else
     case DType::Q4_K: *out = {Act::q8k, make_kernels<KQ4_K>()}; return true;

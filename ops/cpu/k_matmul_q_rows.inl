@@ -306,6 +306,22 @@ inline __m256 sum_halves4_ps(const __m512* v) {
       [](__m512 a) { return _mm512_castps512_ps256(_mm512_shuffle_f32x4(a, a, 0x08)); });
 }
 
+// The kTotals pair kernels' rows as one vector: the np pairs' first rows, then their second.
+inline __m256 pairs_dx(const ActQ8KPair* const* ap, int64_t b, int np) {
+  alignas(32) float dxs[8] = {};
+  for (int p = 0; p < np; ++p) dxs[p] = ap[p][b].d[0], dxs[4 + p] = ap[p][b].d[8];
+  return _mm256_load_ps(dxs);
+}
+// tot = fma(float(I), d * d_x, tot) for those rows (vd: d in every lane).
+inline __m256 pairs_total_step(__m256 tot, __m256i I, __m256 vd, const ActQ8KPair* const* ap, int64_t b, int np) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(vd, pairs_dx(ap, b, np)), tot);
+}
+inline void pairs_totals_out(__m256 tot, float* res, int np) {
+  alignas(32) float t[8];
+  _mm256_store_ps(t, tot);
+  for (int p = 0; p < np; ++p) res[2 * p] = t[p], res[2 * p + 1] = t[4 + p];
+}
+
 // res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv. kTotals: the
 // chain of dot_q4K_z<.., true>, for the pairs' 8 rows in one vector (lanes: the pairs' first
 // rows, then their second rows): the lanes of each half summed as integers, the mins term's
@@ -361,17 +377,12 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
       }
     }
     if constexpr (kTotals) {
-      alignas(32) float dxs[8] = {};
-      for (int p = 0; p < NP; ++p) dxs[p] = ap[p][b].d[0], dxs[4 + p] = ap[p][b].d[8];
-      const __m256 dx = _mm256_load_ps(dxs);
-      tot = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_halves4_i32(isv)), _mm256_mul_ps(_mm512_castps512_ps256(vd), dx), tot);
-      tot = _mm256_fnmadd_ps(sum_halves4_ps(pmv), _mm256_mul_ps(_mm512_castps512_ps256(vdmin), dx), tot);
+      tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), ap, b, NP);
+      tot = _mm256_fnmadd_ps(sum_halves4_ps(pmv), _mm256_mul_ps(_mm512_castps512_ps256(vdmin), pairs_dx(ap, b, NP)), tot);
     }
   }
   if constexpr (kTotals) {
-    alignas(32) float t[8];
-    _mm256_store_ps(t, tot);
-    for (int p = 0; p < NP; ++p) res[2 * p] = t[p], res[2 * p + 1] = t[4 + p];
+    pairs_totals_out(tot, res, NP);
     return;
   }
   for (int p = 0; p < NP; ++p) {
@@ -388,11 +399,15 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
 // second shifted into the high words, a word blend) and one vpdpwssd applies both scales;
 // the sum starts from the offset, vpmaddwd of the bsums and -32 * sc (exact). Then
 // dot_q6K's fma per lane and its final hsum_ps: bitwise the one-row kernel's results.
-template <int NP>
+// kTotals: the chain of dot_q6K_z<.., true>, the pairs' 8 rows in one vector as in
+// dot_q4K_pairs.
+template <int NP, bool kTotals = false>
 inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
   __m512 acc[NP];
   for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
+  __m256 tot = _mm256_setzero_ps();
+  __m512i isv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
   for (int64_t b = 0; b < nb; ++b) {
     const BlockQ6_K* w = static_cast<const BlockQ6_K*>(wv) + b;
     prefetch_block<sizeof(BlockQ6_K)>(w);
@@ -429,8 +444,14 @@ inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
         const __m512i hi = _mm512_dpbusd_epi32(z, wq[2 * i + 1], _mm512_load_si512(x.qs[2 * i + 1]));
         is = _mm512_dpwssd_epi32(is, _mm512_mask_blend_epi16(0xAAAAAAAA, lo, _mm512_slli_epi32(hi, 16)), sp[i]);
       }
-      acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, _mm512_load_ps(x.d)), acc[p]);
+      if constexpr (kTotals) isv[p] = is;
+      else acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, _mm512_load_ps(x.d)), acc[p]);
     }
+    if constexpr (kTotals) tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), ap, b, NP);
+  }
+  if constexpr (kTotals) {
+    pairs_totals_out(tot, res, NP);
+    return;
   }
   for (int p = 0; p < NP; ++p) {
     res[2 * p] = hsum_ps(_mm512_extractf32x8_ps(acc[p], 0));
@@ -438,12 +459,15 @@ inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
   }
 }
 
-template <int RA>
+// kTotals: acc = fma(float(I), d * d_x, acc) per super-block, I the lanes' exact integer
+// total (ops/cpu/amx/amx_matmul_kq.cpp's chain).
+template <int RA, bool kTotals = false>
 inline void dot_q6K_z(int64_t nb, const void* wv, const void* const* av, float* res) {
   const BlockQ8_K* a[RA];
   for (int r = 0; r < RA; ++r) a[r] = static_cast<const BlockQ8_K*>(av[r]);
   __m256 acc[RA];
-  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps();
+  float tot[RA];
+  for (int r = 0; r < RA; ++r) acc[r] = _mm256_setzero_ps(), tot[r] = 0.0f;
   const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
   // The high bits of code vectors k = 0, 1 (low, high 256 bits) are qh << 4, << 2; of
   // k = 2, 3 they are qh, qh >> 2.
@@ -485,10 +509,11 @@ inline void dot_q6K_z(int64_t nb, const void* wv, const void* const* av, float* 
                                            _mm256_slli_epi32(_mm256_madd_epi16(loadu256(a[r][b].bsums), sc16), 5));
       const __m256i is = _mm256_add_epi32(off, _mm256_add_epi32(_mm512_castsi512_si256(isum[r]),
                                                                 _mm512_extracti64x4_epi64(isum[r], 1)));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * a[r][b].d), acc[r]);
+      if constexpr (kTotals) tot[r] = __builtin_fmaf(static_cast<float>(hsum_i32(is)), d * a[r][b].d, tot[r]);
+      else acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_set1_ps(d * a[r][b].d), acc[r]);
     }
   }
-  for (int r = 0; r < RA; ++r) res[r] = hsum_ps(acc[r]);
+  for (int r = 0; r < RA; ++r) res[r] = kTotals ? tot[r] : hsum_ps(acc[r]);
 }
 
 #endif

@@ -37,7 +37,7 @@ bool amx_supports(const OpCall& c) {
   if (W.type == DType::F16 || W.type == DType::BF16)
     return c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0;
   const bool legacy = W.type == DType::Q4_0 || W.type == DType::Q5_0 || W.type == DType::Q8_0;
-  const int64_t block = legacy ? kQK : W.type == DType::Q4_K ? kQKK : 0;
+  const int64_t block = legacy ? kQK : W.type == DType::Q4_K || W.type == DType::Q6_K ? kQKK : 0;
   return block > 0 && c.src[1]->type == DType::F32 && c.dst->type == DType::F32 && W.ne[0] > 0 &&
          W.ne[0] % block == 0;
 }
@@ -277,10 +277,11 @@ bool amx_variant_run(const OpCall& call, Exec& exec) { return amx_matmul(call, e
 // The crossovers (bench_amx_matmul --batches 8 12 16 24 32 48, 1 and 2 threads, against the
 // avx512 policy kernel in the same run, on a 2-core AMX Xeon): Q4_K from 24 rows (since its
 // super-block totals, abc75f6: AMX at 16 0.90-1.13x, 24 1.06-1.31x, 32 1.35-1.65x, 48
-// 1.51-1.94x on the TinyLlama shapes; the weight repack per call is its fixed cost); Q4_0 / Q5_0 / Q8_0 from 16 against the few-rows
+// 1.51-1.94x on the TinyLlama shapes; the weight repack per call is its fixed cost); Q6_K
+// from 32 (AMX at 24 0.85-1.01x, 32 1.17-1.36x, 512 2.86-3.15x); Q4_0 / Q5_0 / Q8_0 from 16 against the few-rows
 // VNNI tile: the crossover depends on K (Qwen-0.5B's K = 896: AMX 0.86-1.40x at 12, 1.13-1.72x at
 // 16; TinyLlama's K = 2048 / 5632: 0.69-0.85x at 12, 0.78-1.13x at 16, 0.85-1.25x at 24).
-constexpr int32_t kMinRowsQ8 = 16, kMinRowsQ4K = 24;
+constexpr int32_t kMinRowsQ8 = 16, kMinRowsQ4K = 24, kMinRowsQ6K = 32;
 // F16 / BF16 weights (split bf16 tiles, amx_matmul_bf16.cpp) against the avx512 GEMM:
 // bench_amx_matmul --types f16 bf16 at 1 and 2 threads on the TinyLlama and Qwen-0.5B
 // shapes; F16 (four tile products per block) wins from 8-32 rows by shape, BF16 (two)
@@ -299,6 +300,7 @@ constexpr MatmulVariant kAmxVariants[] = {
     {"q5_0_matmul__avx512_amx16x16", DType::Q5_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q8_0_matmul__avx512_amx16x16", DType::Q8_0, kMinRowsQ8, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"q4_K_matmul__avx512_amx16x16", DType::Q4_K, kMinRowsQ4K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
+    {"q6_K_matmul__avx512_amx16x16", DType::Q6_K, kMinRowsQ6K, kRowsUnbounded, &amx_available, &amx_variant_run, 1},
     {"f16_matmul__avx512_amx16x16", DType::F16, kMinRowsF16, kRowsUnbounded, &amx_bf16_available, &amx_variant_run,
      kBitsFloatAmx},
     {"bf16_matmul__avx512_amx16x16", DType::BF16, kMinRowsBF16, kRowsUnbounded, &amx_bf16_available,
@@ -322,6 +324,7 @@ bool amx_matmul(const OpCall& call, Exec& exec, const AmxState& state) {
     case DType::Q5_0: return amx::matmul<DType::Q5_0>(call, exec);
     case DType::Q8_0: return amx::matmul<DType::Q8_0>(call, exec);
     case DType::Q4_K: return amx::matmul_q4_K(call, exec);
+    case DType::Q6_K: return amx::matmul_q6_K(call, exec);
     default: return false;
   }
 }

@@ -1,6 +1,7 @@
 // Matmul on Intel AMX tiles (x86-64 Xeons from Sapphire Rapids on): the quantized
-// weights Q4_0 / Q5_0 / Q8_0 / Q4_K against 8-bit activations, tdpbssd products of 32
-// elements on 16 x 16 outputs, the scales applied in AVX-512 after each tile product;
+// weights Q4_0 / Q5_0 / Q8_0 against 8-bit activations, tdpbssd products of 32 elements on
+// 16 x 16 outputs, the scales applied in AVX-512 after each tile product; Q4_K / Q6_K with
+// the scales folded into int8 weight planes, one product set per 256-element super-block;
 // and F16 / BF16 weights on tdpbf16ps in split precision (amx_matmul_bf16.cpp: not the
 // avx512 float kernels' bits, |err| <= ~2^-17 sum|w x|, the same bits at any M).
 //
@@ -15,8 +16,9 @@
 // Arithmetic: the activations are quantized by the avx512 path's own quantizers (ActQ8,
 // BlockQ8_K in k_matmul_act.inl); the integer sums are exact, and the float operations per
 // output are the avx512 kernels' (Q4_0 / Q5_0 / Q8_0: per block acc = fma(float(sum),
-// d_w * d_x, acc), corr = fma(d_w, offset * c8, corr), y = acc - corr; Q4_K: the 8
-// partial lanes of dot_q45K, see amx_matmul_q4k.cpp). So results are bitwise equal to the
+// d_w * d_x, acc), corr = fma(d_w, offset * c8, corr), y = acc - corr; Q4_K / Q6_K: one
+// chain over super-blocks, which the avx512 variant's K-quant kernels sum too where this
+// kernel runs, see amx_matmul_kq.cpp). So results are bitwise equal to the
 // avx512 matmul's and do not depend on M, the tile an output falls in, or the thread count.
 // (Float weights: see amx_matmul_bf16.cpp for their error bound and bits group.)
 //
@@ -37,8 +39,8 @@ bool amx_available();
 // The same for the float-weight kernels: AMX-INT8 and AMX-BF16.
 bool amx_bf16_available();
 
-// Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0, Q4_K
-// weights with whole blocks, or F16 / BF16 weights; F32 activations, K > 0). Says nothing about the CPU: see amx_available().
+// Whether amx_matmul handles this matmul's weight type and shape (Q4_0, Q5_0, Q8_0, Q4_K,
+// Q6_K weights with whole blocks, or F16 / BF16 weights; F32 activations, K > 0). Says nothing about the CPU: see amx_available().
 bool amx_supports(const OpCall& call);
 
 // The default policy's rows for weight type w: the avx512 matmul runs these kernels from

@@ -114,8 +114,9 @@ inline E* row_at(const Tensor& t, int64_t r) {
 
 inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
-// Q4_K weights (amx_matmul_q4k.cpp); the same contract as amx_matmul().
+// Q4_K / Q6_K weights (amx_matmul_kq.cpp); the same contract as amx_matmul().
 bool matmul_q4_K(const OpCall& c, Exec& exec);
+bool matmul_q6_K(const OpCall& c, Exec& exec);
 // F16 / BF16 weights on bf16 tiles (amx_matmul_bf16.cpp); false when this build
 // lacks AMX-BF16 code generation.
 bool matmul_float(const OpCall& c, Exec& exec);
