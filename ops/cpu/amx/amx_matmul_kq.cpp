@@ -11,18 +11,18 @@
 //         acc = fma(float(I), d * d_x, acc)
 // and y = acc. (Elsewhere they keep 8 lanes per output, which a tile product cannot give
 // cheaply: 16 products and 2 KB of tile stores per 16 x 16 x 256 block, and the float work
-// for each lane.) Here I and P are whole tile products over a super-block, three planes of
+// for each lane.) Here I is a whole tile product over a super-block, two or three planes of
 // int8 weights each against the same activation tiles:
 //   Q4_K  sc_j = 8 a_j + b_j (a, b in 0..7): Hi = a_j q and Lo = b_j q (at most 105) and
-//         I = 8 (Hi . x) + (Lo . x); P = Mn . x with Mn the sub-block's min m_j repeated
-//         over its 32 elements (at most 63).
+//         I = 8 (Hi . x) + (Lo . x); P in floats from the activations' sub-block sums (8
+//         exact products and sums per output: cheaper than 4 more tile products).
 //   Q6_K  sc_j = 64 a_j + 8 b_j + c_j with digits in -3..4 (every int8 has such digits), w =
 //         q - 32 in -32..31: a_j w, b_j w and c_j w are int8 (the
 //         products lie in -128..124) and I = 64 (A . x) + 8 (B . x) + (C . x).
 //   A  a plane of 16 weight rows x 64 elements (chunk c of a super-block: elements
 //      64c .. 64c + 63), decoded once per panel of 16 rows.
 //   B  chunk c of 16 activation rows: B[kk][4 m + i] = x_m[64 c + 4 kk + i].
-//   C  16 x 16 exact sums of each plane over the super-block's 4 chunks (12 products),
+//   C  16 x 16 exact sums of each plane over the super-block's 4 chunks (8 or 12 products),
 //      stored once per super-block and finished in AVX-512 with one float accumulator per
 //      weight row in 16 zmm registers.
 #include "ops/cpu/amx/amx_matmul.h"
@@ -50,10 +50,16 @@ inline void k_scales(const uint8_t* s12, uint8_t* sc16) {
 
 // One panel of up to 16 weight rows, decoded (rows past `rows` are zero).
 struct Panel {
-  int8_t* plane[3];  // [nsb][4 chunks][16 rows][64] each: Q4_K Hi, Lo, Mn; Q6_K A, B, C
+  int8_t* plane[3];  // [nsb][4 chunks][16 rows][64] each: Q4_K Hi, Lo; Q6_K A, B, C
   float* d;          // [nsb][16]
   float* dmin;       // [nsb][16] (Q4_K)
+  float* mins;       // [nsb][8][16]: m_j of each row (Q4_K)
 };
+
+// Planes (tile products per chunk) of a type: Q4_K's mins term is summed in floats from the
+// activations' sub-block sums instead (8 exact products a row, as cheap as 4 more tiles).
+template <DType T>
+constexpr int kPlanes = T == DType::Q4_K ? 2 : 3;
 
 // Q6_K scales as three digits in -3..4 (sc = 64 a + 8 b + c), by the scale's byte.
 struct Digits6 {
@@ -82,7 +88,7 @@ inline __m512i halves16(int v, int w) {
 }
 
 // Super-block s of weight row r of the panel (row: its blocks, null past the panel's
-// rows: zeros) into the three planes at byte `at` (the row's 64 bytes of chunk 0).
+// rows: zeros) into its planes at byte `at` (the row's 64 bytes of chunk 0).
 template <DType T>
 void decode_super(const void* row, int64_t s, int r, size_t at, const Panel& p);
 
@@ -102,10 +108,8 @@ void decode_super<DType::Q4_K>(const void* row, int64_t s, int r, size_t at, con
         // A 16-bit multiply scales both bytes of a lane (each product is at most 105: no carry).
         _mm512_store_si512(p.plane[0] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] >> 3, sc[j1] >> 3)));
         _mm512_store_si512(p.plane[1] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] & 7, sc[j1] & 7)));
-        _mm512_store_si512(p.plane[2] + at + c * kChunkBytes,
-                           _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(sc[8 + j0])),
-                                              _mm256_set1_epi8(static_cast<char>(sc[8 + j1])), 1));
       }
+      for (int j = 0; j < 8; ++j) p.mins[(s * 8 + j) * kTile + r] = static_cast<float>(sc[8 + j]);
       p.d[s * kTile + r] = _cvtsh_ss(b.d);
       p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
   }
@@ -161,8 +165,10 @@ void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nsb, const Panel
       const size_t at = static_cast<size_t>(s) * kSuperBytes + static_cast<size_t>(r) * 64;
       if (!row) {
         for (int c = 0; c < kChunks; ++c)
-          for (int pl = 0; pl < 3; ++pl) _mm512_store_si512(p.plane[pl] + at + c * kChunkBytes, _mm512_setzero_si512());
+          for (int pl = 0; pl < kPlanes<T>; ++pl)
+            _mm512_store_si512(p.plane[pl] + at + c * kChunkBytes, _mm512_setzero_si512());
         p.d[s * kTile + r] = p.dmin[s * kTile + r] = 0.0f;
+        for (int j = 0; j < 8; ++j) p.mins[(s * 8 + j) * kTile + r] = 0.0f;
         continue;
       }
       decode_super<T>(row, s, r, at, p);
@@ -174,28 +180,30 @@ void decode_panel(const Tensor& W, int64_t n, int rows, int64_t nsb, const Panel
 struct ActTile {
   const int8_t* xq;
   const float* dx;
+  const float* bs;  // [nsb][8][16]: bsum_2j + bsum_2j+1 of each row (Q4_K)
 };
 
-// Super-block s's three sums (C tiles 4, 5, 6 of the planes in A tiles 0, 1, 2; B in 3),
-// stored to c.
+// Super-block s's sums of NP planes (C tiles 4, 5, 6 of the planes in A tiles 0, 1, 2; B in
+// 3), stored to c.
+template <int NP>
 [[gnu::always_inline]] inline void super_product(const Panel& p, const int8_t* xq, int64_t s, int32_t* c) {
   const size_t at = static_cast<size_t>(s) * kSuperBytes;
   _tile_zero(4);
   _tile_zero(5);
-  _tile_zero(6);
+  if constexpr (NP == 3) _tile_zero(6);
   for (int k = 0; k < kChunks; ++k) {
     const size_t o = at + k * kChunkBytes;
     _tile_loadd(3, xq + o, 64);
     _tile_loadd(0, p.plane[0] + o, 64);
     _tile_loadd(1, p.plane[1] + o, 64);
-    _tile_loadd(2, p.plane[2] + o, 64);
+    if constexpr (NP == 3) _tile_loadd(2, p.plane[2] + o, 64);
     _tile_dpbssd(4, 0, 3);
     _tile_dpbssd(5, 1, 3);
-    _tile_dpbssd(6, 2, 3);
+    if constexpr (NP == 3) _tile_dpbssd(6, 2, 3);
   }
   _tile_stored(4, c, 64);
   _tile_stored(5, c + kCFloats, 64);
-  _tile_stored(6, c + 2 * kCFloats, 64);
+  if constexpr (NP == 3) _tile_stored(6, c + 2 * kCFloats, 64);
 }
 
 // out[r * 16 + m] = y for weight row r of the panel and activation row m of the tile.
@@ -217,15 +225,22 @@ void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* 
   auto finish = [&](int64_t s, const int32_t* c) __attribute__((always_inline)) {
     const float* vsd = sd + s * kCFloats;
     const float* vsm = sm + s * kCFloats;
+    [[maybe_unused]] __m512 bs[8];
+    [[maybe_unused]] const float* mins = p.mins + s * 8 * kTile;
+    if constexpr (T == DType::Q4_K)
+      for (int j = 0; j < 8; ++j) bs[j] = _mm512_load_ps(a.bs + (s * 8 + j) * kTile);
 #define KESTREL_AMX_FINISH(r)                                                                            \
   {                                                                                                      \
     const __m512i c0 = _mm512_load_si512(c + kTile * r), c1 = _mm512_load_si512(c + kCFloats + kTile * r); \
-    const __m512i c2 = _mm512_load_si512(c + 2 * kCFloats + kTile * r);                                  \
     if constexpr (T == DType::Q4_K) {                                                                    \
       const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(c0, 3), c1);                                 \
       acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_load_ps(vsd + kTile * r), acc##r);         \
-      acc##r = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(c2), _mm512_load_ps(vsm + kTile * r), acc##r);        \
+      /* P: exact integers below 2^24 at every step */                                                   \
+      __m512 pm = _mm512_mul_ps(_mm512_set1_ps(mins[r]), bs[0]);                                         \
+      for (int j = 1; j < 8; ++j) pm = _mm512_fmadd_ps(_mm512_set1_ps(mins[j * kTile + r]), bs[j], pm);   \
+      acc##r = _mm512_fnmadd_ps(pm, _mm512_load_ps(vsm + kTile * r), acc##r);                            \
     } else {                                                                                             \
+      const __m512i c2 = _mm512_load_si512(c + 2 * kCFloats + kTile * r);                                \
       const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(c0, 3), c1), 3), c2); \
       acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_load_ps(vsd + kTile * r), acc##r);         \
     }                                                                                                    \
@@ -235,9 +250,9 @@ void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* 
   };
   // The tile unit runs super-block s + 1 while super-block s is finished from memory.
   int32_t* c[2] = {cbuf, cbuf + 3 * kCFloats};
-  super_product(p, a.xq, 0, c[0]);
+  super_product<kPlanes<T>>(p, a.xq, 0, c[0]);
   for (int64_t s = 0; s < nsb; ++s) {
-    if (s + 1 < nsb) super_product(p, a.xq, s + 1, c[(s + 1) % 2]);
+    if (s + 1 < nsb) super_product<kPlanes<T>>(p, a.xq, s + 1, c[(s + 1) % 2]);
     finish(s, c[s % 2]);
   }
 #define KESTREL_AMX_PUT(r) _mm512_store_ps(out + kTile * r, acc##r);
@@ -261,24 +276,29 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
   if (N == 0 || Mt == 0) return true;
   const int64_t nsb = K / kQKK, MT = (Mt + kTile - 1) / kTile, NT = (N + kTile - 1) / kTile;
   const size_t usb = static_cast<size_t>(nsb);
-  // Scratch: per m-tile the B tiles and d_x; per thread a quantized row, the decoded
-  // panel, the scale products, two sets of C stores and the output tile.
-  const size_t act_tile = usb * (kSuperBytes + kTile * sizeof(float));
+  // Scratch: per m-tile the B tiles, d_x and the sub-block sums; per thread a quantized
+  // row, the decoded panel, the scale products, two sets of C stores and the output tile.
+  const size_t act_tile = usb * (kSuperBytes + 9 * kTile * sizeof(float));
   if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / act_tile) return false;
   const size_t xq_bytes = static_cast<size_t>(MT) * usb * kSuperBytes;
   const size_t dx_bytes = round64(static_cast<size_t>(MT) * usb * kTile * sizeof(float));
+  const size_t bs_bytes = static_cast<size_t>(MT) * usb * 8 * kTile * sizeof(float);
   const size_t qrow_bytes = round64(usb * sizeof(BlockQ8_K));
   const size_t wq_bytes = usb * kSuperBytes;  // each plane
   const size_t d_bytes = round64(usb * kTile * 4);
   const size_t s_bytes = usb * kCFloats * 4;  // each of sd, sm
-  const size_t per_thread = qrow_bytes + 3 * wq_bytes + 2 * d_bytes + 2 * s_bytes + (6 + 1) * kCFloats * 4;
+  const size_t mins_bytes = usb * 8 * kTile * 4;
+  const size_t per_thread =
+      qrow_bytes + kPlanes<T> * wq_bytes + 2 * d_bytes + mins_bytes + 2 * s_bytes + (6 + 1) * kCFloats * 4;
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
-  char* base = static_cast<char*>(exec.scratch(xq_bytes + dx_bytes + per_thread * static_cast<size_t>(n_par)));
+  char* base =
+      static_cast<char*>(exec.scratch(xq_bytes + dx_bytes + bs_bytes + per_thread * static_cast<size_t>(n_par)));
   if (!base) return false;
   int8_t* xq = reinterpret_cast<int8_t*>(base);
   float* dxs = reinterpret_cast<float*>(base + xq_bytes);
-  char* thread_base = base + xq_bytes + dx_bytes;
+  float* bss = reinterpret_cast<float*>(base + xq_bytes + dx_bytes);
+  char* thread_base = base + xq_bytes + dx_bytes + bs_bytes;
   const TileConfig cfg = tile_config_k();
 
   exec.parallel(n_par, [&](int ith, int nth) {
@@ -286,19 +306,21 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
     BlockQ8_K* qrow = reinterpret_cast<BlockQ8_K*>(mine);
     mine += qrow_bytes;
     Panel p;
-    for (int pl = 0; pl < 3; ++pl) p.plane[pl] = reinterpret_cast<int8_t*>(mine + pl * wq_bytes);
-    mine += 3 * wq_bytes;
+    for (int pl = 0; pl < 3; ++pl) p.plane[pl] = pl < kPlanes<T> ? reinterpret_cast<int8_t*>(mine + pl * wq_bytes) : nullptr;
+    mine += kPlanes<T> * wq_bytes;
     p.d = reinterpret_cast<float*>(mine);
     p.dmin = reinterpret_cast<float*>(mine + d_bytes);
     mine += 2 * d_bytes;
+    p.mins = reinterpret_cast<float*>(mine);
+    mine += mins_bytes;
     float* sd = reinterpret_cast<float*>(mine);
     float* sm = reinterpret_cast<float*>(mine + s_bytes);
     mine += 2 * s_bytes;
     int32_t* cbuf = reinterpret_cast<int32_t*>(mine);
     float* out = reinterpret_cast<float*>(cbuf + 6 * kCFloats);
 
-    // 1. Whole m-tiles per thread: quantize to Q8_K, regroup into the chunks' B tiles and
-    //    d_x; rows past Mt are zero.
+    // 1. Whole m-tiles per thread: quantize to Q8_K, regroup into the chunks' B tiles, d_x
+    //    and the sub-block sums (exact as floats); rows past Mt are zero.
     int64_t t0, t1;
     ThreadPool::split(MT, ith, nth, &t0, &t1);
     for (int64_t r = t0 * kTile; r < t1 * kTile; ++r) {
@@ -314,6 +336,9 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
           else std::memset(dst, 0, 4);
         }
         dxs[ts * kTile + lane] = real ? qrow[s].d : 0.0f;
+        for (int j = 0; j < 8; ++j)
+          bss[(ts * 8 + j) * kTile + lane] =
+              real ? static_cast<float>(qrow[s].bsums[2 * j] + qrow[s].bsums[2 * j + 1]) : 0.0f;
       }
     }
     if (nth > 1) exec.pool().barrier();
@@ -329,7 +354,7 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
       const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
       for (int64_t t = 0; t < MT; ++t) {
         const size_t ts = static_cast<size_t>(t) * usb;
-        const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile};
+        const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * 8 * kTile};
         tile_loop<T>(nsb, p, a, sd, sm, cbuf, out);
         __m512 tr[kTile];
         transpose16(out, tr);
