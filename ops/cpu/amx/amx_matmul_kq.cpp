@@ -207,24 +207,17 @@ template <int NP>
 }
 
 // out[r * 16 + m] = y for weight row r of the panel and activation row m of the tile.
-// sd / sm: [nsb][16 rows][16] the products d * d_x and dmin * d_x (Q4_K); cbuf: two sets
-// of three C tiles.
+// cbuf: two sets of three C tiles. The products d * d_x and dmin * d_x are formed where
+// they are used (a broadcast operand of vmulps), not stored per (panel, m-tile) first.
 template <DType T>
-void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* sm, int32_t* cbuf, float* out) {
-  for (int64_t s = 0; s < nsb; ++s) {
-    const __m512 dx = _mm512_load_ps(a.dx + s * kTile);
-    for (int r = 0; r < kTile; ++r) {
-      _mm512_store_ps(sd + (s * kTile + r) * kTile, _mm512_mul_ps(_mm512_set1_ps(p.d[s * kTile + r]), dx));
-      if constexpr (T == DType::Q4_K)
-        _mm512_store_ps(sm + (s * kTile + r) * kTile, _mm512_mul_ps(_mm512_set1_ps(p.dmin[s * kTile + r]), dx));
-    }
-  }
+void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, int32_t* cbuf, float* out) {
 #define KESTREL_AMX_ZERO(r) __m512 acc##r = _mm512_setzero_ps();
   KESTREL_AMX_ROWS(KESTREL_AMX_ZERO)
 #undef KESTREL_AMX_ZERO
   auto finish = [&](int64_t s, const int32_t* c) __attribute__((always_inline)) {
-    const float* vsd = sd + s * kCFloats;
-    const float* vsm = sm + s * kCFloats;
+    const __m512 dx = _mm512_load_ps(a.dx + s * kTile);
+    const float* dd = p.d + s * kTile;
+    [[maybe_unused]] const float* dm = p.dmin + s * kTile;
     [[maybe_unused]] __m512 bs[8];
     [[maybe_unused]] const float* mins = p.mins + s * 8 * kTile;
     if constexpr (T == DType::Q4_K)
@@ -234,15 +227,15 @@ void tile_loop(int64_t nsb, const Panel& p, const ActTile& a, float* sd, float* 
     const __m512i c0 = _mm512_load_si512(c + kTile * r), c1 = _mm512_load_si512(c + kCFloats + kTile * r); \
     if constexpr (T == DType::Q4_K) {                                                                    \
       const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(c0, 3), c1);                                 \
-      acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_load_ps(vsd + kTile * r), acc##r);         \
+      acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dd[r]), dx), acc##r); \
       /* P: exact integers below 2^24 at every step */                                                   \
       __m512 pm = _mm512_mul_ps(_mm512_set1_ps(mins[r]), bs[0]);                                         \
       for (int j = 1; j < 8; ++j) pm = _mm512_fmadd_ps(_mm512_set1_ps(mins[j * kTile + r]), bs[j], pm);   \
-      acc##r = _mm512_fnmadd_ps(pm, _mm512_load_ps(vsm + kTile * r), acc##r);                            \
+      acc##r = _mm512_fnmadd_ps(pm, _mm512_mul_ps(_mm512_set1_ps(dm[r]), dx), acc##r);                  \
     } else {                                                                                             \
       const __m512i c2 = _mm512_load_si512(c + 2 * kCFloats + kTile * r);                                \
       const __m512i is = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(_mm512_slli_epi32(c0, 3), c1), 3), c2); \
-      acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_load_ps(vsd + kTile * r), acc##r);         \
+      acc##r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_set1_ps(dd[r]), dx), acc##r); \
     }                                                                                                    \
   }
     KESTREL_AMX_ROWS(KESTREL_AMX_FINISH)
@@ -277,7 +270,7 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
   const int64_t nsb = K / kQKK, MT = (Mt + kTile - 1) / kTile, NT = (N + kTile - 1) / kTile;
   const size_t usb = static_cast<size_t>(nsb);
   // Scratch: per m-tile the B tiles, d_x and the sub-block sums; per thread a quantized
-  // row, the decoded panel, the scale products, two sets of C stores and the output tile.
+  // row, the decoded panel, two sets of C stores and the output tile.
   const size_t act_tile = usb * (kSuperBytes + 9 * kTile * sizeof(float));
   if (static_cast<uint64_t>(MT) > SIZE_MAX / 4 / act_tile) return false;
   const size_t xq_bytes = static_cast<size_t>(MT) * usb * kSuperBytes;
@@ -286,10 +279,9 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
   const size_t qrow_bytes = round64(usb * sizeof(BlockQ8_K));
   const size_t wq_bytes = usb * kSuperBytes;  // each plane
   const size_t d_bytes = round64(usb * kTile * 4);
-  const size_t s_bytes = usb * kCFloats * 4;  // each of sd, sm
   const size_t mins_bytes = usb * 8 * kTile * 4;
   const size_t per_thread =
-      qrow_bytes + kPlanes<T> * wq_bytes + 2 * d_bytes + mins_bytes + 2 * s_bytes + (6 + 1) * kCFloats * 4;
+      qrow_bytes + kPlanes<T> * wq_bytes + 2 * d_bytes + mins_bytes + (6 + 1) * kCFloats * 4;
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
   char* base =
@@ -313,9 +305,6 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
     mine += 2 * d_bytes;
     p.mins = reinterpret_cast<float*>(mine);
     mine += mins_bytes;
-    float* sd = reinterpret_cast<float*>(mine);
-    float* sm = reinterpret_cast<float*>(mine + s_bytes);
-    mine += 2 * s_bytes;
     int32_t* cbuf = reinterpret_cast<int32_t*>(mine);
     float* out = reinterpret_cast<float*>(cbuf + 6 * kCFloats);
 
@@ -355,7 +344,7 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
       for (int64_t t = 0; t < MT; ++t) {
         const size_t ts = static_cast<size_t>(t) * usb;
         const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * 8 * kTile};
-        tile_loop<T>(nsb, p, a, sd, sm, cbuf, out);
+        tile_loop<T>(nsb, p, a, cbuf, out);
         __m512 tr[kTile];
         transpose16(out, tr);
         for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
