@@ -224,26 +224,15 @@ bool matmul(const OpCall& c, Exec& exec) {
     if (nth > 1) exec.pool().barrier();
 
     // 2. This thread's 16-row weight panels, each decoded once, against every m-tile.
-    _tile_loadconfig(&cfg);
-    int64_t p0, p1;
-    ThreadPool::split(NT, ith, nth, &p0, &p1);
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t n = p * kTile;
-      const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
+    for_each_panel(cfg, N, ith, nth, [&](int64_t n, int rows) {
       decode_panel<T>(W, n, rows, nb, wq, dw);
-      const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
       for (int64_t t = 0; t < MT; ++t) {
         const size_t at = static_cast<size_t>(t) * unb;
         const Operands o{nb, wq, dw, xq + at * kTileBytes, dx + at * kTile, c8o + at * kTile};
         tile_loop<kCorr>(o, cbuf, out);
-        // y[m][n + r] = out[r][m]: the tile transposed back to activation rows.
-        __m512 tr[kTile];
-        transpose16(out, tr);
-        for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
-          _mm512_mask_storeu_ps(row_at<float>(y, t * kTile + lane) + n, row_mask, tr[lane]);
+        store_tile(out, y, t, Mt, n, rows);
       }
-    }
-    _tile_release();
+    });
   });
   return true;
 }

@@ -333,25 +333,15 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
     if (nth > 1) exec.pool().barrier();
 
     // 2. This thread's 16-row weight panels, each decoded once, against every m-tile.
-    _tile_loadconfig(&cfg);
-    int64_t p0, p1;
-    ThreadPool::split(NT, ith, nth, &p0, &p1);
-    for (int64_t pi = p0; pi < p1; ++pi) {
-      const int64_t n = pi * kTile;
-      const int rows = static_cast<int>(N - n < kTile ? N - n : kTile);
+    for_each_panel(cfg, N, ith, nth, [&](int64_t n, int rows) {
       decode_panel<T>(W, n, rows, nsb, p);
-      const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
       for (int64_t t = 0; t < MT; ++t) {
         const size_t ts = static_cast<size_t>(t) * usb;
         const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * 8 * kTile};
         tile_loop<T>(nsb, p, a, cbuf, out);
-        __m512 tr[kTile];
-        transpose16(out, tr);
-        for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
-          _mm512_mask_storeu_ps(row_at<float>(y, t * kTile + lane) + n, row_mask, tr[lane]);
+        store_tile(out, y, t, Mt, n, rows);
       }
-    }
-    _tile_release();
+    });
   });
   return true;
 }

@@ -114,6 +114,30 @@ inline E* row_at(const Tensor& t, int64_t r) {
 
 inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
+// The int8 kernels' step 2: panel(n, rows) for each of this thread's 16-row weight panels
+// (rows: the panel's real rows), with the tile configuration loaded for the duration.
+template <class F>
+inline void for_each_panel(const TileConfig& cfg, int64_t N, int ith, int nth, F&& panel) {
+  _tile_loadconfig(&cfg);
+  int64_t p0, p1;
+  ThreadPool::split((N + kTile - 1) / kTile, ith, nth, &p0, &p1);
+  for (int64_t p = p0; p < p1; ++p) {
+    const int64_t n = p * kTile;
+    panel(n, static_cast<int>(N - n < kTile ? N - n : kTile));
+  }
+  _tile_release();
+}
+
+// y[16 t + m][n + r] = out[16 r + m] for the activation rows below Mt and the panel's `rows`
+// weight rows: an output tile transposed back to activation rows.
+inline void store_tile(const float* out, const Tensor& y, int64_t t, int64_t Mt, int64_t n, int rows) {
+  const __mmask16 row_mask = static_cast<__mmask16>((1u << rows) - 1);
+  __m512 tr[kTile];
+  transpose16(out, tr);
+  for (int lane = 0; lane < kTile && t * kTile + lane < Mt; ++lane)
+    _mm512_mask_storeu_ps(row_at<float>(y, t * kTile + lane) + n, row_mask, tr[lane]);
+}
+
 // Q4_K / Q6_K weights (amx_matmul_kq.cpp); the same contract as amx_matmul().
 bool matmul_q4_K(const OpCall& c, Exec& exec);
 bool matmul_q6_K(const OpCall& c, Exec& exec);
