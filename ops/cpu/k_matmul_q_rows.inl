@@ -183,7 +183,7 @@ inline void dot_rows8(int64_t nb, const char* const* rows, const ActQ8* a, const
 // fma / fnmadd, same final hsum_ps), so the results are bitwise equal to dot_q45K /
 // dot_q6K (and dot_q4K_4) at every RA: a row's output does not depend on its group.
 //
-// kTotals (Q4_K where the AMX tiles run, see ops/cpu/amx/amx_matmul_q4k.cpp): an output is
+// kTotals (Q4_K where the AMX tiles run, see ops/cpu/amx/amx_matmul_kq.cpp): an output is
 // summed super-block by super-block in one float chain instead, acc = fma(float(I),
 // d * d_x, acc), acc = fnmadd(float(P), dmin * d_x, acc), y = acc, with I and P the
 // super-block's exact integer totals (the 8 lanes summed as integers), which a tile
@@ -254,27 +254,6 @@ inline void dot_q4K_z(int64_t nb, const void* wv, const void* const* av, float* 
   for (int r = 0; r < RA; ++r) res[r] = kTotals ? tot[r] : hsum_ps(acc[r]);
 }
 
-// Q4_K x NP pairs of activation rows (1..4 pairs), the prompt path. The activation rows of a
-// matmul call are repacked in pairs once (ActQ8KPair), so each product below is one 512-bit
-// instruction whose low half is row 2p and high half row 2p + 1, and the per-row float work
-// runs on both rows at once.
-//
-// Algorithm, per super-block: lane k of dot_q45K's ymm sum is the integer
-// I_k = sum_j sc_j * D(j, k), D(j, k) the dot product of elements 32j + 4k .. 32j + 4k + 3
-// (sub-block j, dword k). Code vector j holds sub-block j's 32 codes in both halves, so
-// vpdpbusd against the pair's sub-block j gives D(j, k) of row 2p in lane k and of row 2p + 1
-// in lane 8 + k, exactly. Sub-blocks 2i and 2i + 1 share one word pair: D(2i + 1) is summed
-// from kBias in both words and rotated by 16 bits (high word kBias + D(2i + 1)), then D(2i) is
-// summed onto it (low word kBias + D(2i): |D| <= 4 * 15 * 128 < kBias, so no borrow), and
-// vpdpwssd against the pair (sc_2i, sc_2i+1) adds sc_2i D(2i) + sc_2i+1 D(2i + 1) plus
-// kBias (sc_2i + sc_2i+1), all exact; the sum starts from -kBias * sum(sc), so it ends at I_k.
-// The mins term m_k * (bsum_2k + bsum_2k+1) is formed as a float product of the two
-// (exact: both factors and the product are integers below 2^24), equal to dot_q45K's
-// converted integer. Then per lane dot_q45K's float operations in its order:
-// acc = fma(I, d * d_x, acc); acc = fnmadd(P, dmin * d_x, acc), and its final hsum_ps; so
-// every output is bitwise the one-row kernel's. Per row and super-block: 4 vpdpbusd,
-// 2 rotates, 2 vpdpwssd and about 3 float instructions, where dot_q4K_z takes 8 multiply
-// instructions, a lane reduction and the float work on half-filled vectors.
 // The 8 lanes of each 256-bit half of v[0..3] summed, as [v0 lo, v1 lo, v2 lo, v3 lo, v0 hi,
 // v1 hi, v2 hi, v3 hi]: a transposing tree of unpacks and adds within 128-bit lanes, then the
 // 128-bit lanes of each half added.
@@ -312,9 +291,9 @@ inline __m256 pairs_dx(const ActQ8KPair* const* ap, int64_t b, int np) {
   for (int p = 0; p < np; ++p) dxs[p] = ap[p][b].d[0], dxs[4 + p] = ap[p][b].d[8];
   return _mm256_load_ps(dxs);
 }
-// tot = fma(float(I), d * d_x, tot) for those rows (vd: d in every lane).
-inline __m256 pairs_total_step(__m256 tot, __m256i I, __m256 vd, const ActQ8KPair* const* ap, int64_t b, int np) {
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(vd, pairs_dx(ap, b, np)), tot);
+// tot = fma(float(I), d * d_x, tot) for those rows (vd: d in every lane, dx: pairs_dx).
+inline __m256 pairs_total_step(__m256 tot, __m256i I, __m256 vd, __m256 dx) {
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(I), _mm256_mul_ps(vd, dx), tot);
 }
 inline void pairs_totals_out(__m256 tot, float* res, int np) {
   alignas(32) float t[8];
@@ -322,6 +301,27 @@ inline void pairs_totals_out(__m256 tot, float* res, int np) {
   for (int p = 0; p < np; ++p) res[2 * p] = t[p], res[2 * p + 1] = t[4 + p];
 }
 
+// Q4_K x NP pairs of activation rows (1..4 pairs), the prompt path. The activation rows of a
+// matmul call are repacked in pairs once (ActQ8KPair), so each product below is one 512-bit
+// instruction whose low half is row 2p and high half row 2p + 1, and the per-row float work
+// runs on both rows at once.
+//
+// Algorithm, per super-block: lane k of dot_q45K's ymm sum is the integer
+// I_k = sum_j sc_j * D(j, k), D(j, k) the dot product of elements 32j + 4k .. 32j + 4k + 3
+// (sub-block j, dword k). Code vector j holds sub-block j's 32 codes in both halves, so
+// vpdpbusd against the pair's sub-block j gives D(j, k) of row 2p in lane k and of row 2p + 1
+// in lane 8 + k, exactly. Sub-blocks 2i and 2i + 1 share one word pair: D(2i + 1) is summed
+// from kBias in both words and rotated by 16 bits (high word kBias + D(2i + 1)), then D(2i) is
+// summed onto it (low word kBias + D(2i): |D| <= 4 * 15 * 128 < kBias, so no borrow), and
+// vpdpwssd against the pair (sc_2i, sc_2i+1) adds sc_2i D(2i) + sc_2i+1 D(2i + 1) plus
+// kBias (sc_2i + sc_2i+1), all exact; the sum starts from -kBias * sum(sc), so it ends at I_k.
+// The mins term m_k * (bsum_2k + bsum_2k+1) is formed as a float product of the two
+// (exact: both factors and the product are integers below 2^24), equal to dot_q45K's
+// converted integer. Then per lane dot_q45K's float operations in its order:
+// acc = fma(I, d * d_x, acc); acc = fnmadd(P, dmin * d_x, acc), and its final hsum_ps; so
+// every output is bitwise the one-row kernel's. Per row and super-block: 4 vpdpbusd,
+// 2 rotates, 2 vpdpwssd and about 3 float instructions, where dot_q4K_z takes 8 multiply
+// instructions, a lane reduction and the float work on half-filled vectors.
 // res[2p], res[2p + 1]: the rows of pair p (p < NP) against the weight row wv. kTotals: the
 // chain of dot_q4K_z<.., true>, for the pairs' 8 rows in one vector (lanes: the pairs' first
 // rows, then their second rows): the lanes of each half summed as integers, the mins term's
@@ -377,8 +377,9 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
       }
     }
     if constexpr (kTotals) {
-      tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), ap, b, NP);
-      tot = _mm256_fnmadd_ps(sum_halves4_ps(pmv), _mm256_mul_ps(_mm512_castps512_ps256(vdmin), pairs_dx(ap, b, NP)), tot);
+      const __m256 dx = pairs_dx(ap, b, NP);
+      tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), dx);
+      tot = _mm256_fnmadd_ps(sum_halves4_ps(pmv), _mm256_mul_ps(_mm512_castps512_ps256(vdmin), dx), tot);
     }
   }
   if constexpr (kTotals) {
@@ -447,7 +448,7 @@ inline void dot_q6K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
       if constexpr (kTotals) isv[p] = is;
       else acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(vd, _mm512_load_ps(x.d)), acc[p]);
     }
-    if constexpr (kTotals) tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), ap, b, NP);
+    if constexpr (kTotals) tot = pairs_total_step(tot, sum_halves4_i32(isv), _mm512_castps512_ps256(vd), pairs_dx(ap, b, NP));
   }
   if constexpr (kTotals) {
     pairs_totals_out(tot, res, NP);
