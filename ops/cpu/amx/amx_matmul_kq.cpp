@@ -95,24 +95,22 @@ void decode_super(const void* row, int64_t s, int r, size_t at, const Panel& p);
 template <>
 void decode_super<DType::Q4_K>(const void* row, int64_t s, int r, size_t at, const Panel& p) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
-  {
-      const BlockQ4_K& b = static_cast<const BlockQ4_K*>(row)[s];
-      alignas(16) uint8_t sc[16];
-      k_scales(b.scales, sc);
-      for (int c = 0; c < kChunks; ++c) {
-        // Elements 64c .. 64c + 31: low nibbles of qs[32c ..], then the high nibbles.
-        const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * c));
-        const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
-        const __m512i codes = _mm512_and_si512(qq, m4);
-        const int j0 = 2 * c, j1 = 2 * c + 1;
-        // A 16-bit multiply scales both bytes of a lane (each product is at most 105: no carry).
-        _mm512_store_si512(p.plane[0] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] >> 3, sc[j1] >> 3)));
-        _mm512_store_si512(p.plane[1] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] & 7, sc[j1] & 7)));
-      }
-      for (int j = 0; j < 8; ++j) p.mins[(s * 8 + j) * kTile + r] = static_cast<float>(sc[8 + j]);
-      p.d[s * kTile + r] = _cvtsh_ss(b.d);
-      p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
+  const BlockQ4_K& b = static_cast<const BlockQ4_K*>(row)[s];
+  alignas(16) uint8_t sc[16];
+  k_scales(b.scales, sc);
+  for (int c = 0; c < kChunks; ++c) {
+    // Elements 64c .. 64c + 31: low nibbles of qs[32c ..], then the high nibbles.
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * c));
+    const __m512i qq = _mm512_inserti64x4(_mm512_castsi256_si512(q), _mm256_srli_epi16(q, 4), 1);
+    const __m512i codes = _mm512_and_si512(qq, m4);
+    const int j0 = 2 * c, j1 = 2 * c + 1;
+    // A 16-bit multiply scales both bytes of a lane (each product is at most 105: no carry).
+    _mm512_store_si512(p.plane[0] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] >> 3, sc[j1] >> 3)));
+    _mm512_store_si512(p.plane[1] + at + c * kChunkBytes, _mm512_mullo_epi16(codes, halves16(sc[j0] & 7, sc[j1] & 7)));
   }
+  for (int j = 0; j < 8; ++j) p.mins[(s * 8 + j) * kTile + r] = static_cast<float>(sc[8 + j]);
+  p.d[s * kTile + r] = _cvtsh_ss(b.d);
+  p.dmin[s * kTile + r] = _cvtsh_ss(b.dmin);
 }
 
 // Q6_K: elements 128h + 32k + l (h half, k = 0..3, l < 32) are (ql[64h + l + 32 (k & 1)]
@@ -137,15 +135,16 @@ void decode_super<DType::Q6_K>(const void* row, int64_t s, int r, size_t at, con
     // Scales of the chunk's four 16-element sub-blocks, each over its 16 bytes.
     const int j = 8 * h + 2 * k0;  // sub-blocks j .. j + 3
     const uint8_t* su = reinterpret_cast<const uint8_t*>(b.scales) + j;
+    // int8 products (|w * digit| <= 128 only at 4 * -32 = -128): the low bytes of 16-bit
+    // products of the sign-extended even and odd bytes.
+    const __m512i w_even = _mm512_srai_epi16(_mm512_slli_epi16(w, 8), 8), w_odd = _mm512_srai_epi16(w, 8);
     for (int pl = 0; pl < 3; ++pl) {
       const int8_t* dg = pl == 0 ? kDigits6.a : pl == 1 ? kDigits6.b : kDigits6.c;
       const __m512i f = _mm512_inserti64x4(
           _mm512_castsi256_si512(_mm256_setr_m128i(_mm_set1_epi8(dg[su[0]]), _mm_set1_epi8(dg[su[1]]))),
           _mm256_setr_m128i(_mm_set1_epi8(dg[su[2]]), _mm_set1_epi8(dg[su[3]])), 1);
-      // int8 products (|w * digit| <= 128 only at 4 * -32 = -128): the low bytes of 16-bit
-      // products of the sign-extended halves.
-      const __m512i lo = _mm512_mullo_epi16(_mm512_srai_epi16(_mm512_slli_epi16(w, 8), 8), _mm512_srai_epi16(_mm512_slli_epi16(f, 8), 8));
-      const __m512i hi = _mm512_mullo_epi16(_mm512_srai_epi16(w, 8), _mm512_srai_epi16(f, 8));
+      const __m512i lo = _mm512_mullo_epi16(w_even, _mm512_srai_epi16(_mm512_slli_epi16(f, 8), 8));
+      const __m512i hi = _mm512_mullo_epi16(w_odd, _mm512_srai_epi16(f, 8));
       _mm512_store_si512(p.plane[pl] + at + c * kChunkBytes,
                          _mm512_mask_blend_epi8(0xAAAAAAAAAAAAAAAAull, lo, _mm512_slli_epi16(hi, 8)));
     }
