@@ -149,7 +149,12 @@ struct SoftcapParams {
 // dst[k][m] = src[m][k] (the KS chains' batch-last layout).
 
 // argmax: src0 [N, M] F32, dst [M] I32: index of the largest of each row
-// (lowest index on ties; NaN never wins).
+// (lowest index on ties; NaN never wins; a row of NaNs gives 0). strict: a row
+// holding a NaN or an infinity gives -1 instead (greedy decoding on a device
+// reports such logits as the host sampler does, never as a token).
+struct ArgmaxParams {
+  bool strict = false;
+};
 
 // copy: dst = src0 converted, same shape, F32|F16|BF16 on either side, any
 // strides (writes KV cache cells, gathers views).
@@ -243,7 +248,7 @@ float spec_keep_threshold(const float* logits, int64_t n, float temperature, int
   X(sigmoid, SigmoidParams, 1, 1)          \
   X(swiglu, SiluParams, 2, 2)              \
   X(geglu, GeluParams, 2, 2)               \
-  X(argmax, NoParams, 1, 1)                \
+  X(argmax, ArgmaxParams, 1, 1)                \
   X(copy, NoParams, 1, 1)                  \
   X(ks_matmul, KsMatmulParams, 2, 2)       \
   X(spec_verify, SpecVerifyParams, 2, 3)   \

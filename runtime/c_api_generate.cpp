@@ -11,6 +11,26 @@
 using namespace kestrel;
 using namespace kestrel::capi;
 
+namespace {
+
+// The next token from the last decode's logits row 0.
+Expected<int32_t> sample_logits(const Context& c, Sampler& sampler) {
+  const float* logits = c.logits(0);
+  if (!logits) return Status::internal("no logits after decode");
+  return sampler.sample(logits);
+}
+
+// The next token the device picked (PassVariant::ids_out): the sampler's greedy
+// rule, including its refusal of rows with NaN or infinite logits.
+Expected<int32_t> device_greedy(const Context& c) {
+  const int32_t id = c.greedy_id(0);
+  if (id == -1) return Status::runtime_error("sampler: the logits hold a NaN or an infinity");
+  if (id < 0) return Status::internal("no greedy id after decode");
+  return id;
+}
+
+}  // namespace
+
 extern "C" {
 
 kestrel_sampler_params kestrel_sampler_default_params(void) {
@@ -121,12 +141,15 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
 
     c.kv().clear();
     tm.n_prompt_tokens = static_cast<int32_t>(ids.size());
+    // Greedy on a GPU: the device picks the token and only its id comes back.
+    PassVariant pass;
+    pass.ids_out = c.on_device() && sampler.plain_greedy();
     Stopwatch sw;
     BatchView b;
     b.n_tokens = static_cast<int32_t>(ids.size());
     b.tokens = ids.data();
     b.pos = pos.data();
-    KESTREL_TRY(c.decode(b));
+    KESTREL_TRY(c.decode(b, pass));
     tm.t_prompt_ms = sw.elapsed_ms();
 
     // Generation: sample from the last logits, emit, decode the new token.
@@ -137,12 +160,7 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
     int32_t last = -1;
     Status result;
     for (int32_t i = 0; n_predict < 0 || i < n_predict; ++i) {
-      const float* logits = c.logits(0);
-      if (!logits) {
-        result = Status::internal("no logits after decode");
-        break;
-      }
-      auto next = sampler.sample(logits);
+      auto next = pass.ids_out ? device_greedy(c) : sample_logits(c, sampler);
       if (!next.ok()) {
         result = std::move(next).take_status();
         break;
@@ -164,7 +182,7 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
       one.n_tokens = 1;
       one.tokens = &t;
       one.pos = &n_past;
-      KESTREL_TRY(c.decode(one));
+      KESTREL_TRY(c.decode(one, pass));
       ++n_past;
     }
     piece.clear();

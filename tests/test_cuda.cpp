@@ -623,6 +623,15 @@ TEST_CASE("cuda: argmax and get_rows", "[cuda][op][argmax][get_rows]") {
     for (int32_t j = 1; j < N; ++j)
       if (v[3 * N + j] > v[3 * N + best]) best = j;
     REQUIRE(got[3] == best);
+    // strict: a row with a NaN or an infinity gives -1, the others their argmax.
+    const ArgmaxParams strict{true};
+    REQUIRE(run_op(*gpu, OpId::argmax, y.t, {&x.t}, &strict).ok());
+    bytes = from_device(*gpu, y);
+    std::memcpy(got, bytes.data(), 16);
+    CHECK(got[0] == 500);
+    CHECK(got[1] == -1);
+    CHECK(got[2] == -1);
+    CHECK(got[3] == best);
   }
   SECTION("get_rows of every supported table type") {
     const int64_t N = 10;

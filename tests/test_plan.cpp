@@ -363,3 +363,61 @@ TEST_CASE("layers split between host and a second backend give the unsplit logit
     }
   }
 }
+
+TEST_CASE("greedy ids out: each logits row's argmax, picked where the logits are computed", "[plan][ids]") {
+  // The op's strict rule: a row holding a NaN or an infinity gives -1.
+  auto ref = backend_ref().create(BackendOptions{});
+  REQUIRE(ref.ok());
+  std::vector<float> x = {1, 3, 3, 2, NAN, 5, 1, 0, 1, INFINITY, 0, 0, -INFINITY, 0, 2, 0};
+  std::vector<int32_t> y(4, 7);
+  Tensor xt = make_tensor(DType::F32, x.data(), 4, 4), yt = make_tensor(DType::I32, y.data(), 4);
+  REQUIRE((*ref)->run(OpCall{OpId::argmax, &yt, {&xt}, 1, nullptr}).ok());
+  CHECK(y == std::vector<int32_t>{1, 1, 1, 2});
+  const ArgmaxParams strict{true};
+  REQUIRE((*ref)->run(OpCall{OpId::argmax, &yt, {&xt}, 1, &strict}).ok());
+  CHECK(y == std::vector<int32_t>{1, -1, -1, -1});
+
+  auto m = synth(ArchId::llama, 4, 4, "q8_0", 64);
+  const int64_t V = m->hparams().n_vocab;
+  for (int ngl : {-1, 2}) {
+    INFO("n_gpu_layers " << ngl << " (-1: the cpu alone; 2: two layers and the head on a second backend)");
+    ContextParams cp;
+    cp.n_ctx = 128;
+    cp.n_batch = 64;
+    cp.n_threads = 2;
+    cp.kv_type = DType::F32;
+    if (ngl > 0) {
+      cp.backend = BackendChoice::cuda;
+      cp.gpu = &backend_ref();
+      cp.n_gpu_layers = ngl;
+    }
+    auto made = Context::create(*m, cp);
+    REQUIRE(made.status().to_string() == "ok");
+    Context& c = **made;
+    PassVariant ids_out;
+    ids_out.ids_out = true;
+    for (int n : {1, 6, 40}) {
+      INFO(n << " tokens, every row's logits");
+      const std::vector<int32_t> toks = some_ids(static_cast<size_t>(n), V, static_cast<uint32_t>(n));
+      std::vector<int32_t> pos(toks.size());
+      std::vector<int8_t> want_logits(toks.size(), 1);
+      for (int i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = i;
+      const BatchView b{n, toks.data(), pos.data(), nullptr, want_logits.data()};
+      c.kv().clear();
+      REQUIRE(c.decode(b).ok());
+      std::vector<int32_t> want(toks.size());
+      for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] = argmax(c.logits(i), V);
+      CHECK(c.greedy_id(0) == -2);
+      c.kv().clear();
+      REQUIRE(c.decode(b, ids_out).to_string() == "ok");
+      CHECK(c.logits(0) == nullptr);
+      CHECK(c.logits_tensor(0, 1).data == nullptr);
+      for (int i = 0; i < n; ++i) CHECK(c.greedy_id(i) == want[static_cast<size_t>(i)]);
+      CHECK(c.greedy_id(n) == -2);
+      // The next plain decode returns logits again.
+      c.kv().clear();
+      REQUIRE(c.decode(b).ok());
+      CHECK(argmax(c.logits(n - 1), V) == want.back());
+    }
+  }
+}

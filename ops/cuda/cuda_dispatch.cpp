@@ -114,7 +114,7 @@ Status dispatch(Context& ctx, const OpCall& c) {
       return cuda_check(launch_binary(op, p.exp, view(a), view(*c.src[1]), view(d), s), what);
     }
     case OpId::copy: return cuda_check(launch_copy(a.type, view(a), d.type, view(d), s), what);
-    case OpId::argmax: return cuda_check(launch_argmax(view(a), view(d), s), what);
+    case OpId::argmax: return cuda_check(launch_argmax(view(a), view(d), c.p<ArgmaxParams>().strict, s), what);
     case OpId::rope: {
       const RopeParams& p = c.p<RopeParams>();
       const RopeArgs args{p.mode == RopeMode::neox ? 1 : 0, p.n_dims, p.theta_base, p.freq_scale};

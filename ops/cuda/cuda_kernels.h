@@ -70,7 +70,7 @@ cudaError_t launch_fill(TV y, float value, cudaStream_t s);
 cudaError_t launch_transpose(TV x, TV y, cudaStream_t s);
 
 // y[m] = index of the largest element of row m of x (lowest on ties, NaN never wins).
-cudaError_t launch_argmax(TV x, TV y, cudaStream_t s);
+cudaError_t launch_argmax(TV x, TV y, bool strict, cudaStream_t s);
 // y row m = dequantized table row ids[m]; an id outside the table yields a
 // row of zeros (as the cpu kernel does), so no id can read out of bounds.
 cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaStream_t s);

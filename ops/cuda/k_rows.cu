@@ -36,7 +36,7 @@ __device__ __forceinline__ ArgBest better(ArgBest a, ArgBest b) {
   return a;
 }
 
-__global__ void argmax_kernel(TV x, TV y, int64_t nrows) {
+__global__ void argmax_kernel(TV x, TV y, int64_t nrows, bool strict) {
   pdl_wait();
   __shared__ float sv[32];
   __shared__ int32_t si[32];
@@ -44,10 +44,13 @@ __global__ void argmax_kernel(TV x, TV y, int64_t nrows) {
   for (int64_t r = blockIdx.x; r < nrows; r += gridDim.x) {
     const float* xr = reinterpret_cast<const float*>(x.data + r * x.nb[1]);
     ArgBest best{-INFINITY, -1};
+    bool finite = true;
     for (int64_t j = threadIdx.x; j < x.ne[0]; j += blockDim.x) {
       const float v = xr[j];
+      finite = finite && isfinite(v);
       if (!isnan(v)) best = better(best, ArgBest{v, static_cast<int32_t>(j)});
     }
+    finite = __syncthreads_and(finite);
     for (int o = kWarp / 2; o > 0; o >>= 1) {
       ArgBest other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
       best = better(best, other);
@@ -61,7 +64,8 @@ __global__ void argmax_kernel(TV x, TV y, int64_t nrows) {
         ArgBest other{__shfl_xor_sync(0xffffffffu, best.v, o), __shfl_xor_sync(0xffffffffu, best.i, o)};
         best = better(best, other);
       }
-      if (lane == 0) *reinterpret_cast<int32_t*>(y.data + r * y.nb[0]) = best.i < 0 ? 0 : best.i;
+      if (lane == 0)
+        *reinterpret_cast<int32_t*>(y.data + r * y.nb[0]) = strict && !finite ? -1 : best.i < 0 ? 0 : best.i;
     }
   }
 }
@@ -110,10 +114,10 @@ cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaSt
   return cudaGetLastError();
 }
 
-cudaError_t launch_argmax(TV x, TV y, cudaStream_t s) {
+cudaError_t launch_argmax(TV x, TV y, bool strict, cudaStream_t s) {
   const int64_t nrows = x.ne[1];
   if (nrows == 0) return cudaSuccess;
-  (void)launch_k(argmax_kernel, grid_for(nrows), row_threads(x.ne[0]), 0, s, x, y, nrows);
+  (void)launch_k(argmax_kernel, grid_for(nrows), row_threads(x.ne[0]), 0, s, x, y, nrows, strict);
   return cudaGetLastError();
 }
 

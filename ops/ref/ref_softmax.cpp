@@ -5,6 +5,7 @@
 // exp of (float)(s - max) through that tier (ops/ref/ref_exp.h); sum and
 // division stay in double.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "ops/ref/ref_exp.h"
@@ -57,19 +58,23 @@ void softmax(const OpCall& call) {
 }
 
 // argmax: per row the index of the largest value; the lowest index on ties;
-// NaN never wins (a row of NaNs gives 0).
+// NaN never wins (a row of NaNs gives 0); strict: a row with a NaN or an
+// infinity gives -1.
 void argmax(const OpCall& call) {
   const Tensor& a = *call.src[0];
   Tensor& d = *call.dst;
-  int32_t* out = static_cast<int32_t*>(d.data);
+  const bool strict = call.p<ArgmaxParams>().strict;
   for (int64_t r = 0; r < a.ne[1]; ++r) {
     const float* x = a.row<float>(r);
     int64_t best = -1;
+    bool finite = true;
     for (int64_t j = 0; j < a.ne[0]; ++j) {
+      finite = finite && std::isfinite(x[j]);
       if (std::isnan(x[j])) continue;
       if (best < 0 || x[j] > x[best]) best = j;
     }
-    out[r] = (int32_t)(best < 0 ? 0 : best);
+    const int32_t id = strict && !finite ? -1 : (int32_t)(best < 0 ? 0 : best);
+    std::memcpy(static_cast<char*>(d.data) + r * d.nb[0], &id, sizeof(id));
   }
 }
 

@@ -233,17 +233,19 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_, n_rows);
   const int64_t n_out_rows = Forward::output_rows(mb.n_tokens, n_out, n_rows);
   float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
+  int32_t* ids = ids_.data() + n_outputs_;
+  void* out = variant.ids_out ? static_cast<void*>(ids) : static_cast<void*>(logits);
   auto build = [&](Plan& plan, PlanCache::Entry& e) -> Status {
     const int64_t t0 = now_ns();
     if (split_mode_) {
       KESTREL_TRY(forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits, PassPart::front).status());
       KESTREL_TRY_ASSIGN(e.front, cpu_->prepare(plan, ref_.get()));
       KESTREL_TRY_ASSIGN(e.head_output_root,
-                         forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits, PassPart::head));
+                         forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits, PassPart::head, ids));
       KESTREL_TRY_ASSIGN(e.head, cpu_->prepare(plan, ref_.get()));
     }
     KESTREL_TRY_ASSIGN(e.output_root, forward_.record(plan, n_rows, n_out_rows, variant, kv_, logits,
-                                                      split_mode_ ? PassPart::back : PassPart::whole));
+                                                      split_mode_ ? PassPart::back : PassPart::whole, ids));
     KESTREL_TRY_ASSIGN(e.exe, primary_->prepare(plan, primary_->is_host() && primary_ != ref_.get() ? ref_.get() : nullptr));
     if (log_.enabled(LogLevel::debug)) {
       size_t on_fallback = 0;
@@ -261,11 +263,11 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
     KESTREL_TRY(e->exe->bind_output(e->output_root, forward_.gathered_rows()));
     KESTREL_TRY(e->exe->execute());
     if (n_out_rows > 0) {
-      KESTREL_TRY(e->head->bind_output(e->head_output_root, logits));
+      KESTREL_TRY(e->head->bind_output(e->head_output_root, out));
       KESTREL_TRY(e->head->execute());
     }
   } else {
-    KESTREL_TRY(e->exe->bind_output(e->output_root, logits));
+    KESTREL_TRY(e->exe->bind_output(e->output_root, out));
     KESTREL_TRY(e->exe->execute());
   }
   n_outputs_ += n_out;
@@ -280,7 +282,7 @@ Status Context::run_op(const OpCall& call) {
 
 Tensor Context::logits_tensor(int32_t first, int32_t n) {
   const int64_t V = model_.hparams().n_vocab;
-  if (first < 0 || n < 0 || first + n > n_outputs_) return Tensor{};
+  if (first < 0 || n < 0 || first + n > n_outputs_ || ids_only_) return Tensor{};
   return make_tensor(DType::F32, logits_.data() + static_cast<size_t>(first) * static_cast<size_t>(V), V, n);
 }
 
@@ -301,14 +303,20 @@ Status Context::decode(const BatchView& b, const PassVariant& variant) {
     n_want = std::max(n_want, done + Forward::output_rows(n, n_out, token_bucket(n, ub)));
     done += static_cast<int32_t>(n_out);
   }
-  if (static_cast<size_t>(std::max<int64_t>(n_want, 1) * V) > logits_.size()) {
+  if (static_cast<size_t>(std::max<int64_t>(n_want, 1) * V) > logits_.size() ||
+      static_cast<size_t>(std::max<int64_t>(n_want, 1)) > ids_.size()) {
+    const float* old = logits_.data();
     try {
-      logits_.resize(static_cast<size_t>(n_want * V));
+      logits_.resize(std::max(logits_.size(), static_cast<size_t>(std::max<int64_t>(n_want, 1) * V)));
+      ids_.resize(static_cast<size_t>(std::max<int64_t>(n_want, 1)));
     } catch (const std::bad_alloc&) {
       return Status::out_of_memory("logits for %lld outputs", (long long)n_want);
     }
+    // ids_out plans compute their logits at the buffer's old address.
+    if (logits_.data() != old) plans_.drop_ids_plans();
   }
   n_outputs_ = 0;
+  ids_only_ = variant.ids_out;
   for (int32_t off = 0; off < b.n_tokens; off += static_cast<int32_t>(ub)) {
     BatchView mb;
     mb.n_tokens = static_cast<int32_t>(std::min<int64_t>(ub, b.n_tokens - off));
@@ -337,8 +345,13 @@ Status Context::decode(const BatchView& b, const PassVariant& variant) {
   return {};
 }
 
+int32_t Context::greedy_id(int32_t i) const {
+  if (i < 0 || i >= n_outputs_ || !ids_only_) return -2;
+  return ids_[static_cast<size_t>(i)];
+}
+
 const float* Context::logits(int32_t i) const {
-  if (i < 0 || i >= n_outputs_) return nullptr;
+  if (i < 0 || i >= n_outputs_ || ids_only_) return nullptr;
   return logits_.data() + static_cast<size_t>(i) * static_cast<size_t>(model_.hparams().n_vocab);
 }
 

@@ -81,8 +81,16 @@ class Context {
   // (default: the whole model, every logit). Validates ids, positions and
   // sequence ids first; on error the cache is as before the call.
   Status decode(const BatchView& batch, const PassVariant& variant = {});
-  // Logits of the i-th token that asked for them in the last decode [n_vocab].
+  // Logits of the i-th token that asked for them in the last decode [n_vocab];
+  // nullptr after a decode with variant.ids_out.
   const float* logits(int32_t i) const;
+  // After a decode with variant.ids_out: the i-th logits row's argmax (-1 for
+  // a row with a NaN or infinite logit), computed where the logits were; -2
+  // when i is out of range or the last decode returned logits.
+  int32_t greedy_id(int32_t i) const;
+  // Whether the plans run on a device (logits computed there: greedy ids save
+  // copying them back).
+  bool on_device() const { return !primary_->is_host(); }
   // Rows [first, first + n) of those logits as an F32 [n_vocab, n] tensor, in
   // the memory of the backend that wrote them (ops such as spec_verify read it).
   Tensor logits_tensor(int32_t first, int32_t n);
@@ -135,7 +143,9 @@ class Context {
   Forward forward_;
   PlanCache plans_;
   std::vector<float> logits_;  // [n_batch][n_vocab]
+  std::vector<int32_t> ids_;   // [n_batch] greedy ids (PassVariant::ids_out)
   int32_t n_outputs_ = 0;
+  bool ids_only_ = false;      // the last decode returned ids, not logits
   ContextStats stats_;
 };
 

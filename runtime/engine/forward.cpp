@@ -108,7 +108,7 @@ Status Forward::linear(OpSink& ops, Tensor* y, const Tensor& w, const KsLinear& 
 }
 
 Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVariant& pv, const KvCache& kv,
-                              float* logits, PassPart part) const {
+                              float* logits, PassPart part, int32_t* out_ids) const {
   const Model& m = *model_;
   const HParams& hp = m.hparams();
   const ArchDesc& a = m.arch();
@@ -116,6 +116,8 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
   if (n < 1 || n > n_ubatch_ || n_out < 0 || n_out > n)
     return Status::internal("forward: %lld tokens, %lld outputs for a micro-batch of %lld", (long long)n,
                             (long long)n_out, (long long)n_ubatch_);
+  if (pv.ids_out && !out_ids && (part == PassPart::whole || part == PassPart::head))
+    return Status::internal("forward: ids out without their memory");
   if (!pv.skip.empty() && pv.skip.size() != static_cast<size_t>(hp.n_layer))
     return Status::invalid_argument("skip mask of %zu layers for a %lld-layer model", pv.skip.size(), (long long)hp.n_layer);
 
@@ -143,9 +145,16 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     ops.add_root(SlotRole::kv, kv.k_base(p), kv.k_bytes(p), p ? "kv k" : "kv k (front)");
     ops.add_root(SlotRole::kv, kv.v_base(p), kv.k_bytes(p), p ? "kv v" : "kv v (front)");
   }
-  if (part == PassPart::whole || part == PassPart::head)
-    out_root = ops.add_root(SlotRole::output, logits, static_cast<size_t>(std::max<int64_t>(n_out, 1) * V) * sizeof(float),
-                            "logits");
+  if (part == PassPart::whole || part == PassPart::head) {
+    const size_t logits_bytes = static_cast<size_t>(std::max<int64_t>(n_out, 1) * V) * sizeof(float);
+    if (pv.ids_out) {
+      ops.add_root(SlotRole::activation, logits, logits_bytes, "logits");
+      out_root = ops.add_root(SlotRole::output, out_ids, static_cast<size_t>(std::max<int64_t>(n_out, 1)) * sizeof(int32_t),
+                              "greedy ids");
+    } else {
+      out_root = ops.add_root(SlotRole::output, logits, logits_bytes, "logits");
+    }
+  }
   const int l0 = part == PassPart::back ? kv.split() : 0;
   const int l1 = part == PassPart::front ? kv.split() : part == PassPart::head ? 0 : static_cast<int>(hp.n_layer);
 
@@ -252,6 +261,12 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
     rest.nb[2] = rest.nb[3] = out.nb[2];
     const FillParams fill{-std::numeric_limits<float>::infinity()};
     KESTREL_TRY(ops.run(OpId::fill, &rest, {}, &fill));
+  }
+  if (pv.ids_out) {
+    // Over the rows' first nv logits: the rest of a vocabulary subset is -inf.
+    Tensor best = make_tensor(DType::I32, out_ids, n_out);
+    const ArgmaxParams strict{true};
+    KESTREL_TRY(ops.run(OpId::argmax, &best, {&out}, &strict));
   }
   return out_root;
 }

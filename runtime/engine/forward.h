@@ -49,8 +49,15 @@ struct PassVariant {
   // speculative draft head's vocabulary subset); the other columns are -inf.
   // 0 (or >= n_vocab) = every row.
   int64_t out_vocab = 0;
+  // Greedy on the backend that computes the logits: the step's output is each
+  // logits row's argmax id (strict: -1 for a row holding a NaN or an
+  // infinity), and the logits stay where they were computed (on a GPU they
+  // are not copied back).
+  bool ids_out = false;
 
-  bool operator==(const PassVariant& o) const { return out_vocab == o.out_vocab && skip == o.skip; }
+  bool operator==(const PassVariant& o) const {
+    return out_vocab == o.out_vocab && ids_out == o.ids_out && skip == o.skip;
+  }
 };
 
 // The part of the pass a plan records. A model split between the host and a
@@ -85,8 +92,10 @@ class Forward {
   // output root while the plan is prepared (bind_output() moves it per step).
   // Returns the output root's index.
   // part: see PassPart; front returns -1 (no output root), back the gathered rows' root.
+  // variant.ids_out: ids (host memory of n_out int32) stands for the output root
+  // instead, and logits for step memory the plan keeps to itself.
   Expected<int> record(Plan& plan, int64_t n, int64_t n_out, const PassVariant& variant, const KvCache& kv,
-                       float* logits, PassPart part = PassPart::whole) const;
+                       float* logits, PassPart part = PassPart::whole, int32_t* ids = nullptr) const;
   // Host memory of the rows back gathers (head's input): n_out * n_embd floats.
   float* gathered_rows() const { return xo_; }
 

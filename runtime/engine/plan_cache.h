@@ -52,6 +52,11 @@ class PlanCache {
   explicit PlanCache(size_t capacity = 32) : capacity_(capacity) {}
   Expected<Entry*> get(int64_t n, int64_t n_out, const PassVariant& variant, BuildFn build);
   void clear() { entries_.clear(); }
+  // Drops the plans of variants that keep step memory at the logits buffer's
+  // address (PassVariant::ids_out), when that buffer moves.
+  void drop_ids_plans() {
+    std::erase_if(entries_, [](const std::unique_ptr<Entry>& e) { return e->variant.ids_out; });
+  }
   // The entry of a key if it was built, else nullptr (benchmarks, tests).
   Entry* find(int64_t n, int64_t n_out, const PassVariant& variant) const {
     for (const auto& e : entries_)

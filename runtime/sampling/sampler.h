@@ -84,6 +84,12 @@ class Sampler {
 
   const SamplerParams& params() const { return params_; }
   int32_t n_vocab() const { return n_vocab_; }
+  // Greedy without a repetition penalty: the token is the logits' argmax alone
+  // (lowest id on ties), which the backend that computed them can pick
+  // (PassVariant::ids_out).
+  bool plain_greedy() const {
+    return params_.temperature <= 0.0f && (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0);
+  }
 
  private:
   struct Candidate {

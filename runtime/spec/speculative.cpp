@@ -233,7 +233,11 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   pb.tokens = prompt.data();
   pb.pos = pos.data();
   pb.seq_id = prompt_seq.data();
-  KESTREL_TRY(target_.decode(pb));
+  // Greedy with the target on a GPU: the device picks each row's token and only
+  // the ids come back (the verify compares them with the drafts).
+  PassVariant tpass;
+  tpass.ids_out = p_.temperature <= 0.0f && !p_.sigmoid && !p_.track_logprob && target_.on_device();
+  KESTREL_TRY(target_.decode(pb, tpass));
   if (draft_) KESTREL_TRY(draft_->decode(pb));
   n_past_ = static_cast<int32_t>(prompt.size());
   n_past_draft_ = n_past_;
@@ -258,7 +262,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     stats_.t_generate_ns = sw.elapsed_ns();
     return {};
   }
-  int32_t pending = pick(target_.logits(0));
+  // The target's token after logits row i (-1: a NaN or infinite logit on the device).
+  auto target_pick = [&](int32_t i) { return tpass.ids_out ? target_.greedy_id(i) : pick(target_.logits(i)); };
+  int32_t pending = target_pick(0);
+  if (pending < 0) return Status::runtime_error("speculative: NaN or Inf in the logits");
   emit(pending, target_.logits(0));
   // A draft pass's share of a target step, from the model sizes: the draft's
   // share of the target's weights (self: of its layers). Greedy rounds use it
@@ -304,12 +311,13 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       one.pos = &n_past_;
       one.seq_id = &seq;
       const int64_t tp = now_ns();
-      KESTREL_TRY(target_.decode(one));
+      KESTREL_TRY(target_.decode(one, tpass));
       policy_.plain_step(now_ns() - tp);
       ++stats_.n_plain_steps;
       hist.push_back(pending);
       ++n_past_;
-      pending = pick(target_.logits(0));
+      pending = target_pick(0);
+      if (pending < 0) return Status::runtime_error("speculative: NaN or Inf in the logits");
       emit(pending, target_.logits(0));
       continue;
     }
@@ -339,14 +347,21 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     vb.pos = batch_pos_.data();
     vb.logits = batch_flags_.data();
     vb.seq_id = batch_seq_.data();
-    KESTREL_TRY(target_.decode(vb));
-    Tensor tl = target_.logits_tensor(0, static_cast<int32_t>(g + 1));
-    Tensor ql = make_tensor(DType::F32, draft_logits_.data(), V_, g);
-    Tensor ids = make_tensor(DType::I32, drafts.data(), g);
+    KESTREL_TRY(target_.decode(vb, tpass));
     int32_t out[2] = {-1, -1};
-    Tensor ot = make_tensor(DType::I32, out, 2);
-    vp.seed = verify_seed_ + static_cast<uint64_t>(stats_.n_rounds) * 0xD1B54A32D192ED03ull;
-    KESTREL_TRY(target_.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
+    if (tpass.ids_out) {
+      // spec_verify's greedy rule on the device's ids.
+      int32_t acc = 0;
+      while (acc < g && target_.greedy_id(acc) >= 0 && target_.greedy_id(acc) == drafts[static_cast<size_t>(acc)]) ++acc;
+      if (target_.greedy_id(acc) >= 0) out[0] = acc, out[1] = target_.greedy_id(acc);
+    } else {
+      Tensor tl = target_.logits_tensor(0, static_cast<int32_t>(g + 1));
+      Tensor ql = make_tensor(DType::F32, draft_logits_.data(), V_, g);
+      Tensor ids = make_tensor(DType::I32, drafts.data(), g);
+      Tensor ot = make_tensor(DType::I32, out, 2);
+      vp.seed = verify_seed_ + static_cast<uint64_t>(stats_.n_rounds) * 0xD1B54A32D192ED03ull;
+      KESTREL_TRY(target_.run_op(OpCall{OpId::spec_verify, &ot, {&tl, &ids, &ql}, vp.greedy ? 2 : 3, &vp}));
+    }
     if (out[0] < 0) return Status::runtime_error("speculative verify: NaN or Inf in the logits");
     const int32_t a = out[0];
     const int64_t t_verify = now_ns() - t1;
