@@ -3,7 +3,10 @@
 // executable replayed as a CUDA graph from its second step.
 //   - per architecture (llama, qwen2, gemma3) and weight type: a prompt with
 //     every row's logits, then single-token steps, against the cpu context;
-//   - stories260K greedy ids on the GPU equal the reference ids;
+//   - stories260K greedy ids on the GPU equal the reference ids, picked on the
+//     host from the logits and on the device (PassVariant::ids_out);
+//   - device-side greedy over a 64-step decode (graphs replayed) equals the
+//     host's argmax of the same context's logits;
 //   - a 256-step greedy decode replaying graphs equals the same decode
 //     launching node by node, and the decode plan does replay a graph;
 //   - two sequences in one batch, and removing positions from the middle of
@@ -72,19 +75,25 @@ std::vector<int32_t> some_ids(size_t n, int64_t V, uint32_t seed) {
   return ids;
 }
 
-// Greedy ids after `prompt` (one token per step), n steps.
-std::vector<int32_t> greedy(Context& c, const std::vector<int32_t>& prompt, int n) {
-  std::vector<float> l;
-  REQUIRE(decode_all(c, prompt, 0, 0, &l).ok());
+// Greedy ids after `prompt` (one token per step), n steps; on_device: the
+// device picks them (PassVariant::ids_out), else the host from the logits.
+std::vector<int32_t> greedy(Context& c, const std::vector<int32_t>& prompt, int n, bool on_device = false) {
   const int64_t V = c.model().hparams().n_vocab;
-  int32_t tok = argmax(c.logits(static_cast<int32_t>(prompt.size()) - 1), V);
-  int32_t pos = static_cast<int32_t>(prompt.size());
+  PassVariant pv;
+  pv.ids_out = on_device;
+  auto next = [&](int32_t row) { return on_device ? c.greedy_id(row) : argmax(c.logits(row), V); };
+  std::vector<int32_t> pos(prompt.size());
+  for (size_t i = 0; i < pos.size(); ++i) pos[i] = static_cast<int32_t>(i);
+  REQUIRE(c.decode(BatchView{static_cast<int32_t>(prompt.size()), prompt.data(), pos.data(), nullptr, nullptr}, pv)
+              .ok());
+  int32_t tok = next(0);
+  int32_t p = static_cast<int32_t>(prompt.size());
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) {
     out.push_back(tok);
-    REQUIRE(c.decode(BatchView{1, &tok, &pos, nullptr, nullptr}).ok());
-    tok = argmax(c.logits(0), V);
-    ++pos;
+    REQUIRE(c.decode(BatchView{1, &tok, &p, nullptr, nullptr}, pv).ok());
+    tok = next(0);
+    ++p;
   }
   return out;
 }
@@ -145,6 +154,23 @@ TEST_CASE("cuda context: stories260K greedy ids equal the reference ids", "[cuda
     INFO("kv " << dtype_name(kv));
     // From BOS: the first greedy token follows BOS.
     CHECK(greedy(*c, {1}, 32) == want);
+    c->kv().clear();
+    CHECK(greedy(*c, {1}, 32, true) == want);
+  }
+}
+
+TEST_CASE("cuda context: device-side greedy ids equal the host's argmax of the logits", "[cuda][model][ids]") {
+  NEED_GPU();
+  for (const char* w : {"f16", "q4_0", "q4_k_m"}) {
+    INFO(w);
+    auto m = synth(ArchId::llama, 8, 2, w, 128);
+    auto c = ctx_on(*m, BackendChoice::cuda, 300, 1, true);
+    const auto prompt = some_ids(7, m->hparams().n_vocab, 5);
+    const auto host = greedy(*c, prompt, 64);
+    c->kv().clear();
+    CHECK(greedy(*c, prompt, 64, true) == host);
+    CHECK(c->logits(0) == nullptr);
+    CHECK(c->plans().n_replaying() >= 2);  // the one-token plans of both variants replay graphs
   }
 }
 
