@@ -156,6 +156,29 @@ struct ArgmaxParams {
   bool strict = false;
 };
 
+// sample: src0 logits [V, M] F32, src1 uniforms [M] F32 in [0, 1), dst [M] I32:
+// per row one token drawn as the host sampler (runtime/sampling/sampler.h)
+// draws with top-k on, exact exp and no repetition penalty, so that a device
+// can sample where it computed the logits:
+//   the k = min(top_k, V) largest logits, ordered by logit descending, then id
+//   ascending; p_i = exp((l_i - l_0) * t) in float, t = 1 / temperature
+//   rounded to float (p_0 = 1); top_p < 1: the shortest prefix whose running
+//   sum of p reaches top_p times their total (at least one); min_p > 0: of
+//   those, p_i >= min_p (a prefix again); the token is the first whose running
+//   sum of the kept p exceeds u times their total (the last when rounding
+//   leaves the sum short). Sums in double: the reference adds in order, a
+//   device in a tree, so a u within rounding of a boundary may pick the
+//   neighbour. A row holding a NaN or an infinity gives -1.
+// top_k <= kSampleMaxK: the kept set fits one thread block on a GPU.
+struct SampleParams {
+  float temperature = 1.0f;  // > 0, finite
+  int32_t top_k = 40;        // 1 .. kSampleMaxK
+  float top_p = 1.0f;        // (0, 1]; 1 = off
+  float min_p = 0.0f;        // [0, 1]; 0 = off
+  bool operator==(const SampleParams&) const = default;
+};
+inline constexpr int32_t kSampleMaxK = 1024;
+
 // copy: dst = src0 converted, same shape, F32|F16|BF16 on either side, any
 // strides (writes KV cache cells, gathers views).
 
@@ -248,7 +271,8 @@ float spec_keep_threshold(const float* logits, int64_t n, float temperature, int
   X(sigmoid, SigmoidParams, 1, 1)          \
   X(swiglu, SiluParams, 2, 2)              \
   X(geglu, GeluParams, 2, 2)               \
-  X(argmax, ArgmaxParams, 1, 1)                \
+  X(argmax, ArgmaxParams, 1, 1)            \
+  X(sample, SampleParams, 2, 2)            \
   X(copy, NoParams, 1, 1)                  \
   X(ks_matmul, KsMatmulParams, 2, 2)       \
   X(spec_verify, SpecVerifyParams, 2, 3)   \

@@ -183,6 +183,18 @@ Status validate_op(const OpCall& c) {
       KESTREL_TRY(need(a.ne[0] > 0 && d.ne[0] == a.ne[1] && d.nrows() == 1 && a.ne[2] == 1 && a.ne[3] == 1, c,
                        "dst must be [M] for src [N, M], N > 0"));
       break;
+    case OpId::sample: {
+      const SampleParams& p = c.p<SampleParams>();
+      const Tensor& u = *c.src[1];
+      KESTREL_TRY(need(a.type == DType::F32 && a.ne[0] > 0 && a.ne[2] == 1 && a.ne[3] == 1, c, "logits must be F32 [V, M]"));
+      KESTREL_TRY(need(u.type == DType::F32 && u.ne[0] == a.ne[1] && u.nrows() == 1, c, "uniforms must be F32 [M]"));
+      KESTREL_TRY(need(d.type == DType::I32 && d.ne[0] == a.ne[1] && d.nrows() == 1, c, "dst must be I32 [M]"));
+      KESTREL_TRY(need(p.temperature > 0.0f && p.temperature < 1e30f, c, "temperature must be > 0 and finite"));
+      KESTREL_TRY(need(p.top_k >= 1 && p.top_k <= kSampleMaxK, c, "top_k must be in [1, 1024]"));
+      KESTREL_TRY(need(p.top_p > 0.0f && p.top_p <= 1.0f, c, "top_p must be in (0, 1]"));
+      KESTREL_TRY(need(p.min_p >= 0.0f && p.min_p <= 1.0f, c, "min_p must be in [0, 1]"));
+      break;
+    }
     case OpId::copy:
       KESTREL_TRY(need(is_plain_float(a.type) && is_plain_float(d.type), c, "F32/F16/BF16 only"));
       KESTREL_TRY(need(same_shape(a, d), c, "dst shape must equal src"));

@@ -21,7 +21,7 @@ Expected<int32_t> sample_logits(const Context& c, Sampler& sampler) {
 }
 
 // The next token the device picked (PassVariant::ids_out): the sampler's greedy
-// rule, including its refusal of rows with NaN or infinite logits.
+// rule or its top-k draw, including its refusal of rows with NaN or infinite logits.
 Expected<int32_t> device_greedy(const Context& c) {
   const int32_t id = c.greedy_id(0);
   if (id == -1) return Status::runtime_error("sampler: the logits hold a NaN or an infinity");
@@ -141,15 +141,19 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
 
     c.kv().clear();
     tm.n_prompt_tokens = static_cast<int32_t>(ids.size());
-    // Greedy on a GPU: the device picks the token and only its id comes back.
+    // On a GPU the device picks the token (greedy, or a top-k draw with the
+    // sampler's next uniform) and only its id comes back.
     PassVariant pass;
-    pass.ids_out = c.on_device() && sampler.plain_greedy();
+    pass.draw = c.on_device() && sampler.op_params(&pass.sample);
+    pass.ids_out = pass.draw || (c.on_device() && sampler.plain_greedy());
+    float u = 0.0f;
+    if (pass.draw) u = static_cast<float>(sampler.next_uniform());
     Stopwatch sw;
     BatchView b;
     b.n_tokens = static_cast<int32_t>(ids.size());
     b.tokens = ids.data();
     b.pos = pos.data();
-    KESTREL_TRY(c.decode(b, pass));
+    KESTREL_TRY(c.decode(b, pass, &u));
     tm.t_prompt_ms = sw.elapsed_ms();
 
     // Generation: sample from the last logits, emit, decode the new token.
@@ -182,7 +186,8 @@ kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_
       one.n_tokens = 1;
       one.tokens = &t;
       one.pos = &n_past;
-      KESTREL_TRY(c.decode(one, pass));
+      if (pass.draw) u = static_cast<float>(sampler.next_uniform());
+      KESTREL_TRY(c.decode(one, pass, &u));
       ++n_past;
     }
     piece.clear();

@@ -174,6 +174,49 @@ TEST_CASE("cuda context: device-side greedy ids equal the host's argmax of the l
   }
 }
 
+TEST_CASE("cuda context: device-side top-k draws equal the sample op's on the same logits", "[cuda][model][ids]") {
+  NEED_GPU();
+  auto ref = backend_ref().create(BackendOptions{});
+  REQUIRE(ref.ok());
+  auto m = synth(ArchId::llama, 8, 2, "q8_0", 128);
+  const int64_t V = m->hparams().n_vocab;
+  auto c = ctx_on(*m, BackendChoice::cuda, 300, 1, true);
+  PassVariant draw;
+  draw.ids_out = draw.draw = true;
+  draw.sample = SampleParams{0.9f, 40, 0.95f, 0.05f};
+  auto ref_draw = [&](const float* logits, int n, const float* u) {
+    std::vector<int32_t> ids(static_cast<size_t>(n));
+    Tensor lt = make_tensor(DType::F32, const_cast<float*>(logits), V, n);
+    Tensor ut = make_tensor(DType::F32, const_cast<float*>(u), n), dt = make_tensor(DType::I32, ids.data(), n);
+    REQUIRE((*ref)->run(OpCall{OpId::sample, &dt, {&lt, &ut}, 2, &draw.sample}).ok());
+    return ids;
+  };
+  // A prompt with every row drawn, then single steps (the one-token plan replays a graph).
+  std::vector<int32_t> toks = some_ids(7, V, 9), pos(7);
+  std::vector<int8_t> all(7, 1);
+  std::vector<float> u(7);
+  for (int i = 0; i < 7; ++i) pos[static_cast<size_t>(i)] = i, u[static_cast<size_t>(i)] = 0.13f * static_cast<float>(i);
+  const BatchView b{7, toks.data(), pos.data(), nullptr, all.data()};
+  REQUIRE(c->decode(b).ok());
+  const std::vector<int32_t> want = ref_draw(c->logits(0), 7, u.data());
+  c->kv().clear();
+  REQUIRE(c->decode(b, draw, u.data()).ok());
+  for (int i = 0; i < 7; ++i) CHECK(c->greedy_id(i) == want[static_cast<size_t>(i)]);
+  int32_t tok = want.back(), p = 7;
+  int same = 0;
+  for (int step = 0; step < 40; ++step, ++p) {
+    const float us = static_cast<float>((step * 0.618034) - static_cast<int>(step * 0.618034));
+    REQUIRE(c->decode(BatchView{1, &tok, &p, nullptr, nullptr}).ok());
+    const int32_t w = ref_draw(c->logits(0), 1, &us)[0];
+    c->kv().seq_rm(0, p, -1);
+    REQUIRE(c->decode(BatchView{1, &tok, &p, nullptr, nullptr}, draw, &us).ok());
+    same += c->greedy_id(0) == w ? 1 : 0;
+    tok = w;
+  }
+  CHECK(same >= 39);  // a uniform within rounding of a boundary may pick the neighbour
+  CHECK(c->plans().n_replaying() >= 1);
+}
+
 TEST_CASE("cuda context: a 256-step decode replaying graphs equals launching node by node", "[cuda][model][graph]") {
   NEED_GPU();
   for (const char* w : {"q4_0", "q4_k_m"}) {

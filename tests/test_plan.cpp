@@ -407,6 +407,16 @@ TEST_CASE("greedy ids out: each logits row's argmax, picked where the logits are
       REQUIRE(c.decode(b).ok());
       std::vector<int32_t> want(toks.size());
       for (int i = 0; i < n; ++i) want[static_cast<size_t>(i)] = argmax(c.logits(i), V);
+      // The draws the sample op makes from these logits with uniforms u.
+      PassVariant draw = ids_out;
+      draw.draw = true;
+      draw.sample = SampleParams{0.9f, 40, 0.95f, 0.05f};
+      std::vector<float> u(toks.size());
+      std::vector<int32_t> drawn(toks.size());
+      for (int i = 0; i < n; ++i) u[static_cast<size_t>(i)] = static_cast<float>((i * 0.37) - static_cast<int>(i * 0.37));
+      Tensor lt = make_tensor(DType::F32, const_cast<float*>(c.logits(0)), V, n);
+      Tensor ut = make_tensor(DType::F32, u.data(), n), dt = make_tensor(DType::I32, drawn.data(), n);
+      REQUIRE((*ref)->run(OpCall{OpId::sample, &dt, {&lt, &ut}, 2, &draw.sample}).ok());
       CHECK(c.greedy_id(0) == -2);
       c.kv().clear();
       REQUIRE(c.decode(b, ids_out).to_string() == "ok");
@@ -414,6 +424,11 @@ TEST_CASE("greedy ids out: each logits row's argmax, picked where the logits are
       CHECK(c.logits_tensor(0, 1).data == nullptr);
       for (int i = 0; i < n; ++i) CHECK(c.greedy_id(i) == want[static_cast<size_t>(i)]);
       CHECK(c.greedy_id(n) == -2);
+      c.kv().clear();
+      CHECK(!c.decode(b, draw).ok());  // a draw without uniforms
+      c.kv().clear();
+      REQUIRE(c.decode(b, draw, u.data()).to_string() == "ok");
+      for (int i = 0; i < n; ++i) CHECK(c.greedy_id(i) == drawn[static_cast<size_t>(i)]);
       // The next plain decode returns logits again.
       c.kv().clear();
       REQUIRE(c.decode(b).ok());

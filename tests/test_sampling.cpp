@@ -441,3 +441,83 @@ TEST_CASE("sampling a 262144-token vocabulary allocates nothing per token", "[sa
     std::printf("sampling V=%d %-10s: %.1f us/token\n", V, c.name, us);
   }
 }
+
+// The sample op (ops/op_table.h) on the ref backend against Sampler::sample():
+// the same top-k draw given the same uniform (op_params(), next_uniform()).
+#include "ops/backend.h"
+
+TEST_CASE("the sample op draws the sampler's top-k token from the same uniform", "[sampling][op]") {
+  auto ref = kestrel::backend_ref().create(kestrel::BackendOptions{});
+  REQUIRE(ref.ok());
+  std::mt19937 gen(17);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  struct Cfg {
+    int V;
+    int top_k;
+    float temp, top_p, min_p;
+  };
+  int draws = 0, same = 0;
+  for (const Cfg& cfg : {Cfg{7, 3, 1.0f, 1.0f, 0.0f}, Cfg{1000, 40, 0.8f, 0.95f, 0.05f}, Cfg{1000, 1, 1.0f, 1.0f, 0.0f},
+                         Cfg{32000, 40, 0.8f, 0.95f, 0.05f}, Cfg{32000, 1024, 1.5f, 0.9f, 0.0f},
+                         Cfg{5000, 100, 0.3f, 1.0f, 0.2f}}) {
+    INFO("V " << cfg.V << " top_k " << cfg.top_k);
+    SamplerParams p;
+    p.temperature = cfg.temp;
+    p.top_k = cfg.top_k;
+    p.top_p = cfg.top_p;
+    p.min_p = cfg.min_p;
+    p.seed = 99;
+    Sampler host, dev;
+    REQUIRE(host.init(cfg.V, p).ok());
+    REQUIRE(dev.init(cfg.V, p).ok());
+    kestrel::SampleParams sp;
+    REQUIRE(dev.op_params(&sp));
+    std::vector<float> row(static_cast<size_t>(cfg.V));
+    for (int rep = 0; rep < 60; ++rep) {
+      for (auto& v : row) v = nd(gen);
+      if (rep % 4 == 1)  // ties: a quarter of the rows in a few values
+        for (auto& v : row) v = std::round(v);
+      float u = static_cast<float>(dev.next_uniform());
+      int32_t got = -5;
+      kestrel::Tensor lt = kestrel::make_tensor(kestrel::DType::F32, row.data(), cfg.V, 1);
+      kestrel::Tensor ut = kestrel::make_tensor(kestrel::DType::F32, &u, 1);
+      kestrel::Tensor yt = kestrel::make_tensor(kestrel::DType::I32, &got, 1);
+      REQUIRE((*ref)->run(kestrel::OpCall{kestrel::OpId::sample, &yt, {&lt, &ut}, 2, &sp}).ok());
+      auto want = host.sample(row.data());
+      REQUIRE(want.ok());
+      ++draws;
+      same += *want == got ? 1 : 0;
+    }
+  }
+  // The sampler's exp tier and the op's std::exp may differ in the last bit: a
+  // uniform within that of a boundary may pick the neighbour.
+  INFO(same << " of " << draws);
+  CHECK(same >= draws - 2);
+
+  // Bad rows give -1; parameters outside the op's range are refused.
+  std::vector<float> two = {1.0f, std::numeric_limits<float>::quiet_NaN(), 0.5f, 2.0f};
+  float u2[2] = {0.5f, 0.5f};
+  int32_t out[2] = {7, 7};
+  kestrel::Tensor lt = kestrel::make_tensor(kestrel::DType::F32, two.data(), 2, 2);
+  kestrel::Tensor ut = kestrel::make_tensor(kestrel::DType::F32, u2, 2);
+  kestrel::Tensor yt = kestrel::make_tensor(kestrel::DType::I32, out, 2);
+  kestrel::SampleParams sp{1.0f, 1, 1.0f, 0.0f};
+  REQUIRE((*ref)->run(kestrel::OpCall{kestrel::OpId::sample, &yt, {&lt, &ut}, 2, &sp}).ok());
+  CHECK(out[0] == -1);
+  CHECK(out[1] == 1);  // top-1: the argmax
+  sp.top_k = kestrel::kSampleMaxK + 1;
+  CHECK(!(*ref)->run(kestrel::OpCall{kestrel::OpId::sample, &yt, {&lt, &ut}, 2, &sp}).ok());
+  sp.top_k = 2;
+  sp.temperature = 0.0f;
+  CHECK(!(*ref)->run(kestrel::OpCall{kestrel::OpId::sample, &yt, {&lt, &ut}, 2, &sp}).ok());
+  // Samplers the op cannot follow: no top-k, a penalty, a quake exp tier.
+  for (int which = 0; which < 3; ++which) {
+    SamplerParams q;
+    q.top_k = which == 0 ? 0 : 40;
+    q.repeat_penalty = which == 1 ? 1.1f : 1.0f;
+    q.exp = which == 2 ? kestrel::ExpTier::quake2 : kestrel::ExpTier::exact;
+    Sampler s;
+    REQUIRE(s.init(1000, q).ok());
+    CHECK(!s.op_params(&sp));
+  }
+}

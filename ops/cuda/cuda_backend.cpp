@@ -50,7 +50,8 @@ bool op_implemented(const OpCall& c) {
     case OpId::add:
     case OpId::mul:
     case OpId::scale:
-    case OpId::argmax: return true;
+    case OpId::argmax:
+    case OpId::sample: return true;
     // No cuda kernel reads rope's freq factors (src2) or attn_factor yet.
     case OpId::rope: return c.n_src < 3 && c.p<RopeParams>().attn_factor == 1.0f;
     // Every exp tier and GELU form has a cuda kernel (ops/cuda/cuda_exp.cuh).

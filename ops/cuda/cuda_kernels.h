@@ -71,6 +71,14 @@ cudaError_t launch_transpose(TV x, TV y, cudaStream_t s);
 
 // y[m] = index of the largest element of row m of x (lowest on ties, NaN never wins).
 cudaError_t launch_argmax(TV x, TV y, bool strict, cudaStream_t s);
+// sample (k_sample.cu): logits [V, M], uniforms u [M], ids y [M]; inv_t = 1 / temperature rounded to float.
+struct SampleArgs {
+  int32_t top_k;
+  float inv_t;
+  float top_p;
+  float min_p;
+};
+cudaError_t launch_sample(TV logits, TV u, TV y, SampleArgs a, cudaStream_t s);
 // y row m = dequantized table row ids[m]; an id outside the table yields a
 // row of zeros (as the cpu kernel does), so no id can read out of bounds.
 cudaError_t launch_get_rows(DType tt, TV table, const int32_t* ids, TV y, cudaStream_t s);

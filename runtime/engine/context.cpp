@@ -227,11 +227,13 @@ void Context::set_n_threads(int n) {
   if (sched_) sched_->set_static_threads(n);
 }
 
-Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant) {
+Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant,
+                                const float* uniforms) {
   const int64_t V = model_.hparams().n_vocab;
   const int64_t n_rows = token_bucket(mb.n_tokens, params_.n_batch);
   const int32_t n_out = forward_.set_inputs(mb, last_chunk, kv_, n_rows);
   const int64_t n_out_rows = Forward::output_rows(mb.n_tokens, n_out, n_rows);
+  if (variant.draw) forward_.set_uniforms(uniforms + n_outputs_, n_out, n_out_rows);
   float* logits = logits_.data() + static_cast<size_t>(n_outputs_) * static_cast<size_t>(V);
   int32_t* ids = ids_.data() + n_outputs_;
   void* out = variant.ids_out ? static_cast<void*>(ids) : static_cast<void*>(logits);
@@ -286,8 +288,10 @@ Tensor Context::logits_tensor(int32_t first, int32_t n) {
   return make_tensor(DType::F32, logits_.data() + static_cast<size_t>(first) * static_cast<size_t>(V), V, n);
 }
 
-Status Context::decode(const BatchView& b, const PassVariant& variant) {
+Status Context::decode(const BatchView& b, const PassVariant& variant, const float* uniforms) {
   KESTREL_TRY(validate(b));
+  if (variant.draw && (!variant.ids_out || !uniforms))
+    return Status::invalid_argument("decode: a draw needs ids out and one uniform per logits row");
   const int64_t t0 = now_ns();
   const bool single = b.n_tokens == 1;
   set_n_threads(single ? params_.n_threads : params_.n_threads_batch);
@@ -326,7 +330,7 @@ Status Context::decode(const BatchView& b, const PassVariant& variant) {
     mb.logits = b.logits ? b.logits + off : nullptr;
     // Without flags only the very last token of the whole batch has logits.
     const bool last_chunk = off + mb.n_tokens == b.n_tokens;
-    Status s = run_micro_batch(mb, last_chunk, variant);
+    Status s = run_micro_batch(mb, last_chunk, variant, uniforms);
     if (!s.ok()) {
       // Leave the cache as it was: drop what this call stored.
       for (int32_t i = 0; i < b.n_tokens; ++i) kv_.seq_rm(b.seq_id ? b.seq_id[i] : 0, b.pos[i], b.pos[i] + 1);

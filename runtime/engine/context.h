@@ -80,7 +80,9 @@ class Context {
   // Runs the batch (split into micro-batches) with the pass `variant`
   // (default: the whole model, every logit). Validates ids, positions and
   // sequence ids first; on error the cache is as before the call.
-  Status decode(const BatchView& batch, const PassVariant& variant = {});
+  // variant.draw: uniforms holds one value in [0, 1) per logits row of the
+  // batch (in order), the draws of the sample op.
+  Status decode(const BatchView& batch, const PassVariant& variant = {}, const float* uniforms = nullptr);
   // Logits of the i-th token that asked for them in the last decode [n_vocab];
   // nullptr after a decode with variant.ids_out.
   const float* logits(int32_t i) const;
@@ -125,7 +127,7 @@ class Context {
   Status pick_backends(const ContextParams& p, const BackendOptions& bo);
   Status upload_weights();
   Status start_sched(int max_threads);
-  Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant);
+  Status run_micro_batch(const BatchView& mb, bool last_chunk, const PassVariant& variant, const float* uniforms);
   void set_n_threads(int n);
 
   const Model& model_;

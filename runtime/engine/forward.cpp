@@ -65,6 +65,7 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
     rng_full_ = c.take<int32_t>(3 * B);
     rng_swa_ = c.take<int32_t>(3 * B);
     out_rows_ = c.take<int32_t>(B);
+    draw_u_ = c.take<float>(B);
     if (pass == 0) {
       arena_bytes_ = c.used;
       arena_.reset(static_cast<uint8_t*>(aligned_alloc_bytes(arena_bytes_, kAlign)));
@@ -72,6 +73,10 @@ Status Forward::init(const Model& model, int64_t n_ubatch) {
     }
   }
   return {};
+}
+
+void Forward::set_uniforms(const float* u, int64_t n, int64_t n_rows) {
+  for (int64_t i = 0; i < n_rows && i < n_ubatch_; ++i) draw_u_[i] = i < n ? u[i] : 0.0f;
 }
 
 int32_t Forward::set_inputs(const BatchView& b, bool default_last, KvCache& kv, int64_t n_rows) {
@@ -118,6 +123,7 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
                             (long long)n_out, (long long)n_ubatch_);
   if (pv.ids_out && !out_ids && (part == PassPart::whole || part == PassPart::head))
     return Status::internal("forward: ids out without their memory");
+  if (pv.draw && (!pv.ids_out || pv.out_vocab > 0)) return Status::internal("forward: a draw needs ids out over the whole vocabulary");
   if (!pv.skip.empty() && pv.skip.size() != static_cast<size_t>(hp.n_layer))
     return Status::invalid_argument("skip mask of %zu layers for a %lld-layer model", pv.skip.size(), (long long)hp.n_layer);
 
@@ -265,8 +271,13 @@ Expected<int> Forward::record(Plan& ops, int64_t n, int64_t n_out, const PassVar
   if (pv.ids_out) {
     // Over the rows' first nv logits: the rest of a vocabulary subset is -inf.
     Tensor best = make_tensor(DType::I32, out_ids, n_out);
-    const ArgmaxParams strict{true};
-    KESTREL_TRY(ops.run(OpId::argmax, &best, {&out}, &strict));
+    if (pv.draw) {
+      Tensor u = f32(draw_u_, n_out);
+      KESTREL_TRY(ops.run(OpId::sample, &best, {&out, &u}, &pv.sample));
+    } else {
+      const ArgmaxParams strict{true};
+      KESTREL_TRY(ops.run(OpId::argmax, &best, {&out}, &strict));
+    }
   }
   return out_root;
 }

@@ -54,9 +54,14 @@ struct PassVariant {
   // infinity), and the logits stay where they were computed (on a GPU they
   // are not copied back).
   bool ids_out = false;
+  // With ids_out: each row's token drawn by the sample op with these
+  // parameters and the uniforms of Forward::set_uniforms(), not the argmax.
+  bool draw = false;
+  SampleParams sample;
 
   bool operator==(const PassVariant& o) const {
-    return out_vocab == o.out_vocab && ids_out == o.ids_out && skip == o.skip;
+    return out_vocab == o.out_vocab && ids_out == o.ids_out && draw == o.draw && (!draw || sample == o.sample) &&
+           skip == o.skip;
   }
 };
 
@@ -83,6 +88,9 @@ class Forward {
   // (row -1) and see none (empty range); when every token asked for logits,
   // the padded rows are logits rows too (output_rows() says how many).
   int32_t set_inputs(const BatchView& batch, bool default_last, KvCache& kv, int64_t n_rows = 0);
+  // The uniforms in [0, 1) of a draw (PassVariant::draw), one per logits row
+  // for the next execution: u[0, n), then 0 for the padded rows up to n_rows.
+  void set_uniforms(const float* u, int64_t n, int64_t n_rows);
   // Logits rows of a plan of n_rows for a micro-batch of n tokens of which
   // n_out asked for logits.
   static int64_t output_rows(int64_t n, int64_t n_out, int64_t n_rows) { return n_out == n ? n_rows : n_out; }
@@ -133,6 +141,7 @@ class Forward {
   int32_t* rng_full_ = nullptr;  // (3, B) cells seen (stream, lo, hi), full attention
   int32_t* rng_swa_ = nullptr;   // (3, B) the same under the sliding window
   int32_t* out_rows_ = nullptr;  // (B) batch rows that want logits
+  float* draw_u_ = nullptr;      // (B) uniforms of a draw, per logits row
   OpExpTiers exp_;
 };
 

@@ -36,6 +36,16 @@ Expected<SamplerParams> normalize_sampler_params(const SamplerParams& in, int32_
   return p;
 }
 
+bool Sampler::op_params(SampleParams* out) const {
+  const SamplerParams& p = params_;
+  const bool penalty = p.repeat_penalty != 1.0f && p.repeat_last_n > 0;
+  if (p.temperature < 1e-6f || p.top_k < 1 || p.top_k > kSampleMaxK || p.top_p <= 0.0f || penalty ||
+      p.exp != ExpTier::exact)
+    return false;
+  *out = SampleParams{p.temperature, p.top_k, p.top_p, p.min_p};
+  return true;
+}
+
 Status Sampler::init(int32_t n_vocab, const SamplerParams& params) {
   KESTREL_TRY_ASSIGN(params_, normalize_sampler_params(params, n_vocab));
   n_vocab_ = 0;

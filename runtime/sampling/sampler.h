@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "ops/exp_tier.h"
+#include "ops/op_table.h"
 #include "platform/status.h"
 
 namespace kestrel {
@@ -90,6 +91,13 @@ class Sampler {
   bool plain_greedy() const {
     return params_.temperature <= 0.0f && (params_.repeat_penalty == 1.0f || params_.repeat_last_n == 0);
   }
+  // Whether the sample op (ops/op_table.h) draws as sample() does: top-k on
+  // (at most kSampleMaxK), the exact exp tier, no repetition penalty, a
+  // temperature whose inverse a float holds. Then *out gets its parameters and
+  // a backend can draw where it computed the logits, with next_uniform().
+  bool op_params(SampleParams* out) const;
+  // The uniform sample() would draw next, advancing the generator as it does.
+  double next_uniform() { return uniform(); }
 
  private:
   struct Candidate {

@@ -399,6 +399,24 @@ inline void cases_argmax(std::vector<Case>& out) {
   add_case(out, OpId::argmax, {strided(spec(DType::F32, 32000, 2), 8)}, spec(DType::I32, 2), tol_exact(), "", "vocab");
 }
 
+// ---- sample --------------------------------------------------------------------
+// Ids, exact: a uniform within rounding of a boundary (tree vs ordered sums)
+// could pick a neighbour, which random uniforms miss by orders of magnitude.
+inline void cases_sample(std::vector<Case>& out) {
+  const SampleParams ps[] = {{1.0f, 40, 1.0f, 0.0f}, {0.8f, 40, 0.95f, 0.05f}, {1.5f, 1024, 0.9f, 0.0f},
+                             {0.5f, 1, 1.0f, 0.0f}, {1.0f, 7, 1.0f, 0.3f}};
+  const char* names[] = {"top-k", "top-k top-p min-p", "top-k 1024 top-p", "top-k 1", "top-k min-p"};
+  for (int64_t V : {1, 7, 33, 1000, 32001})
+    for (int i = 0; i < 5; ++i)
+      add_case(out, OpId::sample, {ranged(spec(DType::F32, V, 3), -6.0f, 6.0f), ranged(spec(DType::F32, 3), 0.0f, 0.999f)},
+               spec(DType::I32, 3), tol_exact(), names[i])
+          .with(ps[i]);
+  add_case(out, OpId::sample,
+           {strided(filled(spec(DType::F32, 2000, 4), Fill::argmax_hard), 8), ranged(spec(DType::F32, 4), 0.0f, 0.999f)},
+           spec(DType::I32, 4), tol_exact(), "top-k", "ties, NaN rows, strided")
+      .with(ps[0]);
+}
+
 // ---- copy ---------------------------------------------------------------------
 inline void cases_copy(std::vector<Case>& out) {
   const DType types[] = {DType::F32, DType::F16, DType::BF16};
