@@ -116,6 +116,7 @@ Status dispatch(Context& ctx, const OpCall& c) {
     case OpId::copy: return cuda_check(launch_copy(a.type, view(a), d.type, view(d), s), what);
     case OpId::argmax: return cuda_check(launch_argmax(view(a), view(d), c.p<ArgmaxParams>().strict, s), what);
     case OpId::sample: {
+      static_assert(kSampleThreads == kSampleMaxK, "one thread per kept candidate");
       const SampleParams& p = c.p<SampleParams>();
       const SampleArgs args{p.top_k, static_cast<float>(1.0 / static_cast<double>(p.temperature)), p.top_p, p.min_p};
       return cuda_check(launch_sample(view(a), view(*c.src[1]), view(d), args, s), what);

@@ -71,7 +71,9 @@ cudaError_t launch_transpose(TV x, TV y, cudaStream_t s);
 
 // y[m] = index of the largest element of row m of x (lowest on ties, NaN never wins).
 cudaError_t launch_argmax(TV x, TV y, bool strict, cudaStream_t s);
-// sample (k_sample.cu): logits [V, M], uniforms u [M], ids y [M]; inv_t = 1 / temperature rounded to float.
+// sample (k_sample.cu): logits [V, M], uniforms u [M], ids y [M]; inv_t = 1 / temperature rounded to float;
+// top_k <= kSampleThreads (kSampleMaxK).
+constexpr int kSampleThreads = 1024;
 struct SampleArgs {
   int32_t top_k;
   float inv_t;

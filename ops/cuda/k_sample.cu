@@ -17,8 +17,7 @@
 namespace kestrel::cuda {
 namespace {
 
-constexpr int kThreads = 1024;
-static_assert(kThreads == kSampleMaxK, "one thread per kept candidate");
+constexpr int kThreads = kSampleThreads;  // one per kept candidate (kSampleMaxK)
 
 __device__ __forceinline__ uint32_t order_key(float v) {
   const uint32_t b = __float_as_uint(v);
