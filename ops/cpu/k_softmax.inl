@@ -152,17 +152,23 @@ inline bool k_softmax(const OpCall& c, Exec& exec) {
   return true;
 }
 
-inline int32_t argmax_row(const float* x, int64_t n) {
+// strict: -1 when the row holds a NaN or an infinity.
+inline int32_t argmax_row(const float* x, int64_t n, bool strict) {
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   fvec vmax(kNegInf);
+  auto bad = fvec(0.0f) != fvec(0.0f);
   int64_t j = 0;
   for (; j + kLanes <= n; j += kLanes) {
     const fvec v = fvec::load_unaligned(x + j);
     vmax = xsimd::max(vmax, xsimd::select(v == v, v, fvec(kNegInf)));
+    bad = bad | !xsimd::isfinite(v);
   }
+  if (strict && xsimd::any(bad)) return -1;
   float mx = hmax(vmax);
-  for (; j < n; ++j)
+  for (; j < n; ++j) {
+    if (strict && !std::isfinite(x[j])) return -1;
     if (x[j] > mx) mx = x[j];
+  }
   for (j = 0; j < n; ++j)
     if (x[j] == mx) return (int32_t)j;
   return 0;  // every element NaN
@@ -170,9 +176,13 @@ inline int32_t argmax_row(const float* x, int64_t n) {
 
 inline bool k_argmax(const OpCall& c, Exec& exec) {
   const Tensor& a = *c.src[0];
-  int32_t* out = static_cast<int32_t*>(c.dst->data);
+  const Tensor& d = *c.dst;
+  const bool strict = c.p<ArgmaxParams>().strict;
   ew::par_rows(exec, a.ne[1], a.ne[0], [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) out[r] = argmax_row(a.row<float>(r), a.ne[0]);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int32_t id = argmax_row(a.row<float>(r), a.ne[0], strict);
+      std::memcpy(static_cast<char*>(d.data) + r * d.nb[0], &id, sizeof(id));
+    }
   });
   return true;
 }

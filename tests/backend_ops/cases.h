@@ -397,6 +397,13 @@ inline void cases_argmax(std::vector<Case>& out) {
              "ties and NaN");
   }
   add_case(out, OpId::argmax, {strided(spec(DType::F32, 32000, 2), 8)}, spec(DType::I32, 2), tol_exact(), "", "vocab");
+  // strict: -1 for the rows holding a NaN (most rows of argmax_hard), the argmax elsewhere.
+  for (int64_t n : {1, 7, 33, 1000, 32001}) {
+    add_case(out, OpId::argmax, {filled(spec(DType::F32, n, 4), Fill::argmax_hard)}, spec(DType::I32, 4), tol_exact(),
+             "strict", "ties and NaN")
+        .with(ArgmaxParams{true});
+    add_case(out, OpId::argmax, {spec(DType::F32, n, 3)}, spec(DType::I32, 3), tol_exact(), "strict").with(ArgmaxParams{true});
+  }
 }
 
 // ---- sample --------------------------------------------------------------------
