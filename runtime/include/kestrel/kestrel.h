@@ -261,7 +261,8 @@ typedef struct kestrel_batch {
 } kestrel_batch;
 
 kestrel_status kestrel_decode(kestrel_context* ctx, const kestrel_batch* batch);
-/* Logits [n_vocab] of the i-th token that kept logits in the last decode; NULL if out of range. */
+/* Logits [n_vocab] of the i-th token that kept logits in the last decode; NULL if out of
+ * range, or when the last decode returned token ids only (kestrel_generate on a GPU). */
 const float* kestrel_get_logits(kestrel_context* ctx, int32_t i);
 /* Removes sequence seq's cells with p0 <= pos < p1 (p1 < 0: to the end; seq < 0: every sequence). */
 kestrel_status kestrel_kv_seq_rm(kestrel_context* ctx, int32_t seq, int32_t p0, int32_t p1);
@@ -313,7 +314,11 @@ typedef struct kestrel_timings {
  * sampling NULL: the defaults with the context's seed. on_text may be NULL.
  * Returns KESTREL_OK when generation ends (n_predict reached, end-of-generation token,
  * context full), KESTREL_ERR_CANCELLED when on_text returned 0, KESTREL_ERR_TOO_LONG when
- * the prompt does not fit the context. Timings are filled in every case. */
+ * the prompt does not fit the context. Timings are filled in every case.
+ * On a GPU context the device picks the tokens where the sampler allows (greedy without a
+ * repetition penalty; top_k in 1..1024 with the exact exp tier and no penalty: the same
+ * draw as on the host from the sampler's uniform, but for a uniform within rounding of a
+ * boundary): only the ids come back, and kestrel_get_logits returns NULL afterwards. */
 kestrel_status kestrel_generate(kestrel_context* ctx, const char* prompt, int32_t n_predict,
                                 const kestrel_sampler_params* sampling, kestrel_text_fn on_text, void* user_data);
 void kestrel_get_timings(const kestrel_context* ctx, kestrel_timings* out);
