@@ -143,9 +143,11 @@ TEST_CASE("spec: greedy draft-model speculation equals plain greedy", "[spec][mo
       const auto ids = encode(*model, prompt);
       CHECK(spec_run(**dec, ids, 60) == plain_greedy(*ref_ctx, ids, 60));
       const SpecStats& s = (*dec)->stats();
-      // Batched and single-token logits may differ by rounding, so allow a
-      // rare disagreement; a broken loop would reject far more.
-      CHECK(s.n_accepted >= s.n_drafted - 2);
+      // Batched and single-token logits of F32 weights differ by rounding (other
+      // kernels at other row counts), which flips near-tied argmaxes: how many
+      // rounds draft, and so how many flips, follows the policy's clocks (a
+      // loaded machine once gave 11 of 14). A broken loop rejects nearly all.
+      CHECK(s.n_accepted * 4 >= s.n_drafted * 3);
     }
     print_stats("stories260K draft = target", **dec);
   }
