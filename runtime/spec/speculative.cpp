@@ -352,7 +352,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     if (tpass.ids_out) {
       // spec_verify's greedy rule on the device's ids.
       int32_t acc = 0;
-      while (acc < g && target_.greedy_id(acc) >= 0 && target_.greedy_id(acc) == drafts[static_cast<size_t>(acc)]) ++acc;
+      while (acc < g && target_.greedy_id(acc) == drafts[static_cast<size_t>(acc)]) ++acc;  // drafts are ids >= 0
       if (target_.greedy_id(acc) >= 0) out[0] = acc, out[1] = target_.greedy_id(acc);
     } else {
       Tensor tl = target_.logits_tensor(0, static_cast<int32_t>(g + 1));
