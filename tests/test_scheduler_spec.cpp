@@ -28,10 +28,11 @@ namespace {
 struct Served {
   std::unique_ptr<Context> ctx, dctx;
   std::unique_ptr<Scheduler> sched;
-  // pass_cost > 0: round lengths from that draft-pass cost instead of clocks
-  // (SpecSlotParams::pass_cost), for checks on step counts.
+  // Round lengths come from a fixed draft-pass cost (SpecSlotParams::pass_cost,
+  // a fifth of a target step), not from clocks: on a loaded machine the clocks
+  // can switch drafting off, and these checks need rounds to happen.
   Served(const Model& target, const Model* draft, int32_t n_slots, int64_t n_ctx, int32_t draft_max = 6,
-         double pass_cost = 0.0) {
+         double pass_cost = 0.2) {
     ctx = slots_ctx(target, n_slots, n_ctx);
     SchedulerParams sp;
     sp.n_chunk = 7;  // prompts read in pieces beside the other slots' rounds
@@ -85,10 +86,10 @@ TEST_CASE("speculative slots give the tokens of plain serving", "[serve][schedul
   for (const Model* draft : {target.get(), other.get()}) {
     const bool self = draft == target.get();
     INFO((self ? "the target as its own draft" : "a q4_0 draft"));
-    // A draft pass at a fifth of a target step: drafting pays at the acceptance
-    // seen, whatever this machine's clocks say (under emulation a self-draft's
-    // pass can cost what the step does, and drafting then switches off).
-    Served spec(*target, draft, n_req, 128, 6, 0.2);
+    // A draft pass at a fifth of a target step (Served's default): drafting pays
+    // at the acceptance seen, whatever this machine's clocks say (under emulation
+    // a self-draft's pass can cost what the step does, and drafting then switches off).
+    Served spec(*target, draft, n_req, 128, 6);
     std::vector<Collector> got(n_req);
     reqs.clear();
     for (int i = 0; i < n_req; ++i) reqs.push_back(greedy(prompts[i], n_gen, got[i]));
@@ -139,6 +140,7 @@ TEST_CASE("p_min and a draft vocabulary subset shorten drafts, not change tokens
     sp.draft = dctx.get();
     sp.spec.p_min = c.p_min;
     sp.spec.draft_vocab = c.draft_vocab;
+    sp.spec.pass_cost = 0.2;  // as Served: rounds whatever the clocks say
     auto sched = Scheduler::create(*ctx, sp);
     REQUIRE(sched.ok());
     std::vector<Collector> got(2);
