@@ -279,8 +279,9 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
   const size_t wq_bytes = usb * kSuperBytes;  // each plane
   const size_t d_bytes = round64(usb * kTile * 4);
   const size_t mins_bytes = usb * 8 * kTile * 4;
-  const size_t per_thread =
-      qrow_bytes + kPlanes<T> * wq_bytes + 2 * d_bytes + mins_bytes + (6 + 1) * kCFloats * 4;
+  const size_t panel_bytes = kPlanes<T> * wq_bytes + 2 * d_bytes + mins_bytes;
+  const int group = panel_group(panel_bytes);
+  const size_t per_thread = qrow_bytes + static_cast<size_t>(group) * panel_bytes + (6 + 1) * kCFloats * 4;
   const int64_t work = N * K * Mt;
   const int n_par = work < 64 * 1024 ? 1 : static_cast<int>(NT < exec.n_threads() ? NT : exec.n_threads());
   char* base =
@@ -296,14 +297,18 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
     char* mine = thread_base + per_thread * static_cast<size_t>(ith);
     BlockQ8_K* qrow = reinterpret_cast<BlockQ8_K*>(mine);
     mine += qrow_bytes;
-    Panel p;
-    for (int pl = 0; pl < 3; ++pl) p.plane[pl] = pl < kPlanes<T> ? reinterpret_cast<int8_t*>(mine + pl * wq_bytes) : nullptr;
-    mine += kPlanes<T> * wq_bytes;
-    p.d = reinterpret_cast<float*>(mine);
-    p.dmin = reinterpret_cast<float*>(mine + d_bytes);
-    mine += 2 * d_bytes;
-    p.mins = reinterpret_cast<float*>(mine);
-    mine += mins_bytes;
+    char* panels = mine;  // group x (planes, d, dmin, mins)
+    auto panel = [&](int g) {
+      char* at = panels + static_cast<size_t>(g) * panel_bytes;
+      Panel p;
+      for (int pl = 0; pl < 3; ++pl) p.plane[pl] = pl < kPlanes<T> ? reinterpret_cast<int8_t*>(at + pl * wq_bytes) : nullptr;
+      at += kPlanes<T> * wq_bytes;
+      p.d = reinterpret_cast<float*>(at);
+      p.dmin = reinterpret_cast<float*>(at + d_bytes);
+      p.mins = reinterpret_cast<float*>(at + 2 * d_bytes);
+      return p;
+    };
+    mine += static_cast<size_t>(group) * panel_bytes;
     int32_t* cbuf = reinterpret_cast<int32_t*>(mine);
     float* out = reinterpret_cast<float*>(cbuf + 6 * kCFloats);
 
@@ -331,16 +336,15 @@ bool matmul_kq(const OpCall& c, Exec& exec) {
     }
     if (nth > 1) exec.pool().barrier();
 
-    // 2. This thread's 16-row weight panels, each decoded once, against every m-tile.
-    for_each_panel(cfg, N, ith, nth, [&](int64_t n, int rows) {
-      decode_panel<T>(W, n, rows, nsb, p);
-      for (int64_t t = 0; t < MT; ++t) {
-        const size_t ts = static_cast<size_t>(t) * usb;
-        const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * 8 * kTile};
-        tile_loop<T>(nsb, p, a, cbuf, out);
-        store_tile(out, y, t, Mt, n, rows);
-      }
-    });
+    // 2. This thread's 16-row weight panels, decoded once a group, against every m-tile.
+    for_each_panel_group(
+        cfg, N, MT, group, ith, nth, [&](int g, int64_t n, int rows) { decode_panel<T>(W, n, rows, nsb, panel(g)); },
+        [&](int g, int64_t n, int rows, int64_t t) {
+          const size_t ts = static_cast<size_t>(t) * usb;
+          const ActTile a{xq + ts * kSuperBytes, dxs + ts * kTile, bss + ts * 8 * kTile};
+          tile_loop<T>(nsb, panel(g), a, cbuf, out);
+          store_tile(out, y, t, Mt, n, rows);
+        });
   });
   return true;
 }
