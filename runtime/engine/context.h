@@ -97,6 +97,10 @@ class Context {
   // the memory of the backend that wrote them (ops such as spec_verify read it).
   Tensor logits_tensor(int32_t first, int32_t n);
   int32_t n_outputs() const { return n_outputs_; }
+  // Micro-batches so far whose plan was built, or whose device graph was
+  // captured, in the decode that ran them: their time is a shape's one-off
+  // cost, not a step's (a policy timing steps leaves such a decode out).
+  uint64_t n_cold() const { return n_cold_; }
   // Runs one op where the context's logits live (host memory: the cpu
   // backend, the ref backend taking what it lacks). Validates the call.
   Status run_op(const OpCall& call);
@@ -148,6 +152,7 @@ class Context {
   std::vector<int32_t> ids_;   // [n_batch] greedy ids (PassVariant::ids_out)
   int32_t n_outputs_ = 0;
   bool ids_only_ = false;      // the last decode returned ids, not logits
+  uint64_t n_cold_ = 0;
   ContextStats stats_;
 };
 

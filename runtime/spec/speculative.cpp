@@ -311,8 +311,9 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       one.pos = &n_past_;
       one.seq_id = &seq;
       const int64_t tp = now_ns();
+      const uint64_t cold = target_.n_cold();
       KESTREL_TRY(target_.decode(one, tpass));
-      policy_.plain_step(now_ns() - tp);
+      if (target_.n_cold() == cold) policy_.plain_step(now_ns() - tp);
       ++stats_.n_plain_steps;
       hist.push_back(pending);
       ++n_past_;
@@ -322,6 +323,10 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       continue;
     }
     // Draft g tokens: first catch the draft up to the pending token.
+    // Steps that built a plan or captured a device graph (a new batch shape)
+    // are left out of the policy's clocks: later rounds of the shape never pay it.
+    Context& dc = draft_ ? *draft_ : target_;
+    const uint64_t dcold = dc.n_cold();
     const int64_t t0 = now_ns();
     const int64_t passes0 = stats_.n_draft_passes;
     // A draft model behind by plain steps feeds them first: that round's time is no draft pass's.
@@ -334,7 +339,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     g = *drafted;
     const int64_t t1 = now_ns();
     stats_.t_draft_ns += t1 - t0;
-    if (!catching_up) policy_.drafted(static_cast<int>(stats_.n_draft_passes - passes0), t1 - t0);
+    if (!catching_up && dc.n_cold() == dcold) policy_.drafted(static_cast<int>(stats_.n_draft_passes - passes0), t1 - t0);
 
     // Verify: [pending, d_0 .. d_(g-1)] at n_past .. n_past + g, every row scored.
     batch_tok_.assign(1, pending);
@@ -347,7 +352,9 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     vb.pos = batch_pos_.data();
     vb.logits = batch_flags_.data();
     vb.seq_id = batch_seq_.data();
+    const uint64_t tcold = target_.n_cold();
     KESTREL_TRY(target_.decode(vb, tpass));
+    const bool verify_cold = target_.n_cold() != tcold;
     int32_t out[2] = {-1, -1};
     if (tpass.ids_out) {
       // spec_verify's greedy rule on the device's ids.
@@ -366,7 +373,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     const int32_t a = out[0];
     const int64_t t_verify = now_ns() - t1;
     stats_.t_verify_ns += t_verify;
-    policy_.verified(static_cast<int>(g + 1), t_verify);
+    if (!verify_cold) policy_.verified(static_cast<int>(g + 1), t_verify);
     policy_.accepted(static_cast<int>(g), a);
     ++stats_.rounds_by_g[std::min<int64_t>(g, 32)];
     ++stats_.n_rounds;
