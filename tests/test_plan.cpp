@@ -180,15 +180,18 @@ TEST_CASE("plan slots have their roles; variants are plans; the cache builds onc
   // The context builds a plan per (tokens, outputs, variant) once.
   const int64_t V = m->hparams().n_vocab;
   std::vector<float> l;
-  const uint64_t b0 = c->plans().n_built();
+  const uint64_t b0 = c->plans().n_built(), cold0 = c->n_cold();
   REQUIRE(decode_all(*c, some_ids(5, V, 3), 0, 0, &l).ok());
+  CHECK(c->n_cold() == cold0 + 1);  // built in this decode: a cold step
   c->kv().clear();
   REQUIRE(decode_all(*c, some_ids(5, V, 4), 0, 0, &l).ok());
   CHECK(c->plans().n_built() == b0 + 1);
+  CHECK(c->n_cold() == cold0 + 1);  // reused: warm (host plans capture no graph)
   c->kv().clear();
   int32_t t = 1, p = 0;
   REQUIRE(c->decode(BatchView{1, &t, &p, nullptr, nullptr}, sv).ok());
   CHECK(c->plans().n_built() == b0 + 2);
+  CHECK(c->n_cold() == cold0 + 2);
 }
 
 TEST_CASE("removing positions from the middle of a sequence moves its later cells down", "[plan][kv]") {

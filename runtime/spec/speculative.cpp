@@ -283,6 +283,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   pc.g_init = p_.draft_init;
   pc.prior_pass = pass_ratio;
   pc.one_pass_draft = mask_id_ >= 0;
+  pc.drop_first = false;  // the rounds below leave out cold steps themselves (Context::n_cold)
   policy_ = SpecPolicy(pc);
   // Stochastic: the rounds' lengths steer which uniforms are drawn, so they
   // come from model sizes, not clocks (the same seed gives the same tokens):

@@ -24,8 +24,9 @@
 //
 // Weights are repacked per call, panel by panel: a thread decodes 16 weight rows (all
 // their blocks; the int8 kernels a group of such panels at once) into tiles once and runs
-// every activation row against them, so the repack is amortised over M; bench_amx_matmul's M = 1 rows show what it costs (AMX at one
-// activation row is mostly the repack), and its crossover is where it stops mattering.
+// every activation row against them, so the repack is amortised over M; bench_amx_matmul's
+// M = 1 rows show what it costs (AMX at one activation row is mostly the repack), and its
+// crossover is where it stops mattering.
 // Not thread-safe per Exec (it uses exec's scratch), like every cpu kernel.
 #pragma once
 

@@ -24,12 +24,6 @@
 
 #if defined(KESTREL_AMX_INT8_COMPILED) && defined(__AMX_BF16__)
 
-// The same GCC 12 pass-through operand as in amx_tiles.h, reported here (transpose16
-// inlined into store_tile) as -Wuninitialized.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
-
 namespace kestrel::cpu::amx {
 namespace {
 

@@ -18,9 +18,11 @@
 #include "ops/cpu/k_matmul_act.inl"
 #undef KESTREL_ISA_NS
 // GCC 12's AVX-512 intrinsics give unmasked results an undefined pass-through operand
-// (`__m512 __Y = __Y;`), which its -Wmaybe-uninitialized reports at every inlined use.
+// (`__m512 __Y = __Y;`), which its -Wmaybe-uninitialized and, where transpose16 is inlined
+// into store_tile, -Wuninitialized report at every inlined use.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace kestrel::cpu::amx {
@@ -114,6 +116,13 @@ inline E* row_at(const Tensor& t, int64_t r) {
 
 inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 
+// Panels per group for decoded panels of panel_bytes each: up to 8 within 1 MiB (half this
+// machine class's 2 MiB L2 per core; Q6_K at K = 5632, ~270 KB a panel, ran 0.65x with 8).
+inline int panel_group(size_t panel_bytes) {
+  const size_t g = (size_t{1} << 20) / (panel_bytes ? panel_bytes : 1);
+  return g < 1 ? 1 : g > 8 ? 8 : static_cast<int>(g);
+}
+
 // The int8 kernels' step 2: this thread's 16-row weight panels, up to `group` at a time:
 // decode(g, n, rows) puts each panel of a group in the thread's panel buffer g (rows: the
 // panel's real rows), then for every m-tile t, tile(g, n, rows, t) runs the group's panels
@@ -123,13 +132,6 @@ inline size_t round64(size_t n) { return (n + 63) / 64 * 64; }
 // panel_group() measured 1.10-1.15x on the Q4_0 kernel and 1.05-1.3x on the Q4_K / Q6_K
 // kernels at 512 rows (bench_amx_matmul, 1 thread). Which thread computes a panel is
 // unchanged, so outputs keep their bits.
-// Panels per group for decoded panels of panel_bytes each: up to 8 within 1 MiB (half this
-// machine class's 2 MiB L2 per core; Q6_K at K = 5632, ~270 KB a panel, ran 0.65x with 8).
-inline int panel_group(size_t panel_bytes) {
-  const size_t g = (size_t{1} << 20) / (panel_bytes ? panel_bytes : 1);
-  return g < 1 ? 1 : g > 8 ? 8 : static_cast<int>(g);
-}
-
 template <class Decode, class Tile>
 inline void for_each_panel_group(const TileConfig& cfg, int64_t N, int64_t MT, int group, int ith, int nth,
                                  Decode&& decode, Tile&& tile) {
