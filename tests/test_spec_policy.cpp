@@ -65,22 +65,6 @@ TEST_CASE("spec policy: the first rounds draft g_init and one plain step measure
   CHECK(pol.choose() > 0);
 }
 
-TEST_CASE("spec policy: a caller that leaves out cold steps itself has every time kept", "[spec][policy]") {
-  SpecPolicy::Config cfg{8, 4};
-  cfg.drop_first = false;  // SpecDecoder: steps that built a plan or captured a graph never reach the policy
-  SpecPolicy pol(cfg);
-  Costs c;
-  REQUIRE(pol.choose() == 4);
-  pol.drafted(4, 4 * c.pass);
-  pol.verified(5, c.verify(5));
-  pol.accepted(4, 4);
-  REQUIRE(pol.round_ns(4) > 0.0);  // the first round's times count
-  REQUIRE(pol.choose() == 0);      // plain time unknown: one plain step measures it
-  pol.plain_step(c.plain);
-  CHECK(pol.plain_ns() == Approx(double(c.plain)));
-  CHECK(pol.choose() > 0);
-}
-
 TEST_CASE("spec policy: with a cost prior, one rejected first round ends drafting", "[spec][policy]") {
   Costs c;
   SpecPolicy::Config cfg{8, 1};

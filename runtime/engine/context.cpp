@@ -262,7 +262,6 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   const uint64_t built = plans_.n_built();
   KESTREL_TRY_ASSIGN(PlanCache::Entry * e, plans_.get(n_rows, n_out_rows, variant, build));
   const bool replayed = e->exe->replays_graph();
-  if (plans_.n_built() != built) ++n_cold_;
   if (e->front) {
     KESTREL_TRY(e->front->execute());
     KESTREL_TRY(e->exe->bind_output(e->output_root, forward_.gathered_rows()));
@@ -275,7 +274,7 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
     KESTREL_TRY(e->exe->bind_output(e->output_root, out));
     KESTREL_TRY(e->exe->execute());
   }
-  if (plans_.n_built() == built && e->exe->replays_graph() != replayed) ++n_cold_;  // captured now
+  if (plans_.n_built() != built || e->exe->replays_graph() != replayed) ++n_cold_;  // built or captured now
   n_outputs_ += n_out;
   return {};
 }

@@ -222,19 +222,19 @@ void SpecPolicy::set_costs(double plain_ns, std::span<const double> round_ns, st
     best_ns_[g] = best_ns[g] > 0.0 ? best_ns[g] : 0.0;
 }
 
-// The first time of each kind is dropped (Config::drop_first): it includes
-// building the plan of that shape (and a cold cache), which later steps never pay.
+// The first time of each kind is dropped: it includes building the plan of
+// that shape (and a cold cache), which later steps never pay.
 void SpecPolicy::plain_step(int64_t ns) {
-  if (!fixed_ && ns > 0 && (seen_plain_++ > 0 || !c_.drop_first)) plain_ns_ = ema(plain_ns_, double(ns), kCostWeight);
+  if (!fixed_ && ns > 0 && seen_plain_++ > 0) plain_ns_ = ema(plain_ns_, double(ns), kCostWeight);
 }
 
 void SpecPolicy::drafted(int passes, int64_t ns) {
-  if (!fixed_ && passes > 0 && ns > 0 && (seen_pass_++ > 0 || !c_.drop_first)) pass_ns_ = ema(pass_ns_, double(ns) / passes, kCostWeight);
+  if (!fixed_ && passes > 0 && ns > 0 && seen_pass_++ > 0) pass_ns_ = ema(pass_ns_, double(ns) / passes, kCostWeight);
 }
 
 void SpecPolicy::verified(int rows, int64_t ns) {
   if (fixed_ || rows < 1 || rows > kMaxDraft + 1 || ns <= 0) return;
-  if (seen_verify_[static_cast<size_t>(rows)]++ == 0 && c_.drop_first) return;
+  if (seen_verify_[static_cast<size_t>(rows)]++ == 0) return;
   double& v = verify_ns_[static_cast<size_t>(rows)];
   v = ema(v, double(ns), kCostWeight);
 }

@@ -53,10 +53,6 @@ class SpecPolicy {
     double forget = 0.05;      // weight of a new observation in the running estimates
     double prior_accept = 0.6; // acceptance of the first draft before any round
     double prior_weight = 2.0; // pseudo-rounds of each position's prior
-    // Drop the first time of each kind (plain step, draft pass, verify of n rows): it
-    // includes building the plan of that shape. false for a caller that leaves out
-    // every step that built a plan or captured a graph itself (Context::n_cold()).
-    bool drop_first = true;
   };
 
   explicit SpecPolicy(const Config& c);
