@@ -205,6 +205,13 @@ Expected<int64_t> SpecDecoder::draft_round(const std::vector<int32_t>& hist, int
   return g;
 }
 
+// Whether ctx ran a step since n_cold() was `mark` that built a plan or
+// captured a graph, on a device: there a new batch shape costs its first two
+// uses several steps (plan prepare, then graph capture), and the policy leaves
+// such steps out of its clocks (it drops the first time of each kind itself,
+// which covers a host plan's build and its cold caches).
+static bool cold_since(const Context& ctx, uint64_t mark) { return ctx.on_device() && ctx.n_cold() != mark; }
+
 Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predict, FunctionRef<bool(int32_t)> on_token) {
   stats_ = SpecStats{};
   rng_.seed(p_.seed);  // the same seed and prompt give the same tokens
@@ -283,7 +290,6 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   pc.g_init = p_.draft_init;
   pc.prior_pass = pass_ratio;
   pc.one_pass_draft = mask_id_ >= 0;
-  pc.drop_first = false;  // the rounds below leave out cold steps themselves (Context::n_cold)
   policy_ = SpecPolicy(pc);
   // Stochastic: the rounds' lengths steer which uniforms are drawn, so they
   // come from model sizes, not clocks (the same seed gives the same tokens):
@@ -314,7 +320,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       const int64_t tp = now_ns();
       const uint64_t cold = target_.n_cold();
       KESTREL_TRY(target_.decode(one, tpass));
-      if (target_.n_cold() == cold) policy_.plain_step(now_ns() - tp);
+      if (!cold_since(target_, cold)) policy_.plain_step(now_ns() - tp);
       ++stats_.n_plain_steps;
       hist.push_back(pending);
       ++n_past_;
@@ -324,8 +330,6 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
       continue;
     }
     // Draft g tokens: first catch the draft up to the pending token.
-    // Steps that built a plan or captured a device graph (a new batch shape)
-    // are left out of the policy's clocks: later rounds of the shape never pay it.
     Context& dc = draft_ ? *draft_ : target_;
     const uint64_t dcold = dc.n_cold();
     const int64_t t0 = now_ns();
@@ -340,7 +344,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     g = *drafted;
     const int64_t t1 = now_ns();
     stats_.t_draft_ns += t1 - t0;
-    if (!catching_up && dc.n_cold() == dcold) policy_.drafted(static_cast<int>(stats_.n_draft_passes - passes0), t1 - t0);
+    if (!catching_up && !cold_since(dc, dcold)) policy_.drafted(static_cast<int>(stats_.n_draft_passes - passes0), t1 - t0);
 
     // Verify: [pending, d_0 .. d_(g-1)] at n_past .. n_past + g, every row scored.
     batch_tok_.assign(1, pending);
@@ -355,7 +359,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
     vb.seq_id = batch_seq_.data();
     const uint64_t tcold = target_.n_cold();
     KESTREL_TRY(target_.decode(vb, tpass));
-    const bool verify_cold = target_.n_cold() != tcold;
+    const bool verify_cold = cold_since(target_, tcold);
     int32_t out[2] = {-1, -1};
     if (tpass.ids_out) {
       // spec_verify's greedy rule on the device's ids.
