@@ -329,6 +329,8 @@ kestrel_context_params kestrel_context_default_params(void) {
   p.sched = KESTREL_SCHED_STATIC;
   p.n_gpu_layers = -1;
   p.gpu_exact_f16 = 0;
+  p.step_callback = nullptr;
+  p.step_user_data = nullptr;
   return p;
 }
 
@@ -366,6 +368,8 @@ kestrel_status kestrel_context_create(kestrel_model* model, const kestrel_contex
     if (p.n_gpu_layers < -1) return Status::invalid_argument("n_gpu_layers %d < -1", p.n_gpu_layers);
     cp.n_gpu_layers = p.n_gpu_layers;
     cp.gpu_exact_f16 = p.gpu_exact_f16 != 0;
+    cp.on_step = p.step_callback;
+    cp.on_step_user = p.step_user_data;
     if (p.sched != KESTREL_SCHED_STATIC && p.sched != KESTREL_SCHED_DYNAMIC)
       return Status::invalid_argument("sched %d is not a kestrel_sched", p.sched);
     cp.sched = p.sched == KESTREL_SCHED_DYNAMIC ? SchedMode::dynamic : SchedMode::fixed_thresholds;

@@ -137,6 +137,44 @@ static void test_decode_greedy(kestrel_model* model, kestrel_context* ctx) {
   kestrel_sampler_free(smpl);
 }
 
+/* The step callback sees each micro-batch: its tokens and the tokens that kept logits. */
+typedef struct {
+  int n;
+  int32_t tokens[8], outputs[8];
+} step_log;
+static void on_step(void* user, int32_t n_tokens, int32_t n_outputs) {
+  step_log* l = (step_log*)user;
+  if (l->n < 8) l->tokens[l->n] = n_tokens, l->outputs[l->n] = n_outputs;
+  ++l->n;
+}
+
+static void test_step_callback(kestrel_model* model) {
+  kestrel_context_params cp = kestrel_context_default_params();
+  cp.n_ctx = 64;
+  cp.n_batch = 4;
+  cp.n_threads = 1;
+  step_log log = {0, {0}, {0}};
+  cp.step_callback = on_step;
+  cp.step_user_data = &log;
+  kestrel_context* ctx = NULL;
+  CHECK(kestrel_context_create(model, &cp, &ctx) == KESTREL_OK);
+  if (!ctx) return;
+  /* 10 tokens in micro-batches of 4, 4 and 2, logits of tokens 5 and 9; then one token. */
+  kestrel_token toks[10];
+  int32_t pos[10];
+  int8_t keep[10] = {0, 0, 0, 0, 0, 1, 0, 0, 0, 1};
+  for (int32_t i = 0; i < 10; ++i) toks[i] = kReference[i], pos[i] = i;
+  kestrel_batch b = {10, toks, pos, NULL, keep};
+  CHECK(kestrel_decode(ctx, &b) == KESTREL_OK);
+  kestrel_batch one = {1, toks, pos + 9, NULL, NULL};
+  CHECK(kestrel_kv_seq_rm(ctx, 0, 9, -1) == KESTREL_OK);
+  CHECK(kestrel_decode(ctx, &one) == KESTREL_OK);
+  CHECK(log.n == 4);
+  const int32_t want_tokens[4] = {4, 4, 2, 1}, want_outputs[4] = {0, 1, 1, 1};
+  for (int i = 0; i < 4 && i < log.n; ++i) CHECK(log.tokens[i] == want_tokens[i] && log.outputs[i] == want_outputs[i]);
+  kestrel_context_free(ctx);
+}
+
 static void test_generate(kestrel_model* model, kestrel_context* ctx) {
   /* Expected text: the reference ids' pieces, as a stream emits them. */
   char expect[1024];
@@ -578,6 +616,7 @@ int main(void) {
   test_every_entry_point_rejects_bad_handles(model, ctx);
   test_inspect(model);
   test_log_callback(model);
+  test_step_callback(model);
   {
     char expect[1024];
     size_t elen = 0;

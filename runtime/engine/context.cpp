@@ -276,6 +276,7 @@ Status Context::run_micro_batch(const BatchView& mb, bool last_chunk, const Pass
   }
   if (plans_.n_built() != built || e->exe->replays_graph() != replayed) ++n_cold_;  // built or captured now
   n_outputs_ += n_out;
+  if (params_.on_step) params_.on_step(params_.on_step_user, mb.n_tokens, n_out);
   return {};
 }
 

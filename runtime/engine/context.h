@@ -63,6 +63,10 @@ struct ContextParams {
   SchedMode sched = SchedMode::fixed_thresholds;  // dynamic: only where the cpu backend runs the plans
   // dynamic: the calibration cache directory; nullptr = calib_dir() (runtime/sched/calib_cache.h), "" = no cache.
   const char* calib_dir = nullptr;
+  // Called after each micro-batch with its tokens and the tokens that kept
+  // logits (kestrel_context_params::step_callback); nullptr = none.
+  void (*on_step)(void* user, int32_t n_tokens, int32_t n_outputs) = nullptr;
+  void* on_step_user = nullptr;
 };
 
 struct ContextStats {

@@ -23,6 +23,7 @@
 #include "cmd_serve_conn.h"
 #include "cmd_serve_spec.h"
 #include "device_flags.h"
+#include "step_trace.h"
 
 namespace kcli {
 
@@ -39,6 +40,7 @@ struct ServeOptions {
   bool metrics = false, no_mmap = false;
   DeviceFlags device;
   serve::ServeSpecOptions spec;
+  std::string trace_steps;
 };
 
 std::atomic<int> g_sigterm{0};
@@ -48,6 +50,7 @@ struct Server {
   const ServeOptions* opt = nullptr;
   std::string chat_template;  // the resolved --chat-template
   std::atomic<bool> ready{false}, stopping{false};
+  StepTraceFile trace;  // --trace-steps; closed after the context is freed
   kestrel_model* model = nullptr;
   kestrel_context* ctx = nullptr;
   kestrel_scheduler* sched = nullptr;
@@ -459,12 +462,14 @@ bool load(Server& s) {
   if (o.threads > 0) cp.n_threads = o.threads;
   cp.n_threads_batch = o.threads_batch;
   apply_device_flags(o.device, &cp);
+  if (!s.trace.attach(o.trace_steps, &cp, &s.load_error)) return false;
   if (kestrel_context_create(s.model, &cp, &s.ctx) != KESTREL_OK) {
     s.load_error = std::string("cannot create the context: ") + kestrel_last_error(nullptr);
     return false;
   }
   kestrel_scheduler_params sp = kestrel_scheduler_default_params();
   sp.max_queue = o.max_queue;
+  StepTraceFile::detach(&cp);  // the trace is the target's steps
   if (!serve::load_draft(o.spec, mp, cp, &s.draft, &sp, &s.load_error)) return false;
   if (kestrel_scheduler_create(s.ctx, &sp, &s.sched) != KESTREL_OK) {
     s.load_error = std::string("cannot start the scheduler: ") + kestrel_last_error(nullptr);
@@ -588,6 +593,7 @@ Command add_serve(CLI::App& app) {
   sub->add_flag("--no-mmap", o->no_mmap, "read the model (and the draft) into memory instead of mapping it");
   add_device_flags(sub, o->device);
   serve::add_serve_spec_flags(sub, o->spec);
+  add_step_trace_flag(sub, o->trace_steps);
   sub->add_option("--max-queue", o->max_queue, "requests that may wait for a slot; beyond: 503 (default 64)")
       ->check(CLI::Range(0, 1 << 20));
   return {sub, [o]() {

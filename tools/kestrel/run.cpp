@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "device_flags.h"
+#include "step_trace.h"
 
 namespace kcli {
 namespace {
@@ -36,6 +37,7 @@ struct RunOptions {
   ExpFlags exp;
   DeviceFlags device;
   SpecFlags spec;
+  std::string trace_steps;
 };
 
 struct Output {
@@ -88,6 +90,8 @@ int run(const RunOptions& o) {
   cp.n_threads_batch = o.threads_batch;
   apply_exp_flags(o.exp, &cp, nullptr);
   apply_device_flags(o.device, &cp);
+  StepTraceFile trace;  // outlives the context
+  if (!trace.attach(o.trace_steps, &cp, &error)) return usage_error(error);
   if (o.verbose) {
     // The context's messages (with --sched dynamic: the calibration and each change of matmul kernel).
     cp.log_callback = [](void*, int32_t, const char* msg) { std::fprintf(stderr, "kestrel: %s\n", msg); };
@@ -189,6 +193,7 @@ Command add_run(CLI::App& app) {
   add_device_flags(sub, o->device);
   add_exp_flags(sub, o->exp);
   add_spec_flags(sub, o->spec);
+  add_step_trace_flag(sub, o->trace_steps);
   sub->add_flag("-v,--verbose", o->verbose, "print system and model information");
   return {sub, [o] { return run(*o); }};
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cli.h"
+#include "step_trace.h"
 
 namespace kcli {
 
@@ -85,6 +86,7 @@ int spec_generate(const SpecFlags& f, kestrel_context* ctx, const kestrel_contex
     if (int rc = load_model(f.draft_model, mp, &draft); rc != kExitOk) return rc;
     draft_guard.reset(draft);
     kestrel_context_params dp = cp;
+    StepTraceFile::detach(&dp);  // the trace is the target's steps
     if (kestrel_status s = kestrel_context_create(draft, &dp, &dctx); s != KESTREL_OK)
       return report(s, "cannot create the draft model's context", nullptr);
     dctx_guard.reset(dctx);

@@ -241,6 +241,12 @@ typedef struct kestrel_context_params {
   int32_t n_gpu_layers;
   int gpu_exact_f16;       /* 1: prompt GEMMs on F16 weights keep ~22 bits of the activations (two
                             * tensor-core passes) instead of rounding them to F16 (default 0) */
+  /* Called after each micro-batch the context runs (a prompt longer than n_batch is several)
+   * with its tokens and the tokens that kept logits: a per-step trace of the rows every
+   * weight-bearing matmul saw, for schedulers and metrics. On the decoding thread; it must not
+   * call into the context. NULL: none (default). */
+  void (*step_callback)(void* user_data, int32_t n_tokens, int32_t n_outputs);
+  void* step_user_data;    /* passed back to step_callback (default NULL) */
 } kestrel_context_params;
 
 kestrel_context_params kestrel_context_default_params(void);
