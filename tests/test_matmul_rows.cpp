@@ -115,14 +115,15 @@ TEST_CASE("K-quant row kernels for a few rows: ref and bitwise the token alone",
   // Q4_K / Q6_K take the row kernel for groups of up to 4 activation rows (8 on AVX-512
   // VNNI, k_matmul_q_rows.inl: groups of 2 or 3 rows on 512-bit row kernels, groups of 4..8
   // through the pair kernels on rows repacked in pairs, an odd last row paired with itself):
-  // each row must get the bits the one-row kernel gives it, whatever its group. M runs past
-  // two groups of 8, so tails of 1, 2, 3 and 4+ rows all occur.
+  // each row must get the bits the one-row kernel gives it, whatever its group. Where the
+  // pair kernels go to 8 pairs, rows go in groups of 16 (k_matmul.inl, kPairGroup). M runs
+  // past two groups of 16, so tails of 1, 2, 3 and 4+ rows all occur.
   const bool reduced = kestrel::test::reduced_sweep();
   for (CpuIsa isa : isas_to_test()) {
     auto cpu = make_cpu(isa, 2);
     for (DType w : {DType::Q4_K, DType::Q6_K}) {
       for (int64_t nb : reduced ? std::vector<int64_t>{1, 3} : std::vector<int64_t>{1, 3, 7}) {
-        const int64_t K = nb * kQKK, N = reduced ? 9 : 17, Mmax = 18;
+        const int64_t K = nb * kQKK, N = reduced ? 9 : 17, Mmax = 38;
         INFO(cpu->name() << " " << dtype_name(w) << " super-blocks " << nb);
         std::vector<float> batch;
         check_matmul(*cpu, w, Shape{K, N, Mmax}, 5, &batch);

@@ -107,17 +107,22 @@ using X4Fn = void (*)(int64_t nb, const char* const* w, const int8_t* qs4, const
 // where the next tile starts.
 using RowsFn = void (*)(int64_t nb, const char* const* rows, const ActQ8* a, const char* next, float* res);
 
-// Pair kernel: one weight row x np (1..4) pairs of repacked activation rows (ActQ8KPair),
-// res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs, dot_q6K_pairs), or nullptr.
+// Pair kernel: one weight row x np (1..4, or 1..8) pairs of repacked activation rows
+// (ActQ8KPair), res[0 .. 2 np); bitwise the row kernel's results (dot_q4K_pairs,
+// dot_q6K_pairs), or nullptr.
 using PairFn = void (*)(int64_t nb, const void* w, const ActQ8KPair* const* ap, float* res);
 // Groups of fewer rows take the row kernel: at 2 or 3 rows the pair kernel's per-super-block
 // weight unpacking (8 vectors, for 2 pairs at most) costs more than it saves.
 constexpr int kPairMinRows = 4;
+// Where a type has pair kernels up to 8 pairs, prompt rows go in groups of this many: each
+// weight super-block is unpacked once per 16 rows instead of 8 (the unpacking and scale
+// decoding took about a fifth of the Q4_K prompt matmul at 8 rows).
+constexpr int kPairGroup = 16;
 
 struct TypeKernel {
   Act act;
   Kernels k;
-  PairFn pairs[4] = {nullptr, nullptr, nullptr, nullptr};  // np = 1..4
+  PairFn pairs[8] = {};  // np = 1..8 (pairs[4..7] null where a group of pairs is 4 at most)
   X4Fn x4[2] = {nullptr, nullptr};  // RB = 1, 2
   RowsFn rows = nullptr;
   int rows_n = 0;  // weight rows per decode tile (at most 8)
@@ -172,7 +177,8 @@ inline bool type_kernel(DType t, TypeKernel* out) {
                 {&dot_q4K_pairs<1, true>, &dot_q4K_pairs<2, true>, &dot_q4K_pairs<3, true>, &dot_q4K_pairs<4, true>}};
       else
         *out = {Act::q8k, make_kernels8<KQ4_K>(),
-                {&dot_q4K_pairs<1>, &dot_q4K_pairs<2>, &dot_q4K_pairs<3>, &dot_q4K_pairs<4>}};
+                {&dot_q4K_pairs<1>, &dot_q4K_pairs<2>, &dot_q4K_pairs<3>, &dot_q4K_pairs<4>, &dot_q4K_pairs<5>,
+                 &dot_q4K_pairs<6>, &dot_q4K_pairs<7>, &dot_q4K_pairs<8>}};
       return true;
     case DType::Q6_K:
       if (kquant_totals())
@@ -396,14 +402,16 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
       matmul_float_rows(W, x, y, *float_tiles(W.type), n0, n1, Mt);
       return;
     }
-    // Activation rows per group: the row kernel serves 1 to 4 (or 8) at once.
-    const int64_t kGroup = P == Path::dot1 ? 1 : tk.k.group();
+    // Activation rows per group: the row kernel serves 1 to 4 (or 8) at once, the pair
+    // kernels up to 16 where they go to 8 pairs (groups of 1..3 rows left over take the row
+    // kernel; a row's bits do not depend on its group).
+    const int64_t kGroup = P == Path::dot1 ? 1 : pairs && tk.pairs[7] ? kPairGroup : tk.k.group();
     for (int64_t nc = n0; nc < n1; nc += kNChunk) {
       const int64_t nc1 = nc + kNChunk < n1 ? nc + kNChunk : n1;
       for (int64_t m = 0; m < Mt; m += kGroup) {
         const int ra = static_cast<int>(Mt - m < kGroup ? Mt - m : kGroup);
-        const void* a[8];
-        float* yr[8];
+        const void* a[kPairGroup];
+        float* yr[kPairGroup];
         for (int r = 0; r < ra; ++r) {
           a[r] = act ? static_cast<const void*>(act + (m + r) * act_row) : row_at<const float>(x, m + r);
           yr[r] = row_at<float>(y, m + r);
@@ -447,12 +455,12 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
             yr[0][n] = dot_f16x(K, W.row<const char>(n), reinterpret_cast<const uint16_t*>(ar + 64)) * inv;
         }
 #endif
-        if (pairs && ra >= kPairMinRows) {  // m is a multiple of the group (8): pairs from m / 2
+        if (pairs && ra >= kPairMinRows) {  // m is a multiple of the group (8 or 16): pairs from m / 2
           const int np = (ra + 1) / 2;
-          const ActQ8KPair* ap[4];
+          const ActQ8KPair* ap[kPairGroup / 2];
           for (int p = 0; p < np; ++p) ap[p] = pairs + (m / 2 + p) * nb;
           for (; n < nc1; ++n) {
-            float res[8];
+            float res[kPairGroup];
             tk.pairs[np - 1](nb, W.row<const char>(n), ap, res);
             for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
           }
