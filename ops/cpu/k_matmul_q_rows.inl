@@ -301,22 +301,28 @@ inline void pairs_totals_out(__m256 tot, float* res, int np) {
   for (int p = 0; p < np; ++p) res[2 * p] = t[p], res[2 * p + 1] = t[4 + p];
 }
 
-// Q4_K x NP pairs of activation rows (1..8 pairs; 1..4 with kTotals), the prompt path. The activation rows of a
-// matmul call are repacked in pairs once (ActQ8KPair), so each product below is one 512-bit
-// instruction whose low half is row 2p and high half row 2p + 1, and the per-row float work
-// runs on both rows at once.
+// Q4_K x NP pairs of activation rows (1..8 pairs; 1..4 with kTotals), the prompt path. The
+// activation rows of a matmul call are repacked in pairs once (ActQ8KPair), so each product
+// below is one 512-bit instruction whose low half is row 2p and high half row 2p + 1, and the
+// per-row float work runs on both rows at once.
 //
 // Algorithm, per super-block: lane k of dot_q45K's ymm sum is the integer
 // I_k = sum_j sc_j * D(j, k), D(j, k) the dot product of elements 32j + 4k .. 32j + 4k + 3
-// (sub-block j, dword k). Code vector j holds sub-block j's 32 codes in both halves;
-// vpmaddubsw against the pair's sub-block j gives the int16 sums of element pairs (at most
-// 2 * 15 * 128 in size, so nothing saturates) and vpdpwssd against sc_j in every word adds
-// sc_j D(j, k) to lane k of row 2p and lane 8 + k of row 2p + 1, exactly: 2 instructions
-// per row pair and sub-block, none of them pinned to one port (a vpdpbusd / rotate / vpdpwssd
-// chain with a bias needs 2.5 and a register copy, the rotate on one port only). The scales
-// reach vpdpwssd as 32-bit broadcasts from memory, so they take no register or shuffle. The
-// sub-block loop runs outside the pair loop, and with few pairs each pair sums even and odd
-// sub-blocks in two registers: enough independent vpdpwssd chains to hide their latency.
+// (sub-block j, dword k). Code vector j holds sub-block j's 32 codes in both halves. Two
+// ways to the exact I_k of row 2p in lane k and of row 2p + 1 in lane 8 + k:
+//   - up to 4 pairs: vpdpbusd against the pair's sub-block j gives D(j, k). Sub-blocks 2i
+//     and 2i + 1 share one word pair: D(2i + 1) is summed from kBias in both words and
+//     rotated by 16 bits (high word kBias + D(2i + 1)), then D(2i) is summed onto it (low
+//     word kBias + D(2i): |D| <= 4 * 15 * 128 < kBias, so no borrow), and vpdpwssd against
+//     the pair (sc_2i, sc_2i+1) adds sc_2i D(2i) + sc_2i+1 D(2i + 1) plus
+//     kBias (sc_2i + sc_2i+1); the sum starts from -kBias * sum(sc), so it ends at I_k.
+//   - 5 to 8 pairs: vpmaddubsw against sub-block j gives the int16 sums of element pairs (at
+//     most 2 * 15 * 128 in size: no saturation) and vpdpwssd against sc_j in every word
+//     (a 32-bit broadcast from memory) adds sc_j D(j, k): 2 instructions per pair and
+//     sub-block where the first way takes 2.5, a register copy and a rotate that has one
+//     port. With the sub-block loop outside the pair loop, the pairs' 8 vpdpwssd chains hide
+//     each other's latency. At 1..4 pairs this way measured 6-8% slower (bench_matmul_variants
+//     --rows 4 8), so those keep the first.
 // The mins term m_k * (bsum_2k + bsum_2k+1) is formed as a float product of the two
 // (exact: both factors and the product are integers below 2^24), equal to dot_q45K's
 // converted integer. Then per lane dot_q45K's float operations in its order:
@@ -329,7 +335,8 @@ inline void pairs_totals_out(__m256 tot, float* res, int np) {
 template <int NP, bool kTotals = false>
 inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* ap, float* res) {
   static_assert(NP >= 1 && NP <= (kTotals ? 4 : 8));
-  constexpr int kSplit = NP <= 4 ? 2 : 1;  // accumulators per pair
+  constexpr int kBias = 8192;
+  const __m512i bias2 = _mm512_set1_epi32(kBias * 65536 + kBias);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   __m512 acc[NP];
   for (int p = 0; p < NP; ++p) acc[p] = _mm512_setzero_ps();
@@ -341,25 +348,44 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
     prefetch_block<sizeof(BlockQ4_K)>(w);
     alignas(16) uint8_t sc[16];
     k_scales(w->scales, sc);
-    // sc_j in both words of dword j.
-    alignas(32) int32_t scw[8];
-    const __m128i s16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc)));
-    _mm_store_si128(reinterpret_cast<__m128i*>(scw), _mm_unpacklo_epi16(s16, s16));
-    _mm_store_si128(reinterpret_cast<__m128i*>(scw + 4), _mm_unpackhi_epi16(s16, s16));
     __m512i wq[8];  // sub-block j's codes in both halves
     for (int c = 0; c < 4; ++c) {
       const __m512i q = _mm512_broadcast_i64x4(loadu256(w->qs + 32 * c));
       wq[2 * c] = _mm512_and_si512(q, m4);
       wq[2 * c + 1] = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     }
-    __m512i is[kSplit][NP];
-    for (int h = 0; h < kSplit; ++h)
-      for (int p = 0; p < NP; ++p) is[h][p] = _mm512_setzero_si512();
-    for (int j = 0; j < 8; ++j) {
-      const __m512i s = _mm512_set1_epi32(scw[j]);
+    const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc));
+    __m512i isum[NP];  // I_k of the pair's two rows
+    if constexpr (NP <= 4) {
+      // (sc_2i, sc_2i+1) as the low and high word of every lane: dword i of the 8 scales
+      // widened to words.
+      const __m512i sw = _mm512_zextsi128_si512(_mm_cvtepu8_epi16(s8));
+      __m512i sp[4];
+      for (int i = 0; i < 4; ++i) sp[i] = _mm512_permutexvar_epi32(_mm512_set1_epi32(i), sw);
+      // -kBias * (sc_0 + ... + sc_7) in every lane (vpsadbw sums the 8 bytes).
+      const __m512i start =
+          _mm512_broadcastd_epi32(_mm_mullo_epi32(_mm_sad_epu8(s8, _mm_setzero_si128()), _mm_set1_epi32(-kBias)));
       for (int p = 0; p < NP; ++p) {
-        __m512i& v = is[j % kSplit][p];
-        v = _mm512_dpwssd_epi32(v, _mm512_maddubs_epi16(wq[j], _mm512_load_si512(ap[p][b].qs[j])), s);
+        const ActQ8KPair& x = ap[p][b];
+        __m512i is = start;
+        for (int i = 0; i < 4; ++i) {
+          const __m512i hi = _mm512_rol_epi32(
+              _mm512_dpbusd_epi32(bias2, wq[2 * i + 1], _mm512_load_si512(x.qs[2 * i + 1])), 16);
+          is = _mm512_dpwssd_epi32(is, _mm512_dpbusd_epi32(hi, wq[2 * i], _mm512_load_si512(x.qs[2 * i])), sp[i]);
+        }
+        isum[p] = is;
+      }
+    } else {
+      // sc_j in both words of dword j, for vpdpwssd's 32-bit broadcast.
+      alignas(32) int32_t scw[8];
+      const __m128i s16 = _mm_cvtepu8_epi16(s8);
+      _mm_store_si128(reinterpret_cast<__m128i*>(scw), _mm_unpacklo_epi16(s16, s16));
+      _mm_store_si128(reinterpret_cast<__m128i*>(scw + 4), _mm_unpackhi_epi16(s16, s16));
+      for (int p = 0; p < NP; ++p) isum[p] = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        const __m512i s = _mm512_set1_epi32(scw[j]);
+        for (int p = 0; p < NP; ++p)
+          isum[p] = _mm512_dpwssd_epi32(isum[p], _mm512_maddubs_epi16(wq[j], _mm512_load_si512(ap[p][b].qs[j])), s);
       }
     }
     const __m512 mins = _mm512_cvtepi32_ps(
@@ -367,13 +393,12 @@ inline void dot_q4K_pairs(int64_t nb, const void* wv, const ActQ8KPair* const* a
     const __m512 vd = _mm512_set1_ps(f16_scalar(w->d)), vdmin = _mm512_set1_ps(f16_scalar(w->dmin));
     for (int p = 0; p < NP; ++p) {
       const ActQ8KPair& x = ap[p][b];
-      const __m512i i = kSplit == 2 ? _mm512_add_epi32(is[0][p], is[kSplit - 1][p]) : is[0][p];
       if constexpr (kTotals) {
-        isv[p] = i;
+        isv[p] = isum[p];
         pmv[p] = _mm512_mul_ps(mins, _mm512_load_ps(x.bs2));
       } else {
         const __m512 dx = _mm512_load_ps(x.d);
-        acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(vd, dx), acc[p]);
+        acc[p] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[p]), _mm512_mul_ps(vd, dx), acc[p]);
         acc[p] = _mm512_fnmadd_ps(_mm512_mul_ps(mins, _mm512_load_ps(x.bs2)), _mm512_mul_ps(vdmin, dx), acc[p]);
       }
     }
