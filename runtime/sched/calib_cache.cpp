@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <new>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "platform/cpu_features.h"
@@ -171,6 +172,18 @@ Expected<std::vector<ShapeCosts>> parse(const std::vector<std::string>& lines, c
   return out;
 }
 
+// The running program's file (size and modification time): kernels rebuilt
+// under the same version, compiler and ISAs are another build, whose curves
+// are measured again rather than trusted.
+std::string program_identity() {
+  struct stat st {};
+  if (stat("/proc/self/exe", &st) != 0) return "program unknown";
+  std::string s;
+  appendf(s, "program %lld bytes at %lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+          (long)st.st_mtim.tv_nsec);
+  return s;
+}
+
 }  // namespace
 
 CalibKey calib_key(CpuIsa isa, const CalibrateOptions& o, const std::vector<ShapeWeights>& shapes) {
@@ -181,7 +194,7 @@ CalibKey calib_key(CpuIsa isa, const CalibrateOptions& o, const std::vector<Shap
   k.machine += f.to_string();
   appendf(k.machine, " | %d cpus", f.n_logical_cpus);
   k.machine = one_line(k.machine);
-  k.build = one_line(KESTREL_BUILD_ID_STRING);
+  k.build = one_line(std::string(KESTREL_BUILD_ID_STRING) + " | " + program_identity());
   std::string m;
   appendf(m, "isa %s threads %d reps %d rows", cpu_isa_name(isa), o.max_threads, o.reps);
   for (int64_t r : o.rows) appendf(m, " %lld", (long long)r);
