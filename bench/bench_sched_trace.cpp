@@ -14,6 +14,7 @@
 //   bench_sched_trace -m qwen2.5-coder-1.5b.gguf -t 2                # the three built-in traces
 //   bench_sched_trace -m model.gguf --traces spec --steps 40 --reps 5
 //   bench_sched_trace -m model.gguf --trace-file steps.txt          # "N [out]" per line
+//   bench_sched_trace -m model.gguf --trace-file steps.txt --picks  # and each (shape, N)'s picks
 // Timing runs on a shared machine: flock -x /tmp/kestrel-timing.lock bench_sched_trace ...
 #include <algorithm>
 #include <cstdio>
@@ -117,7 +118,9 @@ size_t shape_index(const std::vector<ShapeCosts>& shapes, const Tensor& w) {
 
 // The oracle's table: for each (shape, rows) the trace uses, every candidate timed on the
 // model's weights of that shape (cycling layers), alternating, median of reps.
-void measure_oracle(Bench& b, const std::vector<Step>& trace, int reps, TableRouter& oracle) {
+using Medians = std::map<std::pair<size_t, int64_t>, std::vector<double>>;  // (shape, rows) -> ns per candidate
+
+void measure_oracle(Bench& b, const std::vector<Step>& trace, int reps, TableRouter& oracle, Medians& med) {
   std::map<std::pair<size_t, int64_t>, bool> pairs;
   for (const Step& s : trace)
     for (const Call& c : b.calls)
@@ -161,10 +164,45 @@ void measure_oracle(Bench& b, const std::vector<Step>& trace, int reps, TableRou
     for (size_t ci = 1; ci < t.size(); ++ci)
       if (median(t[ci]) < median(t[best])) best = ci;
     oracle.table[key] = MatmulRoute{sc.cands[best].variant, sc.cands[best].n_threads};
+    for (const auto& tc : t) med[key].push_back(median(tc));
   }
 }
 
-void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int reps) {
+// Per (shape, rows) of the trace: each candidate's time in the oracle's measurement, and
+// which one the fixed thresholds, a fresh dynamic scheduler (no history: the calibration's
+// pick after the margin) and the oracle take.
+void print_picks(Bench& b, const Medians& med, TableRouter& oracle) {
+  Logger quiet;
+  for (const auto& [key, ns] : med) {
+    const auto [si, m] = key;
+    const ShapeCosts& sc = b.shapes[si];
+    Tensor w;
+    for (const Call& c : b.calls)
+      if (c.shape == si) w = c.w;
+    Tensor xt = make_tensor(DType::F32, b.x.data(), w.ne[0], m);
+    Tensor yt = make_tensor(DType::F32, b.y.data(), w.ne[1], m);
+    const OpCall call{OpId::matmul, &yt, {&w, &xt}, 2, nullptr};
+    MatmulScheduler fresh(b.shapes, b.margin, b.isa, b.n_threads, quiet);
+    const MatmulRoute dyn = fresh.route(call), orc = oracle.route(call);
+    const MatmulVariant* fixed = cpu_matmul_policy_variant(b.isa, w.type, m);
+    std::printf("  %s %lldx%lld M %3lld:", dtype_name(sc.shape.wtype), (long long)sc.shape.k, (long long)sc.shape.n,
+                (long long)m);
+    for (size_t ci = 0; ci < sc.cands.size(); ++ci) {
+      const MatmulCandidate& k = sc.cands[ci];
+      std::string tags;
+      if (k.variant == fixed && k.n_threads == b.n_threads) tags += "S";
+      if (dyn.variant ? k.variant == dyn.variant && k.n_threads == dyn.n_threads
+                      : k.variant == fixed && k.n_threads == (dyn.n_threads ? dyn.n_threads : b.n_threads))
+        tags += "D";
+      if (k.variant == orc.variant && k.n_threads == orc.n_threads) tags += "O";
+      std::printf("  %s=%.0f%s%s%s", candidate_label(k).c_str(), ns[ci] / 1e3, tags.empty() ? "" : "[", tags.c_str(),
+                  tags.empty() ? "" : "]");
+    }
+    std::printf("\n");
+  }
+}
+
+void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int reps, bool picks) {
   int64_t rows = 0, lo = trace[0].rows, hi = trace[0].rows;
   for (const Step& s : trace) {
     rows += s.rows;
@@ -174,9 +212,15 @@ void run_trace(Bench& b, const char* name, const std::vector<Step>& trace, int r
   TableRouter oracle;
   oracle.shapes = &b.shapes;
   const double t0 = static_cast<double>(now_ns());
-  measure_oracle(b, trace, 5, oracle);
+  Medians med;
+  measure_oracle(b, trace, 5, oracle, med);
   std::printf("trace %s: %zu steps, N %lld..%lld, %lld rows; oracle table measured in %.1f s\n", name, trace.size(),
               (long long)lo, (long long)hi, (long long)rows, (static_cast<double>(now_ns()) - t0) * 1e-9);
+  if (picks) {
+    std::printf("  per shape and M: candidate=us per call in the oracle's measurement, [S] the fixed thresholds' "
+                "pick, [D] dynamic's (no history), [O] the oracle's\n");
+    print_picks(b, med, oracle);
+  }
 
   // Policies: static, dynamic, oracle, then the fixed thresholds on fewer threads
   // ("static/t1") and each candidate every shape has, on every step.
@@ -262,6 +306,8 @@ int main(int argc, char** argv) {
   app.add_option("--traces", traces, "generated traces: server spec prompts");
   app.add_option("--trace-file", trace_path, "replay this trace instead (\"N [out]\" per line)");
   app.add_option("--margin", margin, "the dynamic scheduler's hysteresis margin")->check(CLI::Range(0.0, 10.0));
+  bool picks = false;
+  app.add_flag("--picks", picks, "print each (shape, M) of a trace: every candidate's time and who picks which");
   CLI11_PARSE(app, argc, argv);
 
   ModelParams mp;
@@ -333,6 +379,6 @@ int main(int argc, char** argv) {
   std::mt19937 rng(3);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   for (float& v : b.x) v = dist(rng);
-  for (const auto& [n, t] : runs) run_trace(b, n.c_str(), t, reps);
+  for (const auto& [n, t] : runs) run_trace(b, n.c_str(), t, reps, picks);
   return 0;
 }
