@@ -159,6 +159,10 @@ TEST_CASE("spec: greedy draft-model speculation equals plain greedy", "[spec][mo
       SpecParams sp;
       sp.mode = SpecMode::draft;
       sp.draft_max = 5;
+      // The draft has half the target's layers: a pass at half a step, not the
+      // clocks' figure, so that a loaded machine cannot keep a poor draft going
+      // (the probe check below once failed under ctest -j2).
+      sp.pass_cost = 0.5;
       auto dec = SpecDecoder::create(*tctx, dctx.get(), sp);
       REQUIRE(dec.ok());
       for (const char* prompt : kPrompts) {
@@ -279,6 +283,11 @@ TEST_CASE("spec: vocabulary compatibility and parameters", "[spec][bad]") {
   sp.draft_max = 0;
   CHECK(!SpecDecoder::create(*ctx, nullptr, sp).ok());
   sp.draft_max = 4;
+  sp.pass_cost = -1.0;
+  CHECK(!SpecDecoder::create(*ctx, nullptr, sp).ok());
+  sp.pass_cost = std::nan("");
+  CHECK(!SpecDecoder::create(*ctx, nullptr, sp).ok());
+  sp.pass_cost = 0.0;
   sp.mode = SpecMode::draft;  // no draft context
   CHECK(!SpecDecoder::create(*ctx, nullptr, sp).ok());
   sp.mode = SpecMode::self;

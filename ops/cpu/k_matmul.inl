@@ -465,11 +465,13 @@ inline bool matmul_run(const OpCall& c, Exec& exec) {
             for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
           }
         }
-        const RowFn fn = tk.k.fn[ra - 1];
-        for (; n < nc1; ++n) {
-          float res[8];
-          fn(nb, W.row<const char>(n), a, res);
-          for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
+        if (n < nc1) {  // groups over 8 rows went whole through the pair kernel above
+          const RowFn fn = tk.k.fn[ra - 1];
+          for (; n < nc1; ++n) {
+            float res[8];
+            fn(nb, W.row<const char>(n), a, res);
+            for (int r = 0; r < ra; ++r) yr[r][n] = res[r];
+          }
         }
       }
     }

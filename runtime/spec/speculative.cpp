@@ -39,6 +39,7 @@ Expected<std::unique_ptr<SpecDecoder>> SpecDecoder::create(Context& target, Cont
   if (p.draft_max < 1 || p.draft_max > 32) return Status::invalid_argument("draft_max %d outside [1, 32]", p.draft_max);
   if (p.draft_vocab < 0) return Status::invalid_argument("draft_vocab %d must be >= 0", p.draft_vocab);
   if (!(p.p_min >= 0.0f && p.p_min <= 1.0f)) return Status::invalid_argument("p_min must be in [0, 1]");
+  if (!(p.pass_cost >= 0.0 && p.pass_cost <= 1e6)) return Status::invalid_argument("pass_cost must be in [0, 1e6]");
   if (p.mode == SpecMode::draft && !draft) return Status::invalid_argument("draft mode needs a draft model context");
   if (p.mode == SpecMode::self && draft) return Status::invalid_argument("self mode takes no draft model");
   if (draft == &target) return Status::invalid_argument("the draft context must be a second context");
@@ -296,6 +297,7 @@ Status SpecDecoder::generate(const std::vector<int32_t>& prompt, int32_t n_predi
   // a draft pass costs pass_ratio, a verify row past the first a quarter of a
   // plain step.
   if (p_.temperature > 0.0f) policy_.fix_costs(pass_ratio, 0.25);
+  else if (p_.pass_cost > 0.0) policy_.fix_costs(p_.pass_cost, 0.25);
   std::vector<int32_t> drafts(static_cast<size_t>(p_.draft_max));
   SpecVerifyParams vp;
   vp.greedy = p_.temperature <= 0.0f;

@@ -101,6 +101,10 @@ struct SpecParams {
   float p_min = 0.0f;         // stop a round's drafting below this draft probability (0: off)
   bool mask_drafting = true;  // draft a round in one pass when the drafting model carries mask tokens
   int32_t seq_id = 0;         // the sequence generate() uses in both contexts' caches (others are untouched)
+  // Greedy: > 0 prices a draft pass at this fraction of a target step instead of
+  // timing it (as SpecSlotParams::pass_cost), for runs that must not follow the
+  // clocks; 0: measured. Stochastic runs always price from model sizes.
+  double pass_cost = 0.0;
 };
 
 struct SpecStats {
