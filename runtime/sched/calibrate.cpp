@@ -10,7 +10,8 @@ namespace kestrel {
 
 namespace {
 
-constexpr int64_t kMinSliceRows = 64;
+constexpr int64_t kMinSliceRows = 128;
+constexpr int64_t kFixedSliceRows = 32;  // the small slice that prices a call's fixed part
 constexpr double kShortCallNs = 2e6;  // a point's calls per candidate take at least this long ...
 constexpr int kMaxShortReps = 15;     // ... with at most this many repetitions
 
@@ -104,54 +105,78 @@ Expected<std::vector<ShapeCosts>> calibrate_matmuls(Backend& cpu, const std::vec
       size_t next = 0;  // weight and slice of the next call
       for (size_t r = 0; r < c.rows.size(); ++r) {
         const int64_t M = c.rows[r];
-        int64_t rows = N;
-        if (K * M * N > o.work_cap) rows = std::clamp<int64_t>(o.work_cap / (K * M), kMinSliceRows, N);
-        const int64_t n_slices = N / rows;
-        if (y.size() < static_cast<size_t>(rows * M)) y.resize(static_cast<size_t>(rows * M));
-        Tensor xt = make_tensor(DType::F32, x.data(), K, M);
-        Tensor yt = make_tensor(DType::F32, y.data(), rows, M);
-        // One call of candidate ci on the next weight (slice); returns nanoseconds.
-        auto call = [&](size_t ci, double* ns) -> Status {
-          const MatmulCandidate& cand = c.cands[ci];
-          const size_t i = next++;
-          Tensor wt = sw.weights[i % sw.weights.size()];
-          wt.data = wt.row<char>((static_cast<int64_t>(i / sw.weights.size()) % n_slices) * rows);
-          wt.ne[1] = rows;
-          OpCall op{OpId::matmul, &yt, {&wt, &xt}, 2, nullptr};
-          const MatmulVariant* v = cand.variant ? cand.variant : cpu_matmul_policy_variant(isa, sw.shape.wtype, M);
-          if (!v) return Status::unsupported("calibration: no %s matmul kernel", dtype_name(sw.shape.wtype));
-          const int64_t t0 = now_ns();
-          KESTREL_TRY(cpu_run_matmul_variant(cpu, op, *v, cand.n_threads));
-          *ns = static_cast<double>(std::max<int64_t>(now_ns() - t0, 1));
+        const size_t nc = c.cands.size();
+        // Every candidate's median time on slices of `rows` weight rows (N: whole matrices).
+        auto measure = [&](int64_t rows, std::vector<double>* med) -> Status {
+          const int64_t n_slices = N / rows;
+          if (y.size() < static_cast<size_t>(rows * M)) y.resize(static_cast<size_t>(rows * M));
+          Tensor xt = make_tensor(DType::F32, x.data(), K, M);
+          Tensor yt = make_tensor(DType::F32, y.data(), rows, M);
+          // One call of candidate ci on the next weight (slice); returns nanoseconds.
+          auto call = [&](size_t ci, double* ns) -> Status {
+            const MatmulCandidate& cand = c.cands[ci];
+            const size_t i = next++;
+            Tensor wt = sw.weights[i % sw.weights.size()];
+            wt.data = wt.row<char>((static_cast<int64_t>(i / sw.weights.size()) % n_slices) * rows);
+            wt.ne[1] = rows;
+            OpCall op{OpId::matmul, &yt, {&wt, &xt}, 2, nullptr};
+            const MatmulVariant* v = cand.variant ? cand.variant : cpu_matmul_policy_variant(isa, sw.shape.wtype, M);
+            if (!v) return Status::unsupported("calibration: no %s matmul kernel", dtype_name(sw.shape.wtype));
+            const int64_t t0 = now_ns();
+            KESTREL_TRY(cpu_run_matmul_variant(cpu, op, *v, cand.n_threads));
+            *ns = static_cast<double>(std::max<int64_t>(now_ns() - t0, 1));
+            return {};
+          };
+          // Candidates alternate within each repetition, in a fresh order each time, so
+          // drift and other load hit all alike. Each timed call follows an untimed one of
+          // the same candidate: a call on more threads than the one before it would
+          // otherwise pay for waking the extra threads, a cost of the order, not of the
+          // candidate. Short calls (tens of microseconds, where such costs show) get more
+          // repetitions, up to kShortCallNs of calls per candidate.
+          double warm = 0, warm_max = 0;
+          for (size_t ci = 0; ci < nc; ++ci) {
+            KESTREL_TRY(call(ci, &warm));
+            warm_max = std::max(warm_max, warm);
+          }
+          const int reps = std::max(o.reps, std::min(kMaxShortReps, static_cast<int>(kShortCallNs / warm_max)) | 1);
+          std::vector<double> t(nc * static_cast<size_t>(reps));
+          std::vector<size_t> order(nc);
+          for (size_t ci = 0; ci < nc; ++ci) order[ci] = ci;
+          for (int rep = 0; rep < reps; ++rep) {
+            std::shuffle(order.begin(), order.end(), rng);
+            for (size_t ci : order) {
+              KESTREL_TRY(call(ci, &warm));
+              KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(reps) + rep]));
+            }
+          }
+          med->resize(nc);
+          for (size_t ci = 0; ci < nc; ++ci) {
+            auto b = t.begin() + static_cast<std::ptrdiff_t>(ci * static_cast<size_t>(reps));
+            std::sort(b, b + reps);
+            (*med)[ci] = *(b + reps / 2);
+          }
           return {};
         };
-        // Candidates alternate within each repetition, in a fresh order each time, so drift
-        // and other load hit all alike. Each timed call follows an untimed one of the same
-        // candidate: a call on more threads than the one before it would otherwise pay for
-        // waking the extra threads, a cost of the order, not of the candidate. Short calls
-        // (tens of microseconds, where such costs show) get more repetitions, up to
-        // kShortCallNs of calls per candidate.
-        const size_t nc = c.cands.size();
-        double warm = 0, warm_max = 0;
-        for (size_t ci = 0; ci < nc; ++ci) {
-          KESTREL_TRY(call(ci, &warm));
-          warm_max = std::max(warm_max, warm);
+        int64_t rows = N;
+        if (K * M * N > o.work_cap) rows = std::clamp<int64_t>(o.work_cap / (K * M), kMinSliceRows, N);
+        std::vector<double> t_big, t_small;
+        KESTREL_TRY(measure(rows, &t_big));
+        if (rows == N) {
+          for (size_t ci = 0; ci < nc; ++ci) c.ns[ci * c.rows.size() + r] = t_big[ci];
+          continue;
         }
-        const int reps = std::max(o.reps, std::min(kMaxShortReps, static_cast<int>(kShortCallNs / warm_max)) | 1);
-        std::vector<double> t(nc * static_cast<size_t>(reps));
-        std::vector<size_t> order(nc);
-        for (size_t ci = 0; ci < nc; ++ci) order[ci] = ci;
-        for (int rep = 0; rep < reps; ++rep) {
-          std::shuffle(order.begin(), order.end(), rng);
-          for (size_t ci : order) {
-            KESTREL_TRY(call(ci, &warm));
-            KESTREL_TRY(call(ci, &t[ci * static_cast<size_t>(reps) + rep]));
-          }
-        }
+        // A call costs a part that grows with the weight rows and a part that does not
+        // (quantizing and packing the M activation rows, waking threads): a small slice's
+        // time gives the second, and the whole matrix's time is the line through both
+        // slices' times at N rows. (Scaling one slice's time by N / rows multiplied the
+        // fixed part too: at M = 64 on a 8960-wide weight that made the AMX tiles look
+        // 3.6 times slower than they are.)
+        const int64_t small = std::min<int64_t>(kFixedSliceRows, rows / 2);
+        KESTREL_TRY(measure(small, &t_small));
         for (size_t ci = 0; ci < nc; ++ci) {
-          auto b = t.begin() + static_cast<std::ptrdiff_t>(ci * static_cast<size_t>(reps));
-          std::sort(b, b + reps);
-          c.ns[ci * c.rows.size() + r] = *(b + reps / 2) * static_cast<double>(N) / static_cast<double>(rows);
+          const double per_row = (t_big[ci] - t_small[ci]) / static_cast<double>(rows - small);
+          const double whole = t_big[ci] + std::max(per_row, 0.0) * static_cast<double>(N - rows);
+          c.ns[ci * c.rows.size() + r] = std::max(whole, 1.0);
         }
       }
       out.push_back(std::move(c));

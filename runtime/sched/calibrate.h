@@ -12,9 +12,10 @@
 // Timing follows a forward pass's access pattern: each call reads another layer's weights
 // of the shape (or another slice of a matrix the model has once, the output head), so
 // weights come from memory, not from a cache. A call of more than work_cap multiply-adds
-// runs on a slice of the weight rows (at least kMinSliceRows) and its time is scaled by
-// the rows it left out: a matmul's time is linear in its weight rows once each thread has
-// a few dozen. Each point is the median of `reps` calls after one warm-up call (more for
+// runs on slices of the weight rows (at least kMinSliceRows, and one of 32 rows): a
+// matmul's time is linear in its weight rows once each thread has a few dozen, plus a
+// part that is not (the activation rows' quantizing and packing, waking threads), and the
+// line through the two slices' times gives the whole matrix's. Each point is the median of `reps` calls after one warm-up call (more for
 // calls of well under a millisecond, whose times vary most), the candidates alternating.
 //
 //   CalibrateOptions o;
