@@ -439,11 +439,12 @@ void check_matmul(Backend& gpu, DType type, int64_t K, int64_t N, int64_t M, int
   REQUIRE(run_op(gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
   auto got = f32_from_device(gpu, y);
   // Q4_0 / Q8_0 decode rows run on 8-bit activations (k_matvec_q8.cu), and so
-  // does one row of the warp-per-row kernels' types (x staged as 8-bit records,
-  // k_matvec.cu): each x element moves by at most max|x| / 254 of its 32-block.
+  // do the rows below 8 of the warp-per-row kernels' quantized types (x staged
+  // as 8-bit records, k_matvec.cu): each x element moves by at most max|x| / 254
+  // of its 32-block.
   const bool q8 = ((type == DType::Q4_0 || type == DType::Q8_0) && M * B2 < 8 && wpad % 2 == 0) ||
-                  (type == DType::Q4_K && M * B2 == 1 && wpad % 4 == 0) ||
-                  (type == DType::Q6_K && M * B2 == 1 && wpad % 2 == 0);
+                  (type == DType::Q4_K && M * B2 < 8 && wpad % 4 == 0) ||
+                  (type == DType::Q6_K && M * B2 < 8 && wpad % 2 == 0);
   for (int64_t m = 0; m < M * B2; ++m) {
     for (int64_t n = 0; n < N; ++n) {
       double want = 0, mag = 0, q8_bound = 0;
@@ -521,6 +522,41 @@ TEST_CASE("cuda: matmul Q8_0/Q4_0", "[cuda][op][matmul]") {
     check_matmul(*gpu, t, 64, 33, 5, 1, 16);
     check_matmul(*gpu, t, 2048, 65, 16, 1, 0);
     check_matmul(*gpu, t, 4096, 9, 33, 2, 4);
+  }
+}
+
+// A speculative verify's rows and a plain decode step's row: each row of a few-row
+// quantized matvec is computed as that row alone (x rows staged separately, the
+// same unit order per lane), so greedy speculation on the GPU keeps plain tokens.
+TEST_CASE("cuda: quantized matvec rows equal their one-row results bit for bit", "[cuda][op][matmul]") {
+  auto gpu = make_gpu();
+  NEED_GPU(gpu);
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K}) {
+    const int64_t K = 768, N = 37;
+    auto wf = randn(K * N, 5, 0.5f);
+    std::vector<uint8_t> wbytes;
+    for (int64_t n = 0; n < N; ++n) {
+      auto row = encode_row(t, wf.data() + n * K, K);
+      wbytes.insert(wbytes.end(), row.begin(), row.end());
+    }
+    auto w = to_device(*gpu, t, wbytes, K, N, 1, 1, 0);
+    for (int64_t M : {2, 3, 7}) {
+      INFO(dtype_name(t) << " M=" << M);
+      auto xv = randn(K * M, uint32_t(M), 1.0f);
+      auto x = f32_to_device(*gpu, xv, K, M, 1, 0);
+      auto y = poisoned(*gpu, DType::F32, N, M, 1, 0);
+      REQUIRE(run_op(*gpu, OpId::matmul, y.t, {&w.t, &x.t}, nullptr).ok());
+      auto got = f32_from_device(*gpu, y);
+      for (int64_t m = 0; m < M; ++m) {
+        std::vector<float> one(xv.begin() + m * K, xv.begin() + (m + 1) * K);
+        auto x1 = f32_to_device(*gpu, one, K, 1, 1, 0);
+        auto y1 = poisoned(*gpu, DType::F32, N, 1, 1, 0);
+        REQUIRE(run_op(*gpu, OpId::matmul, y1.t, {&w.t, &x1.t}, nullptr).ok());
+        auto want = f32_from_device(*gpu, y1);
+        INFO("row " << m);
+        CHECK(std::memcmp(got.data() + m * N, want.data(), static_cast<size_t>(N) * sizeof(float)) == 0);
+      }
+    }
   }
 }
 

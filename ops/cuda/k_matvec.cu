@@ -422,11 +422,11 @@ __device__ void rope_epilogue(const RopeArg& ro, int seg, int64_t n0, int64_t n1
 // Units a lane loads before it computes on any of them, per weight row: for
 // one activation row, as many as the registers take, so that a decode row's
 // weights are all in flight at once (a 2048-wide Q4_0 row is 2 units a lane);
-// one when 8 activation rows hold the registers.
+// two of the small units when 8 activation rows hold the registers.
 template <DType T, int MC, int NR>
 constexpr int batch_units() {
-  if (MC != 1) return 1;
   const int regs = static_cast<int>(sizeof(typename Unit<T>::Raw) / 4) * NR;  // per unit of each row
+  if (MC != 1) return regs <= 12 ? 2 : 1;
   return regs <= 12 ? 4 : regs <= 40 ? 2 : 1;
 }
 
@@ -470,10 +470,10 @@ __device__ __forceinline__ void row_dots(const char* const wr[R], int64_t n_unit
     for (int c = 0; c < MC; ++c) acc[r][c] = warp_sum(acc[r][c]);
 }
 
-// quantize_xq: x row 0 as XQ records, normalised first when nm.on (sum of
-// squares in float by each thread over its float4 slices, one block
-// reduction, x / sqrt(mean + eps) * w: the rms_norm formula; the normalised
-// row also goes to nm.y). Each block quantizes 16 records (512 elements), each
+// quantize_xq: x row blockIdx.y as XQ records at xq + blockIdx.y * K / 32,
+// normalised first when nm.on (one row only: sum of squares in float by each
+// thread over its float4 slices, one block reduction, x / sqrt(mean + eps) * w:
+// the rms_norm formula; the normalised row also goes to nm.y). Each block quantizes 16 records (512 elements), each
 // record by 8 consecutive threads (4 elements each: max and sums by shuffles);
 // with a norm every block first sums the whole row. K is a multiple of 32.
 constexpr int kQuantThreads = 128;
@@ -482,7 +482,8 @@ constexpr int kQuantRecords = kQuantThreads / 8;
 __global__ void __launch_bounds__(kQuantThreads) quantize_xq(TV xt, int64_t K, NormArg nm, XQ* xq) {
   __shared__ float scratch[32];
   pdl_wait();
-  const float* x = reinterpret_cast<const float*>(xt.data);
+  const float* x = reinterpret_cast<const float*>(row_ptr(xt, blockIdx.y));
+  xq += static_cast<int64_t>(blockIdx.y) * (K / 32);
   float inv = 1.0f;
   if (nm.on) {
     float ss = 0.0f;
@@ -532,7 +533,7 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_xq(TV xt, int64_t K, N
   }
 }
 
-// XS: x (one row, MC == 1) as quantize_xq's records xs. ROPE: the q / k / v
+// XS: x (m_total rows) as quantize_xq's records xs, K / 32 a row. ROPE: the q / k / v
 // launch with ro's epilogue (R == 2, MC == 1: a warp's rows are a rotation
 // pair, remapped for neox).
 template <DType T, int MC, int R, bool XS, bool ROPE = false>
@@ -564,7 +565,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   const float* xr[MC];
 #pragma unroll
   for (int c = 0; c < MC; ++c)
-    xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
+    xr[c] = c >= m_total ? nullptr
+            : XS         ? reinterpret_cast<const float*>(xs + c * (x.ne[0] / 32))
+                         : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
   row_dots<T, MC, R, XA>(wr, w.ne[0] / Unit<T>::kElems, xr, lane, acc);
@@ -625,7 +628,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock* kWarp)
   const float* xr[MC];
 #pragma unroll
   for (int c = 0; c < MC; ++c)
-    xr[c] = c >= m_total ? nullptr : XS ? reinterpret_cast<const float*>(xs) : reinterpret_cast<const float*>(row_ptr(x, c));
+    xr[c] = c >= m_total ? nullptr
+            : XS         ? reinterpret_cast<const float*>(xs + c * (x.ne[0] / 32))
+                         : reinterpret_cast<const float*>(row_ptr(x, c));
   float acc[2 * R][MC];
   using XA = std::conditional_t<XS, XStaged, XGlobal>;
   row_dots<T, MC, 2 * R, XA>(wr, wg.ne[0] / Unit<T>::kElems, xr, lane, acc);
@@ -661,14 +666,16 @@ cudaError_t by_rows(int64_t m, F&& f) {
   return f(std::integral_constant<int, 8>{});
 }
 
-// Quantized weights take x staged as XQ records at one row; float weights
+// Quantized weights take x staged as XQ records (every row); float weights
 // always read float x from global memory (staging a float copy measured
 // slower for F16: its 16-byte units keep the lanes' x reads within few lines).
 template <DType T>
 constexpr bool kStages = T == DType::Q4_0 || T == DType::Q8_0 || T == DType::Q4_K || T == DType::Q6_K;
 
-// Shared memory of a staged x row, 0 when x is read from global memory: float
-// weights, more than one row, K past kMatvecMaxStagedK, or staging turned off
+// Scratch of the staged x rows (m of them, each quantized once for the launch:
+// a weight unit is loaded once and dotted with every row's records, and each
+// row's sums are those of a one-row launch, bit for bit), 0 when x is read from
+// global memory: float weights, K past kMatvecMaxStagedK, or staging turned off
 // (KESTREL_CUDA_MATVEC=global, read once: the float path, for comparisons in
 // one binary).
 size_t staged_bytes(DType wt, int64_t K, int64_t m) {
@@ -676,14 +683,15 @@ size_t staged_bytes(DType wt, int64_t K, int64_t m) {
     const char* e = std::getenv("KESTREL_CUDA_MATVEC");
     return e && std::strcmp(e, "global") == 0;
   }();
-  if (off || m != 1 || K > kMatvecMaxStagedK || dtype_block_size(wt) == 1) return 0;
-  return static_cast<size_t>(K / 32) * sizeof(XQ);
+  if (off || m < 1 || m > kMatvecMaxRows || K > kMatvecMaxStagedK || dtype_block_size(wt) == 1) return 0;
+  return static_cast<size_t>(m) * static_cast<size_t>(K / 32) * sizeof(XQ);
 }
 
-// x (one row) into records at xq, normalised on the way when nm.on.
-cudaError_t run_quantize(TV x, const NormArg& nm, XQ* xq, cudaStream_t s) {
+// x's m rows into records at xq, normalised on the way when nm.on (m == 1).
+cudaError_t run_quantize(TV x, int64_t m, const NormArg& nm, XQ* xq, cudaStream_t s) {
+  if (nm.on && m != 1) return cudaErrorInvalidValue;
   const int64_t records = x.ne[0] / 32;
-  const unsigned blocks = static_cast<unsigned>((records + kQuantRecords - 1) / kQuantRecords);
+  const dim3 blocks(static_cast<unsigned>((records + kQuantRecords - 1) / kQuantRecords), static_cast<unsigned>(m));
   (void)launch_k(quantize_xq, blocks, kQuantThreads, 0, s, x, x.ne[0], nm, xq);
   return cudaGetLastError();
 }
@@ -703,13 +711,13 @@ cudaError_t segs_r(const MatvecSegs& segs, TV x, int64_t m, const NormArg& nm, c
     a.n = segs.n;
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    const bool staged = staged_bytes(T, x.ne[0], m) > 0 && scratch;
     if ((nm.on || x_quantized) && !staged) return cudaErrorInvalidValue;
     if constexpr (kStages<T>) {
       if (staged) {
         XQ* xq = static_cast<XQ*>(scratch);
         if (!x_quantized) {
-          const cudaError_t q = run_quantize(x, nm, xq, s);
+          const cudaError_t q = run_quantize(x, m, nm, xq, s);
           if (q != cudaSuccess) return q;
         }
         if constexpr (MC == 1 && R == 2) {
@@ -745,12 +753,12 @@ cudaError_t glu_r(TV g, TV u, TV x, TV y, TV yg, TV yu, Binary op, ExpTier e, in
     const int64_t warps = (g.ne[1] + R - 1) / R;
     if (warps == 0) return cudaSuccess;
     const unsigned blocks = static_cast<unsigned>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    const bool staged = MC == 1 && staged_bytes(T, x.ne[0], m) > 0 && scratch;
+    const bool staged = staged_bytes(T, x.ne[0], m) > 0 && scratch;
     if (nm.on && !staged) return cudaErrorInvalidValue;
     if constexpr (kStages<T>) {
       if (staged) {
         XQ* xq = static_cast<XQ*>(scratch);
-        const cudaError_t q = run_quantize(x, nm, xq, s);
+        const cudaError_t q = run_quantize(x, m, nm, xq, s);
         if (q != cudaSuccess) return q;
         (void)launch_k(matvec_glu_kernel<T, MC, R, true>, blocks, kWarpsPerBlock * kWarp, 0, s, g, u, x, y, yg, yu,
                        op, e, m, static_cast<const XQ*>(xq));

@@ -13,15 +13,18 @@
 //   s.add(view(wq), view(yq)); s.add(view(wk), view(yk)); s.add(view(wv), view(yv));
 //   launch_matvec(DType::Q4_0, s, view(x), stream);
 //
-// One activation row against quantized weights (Q4_0, Q8_0, Q4_K, Q6_K: every
-// decode step of one sequence) runs on 8-bit activations, the cpu kernels'
-// scheme: a first kernel quantizes x once into the scratch as blocks of 32,
-// q = round(x / d), d = max|x| / 127 (48-byte records with d and the sums),
-// and the matvec takes integer dot products (dp4a) against the weights'
-// quants, their scales and offsets applied per block in float.
+// Activation rows against quantized weights (Q4_0, Q8_0, Q4_K, Q6_K: every
+// decode step, and the few rows of a speculative verify or of several
+// sequences) run on 8-bit activations, the cpu kernels' scheme: a first kernel
+// quantizes each row of x once into the scratch as blocks of 32, q = round(x /
+// d), d = max|x| / 127 (48-byte records with d and the sums), and the matvec
+// takes integer dot products (dp4a) against the weights' quants, their scales
+// and offsets applied per block in float; each weight unit is loaded once for
+// all rows, and a row's result does not depend on the others (the same bits
+// as alone).
 // Error: |x - d q| <= max|x| / 254 per element of its block; the integer sums
-// are exact. Float weights, and several activation rows, use float x: float
-// FMA accumulation of exactly dequantized weights, within ~1e-6 sum|wx|.
+// are exact. Float weights use float x: float FMA accumulation of exactly
+// dequantized weights, within ~1e-6 sum|wx|.
 #pragma once
 
 #include "ops/cuda/cuda_kernels.h"
