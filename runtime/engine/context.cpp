@@ -63,8 +63,13 @@ Expected<std::unique_ptr<Context>> Context::create(const Model& model, const Con
   KESTREL_TRY(c->forward_.init(model, n_ubatch));
   c->forward_.set_exp_tiers(p.exp);
   try {
-    // One row up front; decode() grows it once when a batch asks for more.
-    c->logits_.assign(static_cast<size_t>(hp.n_vocab), 0.0f);
+    // One row up front, decode() growing it when a batch asks for more; on a device,
+    // rows for a speculative verify or a few sequences (16): a move of the buffer drops
+    // every ids_out plan (their device step memory is keyed by its address), and
+    // verifies of growing draft lengths had moved it once per new size.
+    const int64_t rows = c->on_device() ? std::min<int64_t>(n_ubatch, 16) : 1;
+    c->logits_.assign(static_cast<size_t>(rows * hp.n_vocab), 0.0f);
+    c->ids_.assign(static_cast<size_t>(rows), 0);
   } catch (const std::bad_alloc&) {
     return Status::out_of_memory("logits buffer");
   }
