@@ -20,11 +20,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/cuda_node_split.h"
 #include "ops/cuda/cuda_backend.h"
 #include "platform/timer.h"
 #include "runtime/engine/context.h"
 
 using namespace kestrel;
+using bench::median;
 
 namespace {
 
@@ -35,11 +37,6 @@ void check(const Status& s) {
   }
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -47,8 +44,11 @@ int main(int argc, char** argv) {
   std::string path;
   std::vector<int> rows{1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
   bool ids = true;
+  std::vector<int> split_rows;
   app.add_option("-m,--model", path, "GGUF model")->required();
   app.add_option("--rows", rows, "batch sizes, in this order")->check(CLI::Range(1, 256));
+  app.add_option("--split", split_rows, "after the table: these row counts' steady step split by kernel")
+      ->check(CLI::Range(1, 256));
   app.add_option("--ids", ids, "1: every row's greedy id on the device; 0: the last row's logits");
   CLI11_PARSE(app, argc, argv);
 
@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   pv.ids_out = ids;
   std::printf("| rows | 1st use ms | 2nd use ms | uses 3-7 ms (median) | plans built | replaying |\n");
   std::printf("|---|---|---|---|---|---|\n");
+  std::vector<double> steady;
   for (int n : rows) {
     for (int i = 0; i < n; ++i) pos[static_cast<size_t>(i)] = n_prompt + i;
     BatchView b{n, tok.data() + n_prompt, pos.data(), nullptr, ids ? all.data() : nullptr};
@@ -98,9 +99,16 @@ int main(int argc, char** argv) {
       ms.push_back((now_ns() - t0) / 1e6);
       ctx.kv().seq_rm(0, n_prompt, -1);
     }
-    std::printf("| %d | %.2f | %.2f | %.3f | %llu | %zu |\n", n, ms[0], ms[1],
-                median(std::vector<double>(ms.begin() + 2, ms.end())), (unsigned long long)ctx.plans().n_built(),
-                ctx.plans().n_replaying());
+    steady.push_back(median(std::vector<double>(ms.begin() + 2, ms.end())));
+    std::printf("| %d | %.2f | %.2f | %.3f | %llu | %zu |\n", n, ms[0], ms[1], steady.back(),
+                (unsigned long long)ctx.plans().n_built(), ctx.plans().n_replaying());
+  }
+  for (int n : split_rows) {
+    const auto at = std::find(rows.begin(), rows.end(), n);
+    if (at == rows.end()) continue;
+    // The cells of the last use are gone: the split's step sees the prompt's span.
+    const int64_t n_out = ids ? n : 1;
+    if (!bench::print_node_split(ctx, n, n_out, pv, 1e3 * steady[static_cast<size_t>(at - rows.begin())])) return 1;
   }
   return 0;
 }

@@ -13,18 +13,15 @@
 
 #include <CLI/CLI.hpp>
 
+#include "bench/cuda_node_split.h"
 #include "ops/cuda/cuda_backend.h"
 #include "platform/timer.h"
 #include "runtime/engine/context.h"
 
 using namespace kestrel;
+using bench::median;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-}
 
 std::unique_ptr<Context> make_ctx(const Model& m, int64_t n_ctx, int64_t n_batch, bool graphs) {
   ContextParams cp;
@@ -70,47 +67,6 @@ double time_tg(Context& c, int n) {
   return (now_ns() - t0) / 1e9;
 }
 
-// One step of the plan for n tokens, each node timed; printed by op and weight type.
-void split(Context& c, int64_t n, double step_us) {
-  PlanCache::Entry* e = c.plans().find(n, 1, PassVariant{});
-  if (!e) return;
-  std::vector<double> us;
-  check(e->exe->time_nodes(us));
-  // The executable alone (inputs up, graph replay, outputs down, sync)
-  // against the context's whole step: the difference is host work per step.
-  std::vector<double> ex;
-  for (int r = 0; r < 25; ++r) {
-    const int64_t t0 = now_ns();
-    check(e->exe->execute());
-    ex.push_back((now_ns() - t0) / 1e3);
-  }
-  const double exe_us = median(ex);
-  Plan plan;
-  std::vector<float> logits(static_cast<size_t>(c.model().hparams().n_vocab));
-  check(c.forward().record(plan, n, 1, PassVariant{}, c.kv(), logits.data()).status());
-  std::map<std::string, std::pair<int, double>> by;
-  double total = 0;
-  for (size_t i = 0; i < us.size() && i < plan.nodes().size(); ++i) {
-    const PlanNode& node = plan.nodes()[i];
-    std::string key = op_name(node.op);
-    if (node.op == OpId::matmul || node.op == OpId::get_rows) key += std::string(" ") + dtype_name(node.src[0].type);
-    if (node.op == OpId::matmul) key += " " + std::to_string(node.src[0].ne[1]) + "x" + std::to_string(node.src[0].ne[0]);
-    by[key].first += 1;
-    by[key].second += us[i];
-    total += us[i];
-  }
-  std::vector<std::pair<double, std::string>> rows;
-  for (const auto& [k, v] : by) rows.emplace_back(v.second, k);
-  std::sort(rows.rbegin(), rows.rend());
-  std::printf("\nstep of %lld token(s): %zu nodes, %.1f us in kernels (events), %.1f us wall per step (%.0f%% in kernels), "
-              "%.1f us in the executable (inputs up, %s, outputs down)\n\n",
-              (long long)n, us.size(), total, step_us, step_us > 0 ? 100.0 * total / step_us : 0.0, exe_us,
-              e->exe->replays_graph() ? "graph replay" : "launches");
-  std::printf("| node | count | us per step | share |\n|---|---|---|---|\n");
-  for (const auto& [t, k] : rows)
-    std::printf("| %s | %d | %.1f | %.1f%% |\n", k.c_str(), by[k].first, t, 100.0 * t / total);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,9 +107,9 @@ int main(int argc, char** argv) {
       tg_graph_us = median(tg) / n_gen * 1e6;
       pp_us = median(pp) * 1e6;
       time_tg(*c, n_gen);  // the split's step sees the KV span the last timed step saw
-      split(*c, 1, tg_graph_us);
+      bench::print_node_split(*c, 1, 1, PassVariant{}, tg_graph_us);
       time_pp(*c, ids);
-      split(*c, token_bucket(n_prompt, n_prompt), pp_us);
+      bench::print_node_split(*c, token_bucket(n_prompt, n_prompt), 1, PassVariant{}, pp_us);
     }
   }
   return 0;
